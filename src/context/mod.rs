@@ -1,0 +1,1 @@
+//! The build context: walk, .dockerignore, source digests. (in progress)

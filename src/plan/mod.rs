@@ -1,0 +1,1 @@
+//! Build plans: stages, steps and cache keys. (in progress)
