@@ -862,3 +862,171 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod upstream_tables {
+    //! The single-pattern tables of moby/patternmatcher's tests, re-expressed as data.
+    use super::*;
+
+    /// (pattern, path, excluded) — `None` means a bad-pattern error.
+    const CASES: &[(&str, &str, Option<bool>)] = &[
+        ("**", "file", Some(true)),
+        ("**", "file/", Some(true)),
+        ("**/", "file", Some(true)),
+        ("**/", "file/", Some(true)),
+        ("**", "/", Some(true)),
+        ("**/", "/", Some(true)),
+        ("**", "dir/file", Some(true)),
+        ("**/", "dir/file", Some(true)),
+        ("**", "dir/file/", Some(true)),
+        ("**/", "dir/file/", Some(true)),
+        ("**/**", "dir/file", Some(true)),
+        ("**/**", "dir/file/", Some(true)),
+        ("dir/**", "dir/file", Some(true)),
+        ("dir/**", "dir/file/", Some(true)),
+        ("dir/**", "dir/dir2/file", Some(true)),
+        ("dir/**", "dir/dir2/file/", Some(true)),
+        ("**/dir", "dir", Some(true)),
+        ("**/dir", "dir/file", Some(true)),
+        ("**/dir2/*", "dir/dir2/file", Some(true)),
+        ("**/dir2/*", "dir/dir2/file/", Some(true)),
+        ("**/dir2/**", "dir/dir2/dir3/file", Some(true)),
+        ("**/dir2/**", "dir/dir2/dir3/file/", Some(true)),
+        ("**file", "file", Some(true)),
+        ("**file", "dir/file", Some(true)),
+        ("**/file", "dir/file", Some(true)),
+        ("**file", "dir/dir/file", Some(true)),
+        ("**/file", "dir/dir/file", Some(true)),
+        ("**/file*", "dir/dir/file", Some(true)),
+        ("**/file*", "dir/dir/file.txt", Some(true)),
+        ("**/file*txt", "dir/dir/file.txt", Some(true)),
+        ("**/file*.txt", "dir/dir/file.txt", Some(true)),
+        ("**/file*.txt*", "dir/dir/file.txt", Some(true)),
+        ("**/**/*.txt", "dir/dir/file.txt", Some(true)),
+        ("**/**/*.txt2", "dir/dir/file.txt", Some(false)),
+        ("**/*.txt", "file.txt", Some(true)),
+        ("**/**/*.txt", "file.txt", Some(true)),
+        ("a**/*.txt", "a/file.txt", Some(true)),
+        ("a**/*.txt", "a/dir/file.txt", Some(true)),
+        ("a**/*.txt", "a/dir/dir/file.txt", Some(true)),
+        ("a/*.txt", "a/dir/file.txt", Some(false)),
+        ("a/*.txt", "a/file.txt", Some(true)),
+        ("a/*.txt**", "a/file.txt", Some(true)),
+        ("a[b-d]e", "ae", Some(false)),
+        ("a[b-d]e", "ace", Some(true)),
+        ("a[b-d]e", "aae", Some(false)),
+        ("a[^b-d]e", "aze", Some(true)),
+        (".*", ".foo", Some(true)),
+        (".*", "foo", Some(false)),
+        ("abc.def", "abcdef", Some(false)),
+        ("abc.def", "abc.def", Some(true)),
+        ("abc.def", "abcZdef", Some(false)),
+        ("abc?def", "abcZdef", Some(true)),
+        ("abc?def", "abcdef", Some(false)),
+        ("**/foo/bar", "foo/bar", Some(true)),
+        ("**/foo/bar", "dir/foo/bar", Some(true)),
+        ("**/foo/bar", "dir/dir2/foo/bar", Some(true)),
+        ("abc/**", "abc", Some(false)),
+        ("abc/**", "abc/def", Some(true)),
+        ("abc/**", "abc/def/ghi", Some(true)),
+        ("**/.foo", ".foo", Some(true)),
+        ("**/.foo", "bar.foo", Some(false)),
+        ("a(b)c/def", "a(b)c/def", Some(true)),
+        ("a(b)c/def", "a(b)c/xyz", Some(false)),
+        ("a.|)$(}+{bc", "a.|)$(}+{bc", Some(true)),
+        ("a\\\\", "a\\", Some(true)),
+        ("a\\*b", "a*b", Some(true)),
+        ("abc", "abc", Some(true)),
+        ("*", "abc", Some(true)),
+        ("*c", "abc", Some(true)),
+        ("a*", "a", Some(true)),
+        ("a*", "abc", Some(true)),
+        ("a*", "ab/c", Some(true)),
+        ("a*/b", "abc/b", Some(true)),
+        ("a*/b", "a/c/b", Some(false)),
+        ("a*b*c*d*e*/f", "axbxcxdxe/f", Some(true)),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/f", Some(true)),
+        ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", Some(false)),
+        ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", Some(false)),
+        ("a*b?c*x", "abxbbxdbxebxczzx", Some(true)),
+        ("a*b?c*x", "abxbbxdbxebxczzy", Some(false)),
+        ("ab[c]", "abc", Some(true)),
+        ("ab[b-d]", "abc", Some(true)),
+        ("ab[e-g]", "abc", Some(false)),
+        ("ab[^c]", "abc", Some(false)),
+        ("ab[^b-d]", "abc", Some(false)),
+        ("ab[^e-g]", "abc", Some(true)),
+        ("a\\*b", "ab", Some(false)),
+        ("a?b", "a☺b", Some(true)),
+        ("a[^a]b", "a☺b", Some(true)),
+        ("a???b", "a☺b", Some(false)),
+        ("a[^a][^a][^a]b", "a☺b", Some(false)),
+        ("[a-ζ]*", "α", Some(true)),
+        ("*[a-ζ]", "A", Some(false)),
+        ("a?b", "a/b", Some(false)),
+        ("a*b", "a/b", Some(false)),
+        ("[\\]a]", "]", Some(true)),
+        ("[\\-]", "-", Some(true)),
+        ("[x\\-]", "x", Some(true)),
+        ("[x\\-]", "-", Some(true)),
+        ("[x\\-]", "z", Some(false)),
+        ("[\\-x]", "x", Some(true)),
+        ("[\\-x]", "-", Some(true)),
+        ("[\\-x]", "a", Some(false)),
+        ("[]a]", "]", None),
+        ("[-]", "-", None),
+        ("[x-]", "x", None),
+        ("[x-]", "-", None),
+        ("[x-]", "z", None),
+        ("[-x]", "x", None),
+        ("[-x]", "-", None),
+        ("[-x]", "a", None),
+        ("\\", "a", None),
+        ("[a-b-c]", "a", None),
+        ("[", "a", None),
+        ("[^", "a", None),
+        ("[^bc", "a", None),
+        ("a[", "a", None),
+        ("a[", "ab", None),
+        ("*x", "xxx", Some(true)),
+        ("[Local-Only]/", "x", None),
+    ];
+
+    #[test]
+    fn upstream_single_pattern_tables() {
+        let mut failures = Vec::new();
+        for (pattern, path, want) in CASES {
+            let got = PatternMatcher::new(&[pattern.to_string()])
+                .and_then(|m| m.matches(path))
+                .ok()
+                .map(|m| m.excluded);
+            if got != *want {
+                failures.push(format!("{pattern:?} {path:?}: want {want:?}, got {got:?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn upstream_multi_pattern_tables() {
+        let whl = "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl";
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&["**", "!util/docker/web"], "util/docker/web/foo", false),
+            (
+                &["**", "!util/docker/web", "util/docker/web/foo"],
+                "util/docker/web/foo",
+                true,
+            ),
+            (&["**", &format!("!{whl}")], whl, false),
+            (&["**", "!dist/*.whl"], whl, false),
+            (&["docs/", "!docs/README.md"], "docs/README.md", false),
+            (&["docs/*", "!docs/README.md"], "docs/README.md", false),
+            (&["  !docs/README.md  ", "docs"], "docs/README.md", true),
+        ];
+        for (patterns, path, want) in cases {
+            let owned: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+            let got = PatternMatcher::new(&owned).unwrap().matches(path).unwrap();
+            assert_eq!(got.excluded, *want, "{patterns:?} {path}");
+        }
+    }
+}
