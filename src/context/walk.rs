@@ -161,7 +161,7 @@ impl BuildContext {
         let no_hits = vec![false; self.matcher.patterns().len()];
         let mut abs = self.root.clone();
         let mut rel = String::new();
-        walk_dir(&mut state, &mut abs, &mut rel, &no_hits)?;
+        walk_dir(&mut state, &mut abs, &mut rel, &no_hits, false)?;
         Ok(state.out)
     }
 
@@ -186,9 +186,19 @@ fn walk_dir(
     abs: &mut PathBuf,
     rel: &mut String,
     parent_hits: &[bool],
+    dir_excluded: bool,
 ) -> Result<(), ContextError> {
     let mut children: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
-    for dirent in fs_err::read_dir(&*abs).map_err(|err| io_error(abs, err))? {
+    let listing = match fs_err::read_dir(&*abs) {
+        Ok(listing) => listing,
+        // Like fsutil: an excluded directory walked only for possible exceptions may be
+        // unreadable without failing the build.
+        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Ok(())
+        }
+        Err(err) => return Err(io_error(abs, err)),
+    };
+    for dirent in listing {
         let dirent = dirent.map_err(|err| io_error(abs, err))?;
         let meta = dirent
             .metadata()
@@ -243,7 +253,7 @@ fn visit_child(
             let entry = entry_from_metadata(rel.clone(), abs, meta)?;
             let pending_len = state.pending_dirs.len();
             state.pending_dirs.push(entry);
-            let walked = walk_dir(state, abs, rel, &hits);
+            let walked = walk_dir(state, abs, rel, &hits, true);
             state.pending_dirs.truncate(pending_len);
             walked?;
         }
@@ -253,8 +263,7 @@ fn visit_child(
     state.out.append(&mut state.pending_dirs);
     state.out.push(entry);
     if is_dir {
-        let hits = if filtering { hits } else { Vec::new() };
-        walk_dir(state, abs, rel, &hits)?;
+        walk_dir(state, abs, rel, &hits, false)?;
     }
     Ok(())
 }
