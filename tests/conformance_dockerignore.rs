@@ -70,7 +70,10 @@ fn vector_trials() -> Vec<Trial> {
             if got_class == expected {
                 Ok(())
             } else {
-                Err(format!("patterns {patterns:?} path {path:?}: want {expected}, got {got}").into())
+                Err(
+                    format!("patterns {patterns:?} path {path:?}: want {expected}, got {got}")
+                        .into(),
+                )
             }
         }));
     }
@@ -102,7 +105,10 @@ fn ignorefile_trials() -> Vec<Trial> {
 }
 
 fn build_tree(root: &Path, tree: &Value) -> Result<(), Failed> {
-    for item in tree.as_array().ok_or_else(|| Failed::from("tree is not an array"))? {
+    for item in tree
+        .as_array()
+        .ok_or_else(|| Failed::from("tree is not an array"))?
+    {
         let path = item["path"]
             .as_str()
             .ok_or_else(|| Failed::from("tree entry without path"))?;

@@ -150,8 +150,7 @@ mod tests {
             .collect();
         assert_eq!(changed, ["d/f"]);
 
-        std::fs::set_permissions(root.join("d/f"), std::fs::Permissions::from_mode(0o600))
-            .unwrap();
+        std::fs::set_permissions(root.join("d/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let mode = digest_of(root, None);
         assert_ne!(mode.digest, content.digest);
 
@@ -172,7 +171,8 @@ mod tests {
             .write(true)
             .open(root.join("d/f"))
             .unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
         drop(file);
         assert_eq!(digest_of(root, None), base);
 
@@ -184,6 +184,9 @@ mod tests {
     fn large_files_are_streamed_consistently() {
         let dir = setup();
         let expected: [u8; 32] = Sha256::digest(vec![7u8; READ_BUFFER_SIZE * 2 + 3]).into();
-        assert_eq!(hash_file_content(&dir.path().join("big")).unwrap(), expected);
+        assert_eq!(
+            hash_file_content(&dir.path().join("big")).unwrap(),
+            expected
+        );
     }
 }

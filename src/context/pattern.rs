@@ -215,7 +215,7 @@ pub fn glob_match(pattern: &str, name: &str) -> Result<bool, &'static str> {
             let mut idx = 0;
             while idx < name.len() && name[idx] != b'/' {
                 if let Some(tail) = match_chunk(chunk, &name[idx + 1..])? {
-                    if !(pattern.is_empty() && !tail.is_empty()) {
+                    if !pattern.is_empty() || tail.is_empty() {
                         name = tail;
                         continue 'chunks;
                     }
@@ -481,7 +481,11 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
             if hi < lo {
                 return Err(format!("invalid character class range: {lo}-{hi}"));
             }
-            out.push_str(&format!("\\x{{{:X}}}-\\x{{{:X}}}", u32::from(lo), u32::from(hi)));
+            out.push_str(&format!(
+                "\\x{{{:X}}}-\\x{{{:X}}}",
+                u32::from(lo),
+                u32::from(hi)
+            ));
         } else {
             out.push_str(&format!("\\x{{{:X}}}", u32::from(lo)));
         }
@@ -639,10 +643,10 @@ impl PatternMatcher {
             }
         }
         let has_exceptions = patterns.iter().any(|p| p.exception);
-        let only_prefix_exceptions = patterns
-            .iter()
-            .filter(|p| p.exception)
-            .all(|p| !p.without_trailing_glob().contains(['*', '[', ']', '?', '^', '\\']));
+        let only_prefix_exceptions = patterns.iter().filter(|p| p.exception).all(|p| {
+            !p.without_trailing_glob()
+                .contains(['*', '[', ']', '?', '^', '\\'])
+        });
         Ok(PatternMatcher {
             patterns,
             has_exceptions,
@@ -799,8 +803,13 @@ mod tests {
         assert_eq!(glob_match("[a-ζ]*", "α"), Ok(true));
         assert_eq!(glob_match("a?b", "a☺b"), Ok(true));
         assert_eq!(glob_match("[\\]a]", "]"), Ok(true));
-        for bad in ["[]a]", "[-]", "[x-]", "[a-b-c]", "[", "[^", "a[", "\\", "*["] {
-            assert!(glob_match(bad, ".").is_err(), "{bad} should be a bad pattern");
+        for bad in [
+            "[]a]", "[-]", "[x-]", "[a-b-c]", "[", "[^", "a[", "\\", "*[",
+        ] {
+            assert!(
+                glob_match(bad, ".").is_err(),
+                "{bad} should be a bad pattern"
+            );
         }
     }
 

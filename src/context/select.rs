@@ -91,7 +91,10 @@ impl BuildContext {
                 select_below(&entries, root, &exclude, &mut selected)?;
             }
         }
-        Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
+        Ok(selected
+            .into_iter()
+            .map(|idx| entries[idx].clone())
+            .collect())
     }
 }
 
@@ -212,10 +215,7 @@ mod tests {
             paths(&ctx, &["."], &["sub"]),
             ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]
         );
-        assert_eq!(
-            paths(&ctx, &["src"], &["sub"]),
-            ["src", "src/a.rs"]
-        );
+        assert_eq!(paths(&ctx, &["src"], &["sub"]), ["src", "src/a.rs"]);
         assert_eq!(paths(&ctx, &["src"], &["*", "!a.rs"]), ["src", "src/a.rs"]);
     }
 

@@ -14,7 +14,9 @@ use super::ContextError;
 pub enum EntryKind {
     File,
     Dir,
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
     /// Sockets, fifos, devices.
     Other,
 }
@@ -82,12 +84,13 @@ pub(crate) fn entry_from_metadata(
         EntryKind::File
     } else if file_type.is_symlink() {
         let target = fs_err::read_link(abs).map_err(|err| io_error(abs, err))?;
-        let target = target
-            .into_os_string()
-            .into_string()
-            .map_err(|_| ContextError::NonUtf8Path {
-                path: abs.to_path_buf(),
-            })?;
+        let target =
+            target
+                .into_os_string()
+                .into_string()
+                .map_err(|_| ContextError::NonUtf8Path {
+                    path: abs.to_path_buf(),
+                })?;
         EntryKind::Symlink { target }
     } else {
         EntryKind::Other
