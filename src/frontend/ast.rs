@@ -31,7 +31,11 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Directives { escape: '\\', syntax: None, check: None }
+        Directives {
+            escape: '\\',
+            syntax: None,
+            check: None,
+        }
     }
 }
 
