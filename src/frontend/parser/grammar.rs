@@ -62,6 +62,8 @@ pub(crate) fn split_instruction(line: &str) -> Result<InstructionHead<'_>, LineE
 
 /// The value of one `--flag` word: quotes removed, `\` escapes resolved.
 fn flag_value(flag: Pair<'_, Rule>) -> Result<String, LineError> {
+    let flag_start = flag.as_span().start();
+    let raw = flag.as_str();
     let mut value = String::from("--");
     for piece in flag.into_inner() {
         match piece.as_rule() {
@@ -88,6 +90,12 @@ fn flag_value(flag: Pair<'_, Rule>) -> Result<String, LineError> {
             }
             _ => {}
         }
+    }
+    if value.starts_with("--=") {
+        return Err(LineError {
+            offset: flag_start,
+            message: format!("flag syntax error: missing flag name in {raw}"),
+        });
     }
     Ok(value)
 }
@@ -318,6 +326,13 @@ mod tests {
         let err = split_instruction("RUN --mount=\"type=cache echo").unwrap_err();
         assert_eq!(err.offset, 12);
         assert!(err.message.contains("unterminated quote"));
+    }
+
+    #[test]
+    fn flag_without_name_is_an_error() {
+        let err = split_instruction("COPY --chown=1 --=x a b").unwrap_err();
+        assert_eq!(err.offset, 15);
+        assert!(err.message.contains("missing flag name"));
     }
 
     #[test]

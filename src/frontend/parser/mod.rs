@@ -111,6 +111,14 @@ mod tests {
     }
 
     #[test]
+    fn json_escapes_and_eof_continuation() {
+        assert_eq!(
+            dump("CMD [\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0000 ♥\"]\nRUN something \\"),
+            "(cmd \"\\\" \\\\ / \\b \\f \\n \\r \\t \\x00 ♥\")\n(run \"something\")\n"
+        );
+    }
+
+    #[test]
     fn healthcheck_forms() {
         assert_eq!(
             dump("HEALTHCHECK NONE\nHEALTHCHECK --interval=5s CMD [\"a\", \"b\"]\nHEALTHCHECK CMD curl x\nHEALTHCHECK\n"),
