@@ -7,19 +7,15 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rbuild::context::{read_ignore_file, BuildContext, ContextEntry, EntryKind};
 use serde_json::Value;
 
-const DATA_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/conformance/dockerignore"
-);
+const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/dockerignore");
 
 fn read_data(name: &str) -> String {
     let path = Path::new(DATA_DIR).join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(err) => panic!(
-            "conformance data missing: {}: {err} (expected the shared conformance checkout)",
-            path.display()
-        ),
+        Err(err) => {
+            panic!("conformance data missing: {}: {err} (expected the shared conformance checkout)", path.display())
+        }
     }
 }
 
@@ -33,9 +29,7 @@ fn string_list(value: &Value) -> Result<Vec<String>, Failed> {
         .ok_or_else(|| Failed::from(format!("expected a JSON array, got {value}")))?
         .iter()
         .map(|item| {
-            item.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| Failed::from(format!("expected a string, got {item}")))
+            item.as_str().map(str::to_string).ok_or_else(|| Failed::from(format!("expected a string, got {item}")))
         })
         .collect()
 }
@@ -48,10 +42,7 @@ fn vector_trials() -> Vec<Trial> {
             continue;
         }
         let fields: Vec<String> = line.split('\t').map(str::to_string).collect();
-        let id = fields
-            .first()
-            .cloned()
-            .unwrap_or_else(|| format!("line-{}", line_no + 1));
+        let id = fields.first().cloned().unwrap_or_else(|| format!("line-{}", line_no + 1));
         trials.push(Trial::test(format!("vectors:{id}"), move || {
             let [_, _, patterns, path, expected, ..] = fields.as_slice() else {
                 return Err(format!("row has {} fields, want 6", fields.len()).into());
@@ -59,9 +50,7 @@ fn vector_trials() -> Vec<Trial> {
             let patterns: Value = serde_json::from_str(patterns).map_err(|e| e.to_string())?;
             let patterns = string_list(&patterns)?;
             let path: String = serde_json::from_str(path).map_err(|e| e.to_string())?;
-            let got = match rbuild::context::PatternMatcher::new(&patterns)
-                .and_then(|matcher| matcher.matches(&path))
-            {
+            let got = match rbuild::context::PatternMatcher::new(&patterns).and_then(|matcher| matcher.matches(&path)) {
                 Ok(m) if m.excluded => "excluded".to_string(),
                 Ok(_) => "included".to_string(),
                 Err(err) => format!("error ({err})"),
@@ -70,10 +59,7 @@ fn vector_trials() -> Vec<Trial> {
             if got_class == expected {
                 Ok(())
             } else {
-                Err(
-                    format!("patterns {patterns:?} path {path:?}: want {expected}, got {got}")
-                        .into(),
-                )
+                Err(format!("patterns {patterns:?} path {path:?}: want {expected}, got {got}").into())
             }
         }));
     }
@@ -89,9 +75,7 @@ fn ignorefile_trials() -> Vec<Trial> {
         .map(|case| {
             let id = case["id"].as_str().unwrap_or("?").to_string();
             Trial::test(format!("ignorefile:{id}"), move || {
-                let content = case["content"]
-                    .as_str()
-                    .ok_or_else(|| Failed::from("case has no content"))?;
+                let content = case["content"].as_str().ok_or_else(|| Failed::from("case has no content"))?;
                 let expected = string_list(&case["expected"])?;
                 let got = read_ignore_file(content);
                 if got == expected {
@@ -105,13 +89,8 @@ fn ignorefile_trials() -> Vec<Trial> {
 }
 
 fn build_tree(root: &Path, tree: &Value) -> Result<(), Failed> {
-    for item in tree
-        .as_array()
-        .ok_or_else(|| Failed::from("tree is not an array"))?
-    {
-        let path = item["path"]
-            .as_str()
-            .ok_or_else(|| Failed::from("tree entry without path"))?;
+    for item in tree.as_array().ok_or_else(|| Failed::from("tree is not an array"))? {
+        let path = item["path"].as_str().ok_or_else(|| Failed::from("tree entry without path"))?;
         let full = root.join(path);
         match item["type"].as_str() {
             Some("dir") => std::fs::create_dir_all(&full).map_err(|e| e.to_string())?,
@@ -142,14 +121,10 @@ fn describe(entry: &ContextEntry) -> String {
 /// file chosen for the Dockerfile, with `COPY . .` selecting the whole filtered context.
 fn filtered_context(root: &Path, case: &Value) -> Result<Vec<ContextEntry>, String> {
     if let Some(build) = case.get("build") {
-        let dockerfile = build["dockerfile"]
-            .as_str()
-            .ok_or("build case without dockerfile")?;
+        let dockerfile = build["dockerfile"].as_str().ok_or("build case without dockerfile")?;
         let dockerfile: PathBuf = root.join(dockerfile);
         let context = BuildContext::open(root, Some(&dockerfile)).map_err(|e| e.to_string())?;
-        context
-            .select(&[".".to_string()], &[])
-            .map_err(|e| e.to_string())
+        context.select(&[".".to_string()], &[]).map_err(|e| e.to_string())
     } else {
         let patterns = string_list(&case["exclude_patterns"]).map_err(|e| format!("{e:?}"))?;
         let context = BuildContext::with_patterns(root, &patterns).map_err(|e| e.to_string())?;
@@ -166,11 +141,9 @@ fn check_walk_case(case: &Value) -> Result<(), Failed> {
     if expect["error"].as_bool() == Some(true) {
         return match result {
             Err(_) => Ok(()),
-            Ok(entries) => Err(format!(
-                "want an error, got {:?}",
-                entries.iter().map(describe).collect::<Vec<_>>()
-            )
-            .into()),
+            Ok(entries) => {
+                Err(format!("want an error, got {:?}", entries.iter().map(describe).collect::<Vec<_>>()).into())
+            }
         };
     }
     let entries = result.map_err(|err| format!("unexpected error: {err}"))?;

@@ -21,10 +21,7 @@ fn read(path: &Path) -> Result<String, Failed> {
 fn case_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut cases: Vec<(String, PathBuf)> = fs::read_dir(dir)
         .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-                .collect()
+            entries.filter_map(Result::ok).map(|e| (e.file_name().to_string_lossy().into_owned(), e.path())).collect()
         })
         .unwrap_or_default();
     cases.sort();
@@ -46,10 +43,7 @@ fn positive_trials(root: &Path) -> Vec<Trial> {
                 if actual == expected {
                     Ok(())
                 } else {
-                    Err(
-                        format!("dump differs\n--- expected\n{expected}--- actual\n{actual}")
-                            .into(),
-                    )
+                    Err(format!("dump differs\n--- expected\n{expected}--- actual\n{actual}").into())
                 }
             })
         })
@@ -77,32 +71,18 @@ fn line_trials(root: &Path) -> Vec<Trial> {
         .map(|(name, dir)| {
             Trial::test(format!("lines/{name}"), move || {
                 let df = parse_file(&dir.join("Dockerfile"))?;
-                let expected: Value =
-                    serde_json::from_str(&read(&dir.join("expected-lines.json"))?)
-                        .map_err(|e| format!("bad expected-lines.json: {e}"))?;
+                let expected: Value = serde_json::from_str(&read(&dir.join("expected-lines.json"))?)
+                    .map_err(|e| format!("bad expected-lines.json: {e}"))?;
                 let want = |v: &Value, key: &str| v[key].as_u64().map(|n| n as usize);
-                let root_span = (
-                    want(&expected["root"], "start_line"),
-                    want(&expected["root"], "end_line"),
-                );
+                let root_span = (want(&expected["root"], "start_line"), want(&expected["root"], "end_line"));
                 if root_span != (Some(df.start_line), Some(df.end_line)) {
-                    return Err(format!(
-                        "root span {:?} != ({}, {})",
-                        root_span, df.start_line, df.end_line
-                    )
-                    .into());
+                    return Err(format!("root span {:?} != ({}, {})", root_span, df.start_line, df.end_line).into());
                 }
-                let instructions = expected["instructions"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default();
+                let instructions = expected["instructions"].as_array().cloned().unwrap_or_default();
                 if instructions.len() != df.instructions.len() {
-                    return Err(format!(
-                        "{} instructions, expected {}",
-                        df.instructions.len(),
-                        instructions.len()
-                    )
-                    .into());
+                    return Err(
+                        format!("{} instructions, expected {}", df.instructions.len(), instructions.len()).into()
+                    );
                 }
                 for (node, exp) in df.instructions.iter().zip(&instructions) {
                     let got = (node.keyword_lower(), node.start_line, node.end_line);
@@ -128,31 +108,15 @@ fn heredoc_case(case: &Value) -> Result<(), Failed> {
         "dockerfile" => {
             let source = case["dockerfile"].as_str().unwrap_or_default();
             let df = parse(source, "Dockerfile").map_err(|e| format!("parse failed:\n{e}"))?;
-            let expected = case["expected_heredocs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let expected = case["expected_heredocs"].as_array().cloned().unwrap_or_default();
             if expected.len() != df.instructions.len() {
-                return Err(format!(
-                    "{} instructions, expected {}",
-                    df.instructions.len(),
-                    expected.len()
-                )
-                .into());
+                return Err(format!("{} instructions, expected {}", df.instructions.len(), expected.len()).into());
             }
             for (index, (node, want)) in df.instructions.iter().zip(&expected).enumerate() {
                 let got = serde_json::to_value(&node.heredocs).map_err(|e| e.to_string())?;
-                let want = if want.is_null() {
-                    Value::Array(Vec::new())
-                } else {
-                    want.clone()
-                };
+                let want = if want.is_null() { Value::Array(Vec::new()) } else { want.clone() };
                 if got != want {
-                    return Err(format!(
-                        "instruction {index} ({}): got {got}, expected {want}",
-                        node.original
-                    )
-                    .into());
+                    return Err(format!("instruction {index} ({}): got {got}, expected {want}", node.original).into());
                 }
             }
             Ok(())
@@ -178,8 +142,7 @@ fn heredoc_case(case: &Value) -> Result<(), Failed> {
             }
         }
         "heredoc-names-in-line" => {
-            let got = serde_json::to_value(heredoc_names_in_line(input, '\\'))
-                .map_err(|e| e.to_string())?;
+            let got = serde_json::to_value(heredoc_names_in_line(input, '\\')).map_err(|e| e.to_string())?;
             if got == case["expected"] {
                 Ok(())
             } else {
@@ -245,11 +208,7 @@ fn count_logical_lines(text: &str) -> usize {
     let mut count = 0;
     for line in text.lines() {
         if let Some((name, chomp)) = pending_heredocs.first() {
-            let candidate = if *chomp {
-                line.trim_start_matches('\t')
-            } else {
-                line
-            };
+            let candidate = if *chomp { line.trim_start_matches('\t') } else { line };
             if candidate == name {
                 pending_heredocs.remove(0);
             }
@@ -277,10 +236,7 @@ fn count_logical_lines(text: &str) -> usize {
         continuing = body.ends_with(escape) && !body.ends_with(&format!("{escape}{escape}"));
         if !continuing {
             let lower = current.to_ascii_lowercase();
-            if ["run ", "copy ", "add "]
-                .iter()
-                .any(|k| lower.starts_with(k))
-            {
+            if ["run ", "copy ", "add "].iter().any(|k| lower.starts_with(k)) {
                 for (position, _) in current.match_indices("<<") {
                     let after = current.get(position + 2..).unwrap_or_default();
                     let chomp = after.starts_with('-');
@@ -310,31 +266,18 @@ fn real_world_trials(root: &Path) -> Vec<Trial> {
     files
         .into_iter()
         .map(|path| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             Trial::test(format!("real-world/{name}"), move || {
                 let text = read(&path)?;
                 let df = parse(&text, &name).map_err(|e| format!("parse failed:\n{e}"))?;
-                if let Some(node) = df
-                    .instructions
-                    .iter()
-                    .find(|n| !KNOWN_KEYWORDS.contains(&n.keyword_lower().as_str()))
+                if let Some(node) =
+                    df.instructions.iter().find(|n| !KNOWN_KEYWORDS.contains(&n.keyword_lower().as_str()))
                 {
-                    return Err(format!(
-                        "unknown keyword {:?} at line {}",
-                        node.keyword, node.start_line
-                    )
-                    .into());
+                    return Err(format!("unknown keyword {:?} at line {}", node.keyword, node.start_line).into());
                 }
                 let expected = count_logical_lines(&text);
                 if df.instructions.len() != expected {
-                    return Err(format!(
-                        "{} instructions, expected {expected}",
-                        df.instructions.len()
-                    )
-                    .into());
+                    return Err(format!("{} instructions, expected {expected}", df.instructions.len()).into());
                 }
                 Ok(())
             })

@@ -31,10 +31,7 @@ thread_local! {
 }
 
 fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
-    let io_error = |err| ContextError::Io {
-        path: path.to_path_buf(),
-        source: err,
-    };
+    let io_error = |err| ContextError::Io { path: path.to_path_buf(), source: err };
     let mut file = fs_err::File::open(path).map_err(io_error)?;
     let mut hasher = Sha256::new();
     READ_BUFFER.with(|buffer| -> Result<(), ContextError> {
@@ -52,11 +49,7 @@ fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
     Ok(hasher.finalize().into())
 }
 
-fn entry_digest(
-    root: &Path,
-    entry: &ContextEntry,
-    chown: Option<(u32, u32)>,
-) -> Result<String, ContextError> {
+fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) -> Result<String, ContextError> {
     let (uid, gid) = chown.unwrap_or((entry.uid, entry.gid));
     let mut hasher = Sha256::new();
     hasher.update(entry.path.as_bytes());
@@ -92,10 +85,8 @@ pub fn source_digest(
     let mut ordered: Vec<&ContextEntry> = entries.iter().collect();
     ordered.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     ordered.dedup_by(|a, b| a.path == b.path);
-    let digests: Vec<String> = ordered
-        .par_iter()
-        .map(|entry| entry_digest(root, entry, chown))
-        .collect::<Result<_, _>>()?;
+    let digests: Vec<String> =
+        ordered.par_iter().map(|entry| entry_digest(root, entry, chown)).collect::<Result<_, _>>()?;
     let mut total = Sha256::new();
     let mut files = Vec::with_capacity(ordered.len());
     for (entry, digest) in ordered.into_iter().zip(digests) {
@@ -105,10 +96,7 @@ pub fn source_digest(
         total.update([b'\n']);
         files.push((entry.path.clone(), digest));
     }
-    Ok(SourceDigest {
-        digest: format!("sha256:{}", hex::encode(total.finalize())),
-        files,
-    })
+    Ok(SourceDigest { digest: format!("sha256:{}", hex::encode(total.finalize())), files })
 }
 
 #[cfg(test)]
@@ -141,13 +129,8 @@ mod tests {
         std::fs::write(root.join("d/f"), b"hellO").unwrap();
         let content = digest_of(root, None);
         assert_ne!(content.digest, base.digest);
-        let changed: Vec<_> = base
-            .files
-            .iter()
-            .zip(&content.files)
-            .filter(|(a, b)| a != b)
-            .map(|(a, _)| a.0.as_str())
-            .collect();
+        let changed: Vec<_> =
+            base.files.iter().zip(&content.files).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
         assert_eq!(changed, ["d/f"]);
 
         std::fs::set_permissions(root.join("d/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -167,12 +150,8 @@ mod tests {
         let dir = setup();
         let root = dir.path();
         let base = digest_of(root, None);
-        let file = std::fs::File::options()
-            .write(true)
-            .open(root.join("d/f"))
-            .unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap();
+        let file = std::fs::File::options().write(true).open(root.join("d/f")).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
         drop(file);
         assert_eq!(digest_of(root, None), base);
 
@@ -184,9 +163,6 @@ mod tests {
     fn large_files_are_streamed_consistently() {
         let dir = setup();
         let expected: [u8; 32] = Sha256::digest(vec![7u8; READ_BUFFER_SIZE * 2 + 3]).into();
-        assert_eq!(
-            hash_file_content(&dir.path().join("big")).unwrap(),
-            expected
-        );
+        assert_eq!(hash_file_content(&dir.path().join("big")).unwrap(), expected);
     }
 }

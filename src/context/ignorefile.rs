@@ -46,19 +46,14 @@ pub fn read_ignore_file_lines(content: &str) -> Vec<(usize, String)> {
 
 /// The ordered pattern list an ignore file yields.
 pub fn read_ignore_file(content: &str) -> Vec<String> {
-    read_ignore_file_lines(content)
-        .into_iter()
-        .map(|(_, pattern)| pattern)
-        .collect()
+    read_ignore_file_lines(content).into_iter().map(|(_, pattern)| pattern).collect()
 }
 
 /// The ignore file for a build: `<dockerfile-name>.dockerignore` beside the Dockerfile takes
 /// precedence over `<context>/.dockerignore`. Without `-f` the Dockerfile is
 /// `<context>/Dockerfile`, so `<context>/Dockerfile.dockerignore` is tried first.
 pub fn find_ignore_file(context_dir: &Path, dockerfile: Option<&Path>) -> Option<PathBuf> {
-    let dockerfile = dockerfile
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| context_dir.join("Dockerfile"));
+    let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| context_dir.join("Dockerfile"));
     if let Some(name) = dockerfile.file_name() {
         let mut ignore_name = name.to_os_string();
         ignore_name.push(".dockerignore");
@@ -80,15 +75,7 @@ mod tests {
         let content = "test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n!\n! ";
         assert_eq!(
             read_ignore_file(content),
-            [
-                "test1",
-                "test2",
-                "a/file/here",
-                "lastfile",
-                "!inverted/abs/path",
-                "!",
-                "!"
-            ]
+            ["test1", "test2", "a/file/here", "lastfile", "!inverted/abs/path", "!", "!"]
         );
     }
 
@@ -97,10 +84,7 @@ mod tests {
         assert_eq!(read_ignore_file("\u{FEFF}#c\r\nfoo\r\n"), ["foo"]);
         assert_eq!(read_ignore_file(" # not a comment\n"), ["# not a comment"]);
         assert_eq!(read_ignore_file("!./a/../b/\n/\na//b"), ["!b", "/", "a/b"]);
-        assert_eq!(
-            read_ignore_file_lines("\n\nx\n"),
-            vec![(3usize, "x".to_string())]
-        );
+        assert_eq!(read_ignore_file_lines("\n\nx\n"), vec![(3usize, "x".to_string())]);
     }
 
     #[test]
@@ -109,15 +93,9 @@ mod tests {
         let root = dir.path();
         assert_eq!(find_ignore_file(root, None), None);
         std::fs::write(root.join(".dockerignore"), "a").unwrap();
-        assert_eq!(
-            find_ignore_file(root, None),
-            Some(root.join(".dockerignore"))
-        );
+        assert_eq!(find_ignore_file(root, None), Some(root.join(".dockerignore")));
         std::fs::write(root.join("Dockerfile2.dockerignore"), "b").unwrap();
         let dockerfile = root.join("Dockerfile2");
-        assert_eq!(
-            find_ignore_file(root, Some(&dockerfile)),
-            Some(root.join("Dockerfile2.dockerignore"))
-        );
+        assert_eq!(find_ignore_file(root, Some(&dockerfile)), Some(root.join("Dockerfile2.dockerignore")));
     }
 }

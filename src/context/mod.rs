@@ -25,24 +25,12 @@ pub enum ContextError {
     /// A pattern that fails validation. `origin` is `<ignore file>:<line>`, `pattern #<n>` for
     /// a pattern list, or `COPY source`.
     #[error("{origin}: invalid pattern {pattern:?}: {reason}")]
-    BadPattern {
-        origin: String,
-        pattern: String,
-        reason: String,
-    },
+    BadPattern { origin: String, pattern: String, reason: String },
     /// A pattern that passed validation but cannot be compiled, found when matching `path`.
     #[error("{origin}: bad pattern {pattern:?} while matching {path:?}: {reason}")]
-    PatternMatch {
-        origin: String,
-        pattern: String,
-        path: String,
-        reason: String,
-    },
+    PatternMatch { origin: String, pattern: String, path: String, reason: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("build context {path} is not a directory")]
     NotADirectory { path: PathBuf },
     #[error("{path}: file name is not valid UTF-8")]

@@ -341,9 +341,9 @@ fn translate(pattern: &str) -> (Matcher, String) {
         Kind::Suffix => Matcher::Suffix(chars.iter().skip(2).collect()),
         Kind::Regex => {
             regex_source.push('$');
-            match go_regex_to_rust(&regex_source).and_then(|source| {
-                Regex::new(&source).map_err(|err| format!("invalid regexp: {err}"))
-            }) {
+            match go_regex_to_rust(&regex_source)
+                .and_then(|source| Regex::new(&source).map_err(|err| format!("invalid regexp: {err}")))
+            {
                 Ok(regex) => Matcher::Regex(regex),
                 Err(reason) => Matcher::Invalid(reason),
             }
@@ -386,8 +386,8 @@ fn control_escape(letter: char) -> Option<char> {
 }
 
 const POSIX_CLASSES: [&str; 14] = [
-    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
-    "space", "upper", "word", "xdigit",
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct", "space", "upper", "word",
+    "xdigit",
 ];
 
 /// Re-express the Go-syntax regexp produced by [`translate`] for the `regex` crate, keeping Go's
@@ -481,11 +481,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
             if hi < lo {
                 return Err(format!("invalid character class range: {lo}-{hi}"));
             }
-            out.push_str(&format!(
-                "\\x{{{:X}}}-\\x{{{:X}}}",
-                u32::from(lo),
-                u32::from(hi)
-            ));
+            out.push_str(&format!("\\x{{{:X}}}-\\x{{{:X}}}", u32::from(lo), u32::from(hi)));
         } else {
             out.push_str(&format!("\\x{{{:X}}}", u32::from(lo)));
         }
@@ -520,11 +516,7 @@ fn class_item(chars: &[char], idx: usize) -> Result<(ClassItem, usize), String> 
 
 impl IgnorePattern {
     /// Prepare one raw pattern: `None` for a blank one. `origin` names where it came from.
-    fn compile(
-        raw: &str,
-        line: Option<usize>,
-        origin: String,
-    ) -> Result<Option<Self>, ContextError> {
+    fn compile(raw: &str, line: Option<usize>, origin: String) -> Result<Option<Self>, ContextError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Ok(None);
@@ -542,20 +534,10 @@ impl IgnorePattern {
         };
         let text = clean_path(body);
         if let Err(reason) = glob_match(&text, ".") {
-            return Err(ContextError::BadPattern {
-                origin,
-                pattern: raw.to_string(),
-                reason: reason.to_string(),
-            });
+            return Err(ContextError::BadPattern { origin, pattern: raw.to_string(), reason: reason.to_string() });
         }
         let (matcher, _) = translate(&text);
-        Ok(Some(IgnorePattern {
-            text,
-            exception,
-            line,
-            origin,
-            matcher,
-        }))
+        Ok(Some(IgnorePattern { text, exception, line, origin, matcher }))
     }
 
     /// Does this pattern match exactly `path` (no parent matching)?
@@ -563,8 +545,9 @@ impl IgnorePattern {
         match &self.matcher {
             Matcher::Exact => Ok(path == self.text),
             Matcher::Prefix(prefix) => Ok(path.starts_with(prefix.as_str())),
-            Matcher::Suffix(suffix) => Ok(path.ends_with(suffix.as_str())
-                || suffix.strip_prefix('/').is_some_and(|bare| path == bare)),
+            Matcher::Suffix(suffix) => {
+                Ok(path.ends_with(suffix.as_str()) || suffix.strip_prefix('/').is_some_and(|bare| path == bare))
+            }
             Matcher::Regex(regex) => Ok(regex.is_match(path)),
             Matcher::Invalid(reason) => Err(ContextError::PatternMatch {
                 origin: self.origin.clone(),
@@ -613,29 +596,20 @@ pub struct PatternMatcher {
 impl PatternMatcher {
     /// Build a matcher from already-read patterns (each trimmed, cleaned, validated).
     pub fn new(patterns: &[String]) -> Result<Self, ContextError> {
-        let prepared = patterns
-            .iter()
-            .enumerate()
-            .map(|(idx, raw)| (raw.as_str(), None, format!("pattern #{}", idx + 1)));
+        let prepared =
+            patterns.iter().enumerate().map(|(idx, raw)| (raw.as_str(), None, format!("pattern #{}", idx + 1)));
         Self::build(prepared)
     }
 
     /// Build a matcher from the content of an ignore file; errors name the file and line.
     pub fn from_ignore_file(path: &std::path::Path, content: &str) -> Result<Self, ContextError> {
         let lines = super::ignorefile::read_ignore_file_lines(content);
-        let prepared = lines.iter().map(|(line, raw)| {
-            (
-                raw.as_str(),
-                Some(*line),
-                format!("{}:{}", path.display(), line),
-            )
-        });
+        let prepared =
+            lines.iter().map(|(line, raw)| (raw.as_str(), Some(*line), format!("{}:{}", path.display(), line)));
         Self::build(prepared)
     }
 
-    fn build<'a>(
-        prepared: impl Iterator<Item = (&'a str, Option<usize>, String)>,
-    ) -> Result<Self, ContextError> {
+    fn build<'a>(prepared: impl Iterator<Item = (&'a str, Option<usize>, String)>) -> Result<Self, ContextError> {
         let mut patterns = Vec::new();
         for (raw, line, origin) in prepared {
             if let Some(pattern) = IgnorePattern::compile(raw, line, origin)? {
@@ -643,15 +617,11 @@ impl PatternMatcher {
             }
         }
         let has_exceptions = patterns.iter().any(|p| p.exception);
-        let only_prefix_exceptions = patterns.iter().filter(|p| p.exception).all(|p| {
-            !p.without_trailing_glob()
-                .contains(['*', '[', ']', '?', '^', '\\'])
-        });
-        Ok(PatternMatcher {
-            patterns,
-            has_exceptions,
-            only_prefix_exceptions,
-        })
+        let only_prefix_exceptions = patterns
+            .iter()
+            .filter(|p| p.exception)
+            .all(|p| !p.without_trailing_glob().contains(['*', '[', ']', '?', '^', '\\']));
+        Ok(PatternMatcher { patterns, has_exceptions, only_prefix_exceptions })
     }
 
     /// The prepared patterns, in order.
@@ -672,10 +642,7 @@ impl PatternMatcher {
     /// The path is cleaned first; the root `.` is never excluded.
     pub fn matches(&self, rel_path: &str) -> Result<IgnoreMatch, ContextError> {
         let path = clean_path(rel_path);
-        let not_excluded = IgnoreMatch {
-            excluded: false,
-            decided_by: None,
-        };
+        let not_excluded = IgnoreMatch { excluded: false, decided_by: None };
         if path == "." || self.patterns.is_empty() {
             return Ok(not_excluded);
         }
@@ -693,15 +660,10 @@ impl PatternMatcher {
             }
             let mut hit = pattern.matches_path(&path)?;
             if !hit {
-                hit = ancestors
-                    .iter()
-                    .any(|ancestor| pattern.matches_path(ancestor).unwrap_or(false));
+                hit = ancestors.iter().any(|ancestor| pattern.matches_path(ancestor).unwrap_or(false));
             }
             if hit {
-                result = IgnoreMatch {
-                    excluded: !pattern.exception,
-                    decided_by: Some(idx),
-                };
+                result = IgnoreMatch { excluded: !pattern.exception, decided_by: Some(idx) };
             }
         }
         Ok(result)
@@ -715,10 +677,7 @@ impl PatternMatcher {
         parent_hits: &[bool],
         want_hits: bool,
     ) -> Result<(IgnoreMatch, Vec<bool>), ContextError> {
-        let mut result = IgnoreMatch {
-            excluded: false,
-            decided_by: None,
-        };
+        let mut result = IgnoreMatch { excluded: false, decided_by: None };
         let mut own_hits: Vec<Option<bool>> = vec![None; self.patterns.len()];
         for (idx, pattern) in self.patterns.iter().enumerate() {
             if pattern.exception != result.excluded {
@@ -727,10 +686,7 @@ impl PatternMatcher {
             let self_hit = pattern.matches_path(path)?;
             own_hits[idx] = Some(self_hit);
             if self_hit || parent_hits.get(idx).copied().unwrap_or(false) {
-                result = IgnoreMatch {
-                    excluded: !pattern.exception,
-                    decided_by: Some(idx),
-                };
+                result = IgnoreMatch { excluded: !pattern.exception, decided_by: Some(idx) };
             }
         }
         let hits = if want_hits {
@@ -803,13 +759,8 @@ mod tests {
         assert_eq!(glob_match("[a-ζ]*", "α"), Ok(true));
         assert_eq!(glob_match("a?b", "a☺b"), Ok(true));
         assert_eq!(glob_match("[\\]a]", "]"), Ok(true));
-        for bad in [
-            "[]a]", "[-]", "[x-]", "[a-b-c]", "[", "[^", "a[", "\\", "*[",
-        ] {
-            assert!(
-                glob_match(bad, ".").is_err(),
-                "{bad} should be a bad pattern"
-            );
+        for bad in ["[]a]", "[-]", "[x-]", "[a-b-c]", "[", "[^", "a[", "\\", "*["] {
+            assert!(glob_match(bad, ".").is_err(), "{bad} should be a bad pattern");
         }
     }
 
@@ -1005,10 +956,8 @@ mod upstream_tables {
     fn upstream_single_pattern_tables() {
         let mut failures = Vec::new();
         for (pattern, path, want) in CASES {
-            let got = PatternMatcher::new(&[pattern.to_string()])
-                .and_then(|m| m.matches(path))
-                .ok()
-                .map(|m| m.excluded);
+            let got =
+                PatternMatcher::new(&[pattern.to_string()]).and_then(|m| m.matches(path)).ok().map(|m| m.excluded);
             if got != *want {
                 failures.push(format!("{pattern:?} {path:?}: want {want:?}, got {got:?}"));
             }
@@ -1021,11 +970,7 @@ mod upstream_tables {
         let whl = "dist/proxy.py-2.4.0rc3.dev36+g08acad9-py3-none-any.whl";
         let cases: &[(&[&str], &str, bool)] = &[
             (&["**", "!util/docker/web"], "util/docker/web/foo", false),
-            (
-                &["**", "!util/docker/web", "util/docker/web/foo"],
-                "util/docker/web/foo",
-                true,
-            ),
+            (&["**", "!util/docker/web", "util/docker/web/foo"], "util/docker/web/foo", true),
             (&["**", &format!("!{whl}")], whl, false),
             (&["**", "!dist/*.whl"], whl, false),
             (&["docs/", "!docs/README.md"], "docs/README.md", false),

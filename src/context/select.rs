@@ -43,18 +43,11 @@ impl BuildContext {
     /// relative to each selected source (a selected file is matched by its base name) and drop
     /// entries; an excluded directory stays only if something below it is kept. A source that
     /// matches nothing is an error naming it. Entries come back in walk order, deduplicated.
-    pub fn select(
-        &self,
-        srcs: &[String],
-        exclude: &[String],
-    ) -> Result<Vec<ContextEntry>, ContextError> {
+    pub fn select(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
         let entries = self.walk()?;
         let exclude = PatternMatcher::new(exclude)?;
-        let index: HashMap<&str, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(idx, entry)| (entry.path.as_str(), idx))
-            .collect();
+        let index: HashMap<&str, usize> =
+            entries.iter().enumerate().map(|(idx, entry)| (entry.path.as_str(), idx)).collect();
         let mut selected: BTreeSet<usize> = BTreeSet::new();
         for src in srcs {
             let source = confine_source(src);
@@ -63,12 +56,10 @@ impl BuildContext {
             } else if has_glob_meta(&source) {
                 let mut roots = Vec::new();
                 for (idx, entry) in entries.iter().enumerate() {
-                    let hit = matches_source_glob(&source, &entry.path).map_err(|reason| {
-                        ContextError::BadPattern {
-                            origin: "COPY source".into(),
-                            pattern: src.clone(),
-                            reason: reason.into(),
-                        }
+                    let hit = matches_source_glob(&source, &entry.path).map_err(|reason| ContextError::BadPattern {
+                        origin: "COPY source".into(),
+                        pattern: src.clone(),
+                        reason: reason.into(),
                     })?;
                     if hit {
                         roots.push(Some(idx));
@@ -76,25 +67,16 @@ impl BuildContext {
                 }
                 roots
             } else {
-                index
-                    .get(source.as_str())
-                    .map(|idx| vec![Some(*idx)])
-                    .unwrap_or_default()
+                index.get(source.as_str()).map(|idx| vec![Some(*idx)]).unwrap_or_default()
             };
             if roots.is_empty() {
-                return Err(ContextError::SourceNotFound {
-                    src: src.clone(),
-                    context: self.root.clone(),
-                });
+                return Err(ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() });
             }
             for root in roots {
                 select_below(&entries, root, &exclude, &mut selected)?;
             }
         }
-        Ok(selected
-            .into_iter()
-            .map(|idx| entries[idx].clone())
-            .collect())
+        Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
     }
 }
 
@@ -142,10 +124,8 @@ fn select_below(
     }
     // Keep an excluded directory when something below it is kept.
     let kept_set: BTreeSet<usize> = kept.iter().copied().collect();
-    let candidate_index: HashMap<&str, usize> = candidates
-        .iter()
-        .map(|idx| (entries[*idx].path.as_str(), *idx))
-        .collect();
+    let candidate_index: HashMap<&str, usize> =
+        candidates.iter().map(|idx| (entries[*idx].path.as_str(), *idx)).collect();
     for idx in &kept_set {
         let mut path = entries[*idx].path.as_str();
         while let Some((parent, _)) = path.rsplit_once('/') {
@@ -181,11 +161,7 @@ mod tests {
     fn paths(ctx: &BuildContext, srcs: &[&str], exclude: &[&str]) -> Vec<String> {
         let srcs: Vec<String> = srcs.iter().map(|p| p.to_string()).collect();
         let exclude: Vec<String> = exclude.iter().map(|p| p.to_string()).collect();
-        ctx.select(&srcs, &exclude)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.path)
-            .collect()
+        ctx.select(&srcs, &exclude).unwrap().into_iter().map(|e| e.path).collect()
     }
 
     #[test]
@@ -199,10 +175,7 @@ mod tests {
     #[test]
     fn dir_selects_itself_and_below_and_globs_are_per_component() {
         let (_dir, ctx) = context(&["src/a.rs", "src/sub/b.rs", "srcx/c.rs", "top.rs"], &[]);
-        assert_eq!(
-            paths(&ctx, &["src/"], &[]),
-            ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]
-        );
+        assert_eq!(paths(&ctx, &["src/"], &[]), ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]);
         assert_eq!(paths(&ctx, &["*.rs"], &[]), ["top.rs"]);
         assert_eq!(paths(&ctx, &["src*/*.rs"], &[]), ["src/a.rs", "srcx/c.rs"]);
         assert_eq!(paths(&ctx, &["../top.rs"], &[]), ["top.rs"]);
@@ -211,10 +184,7 @@ mod tests {
     #[test]
     fn exclude_and_ignore_apply() {
         let (_dir, ctx) = context(&["src/a.rs", "src/sub/b.rs", "src/c.txt"], &["**/c.txt"]);
-        assert_eq!(
-            paths(&ctx, &["."], &["sub"]),
-            ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]
-        );
+        assert_eq!(paths(&ctx, &["."], &["sub"]), ["src", "src/a.rs", "src/sub", "src/sub/b.rs"]);
         assert_eq!(paths(&ctx, &["src"], &["sub"]), ["src", "src/a.rs"]);
         assert_eq!(paths(&ctx, &["src"], &["*", "!a.rs"]), ["src", "src/a.rs"]);
     }

@@ -55,10 +55,7 @@ pub struct BuildContext {
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> ContextError {
-    ContextError::Io {
-        path: path.to_path_buf(),
-        source: err,
-    }
+    ContextError::Io { path: path.to_path_buf(), source: err }
 }
 
 fn check_root(root: &Path) -> Result<(), ContextError> {
@@ -66,9 +63,7 @@ fn check_root(root: &Path) -> Result<(), ContextError> {
     if meta.is_dir() {
         Ok(())
     } else {
-        Err(ContextError::NotADirectory {
-            path: root.to_path_buf(),
-        })
+        Err(ContextError::NotADirectory { path: root.to_path_buf() })
     }
 }
 
@@ -85,29 +80,13 @@ pub(crate) fn entry_from_metadata(
     } else if file_type.is_symlink() {
         let target = fs_err::read_link(abs).map_err(|err| io_error(abs, err))?;
         let target =
-            target
-                .into_os_string()
-                .into_string()
-                .map_err(|_| ContextError::NonUtf8Path {
-                    path: abs.to_path_buf(),
-                })?;
+            target.into_os_string().into_string().map_err(|_| ContextError::NonUtf8Path { path: abs.to_path_buf() })?;
         EntryKind::Symlink { target }
     } else {
         EntryKind::Other
     };
-    let size = if kind == EntryKind::File {
-        meta.len()
-    } else {
-        0
-    };
-    Ok(ContextEntry {
-        path,
-        kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        size,
-    })
+    let size = if kind == EntryKind::File { meta.len() } else { 0 };
+    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size })
 }
 
 /// State carried down one level of the walk.
@@ -131,21 +110,13 @@ impl BuildContext {
             }
             None => PatternMatcher::default(),
         };
-        Ok(BuildContext {
-            root: root.to_path_buf(),
-            ignore_file,
-            matcher,
-        })
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher })
     }
 
     /// Open a context directory with an already-read pattern list.
     pub fn with_patterns(root: &Path, patterns: &[String]) -> Result<Self, ContextError> {
         check_root(root)?;
-        Ok(BuildContext {
-            root: root.to_path_buf(),
-            ignore_file: None,
-            matcher: PatternMatcher::new(patterns)?,
-        })
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file: None, matcher: PatternMatcher::new(patterns)? })
     }
 
     pub fn matcher(&self) -> &PatternMatcher {
@@ -156,11 +127,7 @@ impl BuildContext {
     /// skipped entirely unless an exception could re-include something below it; then it is
     /// walked and listed itself only if something below is included.
     pub fn walk(&self) -> Result<Vec<ContextEntry>, ContextError> {
-        let mut state = WalkState {
-            matcher: &self.matcher,
-            pending_dirs: Vec::new(),
-            out: Vec::new(),
-        };
+        let mut state = WalkState { matcher: &self.matcher, pending_dirs: Vec::new(), out: Vec::new() };
         let no_hits = vec![false; self.matcher.patterns().len()];
         let mut abs = self.root.clone();
         let mut rel = String::new();
@@ -196,16 +163,12 @@ fn walk_dir(
         Ok(listing) => listing,
         // Like fsutil: an excluded directory walked only for possible exceptions may be
         // unreadable without failing the build.
-        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Ok(())
-        }
+        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
         Err(err) => return Err(io_error(abs, err)),
     };
     for dirent in listing {
         let dirent = dirent.map_err(|err| io_error(abs, err))?;
-        let meta = dirent
-            .metadata()
-            .map_err(|err| io_error(&dirent.path(), err))?;
+        let meta = dirent.metadata().map_err(|err| io_error(&dirent.path(), err))?;
         children.push((dirent.file_name(), meta));
     }
     children.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
@@ -243,13 +206,7 @@ fn visit_child(
     let (decision, hits) = if filtering {
         state.matcher.matches_in_walk(rel, parent_hits, is_dir)?
     } else {
-        (
-            super::pattern::IgnoreMatch {
-                excluded: false,
-                decided_by: None,
-            },
-            Vec::new(),
-        )
+        (super::pattern::IgnoreMatch { excluded: false, decided_by: None }, Vec::new())
     };
     if decision.excluded {
         if is_dir && state.matcher.may_reinclude_below(rel) {
@@ -291,45 +248,27 @@ mod tests {
 
     fn walk_paths(root: &Path, patterns: &[&str]) -> Vec<String> {
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-        BuildContext::with_patterns(root, &patterns)
-            .unwrap()
-            .walk()
-            .unwrap()
-            .into_iter()
-            .map(|e| e.path)
-            .collect()
+        BuildContext::with_patterns(root, &patterns).unwrap().walk().unwrap().into_iter().map(|e| e.path).collect()
     }
 
     #[test]
     fn walk_order_is_per_directory_sorted() {
         let dir = tree(&["foo/y", "foo-x", "a"]);
-        assert_eq!(
-            walk_paths(dir.path(), &[]),
-            ["a", "foo", "foo/y", "foo-x"].map(String::from)
-        );
+        assert_eq!(walk_paths(dir.path(), &[]), ["a", "foo", "foo/y", "foo-x"].map(String::from));
     }
 
     #[test]
     fn excluded_dir_listed_only_when_something_below_is_included() {
         let dir = tree(&["foo/bar", "foo/baz", "foo2", "bar"]);
-        assert_eq!(
-            walk_paths(dir.path(), &["foo*", "!foo/bar"]),
-            ["bar", "foo", "foo/bar"].map(String::from)
-        );
+        assert_eq!(walk_paths(dir.path(), &["foo*", "!foo/bar"]), ["bar", "foo", "foo/bar"].map(String::from));
         let dir = tree(&["foo/baz", "bar"]);
-        assert_eq!(
-            walk_paths(dir.path(), &["foo", "!**/bar"]),
-            ["bar"].map(String::from)
-        );
+        assert_eq!(walk_paths(dir.path(), &["foo", "!**/bar"]), ["bar"].map(String::from));
     }
 
     #[test]
     fn summary_counts_and_root_must_be_dir() {
         let dir = tree(&["a/b", "c"]);
-        let summary = BuildContext::with_patterns(dir.path(), &[])
-            .unwrap()
-            .summary()
-            .unwrap();
+        let summary = BuildContext::with_patterns(dir.path(), &[]).unwrap().summary().unwrap();
         assert_eq!((summary.files, summary.dirs, summary.bytes), (2, 1, 4));
         let err = BuildContext::open(&dir.path().join("c"), None).unwrap_err();
         assert!(err.to_string().contains("/c"), "{err}");
@@ -339,17 +278,9 @@ mod tests {
     fn symlinks_are_not_followed() {
         let dir = tree(&["real/x"]);
         std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
-        let entries = BuildContext::with_patterns(dir.path(), &[])
-            .unwrap()
-            .walk()
-            .unwrap();
+        let entries = BuildContext::with_patterns(dir.path(), &[]).unwrap().walk().unwrap();
         let link = entries.iter().find(|e| e.path == "link").unwrap();
-        assert_eq!(
-            link.kind,
-            EntryKind::Symlink {
-                target: "real".into()
-            }
-        );
+        assert_eq!(link.kind, EntryKind::Symlink { target: "real".into() });
         assert!(!entries.iter().any(|e| e.path == "link/x"));
     }
 }

@@ -31,11 +31,7 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Directives {
-            escape: '\\',
-            syntax: None,
-            check: None,
-        }
+        Directives { escape: '\\', syntax: None, check: None }
     }
 }
 

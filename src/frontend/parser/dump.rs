@@ -85,10 +85,7 @@ mod tests {
     #[test]
     fn quotes_like_go() {
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(
-            go_quote("\t\n\r\u{7}\u{8}\u{b}\u{c}"),
-            r#""\t\n\r\a\b\v\f""#
-        );
+        assert_eq!(go_quote("\t\n\r\u{7}\u{8}\u{b}\u{c}"), r#""\t\n\r\a\b\v\f""#);
         assert_eq!(go_quote("\u{1}\u{7f}"), r#""\x01\x7f""#);
         assert_eq!(go_quote("\u{a0}\u{ad}\u{feff}"), r#""\u00a0\u00ad\ufeff""#);
         assert_eq!(go_quote("\u{e0001}"), r#""\U000e0001""#);

@@ -27,16 +27,9 @@ pub(crate) struct InstructionHead<'a> {
 
 /// Splits a trimmed instruction line into keyword, leading `--flags` and the rest.
 pub(crate) fn split_instruction(line: &str) -> Result<InstructionHead<'_>, LineError> {
-    let mut pairs = DockerfileGrammar::parse(Rule::instruction, line).map_err(|err| LineError {
-        offset: error_offset(&err),
-        message: "malformed instruction line".to_string(),
-    })?;
-    let mut head = InstructionHead {
-        keyword: "",
-        flags: Vec::new(),
-        rest: "",
-        rest_offset: line.len(),
-    };
+    let mut pairs = DockerfileGrammar::parse(Rule::instruction, line)
+        .map_err(|err| LineError { offset: error_offset(&err), message: "malformed instruction line".to_string() })?;
+    let mut head = InstructionHead { keyword: "", flags: Vec::new(), rest: "", rest_offset: line.len() };
     let Some(instruction) = pairs.next() else {
         return Ok(head);
     };
@@ -72,9 +65,7 @@ fn flag_value(flag: Pair<'_, Rule>) -> Result<String, LineError> {
             Rule::flag_double_quoted | Rule::flag_single_quoted => {
                 for part in piece.into_inner() {
                     match part.as_rule() {
-                        Rule::flag_quoted_escape => {
-                            value.extend(part.into_inner().map(|p| p.as_str().to_string()))
-                        }
+                        Rule::flag_quoted_escape => value.extend(part.into_inner().map(|p| p.as_str().to_string())),
                         _ => value.push_str(part.as_str()),
                     }
                 }
@@ -82,10 +73,7 @@ fn flag_value(flag: Pair<'_, Rule>) -> Result<String, LineError> {
             Rule::flag_unterminated_quote => {
                 return Err(LineError {
                     offset: piece.as_span().start(),
-                    message: format!(
-                        "flag syntax error: unterminated quote in flag {value}{}",
-                        piece.as_str()
-                    ),
+                    message: format!("flag syntax error: unterminated quote in flag {value}{}", piece.as_str()),
                 });
             }
             _ => {}
@@ -102,16 +90,8 @@ fn flag_value(flag: Pair<'_, Rule>) -> Result<String, LineError> {
 
 /// Parses `text` as a JSON array of strings. `None` when it is not exactly that.
 pub(crate) fn json_string_array(text: &str) -> Option<Vec<String>> {
-    let array = DockerfileGrammar::parse(Rule::json_string_array, text)
-        .ok()?
-        .next()?;
-    Some(
-        array
-            .into_inner()
-            .filter(|p| p.as_rule() == Rule::json_string)
-            .map(decode_json_string)
-            .collect(),
-    )
+    let array = DockerfileGrammar::parse(Rule::json_string_array, text).ok()?.next()?;
+    Some(array.into_inner().filter(|p| p.as_rule() == Rule::json_string).map(decode_json_string).collect())
 }
 
 fn decode_json_string(string: Pair<'_, Rule>) -> String {
@@ -120,17 +100,15 @@ fn decode_json_string(string: Pair<'_, Rule>) -> String {
     for piece in string.into_inner() {
         let escape = piece.clone().into_inner().next();
         let unit = match (&piece.as_rule(), &escape) {
-            (Rule::json_escape, Some(e)) if e.as_rule() == Rule::json_unicode_escape => e
-                .as_str()
-                .get(1..)
-                .and_then(|hex| u16::from_str_radix(hex, 16).ok()),
+            (Rule::json_escape, Some(e)) if e.as_rule() == Rule::json_unicode_escape => {
+                e.as_str().get(1..).and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            }
             _ => None,
         };
         if let Some(unit) = unit {
             if let Some(high) = pending_high.take() {
                 if (0xDC00..0xE000).contains(&unit) {
-                    let code =
-                        0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
+                    let code = 0x10000 + ((u32::from(high) - 0xD800) << 10) + (u32::from(unit) - 0xDC00);
                     out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                     continue;
                 }
@@ -180,10 +158,7 @@ pub(crate) fn escaped_words(text: &str, escape: char) -> Vec<(String, usize)> {
         .map(|word| {
             let offset = word.as_span().start().saturating_sub(shift);
             let mut value = word.as_str().to_string();
-            if word
-                .into_inner()
-                .any(|p| p.as_rule() == Rule::trailing_escape)
-            {
+            if word.into_inner().any(|p| p.as_rule() == Rule::trailing_escape) {
                 value.pop();
             }
             (value, offset)
@@ -199,10 +174,7 @@ pub(crate) fn spaced_words(text: &str) -> Vec<String> {
     let Some(root) = pairs.next() else {
         return Vec::new();
     };
-    root.into_inner()
-        .filter(|p| p.as_rule() == Rule::spaced_word)
-        .map(|p| p.as_str().to_string())
-        .collect()
+    root.into_inner().filter(|p| p.as_rule() == Rule::spaced_word).map(|p| p.as_str().to_string()).collect()
 }
 
 /// Shell words of an instruction line with quotes and escapes kept raw, `<<` glued to the
@@ -210,18 +182,11 @@ pub(crate) fn spaced_words(text: &str) -> Vec<String> {
 pub(crate) fn raw_shell_words(line: &str, escape: char) -> Option<Vec<(String, usize)>> {
     let prefixed = format!("{escape}{line}");
     let shift = escape.len_utf8();
-    let root = DockerfileGrammar::parse(Rule::shell_line, &prefixed)
-        .ok()?
-        .next()?;
+    let root = DockerfileGrammar::parse(Rule::shell_line, &prefixed).ok()?.next()?;
     Some(
         root.into_inner()
             .filter(|p| p.as_rule() == Rule::shell_word)
-            .map(|p| {
-                (
-                    p.as_str().to_string(),
-                    p.as_span().start().saturating_sub(shift),
-                )
-            })
+            .map(|p| (p.as_str().to_string(), p.as_span().start().saturating_sub(shift)))
             .collect(),
     )
 }
@@ -235,14 +200,8 @@ pub(crate) struct HeredocOpener<'a> {
 }
 
 pub(crate) fn heredoc_opener(word: &str) -> Option<HeredocOpener<'_>> {
-    let root = DockerfileGrammar::parse(Rule::heredoc_word, word)
-        .ok()?
-        .next()?;
-    let mut opener = HeredocOpener {
-        fd: "",
-        chomp: false,
-        raw_name: "",
-    };
+    let root = DockerfileGrammar::parse(Rule::heredoc_word, word).ok()?.next()?;
+    let mut opener = HeredocOpener { fd: "", chomp: false, raw_name: "" };
     for part in root.into_inner() {
         match part.as_rule() {
             Rule::heredoc_fd => opener.fd = part.as_str(),
@@ -270,16 +229,12 @@ pub(crate) fn heredoc_name_words(raw_name: &str) -> Result<Vec<(String, bool)>, 
         for piece in word.into_inner() {
             match piece.as_rule() {
                 Rule::name_char => value.push_str(piece.as_str()),
-                Rule::name_escape => {
-                    value.extend(piece.into_inner().map(|p| p.as_str().to_string()))
-                }
+                Rule::name_escape => value.extend(piece.into_inner().map(|p| p.as_str().to_string())),
                 Rule::name_double_quoted | Rule::name_single_quoted => {
                     quoted = true;
                     for part in piece.into_inner() {
                         match part.as_rule() {
-                            Rule::name_dq_escape => {
-                                value.extend(part.into_inner().map(|p| p.as_str().to_string()))
-                            }
+                            Rule::name_dq_escape => value.extend(part.into_inner().map(|p| p.as_str().to_string())),
                             _ => value.push_str(part.as_str()),
                         }
                     }
@@ -337,15 +292,9 @@ mod tests {
 
     #[test]
     fn json_arrays_of_strings_only() {
-        assert_eq!(
-            json_string_array(r#"[ "a", "b c" ]"#),
-            Some(vec!["a".into(), "b c".into()])
-        );
+        assert_eq!(json_string_array(r#"[ "a", "b c" ]"#), Some(vec!["a".into(), "b c".into()]));
         assert_eq!(json_string_array("[]"), Some(vec![]));
-        assert_eq!(
-            json_string_array(r#"["\u00e9\n\ud83c\udf89\ud800"]"#),
-            Some(vec!["é\n🎉\u{FFFD}".into()])
-        );
+        assert_eq!(json_string_array(r#"["\u00e9\n\ud83c\udf89\ud800"]"#), Some(vec!["é\n🎉\u{FFFD}".into()]));
         assert_eq!(json_string_array("['a']"), None);
         assert_eq!(json_string_array(r#"["a", ["b"]]"#), None);
         assert_eq!(json_string_array(r#"["a""#), None);
@@ -353,20 +302,12 @@ mod tests {
 
     #[test]
     fn words_keep_quotes_and_escapes() {
-        let words: Vec<String> = escaped_words(r#"abc="123 456" def g\ h 'i j'"#, '\\')
-            .into_iter()
-            .map(|w| w.0)
-            .collect();
+        let words: Vec<String> =
+            escaped_words(r#"abc="123 456" def g\ h 'i j'"#, '\\').into_iter().map(|w| w.0).collect();
         assert_eq!(words, vec![r#"abc="123 456""#, "def", r"g\ h", "'i j'"]);
-        let words: Vec<String> = escaped_words("a`  b c`", '`')
-            .into_iter()
-            .map(|w| w.0)
-            .collect();
+        let words: Vec<String> = escaped_words("a`  b c`", '`').into_iter().map(|w| w.0).collect();
         assert_eq!(words, vec!["a` ", "b", "c"]);
-        assert_eq!(
-            escaped_words("  x  y", '\\'),
-            vec![("x".to_string(), 2), ("y".to_string(), 5)]
-        );
+        assert_eq!(escaped_words("  x  y", '\\'), vec![("x".to_string(), 2), ("y".to_string(), 5)]);
     }
 
     #[test]
@@ -376,11 +317,8 @@ mod tests {
 
     #[test]
     fn shell_words_glue_heredoc_arrows() {
-        let words: Vec<String> = raw_shell_words("RUN <<  EOF  > foo", '\\')
-            .unwrap()
-            .into_iter()
-            .map(|w| w.0)
-            .collect();
+        let words: Vec<String> =
+            raw_shell_words("RUN <<  EOF  > foo", '\\').unwrap().into_iter().map(|w| w.0).collect();
         assert_eq!(words, vec!["RUN", "<<  EOF", ">", "foo"]);
         assert_eq!(raw_shell_words("RUN \"x", '\\'), None);
     }

@@ -6,10 +6,7 @@ use crate::frontend::ast::Heredoc;
 
 /// Strips the leading tabs of every line of `content` (what `<<-` means).
 pub fn chomp_heredoc(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|line| line.trim_start_matches('\t'))
-        .collect()
+    content.split_inclusive('\n').map(|line| line.trim_start_matches('\t')).collect()
 }
 
 /// Is the single word `word` a heredoc opener? `Ok(Some(name))` with quotes removed,
@@ -20,9 +17,7 @@ pub fn parse_heredoc_word(word: &str) -> Result<Option<String>, String> {
 
 /// Names of the heredocs opened on the instruction line `line`, in order.
 pub fn heredoc_names_in_line(line: &str, escape: char) -> Vec<String> {
-    heredocs_in_line(line, escape)
-        .map(|docs| docs.into_iter().map(|(doc, _)| doc.name).collect())
-        .unwrap_or_default()
+    heredocs_in_line(line, escape).map(|docs| docs.into_iter().map(|(doc, _)| doc.name).collect()).unwrap_or_default()
 }
 
 /// The heredoc described by one opener word, with empty content.
@@ -49,10 +44,7 @@ pub(crate) fn heredoc_from_word(word: &str) -> Result<Option<Heredoc>, String> {
 /// Every heredoc opened on `line` with the byte offset of its opener word. A line whose
 /// quotes do not balance opens none (BuildKit ignores that lexing error); a malformed opener
 /// word is an error `(offset, message)`.
-pub(crate) fn heredocs_in_line(
-    line: &str,
-    escape: char,
-) -> Result<Vec<(Heredoc, usize)>, (usize, String)> {
+pub(crate) fn heredocs_in_line(line: &str, escape: char) -> Result<Vec<(Heredoc, usize)>, (usize, String)> {
     let Some(words) = grammar::raw_shell_words(line, escape) else {
         return Ok(Vec::new());
     };
@@ -86,10 +78,7 @@ mod tests {
     #[test]
     fn expansion_and_fd() {
         let doc = heredoc_from_word("3<<-'e'o\\'f").unwrap().unwrap();
-        assert_eq!(
-            (doc.name.as_str(), doc.expand, doc.chomp, doc.fd),
-            ("eo'f", false, true, 3)
-        );
+        assert_eq!((doc.name.as_str(), doc.expand, doc.chomp, doc.fd), ("eo'f", false, true, 3));
         let doc = heredoc_from_word("<<eo\\'f").unwrap().unwrap();
         assert_eq!((doc.name.as_str(), doc.expand), ("eo'f", true));
         let doc = heredoc_from_word("<<$EOF").unwrap().unwrap();
@@ -98,26 +87,14 @@ mod tests {
 
     #[test]
     fn names_in_line() {
-        assert_eq!(
-            heredoc_names_in_line("RUN <<EOF <<EOF2", '\\'),
-            vec!["EOF", "EOF2"]
-        );
+        assert_eq!(heredoc_names_in_line("RUN <<EOF <<EOF2", '\\'), vec!["EOF", "EOF2"]);
         assert_eq!(heredoc_names_in_line("RUN 4<<EOF", '\\'), vec!["EOF"]);
-        assert_eq!(
-            heredoc_names_in_line("RUN \"<<EOF\"", '\\'),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            heredoc_names_in_line("RUN <<  EOF  > foo", '\\'),
-            vec!["EOF"]
-        );
+        assert_eq!(heredoc_names_in_line("RUN \"<<EOF\"", '\\'), Vec::<String>::new());
+        assert_eq!(heredoc_names_in_line("RUN <<  EOF  > foo", '\\'), vec!["EOF"]);
     }
 
     #[test]
     fn chomp_strips_leading_tabs_per_line() {
-        assert_eq!(
-            chomp_heredoc("\thello\n\t\tworld\n x\t\n"),
-            "hello\nworld\n x\t\n"
-        );
+        assert_eq!(chomp_heredoc("\thello\n\t\tworld\n x\t\n"), "hello\nworld\n x\t\n");
     }
 }

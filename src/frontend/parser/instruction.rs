@@ -26,29 +26,18 @@ impl LineContext<'_> {
 const MAX_ONBUILD_DEPTH: usize = 16;
 
 /// Parses `text` (a slice of the logical line starting at byte `base`) as one instruction.
-pub(crate) fn build_node(
-    text: &str,
-    base: usize,
-    ctx: &LineContext<'_>,
-) -> Result<Node, Diagnostic> {
+pub(crate) fn build_node(text: &str, base: usize, ctx: &LineContext<'_>) -> Result<Node, Diagnostic> {
     build_nested_node(text, base, ctx, 0)
 }
 
-fn build_nested_node(
-    text: &str,
-    base: usize,
-    ctx: &LineContext<'_>,
-    depth: usize,
-) -> Result<Node, Diagnostic> {
+fn build_nested_node(text: &str, base: usize, ctx: &LineContext<'_>, depth: usize) -> Result<Node, Diagnostic> {
     let trimmed_start = text.trim_start();
     let base = base + (text.len() - trimmed_start.len());
     let line = trimmed_start.trim_end();
-    let head =
-        grammar::split_instruction(line).map_err(|e| ctx.error_at(base + e.offset, e.message))?;
+    let head = grammar::split_instruction(line).map_err(|e| ctx.error_at(base + e.offset, e.message))?;
     let rest_untrimmed = head.rest;
     let rest = rest_untrimmed.trim();
-    let rest_base =
-        base + head.rest_offset + (rest_untrimmed.len() - rest_untrimmed.trim_start().len());
+    let rest_base = base + head.rest_offset + (rest_untrimmed.len() - rest_untrimmed.trim_start().len());
     let keyword_upper = head.keyword.to_uppercase();
 
     let mut node = Node {
@@ -81,12 +70,7 @@ fn build_nested_node(
             (node.args, node.json) = shell_or_json(rest).ok_or_else(|| bad_json(rest_base))?;
         }
         "env" | "label" => node.args = name_values(rest, rest_base, &keyword_upper, ctx)?,
-        "arg" => {
-            node.args = grammar::escaped_words(rest, ctx.escape)
-                .into_iter()
-                .map(|(w, _)| w)
-                .collect()
-        }
+        "arg" => node.args = grammar::escaped_words(rest, ctx.escape).into_iter().map(|(w, _)| w).collect(),
         "expose" | "from" => node.args = whitespace_words(rest),
         "maintainer" | "stopsignal" | "user" | "workdir" if !rest.is_empty() => {
             node.args.push(rest.to_string());
@@ -108,12 +92,7 @@ fn build_nested_node(
                 return Err(ctx.error_at(rest_base, "ONBUILD instructions nested too deeply"));
             }
             if !rest.is_empty() {
-                node.child = Some(Box::new(build_nested_node(
-                    rest,
-                    rest_base,
-                    ctx,
-                    depth + 1,
-                )?));
+                node.child = Some(Box::new(build_nested_node(rest, rest_base, ctx, depth + 1)?));
             }
         }
         _ => {}
@@ -138,10 +117,7 @@ fn maybe_json(rest: &str) -> JsonForm {
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
         Ok(values) => {
-            let strings: Option<Vec<String>> = values
-                .into_iter()
-                .map(|v| v.as_str().map(str::to_string))
-                .collect();
+            let strings: Option<Vec<String>> = values.into_iter().map(|v| v.as_str().map(str::to_string)).collect();
             strings.map_or(JsonForm::NotStrings, JsonForm::Strings)
         }
         Err(_) => JsonForm::NotJson,
@@ -169,12 +145,7 @@ fn whitespace_words(rest: &str) -> Vec<String> {
 }
 
 /// ENV/LABEL: `key value` (legacy, sep "") or `k=v k2=v2` (sep "="), as key/value/sep triples.
-fn name_values(
-    rest: &str,
-    rest_base: usize,
-    keyword: &str,
-    ctx: &LineContext<'_>,
-) -> Result<Vec<String>, Diagnostic> {
+fn name_values(rest: &str, rest_base: usize, keyword: &str, ctx: &LineContext<'_>) -> Result<Vec<String>, Diagnostic> {
     let words = grammar::escaped_words(rest, ctx.escape);
     let Some((first, _)) = words.first() else {
         return Ok(Vec::new());

@@ -27,10 +27,7 @@ pub(crate) struct LineCursor<'a> {
 
 impl<'a> LineCursor<'a> {
     pub fn new(text: &'a str) -> Self {
-        LineCursor {
-            lines: text.split_inclusive('\n').collect(),
-            next: 0,
-        }
+        LineCursor { lines: text.split_inclusive('\n').collect(), next: 0 }
     }
 
     /// The next line and its 1-based number.
@@ -70,10 +67,7 @@ impl LogicalLine {
         let segment = self.segments.iter().rev().find(|s| s.text_offset <= offset);
         match segment {
             Some(seg) => {
-                let within = self
-                    .text
-                    .get(seg.text_offset..offset)
-                    .map_or(0, |s| s.chars().count());
+                let within = self.text.get(seg.text_offset..offset).map_or(0, |s| s.chars().count());
                 (seg.line, seg.column + within)
             }
             None => (self.start_line, 1),
@@ -81,11 +75,7 @@ impl LogicalLine {
     }
 
     fn push_piece(&mut self, piece: &str, line: usize, column: usize) {
-        self.segments.push(Segment {
-            text_offset: self.text.len(),
-            line,
-            column,
-        });
+        self.segments.push(Segment { text_offset: self.text.len(), line, column });
         self.text.push_str(piece);
     }
 }
@@ -102,21 +92,12 @@ const DIRECTIVE_BLANKS: [char; 5] = ['\t', '\n', '\u{0C}', '\r', ' '];
 
 impl DirectiveScanner {
     pub fn new() -> Self {
-        DirectiveScanner {
-            done: false,
-            seen: Vec::new(),
-            directives: Directives::default(),
-        }
+        DirectiveScanner { done: false, seen: Vec::new(), directives: Directives::default() }
     }
 
     /// Looks at one physical line (newline removed). Errors on a repeated directive or an
     /// invalid escape character.
-    pub fn observe(
-        &mut self,
-        line: &str,
-        line_number: usize,
-        src: &SourceText<'_>,
-    ) -> Result<(), Diagnostic> {
+    pub fn observe(&mut self, line: &str, line_number: usize, src: &SourceText<'_>) -> Result<(), Diagnostic> {
         if self.done {
             return Ok(());
         }
@@ -130,11 +111,7 @@ impl DirectiveScanner {
             return Ok(());
         }
         if self.seen.contains(&key) {
-            return Err(src.error(
-                line_number,
-                1,
-                format!("only one {key} parser directive can be used"),
-            ));
+            return Err(src.error(line_number, 1, format!("only one {key} parser directive can be used")));
         }
         self.seen.push(key.clone());
         match key.as_str() {
@@ -169,9 +146,7 @@ fn split_directive(line: &str) -> Option<(&str, &str, usize)> {
         return None;
     }
     let (name, after_name) = body.split_at(name_len);
-    let after_eq = after_name
-        .trim_start_matches(DIRECTIVE_BLANKS)
-        .strip_prefix('=')?;
+    let after_eq = after_name.trim_start_matches(DIRECTIVE_BLANKS).strip_prefix('=')?;
     let trimmed = after_eq.trim_start_matches(DIRECTIVE_BLANKS);
     let value = if trimmed.is_empty() {
         // `.+?` must take one character: the last blank.
@@ -224,8 +199,7 @@ pub(crate) fn next_logical_line(
         let content = line.trim_start();
         scanner.observe(content, number, src)?;
         let content = if is_comment(content) { "" } else { content };
-        let lead_columns =
-            line[..line.len() - line.trim_start().len()].chars().count() + bom_columns;
+        let lead_columns = line[..line.len() - line.trim_start().len()].chars().count() + bom_columns;
         let escape = scanner.directives.escape;
         let (first, mut continues) = trim_continuation(content, escape);
         if !continues && first.is_empty() {
@@ -264,11 +238,7 @@ pub(crate) fn next_logical_line(
 
 /// Reads heredoc body lines up to the terminator `name` (for `chomp`, compared after
 /// stripping leading tabs). Returns the raw body and the terminator's line, or `None` at EOF.
-pub(crate) fn read_heredoc_body(
-    cursor: &mut LineCursor<'_>,
-    name: &str,
-    chomp: bool,
-) -> Option<(String, usize)> {
+pub(crate) fn read_heredoc_body(cursor: &mut LineCursor<'_>, name: &str, chomp: bool) -> Option<(String, usize)> {
     let mut content = String::new();
     while let Some((number, raw)) = cursor.next_line() {
         let mut candidate = trim_newline(raw);
@@ -290,10 +260,7 @@ mod tests {
     #[test]
     fn directive_lines() {
         assert_eq!(split_directive("#escape=`"), Some(("escape", "`", 9)));
-        assert_eq!(
-            split_directive("# Syntax = docker/dockerfile:1  "),
-            Some(("Syntax", "docker/dockerfile:1", 12))
-        );
+        assert_eq!(split_directive("# Syntax = docker/dockerfile:1  "), Some(("Syntax", "docker/dockerfile:1", 12)));
         assert_eq!(split_directive("# escape = "), Some(("escape", " ", 11)));
         assert_eq!(split_directive("# escape"), None);
         assert_eq!(split_directive("# 1x=y"), None);
@@ -302,10 +269,7 @@ mod tests {
 
     #[test]
     fn directives_stop_at_first_other_line() {
-        let src = SourceText {
-            text: "",
-            file: "Dockerfile",
-        };
+        let src = SourceText { text: "", file: "Dockerfile" };
         let mut scanner = DirectiveScanner::new();
         scanner.observe("# escape=`", 1, &src).unwrap();
         assert!(scanner.observe("# ESCAPE=\\", 2, &src).is_err());

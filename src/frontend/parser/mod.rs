@@ -36,28 +36,25 @@ pub fn parse(source: &str, file: &str) -> Result<Dockerfile, Diagnostic> {
                 format!("Empty continuation line found in: {} (empty continuation lines will become errors in a future release)", logical.text),
             ));
         }
-        let ctx = LineContext {
-            logical: &logical,
-            src: &src,
-            escape: scanner.directives.escape,
-        };
+        let ctx = LineContext { logical: &logical, src: &src, escape: scanner.directives.escape };
         let mut node = instruction::build_node(&logical.text, 0, &ctx)?;
         if can_contain_heredoc(&node) && logical.text.contains("<<") {
             // BuildKit lexes heredoc openers with `\` whatever the escape directive says.
-            let openers =
-                heredoc::heredocs_in_line(&logical.text, '\\').map_err(|(offset, message)| {
-                    let (line, column) = logical.position(offset);
-                    src.error(line, column, message)
-                })?;
+            let openers = heredoc::heredocs_in_line(&logical.text, '\\').map_err(|(offset, message)| {
+                let (line, column) = logical.position(offset);
+                src.error(line, column, message)
+            })?;
             for (mut doc, offset) in openers {
-                let Some((content, terminator_line)) =
-                    lexer::read_heredoc_body(&mut cursor, &doc.name, doc.chomp)
+                let Some((content, terminator_line)) = lexer::read_heredoc_body(&mut cursor, &doc.name, doc.chomp)
                 else {
                     let (line, column) = logical.position(offset);
                     return Err(src.error(
                         line,
                         column,
-                        format!("unterminated heredoc <<{}: no line equal to {:?} before the end of the file", doc.name, doc.name),
+                        format!(
+                            "unterminated heredoc <<{}: no line equal to {:?} before the end of the file",
+                            doc.name, doc.name
+                        ),
                     ));
                 };
                 doc.content = content;
@@ -97,9 +94,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn dump(source: &str) -> String {
-        parse(source, "Dockerfile")
-            .map(|d| d.dump())
-            .unwrap_or_else(|e| format!("ERR {}", e.headline()))
+        parse(source, "Dockerfile").map(|d| d.dump()).unwrap_or_else(|e| format!("ERR {}", e.headline()))
     }
 
     #[test]
@@ -130,11 +125,7 @@ mod tests {
     fn errors_have_locations_and_messages() {
         let err = parse("FROM a\nRUN <<EOF\necho\n", "Dockerfile").unwrap_err();
         assert_eq!((err.line, err.column), (2, 5));
-        assert!(
-            err.message.contains("unterminated heredoc <<EOF"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("unterminated heredoc <<EOF"), "{}", err.message);
         let err = parse("FROM a\n  CMD [1]\n", "Dockerfile").unwrap_err();
         assert_eq!((err.line, err.column), (2, 7));
         assert!(err.message.contains("bad JSON form"));
@@ -156,21 +147,15 @@ mod tests {
 
     #[test]
     fn onbuild_nesting_is_bounded() {
-        assert_eq!(
-            dump("ONBUILD ONBUILD RUN x\n"),
-            "(onbuild (onbuild (run \"x\")))\n"
-        );
+        assert_eq!(dump("ONBUILD ONBUILD RUN x\n"), "(onbuild (onbuild (run \"x\")))\n");
         let deep = format!("{}RUN x\n", "ONBUILD ".repeat(100_000));
         assert!(parse(&deep, "Dockerfile").is_err());
     }
 
     #[test]
     fn directives_and_escape() {
-        let df = parse(
-            "# syntax=docker/dockerfile:1\n#check=skip=all\n# escape=`\nFROM a\nRUN a `\n b\n",
-            "Df",
-        )
-        .unwrap();
+        let df =
+            parse("# syntax=docker/dockerfile:1\n#check=skip=all\n# escape=`\nFROM a\nRUN a `\n b\n", "Df").unwrap();
         assert_eq!(df.directives.escape, '`');
         assert_eq!(df.directives.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(df.directives.check.as_deref(), Some("skip=all"));
@@ -180,12 +165,10 @@ mod tests {
 
     #[test]
     fn heredocs_and_lines() {
-        let df = parse("FROM a\nRUN <<-EOF bash\n\techo\n\tEOF\nONBUILD RUN <<X\nx\nX\nCOPY [\"<<Y\", \"/\"]\n", "Df").unwrap();
+        let df = parse("FROM a\nRUN <<-EOF bash\n\techo\n\tEOF\nONBUILD RUN <<X\nx\nX\nCOPY [\"<<Y\", \"/\"]\n", "Df")
+            .unwrap();
         assert_eq!(df.instructions[1].heredocs[0].content, "\techo\n");
-        assert_eq!(
-            (df.instructions[1].start_line, df.instructions[1].end_line),
-            (2, 4)
-        );
+        assert_eq!((df.instructions[1].start_line, df.instructions[1].end_line), (2, 4));
         assert_eq!(df.instructions[2].heredocs[0].name, "X");
         assert!(df.instructions[3].heredocs.is_empty());
         assert_eq!(df.end_line, 8);

@@ -45,10 +45,7 @@ impl<S: BuildHasher> VarLookup for HashMap<String, String, S> {
 /// Dockerfile `ENV`/`ARG` order: the last entry with the name wins.
 impl VarLookup for [(String, String)] {
     fn lookup(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .rev()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.iter().rev().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 }
 
@@ -106,13 +103,7 @@ pub struct ShellError {
 impl ShellLex {
     /// Rules for a Dockerfile whose escape character is `escape` (`\` or `` ` ``).
     pub fn new(escape: char) -> Self {
-        Self {
-            escape,
-            raw_quotes: false,
-            raw_escapes: false,
-            skip_unset_env: false,
-            skip_process_quotes: false,
-        }
+        Self { escape, raw_quotes: false, raw_escapes: false, skip_unset_env: false, skip_process_quotes: false }
     }
 
     /// The escape character these rules use.
@@ -122,34 +113,22 @@ impl ShellLex {
 
     /// Keep quote characters in the output (BuildKit `RawQuotes`).
     pub fn raw_quotes(self, on: bool) -> Self {
-        Self {
-            raw_quotes: on,
-            ..self
-        }
+        Self { raw_quotes: on, ..self }
     }
 
     /// Keep escape characters in the output (BuildKit `RawEscapes`).
     pub fn raw_escapes(self, on: bool) -> Self {
-        Self {
-            raw_escapes: on,
-            ..self
-        }
+        Self { raw_escapes: on, ..self }
     }
 
     /// Leave references to unset variables as written (BuildKit `SkipUnsetEnv`).
     pub fn skip_unset_env(self, on: bool) -> Self {
-        Self {
-            skip_unset_env: on,
-            ..self
-        }
+        Self { skip_unset_env: on, ..self }
     }
 
     /// Treat quote characters as ordinary characters (BuildKit `SkipProcessQuotes`).
     pub fn skip_process_quotes(self, on: bool) -> Self {
-        Self {
-            skip_process_quotes: on,
-            ..self
-        }
+        Self { skip_process_quotes: on, ..self }
     }
 
     /// Expands `word` as one word: quotes removed, variables substituted, no splitting.
@@ -158,28 +137,16 @@ impl ShellLex {
     }
 
     /// Like [`ShellLex::process_word`], also reporting which variables were looked up.
-    pub fn process_word_with_matches(
-        &self,
-        word: &str,
-        env: &dyn VarLookup,
-    ) -> Result<Expansion, ShellError> {
+    pub fn process_word_with_matches(&self, word: &str, env: &dyn VarLookup) -> Result<Expansion, ShellError> {
         let mut expander = Expander::new(*self, word, env);
         let expanded = expander.expand_until(None, self.raw_escapes)?;
-        Ok(Expansion {
-            value: expanded.value,
-            matched: expander.matched,
-            unmatched: expander.unmatched,
-        })
+        Ok(Expansion { value: expanded.value, matched: expander.matched, unmatched: expander.unmatched })
     }
 
     /// Expands `input` and splits it into words on unquoted whitespace, including whitespace
     /// that comes from the value of an unquoted variable. Quoted text is never split. Like
     /// BuildKit, a word must have at least one character: `""` on its own yields no word.
-    pub fn process_words(
-        &self,
-        input: &str,
-        env: &dyn VarLookup,
-    ) -> Result<Vec<String>, ShellError> {
+    pub fn process_words(&self, input: &str, env: &dyn VarLookup) -> Result<Vec<String>, ShellError> {
         let mut expander = Expander::new(*self, input, env);
         Ok(expander.expand_until(None, self.raw_escapes)?.words)
     }
@@ -192,8 +159,7 @@ fn is_special_parameter(c: char) -> bool {
 }
 
 static UNICODE_LETTER: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\A\p{L}\z").ok());
-static UNICODE_DECIMAL_DIGIT: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new(r"\A\p{Nd}\z").ok());
+static UNICODE_DECIMAL_DIGIT: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(r"\A\p{Nd}\z").ok());
 
 /// Go's `unicode.IsLetter`: general category L.
 fn is_go_letter(c: char) -> bool {
@@ -281,15 +247,7 @@ impl<'env> Expander<'env> {
         let input: Vec<char> = input.chars().collect();
         // BuildKit reads words with Go's text/scanner, which skips a leading byte-order mark.
         let position = usize::from(input.first() == Some(&'\u{FEFF}'));
-        Self {
-            rules,
-            input,
-            position,
-            env,
-            nesting: 0,
-            matched: BTreeSet::new(),
-            unmatched: BTreeSet::new(),
-        }
+        Self { rules, input, position, env, nesting: 0, matched: BTreeSet::new(), unmatched: BTreeSet::new() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -305,10 +263,7 @@ impl<'env> Expander<'env> {
     }
 
     fn error(&self, message: impl Into<String>) -> ShellError {
-        ShellError {
-            message: message.into(),
-            offset: self.position,
-        }
+        ShellError { message: message.into(), offset: self.position }
     }
 
     fn missing_closing_brace(&self) -> ShellError {
@@ -331,21 +286,14 @@ impl<'env> Expander<'env> {
 
     /// Expands until `stop` (consumed, not part of the result) or, with `stop == None`, the end
     /// of the input. `raw_escapes` keeps escape characters in the output.
-    fn expand_until(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<Expanded, ShellError> {
+    fn expand_until(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<Expanded, ShellError> {
         let mut value = String::new();
         let mut words = WordSplitter::default();
         let process_quotes = !self.rules.skip_process_quotes;
         while let Some(current) = self.peek() {
             if stop == Some(current) {
                 self.position += 1;
-                return Ok(Expanded {
-                    value,
-                    words: words.finish(),
-                });
+                return Ok(Expanded { value, words: words.finish() });
             }
             match current {
                 '$' => {
@@ -384,14 +332,9 @@ impl<'env> Expander<'env> {
             }
         }
         if let Some(stop) = stop {
-            return Err(self.error(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            )));
+            return Err(self.error(format!("unexpected end of statement while looking for matching {stop}")));
         }
-        Ok(Expanded {
-            value,
-            words: words.finish(),
-        })
+        Ok(Expanded { value, words: words.finish() })
     }
 
     /// `'...'`: everything up to the next `'` is literal; there is no way to escape `'`.
@@ -404,11 +347,7 @@ impl<'env> Expander<'env> {
         }
         loop {
             match self.advance() {
-                None => {
-                    return Err(self.error(
-                        "unexpected end of statement while looking for matching single-quote",
-                    ))
-                }
+                None => return Err(self.error("unexpected end of statement while looking for matching single-quote")),
                 Some('\'') => {
                     if self.rules.raw_quotes {
                         quoted.push('\'');
@@ -431,11 +370,7 @@ impl<'env> Expander<'env> {
         }
         loop {
             match self.peek() {
-                None => {
-                    return Err(self.error(
-                        "unexpected end of statement while looking for matching double-quote",
-                    ))
-                }
+                None => return Err(self.error("unexpected end of statement while looking for matching double-quote")),
                 Some('"') => {
                     self.position += 1;
                     if self.rules.raw_quotes {
@@ -457,9 +392,7 @@ impl<'env> Expander<'env> {
                         match self.peek() {
                             // A trailing escape is ignored; the missing `"` is reported next.
                             None => continue,
-                            Some(next)
-                                if next == '"' || next == '$' || next == self.rules.escape =>
-                            {
+                            Some(next) if next == '"' || next == '$' || next == self.rules.escape => {
                                 self.position += 1;
                                 literal = next;
                             }
@@ -561,22 +494,11 @@ impl<'env> Expander<'env> {
 
     /// `${NAME<modifier>word}` and, with `null_is_unset`, `${NAME:<modifier>word}`; positioned
     /// just after the modifier.
-    fn expand_modifier(
-        &mut self,
-        name: &str,
-        modifier: char,
-        null_is_unset: bool,
-    ) -> Result<String, ShellError> {
-        let modifier_text = if null_is_unset {
-            format!(":{modifier}")
-        } else {
-            modifier.to_string()
-        };
+    fn expand_modifier(&mut self, name: &str, modifier: char, null_is_unset: bool) -> Result<String, ShellError> {
+        let modifier_text = if null_is_unset { format!(":{modifier}") } else { modifier.to_string() };
         let takes_pattern = modifier == '#' || modifier == '%';
         if null_is_unset && takes_pattern {
-            return Err(self.error(format!(
-                "unsupported modifier ({modifier_text}) in substitution"
-            )));
+            return Err(self.error(format!("unsupported modifier ({modifier_text}) in substitution")));
         }
         // Patterns keep their escapes so `\*` stays a literal star for the matcher.
         let word = match self.expand_until(Some('}'), takes_pattern) {
@@ -597,24 +519,16 @@ impl<'env> Expander<'env> {
             '+' if counts_as_unset => Ok(String::new()),
             '+' => Ok(word),
             '?' if !is_set => Err(self.mandatory_error(name, &word, "is not allowed to be unset")),
-            '?' if counts_as_unset => {
-                Err(self.mandatory_error(name, &word, "is not allowed to be empty"))
-            }
+            '?' if counts_as_unset => Err(self.mandatory_error(name, &word, "is not allowed to be empty")),
             '?' => Ok(value),
             '#' | '%' => self.trim(&word, &value, modifier),
-            _ => Err(self.error(format!(
-                "unsupported modifier ({modifier_text}) in substitution"
-            ))),
+            _ => Err(self.error(format!("unsupported modifier ({modifier_text}) in substitution"))),
         }
     }
 
     /// The error for `${NAME?message}` / `${NAME:?message}`.
     fn mandatory_error(&self, name: &str, message: &str, default_message: &str) -> ShellError {
-        let message = if message.is_empty() {
-            default_message
-        } else {
-            message
-        };
+        let message = if message.is_empty() { default_message } else { message };
         self.error(format!("{name}: {message}"))
     }
 
@@ -642,9 +556,7 @@ impl<'env> Expander<'env> {
         }
         let pattern_text = match self.expand_until(Some('/'), true) {
             Ok(expanded) => expanded.value,
-            Err(error) => {
-                return Err(self.end_of_input_means(error, "syntax error: missing '/' in ${}"))
-            }
+            Err(error) => return Err(self.end_of_input_means(error, "syntax error: missing '/' in ${}")),
         };
         let replacement = match self.expand_until(Some('}'), true) {
             Ok(expanded) => expanded.value,
@@ -656,7 +568,6 @@ impl<'env> Expander<'env> {
             return Ok(format!("${{{name}/{pattern_text}/{replacement}}}"));
         }
         let value = value.unwrap_or_default();
-        pattern::replace(&pattern_text, &replacement, &value, replace_all)
-            .map_err(|message| self.error(message))
+        pattern::replace(&pattern_text, &replacement, &value, replace_all).map_err(|message| self.error(message))
     }
 }

@@ -54,31 +54,19 @@ fn invalid_pattern(pattern: &str, reason: &str) -> PatternError {
 
 /// `${VAR#pattern}` (shortest) / `${VAR##pattern}` (`greedy`, longest): removes the matching
 /// prefix of `value`, or returns `value` unchanged when the pattern does not match.
-pub(super) fn remove_prefix(
-    pattern: &str,
-    value: &str,
-    greedy: bool,
-) -> Result<String, PatternError> {
-    let regex = pattern_to_regex(pattern, greedy, true)
-        .map_err(|reason| invalid_pattern(pattern, &reason))?;
+pub(super) fn remove_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
+    let regex = pattern_to_regex(pattern, greedy, true).map_err(|reason| invalid_pattern(pattern, &reason))?;
     Ok(without_anchored_match(&regex, value).to_owned())
 }
 
 /// `${VAR%pattern}` (shortest) / `${VAR%%pattern}` (`greedy`, longest): removes the matching
 /// suffix of `value`. Like BuildKit, this searches the reversed value for a prefix matching the
 /// reversed pattern (so a lone trailing backslash in the pattern escapes its last character).
-pub(super) fn remove_suffix(
-    pattern: &str,
-    value: &str,
-    greedy: bool,
-) -> Result<String, PatternError> {
+pub(super) fn remove_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
     let regex = pattern_to_regex(&reverse_pattern(pattern), greedy, true)
         .map_err(|reason| invalid_pattern(pattern, &reason))?;
     let reversed_value: String = value.chars().rev().collect();
-    Ok(without_anchored_match(&regex, &reversed_value)
-        .chars()
-        .rev()
-        .collect())
+    Ok(without_anchored_match(&regex, &reversed_value).chars().rev().collect())
 }
 
 /// What is left of `value` after the match of the start-anchored `regex`, if any.
@@ -119,14 +107,8 @@ fn reverse_pattern(pattern: &str) -> String {
 /// `Regexp.ReplaceAllString`, so `$0` / `${0}` in the replacement stand for the matched text,
 /// `$$` for `$`, other `$name` references for nothing, and empty matches right after a match
 /// are skipped.
-pub(super) fn replace(
-    pattern: &str,
-    replacement: &str,
-    value: &str,
-    all: bool,
-) -> Result<String, PatternError> {
-    let regex = pattern_to_regex(pattern, true, false)
-        .map_err(|reason| invalid_pattern(pattern, &reason))?;
+pub(super) fn replace(pattern: &str, replacement: &str, value: &str, all: bool) -> Result<String, PatternError> {
+    let regex = pattern_to_regex(pattern, true, false).map_err(|reason| invalid_pattern(pattern, &reason))?;
     if !all {
         let Some(found) = regex.find(value) else {
             return Ok(value.to_owned());
@@ -150,10 +132,7 @@ pub(super) fn replace(
             expand_replacement_template(&mut replaced, replacement, found.as_str());
         }
         last_match_end = found.end();
-        let next_char_width = value
-            .get(search_from..)
-            .and_then(|rest| rest.chars().next())
-            .map_or(0, char::len_utf8);
+        let next_char_width = value.get(search_from..).and_then(|rest| rest.chars().next()).map_or(0, char::len_utf8);
         if search_from + next_char_width > found.end() {
             search_from += next_char_width;
         } else if search_from + 1 > found.end() {

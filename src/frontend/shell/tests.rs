@@ -8,19 +8,11 @@ use proptest::prelude::*;
 use super::*;
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-        .collect()
+    pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
 }
 
 fn standard_env() -> Vec<(String, String)> {
-    env(&[
-        ("PWD", "/home"),
-        ("SHELL", "bash"),
-        ("KOREAN", "한국어"),
-        ("NULL", ""),
-    ])
+    env(&[("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")])
 }
 
 fn word(input: &str) -> Result<String, ShellError> {
@@ -73,10 +65,7 @@ fn lookups_from_every_container() {
 fn single_quotes_are_literal() {
     assert_eq!(expanded("'$PWD \\t ${'"), "$PWD \\t ${");
     assert_eq!(expanded("'\"hello\"'"), "\"hello\"");
-    assert_eq!(
-        error_message("'abc", &[]),
-        "unexpected end of statement while looking for matching single-quote"
-    );
+    assert_eq!(error_message("'abc", &[]), "unexpected end of statement while looking for matching single-quote");
 }
 
 #[test]
@@ -84,10 +73,7 @@ fn double_quotes_expand_and_escape_only_some_characters() {
     assert_eq!(expanded("\"he'$PWD'\""), "he'/home'");
     assert_eq!(expanded("\"a\\$PWD\\\"\\\\b\""), "a$PWD\"\\b");
     assert_eq!(expanded("\"hello\\there\""), "hello\\there");
-    assert_eq!(
-        error_message("\"abc\\\"", &[]),
-        "unexpected end of statement while looking for matching double-quote"
-    );
+    assert_eq!(error_message("\"abc\\\"", &[]), "unexpected end of statement while looking for matching double-quote");
 }
 
 #[test]
@@ -104,14 +90,8 @@ fn backtick_escape_character() {
     let lex = ShellLex::new('`');
     let vars = standard_env();
     assert_eq!(lex.process_word("a`$PWD", &vars), Ok("a$PWD".to_owned()));
-    assert_eq!(
-        lex.process_word("a\\$PWD", &vars),
-        Ok("a\\/home".to_owned())
-    );
-    assert_eq!(
-        lex.process_word("\"a``b`\"\"", &vars),
-        Ok("a`b\"".to_owned())
-    );
+    assert_eq!(lex.process_word("a\\$PWD", &vars), Ok("a\\/home".to_owned()));
+    assert_eq!(lex.process_word("\"a``b`\"\"", &vars), Ok("a`b\"".to_owned()));
     assert_eq!(lex.process_word("c:\\dir", &vars), Ok("c:\\dir".to_owned()));
 }
 
@@ -135,10 +115,7 @@ fn positional_and_special_parameters_are_names() {
     assert_eq!(expanded("${$:+bbb}"), "");
     let lex = ShellLex::new('\\');
     let expansion = lex.process_word_with_matches("$1 $@ ${001}", &env(&[]));
-    assert_eq!(
-        expansion.map(|e| e.unmatched),
-        Ok(names(&["1", "@", "001"]))
-    );
+    assert_eq!(expansion.map(|e| e.unmatched), Ok(names(&["1", "@", "001"])));
 }
 
 #[test]
@@ -175,18 +152,9 @@ fn mandatory_operators_and_their_messages() {
     assert_eq!(expanded("${PWD:?boom}"), "/home");
     assert_eq!(expanded("${NULL?boom}"), "");
     assert_eq!(error_message("${X?}", &[]), "X: is not allowed to be unset");
-    assert_eq!(
-        error_message("${X:?}", &[]),
-        "X: is not allowed to be unset"
-    );
-    assert_eq!(
-        error_message("${X:?}", &[("X", "")]),
-        "X: is not allowed to be empty"
-    );
-    assert_eq!(
-        error_message("${X:?need $Y here}", &[("Y", "a value")]),
-        "X: need a value here"
-    );
+    assert_eq!(error_message("${X:?}", &[]), "X: is not allowed to be unset");
+    assert_eq!(error_message("${X:?}", &[("X", "")]), "X: is not allowed to be empty");
+    assert_eq!(error_message("${X:?need $Y here}", &[("Y", "a value")]), "X: need a value here");
     assert_eq!(error_message("${X?gone}", &[]), "X: gone");
 }
 
@@ -228,32 +196,18 @@ fn patterns_escape_regex_characters_and_have_no_brackets() {
     let expand = |input: &str| lex.process_word(input, &env(&vars));
     assert_eq!(expand("${FOO#()[]{\\}^$.\\*\\?|\\\\}"), Ok("x".to_owned()));
     assert_eq!(expand("${B#[a]}"), Ok("b".to_owned()));
-    assert_eq!(
-        error_message("${FOO#\\x}", &vars),
-        "invalid pattern (\\x) in substitution: invalid escape '\\x'"
-    );
+    assert_eq!(error_message("${FOO#\\x}", &vars), "invalid pattern (\\x) in substitution: invalid escape '\\x'");
 }
 
 #[test]
 fn colon_with_pattern_operators_is_unsupported() {
-    assert_eq!(
-        error_message("${FOO:#x}", &[]),
-        "unsupported modifier (:#) in substitution"
-    );
-    assert_eq!(
-        error_message("${FOO:%%x}", &[]),
-        "unsupported modifier (:%) in substitution"
-    );
+    assert_eq!(error_message("${FOO:#x}", &[]), "unsupported modifier (:#) in substitution");
+    assert_eq!(error_message("${FOO:%%x}", &[]), "unsupported modifier (:%) in substitution");
 }
 
 #[test]
 fn replacement() {
-    let vars = [
-        ("FOO", "/a/foo/b/c.txt"),
-        ("NEEDLE", "/?/"),
-        ("REPLACEMENT", "/"),
-        ("PATH_", "/tmp/foo.txt"),
-    ];
+    let vars = [("FOO", "/a/foo/b/c.txt"), ("NEEDLE", "/?/"), ("REPLACEMENT", "/"), ("PATH_", "/tmp/foo.txt")];
     let lex = ShellLex::new('\\');
     let expand = |input: &str| lex.process_word(input, &env(&vars));
     assert_eq!(
@@ -263,49 +217,25 @@ fn replacement() {
     assert_eq!(expand("${FOO/o/0}"), Ok("/a/f0o/b/c.txt".to_owned()));
     assert_eq!(expand("${FOO//o/0}"), Ok("/a/f00/b/c.txt".to_owned()));
     assert_eq!(expand("${FOO/*\\//}"), Ok("c.txt".to_owned()));
-    assert_eq!(
-        expand("${PATH_//\\//\\/}"),
-        Ok("\\/tmp\\/foo.txt".to_owned())
-    );
+    assert_eq!(expand("${PATH_//\\//\\/}"), Ok("\\/tmp\\/foo.txt".to_owned()));
     assert_eq!(expand("${UNSET/a/b}"), Ok("".to_owned()));
     assert_eq!(expand("${FOO///}"), Ok("/a/foo/b/c.txt".to_owned()));
-    assert_eq!(
-        error_message("${FOO//ww}", &vars),
-        "syntax error: missing '/' in ${}"
-    );
-    assert_eq!(
-        error_message("${FOO/a/b", &vars),
-        "syntax error: missing '}'"
-    );
+    assert_eq!(error_message("${FOO//ww}", &vars), "syntax error: missing '/' in ${}");
+    assert_eq!(error_message("${FOO/a/b", &vars), "syntax error: missing '}'");
 }
 
 #[test]
 fn syntax_errors() {
     assert_eq!(error_message("${}", &[]), "syntax error: bad substitution");
-    assert_eq!(
-        error_message("${:+x}", &[]),
-        "syntax error: bad substitution"
-    );
-    assert_eq!(
-        error_message("${{a}", &[]),
-        "syntax error: bad substitution"
-    );
+    assert_eq!(error_message("${:+x}", &[]), "syntax error: bad substitution");
+    assert_eq!(error_message("${{a}", &[]), "syntax error: bad substitution");
     assert_eq!(error_message("${", &[]), "syntax error: missing '}'");
     assert_eq!(error_message("he${PWD", &[]), "syntax error: missing '}'");
     assert_eq!(error_message("${a:-b", &[]), "syntax error: missing '}'");
     assert_eq!(error_message("${a:", &[]), "syntax error: missing '}'");
-    assert_eq!(
-        error_message("${.}", &[]),
-        "unsupported modifier (.) in substitution"
-    );
-    assert_eq!(
-        error_message("${a:YYY}", &[]),
-        "unsupported modifier (:Y) in substitution"
-    );
-    assert_eq!(
-        error_message("${a=b}", &[]),
-        "unsupported modifier (=) in substitution"
-    );
+    assert_eq!(error_message("${.}", &[]), "unsupported modifier (.) in substitution");
+    assert_eq!(error_message("${a:YYY}", &[]), "unsupported modifier (:Y) in substitution");
+    assert_eq!(error_message("${a=b}", &[]), "unsupported modifier (=) in substitution");
 }
 
 #[test]
@@ -334,21 +264,13 @@ fn matches_are_tracked() {
     let expansion = lex.process_word_with_matches("${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}", &vars);
     assert_eq!(
         expansion,
-        Ok(Expansion {
-            value: "xxx  ccc".to_owned(),
-            matched: names(&["FOO", "BAR"]),
-            unmatched: names(&["BAZ"]),
-        })
+        Ok(Expansion { value: "xxx  ccc".to_owned(), matched: names(&["FOO", "BAR"]), unmatched: names(&["BAZ"]) })
     );
 }
 
 #[test]
 fn words_split_on_unquoted_whitespace() {
-    let vars = [
-        ("space", "abc  def"),
-        ("leading", "  ab c"),
-        ("trailing", "ab c   "),
-    ];
+    let vars = [("space", "abc  def"), ("leading", "  ab c"), ("trailing", "ab c   ")];
     assert_eq!(words("hello${space}bye", &vars), ["helloabc", "defbye"]);
     assert_eq!(words("hello\"${space}\"bye", &vars), ["helloabc  defbye"]);
     assert_eq!(words("hello${leading}def", &vars), ["hello", "ab", "cdef"]);
@@ -369,28 +291,16 @@ fn empty_quotes_make_no_word_like_buildkit() {
 fn raw_quotes_keep_quote_characters() {
     let lex = ShellLex::new('\\').raw_quotes(true);
     let vars = standard_env();
-    assert_eq!(
-        lex.process_word("'a $PWD' \"$SHELL\"", &vars),
-        Ok("'a $PWD' \"bash\"".to_owned())
-    );
-    assert_eq!(
-        lex.process_words("'a b' \"c d\"", &vars),
-        Ok(vec!["'a b'".to_owned(), "\"c d\"".to_owned()])
-    );
+    assert_eq!(lex.process_word("'a $PWD' \"$SHELL\"", &vars), Ok("'a $PWD' \"bash\"".to_owned()));
+    assert_eq!(lex.process_words("'a b' \"c d\"", &vars), Ok(vec!["'a b'".to_owned(), "\"c d\"".to_owned()]));
 }
 
 #[test]
 fn raw_escapes_keep_escape_characters() {
     let lex = ShellLex::new('\\').raw_escapes(true);
     let vars = standard_env();
-    assert_eq!(
-        lex.process_word("a\\$PWD\\ b", &vars),
-        Ok("a\\$PWD\\ b".to_owned())
-    );
-    assert_eq!(
-        lex.process_word("\"a\\$PWD\"", &vars),
-        Ok("a\\$PWD".to_owned())
-    );
+    assert_eq!(lex.process_word("a\\$PWD\\ b", &vars), Ok("a\\$PWD\\ b".to_owned()));
+    assert_eq!(lex.process_word("\"a\\$PWD\"", &vars), Ok("a\\$PWD".to_owned()));
     // Words inside `${X:-...}` drop their escapes even in raw mode, as in BuildKit.
     assert_eq!(lex.process_word("${X:-\\$}", &vars), Ok("$".to_owned()));
 }
@@ -413,10 +323,7 @@ fn skip_unset_env_leaves_references_as_written() {
 fn skip_process_quotes_treats_quotes_as_text() {
     let lex = ShellLex::new('\\').skip_process_quotes(true);
     let vars = standard_env();
-    assert_eq!(
-        lex.process_word("'$PWD' \"x\"", &vars),
-        Ok("'/home' \"x\"".to_owned())
-    );
+    assert_eq!(lex.process_word("'$PWD' \"x\"", &vars), Ok("'/home' \"x\"".to_owned()));
 }
 
 #[test]
@@ -426,10 +333,7 @@ fn leading_byte_order_mark_is_ignored() {
 }
 
 fn shell_heavy_text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[-\\\\`'\"${}:#%/?*+=@!_ a-cA-C0-9\\t\\n한국\\[\\]]{0,40}",
-        any::<String>(),
-    ]
+    prop_oneof!["[-\\\\`'\"${}:#%/?*+=@!_ a-cA-C0-9\\t\\n한국\\[\\]]{0,40}", any::<String>(),]
 }
 
 proptest! {
