@@ -1,0 +1,21 @@
+//! One file per subcommand: each parses its arguments and calls the library.
+
+pub mod build;
+pub mod parse;
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Reads a Dockerfile (`-` is stdin) and returns its display name and text.
+pub fn read_dockerfile(path: &Path) -> anyhow::Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the Dockerfile from stdin")?;
+        return Ok(("Dockerfile".to_string(), text));
+    }
+    let bytes = fs_err::read(path)?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    Ok((path.display().to_string(), text))
+}
