@@ -151,6 +151,18 @@ fn parse_prints_dump_json_and_listing() {
 }
 
 #[test]
+fn parse_is_syntactic_and_check_reads_instructions() {
+    let dir = context_with("FROM debian\nHEALTHCHECK\nHEALTHCHECK CONNECT TCP 7000\nFORM x\n");
+    let file = dir.path().join("Dockerfile");
+    let (code, out, err) = run(rbuild().args(["parse", "--dump", "-f"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "(from \"debian\")\n(healthcheck)\n(healthcheck \"CONNECT\" \"TCP 7000\")\n(form)\n");
+    let (code, _, err) = run(rbuild().args(["parse", "--check", "-f"]).arg(&file));
+    assert_eq!(code, 1);
+    assert!(err.contains(":2:1: HEALTHCHECK requires an argument"), "{err}");
+}
+
+#[test]
 fn parse_reads_stdin() {
     let mut child = rbuild()
         .args(["parse", "--dump", "-f", "-"])

@@ -33,13 +33,33 @@ fn parse_file(path: &Path) -> Result<Dockerfile, Failed> {
     parse(&text, "Dockerfile").map_err(|e| format!("parse failed:\n{e}").into())
 }
 
+fn rbuild_parse_dump(path: &Path) -> Result<std::process::Output, Failed> {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["parse", "--dump", "-f"])
+        .arg(path)
+        .output()
+        .map_err(|e| format!("running rbuild: {e}").into())
+}
+
+/// `rbuild parse --dump -f <path>`: its stdout, or the failure with stderr.
+fn run_dump(path: &Path) -> Result<String, Failed> {
+    let out = rbuild_parse_dump(path)?;
+    if !out.status.success() {
+        return Err(
+            format!("rbuild parse --dump failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr)).into()
+        );
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("dump is not UTF-8: {e}").into())
+}
+
 fn positive_trials(root: &Path) -> Vec<Trial> {
     case_dirs(&root.join("parser/positive"))
         .into_iter()
         .map(|(name, dir)| {
             Trial::test(format!("positive/{name}"), move || {
                 let expected = read(&dir.join("result"))?;
-                let actual = parse_file(&dir.join("Dockerfile"))?.dump();
+                // The acceptance is about the command a user runs: `rbuild parse --dump`.
+                let actual = run_dump(&dir.join("Dockerfile"))?;
                 if actual == expected {
                     Ok(())
                 } else {
@@ -56,9 +76,13 @@ fn negative_trials(root: &Path) -> Vec<Trial> {
         .map(|(name, dir)| {
             Trial::test(format!("negative/{name}"), move || {
                 let text = read(&dir.join("Dockerfile"))?;
-                match parse(&text, "Dockerfile") {
-                    Err(_) => Ok(()),
-                    Ok(df) => Err(format!("expected an error, parsed:\n{}", df.dump()).into()),
+                if let Ok(df) = parse(&text, "Dockerfile") {
+                    return Err(format!("expected an error, parsed:\n{}", df.dump()).into());
+                }
+                let out = rbuild_parse_dump(&dir.join("Dockerfile"))?;
+                match out.status.code() {
+                    Some(1) => Ok(()),
+                    other => Err(format!("`rbuild parse --dump` exited {other:?}, expected 1").into()),
                 }
             })
         })
