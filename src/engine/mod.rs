@@ -2,4 +2,6 @@
 //! handling. So far it owns the bridge from the build context to cache keys
 //! ([`sources::ContextSources`]); the step scheduler comes with the build-engine issue.
 
+pub mod config;
+pub mod scheduler;
 pub mod sources;
