@@ -17,6 +17,7 @@ pub mod walk;
 pub use digest::{source_digest, SourceDigest};
 pub use ignorefile::{find_ignore_file, read_ignore_file, read_ignore_file_lines};
 pub use pattern::{IgnoreMatch, IgnorePattern, PatternMatcher};
+pub use select::SelectedRoot;
 pub use walk::{BuildContext, ContextEntry, ContextSummary, EntryKind};
 
 /// Errors of the build-context module. Every variant names the path (or the pattern's origin).

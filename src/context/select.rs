@@ -45,10 +45,40 @@ impl BuildContext {
     /// matches nothing is an error naming it. Entries come back in walk order, deduplicated.
     pub fn select(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
         let entries = self.walk()?;
+        let mut selected: BTreeSet<usize> = BTreeSet::new();
+        for group in self.select_groups(&entries, srcs, exclude)? {
+            selected.extend(group.1);
+        }
+        Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
+    }
+
+    /// The same selection, grouped by matched root, as COPY needs it to compute destinations:
+    /// each [`SelectedRoot`] is one match of one source (`root` is `None` for the context root)
+    /// with the entries at and below it, in walk order.
+    pub fn select_roots(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<SelectedRoot>, ContextError> {
+        let entries = self.walk()?;
+        let groups = self.select_groups(&entries, srcs, exclude)?;
+        Ok(groups
+            .into_iter()
+            .map(|(root, members)| SelectedRoot {
+                root: root.map(|idx| entries[idx].clone()),
+                entries: members.into_iter().map(|idx| entries[idx].clone()).collect(),
+            })
+            .collect())
+    }
+
+    /// (root index, selected entry indices) for every match of every source.
+    #[allow(clippy::type_complexity)]
+    fn select_groups(
+        &self,
+        entries: &[ContextEntry],
+        srcs: &[String],
+        exclude: &[String],
+    ) -> Result<Vec<(Option<usize>, BTreeSet<usize>)>, ContextError> {
+        let mut groups = Vec::new();
         let exclude = PatternMatcher::new(exclude)?;
         let index: HashMap<&str, usize> =
             entries.iter().enumerate().map(|(idx, entry)| (entry.path.as_str(), idx)).collect();
-        let mut selected: BTreeSet<usize> = BTreeSet::new();
         for src in srcs {
             let source = confine_source(src);
             let roots: Vec<Option<usize>> = if source == "." {
@@ -73,11 +103,21 @@ impl BuildContext {
                 return Err(ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() });
             }
             for root in roots {
-                select_below(&entries, root, &exclude, &mut selected)?;
+                let mut selected = BTreeSet::new();
+                select_below(entries, root, &exclude, &mut selected)?;
+                groups.push((root, selected));
             }
         }
-        Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
+        Ok(groups)
     }
+}
+
+/// One match of a COPY source: the matched entry (`None`: the context root) and the selected
+/// entries at and below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedRoot {
+    pub root: Option<ContextEntry>,
+    pub entries: Vec<ContextEntry>,
 }
 
 /// Add the entries under one selected root (`None` = the context root) to `selected`.

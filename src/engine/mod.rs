@@ -4,5 +4,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod copy;
+pub mod merged;
 pub mod scheduler;
 pub mod sources;
