@@ -1,0 +1,1 @@
+//! Save and load of docker-archive and OCI archive tarballs.

@@ -1,0 +1,1 @@
+//! Store integrity checks, garbage collection, image removal and pruning.
