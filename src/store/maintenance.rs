@@ -99,6 +99,7 @@ impl ImageStore {
                 out.deleted_blobs.push(b.clone());
             }
         }
+        let mut seen = HashSet::new();
         for l in layers {
             if ref_layers.contains(l) || pins.layers.contains(l) || !seen.insert(l.clone()) {
                 continue;
