@@ -2,15 +2,18 @@
 //! through a [`Printer`], and exit codes: 0 success, 1 a user error (bad Dockerfile, missing
 //! file, bad flag), 2 an internal error; a closed stdout pipe ends the command quietly.
 
-mod commands;
+pub mod commands;
 mod printer;
+pub mod table;
+pub mod template;
 pub mod units;
 
 use std::ffi::OsString;
+use std::io;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-pub use printer::{ClosedPipe, Printer};
+pub use printer::Printer;
 
 /// A daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
@@ -27,6 +30,26 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
+    /// Import the contents from a tarball to create a filesystem image
+    Import(commands::import::ImportArgs),
+    /// List images
+    Images(commands::images::ImagesArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(commands::tag::TagArgs),
+    /// Remove one or more images
+    Rmi(commands::rmi::RmiArgs),
+    /// Show the history of an image
+    History(commands::history::HistoryArgs),
+    /// Display detailed information on one or more images
+    Inspect(commands::inspect::InspectArgs),
+    /// Save one or more images to a tar archive
+    Save(commands::save::SaveArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(commands::load::LoadArgs),
+    /// Manage images
+    Image(commands::image::ImageArgs),
+    /// Check and clean the local store
+    Store(commands::store::StoreArgs),
 }
 
 /// An error that is rbuild's fault, not the user's: exits 2.
@@ -47,11 +70,22 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    let printer = Printer::new();
+    let mut p = Printer::new();
     let result = match cli.command {
-        Command::Build(args) => commands::build::run(args, &printer),
-        Command::Parse(args) => commands::parse::run(args, &printer),
-    };
+        Command::Build(a) => commands::build::run(a, &mut p),
+        Command::Parse(a) => commands::parse::run(a, &mut p),
+        Command::Import(a) => commands::import::run(a, &mut p),
+        Command::Images(a) => commands::images::run(a, &mut p),
+        Command::Tag(a) => commands::tag::run(a, &mut p),
+        Command::Rmi(a) => commands::rmi::run(a, &mut p),
+        Command::History(a) => commands::history::run(a, &mut p),
+        Command::Inspect(a) => commands::inspect::run(a, &mut p),
+        Command::Save(a) => commands::save::run(a, &mut p),
+        Command::Load(a) => commands::load::run(a, &mut p),
+        Command::Image(a) => commands::image::run(a, &mut p),
+        Command::Store(a) => commands::store::run(a, &mut p),
+    }
+    .and_then(|()| Ok(p.flush()?));
     match result {
         Ok(()) => 0,
         Err(err) => report(&err),
@@ -60,7 +94,9 @@ pub fn main() -> i32 {
 
 /// Prints `err` and picks its exit code.
 fn report(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|c| c.is::<ClosedPipe>()) {
+    let closed_pipe =
+        err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
+    if closed_pipe {
         return 0;
     }
     let mut message = String::from("error: ");
@@ -126,4 +162,22 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+pub fn progress_bar(total: Option<u64>, message: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(message.to_owned());
+    bar
 }

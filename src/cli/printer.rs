@@ -1,38 +1,48 @@
-//! User-facing output: everything a command prints for people goes through [`Printer`], which
-//! turns a closed stdout pipe (`rbuild parse | head -1`) into a quiet stop instead of a panic.
+//! User-facing output: everything a command prints for people goes through [`Printer`]
+//! (buffered stdout). A closed pipe (`rbuild images | head -1`) surfaces as an
+//! `io::ErrorKind::BrokenPipe` error, which the CLI turns into a quiet exit 0.
 
 use std::io::{self, Write};
 
-/// stdout was closed by the reader; the command stops quietly with exit code 0.
-#[derive(Debug, thiserror::Error)]
-#[error("stdout was closed")]
-pub struct ClosedPipe;
+/// Command output on stdout, buffered and flushed at the end (or on drop).
+pub struct Printer {
+    out: io::BufWriter<io::Stdout>,
+}
 
-/// Writes command output.
-#[derive(Debug, Default)]
-pub struct Printer {}
+impl Default for Printer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Printer {
     pub fn new() -> Self {
-        Printer {}
+        Printer { out: io::BufWriter::new(io::stdout()) }
     }
 
-    /// Writes `text` and a newline to stdout.
-    pub fn line(&self, text: impl std::fmt::Display) -> anyhow::Result<()> {
-        self.write(format_args!("{text}\n"))
+    /// `text` and a newline.
+    pub fn line(&mut self, text: impl std::fmt::Display) -> io::Result<()> {
+        writeln!(self.out, "{text}")
     }
 
-    /// Writes `text` as is to stdout.
-    pub fn write(&self, text: std::fmt::Arguments) -> anyhow::Result<()> {
-        let mut out = io::stdout().lock();
-        match out.write_fmt(text).and_then(|()| out.flush()) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(ClosedPipe.into()),
-            other => Ok(other?),
-        }
+    /// `text` as is.
+    pub fn text(&mut self, text: impl std::fmt::Display) -> io::Result<()> {
+        write!(self.out, "{text}")
     }
 
-    /// A warning for the user on stderr.
-    pub fn warn(&self, text: impl std::fmt::Display) {
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// A warning for the user, on stderr (after what stdout already holds).
+    pub fn warn(&mut self, text: impl std::fmt::Display) {
+        let _ = self.out.flush();
         eprintln!("{text}");
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.out.flush();
     }
 }

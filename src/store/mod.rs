@@ -1,1 +1,817 @@
-//! The content-addressed local store: OCI image layout, tags, cache records, unpacked layers, locking and garbage collection. Filled in by the image-store issue.
+//! The content-addressed local store: OCI image layout, tags, cache records, unpacked layers,
+//! locking and garbage collection.
+//!
+//! # On disk (`$RBUILD_ROOT`, else `/var/lib/rbuild` for root, else `$XDG_DATA_HOME/rbuild`)
+//! ```text
+//! oci-layout  index.json  blobs/sha256/<hex>      the OCI image layout (skopeo/umoci read it)
+//! layers/<chain-id hex>/                          unpacked layer trees (overlay lower dirs)
+//! containers/<id>.json  cache/<key>.json          records that keep images alive
+//! tmp/work-*/                                     writers' work dirs (see `lock`)
+//! lock                                            the store lock
+//! ```
+//! Every image is one manifest descriptor per tag in `index.json`, annotated with
+//! `org.opencontainers.image.ref.name` = the familiar reference (`busybox:latest`, so
+//! `skopeo inspect oci:$RBUILD_ROOT:busybox:latest` works); an untagged image has one
+//! descriptor without that annotation. The image ID is the digest of the config blob.
+//!
+//! # API for the build engine and the runtime
+//! ```text
+//! ImageStore::open(root) / ImageStore::open_default()        create the layout if missing
+//! store.work_dir() -> WorkDir                                 tmp/work-*/ on the store's fs
+//! work.blob_writer() -> BlobWriter; writer.commit(None)       write, hash, fsync, rename
+//! work.commit_blob_file(&file, &digest)                       move an already-digested file into blobs/
+//! work.commit_layer_dir(&dir, &chain_id) -> PathBuf           register a dir as layers/<chain-id>/
+//! store.layer_dir(&chain_id) -> PathBuf                       layers/<chain-id hex>/
+//! store.put_image(&config, &[LayerBlob], &[ImageReference]) -> StoredImage
+//! store.put_image_raw(config_json, &[LayerBlob], &PutImage) -> StoredImage   (parent, tags)
+//! store.resolve("busybox" | "sha256:…" | "3f2a…" short ID) -> StoredImage
+//!     StoredImage { id, manifest_digest, manifest, config, config_raw, tags, parent,
+//!                   layers: Vec<StoredLayer { digest, diff_id, size, media_type, chain_id, unpacked_dir }> }
+//! store.ensure_unpacked(&image) -> Vec<PathBuf>               lower dirs, bottom layer first
+//! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
+//! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
+//! ```
+//! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
+//! the blobs and layers) before dropping it.
+
+pub mod archive;
+pub mod import;
+pub mod lock;
+pub mod maintenance;
+pub mod reference;
+
+use crate::layer::apply::{ApplyError, LayerApply, WhiteoutMode};
+use crate::layer::compression::Compression;
+use crate::layer::digest::{chain_ids, DigestParseError, HashingWriter, Sha256Digest};
+use fs_err as fs;
+pub use lock::{StoreLock, WorkDir};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+pub use reference::{ImageReference, ReferenceError};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+pub const PARENT_ANNOTATION: &str = "io.rbuild.image.parent";
+pub const ADDED_ANNOTATION: &str = "io.rbuild.image.added";
+
+/// What went wrong in the store; every variant names the path, digest or reference involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("blob {digest} is missing from the store ({path})")]
+    MissingBlob { digest: Sha256Digest, path: PathBuf },
+    #[error("blob {digest} is corrupt: its content hashes to {actual} ({path})")]
+    CorruptBlob { digest: Sha256Digest, actual: Sha256Digest, path: PathBuf },
+    #[error("{what} {path}: invalid JSON: {source}")]
+    Json { what: &'static str, path: String, source: serde_json::Error },
+    #[error("No such image: {0}")]
+    NoSuchImage(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Digest(#[from] DigestParseError),
+    #[error("layer {digest}: {source}")]
+    Apply { digest: Sha256Digest, source: ApplyError },
+    #[error("layer {digest}: content has diff ID {actual}, the image config says {expected}")]
+    DiffIdMismatch { digest: Sha256Digest, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("image config {id}: {reason}")]
+    BadImage { id: String, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{path}: {reason}")]
+    BadArchive { path: String, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A layer blob already in `blobs/`, as given to [`ImageStore::put_image`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    pub digest: Sha256Digest,
+    pub diff_id: Sha256Digest,
+    pub size: u64,
+    pub media_type: MediaType,
+}
+
+/// One layer of a stored image.
+#[derive(Clone, Debug)]
+pub struct StoredLayer {
+    pub digest: Sha256Digest,
+    pub diff_id: Sha256Digest,
+    pub size: u64,
+    pub media_type: MediaType,
+    pub chain_id: Sha256Digest,
+    /// `layers/<chain-id hex>/`; exists once [`ImageStore::ensure_unpacked`] ran.
+    pub unpacked_dir: PathBuf,
+}
+
+/// An image in the store.
+#[derive(Clone, Debug)]
+pub struct StoredImage {
+    /// sha256 of the config blob.
+    pub id: Sha256Digest,
+    pub manifest_digest: Sha256Digest,
+    pub manifest_size: u64,
+    pub manifest: ImageManifest,
+    pub config: ImageConfiguration,
+    pub config_raw: Vec<u8>,
+    /// Tags in the order they were added.
+    pub tags: Vec<ImageReference>,
+    pub parent: Option<Sha256Digest>,
+    /// When the image entered this store (RFC 3339), if recorded.
+    pub added: Option<String>,
+    pub layers: Vec<StoredLayer>,
+}
+
+impl StoredImage {
+    /// Sum of the layer blob sizes.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// Options for [`ImageStore::put_image_raw`].
+#[derive(Clone, Debug, Default)]
+pub struct PutImage {
+    pub tags: Vec<ImageReference>,
+    pub parent: Option<Sha256Digest>,
+}
+
+/// An open store.
+#[derive(Clone, Debug)]
+pub struct ImageStore {
+    root: PathBuf,
+}
+
+/// Writes a blob into `tmp/`, hashing it; [`BlobWriter::commit`] fsyncs and renames it into
+/// `blobs/sha256/`.
+pub struct BlobWriter<'w> {
+    work: &'w WorkDir,
+    store: ImageStore,
+    path: PathBuf,
+    inner: HashingWriter<io::BufWriter<std::fs::File>>,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Fsyncs and moves the blob into the store; with `expected`, refuses other content.
+    pub fn commit(self, expected: Option<&Sha256Digest>) -> Result<(Sha256Digest, u64)> {
+        let (digest, size, buf) = self.inner.finish();
+        let file = buf.into_inner().map_err(|e| e.into_error())?;
+        if let Some(exp) = expected {
+            if *exp != digest {
+                let _ = std::fs::remove_file(&self.path);
+                return Err(StoreError::CorruptBlob { digest: exp.clone(), actual: digest, path: self.path });
+            }
+        }
+        file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", self.path.display())))?;
+        drop(file);
+        self.work.install_blob(&self.store, &self.path, &digest)?;
+        Ok((digest, size))
+    }
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn fsync_dir(path: &Path) -> io::Result<()> {
+    let dir = fs::File::open(path)?;
+    dir.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))
+}
+
+impl WorkDir {
+    /// A writer for a new blob.
+    pub fn blob_writer(&self, store: &ImageStore) -> Result<BlobWriter<'_>> {
+        let path =
+            self.path().join(format!("blob-{}", WORK_BLOB_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+        let file = fs::File::create(&path)?.into_parts().0;
+        Ok(BlobWriter {
+            work: self,
+            store: store.clone(),
+            path,
+            inner: HashingWriter::new(io::BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// Moves `file` (already written, fsynced and digested by the caller, on the store's
+    /// filesystem) into `blobs/sha256/<digest>`.
+    pub fn commit_blob_file(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
+        self.install_blob(store, file, digest)
+    }
+
+    fn install_blob(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
+        self.pin("blob", digest)?;
+        let dest = store.blob_path(digest);
+        if dest.exists() {
+            let _ = std::fs::remove_file(file);
+            return Ok(());
+        }
+        fs::rename(file, &dest)?;
+        fsync_dir(&store.root.join("blobs/sha256"))?;
+        Ok(())
+    }
+
+    /// Registers `dir` (complete, on the store's filesystem) as the unpacked layer for
+    /// `chain_id`, by rename. If another process got there first, `dir` is removed.
+    pub fn commit_layer_dir(&self, store: &ImageStore, dir: &Path, chain_id: &Sha256Digest) -> Result<PathBuf> {
+        self.pin("layer", chain_id)?;
+        let dest = store.layer_dir(chain_id);
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(dir);
+            return Ok(dest);
+        }
+        rustix::fs::syncfs(fs::File::open(dir)?.file()).map_err(io::Error::from)?;
+        match std::fs::rename(dir, &dest) {
+            Ok(()) => {}
+            Err(_) if dest.exists() => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Err(e) => {
+                return Err(
+                    io::Error::new(e.kind(), format!("rename {} to {}: {e}", dir.display(), dest.display())).into()
+                )
+            }
+        }
+        fsync_dir(&store.root.join("layers"))?;
+        Ok(dest)
+    }
+}
+
+static WORK_BLOB_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl ImageStore {
+    /// The store root from the environment (see the module header).
+    pub fn default_root() -> PathBuf {
+        if let Some(r) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(r);
+        }
+        if rustix::process::geteuid().is_root() {
+            return PathBuf::from("/var/lib/rbuild");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|r| !r.is_empty()) {
+            return PathBuf::from(x).join("rbuild");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/rbuild")
+    }
+
+    pub fn open_default() -> Result<Self> {
+        Self::open(&Self::default_root())
+    }
+
+    /// Opens the store at `root`, creating the layout if it is missing.
+    pub fn open(root: &Path) -> Result<Self> {
+        let store = Self { root: root.to_path_buf() };
+        for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
+            fs::create_dir_all(root.join(d))?;
+        }
+        if !root.join("oci-layout").exists() || !root.join("index.json").exists() {
+            let _lock = store.lock()?;
+            if !root.join("oci-layout").exists() {
+                store.write_atomic(&root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            }
+            if !root.join("index.json").exists() {
+                store.write_index(&[])?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the store lock (blocking).
+    pub fn lock(&self) -> Result<StoreLock> {
+        Ok(StoreLock::acquire(&self.root.join("lock"))?)
+    }
+
+    /// A new work dir in `tmp/`.
+    pub fn work_dir(&self) -> Result<WorkDir> {
+        Ok(WorkDir::create(&self.root.join("tmp"))?)
+    }
+
+    pub fn blob_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn layer_dir(&self, chain_id: &Sha256Digest) -> PathBuf {
+        self.root.join("layers").join(chain_id.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Sha256Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Writes `bytes` to `path` via `tmp/`, fsync and rename.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.root.join("tmp").join(format!(
+            ".{}-{}-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+            std::process::id(),
+            WORK_BLOB_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, path)?;
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole blob, verifying its digest.
+    pub fn read_blob(&self, digest: &Sha256Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob { digest: digest.clone(), path })
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
+        };
+        let actual = Sha256Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::CorruptBlob { digest: digest.clone(), actual, path });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens a blob for streaming; the reader fails at its end if the content does not match.
+    pub fn open_blob(&self, digest: &Sha256Digest) -> Result<VerifiedBlob> {
+        let path = self.blob_path(digest);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob { digest: digest.clone(), path })
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
+        };
+        Ok(VerifiedBlob {
+            expected: digest.clone(),
+            path,
+            inner: crate::layer::digest::HashingReader::new(file),
+            done: false,
+        })
+    }
+
+    /// Writes a small blob (config, manifest) from memory.
+    pub fn put_blob_bytes(&self, work: &WorkDir, bytes: &[u8]) -> Result<Sha256Digest> {
+        let digest = Sha256Digest::of(bytes);
+        if self.has_blob(&digest) {
+            work.pin("blob", &digest)?;
+            return Ok(digest);
+        }
+        let mut w = work.blob_writer(self)?;
+        w.write_all(bytes)?;
+        w.commit(Some(&digest))?;
+        Ok(digest)
+    }
+
+    // ---- index.json ----
+
+    pub(crate) fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            what: "index",
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub(crate) fn write_index(&self, manifests: &[Descriptor]) -> Result<()> {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let bytes = serde_json::to_vec(&index).map_err(io::Error::other)?;
+        self.write_atomic(&self.root.join("index.json"), &bytes)
+    }
+
+    /// Builds the manifest and config blobs for an image and adds it to the index.
+    pub fn put_image(
+        &self,
+        config: &ImageConfiguration,
+        layers: &[LayerBlob],
+        tags: &[ImageReference],
+    ) -> Result<StoredImage> {
+        let raw = serde_json::to_vec(config).map_err(io::Error::other)?;
+        self.put_image_raw(&raw, layers, &PutImage { tags: tags.to_vec(), parent: None })
+    }
+
+    /// Like [`ImageStore::put_image`] with the config JSON as bytes (kept byte for byte, so
+    /// the image ID is the digest of exactly these bytes).
+    pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
+        let work = self.work_dir()?;
+        let config: ImageConfiguration = serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
+            what: "image config",
+            path: "(new image)".into(),
+            source,
+        })?;
+        let diff_ids: Vec<&String> = config.rootfs().diff_ids().iter().collect();
+        if diff_ids.len() != layers.len() || diff_ids.iter().zip(layers).any(|(d, l)| **d != l.diff_id.to_string()) {
+            return Err(StoreError::BadImage {
+                id: Sha256Digest::of(config_json).to_string(),
+                reason: "rootfs.diff_ids do not match the layers".into(),
+            });
+        }
+        for l in layers {
+            if !self.has_blob(&l.digest) {
+                return Err(StoreError::MissingBlob { digest: l.digest.clone(), path: self.blob_path(&l.digest) });
+            }
+        }
+        let config_digest = self.put_blob_bytes(&work, config_json)?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_json.len() },
+            "layers": layers.iter().map(|l| serde_json::json!({
+                "mediaType": l.media_type.to_string(), "digest": l.digest.to_string(), "size": l.size,
+            })).collect::<Vec<_>>(),
+        });
+        let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+        let manifest_digest = self.put_blob_bytes(&work, &manifest_bytes)?;
+        self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
+        self.resolve(&config_digest.to_string())
+    }
+
+    /// Adds (or re-tags) a manifest in the index: every tag moves to this manifest; with no
+    /// tags the image is kept untagged unless it already has an entry.
+    pub(crate) fn add_to_index(
+        &self,
+        manifest_digest: &Sha256Digest,
+        size: u64,
+        tags: &[ImageReference],
+        parent: Option<&Sha256Digest>,
+    ) -> Result<Vec<Sha256Digest>> {
+        let _lock = self.lock()?;
+        let index = self.read_index()?;
+        let mut entries: Vec<Descriptor> = index.manifests().clone();
+        let familiar: Vec<String> = tags.iter().map(|t| t.clone().with_default_tag().familiar()).collect();
+        // Manifests that lose their last tag become untagged entries.
+        let mut orphaned = Vec::new();
+        entries.retain(|d| {
+            let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION));
+            match name {
+                Some(n) if familiar.contains(n) => {
+                    let dg = Sha256Digest::from(d.digest());
+                    if dg != *manifest_digest {
+                        orphaned.push((dg, d.clone()));
+                    }
+                    false
+                }
+                _ => true,
+            }
+        });
+        let same_manifest = |d: &Descriptor| Sha256Digest::from(d.digest()) == *manifest_digest;
+        let existing_annotations =
+            entries.iter().find(|d| same_manifest(d)).and_then(|d| d.annotations().clone()).unwrap_or_default();
+        let mut base: HashMap<String, String> =
+            existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
+        base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
+        if let Some(p) = parent {
+            base.insert(PARENT_ANNOTATION.into(), p.to_string());
+        }
+        let mk = |name: Option<&String>| {
+            let mut ann = base.clone();
+            if let Some(n) = name {
+                ann.insert(REF_NAME_ANNOTATION.into(), n.clone());
+            }
+            let mut d = Descriptor::new(MediaType::ImageManifest, size, manifest_digest.to_oci());
+            d.set_annotations(Some(ann));
+            d
+        };
+        if familiar.is_empty() {
+            if !entries.iter().any(same_manifest) {
+                entries.push(mk(None));
+            }
+        } else {
+            // Drop an untagged entry of this manifest: it is tagged now.
+            entries.retain(|d| {
+                !(same_manifest(d) && d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).is_none())
+            });
+            for n in &familiar {
+                entries.push(mk(Some(n)));
+            }
+        }
+        let mut dangling = Vec::new();
+        for (dg, mut d) in orphaned {
+            if !entries.iter().any(|e| Sha256Digest::from(e.digest()) == dg) {
+                let mut ann = d.annotations().clone().unwrap_or_default();
+                ann.remove(REF_NAME_ANNOTATION);
+                d.set_annotations(Some(ann));
+                entries.push(d);
+                dangling.push(dg);
+            }
+        }
+        self.write_index(&entries)?;
+        Ok(dangling)
+    }
+
+    /// Every image in the index (one per config digest), in index order.
+    pub fn images(&self) -> Result<Vec<StoredImage>> {
+        let index = self.read_index()?;
+        let mut by_manifest: BTreeMap<String, usize> = BTreeMap::new();
+        let mut out: Vec<StoredImage> = Vec::new();
+        let mut by_id: HashMap<Sha256Digest, usize> = HashMap::new();
+        for d in index.manifests() {
+            let mdg = Sha256Digest::from(d.digest());
+            let ann = d.annotations().clone().unwrap_or_default();
+            let tag = ann.get(REF_NAME_ANNOTATION).and_then(|n| ImageReference::parse(n).ok());
+            let slot = match by_manifest.get(mdg.hex()) {
+                Some(i) => *i,
+                None => {
+                    let img = self.load_image(&mdg, d.size(), &ann)?;
+                    let i = match by_id.get(&img.id) {
+                        Some(i) => *i,
+                        None => {
+                            out.push(img);
+                            by_id.insert(out[out.len() - 1].id.clone(), out.len() - 1);
+                            out.len() - 1
+                        }
+                    };
+                    by_manifest.insert(mdg.hex().to_owned(), i);
+                    i
+                }
+            };
+            if let Some(t) = tag {
+                if !out[slot].tags.contains(&t) {
+                    out[slot].tags.push(t);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_image(
+        &self,
+        manifest_digest: &Sha256Digest,
+        manifest_size: u64,
+        ann: &HashMap<String, String>,
+    ) -> Result<StoredImage> {
+        let mbytes = self.read_blob(manifest_digest)?;
+        let manifest: ImageManifest = serde_json::from_slice(&mbytes).map_err(|source| StoreError::Json {
+            what: "manifest",
+            path: manifest_digest.to_string(),
+            source,
+        })?;
+        let id = Sha256Digest::from(manifest.config().digest());
+        let config_raw = self.read_blob(&id)?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
+            what: "image config",
+            path: id.to_string(),
+            source,
+        })?;
+        let diff_ids =
+            config.rootfs().diff_ids().iter().map(|d| d.parse::<Sha256Digest>()).collect::<Result<Vec<_>, _>>()?;
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(StoreError::BadImage {
+                id: id.to_string(),
+                reason: format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers().len()),
+            });
+        }
+        let chains = chain_ids(&diff_ids);
+        let layers = manifest
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .zip(chains)
+            .map(|((l, diff_id), chain_id)| StoredLayer {
+                digest: Sha256Digest::from(l.digest()),
+                diff_id,
+                size: l.size(),
+                media_type: l.media_type().clone(),
+                unpacked_dir: self.layer_dir(&chain_id),
+                chain_id,
+            })
+            .collect();
+        Ok(StoredImage {
+            id,
+            manifest_digest: manifest_digest.clone(),
+            manifest_size,
+            manifest,
+            config,
+            config_raw,
+            tags: Vec::new(),
+            parent: ann.get(PARENT_ANNOTATION).and_then(|p| p.parse().ok()),
+            added: ann.get(ADDED_ANNOTATION).cloned(),
+            layers,
+        })
+    }
+
+    /// Finds an image by reference (`busybox`, `app:1`, `name@sha256:<manifest>`), full ID
+    /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
+    pub fn resolve(&self, name: &str) -> Result<StoredImage> {
+        let images = self.images()?;
+        self.resolve_in(&images, name).cloned()
+    }
+
+    pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
+        let not_found = || StoreError::NoSuchImage(name.to_owned());
+        if let Some(hex) = name.strip_prefix("sha256:") {
+            if let Some(i) = images.iter().find(|i| i.id.hex() == hex) {
+                return Ok(i);
+            }
+            let matches: Vec<_> = images.iter().filter(|i| hex.len() >= 3 && i.id.hex().starts_with(hex)).collect();
+            return if matches.len() == 1 { Ok(matches[0]) } else { Err(not_found()) };
+        }
+        if let Ok(r) = ImageReference::parse(name) {
+            if let Some(d) = r.digest() {
+                if let Some(i) = images
+                    .iter()
+                    .find(|i| i.manifest_digest == *d && i.tags.iter().any(|t| t.full_name() == r.full_name()))
+                {
+                    return Ok(i);
+                }
+            } else {
+                let r = r.with_default_tag();
+                if let Some(i) = images.iter().find(|i| i.tags.contains(&r)) {
+                    return Ok(i);
+                }
+            }
+        }
+        if name.len() >= 3 && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            let matches: Vec<_> = images.iter().filter(|i| i.id.hex().starts_with(name)).collect();
+            if matches.len() == 1 {
+                return Ok(matches[0]);
+            }
+        }
+        Err(not_found())
+    }
+
+    /// Adds a tag to an image.
+    pub fn tag(&self, image: &StoredImage, target: &ImageReference) -> Result<()> {
+        let target = target.clone().with_default_tag();
+        if target.digest().is_some() {
+            return Err(StoreError::Conflict(format!(
+                "refusing to create a tag with a digest reference: {}",
+                target.familiar()
+            )));
+        }
+        self.add_to_index(&image.manifest_digest, image.manifest_size, &[target], None)?;
+        Ok(())
+    }
+
+    /// Unpacks every layer of `image` not yet in `layers/` and returns the lower dirs,
+    /// bottom layer first. Diff IDs are verified while unpacking.
+    pub fn ensure_unpacked(&self, image: &StoredImage) -> Result<Vec<PathBuf>> {
+        let work = self.work_dir()?;
+        let mut out = Vec::new();
+        for layer in &image.layers {
+            if !layer.unpacked_dir.is_dir() {
+                let dir = work.path().join(format!("layer-{}", layer.chain_id.short()));
+                fs::create_dir(&dir)?;
+                let blob = self.open_blob(&layer.digest)?;
+                let mut apply = LayerApply::new(&dir, WhiteoutMode::Overlay)
+                    .map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
+                let applied = apply.apply(blob).map_err(|source| match source {
+                    ApplyError::Tar(e) if e.get_ref().is_some_and(|r| r.is::<CorruptBlobMarker>()) => {
+                        StoreError::CorruptBlob {
+                            digest: layer.digest.clone(),
+                            actual: layer.digest.clone(),
+                            path: self.blob_path(&layer.digest),
+                        }
+                    }
+                    source => StoreError::Apply { digest: layer.digest.clone(), source },
+                })?;
+                if applied.diff_id != layer.diff_id {
+                    return Err(StoreError::DiffIdMismatch {
+                        digest: layer.digest.clone(),
+                        expected: layer.diff_id.clone(),
+                        actual: applied.diff_id,
+                    });
+                }
+                work.commit_layer_dir(self, &dir, &layer.chain_id)?;
+            }
+            out.push(layer.unpacked_dir.clone());
+        }
+        // The layers are referenced by the image, which is in the index: the pins can go.
+        Ok(out)
+    }
+
+    /// Applies all layers of `image` into `dest` as one rootfs (whiteouts delete).
+    pub fn flatten_into(&self, image: &StoredImage, dest: &Path) -> Result<()> {
+        let mut apply = LayerApply::new(dest, WhiteoutMode::Delete)
+            .map_err(|source| StoreError::Apply { digest: image.id.clone(), source })?;
+        for layer in &image.layers {
+            let blob = self.open_blob(&layer.digest)?;
+            apply.apply(blob).map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Records that container `id` uses `image_id`, so `rmi` refuses to remove it.
+    pub fn add_container(&self, id: &str, image_id: &Sha256Digest) -> Result<()> {
+        let _lock = self.lock()?;
+        let body = serde_json::json!({ "image": image_id.to_string() });
+        self.write_atomic(&self.container_record(id)?, body.to_string().as_bytes())
+    }
+
+    pub fn remove_container(&self, id: &str) -> Result<()> {
+        let _lock = self.lock()?;
+        match std::fs::remove_file(self.container_record(id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn container_record(&self, id: &str) -> Result<PathBuf> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(StoreError::Conflict(format!("invalid container id {id:?}")));
+        }
+        Ok(self.root.join("containers").join(format!("{id}.json")))
+    }
+
+    /// Image IDs used by containers and cache records (`{"image": "sha256:…"}` JSON files).
+    pub fn image_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+        let mut out: HashMap<Sha256Digest, Vec<String>> = HashMap::new();
+        for kind in ["containers", "cache"] {
+            for entry in fs::read_dir(self.root.join(kind))? {
+                let path = entry?.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let Ok(bytes) = std::fs::read(&path) else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    continue;
+                };
+                if let Some(id) = v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse().ok()) {
+                    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    out.entry(id).or_default().push(format!("{}/{stem}", kind.trim_end_matches('s')));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Marks the I/O error a [`VerifiedBlob`] returns when the content does not match its digest.
+#[derive(Debug)]
+pub struct CorruptBlobMarker(pub String);
+impl std::fmt::Display for CorruptBlobMarker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for CorruptBlobMarker {}
+
+/// A blob reader that checks the digest when it reaches the end.
+pub struct VerifiedBlob {
+    expected: Sha256Digest,
+    path: PathBuf,
+    inner: crate::layer::digest::HashingReader<std::fs::File>,
+    done: bool,
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && !self.done {
+            self.done = true;
+            let (actual, _) = self.inner.digest_so_far();
+            if actual != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    CorruptBlobMarker(format!(
+                        "blob {} is corrupt: content hashes to {actual} ({})",
+                        self.expected,
+                        self.path.display()
+                    )),
+                ));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Compression of a layer from its media type (for writing archives).
+pub fn compression_of(media_type: &MediaType) -> Compression {
+    let s = media_type.to_string();
+    if s.ends_with("gzip") {
+        Compression::Gzip
+    } else if s.ends_with("zstd") {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}

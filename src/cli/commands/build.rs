@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::cli::units::human_size;
+use crate::cli::units::human_size_4 as human_size;
 use crate::cli::{InternalError, Printer};
 use crate::context::BuildContext;
 use crate::engine::sources::ContextSources;
@@ -42,7 +42,7 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
-pub fn run(args: BuildArgs, printer: &Printer) -> anyhow::Result<()> {
+pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if !args.dry_run {
         return Err(InternalError(
             "running build steps is not available in this version yet; `rbuild build --dry-run` prints the plan".into(),

@@ -1,7 +1,17 @@
 //! One file per subcommand: each parses its arguments and calls the library.
 
 pub mod build;
+pub mod history;
+pub mod image;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
 pub mod parse;
+pub mod rmi;
+pub mod save;
+pub mod store;
+pub mod tag;
 
 use std::io::Read;
 use std::path::Path;

@@ -27,7 +27,7 @@ pub struct ParseArgs {
     check: bool,
 }
 
-pub fn run(args: ParseArgs, printer: &Printer) -> anyhow::Result<()> {
+pub fn run(args: ParseArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let (name, text) = super::read_dockerfile(&args.file)?;
     let df = parser::parse(&text, &name)?;
     if args.check {
@@ -42,7 +42,7 @@ pub fn run(args: ParseArgs, printer: &Printer) -> anyhow::Result<()> {
     if args.json {
         printer.line(serde_json::to_string_pretty(&df)?)?;
     } else if args.dump {
-        printer.write(format_args!("{}", df.dump()))?;
+        printer.text(df.dump())?;
     } else {
         let dump = df.dump();
         for (node, line) in df.instructions.iter().zip(dump.lines()) {

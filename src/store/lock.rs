@@ -1,0 +1,119 @@
+//! Locking between rbuild processes sharing a store, and per-process work dirs in `tmp/`.
+//!
+//! - `lock` (flock, exclusive, held briefly): serialises changes to `index.json`, container
+//!   and cache records, and every deletion of blobs or unpacked layers.
+//! - `tmp/<work-id>/`: a writer's private work dir. The writer holds a flock on its `.pin`
+//!   file while alive and appends to it every blob digest / layer chain ID it is about to move
+//!   into the store *before* moving it, so a concurrent `rmi` or `gc` keeps them until the
+//!   writer has referenced them from an image (or died: a dir whose `.pin` is not locked is
+//!   garbage).
+
+use crate::layer::digest::Sha256Digest;
+use fs_err as fs;
+use rustix::fs::{flock, FlockOperation};
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The store-wide exclusive lock; released on drop.
+pub struct StoreLock {
+    _file: std::fs::File,
+}
+
+impl StoreLock {
+    /// Blocks until the store lock is held.
+    pub fn acquire(path: &Path) -> io::Result<Self> {
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?.into_parts().0;
+        flock(&file, FlockOperation::LockExclusive)
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("locking {}: {e}", path.display())))?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// What a live writer has pinned.
+#[derive(Default, Debug)]
+pub struct Pins {
+    pub blobs: HashSet<Sha256Digest>,
+    pub layers: HashSet<Sha256Digest>,
+}
+
+/// A writer's work dir in `tmp/`, removed on drop.
+pub struct WorkDir {
+    path: PathBuf,
+    pin_file: std::fs::File,
+}
+
+static WORK_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl WorkDir {
+    pub(crate) fn create(tmp: &Path) -> io::Result<Self> {
+        let seq = WORK_SEQ.fetch_add(1, Ordering::Relaxed);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let path = tmp.join(format!("work-{}-{seq}-{nanos:08x}", std::process::id()));
+        fs::create_dir(&path)?;
+        let pin_path = path.join(".pin");
+        let pin_file = fs::OpenOptions::new().create(true).append(true).open(&pin_path)?.into_parts().0;
+        flock(&pin_file, FlockOperation::LockExclusive).map_err(io::Error::from)?;
+        Ok(Self { path, pin_file })
+    }
+
+    /// The directory (on the store's filesystem, so renames into the store are atomic).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn pin(&self, kind: &str, digest: &Sha256Digest) -> io::Result<()> {
+        (&self.pin_file).write_all(format!("{kind} {}\n", digest.hex()).as_bytes())
+    }
+
+    /// Reads the pins of every live work dir in `tmp/`; dead work dirs are listed as garbage.
+    pub(crate) fn scan(tmp: &Path) -> io::Result<(Pins, Vec<PathBuf>)> {
+        let mut pins = Pins::default();
+        let mut dead = Vec::new();
+        let entries = match fs::read_dir(tmp) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((pins, dead)),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let pin_path = path.join(".pin");
+            let file = match std::fs::File::open(&pin_path) {
+                Ok(f) => f,
+                Err(_) => {
+                    dead.push(path);
+                    continue;
+                }
+            };
+            match flock(&file, FlockOperation::NonBlockingLockShared) {
+                Ok(()) => dead.push(path),
+                Err(_) => {
+                    let text = std::fs::read_to_string(&pin_path).unwrap_or_default();
+                    for line in text.lines() {
+                        let Some((kind, hex)) = line.split_once(' ') else {
+                            continue;
+                        };
+                        let Ok(d) = Sha256Digest::from_hex(hex) else {
+                            continue;
+                        };
+                        if kind == "layer" {
+                            pins.layers.insert(d);
+                        } else {
+                            pins.blobs.insert(d);
+                        }
+                    }
+                }
+            }
+        }
+        Ok((pins, dead))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
