@@ -99,7 +99,7 @@ fn report(err: &anyhow::Error) -> i32 {
     if closed_pipe {
         return 0;
     }
-    let mut message = String::from("error: ");
+    let mut message = String::from("Error: ");
     for (i, cause) in err.chain().enumerate() {
         if i > 0 {
             message.push_str(": ");
