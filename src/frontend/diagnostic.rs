@@ -18,7 +18,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at `line:column` of `file`, quoting that line of `source` when it exists.
-    pub fn at(file: &str, source: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: &str,
+        source: &str,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
         let line_text = line
             .checked_sub(1)
             .and_then(|i| source.split('\n').nth(i))
@@ -34,7 +40,10 @@ impl Diagnostic {
 
     /// The one-line form: `Dockerfile:3:5: message`.
     pub fn headline(&self) -> String {
-        format!("{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        format!(
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
     }
 
     /// The full form, BuildKit style: the headline, then the line marked with `>>>` and a caret
@@ -76,7 +85,13 @@ mod tests {
 
     #[test]
     fn renders_file_line_column_and_caret() {
-        let d = Diagnostic::at("Dockerfile", "FROM a\nFOO bar\n", 2, 5, "unknown instruction: FOO");
+        let d = Diagnostic::at(
+            "Dockerfile",
+            "FROM a\nFOO bar\n",
+            2,
+            5,
+            "unknown instruction: FOO",
+        );
         assert_eq!(
             d.render(),
             "Dockerfile:2:5: unknown instruction: FOO\n 2 | >>> FOO bar\n   |         ^"
