@@ -139,6 +139,24 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+pub fn progress_bar(total: Option<u64>, message: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => indicatif::ProgressBar::new(t),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(message.to_owned());
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,22 +180,4 @@ mod tests {
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
     }
-}
-
-/// A progress bar on stderr when it is a terminal, hidden otherwise.
-pub fn progress_bar(total: Option<u64>, message: &str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = match total {
-        Some(t) => indicatif::ProgressBar::new(t),
-        None => indicatif::ProgressBar::new_spinner(),
-    };
-    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_message(message.to_owned());
-    bar
 }
