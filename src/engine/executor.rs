@@ -427,7 +427,7 @@ impl StageExecutor<'_> {
                 plan_from_context(keyword, &self.context.root, &roots, &dest, dest_is_dir).map_err(step_error)?
             }
             Some(from) => {
-                let source = self.from_image(stage, from, done)?;
+                let source = self.copy_source_image(stage, from, done)?;
                 let view = MergedView::new(&self.unpacked(&source)?);
                 plan_from_image(keyword, from, &view, &fc.sources, &dest, dest_is_dir).map_err(step_error)?
             }
@@ -446,7 +446,7 @@ impl StageExecutor<'_> {
     }
 
     /// The image a `--from` names: an earlier stage's result, or an image in the store.
-    fn from_image(
+    fn copy_source_image(
         &self,
         stage: &Stage,
         from: &str,
@@ -487,12 +487,11 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
                     if cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
                         && cmd.split_whitespace().count() == 1 =>
                 {
-                    let body = if only.chomp {
+                    if only.chomp {
                         crate::frontend::parser::chomp_heredoc(&only.content)
                     } else {
                         only.content.clone()
-                    };
-                    body
+                    }
                 }
                 [] => cmd.clone(),
                 docs => {
