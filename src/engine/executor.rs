@@ -183,7 +183,9 @@ impl StageExecutor<'_> {
         match &stage.base {
             StageBase::Scratch => {
                 let (os, arch, variant) = &self.platform;
-                Ok(ImageState { stored: None, config: ImageConfigFile::scratch(os, arch, variant.as_deref()) })
+                let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
+                config.set_env("PATH", DEFAULT_PATH);
+                Ok(ImageState { stored: None, config })
             }
             StageBase::Stage { index } => done
                 .get(index)
