@@ -226,3 +226,54 @@ fn source_date_epoch_makes_image_ids_reproducible() {
     assert!(a.starts_with("sha256:"), "{a}");
     assert_eq!(a, b);
 }
+
+#[test]
+fn heredocs_archives_parents_and_onbuild() {
+    let Some(fx) = Fixture::new() else { return };
+    // A gzipped tar in the context, made with the system tar.
+    let ctx = fx.context(
+        "more",
+        "FROM busybox\nARG WHO=world\nCOPY <<EOF /etc/greeting\nhello $WHO \"quoted\"\nEOF\nCOPY <<'RAW' /etc/raw\nkeep $WHO\nRAW\nRUN <<EOF\nset -e\necho from-heredoc > /ran\nEOF\nADD bundle.tar.gz /opt/\nADD --chown=1000:1000 bundle.tar.gz /owned/\nCOPY --parents src/a/one.txt src/b/two.txt /tree/\nONBUILD RUN echo triggered > /onbuild\nONBUILD COPY src/a/one.txt /from-trigger\n",
+        &[("src/a/one.txt", "1\n"), ("src/b/two.txt", "2\n")],
+    );
+    let payload = fx.dir.path().join("payload");
+    std::fs::create_dir_all(payload.join("pkg/bin")).expect("mkdir");
+    std::fs::write(payload.join("pkg/bin/tool"), "#!/bin/sh\n").expect("write");
+    let status = std::process::Command::new("tar")
+        .args(["-czf"])
+        .arg(ctx.join("bundle.tar.gz"))
+        .args(["--owner=7", "--group=8", "-C"])
+        .arg(&payload)
+        .arg("pkg")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let mut opts = BuildOptions::new(&ctx);
+    opts.tags = vec!["parent:1".into()];
+    let parent = fx.builder().build(&opts).expect("build");
+    let root = fx.rootfs(&parent.image_id);
+    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).expect("greeting"), "hello world \"quoted\"\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/raw")).expect("raw"),
+        "keep $WHO\n",
+        "a quoted delimiter does not expand"
+    );
+    assert_eq!(std::fs::read_to_string(root.join("ran")).expect("ran"), "from-heredoc\n");
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::metadata(root.join("opt/pkg/bin/tool")).expect("extracted");
+    assert_eq!((tool.uid(), tool.gid()), (7, 8), "ADD keeps the archive's owners");
+    let owned = std::fs::metadata(root.join("owned/pkg/bin/tool")).expect("extracted");
+    assert_eq!((owned.uid(), owned.gid()), (1000, 1000));
+    assert!(!root.join("opt/bundle.tar.gz").exists());
+    assert!(root.join("tree/src/a/one.txt").is_file() && root.join("tree/src/b/two.txt").is_file());
+    assert!(!root.join("onbuild").exists(), "ONBUILD runs in the child, not here");
+    assert_eq!(fx.config(&parent.image_id).config.on_build.len(), 2);
+
+    // A child build FROM the parent runs its triggers first and does not carry them on.
+    let child_ctx = fx.context("child", "FROM parent:1\nRUN test -f /onbuild\n", &[("src/a/one.txt", "child\n")]);
+    let child = fx.builder().build(&BuildOptions::new(&child_ctx)).expect("child build");
+    let child_root = fx.rootfs(&child.image_id);
+    assert_eq!(std::fs::read_to_string(child_root.join("onbuild")).expect("trigger ran"), "triggered\n");
+    assert_eq!(std::fs::read_to_string(child_root.join("from-trigger")).expect("trigger copy"), "child\n");
+    assert!(fx.config(&child.image_id).config.on_build.is_empty());
+}

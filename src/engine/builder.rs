@@ -90,7 +90,11 @@ impl ImageResolver for StoreImages<'_> {
     fn resolve(&self, reference: &str) -> Option<ResolvedImage> {
         let image = self.0.resolve(reference).ok()?;
         let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
-        Some(ResolvedImage { digest: image.manifest_digest.to_string(), env: config.env_pairs() })
+        Some(ResolvedImage {
+            digest: image.manifest_digest.to_string(),
+            env: config.env_pairs(),
+            on_build: config.config.on_build.clone(),
+        })
     }
 }
 

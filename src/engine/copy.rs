@@ -80,16 +80,30 @@ fn entry_type(kind: &EntryKind) -> EntryType {
     }
 }
 
-/// What to create for sources selected in the build context.
+/// What to create for sources selected in the build context. With `parents` (COPY
+/// --parents) every entry keeps its path relative to the context under `dest`.
 pub fn plan_from_context(
     keyword: &'static str,
     context_root: &Path,
     roots: &[SelectedRoot],
     dest: &str,
     dest_is_dir: bool,
+    parents: bool,
 ) -> Result<Vec<CopyItem>, CopyError> {
     if roots.len() > 1 && !dest_is_dir {
         return Err(CopyError::DestinationNotDirectory { keyword });
+    }
+    if parents {
+        let mut items =
+            vec![CopyItem { host: context_root.to_path_buf(), dest: dest.to_string(), kind: EntryType::Dir }];
+        for e in roots.iter().flat_map(|r| &r.entries) {
+            items.push(CopyItem {
+                host: context_root.join(&e.path),
+                dest: join(dest, &e.path),
+                kind: entry_type(&e.kind),
+            });
+        }
+        return Ok(items);
     }
     let mut items = vec![CopyItem { host: context_root.to_path_buf(), dest: dest.to_string(), kind: EntryType::Dir }];
     let mut dest_dir_needed = dest_is_dir;
@@ -320,7 +334,10 @@ mod tests {
         let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
         let roots = ctx.select_roots(&srcs, &[]).expect("select");
         let (abs, is_dir) = destination("/work", dest, image);
-        Ok(plan_from_context("COPY", root, &roots, &abs, is_dir)?.into_iter().map(|i| (i.dest, i.kind)).collect())
+        Ok(plan_from_context("COPY", root, &roots, &abs, is_dir, false)?
+            .into_iter()
+            .map(|i| (i.dest, i.kind))
+            .collect())
     }
 
     #[test]
@@ -342,6 +359,16 @@ mod tests {
         assert!(err.to_string().contains("must be a directory and end with a /"), "{err}");
         let two = plan(ctx.path(), &["*.txt"], "/d/", &empty).expect("plan");
         assert_eq!(two.iter().filter(|(_, k)| *k == EntryType::File).count(), 2);
+    }
+
+    #[test]
+    fn parents_keep_the_context_path() {
+        let ctx = context();
+        let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
+        let roots = c.select_roots(&["app/sub/util.py".to_string(), "a.txt".to_string()], &[]).expect("select");
+        let items = plan_from_context("COPY", ctx.path(), &roots, "/dst", true, true).expect("plan");
+        let dests: Vec<&str> = items.iter().map(|i| i.dest.as_str()).collect();
+        assert_eq!(dests, ["/dst", "/dst/app/sub/util.py", "/dst/a.txt"]);
     }
 
     #[test]
@@ -373,7 +400,7 @@ mod tests {
         let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
         let roots = c.select_roots(&["app".to_string()], &[]).expect("select");
         let (abs, is_dir) = destination("/", "/srv/app", &empty);
-        let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir).expect("plan");
+        let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir, false).expect("plan");
         materialize(upper.path(), &items, &CopyOptions { chown: Some((1000, 1001)), chmod: Some(0o640) })
             .expect("copy");
         let main = upper.path().join("srv/app/main.py");

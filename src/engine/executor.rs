@@ -15,8 +15,10 @@ use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
 };
-use crate::engine::copy::{destination, materialize, parse_chmod, plan_from_context, plan_from_image, CopyOptions};
-use crate::engine::merged::MergedView;
+use crate::engine::copy::{
+    destination, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
+};
+use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::BuildError;
 use crate::events::{BuildEvent, OutputStream as EventStream};
@@ -197,6 +199,9 @@ impl StageExecutor<'_> {
                     .resolve(reference)
                     .map_err(|_| BuildError::BaseImageMissing { reference: reference.clone() })?;
                 let mut state = self.state_of(stored)?;
+                // The base's ONBUILD triggers run in this stage (lowering put them after the
+                // FROM); the new image does not carry them on, as Docker clears them.
+                state.config.config.on_build.clear();
                 if state.config.env_var("PATH").is_none() {
                     state.config.set_env("PATH", DEFAULT_PATH);
                 }
@@ -230,7 +235,7 @@ impl StageExecutor<'_> {
                 history_created_by(&step.instruction, Some(&argv), &step.build_args, None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
-                let summary = self.copy_step(stage, step, fc, state, &upper, done)?;
+                let summary = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
                 history_created_by(&step.instruction, None, &step.build_args, Some(&summary))
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
@@ -386,6 +391,7 @@ impl StageExecutor<'_> {
     }
 
     /// COPY/ADD into `upper`; returns the history summary (`dir:<digest> in /dest`).
+    #[allow(clippy::too_many_arguments)]
     fn copy_step(
         &self,
         stage: &Stage,
@@ -393,16 +399,15 @@ impl StageExecutor<'_> {
         fc: &FileCopy,
         state: &ImageState,
         upper: &std::path::Path,
+        work: &std::path::Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
     ) -> Result<String, BuildError> {
-        let keyword = step.instruction.keyword();
-        let keyword: &'static str = if keyword == "ADD" { "ADD" } else { "COPY" };
+        let keyword: &'static str = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
         if fc.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
             return Err(BuildError::Unsupported { step: step.number, what: format!("{keyword} from a URL") });
         }
-        if !fc.heredocs.is_empty() {
-            return Err(BuildError::Unsupported { step: step.number, what: format!("{keyword} with a heredoc") });
-        }
+        let step_error =
+            |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
         let target_view = MergedView::new(&self.unpacked(state)?);
         let (dest, dest_is_dir) = destination(&state.config.config.working_dir, &fc.dest, &target_view);
         let chown = match &fc.chown {
@@ -413,31 +418,90 @@ impl StageExecutor<'_> {
             None => None,
         };
         let chmod = match &fc.chmod {
-            Some(m) => {
-                Some(parse_chmod(m).map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?)
-            }
+            Some(m) => Some(parse_chmod(m).map_err(step_error)?),
             None => None,
         };
-        let step_error =
-            |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
-        let items = match &fc.from {
-            None => {
-                let roots = self
-                    .context
-                    .select_roots(&fc.sources, &fc.exclude)
-                    .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
-                plan_from_context(keyword, &self.context.root, &roots, &dest, dest_is_dir).map_err(step_error)?
+        let (heredoc_sources, files): (Vec<&String>, Vec<&String>) =
+            fc.sources.iter().partition(|s| fc.heredoc_for(s).is_some());
+        let files: Vec<String> = files.into_iter().cloned().collect();
+        let mut items = Vec::new();
+        // A heredoc source is a file named after its heredoc.
+        for (n, src) in heredoc_sources.iter().enumerate() {
+            if let Some(doc) = fc.heredoc_for(src) {
+                let body =
+                    if doc.chomp { crate::frontend::parser::chomp_heredoc(&doc.content) } else { doc.content.clone() };
+                let host = work.join(format!("heredoc-{n}"));
+                fs::write(&host, body)?;
+                fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                let to_dir = dest_is_dir || fc.sources.len() > 1;
+                let target = if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.clone() };
+                items.push(CopyItem { host, dest: target, kind: EntryType::File });
             }
-            Some(from) => {
-                let source = self.copy_source_image(stage, from, done)?;
-                let view = MergedView::new(&self.unpacked(&source)?);
-                plan_from_image(keyword, from, &view, &fc.sources, &dest, dest_is_dir).map_err(step_error)?
+        }
+        if fc.sources.len() > 1 && !dest_is_dir {
+            return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
+        }
+        if !files.is_empty() {
+            match &fc.from {
+                None => {
+                    let roots = self
+                        .context
+                        .select_roots(&files, &fc.exclude)
+                        .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+                    // ADD extracts local archives into the destination, keeping their owners.
+                    let unpack = keyword == "ADD" && fc.unpack != Some(false);
+                    let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
+                        unpack
+                            && r.root.as_ref().is_some_and(|e| {
+                                e.kind == crate::context::EntryKind::File
+                                    && is_archive(&self.context.root.join(&e.path))
+                            })
+                    });
+                    for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
+                        self.extract_archive(step, &self.context.root.join(&archive.path), upper, &dest, chown)?;
+                    }
+                    items.extend(
+                        plan_from_context(keyword, &self.context.root, &plain, &dest, dest_is_dir, fc.parents)
+                            .map_err(step_error)?,
+                    );
+                }
+                Some(from) => {
+                    let source = self.copy_source_image(stage, from, done)?;
+                    let view = MergedView::new(&self.unpacked(&source)?);
+                    items
+                        .extend(plan_from_image(keyword, from, &view, &files, &dest, dest_is_dir).map_err(step_error)?);
+                }
             }
-        };
+        }
         materialize(upper, &items, &CopyOptions { chown, chmod }).map_err(step_error)?;
         let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
         let kind = if items.len() == 1 { "file" } else { "dir" };
         Ok(format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)))
+    }
+
+    /// ADD of a local tar (plain, gzip or zstd): extracted into `upper` at `dest` through the
+    /// store's hardened applier (no path escapes the destination), owners from the archive
+    /// unless `--chown` is given.
+    fn extract_archive(
+        &self,
+        step: &Step,
+        archive: &std::path::Path,
+        upper: &std::path::Path,
+        dest: &str,
+        chown: Option<(u32, u32)>,
+    ) -> Result<(), BuildError> {
+        let target = upper.join(dest.trim_start_matches('/'));
+        fs::create_dir_all(&target)?;
+        let file = fs::File::open(archive)?;
+        let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
+            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
+        apply
+            .apply(file)
+            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
+        if let Some((uid, gid)) = chown {
+            chown_tree(&target, uid, gid)?;
+        }
+        Ok(())
     }
 
     fn unpacked(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
@@ -551,4 +615,30 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
+}
+
+/// Whether a file is a tar archive ADD extracts: plain tar (`ustar` at 257), gzip or zstd.
+fn is_archive(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 262];
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let n = file.read(&mut head).unwrap_or(0);
+    let head = &head[..n];
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.get(257..262) == Some(b"ustar")
+}
+
+/// `lchown -R`.
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.symlink_metadata()?.is_dir() {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(())
 }

@@ -101,6 +101,8 @@ pub struct ResolvedImage {
     pub digest: String,
     /// The image's ENV, visible to expansion in the stage.
     pub env: Vec<(String, String)>,
+    /// The image's ONBUILD triggers: they run as the first steps of a stage built FROM it.
+    pub on_build: Vec<String>,
 }
 
 /// Looks base images up (the engine asks the store; a dry run may have none).
@@ -368,6 +370,7 @@ impl<'a> Lowering<'a> {
             }
         }
         let mut dependencies = Vec::new();
+        let mut on_build: Vec<String> = Vec::new();
         let (base, parent, env) = if image.eq_ignore_ascii_case("scratch") {
             (StageBase::Scratch, "scratch".to_string(), Vec::new())
         } else if let Some(base_index) = self.find_stage(&image) {
@@ -381,7 +384,9 @@ impl<'a> Lowering<'a> {
                 Some(r) => format!("image:{}", r.digest),
                 None => format!("image:{image}"),
             };
-            (StageBase::Image { reference: image.clone() }, parent, resolved.map(|r| r.env).unwrap_or_default())
+            let (env, triggers) = resolved.map(|r| (r.env, r.on_build)).unwrap_or_default();
+            on_build = triggers;
+            (StageBase::Image { reference: image.clone() }, parent, env)
         };
         let mut env = env;
         // Like BuildKit, a stage whose base sets no PATH gets Docker's default one, and
@@ -400,6 +405,18 @@ impl<'a> Lowering<'a> {
             sources: None,
         };
         steps.push(self.step(from_node, from_instruction, BTreeMap::new(), from_inputs));
+        // The base image's ONBUILD triggers run first, as if written right after FROM.
+        for trigger in &on_build {
+            let parsed = crate::frontend::parser::parse(trigger, &self.df.file).map_err(|e| {
+                self.src.error_at(from_node, &image, format!("ONBUILD trigger {trigger:?} of {image}: {}", e.message))
+            })?;
+            for mut node in parsed.instructions {
+                node.start_line = from_node.start_line;
+                node.end_line = from_node.end_line;
+                let parent = steps.last().map(|s: &Step| s.cache_key.clone());
+                steps.push(self.lower_step(&node, &mut state, &mut dependencies, parent)?);
+            }
+        }
         for node in rest {
             let step =
                 self.lower_step(node, &mut state, &mut dependencies, steps.last().map(|s: &Step| s.cache_key.clone()))?;
@@ -449,6 +466,17 @@ impl<'a> Lowering<'a> {
                 Ok(value)
             };
             instruction.expand(&mut expand)?;
+        }
+        // COPY/ADD heredocs with an unquoted delimiter expand variables in their body, keeping
+        // quotes and backslashes as written.
+        if let Instruction::Copy(fc) | Instruction::Add(fc) = &mut instruction {
+            let scope = Scope { env: &state.env, args: &state.args };
+            let raw = self.lex.raw_quotes(true).raw_escapes(true);
+            for doc in fc.heredocs.iter_mut().filter(|d| d.expand) {
+                doc.content = raw.process_word(&doc.content, &scope).map_err(|e| {
+                    self.src.error_at(node, &format!("<<{}", doc.name), format!("heredoc {}: {}", doc.name, e.message))
+                })?;
+            }
         }
         match &mut instruction {
             Instruction::Arg { args } => {
