@@ -366,3 +366,66 @@ fn user_errors_exit_1() {
     let r = rbuild(&root, &["import", "/does/not/exist"]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("/does/not/exist"));
 }
+
+#[test]
+fn concurrent_imports_tags_and_gc_are_safe() {
+    let Some((_t, root, tarball)) = setup() else {
+        return;
+    };
+    let mut children = Vec::new();
+    for i in 0..6 {
+        let name = format!("par{i}:1");
+        children.push(
+            std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                .env("RBUILD_ROOT", &root)
+                .args(["import", tarball.to_str().unwrap(), &name, "-m", &name])
+                .spawn()
+                .unwrap(),
+        );
+        // Collections running at the same time must not take the writers' fresh blobs.
+        rbuild_ok(&root, &["store", "gc"]);
+        rbuild_ok(&root, &["tag", "busybox", &format!("alias{i}")]);
+    }
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let root = root.clone();
+            let tarball = tarball.clone();
+            std::thread::spawn(move || {
+                let name = format!("thr{i}:1");
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                    .env("RBUILD_ROOT", &root)
+                    .args(["import", tarball.to_str().unwrap(), &name, "-m", &name])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let gc = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                    .env("RBUILD_ROOT", &root)
+                    .args(["store", "gc"])
+                    .output()
+                    .unwrap();
+                assert!(gc.status.success());
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for i in 0..6 {
+        assert!(names.contains(&format!("par{i}:1")), "{names}");
+        assert!(names.contains(&format!("alias{i}:latest")), "{names}");
+    }
+    for i in 0..4 {
+        assert!(names.contains(&format!("thr{i}:1")), "{names}");
+        rbuild_ok(&root, &["history", &format!("thr{i}:1")]);
+    }
+    let check = rbuild_ok(&root, &["store", "check"]);
+    assert!(check.contains("consistent"), "{check}");
+}
