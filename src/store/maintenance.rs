@@ -128,7 +128,7 @@ impl ImageStore {
         let _lock = self.lock()?;
         let images = self.images()?;
         let image = self.resolve_in(&images, name)?.clone();
-        let users = self.image_users()?;
+        let users = self.container_users()?;
         let by_tag = ImageReference::parse(name)
             .ok()
             .filter(|r| r.digest().is_none())
@@ -220,10 +220,13 @@ impl ImageStore {
         let mut out = Removal::default();
         loop {
             let images = self.images()?;
-            let users = self.image_users()?;
+            let users = self.container_users()?;
+            let cached = self.cache_users()?;
             let victim = images.iter().find(|i| {
                 let has_child = images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
-                !has_child && !users.contains_key(&i.id) && (all || i.tags.is_empty())
+                !has_child
+                    && !users.contains_key(&i.id)
+                    && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
             });
             let Some(v) = victim else { break };
             let r = self.remove_image(&v.id.to_string(), true)?;

@@ -29,6 +29,8 @@
 //!                   layers: Vec<StoredLayer { digest, diff_id, size, media_type, chain_id, unpacked_dir }> }
 //! store.ensure_unpacked(&image) -> Vec<PathBuf>               lower dirs, bottom layer first
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
+//! store.put_cache_record(&key, &json!({"image": id, ...})) / store.cache_record(&key)
+//! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
 //! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
@@ -882,37 +884,71 @@ impl ImageStore {
         Ok(self.root.join("containers").join(format!("{id}.json")))
     }
 
-    /// Image IDs used by containers and cache records (`{"image": "sha256:…"}` JSON files).
-    pub fn image_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+    /// Image IDs used by containers (`containers/<id>.json`): `rmi` refuses them without `-f`
+    /// and `image prune` never removes them.
+    pub fn container_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+        self.record_users("containers", "container")
+    }
+
+    /// Image IDs that build cache records (`cache/<key>.json`) point at: `image prune` keeps
+    /// them unless `-a`.
+    pub fn cache_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+        self.record_users("cache", "cache record")
+    }
+
+    fn record_users(&self, dir: &str, what: &str) -> Result<HashMap<Sha256Digest, Vec<String>>> {
         let mut out: HashMap<Sha256Digest, Vec<String>> = HashMap::new();
-        for kind in ["containers", "cache"] {
-            for entry in fs::read_dir(self.root.join(kind))? {
-                let path = entry?.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let Ok(bytes) = std::fs::read(&path) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                if let Some(id) = v
-                    .get("image")
-                    .and_then(|i| i.as_str())
-                    .and_then(|i| i.parse().ok())
-                {
-                    let stem = path
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    out.entry(id)
-                        .or_default()
-                        .push(format!("{}/{stem}", kind.trim_end_matches('s')));
-                }
+        for entry in fs::read_dir(self.root.join(dir))? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            if let Some(id) = v
+                .get("image")
+                .and_then(|i| i.as_str())
+                .and_then(|i| i.parse().ok())
+            {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                out.entry(id).or_default().push(format!("{what} {stem}"));
             }
         }
         Ok(out)
+    }
+
+    /// Records a build cache entry `cache/<key hex>.json`. `record` must be a JSON object
+    /// with an `"image": "sha256:…"` field (the image the step produced); anything else in it
+    /// (the key's inputs, for explaining misses) is kept as is.
+    pub fn put_cache_record(&self, key: &Sha256Digest, record: &serde_json::Value) -> Result<()> {
+        let image = record.get("image").and_then(|i| i.as_str()).unwrap_or("");
+        image.parse::<Sha256Digest>()?;
+        let _lock = self.lock()?;
+        let path = self.root.join("cache").join(format!("{}.json", key.hex()));
+        self.write_atomic(&path, record.to_string().as_bytes())
+    }
+
+    /// The cache record for `key`, if any.
+    pub fn cache_record(&self, key: &Sha256Digest) -> Result<Option<serde_json::Value>> {
+        let path = self.root.join("cache").join(format!("{}.json", key.hex()));
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| StoreError::Json {
+                    what: "cache record",
+                    path: path.display().to_string(),
+                    source,
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
+        }
     }
 }
 
