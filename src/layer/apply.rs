@@ -523,8 +523,8 @@ impl LayerApply {
             .open_in_root(&dir_rel, OFlags::RDONLY | OFlags::DIRECTORY)
             .map_err(io_err(self.root.join(&dir_rel)))?;
         let mut names = Vec::new();
-        let mut iter = rfs::Dir::read_from(&listing).map_err(io_err(self.root.join(&dir_rel)))?;
-        while let Some(ent) = iter.next() {
+        let iter = rfs::Dir::read_from(&listing).map_err(io_err(self.root.join(&dir_rel)))?;
+        for ent in iter {
             let ent = ent.map_err(io_err(self.root.join(&dir_rel)))?;
             let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
             if n != "." && n != ".." {
