@@ -2,9 +2,9 @@
 //! history, inspect, rmi and image prune (counting the blobs and layer dirs they free).
 //! Needs /bin/busybox (Debian package busybox-static); skips without it, fails under CI=true.
 
-mod common;
-use common::{busybox_tree, rbuild, rbuild_ok, tar_of};
+mod store_common;
 use std::path::Path;
+use store_common::{busybox_tree, rbuild, rbuild_ok, tar_of};
 
 fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
@@ -379,6 +379,7 @@ fn concurrent_imports_tags_and_gc_are_safe() {
             std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
                 .env("RBUILD_ROOT", &root)
                 .args(["import", tarball.to_str().unwrap(), &name, "-m", &name])
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap(),
         );
@@ -414,8 +415,13 @@ fn concurrent_imports_tags_and_gc_are_safe() {
     for h in handles {
         h.join().unwrap();
     }
-    for mut c in children {
-        assert!(c.wait().unwrap().success());
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     for i in 0..6 {
