@@ -20,11 +20,7 @@ struct Pattern {
 impl Read for Pattern {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = ((buf.len() as u64).min(self.left) as usize) / 8 * 8;
-        let n = if n == 0 {
-            (buf.len() as u64).min(self.left) as usize
-        } else {
-            n
-        };
+        let n = if n == 0 { (buf.len() as u64).min(self.left) as usize } else { n };
         for chunk in buf[..n].chunks_mut(8) {
             self.seed ^= self.seed << 13;
             self.seed ^= self.seed >> 7;
@@ -38,11 +34,7 @@ impl Read for Pattern {
 
 fn run(cmd: &mut Command) {
     let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn rbuild(root: &Path) -> Command {
@@ -75,9 +67,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let rootfs = dir.join("rootfs.tar");
-    let mut b = tar::Builder::new(std::io::BufWriter::new(
-        std::fs::File::create(&rootfs).unwrap(),
-    ));
+    let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&rootfs).unwrap()));
     for i in 0..3u64 {
         let mut h = tar::Header::new_gnu();
         h.set_size(FILE_SIZE);
@@ -85,10 +75,7 @@ fn main() {
         b.append_data(
             &mut h,
             format!("data/blob{i}"),
-            Pattern {
-                left: FILE_SIZE,
-                seed: 0x9e37_79b9_7f4a_7c15 ^ (i + 1),
-            },
+            Pattern { left: FILE_SIZE, seed: 0x9e37_79b9_7f4a_7c15 ^ (i + 1) },
         )
         .unwrap();
     }
@@ -102,24 +89,16 @@ fn main() {
         let _ = std::fs::remove_dir_all(p);
     };
     let mut rows = Vec::new();
-    for (label, transport, format) in [
-        ("docker-archive", "docker-archive", "docker"),
-        ("oci-archive", "oci-archive", "oci"),
-    ] {
+    for (label, transport, format) in
+        [("docker-archive", "docker-archive", "docker"), ("oci-archive", "oci-archive", "oci")]
+    {
         let r_out = dir.join(format!("rbuild-{format}.tar"));
         let s_out = dir.join(format!("skopeo-{format}.tar"));
         let save_r = timed(
             || rm(&r_out),
             || {
                 let mut c = rbuild(&src);
-                c.args([
-                    "save",
-                    "--format",
-                    format,
-                    "-o",
-                    r_out.to_str().unwrap(),
-                    "big:1",
-                ]);
+                c.args(["save", "--format", format, "-o", r_out.to_str().unwrap(), "big:1"]);
                 c
             },
         );
@@ -172,10 +151,7 @@ fn main() {
         rows.push((format!("load  {label} -> store"), load_r, load_s));
     }
     println!("300 MB image (3 x 100 MB incompressible files, one uncompressed layer), median of {RUNS} runs; loads read the same archive");
-    println!(
-        "{:<36} {:>10} {:>10} {:>8}",
-        "operation", "rbuild", "skopeo", "ratio"
-    );
+    println!("{:<36} {:>10} {:>10} {:>8}", "operation", "rbuild", "skopeo", "ratio");
     for (name, r, s) in rows {
         println!(
             "{name:<36} {:>9.3}s {:>9.3}s {:>8.2}",

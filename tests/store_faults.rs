@@ -50,23 +50,13 @@ fn big() -> &'static Big {
         let small_tar = dir.join("small.tar");
         let done = dir.join("ready-v1");
         if !done.exists() {
-            let mut b = tar::Builder::new(std::io::BufWriter::new(
-                std::fs::File::create(&rootfs_tar).unwrap(),
-            ));
+            let mut b = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&rootfs_tar).unwrap()));
             for i in 0..3u64 {
                 let mut h = tar::Header::new_gnu();
                 h.set_size(FILE_SIZE);
                 h.set_mode(0o644);
                 h.set_mtime(1_700_000_000);
-                b.append_data(
-                    &mut h,
-                    format!("data/blob{i}"),
-                    Pattern {
-                        left: FILE_SIZE,
-                        seed: i,
-                    },
-                )
-                .unwrap();
+                b.append_data(&mut h, format!("data/blob{i}"), Pattern { left: FILE_SIZE, seed: i }).unwrap();
             }
             b.into_inner().unwrap().flush().unwrap();
             let mut s = tar::Builder::new(Vec::new());
@@ -82,12 +72,7 @@ fn big() -> &'static Big {
             std::fs::remove_dir_all(&setup).unwrap();
             std::fs::write(&done, "").unwrap();
         }
-        Big {
-            dir,
-            rootfs_tar,
-            archive,
-            small_tar,
-        }
+        Big { dir, rootfs_tar, archive, small_tar }
     })
 }
 
@@ -103,35 +88,18 @@ impl Rng {
 }
 
 fn store_with_small(root: &Path) {
-    rbuild_ok(
-        root,
-        &["import", big().small_tar.to_str().unwrap(), "small:1"],
-    );
+    rbuild_ok(root, &["import", big().small_tar.to_str().unwrap(), "small:1"]);
 }
 
 fn assert_healthy(root: &Path, context: &str) {
     let check = rbuild(root, &["store", "check"]);
-    assert!(
-        check.status.success(),
-        "{context}: store check failed:\n{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-    let names = rbuild_ok(
-        root,
-        &["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"],
-    );
-    assert!(
-        names.lines().any(|l| l == "small:1"),
-        "{context}: earlier image lost: {names}"
-    );
-    assert!(
-        !names.contains("<none>"),
-        "{context}: half-written image visible: {names}"
-    );
+    assert!(check.status.success(), "{context}: store check failed:\n{}", String::from_utf8_lossy(&check.stdout));
+    let names = rbuild_ok(root, &["images", "-a", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(names.lines().any(|l| l == "small:1"), "{context}: earlier image lost: {names}");
+    assert!(!names.contains("<none>"), "{context}: half-written image visible: {names}");
     rbuild_ok(root, &["inspect", "small:1"]);
     if names.lines().any(|l| l == "big:1") {
-        let v: serde_json::Value =
-            serde_json::from_str(&rbuild_ok(root, &["inspect", "big:1"])).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&rbuild_ok(root, &["inspect", "big:1"])).unwrap();
         assert!(v[0]["Size"].as_u64().unwrap() > 300_000_000, "{context}");
     }
 }
@@ -146,11 +114,7 @@ fn kill_trials(op: &str, args: &[&str]) {
     rbuild_ok(&root, args);
     let full = start.elapsed();
     rbuild_ok(&root, &["rmi", "big:1"]);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("{op}: a full run takes {full:?}; kill seed {seed}");
     let mut rng = Rng(seed);
     let mut completed = 0;
@@ -166,8 +130,7 @@ fn kill_trials(op: &str, args: &[&str]) {
         std::thread::sleep(delay);
         let _ = child.kill();
         let status = child.wait().unwrap();
-        let context =
-            format!("{op} trial {trial} (seed {seed}, killed after {delay:?}, status {status})");
+        let context = format!("{op} trial {trial} (seed {seed}, killed after {delay:?}, status {status})");
         assert_healthy(&root, &context);
         if rbuild(&root, &["inspect", "big:1"]).status.success() {
             completed += 1;
@@ -188,10 +151,7 @@ fn kill_9_during_load() {
 
 #[test]
 fn kill_9_during_import() {
-    kill_trials(
-        "import",
-        &["import", big().rootfs_tar.to_str().unwrap(), "big:1"],
-    );
+    kill_trials("import", &["import", big().rootfs_tar.to_str().unwrap(), "big:1"]);
 }
 
 #[test]
@@ -214,11 +174,7 @@ fn truncated_and_corrupt_archives_are_refused_naming_the_file() {
     std::fs::copy(&b.archive, &corrupt).unwrap();
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .read(true)
-            .open(&corrupt)
-            .unwrap();
+        let f = std::fs::OpenOptions::new().write(true).read(true).open(&corrupt).unwrap();
         let mut byte = [0u8; 1];
         f.read_exact_at(&mut byte, len / 2).unwrap();
         byte[0] ^= 0x55;
@@ -229,8 +185,7 @@ fn truncated_and_corrupt_archives_are_refused_naming_the_file() {
     std::fs::write(&garbage, vec![7u8; 10_000]).unwrap();
     let gz = t.path().join("small.tar.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(&std::fs::read(&b.small_tar).unwrap())
-        .unwrap();
+    enc.write_all(&std::fs::read(&b.small_tar).unwrap()).unwrap();
     let gz_bytes = enc.finish().unwrap();
     std::fs::write(&gz, &gz_bytes[..gz_bytes.len() / 2]).unwrap();
 
@@ -246,20 +201,13 @@ fn truncated_and_corrupt_archives_are_refused_naming_the_file() {
         let out = rbuild(&root, &a);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{a:?} should fail: {err}");
-        assert!(
-            err.contains(file.to_str().unwrap()),
-            "{a:?}: error does not name the file: {err}"
-        );
+        assert!(err.contains(file.to_str().unwrap()), "{a:?}: error does not name the file: {err}");
         eprintln!("{a:?}: {err}");
         assert_healthy(&root, &format!("{a:?}"));
     }
     let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);
     assert_eq!(names.trim(), "small");
-    assert_eq!(
-        std::fs::read_dir(root.join("tmp")).unwrap().count(),
-        0,
-        "failed loads clean their work dirs"
-    );
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0, "failed loads clean their work dirs");
 }
 
 /// Unmounts on drop.
@@ -280,27 +228,19 @@ fn full_disk_leaves_the_store_consistent() {
     let t = tempfile::tempdir().unwrap();
     let mnt = t.path().join("small-fs");
     std::fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"]).arg(&mnt).status().unwrap();
     assert!(st.success(), "mount tmpfs");
     let _m = Mount(mnt.clone());
     let root = mnt.join("store");
     store_with_small(&root);
-    for args in [
-        vec!["load", "-i", b.archive.to_str().unwrap()],
-        vec!["import", b.rootfs_tar.to_str().unwrap(), "big:1"],
-    ] {
+    for args in
+        [vec!["load", "-i", b.archive.to_str().unwrap()], vec!["import", b.rootfs_tar.to_str().unwrap(), "big:1"]]
+    {
         let out = rbuild(&root, &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("No space left on device"), "{args:?}: {err}");
-        assert!(
-            err.contains(&b.dir.display().to_string()),
-            "{args:?}: error does not name the file: {err}"
-        );
+        assert!(err.contains(&b.dir.display().to_string()), "{args:?}: error does not name the file: {err}");
         assert_healthy(&root, &format!("{args:?} on a full disk"));
         let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);
         assert_eq!(names.trim(), "small");

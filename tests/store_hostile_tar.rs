@@ -18,18 +18,9 @@ fn cases(outside: &Path) -> Vec<Case> {
     let secret = leak(&format!("{o}/secret"));
     let out_dir = leak(&o);
     vec![
-        Case {
-            name: "dotdot file",
-            tar: raw_tar(&[Raw::File("../escaped", b"x")]),
-        },
-        Case {
-            name: "deep dotdot file",
-            tar: raw_tar(&[Raw::Dir("a"), Raw::File("a/../../escaped", b"x")]),
-        },
-        Case {
-            name: "absolute path",
-            tar: raw_tar(&[Raw::File(leak(&format!("{o}/abs")), b"x")]),
-        },
+        Case { name: "dotdot file", tar: raw_tar(&[Raw::File("../escaped", b"x")]) },
+        Case { name: "deep dotdot file", tar: raw_tar(&[Raw::Dir("a"), Raw::File("a/../../escaped", b"x")]) },
+        Case { name: "absolute path", tar: raw_tar(&[Raw::File(leak(&format!("{o}/abs")), b"x")]) },
         Case {
             name: "absolute symlink parent",
             tar: raw_tar(&[Raw::Symlink("evil", out_dir), Raw::File("evil/pwned", b"x")]),
@@ -50,32 +41,19 @@ fn cases(outside: &Path) -> Vec<Case> {
                 Raw::File("d/up2/up/up/pwned", b"x"),
             ]),
         },
-        Case {
-            name: "hardlink to outside absolute",
-            tar: raw_tar(&[Raw::Hardlink("h", secret)]),
-        },
+        Case { name: "hardlink to outside absolute", tar: raw_tar(&[Raw::Hardlink("h", secret)]) },
         Case {
             name: "hardlink with dotdot",
-            tar: raw_tar(&[Raw::Hardlink(
-                "h",
-                leak(&format!("../../../../../../..{secret}")),
-            )]),
+            tar: raw_tar(&[Raw::Hardlink("h", leak(&format!("../../../../../../..{secret}")))]),
         },
         Case {
             name: "hardlink through symlink",
             tar: raw_tar(&[Raw::Symlink("s", out_dir), Raw::Hardlink("h", "s/secret")]),
         },
-        Case {
-            name: "file over symlink",
-            tar: raw_tar(&[Raw::Symlink("s", secret), Raw::File("s", b"pwned")]),
-        },
+        Case { name: "file over symlink", tar: raw_tar(&[Raw::Symlink("s", secret), Raw::File("s", b"pwned")]) },
         Case {
             name: "hardlink to symlink then write",
-            tar: raw_tar(&[
-                Raw::Symlink("s", secret),
-                Raw::Hardlink("h", "s"),
-                Raw::File("h", b"pwned"),
-            ]),
+            tar: raw_tar(&[Raw::Symlink("s", secret), Raw::Hardlink("h", "s"), Raw::File("h", b"pwned")]),
         },
         Case {
             name: "duplicate entries",
@@ -96,10 +74,7 @@ fn cases(outside: &Path) -> Vec<Case> {
             name: "opaque through symlink",
             tar: raw_tar(&[Raw::Symlink("w", out_dir), Raw::File("w/.wh..wh..opq", b"")]),
         },
-        Case {
-            name: "dotdot whiteout",
-            tar: raw_tar(&[Raw::File("../.wh.outside", b"")]),
-        },
+        Case { name: "dotdot whiteout", tar: raw_tar(&[Raw::File("../.wh.outside", b"")]) },
     ]
 }
 
@@ -111,11 +86,7 @@ fn snapshot(dir: &Path, skip: &Path) -> Vec<String> {
             continue;
         }
         let m = std::fs::symlink_metadata(&e).unwrap();
-        let content = if m.is_file() {
-            std::fs::read(&e).unwrap()
-        } else {
-            vec![]
-        };
+        let content = if m.is_file() { std::fs::read(&e).unwrap() } else { vec![] };
         out.push(format!("{} {:?} {:?}", e.display(), m.file_type(), content));
     }
     out.sort();
@@ -149,10 +120,7 @@ fn every_hostile_tar_is_refused_or_contained() {
             std::fs::create_dir(&dest).unwrap();
             let before = snapshot(t.path(), &dest);
             // Rebuild the case for this temp dir's own outside path.
-            let case = cases(&outside)
-                .into_iter()
-                .find(|c| c.name == case.name)
-                .unwrap();
+            let case = cases(&outside).into_iter().find(|c| c.name == case.name).unwrap();
             let result = LayerApply::new(&dest, mode).unwrap().apply(&case.tar[..]);
             match &result {
                 Err(e) => {
@@ -164,18 +132,8 @@ fn every_hostile_tar_is_refused_or_contained() {
                     eprintln!("{:?} {}: applied inside the layer dir", mode, case.name);
                 }
             }
-            assert_eq!(
-                snapshot(t.path(), &dest),
-                before,
-                "{}: something changed outside the layer dir",
-                case.name
-            );
-            assert_eq!(
-                std::fs::read_to_string(outside.join("secret")).unwrap(),
-                "original",
-                "{}",
-                case.name
-            );
+            assert_eq!(snapshot(t.path(), &dest), before, "{}: something changed outside the layer dir", case.name);
+            assert_eq!(std::fs::read_to_string(outside.join("secret")).unwrap(), "original", "{}", case.name);
         }
     }
     assert!(refused > 0 && contained > 0);
@@ -194,16 +152,8 @@ fn dotdot_is_refused_with_the_entry_name() {
 #[test]
 fn duplicates_leave_the_last_entry() {
     let t = tempfile::tempdir().unwrap();
-    let tar = raw_tar(&[
-        Raw::File("dup", b"1"),
-        Raw::Dir("dup"),
-        Raw::File("dup/x", b"2"),
-        Raw::File("dup", b"3"),
-    ]);
-    LayerApply::new(t.path(), WhiteoutMode::Overlay)
-        .unwrap()
-        .apply(&tar[..])
-        .unwrap();
+    let tar = raw_tar(&[Raw::File("dup", b"1"), Raw::Dir("dup"), Raw::File("dup/x", b"2"), Raw::File("dup", b"3")]);
+    LayerApply::new(t.path(), WhiteoutMode::Overlay).unwrap().apply(&tar[..]).unwrap();
     assert_eq!(std::fs::read_to_string(t.path().join("dup")).unwrap(), "3");
 }
 
@@ -213,10 +163,7 @@ fn symlink_parent_lands_inside_the_layer() {
     let dest = t.path().join("dest");
     std::fs::create_dir_all(dest.join("real")).unwrap();
     let tar = raw_tar(&[Raw::Symlink("abs", "/real"), Raw::File("abs/f", b"in")]);
-    LayerApply::new(&dest, WhiteoutMode::Delete)
-        .unwrap()
-        .apply(&tar[..])
-        .unwrap();
+    LayerApply::new(&dest, WhiteoutMode::Delete).unwrap().apply(&tar[..]).unwrap();
     assert_eq!(std::fs::read_to_string(dest.join("real/f")).unwrap(), "in");
 }
 
@@ -231,12 +178,8 @@ fn hostile_layers_through_the_store_stay_inside_it() {
     let before = snapshot(t.path(), &root);
     let bar = indicatif::ProgressBar::hidden();
     for case in cases(&outside) {
-        let opts = rbuild::store::import::ImportOptions {
-            source: case.name.into(),
-            ..Default::default()
-        };
-        let image =
-            rbuild::store::import::import_rootfs(&store, &case.tar[..], &opts, &bar).unwrap();
+        let opts = rbuild::store::import::ImportOptions { source: case.name.into(), ..Default::default() };
+        let image = rbuild::store::import::import_rootfs(&store, &case.tar[..], &opts, &bar).unwrap();
         let _ = store.ensure_unpacked(&image);
         assert_eq!(snapshot(t.path(), &root), before, "{}", case.name);
     }

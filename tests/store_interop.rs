@@ -17,11 +17,7 @@ use store_common::{busybox_tree, have_tool, is_root, rbuild_ok, require, tar_of,
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -64,11 +60,7 @@ fn build_image(t: &Path, root: &Path) -> Option<std::path::PathBuf> {
     std::fs::remove_file(expected.join("data/sub/c")).unwrap();
     std::fs::write(expected.join("data/sub/new"), "new\n").unwrap();
     std::fs::write(expected.join("etc/motd"), "hello\n").unwrap();
-    std::fs::set_permissions(
-        expected.join("etc/motd"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(expected.join("etc/motd"), std::fs::Permissions::from_mode(0o600)).unwrap();
     chown(&expected.join("etc/motd"), 2, 2);
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: &str, body: &[u8], mode: u32, uid: u64, kind: tar::EntryType| {
@@ -83,28 +75,10 @@ fn build_image(t: &Path, root: &Path) -> Option<std::path::PathBuf> {
     };
     let meta = |p: &str| std::fs::metadata(tree.join(p)).unwrap();
     use std::os::unix::fs::MetadataExt;
-    add(
-        "data/",
-        b"",
-        meta("data").mode() & 0o7777,
-        0,
-        tar::EntryType::Directory,
-    );
+    add("data/", b"", meta("data").mode() & 0o7777, 0, tar::EntryType::Directory);
     add("data/.wh.b", b"", 0o644, 0, tar::EntryType::Regular);
-    add(
-        "data/sub/",
-        b"",
-        meta("data/sub").mode() & 0o7777,
-        0,
-        tar::EntryType::Directory,
-    );
-    add(
-        "data/sub/.wh..wh..opq",
-        b"",
-        0o644,
-        0,
-        tar::EntryType::Regular,
-    );
+    add("data/sub/", b"", meta("data/sub").mode() & 0o7777, 0, tar::EntryType::Directory);
+    add("data/sub/.wh..wh..opq", b"", 0o644, 0, tar::EntryType::Regular);
     add("data/sub/new", b"new\n", 0o644, 0, tar::EntryType::Regular);
     add("etc/motd", b"hello\n", 0o600, 2, tar::EntryType::Regular);
     let layer2 = b.into_inner().unwrap();
@@ -132,13 +106,7 @@ fn build_image(t: &Path, root: &Path) -> Option<std::path::PathBuf> {
         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "layer 1"}, {"created": "2024-01-01T00:00:00Z", "created_by": "layer 2"}],
     });
     let tags = vec![ImageReference::parse("multi:1").unwrap()];
-    store
-        .put_image_raw(
-            config.to_string().as_bytes(),
-            &layers,
-            &PutImage { tags, parent: None },
-        )
-        .unwrap();
+    store.put_image_raw(config.to_string().as_bytes(), &layers, &PutImage { tags, parent: None }).unwrap();
     drop(work);
     Some(expected)
 }
@@ -170,16 +138,8 @@ fn skopeo_and_umoci_read_what_rbuild_writes_and_rbuild_loads_what_skopeo_writes(
     assert_eq!(inspect["Layers"].as_array().unwrap().len(), 2);
     // umoci unpacks it with the whiteouts applied.
     let bundle = t.path().join("bundle");
-    run(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:multi:1", root.display()))
-        .arg(&bundle));
-    assert_eq!(
-        tree_listing(&bundle.join("rootfs")),
-        want,
-        "umoci unpack of the rbuild store"
-    );
+    run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:multi:1", root.display())).arg(&bundle));
+    assert_eq!(tree_listing(&bundle.join("rootfs")), want, "umoci unpack of the rbuild store");
 
     // skopeo writes archives in every flavour; rbuild loads them.
     let src = format!("oci:{}:multi:1", root.display());
@@ -187,10 +147,7 @@ fn skopeo_and_umoci_read_what_rbuild_writes_and_rbuild_loads_what_skopeo_writes(
         ("docker-archive", vec![]),
         ("oci-archive", vec![]),
         ("oci-archive", vec!["--dest-compress"]),
-        (
-            "oci-archive",
-            vec!["--dest-compress", "--dest-compress-format", "zstd"],
-        ),
+        ("oci-archive", vec!["--dest-compress", "--dest-compress-format", "zstd"]),
     ];
     for (i, (transport, flags)) in flavours.iter().enumerate() {
         let archive = t.path().join(format!("skopeo-{i}.tar"));
@@ -204,79 +161,39 @@ fn skopeo_and_umoci_read_what_rbuild_writes_and_rbuild_loads_what_skopeo_writes(
         assert_eq!(out, "Loaded image: multi:1\n", "{transport} {flags:?}");
         let rootfs = t.path().join(format!("rootfs-{i}"));
         flatten(&root2, "multi:1", &rootfs);
-        assert_eq!(
-            tree_listing(&rootfs),
-            want,
-            "rootfs of {transport} {flags:?} loaded by rbuild"
-        );
+        assert_eq!(tree_listing(&rootfs), want, "rootfs of {transport} {flags:?} loaded by rbuild");
         rbuild_ok(&root2, &["store", "check"]);
         // Unpacked as overlay lower dirs too: whiteouts become 0/0 char devices and opaque xattrs.
         let store2 = ImageStore::open(&root2).unwrap();
-        let dirs = store2
-            .ensure_unpacked(&store2.resolve("multi:1").unwrap())
-            .unwrap();
+        let dirs = store2.ensure_unpacked(&store2.resolve("multi:1").unwrap()).unwrap();
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let wh = std::fs::symlink_metadata(dirs[1].join("data/b")).unwrap();
         assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
         let mut buf = [0u8; 4];
-        let n = rustix::fs::lgetxattr(dirs[1].join("data/sub"), "trusted.overlay.opaque", &mut buf)
-            .unwrap();
+        let n = rustix::fs::lgetxattr(dirs[1].join("data/sub"), "trusted.overlay.opaque", &mut buf).unwrap();
         assert_eq!(&buf[..n], b"y");
     }
 
     // rbuild save (docker-archive + OCI layout, and plain OCI) is read by skopeo and umoci.
     for format in ["docker", "oci"] {
         let archive = t.path().join(format!("rbuild-{format}.tar"));
-        rbuild_ok(
-            &root,
-            &[
-                "save",
-                "--format",
-                format,
-                "-o",
-                archive.to_str().unwrap(),
-                "multi:1",
-            ],
-        );
-        let transport = if format == "docker" {
-            "docker-archive"
-        } else {
-            "oci-archive"
-        };
+        rbuild_ok(&root, &["save", "--format", format, "-o", archive.to_str().unwrap(), "multi:1"]);
+        let transport = if format == "docker" { "docker-archive" } else { "oci-archive" };
         let reference = if format == "docker" {
             format!("{transport}:{}", archive.display())
         } else {
             format!("{transport}:{}:1", archive.display())
         };
         let layout = t.path().join(format!("layout-{format}"));
-        run(Command::new("skopeo")
-            .arg("copy")
-            .arg(&reference)
-            .arg(format!("oci:{}:x", layout.display())));
+        run(Command::new("skopeo").arg("copy").arg(&reference).arg(format!("oci:{}:x", layout.display())));
         let b = t.path().join(format!("bundle-{format}"));
-        run(Command::new("umoci")
-            .arg("unpack")
-            .arg("--image")
-            .arg(format!("{}:x", layout.display()))
-            .arg(&b));
-        assert_eq!(
-            tree_listing(&b.join("rootfs")),
-            want,
-            "rbuild save --format {format} read back by skopeo+umoci"
-        );
+        run(Command::new("umoci").arg("unpack").arg("--image").arg(format!("{}:x", layout.display())).arg(&b));
+        assert_eq!(tree_listing(&b.join("rootfs")), want, "rbuild save --format {format} read back by skopeo+umoci");
         // And rbuild loads its own archive with the same image ID.
         let root3 = t.path().join(format!("store-save-{format}"));
         rbuild_ok(&root3, &["load", "-i", archive.to_str().unwrap()]);
-        let a = ImageStore::open(&root)
-            .unwrap()
-            .resolve("multi:1")
-            .unwrap()
-            .id;
-        let b = ImageStore::open(&root3)
-            .unwrap()
-            .resolve("multi:1")
-            .unwrap()
-            .id;
+        let a = ImageStore::open(&root).unwrap().resolve("multi:1").unwrap().id;
+        let b = ImageStore::open(&root3).unwrap().resolve("multi:1").unwrap().id;
         assert_eq!(a, b);
     }
     let _ = Sha256Digest::of(b"");

@@ -1,24 +1,35 @@
-//! The command line: clap definitions, the choice of output, and exit codes
-//! (0 success, 1 user error, 2 internal error; quiet on a closed pipe).
+//! The command line: clap definitions, the short form `rbuild -t name:tag .`, user output
+//! through a [`Printer`], and exit codes: 0 success, 1 a user error (bad Dockerfile, missing
+//! file, bad flag), 2 an internal error; a closed stdout pipe ends the command quietly.
 
 pub mod commands;
+mod printer;
 pub mod table;
 pub mod template;
 pub mod units;
 
-use clap::{Parser, Subcommand};
-use std::io::{self, Write};
+use std::ffi::OsString;
+use std::io;
 
-/// rbuild: a daemonless Dockerfile build engine.
-#[derive(Parser, Debug)]
-#[command(name = "rbuild", version, about)]
+use clap::{CommandFactory, Parser, Subcommand};
+
+pub use printer::Printer;
+
+/// A daemonless Dockerfile build engine.
+#[derive(Debug, Parser)]
+#[command(name = "rbuild", version, about, long_about = None)]
+#[command(after_help = "The short form `rbuild -t name:tag DIR` is `rbuild build -t name:tag DIR`.")]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    command: Command,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum Command {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build an image from a Dockerfile and a build context
+    Build(commands::build::BuildArgs),
+    /// Parse a Dockerfile and print its syntax tree
+    Parse(commands::parse::ParseArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(commands::import::ImportArgs),
     /// List images
@@ -41,59 +52,28 @@ pub enum Command {
     Store(commands::store::StoreArgs),
 }
 
-/// An error that is rbuild's fault, not the user's: exit code 2.
+/// An error that is rbuild's fault, not the user's: exits 2.
 #[derive(Debug, thiserror::Error)]
 #[error("internal error: {0}")]
 pub struct InternalError(pub String);
 
-/// User-facing output on stdout. A closed pipe (`rbuild images | head -1`) ends the command
-/// quietly with success.
-pub struct Printer {
-    out: io::BufWriter<io::Stdout>,
-}
-
-impl Default for Printer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Printer {
-    pub fn new() -> Self {
-        Self {
-            out: io::BufWriter::new(io::stdout()),
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    init_logging();
+    let args = with_short_form(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            // Printing help or a usage error can only fail on a closed pipe: nothing to add.
+            let _ = e.print();
+            return code;
         }
-    }
-
-    pub fn line(&mut self, text: impl std::fmt::Display) -> io::Result<()> {
-        writeln!(self.out, "{text}")
-    }
-
-    pub fn text(&mut self, text: impl std::fmt::Display) -> io::Result<()> {
-        write!(self.out, "{text}")
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl Drop for Printer {
-    fn drop(&mut self) {
-        let _ = self.out.flush();
-    }
-}
-
-fn is_closed_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
-    })
-}
-
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+    };
     let mut p = Printer::new();
     let result = match cli.command {
+        Command::Build(a) => commands::build::run(a, &mut p),
+        Command::Parse(a) => commands::parse::run(a, &mut p),
         Command::Import(a) => commands::import::run(a, &mut p),
         Command::Images(a) => commands::images::run(a, &mut p),
         Command::Tag(a) => commands::tag::run(a, &mut p),
@@ -104,26 +84,59 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => commands::load::run(a, &mut p),
         Command::Image(a) => commands::image::run(a, &mut p),
         Command::Store(a) => commands::store::run(a, &mut p),
-    };
-    result?;
-    p.flush()?;
-    Ok(())
+    }
+    .and_then(|()| Ok(p.flush()?));
+    match result {
+        Ok(()) => 0,
+        Err(err) => report(&err),
+    }
 }
 
-pub fn main() -> i32 {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => 0,
-        Err(e) if is_closed_pipe(&e) => 0,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            if e.downcast_ref::<InternalError>().is_some() {
-                2
-            } else {
-                1
-            }
-        }
+/// Prints `err` and picks its exit code.
+fn report(err: &anyhow::Error) -> i32 {
+    let closed_pipe =
+        err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
+    if closed_pipe {
+        return 0;
     }
+    let mut message = String::from("Error: ");
+    for (i, cause) in err.chain().enumerate() {
+        if i > 0 {
+            message.push_str(": ");
+        }
+        message.push_str(&cause.to_string());
+    }
+    eprintln!("{message}");
+    if err.chain().any(|c| c.is::<InternalError>()) {
+        2
+    } else {
+        1
+    }
+}
+
+/// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: when the first argument is neither a
+/// subcommand nor a top-level flag, `build` is inserted.
+fn with_short_form(mut args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+        return args;
+    };
+    let command = Cli::command();
+    let is_subcommand =
+        command.get_subcommands().any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
+            || first == "help";
+    let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
+    if !is_subcommand && !is_top_flag {
+        args.insert(1, OsString::from("build"));
+    }
+    args
+}
+
+/// `tracing` logs go to stderr, filtered by `RBUILD_LOG` (default: warnings only). They are
+/// for developers; what users read goes through the [`Printer`].
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 /// A progress bar on stderr when it is a terminal, hidden otherwise.
@@ -136,12 +149,35 @@ pub fn progress_bar(total: Option<u64>, message: &str) -> indicatif::ProgressBar
         Some(t) => indicatif::ProgressBar::new(t),
         None => indicatif::ProgressBar::new_spinner(),
     };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(message.to_owned());
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        with_short_form(list.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn short_form_inserts_build() {
+        assert_eq!(args(&["rbuild", "-t", "app:1", "."]), ["rbuild", "build", "-t", "app:1", "."]);
+        assert_eq!(args(&["rbuild", "."]), ["rbuild", "build", "."]);
+        assert_eq!(args(&["rbuild", "parse", "-f", "x"]), ["rbuild", "parse", "-f", "x"]);
+        assert_eq!(args(&["rbuild", "--help"]), ["rbuild", "--help"]);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

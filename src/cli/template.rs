@@ -20,11 +20,9 @@ pub fn to_value(v: &serde_json::Value) -> Value {
         }
         serde_json::Value::String(s) => Value::String(s.clone()),
         serde_json::Value::Array(a) => Value::Array(a.iter().map(to_value).collect()),
-        serde_json::Value::Object(o) => Value::Map(
-            o.iter()
-                .map(|(k, v)| (k.clone(), to_value(v)))
-                .collect::<HashMap<_, _>>(),
-        ),
+        serde_json::Value::Object(o) => {
+            Value::Map(o.iter().map(|(k, v)| (k.clone(), to_value(v))).collect::<HashMap<_, _>>())
+        }
     }
 }
 
@@ -50,26 +48,15 @@ fn go_print(v: &Value) -> String {
         Value::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
         Value::Map(m) | Value::Object(m) => {
             let sorted: BTreeMap<_, _> = m.iter().collect();
-            format!(
-                "map[{}]",
-                sorted
-                    .iter()
-                    .map(|(k, v)| format!("{k}:{}", go_print(v)))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
+            format!("map[{}]", sorted.iter().map(|(k, v)| format!("{k}:{}", go_print(v))).collect::<Vec<_>>().join(" "))
         }
         other => other.to_string(),
     }
 }
 
 fn f_json(args: &[Value]) -> Result<Value, FuncError> {
-    let v = args
-        .first()
-        .ok_or(FuncError::AtLeastXArgs("json".into(), 1))?;
-    Ok(Value::String(
-        serde_json::to_string(&to_json(v)).unwrap_or_default(),
-    ))
+    let v = args.first().ok_or(FuncError::AtLeastXArgs("json".into(), 1))?;
+    Ok(Value::String(serde_json::to_string(&to_json(v)).unwrap_or_default()))
 }
 
 fn f_print_go(args: &[Value]) -> Result<Value, FuncError> {
@@ -88,26 +75,15 @@ fn f_join(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn f_upper(args: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(
-        args.first()
-            .map(go_print)
-            .unwrap_or_default()
-            .to_uppercase(),
-    ))
+    Ok(Value::String(args.first().map(go_print).unwrap_or_default().to_uppercase()))
 }
 
 fn f_lower(args: &[Value]) -> Result<Value, FuncError> {
-    Ok(Value::String(
-        args.first()
-            .map(go_print)
-            .unwrap_or_default()
-            .to_lowercase(),
-    ))
+    Ok(Value::String(args.first().map(go_print).unwrap_or_default().to_lowercase()))
 }
 
-const KEYWORDS: [&str; 11] = [
-    "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue", "/*",
-];
+const KEYWORDS: [&str; 11] =
+    ["if", "else", "end", "range", "with", "define", "template", "block", "break", "continue", "/*"];
 
 /// Adds `| __print` to every printing action so values print as Go's `%v` would.
 fn route_prints(text: &str) -> String {
@@ -128,14 +104,9 @@ fn route_prints(text: &str) -> String {
             Some(b) if b.ends_with(char::is_whitespace) => (b, "-"),
             _ => (body, ""),
         };
-        let word = body
-            .trim_start()
-            .split(|c: char| c.is_whitespace() || c == '(')
-            .next()
-            .unwrap_or("");
+        let word = body.trim_start().split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or("");
         let is_control = KEYWORDS.contains(&word) || body.trim_start().starts_with("/*");
-        let assigns =
-            body.contains(":=") || body.trim_start().starts_with('$') && body.contains(" = ");
+        let assigns = body.contains(":=") || body.trim_start().starts_with('$') && body.contains(" = ");
         if is_control || assigns || body.trim().is_empty() {
             out.push_str(&rest[start..start + end + 2]);
         } else {
@@ -157,10 +128,8 @@ pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
         ("upper", f_upper as gtmpl::Func),
         ("lower", f_lower as gtmpl::Func),
     ]);
-    t.parse(route_prints(text))
-        .map_err(|e| format!("template parsing error: {e}"))?;
-    t.render(&gtmpl::Context::from(to_value(data)))
-        .map_err(|e| format!("template: {e}"))
+    t.parse(route_prints(text)).map_err(|e| format!("template parsing error: {e}"))?;
+    t.render(&gtmpl::Context::from(to_value(data))).map_err(|e| format!("template: {e}"))
 }
 
 /// Renders `--format` for a list: `table ...` formats get a header (the template rendered
@@ -179,19 +148,9 @@ pub fn render_rows(
     let mut lines = Vec::new();
     if table {
         let mut t = crate::cli::table::TableWriter::new();
-        t.row(
-            render(&body, header)?
-                .split('\t')
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
-        );
+        t.row(render(&body, header)?.split('\t').map(str::to_owned).collect::<Vec<_>>());
         for r in rows {
-            t.row(
-                render(&body, r)?
-                    .split('\t')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>(),
-            );
+            t.row(render(&body, r)?.split('\t').map(str::to_owned).collect::<Vec<_>>());
         }
         lines = t.lines();
     } else {
@@ -212,18 +171,9 @@ mod tests {
             "RootFS": {"Layers": ["sha256:1", "sha256:2"]}});
         assert_eq!(render("{{.Id}}", &data).unwrap(), "sha256:ab");
         assert_eq!(render("{{.Config.Env}}", &data).unwrap(), "[A=1 B=2]");
-        assert_eq!(
-            render("{{json .Config}}", &data).unwrap(),
-            r#"{"Cmd":null,"Env":["A=1","B=2"]}"#
-        );
-        assert_eq!(
-            render("{{range .RootFS.Layers}}{{.}} {{end}}", &data).unwrap(),
-            "sha256:1 sha256:2 "
-        );
-        assert_eq!(
-            render("{{join .Config.Env \",\"}}", &data).unwrap(),
-            "A=1,B=2"
-        );
+        assert_eq!(render("{{json .Config}}", &data).unwrap(), r#"{"Cmd":null,"Env":["A=1","B=2"]}"#);
+        assert_eq!(render("{{range .RootFS.Layers}}{{.}} {{end}}", &data).unwrap(), "sha256:1 sha256:2 ");
+        assert_eq!(render("{{join .Config.Env \",\"}}", &data).unwrap(), "A=1,B=2");
         assert_eq!(render("{{- .Id -}}", &data).unwrap(), "sha256:ab");
         assert!(render("{{.Id", &data).is_err());
     }

@@ -9,19 +9,12 @@ fn go_g(value: f64, precision: usize) -> String {
     let exp = value.abs().log10().floor() as i32;
     let rounded_exp = {
         let s = format!("{:.*e}", precision.saturating_sub(1), value);
-        s.split('e')
-            .nth(1)
-            .and_then(|e| e.parse::<i32>().ok())
-            .unwrap_or(exp)
+        s.split('e').nth(1).and_then(|e| e.parse::<i32>().ok()).unwrap_or(exp)
     };
     if rounded_exp < -4 || rounded_exp >= precision as i32 {
         let s = format!("{:.*e}", precision.saturating_sub(1), value);
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
-        let m = if m.contains('.') {
-            m.trim_end_matches('0').trim_end_matches('.')
-        } else {
-            m
-        };
+        let m = if m.contains('.') { m.trim_end_matches('0').trim_end_matches('.') } else { m };
         let e: i32 = e.parse().unwrap_or(0);
         return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
     }
@@ -34,8 +27,20 @@ fn go_g(value: f64, precision: usize) -> String {
     }
 }
 
-/// Docker's `units.HumanSizeWithPrecision(size, 3)`: `0B`, `1.23kB`, `4.26MB`, `225MB`.
+/// Docker's `units.HumanSizeWithPrecision(size, 3)`: `0B`, `1.23kB`, `4.26MB`, `225MB`, as
+/// `docker images` and `docker history` print sizes.
 pub fn human_size(bytes: u64) -> String {
+    human_size_with_precision(bytes, 3)
+}
+
+/// Docker's `units.HumanSize` (4 significant digits), as `docker build` prints the context
+/// size: `2.048kB`.
+pub fn human_size_4(bytes: u64) -> String {
+    human_size_with_precision(bytes, 4)
+}
+
+/// Docker's `units.HumanSizeWithPrecision`: decimal units, `%.{precision}g`.
+pub fn human_size_with_precision(bytes: u64, precision: usize) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut size = bytes as f64;
     let mut i = 0;
@@ -43,7 +48,7 @@ pub fn human_size(bytes: u64) -> String {
         size /= 1000.0;
         i += 1;
     }
-    format!("{}{}", go_g(size, 3), UNITS[i])
+    format!("{}{}", go_g(size, precision), UNITS[i])
 }
 
 /// Docker's `units.HumanDuration`: `Less than a second`, `About a minute`, `3 weeks`.
@@ -79,10 +84,7 @@ pub fn human_duration(d: chrono::Duration) -> String {
 /// `"<duration> ago"` for an RFC 3339 timestamp, or `"N/A"` when it is missing or invalid.
 pub fn since(rfc3339: Option<&str>) -> String {
     match rfc3339.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()) {
-        Some(t) => format!(
-            "{} ago",
-            human_duration(chrono::Utc::now().signed_duration_since(t))
-        ),
+        Some(t) => format!("{} ago", human_duration(chrono::Utc::now().signed_duration_since(t))),
         None => "N/A".into(),
     }
 }

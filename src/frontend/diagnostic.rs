@@ -19,10 +19,8 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic at `line:column` of `file`, quoting that line of `source` when it exists.
     pub fn at(file: &str, source: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
-        let line_text = line
-            .checked_sub(1)
-            .and_then(|i| source.split('\n').nth(i))
-            .map(|l| l.trim_end_matches('\r').to_string());
+        let line_text =
+            line.checked_sub(1).and_then(|i| source.split('\n').nth(i)).map(|l| l.trim_end_matches('\r').to_string());
         Diagnostic {
             file: file.to_string(),
             line: line.max(1),
@@ -51,11 +49,8 @@ impl Diagnostic {
             let number = self.line.to_string();
             let pad = " ".repeat(number.len());
             // Tabs are kept so the caret lines up under them in a terminal.
-            let lead: String = text
-                .chars()
-                .take(self.column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
+            let lead: String =
+                text.chars().take(self.column.saturating_sub(1)).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
             out.push_str(&format!("\n {number} | >>> {text}\n {pad} |     {lead}^"));
         }
         out
@@ -77,10 +72,7 @@ mod tests {
     #[test]
     fn renders_file_line_column_and_caret() {
         let d = Diagnostic::at("Dockerfile", "FROM a\nFOO bar\n", 2, 5, "unknown instruction: FOO");
-        assert_eq!(
-            d.render(),
-            "Dockerfile:2:5: unknown instruction: FOO\n 2 | >>> FOO bar\n   |         ^"
-        );
+        assert_eq!(d.render(), "Dockerfile:2:5: unknown instruction: FOO\n 2 | >>> FOO bar\n   |         ^");
     }
 
     #[test]

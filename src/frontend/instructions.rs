@@ -1,1 +1,1281 @@
-//! (in progress)
+//! Typed instructions: turns a parsed [`Node`] into an [`Instruction`] with its flags checked
+//! (names, values, repeats), its arguments counted, and the fields that Docker expands marked
+//! by [`Instruction::expand`]. Also renders the canonical text that enters the cache key.
+
+use std::time::Duration;
+
+use crate::frontend::ast::{Heredoc, Node};
+use crate::frontend::Diagnostic;
+
+/// Shell form (`RUN echo hi`, run through the SHELL) or exec form (`RUN ["echo", "hi"]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "form", content = "value", rename_all = "snake_case")]
+pub enum CommandForm {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+impl CommandForm {
+    fn from_node(node: &Node) -> Self {
+        if node.json {
+            CommandForm::Exec(node.args.clone())
+        } else {
+            CommandForm::Shell(node.args.join(" "))
+        }
+    }
+
+    /// Docker's rendering: shell form as written, exec form as a JSON array.
+    pub fn canonical(&self) -> String {
+        match self {
+            CommandForm::Shell(s) => s.clone(),
+            CommandForm::Exec(v) => json_array(v),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            CommandForm::Shell(s) => s.trim().is_empty(),
+            CommandForm::Exec(v) => v.is_empty(),
+        }
+    }
+}
+
+fn json_array(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// `RUN --mount=type=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountType {
+    Bind,
+    Cache,
+    Tmpfs,
+    Secret,
+    Ssh,
+}
+
+impl MountType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "bind" => MountType::Bind,
+            "cache" => MountType::Cache,
+            "tmpfs" => MountType::Tmpfs,
+            "secret" => MountType::Secret,
+            "ssh" => MountType::Ssh,
+            _ => return None,
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MountType::Bind => "bind",
+            MountType::Cache => "cache",
+            MountType::Tmpfs => "tmpfs",
+            MountType::Secret => "secret",
+            MountType::Ssh => "ssh",
+        }
+    }
+}
+
+/// Sharing mode of a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// One `RUN --mount=…` after parsing its comma-separated `key=value` fields.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MountSpec {
+    pub kind: MountType,
+    pub target: Option<String>,
+    pub source: Option<String>,
+    pub from: Option<String>,
+    pub readonly: Option<bool>,
+    pub id: Option<String>,
+    pub sharing: Option<CacheSharing>,
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<String>,
+    pub required: Option<bool>,
+    pub env: Option<String>,
+}
+
+impl MountSpec {
+    /// Parses the value of `--mount` (`type=cache,target=/root/.cache,sharing=locked`).
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let mut spec = MountSpec {
+            kind: MountType::Bind,
+            target: None,
+            source: None,
+            from: None,
+            readonly: None,
+            id: None,
+            sharing: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: None,
+            required: None,
+            env: None,
+        };
+        let fields: Vec<&str> = value.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+        // The type decides the defaults, so find it first wherever it stands.
+        for field in &fields {
+            if let Some(t) = field.strip_prefix("type=") {
+                spec.kind = MountType::parse(t).ok_or_else(|| format!("unsupported mount type {t:?}"))?;
+            }
+        }
+        for field in fields {
+            let (key, val) = match field.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+                None => (field.to_ascii_lowercase(), None),
+            };
+            let text = |v: Option<&str>| -> Result<String, String> {
+                v.map(str::to_string).ok_or_else(|| format!("mount option {key:?} needs a value"))
+            };
+            let boolean = |v: Option<&str>| -> Result<bool, String> {
+                match v.map(|s| s.to_ascii_lowercase()) {
+                    None => Ok(true),
+                    Some(s) if s == "true" || s == "1" => Ok(true),
+                    Some(s) if s == "false" || s == "0" => Ok(false),
+                    Some(s) => Err(format!("invalid value {s:?} for mount option {key:?}: expected true or false")),
+                }
+            };
+            let number = |v: Option<&str>, radix: u32| -> Result<u32, String> {
+                let s = v.ok_or_else(|| format!("mount option {key:?} needs a value"))?;
+                u32::from_str_radix(s, radix).map_err(|_| format!("invalid number {s:?} for mount option {key:?}"))
+            };
+            match key.as_str() {
+                "type" => {}
+                "target" | "dst" | "destination" => spec.target = Some(text(val)?),
+                "source" | "src" => spec.source = Some(text(val)?),
+                "from" => spec.from = Some(text(val)?),
+                "ro" | "readonly" => spec.readonly = Some(boolean(val)?),
+                "rw" | "readwrite" => spec.readonly = Some(!boolean(val)?),
+                "id" => spec.id = Some(text(val)?),
+                "sharing" => {
+                    spec.sharing = Some(match text(val)?.to_ascii_lowercase().as_str() {
+                        "shared" => CacheSharing::Shared,
+                        "private" => CacheSharing::Private,
+                        "locked" => CacheSharing::Locked,
+                        other => return Err(format!("unsupported sharing value {other:?}")),
+                    })
+                }
+                "mode" => spec.mode = Some(number(val, 8)?),
+                "uid" => spec.uid = Some(number(val, 10)?),
+                "gid" => spec.gid = Some(number(val, 10)?),
+                "size" => spec.size = Some(text(val)?),
+                "required" => spec.required = Some(boolean(val)?),
+                "env" => spec.env = Some(text(val)?),
+                other => return Err(format!("unexpected key {other:?} in mount {value:?}")),
+            }
+        }
+        // A bind mount without a target lands on the working directory (BuildKit behaviour);
+        // cache and tmpfs mounts have no such default.
+        let needs_target = matches!(spec.kind, MountType::Cache | MountType::Tmpfs);
+        if needs_target && spec.target.as_deref().map_or(true, str::is_empty) {
+            return Err(format!("mount type {} requires a target", spec.kind.as_str()));
+        }
+        Ok(spec)
+    }
+
+    fn fields_mut(&mut self) -> [&mut Option<String>; 6] {
+        [&mut self.target, &mut self.source, &mut self.from, &mut self.id, &mut self.size, &mut self.env]
+    }
+
+    /// Canonical `type=…,key=value` text, fields in a fixed order.
+    pub fn canonical(&self) -> String {
+        let mut parts = vec![format!("type={}", self.kind.as_str())];
+        let text = [
+            ("target", &self.target),
+            ("source", &self.source),
+            ("from", &self.from),
+            ("id", &self.id),
+            ("size", &self.size),
+            ("env", &self.env),
+        ];
+        for (k, v) in text {
+            if let Some(v) = v {
+                parts.push(format!("{k}={v}"));
+            }
+        }
+        if let Some(ro) = self.readonly {
+            parts.push(format!("readonly={ro}"));
+        }
+        if let Some(s) = self.sharing {
+            let s = match s {
+                CacheSharing::Shared => "shared",
+                CacheSharing::Private => "private",
+                CacheSharing::Locked => "locked",
+            };
+            parts.push(format!("sharing={s}"));
+        }
+        if let Some(m) = self.mode {
+            parts.push(format!("mode={m:o}"));
+        }
+        if let Some(u) = self.uid {
+            parts.push(format!("uid={u}"));
+        }
+        if let Some(g) = self.gid {
+            parts.push(format!("gid={g}"));
+        }
+        if let Some(r) = self.required {
+            parts.push(format!("required={r}"));
+        }
+        parts.join(",")
+    }
+}
+
+/// `RUN --network=…`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkMode {
+    Default,
+    None,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunInstruction {
+    pub command: CommandForm,
+    pub heredocs: Vec<Heredoc>,
+    pub mounts: Vec<MountSpec>,
+    pub network: Option<NetworkMode>,
+    pub security: Option<String>,
+}
+
+/// COPY and ADD share one shape; the flags that only one of them takes are checked when the
+/// instruction is read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileCopy {
+    /// Sources as written (a heredoc source is its `<<NAME` word).
+    pub sources: Vec<String>,
+    pub dest: String,
+    pub heredocs: Vec<Heredoc>,
+    pub from: Option<String>,
+    pub chown: Option<String>,
+    pub chmod: Option<String>,
+    pub link: bool,
+    pub parents: bool,
+    pub exclude: Vec<String>,
+    /// ADD only.
+    pub checksum: Option<String>,
+    /// ADD only.
+    pub keep_git_dir: bool,
+    /// ADD only: `--unpack` (None: Docker's default, unpack local archives).
+    pub unpack: Option<bool>,
+    /// The sources were written as a JSON array.
+    pub json: bool,
+}
+
+impl FileCopy {
+    /// The heredoc a source word names, if it is one (`<<EOF` or `<<-EOF`).
+    pub fn heredoc_for(&self, source: &str) -> Option<&Heredoc> {
+        let name = source.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<")?;
+        let name = name.strip_prefix('-').unwrap_or(name);
+        let name = name.trim_matches(|c| c == '"' || c == '\'');
+        self.heredocs.iter().find(|h| h.name == name)
+    }
+}
+
+/// HEALTHCHECK.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Healthcheck {
+    None,
+    Cmd {
+        test: CommandForm,
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+        start_period: Option<Duration>,
+        start_interval: Option<Duration>,
+        retries: Option<u32>,
+    },
+}
+
+/// One `ARG name[=default]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArgDecl {
+    pub name: String,
+    pub default: Option<String>,
+}
+
+/// A Dockerfile instruction with its flags and arguments checked.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "instruction", rename_all = "snake_case")]
+pub enum Instruction {
+    From { image: String, stage_name: Option<String>, platform: Option<String> },
+    Run(RunInstruction),
+    Cmd { command: CommandForm },
+    Entrypoint { command: CommandForm },
+    Shell { shell: Vec<String> },
+    Env { pairs: Vec<(String, String)> },
+    Label { pairs: Vec<(String, String)> },
+    Maintainer { name: String },
+    Expose { ports: Vec<String> },
+    Copy(FileCopy),
+    Add(FileCopy),
+    Volume { paths: Vec<String> },
+    User { user: String },
+    Workdir { path: String },
+    Arg { args: Vec<ArgDecl> },
+    Onbuild { trigger: Box<Instruction>, expression: String },
+    Stopsignal { signal: String },
+    Healthcheck(Healthcheck),
+}
+
+/// Where errors point: the file and its text, for [`Diagnostic`]s.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceRef<'a> {
+    pub file: &'a str,
+    pub text: &'a str,
+}
+
+impl SourceRef<'_> {
+    /// A diagnostic on `node`'s first line, at the column where `needle` first appears on it
+    /// (column 1 when it does not).
+    pub fn error_at(&self, node: &Node, needle: &str, message: impl Into<String>) -> Diagnostic {
+        let line_text = node.start_line.checked_sub(1).and_then(|i| self.text.split('\n').nth(i)).unwrap_or("");
+        let column = if needle.is_empty() {
+            None
+        } else {
+            line_text.find(needle).map(|byte| line_text[..byte].chars().count() + 1)
+        };
+        let column = column.unwrap_or_else(|| line_text.chars().take_while(|c| c.is_whitespace()).count() + 1);
+        Diagnostic::at(self.file, self.text, node.start_line, column, message)
+    }
+}
+
+/// How a flag takes its value.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlagKind {
+    Bool,
+    Text,
+    Repeated,
+}
+
+/// The flags an instruction accepts; values as given, in order.
+struct FlagSet {
+    accepted: &'static [(&'static str, FlagKind)],
+    values: Vec<(&'static str, String)>,
+}
+
+impl FlagSet {
+    fn parse(accepted: &'static [(&'static str, FlagKind)], node: &Node, src: &SourceRef) -> Result<Self, Diagnostic> {
+        let mut set = FlagSet { accepted, values: Vec::new() };
+        let keyword = node.keyword.to_ascii_uppercase();
+        for raw in &node.flags {
+            let body = raw.strip_prefix("--").unwrap_or(raw);
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (body, None),
+            };
+            let Some(&(known, kind)) = accepted.iter().find(|(n, _)| *n == name) else {
+                let hint = if accepted.is_empty() {
+                    format!("{keyword} takes no flags")
+                } else {
+                    let names: Vec<String> = accepted.iter().map(|(n, _)| format!("--{n}")).collect();
+                    format!("{keyword} accepts {}", names.join(", "))
+                };
+                return Err(src.error_at(node, raw, format!("unknown flag: --{name} ({hint})")));
+            };
+            let value = match (kind, value) {
+                (FlagKind::Bool, None) => "true".to_string(),
+                (FlagKind::Bool, Some(v)) => match v.to_ascii_lowercase().as_str() {
+                    "true" | "false" => v.to_ascii_lowercase(),
+                    _ => {
+                        return Err(src.error_at(
+                            node,
+                            raw,
+                            format!("invalid boolean value {v:?} for flag --{name}: expected true or false"),
+                        ))
+                    }
+                },
+                (_, None) => {
+                    return Err(src.error_at(node, raw, format!("missing a value on flag: --{name}")));
+                }
+                (_, Some(v)) => v.to_string(),
+            };
+            if kind != FlagKind::Repeated && set.values.iter().any(|(n, _)| *n == known) {
+                return Err(src.error_at(node, raw, format!("duplicate flag specified: --{name}")));
+            }
+            set.values.push((known, value));
+        }
+        Ok(set)
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.values.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.values.iter().filter(|(n, _)| *n == name).map(|(_, v)| v.clone()).collect()
+    }
+
+    fn boolean(&self, name: &str) -> bool {
+        self.text(name).is_some_and(|v| v == "true")
+    }
+
+    fn optional_bool(&self, name: &str) -> Option<bool> {
+        self.text(name).map(|v| v == "true")
+    }
+
+    fn is_accepted(&self, name: &str) -> bool {
+        self.accepted.iter().any(|(n, _)| *n == name)
+    }
+}
+
+use FlagKind::{Bool, Repeated, Text};
+
+const FROM_FLAGS: &[(&str, FlagKind)] = &[("platform", Text)];
+const RUN_FLAGS: &[(&str, FlagKind)] = &[("mount", Repeated), ("network", Text), ("security", Text)];
+const COPY_FLAGS: &[(&str, FlagKind)] =
+    &[("from", Text), ("chown", Text), ("chmod", Text), ("link", Bool), ("parents", Bool), ("exclude", Repeated)];
+const ADD_FLAGS: &[(&str, FlagKind)] = &[
+    ("chown", Text),
+    ("chmod", Text),
+    ("link", Bool),
+    ("exclude", Repeated),
+    ("checksum", Text),
+    ("keep-git-dir", Bool),
+    ("unpack", Bool),
+];
+const HEALTHCHECK_FLAGS: &[(&str, FlagKind)] =
+    &[("interval", Text), ("timeout", Text), ("start-period", Text), ("start-interval", Text), ("retries", Text)];
+const NO_FLAGS: &[(&str, FlagKind)] = &[];
+
+/// Every instruction keyword, lower-case.
+pub const KEYWORDS: &[&str] = &[
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// The closest keyword to an unknown word, for "did you mean".
+fn suggest_keyword(word: &str) -> Option<&'static str> {
+    let word = word.to_ascii_lowercase();
+    KEYWORDS
+        .iter()
+        .map(|k| (edit_distance(&word, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Reads one node. ONBUILD children are read recursively, with Docker's restrictions.
+pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    let keyword = node.keyword_lower();
+    let upper = keyword.to_ascii_uppercase();
+    let one = |what: &str| -> Result<String, Diagnostic> {
+        match node.args.as_slice() {
+            [only] if !only.is_empty() => Ok(only.clone()),
+            _ => Err(src.error_at(node, &node.keyword, format!("{upper} requires exactly one argument{what}"))),
+        }
+    };
+    let flags = match keyword.as_str() {
+        "from" => FROM_FLAGS,
+        "run" => RUN_FLAGS,
+        "copy" => COPY_FLAGS,
+        "add" => ADD_FLAGS,
+        "healthcheck" => HEALTHCHECK_FLAGS,
+        _ => NO_FLAGS,
+    };
+    let known = KEYWORDS.contains(&keyword.as_str());
+    if !known {
+        let hint = suggest_keyword(&keyword)
+            .map(|k| format!(" (did you mean {}?)", k.to_ascii_uppercase()))
+            .unwrap_or_default();
+        return Err(src.error_at(node, &node.keyword, format!("unknown instruction: {}{hint}", node.keyword)));
+    }
+    let flags = FlagSet::parse(flags, node, src)?;
+    let instruction = match keyword.as_str() {
+        "from" => {
+            let (image, stage_name) = match node.args.as_slice() {
+                [image] => (image.clone(), None),
+                [image, as_word, name] if as_word.eq_ignore_ascii_case("as") => {
+                    (image.clone(), Some(name.to_ascii_lowercase()))
+                }
+                [_, other, _] => {
+                    return Err(src.error_at(
+                        node,
+                        other,
+                        format!("FROM expects AS before the stage name, found {other:?}"),
+                    ))
+                }
+                _ => {
+                    return Err(src.error_at(
+                        node,
+                        &node.keyword,
+                        "FROM requires either one or three arguments: FROM <image> [AS <name>]",
+                    ))
+                }
+            };
+            if let Some(name) = &stage_name {
+                if !valid_stage_name(name) {
+                    return Err(src.error_at(
+                        node,
+                        name,
+                        format!("invalid stage name {name:?}: it must start with a letter and contain only letters, digits, '-', '_' and '.'"),
+                    ));
+                }
+            }
+            Instruction::From { image, stage_name, platform: flags.text("platform") }
+        }
+        "run" => {
+            let command = CommandForm::from_node(node);
+            if command.is_empty() && node.heredocs.is_empty() {
+                return Err(src.error_at(node, &node.keyword, "RUN requires a command to run"));
+            }
+            let mut mounts = Vec::new();
+            for raw in flags.all("mount") {
+                mounts.push(
+                    MountSpec::parse(&raw).map_err(|e| src.error_at(node, &raw, format!("invalid --mount: {e}")))?,
+                );
+            }
+            let network = match flags.text("network") {
+                None => None,
+                Some(n) => Some(match n.as_str() {
+                    "default" => NetworkMode::Default,
+                    "none" => NetworkMode::None,
+                    "host" => NetworkMode::Host,
+                    other => {
+                        return Err(src.error_at(
+                            node,
+                            "--network",
+                            format!("unsupported network mode {other:?}: expected default, none or host"),
+                        ))
+                    }
+                }),
+            };
+            let security = flags.text("security");
+            if let Some(s) = &security {
+                if s != "sandbox" && s != "insecure" {
+                    return Err(src.error_at(
+                        node,
+                        "--security",
+                        format!("unsupported security mode {s:?}: expected sandbox or insecure"),
+                    ));
+                }
+            }
+            Instruction::Run(RunInstruction { command, heredocs: node.heredocs.clone(), mounts, network, security })
+        }
+        "cmd" => Instruction::Cmd { command: CommandForm::from_node(node) },
+        "entrypoint" => Instruction::Entrypoint { command: CommandForm::from_node(node) },
+        "shell" => {
+            if !node.json {
+                return Err(src.error_at(
+                    node,
+                    &node.keyword,
+                    "SHELL requires the arguments to be in JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]",
+                ));
+            }
+            if node.args.is_empty() {
+                return Err(src.error_at(node, &node.keyword, "SHELL requires at least one argument"));
+            }
+            Instruction::Shell { shell: node.args.clone() }
+        }
+        "env" | "label" => {
+            let pairs = key_value_triples(node, src)?;
+            if keyword == "env" {
+                Instruction::Env { pairs }
+            } else {
+                Instruction::Label { pairs }
+            }
+        }
+        "maintainer" => Instruction::Maintainer { name: one("")? },
+        "expose" => {
+            if node.args.is_empty() {
+                return Err(src.error_at(node, &node.keyword, "EXPOSE requires at least one argument"));
+            }
+            Instruction::Expose { ports: node.args.clone() }
+        }
+        "copy" | "add" => {
+            let is_add = keyword == "add";
+            let min = if node.heredocs.is_empty() { 2 } else { 1 };
+            if node.args.len() < min {
+                return Err(src.error_at(
+                    node,
+                    &node.keyword,
+                    format!("{upper} requires at least two arguments, but only {} was provided: the destination could not be determined", node.args.len()),
+                ));
+            }
+            let (dest, sources) = match node.args.split_last() {
+                Some((dest, sources)) => (dest.clone(), sources.to_vec()),
+                None => return Err(src.error_at(node, &node.keyword, format!("{upper} requires a destination"))),
+            };
+            let fc = FileCopy {
+                sources,
+                dest,
+                heredocs: node.heredocs.clone(),
+                from: flags.text("from"),
+                chown: flags.text("chown"),
+                chmod: flags.text("chmod"),
+                link: flags.boolean("link"),
+                parents: flags.is_accepted("parents") && flags.boolean("parents"),
+                exclude: flags.all("exclude"),
+                checksum: flags.text("checksum"),
+                keep_git_dir: flags.boolean("keep-git-dir"),
+                unpack: flags.optional_bool("unpack"),
+                json: node.json,
+            };
+            if let Some(sum) = &fc.checksum {
+                if !sum.starts_with("sha256:") && !sum.starts_with("sha384:") && !sum.starts_with("sha512:") {
+                    return Err(src.error_at(
+                        node,
+                        "--checksum",
+                        format!("invalid --checksum {sum:?}: expected sha256:<hex>"),
+                    ));
+                }
+            }
+            if is_add {
+                Instruction::Add(fc)
+            } else {
+                Instruction::Copy(fc)
+            }
+        }
+        "volume" => {
+            if node.args.is_empty() {
+                return Err(src.error_at(node, &node.keyword, "VOLUME requires at least one argument"));
+            }
+            if node.args.iter().any(|a| a.trim().is_empty()) {
+                return Err(src.error_at(node, &node.keyword, "VOLUME specified can not be an empty string"));
+            }
+            Instruction::Volume { paths: node.args.clone() }
+        }
+        "user" => Instruction::User { user: one("")? },
+        "workdir" => Instruction::Workdir { path: one(" (a path)")? },
+        "stopsignal" => Instruction::Stopsignal { signal: one(" (a signal)")? },
+        "arg" => Instruction::Arg { args: read_args(node, src)? },
+        "onbuild" => {
+            let Some(child) = &node.child else {
+                return Err(src.error_at(node, &node.keyword, "ONBUILD requires an instruction to run later"));
+            };
+            match child.keyword_lower().as_str() {
+                "onbuild" => {
+                    return Err(src.error_at(
+                        node,
+                        &child.keyword,
+                        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                    ))
+                }
+                k @ ("from" | "maintainer") => {
+                    return Err(src.error_at(
+                        node,
+                        &child.keyword,
+                        format!("{} isn't allowed as an ONBUILD trigger", k.to_ascii_uppercase()),
+                    ))
+                }
+                _ => {}
+            }
+            let trigger = read_instruction(child, src)?;
+            Instruction::Onbuild { trigger: Box::new(trigger), expression: child.original.trim().to_string() }
+        }
+        "healthcheck" => read_healthcheck(node, &flags, src)?,
+        _ => unreachable_keyword(node, src)?,
+    };
+    Ok(instruction)
+}
+
+/// KEYWORDS and the match above list the same words; this keeps the match total without a
+/// panic if they ever disagree.
+fn unreachable_keyword(node: &Node, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    Err(src.error_at(node, &node.keyword, format!("unknown instruction: {}", node.keyword)))
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// ENV and LABEL arguments come as `key, value, separator` triples.
+fn key_value_triples(node: &Node, src: &SourceRef) -> Result<Vec<(String, String)>, Diagnostic> {
+    let upper = node.keyword.to_ascii_uppercase();
+    if node.args.is_empty() {
+        return Err(src.error_at(node, &node.keyword, format!("{upper} requires at least one argument")));
+    }
+    if node.args.len() % 3 != 0 {
+        return Err(src.error_at(node, &node.keyword, format!("{upper} requires key=value pairs")));
+    }
+    let mut pairs = Vec::new();
+    for triple in node.args.chunks(3) {
+        if let [key, value, _sep] = triple {
+            if key.is_empty() {
+                return Err(src.error_at(node, "=", format!("{upper} names can not be blank")));
+            }
+            pairs.push((key.clone(), value.clone()));
+        }
+    }
+    Ok(pairs)
+}
+
+fn read_args(node: &Node, src: &SourceRef) -> Result<Vec<ArgDecl>, Diagnostic> {
+    if node.args.is_empty() {
+        return Err(src.error_at(
+            node,
+            &node.keyword,
+            "ARG requires at least one argument: ARG <name>[=<default value>]",
+        ));
+    }
+    let mut decls = Vec::new();
+    for word in &node.args {
+        let (name, default) = match word.split_once('=') {
+            Some((n, d)) => (n.to_string(), Some(d.to_string())),
+            None => (word.clone(), None),
+        };
+        if name.is_empty() {
+            return Err(src.error_at(node, word, "ARG names can not be blank"));
+        }
+        if !name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.') {
+            return Err(src.error_at(node, &name, format!("invalid ARG name {name:?}")));
+        }
+        decls.push(ArgDecl { name, default });
+    }
+    Ok(decls)
+}
+
+fn read_healthcheck(node: &Node, flags: &FlagSet, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    let Some(kind) = node.args.first() else {
+        return Err(src.error_at(
+            node,
+            &node.keyword,
+            "HEALTHCHECK requires an argument: HEALTHCHECK NONE or HEALTHCHECK [OPTIONS] CMD command",
+        ));
+    };
+    match kind.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            if node.args.len() > 1 {
+                return Err(src.error_at(node, kind, "HEALTHCHECK NONE takes no arguments"));
+            }
+            if !flags.values.is_empty() {
+                return Err(src.error_at(node, "--", "HEALTHCHECK NONE takes no flags"));
+            }
+            Ok(Instruction::Healthcheck(Healthcheck::None))
+        }
+        "CMD" => {
+            let rest = node.args.get(1..).unwrap_or_default();
+            let test = if node.json { CommandForm::Exec(rest.to_vec()) } else { CommandForm::Shell(rest.join(" ")) };
+            if test.is_empty() {
+                return Err(src.error_at(node, kind, "HEALTHCHECK CMD requires a command"));
+            }
+            let duration = |name: &str| -> Result<Option<Duration>, Diagnostic> {
+                match flags.text(name) {
+                    None => Ok(None),
+                    Some(v) => {
+                        let d = parse_go_duration(&v).map_err(|e| {
+                            src.error_at(node, &format!("--{name}"), format!("invalid --{name} {v:?}: {e}"))
+                        })?;
+                        if !d.is_zero() && d < Duration::from_millis(1) {
+                            return Err(src.error_at(
+                                node,
+                                &format!("--{name}"),
+                                format!("--{name} cannot be less than 1ms"),
+                            ));
+                        }
+                        Ok(Some(d))
+                    }
+                }
+            };
+            let retries = match flags.text("retries") {
+                None => None,
+                Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                    src.error_at(
+                        node,
+                        "--retries",
+                        format!("invalid --retries {v:?}: expected a whole number of 0 or more"),
+                    )
+                })?),
+            };
+            Ok(Instruction::Healthcheck(Healthcheck::Cmd {
+                test,
+                interval: duration("interval")?,
+                timeout: duration("timeout")?,
+                start_period: duration("start-period")?,
+                start_interval: duration("start-interval")?,
+                retries,
+            }))
+        }
+        other => Err(src.error_at(node, kind, format!("unknown type {other:?} in HEALTHCHECK (try CMD)"))),
+    }
+}
+
+/// Go's `time.ParseDuration` syntax: a sequence of decimal numbers with units
+/// (`ns us µs ms s m h`), e.g. `30s`, `1m30s`, `1.5h`; a bare `0` is allowed.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s.starts_with('-') {
+        return Err("durations cannot be negative".into());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let mut total_ns: f64 = 0.0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err("expected a number".into());
+        }
+        let (num, after) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| format!("invalid number {num:?}"))?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit in duration {text:?}")),
+            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
+        };
+        total_ns += value * scale;
+        rest = after;
+    }
+    if !total_ns.is_finite() || total_ns > u64::MAX as f64 {
+        return Err(format!("duration {text:?} is too large"));
+    }
+    Ok(Duration::from_nanos(total_ns.round() as u64))
+}
+
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns % 1_000_000_000 == 0 {
+        let secs = ns / 1_000_000_000;
+        let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+        let mut out = String::new();
+        if h > 0 {
+            out.push_str(&format!("{h}h"));
+        }
+        if h > 0 || m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&format!("{s}s"));
+        out
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// Any error an expansion callback returns, carried back to the caller untouched.
+pub type ExpandResult<T> = Result<T, Diagnostic>;
+
+impl Instruction {
+    /// Applies `word` to every field Docker expands in this instruction (BuildKit's
+    /// single-word expansion): ADD/COPY sources, dest and `--from/--chown/--chmod/--exclude/
+    /// --checksum`, ENV and LABEL keys and values, EXPOSE, USER, VOLUME, WORKDIR, STOPSIGNAL,
+    /// ARG defaults, RUN `--mount` values. RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK,
+    /// MAINTAINER and ONBUILD are left alone (the shell or a later build expands them). FROM
+    /// is expanded by the caller with the global scope, not the stage's.
+    pub fn expand(&mut self, word: &mut dyn FnMut(&str) -> ExpandResult<String>) -> ExpandResult<()> {
+        let mut field = |s: &mut String| -> ExpandResult<()> {
+            *s = word(s)?;
+            Ok(())
+        };
+        match self {
+            Instruction::Env { pairs } | Instruction::Label { pairs } => {
+                for (k, v) in pairs {
+                    field(k)?;
+                    field(v)?;
+                }
+            }
+            Instruction::Expose { ports } | Instruction::Volume { paths: ports } => {
+                for p in ports {
+                    field(p)?;
+                }
+            }
+            Instruction::User { user: s }
+            | Instruction::Workdir { path: s }
+            | Instruction::Stopsignal { signal: s } => field(s)?,
+            Instruction::Arg { args } => {
+                for a in args {
+                    if let Some(d) = &mut a.default {
+                        field(d)?;
+                    }
+                }
+            }
+            Instruction::Copy(fc) | Instruction::Add(fc) => {
+                for s in &mut fc.sources {
+                    // Heredoc sources name a heredoc, not a path.
+                    if !s.starts_with("<<") {
+                        field(s)?;
+                    }
+                }
+                field(&mut fc.dest)?;
+                for f in [&mut fc.from, &mut fc.chown, &mut fc.chmod, &mut fc.checksum].into_iter().flatten() {
+                    field(f)?;
+                }
+                for e in &mut fc.exclude {
+                    field(e)?;
+                }
+            }
+            Instruction::Run(run) => {
+                for m in &mut run.mounts {
+                    for f in m.fields_mut().into_iter().flatten() {
+                        field(f)?;
+                    }
+                }
+            }
+            Instruction::From { .. }
+            | Instruction::Cmd { .. }
+            | Instruction::Entrypoint { .. }
+            | Instruction::Shell { .. }
+            | Instruction::Maintainer { .. }
+            | Instruction::Onbuild { .. }
+            | Instruction::Healthcheck(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The keyword, upper-case.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            Instruction::From { .. } => "FROM",
+            Instruction::Run(_) => "RUN",
+            Instruction::Cmd { .. } => "CMD",
+            Instruction::Entrypoint { .. } => "ENTRYPOINT",
+            Instruction::Shell { .. } => "SHELL",
+            Instruction::Env { .. } => "ENV",
+            Instruction::Label { .. } => "LABEL",
+            Instruction::Maintainer { .. } => "MAINTAINER",
+            Instruction::Expose { .. } => "EXPOSE",
+            Instruction::Copy(_) => "COPY",
+            Instruction::Add(_) => "ADD",
+            Instruction::Volume { .. } => "VOLUME",
+            Instruction::User { .. } => "USER",
+            Instruction::Workdir { .. } => "WORKDIR",
+            Instruction::Arg { .. } => "ARG",
+            Instruction::Onbuild { .. } => "ONBUILD",
+            Instruction::Stopsignal { .. } => "STOPSIGNAL",
+            Instruction::Healthcheck(_) => "HEALTHCHECK",
+        }
+    }
+
+    /// Whether the step changes the filesystem (and so may make a layer).
+    pub fn touches_filesystem(&self) -> bool {
+        matches!(self, Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_))
+    }
+
+    /// The canonical text: keyword, flags in a fixed order, arguments after expansion, heredoc
+    /// bodies appended. Two instructions with the same canonical text do the same thing given
+    /// the same parent and sources.
+    pub fn canonical(&self) -> String {
+        let kw = self.keyword();
+        let quote = |s: &str| shell_quote(s);
+        match self {
+            Instruction::From { image, platform, .. } => match platform {
+                Some(p) => format!("FROM --platform={p} {image}"),
+                None => format!("FROM {image}"),
+            },
+            Instruction::Run(run) => {
+                let mut parts = vec![kw.to_string()];
+                for m in &run.mounts {
+                    parts.push(format!("--mount={}", m.canonical()));
+                }
+                if let Some(n) = run.network {
+                    let n = match n {
+                        NetworkMode::Default => "default",
+                        NetworkMode::None => "none",
+                        NetworkMode::Host => "host",
+                    };
+                    parts.push(format!("--network={n}"));
+                }
+                if let Some(s) = &run.security {
+                    parts.push(format!("--security={s}"));
+                }
+                parts.push(run.command.canonical());
+                with_heredocs(parts.join(" "), &run.heredocs)
+            }
+            Instruction::Cmd { command } | Instruction::Entrypoint { command } => {
+                format!("{kw} {}", command.canonical())
+            }
+            Instruction::Shell { shell } => format!("{kw} {}", json_array(shell)),
+            Instruction::Env { pairs } | Instruction::Label { pairs } => {
+                let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{}={}", quote(k), quote(v))).collect();
+                format!("{kw} {}", body.join(" "))
+            }
+            Instruction::Maintainer { name } => format!("{kw} {name}"),
+            Instruction::Expose { ports } => format!("{kw} {}", ports.join(" ")),
+            Instruction::Copy(fc) | Instruction::Add(fc) => {
+                let mut parts = vec![kw.to_string()];
+                let text_flags =
+                    [("from", &fc.from), ("chown", &fc.chown), ("chmod", &fc.chmod), ("checksum", &fc.checksum)];
+                for (name, value) in text_flags {
+                    if let Some(v) = value {
+                        parts.push(format!("--{name}={v}"));
+                    }
+                }
+                for (name, on) in [("link", fc.link), ("parents", fc.parents), ("keep-git-dir", fc.keep_git_dir)] {
+                    if on {
+                        parts.push(format!("--{name}"));
+                    }
+                }
+                if let Some(u) = fc.unpack {
+                    parts.push(format!("--unpack={u}"));
+                }
+                for e in &fc.exclude {
+                    parts.push(format!("--exclude={e}"));
+                }
+                let mut words = fc.sources.clone();
+                words.push(fc.dest.clone());
+                if fc.json {
+                    parts.push(json_array(&words));
+                } else {
+                    parts.extend(words);
+                }
+                with_heredocs(parts.join(" "), &fc.heredocs)
+            }
+            Instruction::Volume { paths } => format!("{kw} {}", json_array(paths)),
+            Instruction::User { user } => format!("{kw} {user}"),
+            Instruction::Workdir { path } => format!("{kw} {path}"),
+            Instruction::Arg { args } => {
+                let body: Vec<String> = args
+                    .iter()
+                    .map(|a| match &a.default {
+                        Some(d) => format!("{}={}", a.name, quote(d)),
+                        None => a.name.clone(),
+                    })
+                    .collect();
+                format!("{kw} {}", body.join(" "))
+            }
+            Instruction::Onbuild { expression, .. } => format!("{kw} {expression}"),
+            Instruction::Stopsignal { signal } => format!("{kw} {signal}"),
+            Instruction::Healthcheck(Healthcheck::None) => format!("{kw} NONE"),
+            Instruction::Healthcheck(Healthcheck::Cmd {
+                test,
+                interval,
+                timeout,
+                start_period,
+                start_interval,
+                retries,
+            }) => {
+                let mut parts = vec![kw.to_string()];
+                let durations = [
+                    ("interval", interval),
+                    ("timeout", timeout),
+                    ("start-period", start_period),
+                    ("start-interval", start_interval),
+                ];
+                for (name, d) in durations {
+                    if let Some(d) = d {
+                        parts.push(format!("--{name}={}", go_duration(*d)));
+                    }
+                }
+                if let Some(r) = retries {
+                    parts.push(format!("--retries={r}"));
+                }
+                parts.push(format!("CMD {}", test.canonical()));
+                parts.join(" ")
+            }
+        }
+    }
+}
+
+fn with_heredocs(mut text: String, heredocs: &[Heredoc]) -> String {
+    for h in heredocs {
+        text.push('\n');
+        text.push_str(&h.content);
+        text.push_str(&h.name);
+    }
+    text
+}
+
+/// Quotes a value the way Docker's history shows ENV and LABEL values: bare when it has no
+/// space, quote or backslash, else double-quoted with `"` and `\` escaped.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\' || c == '$') {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' || c == '$' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(keyword: &str, flags: &[&str], args: &[&str], json: bool) -> Node {
+        Node {
+            keyword: keyword.into(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            json,
+            heredocs: vec![],
+            original: String::new(),
+            start_line: 1,
+            end_line: 1,
+            child: None,
+        }
+    }
+
+    fn read(n: &Node, text: &str) -> Result<Instruction, Diagnostic> {
+        read_instruction(n, &SourceRef { file: "Dockerfile", text })
+    }
+
+    #[test]
+    fn unknown_instruction_names_line_and_suggests() {
+        let err = read(&node("FORM", &[], &["x"], false), "FORM x\n").unwrap_err();
+        assert_eq!(err.headline(), "Dockerfile:1:1: unknown instruction: FORM (did you mean FROM?)");
+    }
+
+    #[test]
+    fn bad_flag_is_reported_at_its_column() {
+        let text = "COPY --chwon=1 a b\n";
+        let err = read(&node("COPY", &["--chwon=1"], &["a", "b"], false), text).unwrap_err();
+        assert_eq!(err.line, 1);
+        assert_eq!(err.column, 6);
+        assert!(err.message.starts_with("unknown flag: --chwon"), "{}", err.message);
+    }
+
+    #[test]
+    fn add_rejects_from_and_copy_rejects_checksum() {
+        assert!(read(&node("ADD", &["--from=x"], &["a", "b"], false), "ADD --from=x a b").is_err());
+        assert!(read(&node("COPY", &["--checksum=sha256:aa"], &["a", "b"], false), "COPY --checksum=sha256:aa a b")
+            .is_err());
+    }
+
+    #[test]
+    fn flag_values_are_checked() {
+        let dup = read(&node("COPY", &["--from=a", "--from=b"], &["x", "y"], false), "").unwrap_err();
+        assert!(dup.message.contains("duplicate flag"), "{}", dup.message);
+        let missing = read(&node("COPY", &["--from"], &["x", "y"], false), "").unwrap_err();
+        assert!(missing.message.contains("missing a value"), "{}", missing.message);
+        let boolean = read(&node("COPY", &["--link=maybe"], &["x", "y"], false), "").unwrap_err();
+        assert!(boolean.message.contains("invalid boolean"), "{}", boolean.message);
+        let ok = read(&node("COPY", &["--link", "--exclude=*.md", "--exclude=*.txt"], &["x", "y"], false), "").unwrap();
+        let Instruction::Copy(fc) = ok else { panic!("not a copy") };
+        assert!(fc.link);
+        assert_eq!(fc.exclude, ["*.md", "*.txt"]);
+    }
+
+    #[test]
+    fn arg_without_name_is_an_error() {
+        let err = read(&node("ARG", &[], &[], false), "ARG\n").unwrap_err();
+        assert!(err.message.contains("ARG requires at least one argument"), "{}", err.message);
+        let err = read(&node("ARG", &[], &["=x"], false), "ARG =x\n").unwrap_err();
+        assert!(err.message.contains("ARG names can not be blank"), "{}", err.message);
+    }
+
+    #[test]
+    fn from_forms() {
+        let i = read(&node("from", &["--platform=linux/amd64"], &["alpine", "AS", "Build"], false), "").unwrap();
+        assert_eq!(
+            i,
+            Instruction::From {
+                image: "alpine".into(),
+                stage_name: Some("build".into()),
+                platform: Some("linux/amd64".into())
+            }
+        );
+        assert!(read(&node("FROM", &[], &["a", "b"], false), "").is_err());
+        assert!(read(&node("FROM", &[], &["a", "as", "1x"], false), "").is_err());
+    }
+
+    #[test]
+    fn mounts_parse_and_validate() {
+        let m = MountSpec::parse("type=cache,target=/root/.cache,sharing=locked,id=pip").unwrap();
+        assert_eq!(m.kind, MountType::Cache);
+        assert_eq!(m.canonical(), "type=cache,target=/root/.cache,id=pip,sharing=locked");
+        assert!(MountSpec::parse("type=tmpfs").is_err());
+        assert_eq!(MountSpec::parse("from=binaries").unwrap().target, None);
+        assert!(MountSpec::parse("type=nfs,target=/x").is_err());
+        assert!(MountSpec::parse("type=secret,id=tok,bogus=1").is_err());
+        let s = MountSpec::parse("type=secret,id=tok,required").unwrap();
+        assert_eq!(s.required, Some(true));
+    }
+
+    #[test]
+    fn healthcheck_flags_and_durations() {
+        let i = read(
+            &node("HEALTHCHECK", &["--interval=1m30s", "--retries=3"], &["CMD", "curl -f http://localhost/"], false),
+            "",
+        )
+        .unwrap();
+        assert_eq!(i.canonical(), "HEALTHCHECK --interval=1m30s --retries=3 CMD curl -f http://localhost/");
+        assert!(read(&node("HEALTHCHECK", &["--interval=5x"], &["CMD", "true"], false), "").is_err());
+        assert!(read(&node("HEALTHCHECK", &[], &["NONE", "x"], false), "").is_err());
+        assert!(read(&node("HEALTHCHECK", &[], &["CHECK", "x"], false), "").is_err());
+        assert_eq!(parse_go_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert!(parse_go_duration("10").is_err());
+    }
+
+    #[test]
+    fn shell_needs_json_and_onbuild_restrictions() {
+        let e = read(&node("SHELL", &[], &["/bin/bash -c"], false), "").unwrap_err();
+        assert!(e.message.contains("JSON form"), "{}", e.message);
+        let mut ob = node("ONBUILD", &[], &[], false);
+        ob.child = Some(Box::new(node("ONBUILD", &[], &[], false)));
+        assert!(read(&ob, "").unwrap_err().message.contains("chaining ONBUILD"));
+        ob.child = Some(Box::new(node("FROM", &[], &["x"], false)));
+        assert!(read(&ob, "").unwrap_err().message.contains("FROM isn't allowed"));
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let env = Instruction::Env { pairs: vec![("A".into(), "x y".into()), ("B".into(), "1".into())] };
+        assert_eq!(env.canonical(), "ENV A=\"x y\" B=1");
+        let cmd = Instruction::Cmd { command: CommandForm::Exec(vec!["sh".into(), "-c".into()]) };
+        assert_eq!(cmd.canonical(), "CMD [\"sh\",\"-c\"]");
+    }
+
+    #[test]
+    fn expansion_touches_only_expanded_fields() {
+        let mut run = read(&node("RUN", &["--mount=type=cache,target=$D"], &["echo $X"], false), "").unwrap();
+        run.expand(&mut |w| Ok(w.replace("$D", "/cache").replace("$X", "no"))).unwrap();
+        assert_eq!(run.canonical(), "RUN --mount=type=cache,target=/cache echo $X");
+    }
+}

@@ -1,1 +1,623 @@
-//! (in progress)
+//! Lowering: a parsed [`Dockerfile`] to a [`BuildPlan`]. Owns Docker's scoping rules (ARG
+//! before the first FROM is visible only to FROM lines; a stage re-declares what it uses; ENV
+//! beats ARG; `--build-arg` beats defaults; automatic platform and proxy args), the choice of
+//! which fields are expanded, stage references (`FROM <stage>`, `COPY --from`, `RUN
+//! --mount=from=`), `--target` pruning, and the cache key of every step.
+//!
+//! Lowering is pure: what it needs from outside (a base image's digest and ENV, the digest of
+//! COPY sources) comes through the [`ImageResolver`] and [`SourceResolver`] traits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::frontend::ast::{Dockerfile, Node};
+use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, SourceRef};
+use crate::frontend::shell::{ShellLex, VarLookup};
+use crate::frontend::Diagnostic;
+use crate::plan::{BuildPlan, CacheKey, CacheKeyInputs, Dependency, SourceInputs, Stage, StageBase, Step};
+
+/// Build args Docker accepts without an ARG declaration and keeps out of the cache key and
+/// the image history.
+pub const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// `os/arch[/variant]`, as in `--platform`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this binary runs on, in OCI/Go naming (`linux/amd64`, `linux/arm64`).
+    pub fn native() -> Self {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "s390x" => "s390x",
+            "riscv64" => "riscv64",
+            "arm" => "arm",
+            other => other,
+        };
+        let variant = (arch == "arm").then(|| "v7".to_string());
+        Platform { os: "linux".into(), arch: arch.into(), variant }
+    }
+
+    /// Parses `linux/amd64`, `linux/arm/v7`, or `amd64` (the OS defaults to linux).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = text.trim().split('/').collect();
+        let nonempty = |s: &&str| !s.is_empty();
+        match parts.as_slice() {
+            [arch] if nonempty(arch) => Ok(Platform { os: "linux".into(), arch: arch.to_string(), variant: None }),
+            [os, arch] if nonempty(os) && nonempty(arch) => {
+                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: None })
+            }
+            [os, arch, v] if nonempty(os) && nonempty(arch) && nonempty(v) => {
+                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: Some(v.to_string()) })
+            }
+            _ => Err(format!("invalid platform {text:?}: expected os/arch[/variant], e.g. linux/amd64")),
+        }
+    }
+
+    fn automatic_args(&self, prefix: &str) -> Vec<(String, String)> {
+        vec![
+            (format!("{prefix}PLATFORM"), self.to_string()),
+            (format!("{prefix}OS"), self.os.clone()),
+            (format!("{prefix}ARCH"), self.arch.clone()),
+            (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
+        ]
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A base image as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The manifest digest: it enters the FROM step's cache key.
+    pub digest: String,
+    /// The image's ENV, visible to expansion in the stage.
+    pub env: Vec<(String, String)>,
+}
+
+/// Looks base images up (the engine asks the store; a dry run may have none).
+pub trait ImageResolver {
+    fn resolve(&self, reference: &str) -> Option<ResolvedImage>;
+}
+
+/// Computes the digest of what a COPY/ADD reads from the build context.
+pub trait SourceResolver {
+    /// Errors are the user's (a source that matches nothing): the message is shown as is.
+    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, String>;
+}
+
+/// What lowering needs besides the Dockerfile.
+pub struct LowerOptions<'a> {
+    /// `--build-arg NAME=VALUE`.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--platform` (defaults to the native platform).
+    pub target_platform: Platform,
+    pub build_platform: Platform,
+    pub images: Option<&'a dyn ImageResolver>,
+    pub sources: Option<&'a dyn SourceResolver>,
+}
+
+impl Default for LowerOptions<'_> {
+    fn default() -> Self {
+        LowerOptions {
+            build_args: BTreeMap::new(),
+            target: None,
+            target_platform: Platform::native(),
+            build_platform: Platform::native(),
+            images: None,
+            sources: None,
+        }
+    }
+}
+
+/// Names and values in scope for expansion: ENV first (it always beats ARG), then ARGs.
+struct Scope<'a> {
+    env: &'a [(String, String)],
+    args: &'a [(String, String)],
+}
+
+impl VarLookup for Scope<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        fn last<'l>(list: &'l [(String, String)], name: &str) -> Option<&'l str> {
+            list.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        }
+        last(self.env, name).or_else(|| last(self.args, name))
+    }
+}
+
+/// A stage while it is being lowered.
+struct StageState {
+    env: Vec<(String, String)>,
+    /// Declared ARGs that have a value, in declaration order.
+    args: Vec<(String, String)>,
+    /// Names of every ARG the stage declared (with or without a value).
+    declared: BTreeSet<String>,
+}
+
+/// Lowers `df` (parsed from `text`) into a plan.
+pub fn lower(df: &Dockerfile, text: &str, opts: &LowerOptions) -> Result<BuildPlan, Diagnostic> {
+    Lowering::new(df, text, opts).run()
+}
+
+/// Parses and lowers in one call, for tests and the library API.
+pub fn parse_and_lower(text: &str, file: &str, opts: &LowerOptions) -> Result<BuildPlan, Diagnostic> {
+    let df = crate::frontend::parser::parse(text, file)?;
+    lower(&df, text, opts)
+}
+
+struct Lowering<'a> {
+    df: &'a Dockerfile,
+    src: SourceRef<'a>,
+    opts: &'a LowerOptions<'a>,
+    lex: ShellLex,
+    /// Automatic platform args (always visible to FROM; to a stage once it declares them).
+    automatic: Vec<(String, String)>,
+    /// ARGs before the first FROM, with their values.
+    global: Vec<(String, String)>,
+    global_declared: BTreeMap<String, Option<String>>,
+    stages: Vec<Stage>,
+    final_env: Vec<Vec<(String, String)>>,
+    consumed: BTreeSet<String>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Lowering<'a> {
+    fn new(df: &'a Dockerfile, text: &'a str, opts: &'a LowerOptions<'a>) -> Self {
+        let mut automatic = opts.target_platform.automatic_args("TARGET");
+        automatic.extend(opts.build_platform.automatic_args("BUILD"));
+        Lowering {
+            df,
+            src: SourceRef { file: &df.file, text },
+            opts,
+            lex: ShellLex::new(df.directives.escape),
+            automatic,
+            global: Vec::new(),
+            global_declared: BTreeMap::new(),
+            stages: Vec::new(),
+            final_env: Vec::new(),
+            consumed: BTreeSet::new(),
+            warnings: df.warnings.iter().map(|w| w.headline()).collect(),
+        }
+    }
+
+    fn run(mut self) -> Result<BuildPlan, Diagnostic> {
+        let nodes = &self.df.instructions;
+        let first_from = nodes.iter().position(|n| n.keyword.eq_ignore_ascii_case("from"));
+        let Some(first_from) = first_from else {
+            let node = nodes.iter().find(|n| !n.keyword.eq_ignore_ascii_case("arg"));
+            return Err(match node.or(nodes.first()) {
+                Some(n) => self.src.error_at(n, &n.keyword, "no build stage: a Dockerfile needs a FROM instruction"),
+                None => Diagnostic::at(&self.df.file, self.src.text, 1, 1, "file with no instructions"),
+            });
+        };
+        for node in &nodes[..first_from] {
+            let instruction = read_instruction(node, &self.src)?;
+            match instruction {
+                Instruction::Arg { args } => self.declare_global(node, args)?,
+                other => {
+                    return Err(self.src.error_at(
+                        node,
+                        &node.keyword,
+                        format!("{} before the first FROM: only ARG may come before FROM", other.keyword()),
+                    ))
+                }
+            }
+        }
+        let mut start = first_from;
+        while start < nodes.len() {
+            let end = nodes[start + 1..]
+                .iter()
+                .position(|n| n.keyword.eq_ignore_ascii_case("from"))
+                .map_or(nodes.len(), |p| start + 1 + p);
+            self.lower_stage(&nodes[start..end])?;
+            start = end;
+        }
+        self.finish()
+    }
+
+    fn declare_global(
+        &mut self,
+        node: &Node,
+        args: Vec<crate::frontend::instructions::ArgDecl>,
+    ) -> Result<(), Diagnostic> {
+        for arg in args {
+            let value = match self.opts.build_args.get(&arg.name) {
+                Some(v) => Some(v.clone()),
+                None => match &arg.default {
+                    Some(d) => {
+                        let scope_args: Vec<(String, String)> =
+                            self.automatic.iter().chain(self.global.iter()).cloned().collect();
+                        let scope = Scope { env: &[], args: &scope_args };
+                        Some(self.expand_word(node, d, &scope)?.0)
+                    }
+                    None => None,
+                },
+            };
+            self.consumed.insert(arg.name.clone());
+            if let Some(v) = &value {
+                self.global.push((arg.name.clone(), v.clone()));
+            }
+            self.global_declared.insert(arg.name, value);
+        }
+        Ok(())
+    }
+
+    /// Expands one word, returning the value and the names it looked up that were set.
+    fn expand_word(&self, node: &Node, word: &str, scope: &Scope) -> Result<(String, BTreeSet<String>), Diagnostic> {
+        match self.lex.process_word_with_matches(word, scope) {
+            Ok(e) => Ok((e.value, e.matched)),
+            Err(e) => {
+                let mut d = self.src.error_at(node, word, e.message.clone());
+                // Point inside the word when it is on the first line: at the `${NAME` an
+                // unset-variable error names, else where the shell noticed the problem.
+                if d.line_text.as_deref().is_some_and(|l| l.contains(word)) {
+                    let named = e.message.split_once(':').and_then(|(name, _)| word.find(&format!("${{{name}")));
+                    d.column += match named {
+                        Some(byte) => word[..byte].chars().count(),
+                        None => e.offset,
+                    };
+                }
+                Err(d)
+            }
+        }
+    }
+
+    fn global_scope_args(&self) -> Vec<(String, String)> {
+        self.automatic.iter().chain(self.global.iter()).cloned().collect()
+    }
+
+    fn find_stage(&self, name: &str) -> Option<usize> {
+        let lower = name.to_ascii_lowercase();
+        self.stages.iter().position(|s| s.name.as_deref() == Some(lower.as_str()))
+    }
+
+    /// Resolves a `--from` value: an earlier stage by name or index, or an image.
+    fn resolve_from(&self, node: &Node, value: &str) -> Result<Dependency, Diagnostic> {
+        if let Some(index) = self.find_stage(value) {
+            return Ok(Dependency::Stage { index });
+        }
+        let current = self.stages.len();
+        if let Ok(index) = value.parse::<usize>() {
+            if index < current {
+                return Ok(Dependency::Stage { index });
+            }
+            return Err(self.src.error_at(
+                node,
+                value,
+                format!("invalid stage index {index}: only the {current} stage(s) before this one can be referenced"),
+            ));
+        }
+        let later = self.df.instructions.iter().any(|n| {
+            n.keyword.eq_ignore_ascii_case("from")
+                && n.args.len() == 3
+                && n.args.get(2).is_some_and(|s| s.eq_ignore_ascii_case(value))
+        });
+        if later {
+            return Err(self.src.error_at(
+                node,
+                value,
+                format!("stage {value:?} is defined after this instruction: a stage can only use earlier stages"),
+            ));
+        }
+        Ok(Dependency::Image { reference: value.to_string() })
+    }
+
+    fn lower_stage(&mut self, nodes: &[Node]) -> Result<(), Diagnostic> {
+        let index = self.stages.len();
+        let Some((from_node, rest)) = nodes.split_first() else {
+            return Ok(());
+        };
+        let Instruction::From { image, stage_name, platform } = read_instruction(from_node, &self.src)? else {
+            return Err(self.src.error_at(from_node, &from_node.keyword, "expected FROM"));
+        };
+        let global_args = self.global_scope_args();
+        let global_scope = Scope { env: &[], args: &global_args };
+        let (image, used) = self.expand_word(from_node, &image, &global_scope)?;
+        self.consumed.extend(used);
+        if image.trim().is_empty() {
+            return Err(self.src.error_at(
+                from_node,
+                &from_node.args.first().cloned().unwrap_or_default(),
+                "base name should not be blank: the FROM image expanded to an empty string",
+            ));
+        }
+        let platform = match platform {
+            Some(p) => Some(self.expand_word(from_node, &p, &global_scope)?.0),
+            None => None,
+        };
+        if let Some(name) = &stage_name {
+            if self.find_stage(name).is_some() {
+                return Err(self.src.error_at(from_node, name, format!("duplicate stage name {name:?}")));
+            }
+            if name == "scratch" || name == "context" {
+                return Err(self.src.error_at(
+                    from_node,
+                    name,
+                    format!("{name:?} is a reserved name and cannot be a stage name"),
+                ));
+            }
+        }
+        let mut dependencies = Vec::new();
+        let (base, parent, env) = if image.eq_ignore_ascii_case("scratch") {
+            (StageBase::Scratch, "scratch".to_string(), Vec::new())
+        } else if let Some(base_index) = self.find_stage(&image) {
+            dependencies.push(Dependency::Stage { index: base_index });
+            let key = self.stages[base_index].final_key().map(|k| k.to_string()).unwrap_or_default();
+            let env = self.final_env.get(base_index).cloned().unwrap_or_default();
+            (StageBase::Stage { index: base_index }, format!("stage:{key}"), env)
+        } else {
+            let resolved = self.opts.images.and_then(|r| r.resolve(&image));
+            let parent = match &resolved {
+                Some(r) => format!("image:{}", r.digest),
+                None => format!("image:{image}"),
+            };
+            (StageBase::Image { reference: image.clone() }, parent, resolved.map(|r| r.env).unwrap_or_default())
+        };
+        let from_instruction =
+            Instruction::From { image: image.clone(), stage_name: stage_name.clone(), platform: platform.clone() };
+        let mut state = StageState { env, args: Vec::new(), declared: BTreeSet::new() };
+        let mut steps = Vec::new();
+        let from_inputs = CacheKeyInputs {
+            parent,
+            instruction: from_instruction.canonical(),
+            build_args: BTreeMap::new(),
+            sources: None,
+        };
+        steps.push(self.step(from_node, from_instruction, BTreeMap::new(), from_inputs));
+        for node in rest {
+            let step =
+                self.lower_step(node, &mut state, &mut dependencies, steps.last().map(|s: &Step| s.cache_key.clone()))?;
+            steps.push(step);
+        }
+        dependencies.sort();
+        dependencies.dedup();
+        self.final_env.push(state.env);
+        self.stages.push(Stage { index, name: stage_name, base, platform, dependencies, steps });
+        Ok(())
+    }
+
+    fn step(
+        &self,
+        node: &Node,
+        instruction: Instruction,
+        build_args: BTreeMap<String, String>,
+        inputs: CacheKeyInputs,
+    ) -> Step {
+        Step {
+            number: 0,
+            line: node.start_line,
+            end_line: node.end_line,
+            original: node.original.trim().to_string(),
+            canonical: inputs.instruction.clone(),
+            instruction,
+            build_args,
+            cache_key: inputs.key(),
+            key_inputs: inputs,
+        }
+    }
+
+    fn lower_step(
+        &mut self,
+        node: &Node,
+        state: &mut StageState,
+        dependencies: &mut Vec<Dependency>,
+        parent: Option<CacheKey>,
+    ) -> Result<Step, Diagnostic> {
+        let mut instruction = read_instruction(node, &self.src)?;
+        let mut used = BTreeSet::new();
+        {
+            let scope = Scope { env: &state.env, args: &state.args };
+            let mut expand = |word: &str| -> Result<String, Diagnostic> {
+                let (value, matched) = self.expand_word(node, word, &scope)?;
+                used.extend(matched);
+                Ok(value)
+            };
+            instruction.expand(&mut expand)?;
+        }
+        match &mut instruction {
+            Instruction::Arg { args } => {
+                for arg in args.iter() {
+                    self.consumed.insert(arg.name.clone());
+                    state.declared.insert(arg.name.clone());
+                    let value = self
+                        .opts
+                        .build_args
+                        .get(&arg.name)
+                        .cloned()
+                        .or_else(|| arg.default.clone())
+                        .or_else(|| self.global_declared.get(&arg.name).cloned().flatten())
+                        .or_else(|| self.automatic.iter().find(|(k, _)| *k == arg.name).map(|(_, v)| v.clone()));
+                    if let Some(v) = value {
+                        state.args.push((arg.name.clone(), v));
+                    }
+                }
+            }
+            Instruction::Env { pairs } => {
+                for (k, v) in pairs.iter() {
+                    if k.is_empty() {
+                        return Err(self.src.error_at(node, &node.keyword, "ENV names can not be blank"));
+                    }
+                    state.env.retain(|(name, _)| name != k);
+                    state.env.push((k.clone(), v.clone()));
+                }
+            }
+            Instruction::Expose { ports } => {
+                // A variable may expand to several ports.
+                *ports = ports.iter().flat_map(|p| p.split_whitespace().map(str::to_string)).collect();
+                for p in ports.iter() {
+                    validate_port(p).map_err(|e| self.src.error_at(node, p, e))?;
+                }
+            }
+            Instruction::Copy(fc) | Instruction::Add(fc) => {
+                if let Some(from) = &fc.from {
+                    let dep = self.resolve_from(node, from)?;
+                    dependencies.push(dep);
+                }
+            }
+            Instruction::Run(run) => {
+                for m in &run.mounts {
+                    if let Some(from) = &m.from {
+                        dependencies.push(self.resolve_from(node, from)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // What the step can see of the build args: RUN gets every declared arg with a value in
+        // its environment; other steps see the ones their expansion used. ENV shadows an ARG.
+        let shadowed = |name: &str| state.env.iter().any(|(k, _)| k == name);
+        let visible: BTreeMap<String, String> = state
+            .args
+            .iter()
+            .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()) && !shadowed(k))
+            .filter(|(k, _)| matches!(instruction, Instruction::Run(_)) || used.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let sources = match &instruction {
+            Instruction::Copy(fc) | Instruction::Add(fc) => self.sources_for(node, fc)?,
+            _ => None,
+        };
+        let inputs = CacheKeyInputs {
+            parent: parent.map(|k| k.to_string()).unwrap_or_default(),
+            instruction: instruction.canonical(),
+            build_args: visible.clone(),
+            sources,
+        };
+        Ok(self.step(node, instruction, visible, inputs))
+    }
+
+    /// The source digest of a COPY/ADD: from another stage, that stage's final key (same key,
+    /// same files); from an image, its reference; from the context, the resolver's digest.
+    fn sources_for(&self, node: &Node, fc: &FileCopy) -> Result<Option<SourceInputs>, Diagnostic> {
+        let context_sources: Vec<&String> = fc.sources.iter().filter(|s| fc.heredoc_for(s).is_none()).collect();
+        if context_sources.is_empty() {
+            return Ok(None);
+        }
+        if let Some(from) = &fc.from {
+            let digest = match self.resolve_from(node, from)? {
+                Dependency::Stage { index } => {
+                    let key = self.stages.get(index).and_then(|s| s.final_key()).map(|k| k.to_string());
+                    format!("stage:{}", key.unwrap_or_default())
+                }
+                Dependency::Image { reference } => match self.opts.images.and_then(|r| r.resolve(&reference)) {
+                    Some(r) => format!("image:{}", r.digest),
+                    None => format!("image:{reference}"),
+                },
+            };
+            return Ok(Some(SourceInputs { digest, files: BTreeMap::new() }));
+        }
+        let remote = context_sources.iter().all(|s| is_url(s));
+        match self.opts.sources {
+            Some(resolver) if !remote => resolver
+                .digest(fc)
+                .map(Some)
+                .map_err(|e| self.src.error_at(node, context_sources.first().map(|s| s.as_str()).unwrap_or(""), e)),
+            // No context (parse-only lowering) or only URLs (the engine fetches and checksums
+            // them): the instruction text is all that is known.
+            _ => Ok(None),
+        }
+    }
+
+    fn finish(mut self) -> Result<BuildPlan, Diagnostic> {
+        let target = match &self.opts.target {
+            None => self.stages.len().saturating_sub(1),
+            Some(t) => self.find_stage(t).ok_or_else(|| {
+                let names: Vec<String> = self.stages.iter().filter_map(|s| s.name.clone()).collect();
+                Diagnostic::at(
+                    &self.df.file,
+                    self.src.text,
+                    self.df.start_line,
+                    1,
+                    format!("target stage {t:?} could not be found (stages: {})", names.join(", ")),
+                )
+            })?,
+        };
+        let mut needed = vec![false; self.stages.len()];
+        let mut pending = vec![target];
+        while let Some(i) = pending.pop() {
+            if needed.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            needed[i] = true;
+            for dep in &self.stages[i].dependencies {
+                if let Dependency::Stage { index } = dep {
+                    pending.push(*index);
+                }
+            }
+        }
+        let mut number = 0;
+        for stage in self.stages.iter_mut().filter(|s| needed[s.index]) {
+            for step in &mut stage.steps {
+                number += 1;
+                step.number = number;
+            }
+        }
+        let mut unconsumed: Vec<String> = self
+            .opts
+            .build_args
+            .keys()
+            .filter(|k| !self.consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        unconsumed.sort();
+        if !unconsumed.is_empty() {
+            self.warnings
+                .push(format!("[Warning] One or more build-args [{}] were not consumed", unconsumed.join(" ")));
+        }
+        Ok(BuildPlan {
+            file: self.df.file.clone(),
+            stages: self.stages,
+            needed,
+            target,
+            global_args: self.global_declared,
+            unconsumed_build_args: unconsumed,
+            warnings: self.warnings,
+        })
+    }
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
+}
+
+/// `80`, `80/tcp`, `53/udp`, `8000-8010/sctp`.
+fn validate_port(p: &str) -> Result<(), String> {
+    let (range, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid protocol {proto:?} in port {p:?}: expected tcp, udp or sctp"));
+    }
+    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+    let parse =
+        |s: &str| s.parse::<u16>().map_err(|_| format!("invalid port {p:?}: expected a number from 0 to 65535"));
+    if parse(lo)? > parse(hi)? {
+        return Err(format!("invalid port range {p:?}: the start is after the end"));
+    }
+    Ok(())
+}

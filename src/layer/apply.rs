@@ -14,9 +14,7 @@
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, Sha256Digest};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
-use rustix::fs::{
-    self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps,
-};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -46,10 +44,7 @@ pub enum ApplyError {
 
 fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(rustix::io::Errno) -> ApplyError {
     let path = path.into();
-    move |e| ApplyError::Io {
-        path,
-        source: e.into(),
-    }
+    move |e| ApplyError::Io { path, source: e.into() }
 }
 
 /// The result of applying one layer.
@@ -104,12 +99,8 @@ impl LayerApply {
     /// Prepares to apply layers into `dest` (which must exist). Ownership is restored only
     /// when running as root.
     pub fn new(dest: &Path, mode: WhiteoutMode) -> Result<Self, ApplyError> {
-        let root_fd = rfs::open(
-            dest,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(io_err(dest))?;
+        let root_fd =
+            rfs::open(dest, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io_err(dest))?;
         Ok(Self {
             root: dest.to_path_buf(),
             root_fd,
@@ -135,32 +126,17 @@ impl LayerApply {
         }
         let (diff_id, tar_size) = hashing.finish().map_err(ApplyError::Tar)?;
         for (rel, mtime) in std::mem::take(&mut self.dir_times).into_iter().rev() {
-            let times = Timestamps {
-                last_access: mtime,
-                last_modification: mtime,
-            };
-            let target = if rel.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                rel.clone()
-            };
+            let times = Timestamps { last_access: mtime, last_modification: mtime };
+            let target = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel.clone() };
             if let Ok(fd) = self.open_in_root(&target, OFlags::PATH | OFlags::DIRECTORY) {
                 let _ = rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH);
             }
         }
-        Ok(AppliedLayer {
-            diff_id,
-            tar_size,
-            compression,
-        })
+        Ok(AppliedLayer { diff_id, tar_size, compression })
     }
 
     fn open_in_root(&self, rel: &Path, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-        let rel: &Path = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
+        let rel: &Path = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
         rfs::openat2(
             &self.root_fd,
             rel,
@@ -178,9 +154,7 @@ impl LayerApply {
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(io_err(self.root.join(&path))(e)),
         }
-        let mut fd = self
-            .open_in_root(Path::new("."), OFlags::PATH | OFlags::DIRECTORY)
-            .map_err(io_err(&self.root))?;
+        let mut fd = self.open_in_root(Path::new("."), OFlags::PATH | OFlags::DIRECTORY).map_err(io_err(&self.root))?;
         for (i, c) in comps.iter().enumerate() {
             let sub = join(&comps[..=i]);
             match self.open_in_root(&sub, OFlags::PATH | OFlags::DIRECTORY) {
@@ -202,13 +176,7 @@ impl LayerApply {
 
     /// Removes whatever is at `parent/name`; keeps an existing directory when `keep_dir`.
     /// Returns true when a directory was kept.
-    fn clear(
-        &self,
-        parent: &OwnedFd,
-        name: &OsStr,
-        rel: &Path,
-        keep_dir: bool,
-    ) -> Result<bool, ApplyError> {
+    fn clear(&self, parent: &OwnedFd, name: &OsStr, rel: &Path, keep_dir: bool) -> Result<bool, ApplyError> {
         match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => Ok(false),
             Err(e) => Err(io_err(self.root.join(rel))(e)),
@@ -217,15 +185,11 @@ impl LayerApply {
                     if keep_dir {
                         return Ok(true);
                     }
-                    let via_proc =
-                        PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
-                    std::fs::remove_dir_all(&via_proc).map_err(|source| ApplyError::Io {
-                        path: self.root.join(rel),
-                        source,
-                    })?;
+                    let via_proc = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+                    std::fs::remove_dir_all(&via_proc)
+                        .map_err(|source| ApplyError::Io { path: self.root.join(rel), source })?;
                 } else {
-                    rfs::unlinkat(parent, name, AtFlags::empty())
-                        .map_err(io_err(self.root.join(rel)))?;
+                    rfs::unlinkat(parent, name, AtFlags::empty()).map_err(io_err(self.root.join(rel)))?;
                 }
                 Ok(false)
             }
@@ -235,10 +199,7 @@ impl LayerApply {
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ApplyError> {
         let raw_name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
-        let refuse = |reason| ApplyError::Refused {
-            entry: shown.clone(),
-            reason,
-        };
+        let refuse = |reason| ApplyError::Refused { entry: shown.clone(), reason };
         let comps = confine(&raw_name).map_err(refuse)?;
         let kind = entry.header().entry_type();
         let Some((name, parent_comps)) = comps.split_last() else {
@@ -258,13 +219,8 @@ impl LayerApply {
                         let dir = self
                             .open_in_root(&parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)
                             .map_err(io_err(self.root.join(&parent_rel)))?;
-                        rfs::fsetxattr(
-                            &dir,
-                            "trusted.overlay.opaque",
-                            b"y",
-                            rfs::XattrFlags::empty(),
-                        )
-                        .map_err(io_err(self.root.join(&parent_rel)))?;
+                        rfs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
+                            .map_err(io_err(self.root.join(&parent_rel)))?;
                     }
                     WhiteoutMode::Delete => self.make_opaque(parent_comps)?,
                 }
@@ -281,14 +237,8 @@ impl LayerApply {
             let target_rel = parent_rel.join(hidden);
             self.clear(&parent, hidden, &target_rel, false)?;
             if self.mode == WhiteoutMode::Overlay {
-                rfs::mknodat(
-                    &parent,
-                    hidden,
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rfs::makedev(0, 0),
-                )
-                .map_err(io_err(self.root.join(&target_rel)))?;
+                rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
+                    .map_err(io_err(self.root.join(&target_rel)))?;
             }
             return Ok(());
         }
@@ -302,50 +252,28 @@ impl LayerApply {
             for ext in pax.flatten() {
                 let key = ext.key_bytes();
                 match key {
-                    b"uid" => {
-                        uid = pax_number(ext.value_bytes())
-                            .map(|v| v as u64)
-                            .unwrap_or(uid)
-                    }
-                    b"gid" => {
-                        gid = pax_number(ext.value_bytes())
-                            .map(|v| v as u64)
-                            .unwrap_or(gid)
-                    }
+                    b"uid" => uid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(uid),
+                    b"gid" => gid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(gid),
                     b"mtime" => mtime = pax_number(ext.value_bytes()).unwrap_or(mtime),
                     _ => {
                         if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                            xattrs
-                                .push((OsString::from_vec(x.to_vec()), ext.value_bytes().to_vec()));
+                            xattrs.push((OsString::from_vec(x.to_vec()), ext.value_bytes().to_vec()));
                         }
                     }
                 }
             }
         }
         let perm = Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o7777);
-        let mtime = Timespec {
-            tv_sec: mtime.trunc() as i64,
-            tv_nsec: ((mtime.fract()) * 1e9) as _,
-        };
-        let times = Timestamps {
-            last_access: mtime,
-            last_modification: mtime,
-        };
-        let owner = (
-            rustix::fs::Uid::from_raw(uid as u32),
-            rustix::fs::Gid::from_raw(gid as u32),
-        );
+        let mtime = Timespec { tv_sec: mtime.trunc() as i64, tv_nsec: ((mtime.fract()) * 1e9) as _ };
+        let times = Timestamps { last_access: mtime, last_modification: mtime };
+        let owner = (rustix::fs::Uid::from_raw(uid as u32), rustix::fs::Gid::from_raw(gid as u32));
         let parent = self.parent_dir(parent_comps)?;
-        let path_err = |e: rustix::io::Errno| ApplyError::Io {
-            path: self.root.join(&rel),
-            source: e.into(),
-        };
+        let path_err = |e: rustix::io::Errno| ApplyError::Io { path: self.root.join(&rel), source: e.into() };
 
         match kind {
             tar::EntryType::Directory => {
                 if !self.clear(&parent, name, &rel, true)? {
-                    rfs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o700))
-                        .map_err(path_err)?;
+                    rfs::mkdirat(&parent, name.as_os_str(), Mode::from_raw_mode(0o700)).map_err(path_err)?;
                 }
                 let fd = rfs::openat(
                     &parent,
@@ -362,11 +290,7 @@ impl LayerApply {
                 let fd = rfs::openat(
                     &parent,
                     name.as_os_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(path_err)?;
@@ -377,52 +301,35 @@ impl LayerApply {
                     if n == 0 {
                         break;
                     }
-                    file.write_all(&buf[..n]).map_err(|source| ApplyError::Io {
-                        path: self.root.join(&rel),
-                        source,
-                    })?;
+                    file.write_all(&buf[..n])
+                        .map_err(|source| ApplyError::Io { path: self.root.join(&rel), source })?;
                 }
                 let fd = OwnedFd::from(file);
                 self.finish_fd(&fd, owner, perm, &xattrs, &rel)?;
                 rfs::futimens(&fd, &times).map_err(path_err)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse("symlink without a target"))?
-                    .into_owned();
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("symlink without a target"))?.into_owned();
                 if target.contains(&0) {
                     return Err(refuse("symlink target contains a NUL byte"));
                 }
                 self.clear(&parent, name, &rel, false)?;
-                rfs::symlinkat(OsStr::from_bytes(&target), &parent, name.as_os_str())
-                    .map_err(path_err)?;
+                rfs::symlinkat(OsStr::from_bytes(&target), &parent, name.as_os_str()).map_err(path_err)?;
                 if self.chown {
-                    rfs::chownat(
-                        &parent,
-                        name.as_os_str(),
-                        Some(owner.0),
-                        Some(owner.1),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(path_err)?;
+                    rfs::chownat(&parent, name.as_os_str(), Some(owner.0), Some(owner.1), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(path_err)?;
                 }
-                let via_proc =
-                    PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+                let via_proc = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
                 for (k, v) in &xattrs {
                     match rfs::lsetxattr(&via_proc, k.as_os_str(), v, rfs::XattrFlags::empty()) {
                         Ok(()) | Err(rustix::io::Errno::NOTSUP) | Err(rustix::io::Errno::PERM) => {}
                         Err(e) => return Err(path_err(e)),
                     }
                 }
-                rfs::utimensat(&parent, name.as_os_str(), &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(path_err)?;
+                rfs::utimensat(&parent, name.as_os_str(), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(path_err)?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| refuse("hard link without a target"))?
-                    .into_owned();
+                let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target"))?.into_owned();
                 let tcomps = confine(&target).map_err(refuse)?;
                 let Some((tname, tparent_comps)) = tcomps.split_last() else {
                     return Err(refuse("hard link to the layer root"));
@@ -441,14 +348,8 @@ impl LayerApply {
                     return Ok(());
                 }
                 self.clear(&parent, name, &rel, false)?;
-                rfs::linkat(
-                    &tparent,
-                    tname.as_os_str(),
-                    &parent,
-                    name.as_os_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(path_err)?;
+                rfs::linkat(&tparent, tname.as_os_str(), &parent, name.as_os_str(), AtFlags::empty())
+                    .map_err(path_err)?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 self.clear(&parent, name, &rel, false)?;
@@ -457,11 +358,8 @@ impl LayerApply {
                     k => {
                         let major = header.device_major().ok().flatten().unwrap_or(0);
                         let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let ft = if k == tar::EntryType::Char {
-                            FileType::CharacterDevice
-                        } else {
-                            FileType::BlockDevice
-                        };
+                        let ft =
+                            if k == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
                         (ft, rfs::makedev(major, minor))
                     }
                 };
@@ -474,11 +372,9 @@ impl LayerApply {
                 )
                 .map_err(path_err)?;
                 if self.chown {
-                    rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH)
-                        .map_err(path_err)?;
+                    rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH).map_err(path_err)?;
                 }
-                rfs::chmodat(&parent, name.as_os_str(), perm, AtFlags::empty())
-                    .map_err(path_err)?;
+                rfs::chmodat(&parent, name.as_os_str(), perm, AtFlags::empty()).map_err(path_err)?;
                 rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH).map_err(path_err)?;
             }
             // PAX/GNU metadata entries are consumed by the tar reader; anything else (sockets,
@@ -497,10 +393,7 @@ impl LayerApply {
         xattrs: &[(OsString, Vec<u8>)],
         rel: &Path,
     ) -> Result<(), ApplyError> {
-        let path_err = |e: rustix::io::Errno| ApplyError::Io {
-            path: self.root.join(rel),
-            source: e.into(),
-        };
+        let path_err = |e: rustix::io::Errno| ApplyError::Io { path: self.root.join(rel), source: e.into() };
         if self.chown {
             rfs::fchown(fd, Some(owner.0), Some(owner.1)).map_err(path_err)?;
         }
@@ -551,11 +444,7 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(*kind);
             h.set_size(body.len() as u64);
-            h.set_mode(if *kind == tar::EntryType::Directory {
-                0o755
-            } else {
-                0o644
-            });
+            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
             b.append_data(&mut h, path, *body).unwrap();
         }
         b.into_inner().unwrap()
@@ -577,14 +466,7 @@ mod tests {
             ])[..],
         )
         .unwrap();
-        a.apply(
-            &tar_of(&[
-                ("d/.wh.x", b"", file),
-                ("o/.wh..wh..opq", b"", file),
-                ("o/new", b"2", file),
-            ])[..],
-        )
-        .unwrap();
+        a.apply(&tar_of(&[("d/.wh.x", b"", file), ("o/.wh..wh..opq", b"", file), ("o/new", b"2", file)])[..]).unwrap();
         assert!(!t.path().join("d/x").exists());
         assert!(t.path().join("d/y").exists());
         assert!(!t.path().join("o/old").exists());
@@ -600,15 +482,8 @@ mod tests {
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
         let t = tempfile::tempdir().unwrap();
         let file = tar::EntryType::Regular;
-        let tar = tar_of(&[
-            ("d/.wh.gone", b"", file),
-            ("o/.wh..wh..opq", b"", file),
-            ("o/kept", b"k", file),
-        ]);
-        let applied = LayerApply::new(t.path(), WhiteoutMode::Overlay)
-            .unwrap()
-            .apply(&tar[..])
-            .unwrap();
+        let tar = tar_of(&[("d/.wh.gone", b"", file), ("o/.wh..wh..opq", b"", file), ("o/kept", b"k", file)]);
+        let applied = LayerApply::new(t.path(), WhiteoutMode::Overlay).unwrap().apply(&tar[..]).unwrap();
         assert_eq!(applied.diff_id, Sha256Digest::of(&tar));
         let m = std::fs::symlink_metadata(t.path().join("d/gone")).unwrap();
         assert!(m.file_type().is_char_device() && m.rdev() == 0);
@@ -620,10 +495,7 @@ mod tests {
 
     #[test]
     fn confine_refuses_dotdot_and_drops_leading_slash() {
-        assert_eq!(
-            confine(b"/etc/passwd").unwrap(),
-            vec![OsString::from("etc"), OsString::from("passwd")]
-        );
+        assert_eq!(confine(b"/etc/passwd").unwrap(), vec![OsString::from("etc"), OsString::from("passwd")]);
         assert_eq!(confine(b"./a//b/./c").unwrap().len(), 3);
         assert!(confine(b"a/../../b").is_err());
         assert!(confine(b"..").is_err());

@@ -35,9 +35,7 @@ impl Compression {
 }
 
 /// Wraps `reader` in the decompressor its magic bytes ask for.
-pub fn decompressing_reader<'a, R: Read + 'a>(
-    reader: R,
-) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+pub fn decompressing_reader<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(1 << 20, reader);
     let head = buffered.fill_buf()?;
     let compression = Compression::detect(head);
@@ -60,11 +58,7 @@ mod tests {
         gz.write_all(b"hello").unwrap();
         let gz = gz.finish().unwrap();
         let zs = zstd::encode_all(&b"hello"[..], 1).unwrap();
-        for (blob, kind) in [
-            (gz, Compression::Gzip),
-            (zs, Compression::Zstd),
-            (b"hello".to_vec(), Compression::None),
-        ] {
+        for (blob, kind) in [(gz, Compression::Gzip), (zs, Compression::Zstd), (b"hello".to_vec(), Compression::None)] {
             let (c, mut r) = decompressing_reader(&blob[..]).unwrap();
             assert_eq!(c, kind);
             let mut s = String::new();

@@ -25,16 +25,10 @@ impl Sha256Digest {
 
     /// Parses 64 hex digits (without the `sha256:` prefix).
     pub fn from_hex(hex: &str) -> Result<Self, DigestParseError> {
-        if hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(hex.to_owned()))
         } else {
-            Err(DigestParseError {
-                input: hex.to_owned(),
-            })
+            Err(DigestParseError { input: hex.to_owned() })
         }
     }
 
@@ -51,8 +45,7 @@ impl Sha256Digest {
     /// As an `oci_spec` digest.
     pub fn to_oci(&self) -> oci_spec::image::Digest {
         // A sha256 digest in canonical form always parses.
-        oci_spec::image::Digest::from_str(&self.to_string())
-            .unwrap_or_else(|_| unreachable!("canonical sha256 digest"))
+        oci_spec::image::Digest::from_str(&self.to_string()).unwrap_or_else(|_| unreachable!("canonical sha256 digest"))
     }
 }
 
@@ -60,12 +53,8 @@ impl FromStr for Sha256Digest {
     type Err = DigestParseError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_prefix("sha256:") {
-            Some(hex) => Self::from_hex(hex).map_err(|_| DigestParseError {
-                input: s.to_owned(),
-            }),
-            None => Err(DigestParseError {
-                input: s.to_owned(),
-            }),
+            Some(hex) => Self::from_hex(hex).map_err(|_| DigestParseError { input: s.to_owned() }),
+            None => Err(DigestParseError { input: s.to_owned() }),
         }
     }
 }
@@ -105,19 +94,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        Self { inner, hasher: Sha256::new(), len: 0 }
     }
     /// The digest and byte count so far, and the inner writer.
     pub fn finish(self) -> (Sha256Digest, u64, W) {
-        (
-            Sha256Digest(hex::encode(self.hasher.finalize())),
-            self.len,
-            self.inner,
-        )
+        (Sha256Digest(hex::encode(self.hasher.finalize())), self.len, self.inner)
     }
 }
 
@@ -142,18 +123,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
+        Self { inner, hasher: Sha256::new(), len: 0 }
     }
     /// The digest and length of what has been read so far.
     pub fn digest_so_far(&self) -> (Sha256Digest, u64) {
-        (
-            Sha256Digest(hex::encode(self.hasher.clone().finalize())),
-            self.len,
-        )
+        (Sha256Digest(hex::encode(self.hasher.clone().finalize())), self.len)
     }
 
     /// Reads what is left (so the digest covers the whole stream) and returns digest and length.
@@ -181,15 +155,9 @@ mod tests {
         let d: Sha256Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
         assert_eq!(d.short(), "aaaaaaaaaaaa");
         assert!("sha256:abc".parse::<Sha256Digest>().is_err());
-        assert!(format!("sha512:{}", "a".repeat(64))
-            .parse::<Sha256Digest>()
-            .is_err());
-        assert!(format!("sha256:{}", "A".repeat(64))
-            .parse::<Sha256Digest>()
-            .is_err());
-        assert!(format!("sha256:../{}", "a".repeat(61))
-            .parse::<Sha256Digest>()
-            .is_err());
+        assert!(format!("sha512:{}", "a".repeat(64)).parse::<Sha256Digest>().is_err());
+        assert!(format!("sha256:{}", "A".repeat(64)).parse::<Sha256Digest>().is_err());
+        assert!(format!("sha256:../{}", "a".repeat(61)).parse::<Sha256Digest>().is_err());
     }
 
     #[test]

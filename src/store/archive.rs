@@ -13,10 +13,7 @@
 //! verified before anything is moved into the store, and an image becomes visible only when
 //! its `index.json` entry is written, so a failed or killed load leaves at most garbage.
 
-use super::{
-    compression_of, ImageReference, ImageStore, LayerBlob, PutImage, Result, StoreError,
-    StoredImage,
-};
+use super::{compression_of, ImageReference, ImageStore, LayerBlob, PutImage, Result, StoreError, StoredImage};
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, HashingWriter, Sha256Digest};
 use fs_err as fs;
@@ -90,8 +87,7 @@ pub fn save<W: Write>(
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for item in items {
         let img = &item.image;
-        let mut blobs: Vec<(Sha256Digest, u64)> =
-            vec![(img.id.clone(), img.config_raw.len() as u64)];
+        let mut blobs: Vec<(Sha256Digest, u64)> = vec![(img.id.clone(), img.config_raw.len() as u64)];
         blobs.extend(img.layers.iter().map(|l| (l.digest.clone(), l.size)));
         blobs.push((img.manifest_digest.clone(), img.manifest_size));
         for (d, size) in blobs {
@@ -100,18 +96,8 @@ pub fn save<W: Write>(
             }
             let blob = store.open_blob(&d)?;
             let header = blob_header(&format!("blobs/sha256/{}", d.hex()), size);
-            tar.append(
-                &header,
-                Counting {
-                    inner: blob,
-                    progress,
-                },
-            )
-            .map_err(|e| {
-                match e
-                    .get_ref()
-                    .and_then(|r| r.downcast_ref::<super::CorruptBlobMarker>())
-                {
+            tar.append(&header, Counting { inner: blob, progress }).map_err(|e| {
+                match e.get_ref().and_then(|r| r.downcast_ref::<super::CorruptBlobMarker>()) {
                     Some(m) => StoreError::Conflict(m.0.clone()),
                     None => StoreError::Io(e),
                 }
@@ -133,10 +119,10 @@ pub fn save<W: Write>(
             });
             index_entries.push(descriptor.clone());
             if let Some(top) = img.layers.last() {
-                repositories.entry(t.familiar_name()).or_default().insert(
-                    t.tag().unwrap_or("latest").to_owned(),
-                    top.digest.hex().to_owned(),
-                );
+                repositories
+                    .entry(t.familiar_name())
+                    .or_default()
+                    .insert(t.tag().unwrap_or("latest").to_owned(), top.digest.hex().to_owned());
             }
         }
         let repo_tags: Vec<String> = tags.iter().map(|t| t.familiar()).collect();
@@ -150,29 +136,13 @@ pub fn save<W: Write>(
         tar.append(&blob_header(name, bytes.len() as u64), &bytes[..])
     };
     let index = serde_json::json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index_entries });
-    small(
-        &mut tar,
-        "index.json",
-        serde_json::to_vec(&index).map_err(io::Error::other)?,
-    )?;
+    small(&mut tar, "index.json", serde_json::to_vec(&index).map_err(io::Error::other)?)?;
     if format == ArchiveFormat::Docker {
-        small(
-            &mut tar,
-            "manifest.json",
-            serde_json::to_vec(&manifest_json).map_err(io::Error::other)?,
-        )?;
+        small(&mut tar, "manifest.json", serde_json::to_vec(&manifest_json).map_err(io::Error::other)?)?;
     }
-    small(
-        &mut tar,
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    )?;
+    small(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec())?;
     if format == ArchiveFormat::Docker && !repositories.is_empty() {
-        small(
-            &mut tar,
-            "repositories",
-            serde_json::to_vec(&repositories).map_err(io::Error::other)?,
-        )?;
+        small(&mut tar, "repositories", serde_json::to_vec(&repositories).map_err(io::Error::other)?)?;
     }
     tar.into_inner()?.flush()?;
     Ok(())
@@ -213,16 +183,9 @@ pub fn load<R: Read>(
     source: &str,
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Loaded>> {
-    let bad = |reason: String| StoreError::BadArchive {
-        path: source.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| StoreError::BadArchive { path: source.to_owned(), reason };
     let work = store.work_dir()?;
-    let (_, stream) = decompressing_reader(Counting {
-        inner: input,
-        progress,
-    })
-    .map_err(|e| bad(e.to_string()))?;
+    let (_, stream) = decompressing_reader(Counting { inner: input, progress }).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(stream);
     let mut files: HashMap<String, Extracted> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();
@@ -244,36 +207,21 @@ pub fn load<R: Read>(
                     if k == 0 {
                         break;
                     }
-                    w.write_all(&buf[..k]).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-                    })?;
+                    w.write_all(&buf[..k]).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
                 }
                 let (digest, size, file) = w.finish();
                 if size != entry.header().size().unwrap_or(size) {
-                    return Err(bad(format!(
-                        "truncated archive: {name} is shorter than its header says"
-                    )));
+                    return Err(bad(format!("truncated archive: {name} is shorter than its header says")));
                 }
-                file.sync_all().map_err(|e| {
-                    io::Error::new(e.kind(), format!("fsync {}: {e}", path.display()))
-                })?;
-                files.insert(
-                    name,
-                    Extracted {
-                        file: path,
-                        digest,
-                        size,
-                    },
-                );
+                file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
+                files.insert(name, Extracted { file: path, digest, size });
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
                 if let Some(target) = entry.link_name_bytes() {
                     let target = String::from_utf8_lossy(&target).into_owned();
                     let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
-                        let dir = Path::new(&name)
-                            .parent()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default();
+                        let dir =
+                            Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
                         normalise(&format!("{dir}/{target}"))
                     } else {
                         normalise(&target)
@@ -298,8 +246,7 @@ pub fn load<R: Read>(
         let f = lookup(name).ok_or_else(|| bad(format!("{name} is missing from the archive")))?;
         Ok(fs::read(&f.file)?)
     };
-    let by_digest =
-        |d: &Sha256Digest| -> Option<&Extracted> { lookup(&format!("blobs/sha256/{}", d.hex())) };
+    let by_digest = |d: &Sha256Digest| -> Option<&Extracted> { lookup(&format!("blobs/sha256/{}", d.hex())) };
 
     // Images to assemble: config file, layer files, tags, and an OCI manifest to keep if any.
     struct Plan<'a> {
@@ -317,55 +264,27 @@ pub fn load<R: Read>(
                 .get("Config")
                 .and_then(|c| c.as_str())
                 .ok_or_else(|| bad("manifest.json: entry without Config".into()))?;
-            let config =
-                lookup(cfg).ok_or_else(|| bad(format!("{cfg} is missing from the archive")))?;
+            let config = lookup(cfg).ok_or_else(|| bad(format!("{cfg} is missing from the archive")))?;
             let mut layers = Vec::new();
-            for l in e
-                .get("Layers")
-                .and_then(|l| l.as_array())
-                .cloned()
-                .unwrap_or_default()
-            {
-                let l = l
-                    .as_str()
-                    .ok_or_else(|| bad("manifest.json: layer is not a string".into()))?
-                    .to_owned();
-                layers.push((
-                    lookup(&l)
-                        .ok_or_else(|| bad(format!("layer {l} is missing from the archive")))?,
-                    None,
-                ));
+            for l in e.get("Layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
+                let l = l.as_str().ok_or_else(|| bad("manifest.json: layer is not a string".into()))?.to_owned();
+                layers.push((lookup(&l).ok_or_else(|| bad(format!("layer {l} is missing from the archive")))?, None));
             }
             let mut tags = Vec::new();
-            for t in e
-                .get("RepoTags")
-                .and_then(|t| t.as_array())
-                .cloned()
-                .unwrap_or_default()
-            {
+            for t in e.get("RepoTags").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
                 if let Some(t) = t.as_str() {
                     tags.push(
-                        ImageReference::parse(t)
-                            .map_err(|e| bad(format!("manifest.json: {e}")))?
-                            .with_default_tag(),
+                        ImageReference::parse(t).map_err(|e| bad(format!("manifest.json: {e}")))?.with_default_tag(),
                     );
                 }
             }
-            plans.push(Plan {
-                config,
-                layers,
-                tags,
-            });
+            plans.push(Plan { config, layers, tags });
         }
     } else if lookup("index.json").is_some() {
         let bytes = read_small("index.json")?;
-        let index: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("index.json: {e}")))?;
-        let mut stack: Vec<serde_json::Value> = index
-            .get("manifests")
-            .and_then(|m| m.as_array())
-            .cloned()
-            .unwrap_or_default();
+        let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("index.json: {e}")))?;
+        let mut stack: Vec<serde_json::Value> =
+            index.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
         while let Some(desc) = stack.pop() {
             let digest: Sha256Digest = desc
                 .get("digest")
@@ -374,24 +293,15 @@ pub fn load<R: Read>(
                 .parse()
                 .map_err(|e| bad(format!("index.json: {e}")))?;
             let media = desc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-            let blob = by_digest(&digest)
-                .ok_or_else(|| bad(format!("blob {digest} is missing from the archive")))?;
+            let blob = by_digest(&digest).ok_or_else(|| bad(format!("blob {digest} is missing from the archive")))?;
             if blob.digest != digest {
-                return Err(bad(format!(
-                    "blob {digest} is corrupt: content hashes to {}",
-                    blob.digest
-                )));
+                return Err(bad(format!("blob {digest} is corrupt: content hashes to {}", blob.digest)));
             }
-            let body: serde_json::Value = serde_json::from_slice(&fs::read(&blob.file)?)
-                .map_err(|e| bad(format!("manifest {digest}: {e}")))?;
+            let body: serde_json::Value =
+                serde_json::from_slice(&fs::read(&blob.file)?).map_err(|e| bad(format!("manifest {digest}: {e}")))?;
             if media.contains("index") || body.get("manifests").is_some() {
                 // Nested index: pick the manifests for this platform (or without a platform).
-                for m in body
-                    .get("manifests")
-                    .and_then(|m| m.as_array())
-                    .cloned()
-                    .unwrap_or_default()
-                {
+                for m in body.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default() {
                     let plat = m.get("platform");
                     let arch_ok = plat
                         .and_then(|p| p.get("architecture"))
@@ -411,17 +321,11 @@ pub fn load<R: Read>(
                 continue;
             }
             let ann = desc.get("annotations");
-            let name = ann
-                .and_then(|a| a.get("io.containerd.image.name"))
-                .and_then(|n| n.as_str());
-            let refname = ann
-                .and_then(|a| a.get(super::REF_NAME_ANNOTATION))
-                .and_then(|n| n.as_str());
+            let name = ann.and_then(|a| a.get("io.containerd.image.name")).and_then(|n| n.as_str());
+            let refname = ann.and_then(|a| a.get(super::REF_NAME_ANNOTATION)).and_then(|n| n.as_str());
             let tag = match (name, refname) {
                 (Some(n), _) => ImageReference::parse(n).ok(),
-                (None, Some(r)) if r.contains(':') || r.contains('/') => {
-                    ImageReference::parse(r).ok()
-                }
+                (None, Some(r)) if r.contains(':') || r.contains('/') => ImageReference::parse(r).ok(),
                 _ => None,
             };
             let cfg_digest: Sha256Digest = body
@@ -433,53 +337,31 @@ pub fn load<R: Read>(
             let config = by_digest(&cfg_digest)
                 .ok_or_else(|| bad(format!("config {cfg_digest} is missing from the archive")))?;
             let mut layers = Vec::new();
-            for l in body
-                .get("layers")
-                .and_then(|l| l.as_array())
-                .cloned()
-                .unwrap_or_default()
-            {
+            for l in body.get("layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
                 let ld: Sha256Digest = l
                     .get("digest")
                     .and_then(|d| d.as_str())
                     .unwrap_or("")
                     .parse()
                     .map_err(|e| bad(format!("manifest {digest}: {e}")))?;
-                let f = by_digest(&ld)
-                    .ok_or_else(|| bad(format!("layer {ld} is missing from the archive")))?;
+                let f = by_digest(&ld).ok_or_else(|| bad(format!("layer {ld} is missing from the archive")))?;
                 if f.digest != ld {
-                    return Err(bad(format!(
-                        "layer blob {ld} is corrupt: content hashes to {}",
-                        f.digest
-                    )));
+                    return Err(bad(format!("layer blob {ld} is corrupt: content hashes to {}", f.digest)));
                 }
-                let mt = l
-                    .get("mediaType")
-                    .and_then(|m| m.as_str())
-                    .map(MediaType::from);
+                let mt = l.get("mediaType").and_then(|m| m.as_str()).map(MediaType::from);
                 layers.push((f, mt));
             }
             if config.digest != cfg_digest {
-                return Err(bad(format!(
-                    "config {cfg_digest} is corrupt: content hashes to {}",
-                    config.digest
-                )));
+                return Err(bad(format!("config {cfg_digest} is corrupt: content hashes to {}", config.digest)));
             }
             if let Some(existing) = plans.iter_mut().find(|p| p.config.digest == config.digest) {
                 existing.tags.extend(tag);
             } else {
-                plans.push(Plan {
-                    config,
-                    layers,
-                    tags: tag.into_iter().map(|t| t.with_default_tag()).collect(),
-                });
+                plans.push(Plan { config, layers, tags: tag.into_iter().map(|t| t.with_default_tag()).collect() });
             }
         }
     } else {
-        return Err(bad(
-            "neither manifest.json nor index.json found: not a docker-archive or OCI archive"
-                .into(),
-        ));
+        return Err(bad("neither manifest.json nor index.json found: not a docker-archive or OCI archive".into()));
     }
     if plans.is_empty() {
         return Err(bad("the archive holds no image".into()));
@@ -494,8 +376,8 @@ pub fn load<R: Read>(
     let mut ready = Vec::new();
     for p in &plans {
         let config_raw = fs::read(&p.config.file)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_raw)
-            .map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
+        let config: ImageConfiguration =
+            serde_json::from_slice(&config_raw).map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != p.layers.len() {
             return Err(bad(format!(
@@ -507,9 +389,8 @@ pub fn load<R: Read>(
         }
         let mut layers = Vec::new();
         for ((f, mt), expected) in p.layers.iter().zip(diff_ids) {
-            let expected: Sha256Digest = expected
-                .parse()
-                .map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
+            let expected: Sha256Digest =
+                expected.parse().map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
             let head = {
                 let mut h = [0u8; 4];
                 let mut file = fs::File::open(&f.file)?;
@@ -520,38 +401,20 @@ pub fn load<R: Read>(
             let diff_id = if compression == Compression::None {
                 f.digest.clone()
             } else {
-                let (_, r) = decompressing_reader(fs::File::open(&f.file)?)
-                    .map_err(|e| bad(e.to_string()))?;
-                let (d, _) = HashingReader::new(r)
-                    .finish()
-                    .map_err(|e| bad(format!("layer {}: {e}", f.digest)))?;
+                let (_, r) = decompressing_reader(fs::File::open(&f.file)?).map_err(|e| bad(e.to_string()))?;
+                let (d, _) = HashingReader::new(r).finish().map_err(|e| bad(format!("layer {}: {e}", f.digest)))?;
                 d
             };
             if diff_id != expected {
-                return Err(bad(format!(
-                    "layer {} has diff ID {diff_id}, its image config says {expected}",
-                    f.digest
-                )));
+                return Err(bad(format!("layer {} has diff ID {diff_id}, its image config says {expected}", f.digest)));
             }
             let media_type = mt
                 .clone()
                 .filter(|m| compression_of(m) == compression)
                 .unwrap_or_else(|| compression.oci_layer_media_type());
-            layers.push((
-                f.file.clone(),
-                LayerBlob {
-                    digest: f.digest.clone(),
-                    diff_id,
-                    size: f.size,
-                    media_type,
-                },
-            ));
+            layers.push((f.file.clone(), LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type }));
         }
-        ready.push(Ready {
-            config_raw,
-            layers,
-            tags: p.tags.clone(),
-        });
+        ready.push(Ready { config_raw, layers, tags: p.tags.clone() });
     }
 
     let mut out = Vec::new();
@@ -562,18 +425,8 @@ pub fn load<R: Read>(
             }
         }
         let blobs: Vec<LayerBlob> = r.layers.into_iter().map(|(_, l)| l).collect();
-        let image = store.put_image_raw(
-            &r.config_raw,
-            &blobs,
-            &PutImage {
-                tags: r.tags.clone(),
-                parent: None,
-            },
-        )?;
-        out.push(Loaded {
-            id: image.id,
-            tags: r.tags,
-        });
+        let image = store.put_image_raw(&r.config_raw, &blobs, &PutImage { tags: r.tags.clone(), parent: None })?;
+        out.push(Loaded { id: image.id, tags: r.tags });
     }
     drop(work);
     Ok(out)

@@ -64,28 +64,16 @@ pub fn import_rootfs<R: Read>(
     progress: &indicatif::ProgressBar,
 ) -> Result<StoredImage> {
     let work = store.work_dir()?;
-    let bad = |reason: String| StoreError::BadArchive {
-        path: opts.source.clone(),
-        reason,
-    };
-    let (_, tar_stream) = decompressing_reader(Counting {
-        inner: input,
-        progress,
-    })
-    .map_err(|e| bad(e.to_string()))?;
+    let bad = |reason: String| StoreError::BadArchive { path: opts.source.clone(), reason };
+    let (_, tar_stream) = decompressing_reader(Counting { inner: input, progress }).map_err(|e| bad(e.to_string()))?;
     let mut writer = work.blob_writer(store)?;
     {
-        let mut tee = Tee {
-            reader: tar_stream,
-            writer: &mut writer,
-            progress,
-        };
+        let mut tee = Tee { reader: tar_stream, writer: &mut writer, progress };
         let mut archive = tar::Archive::new(&mut tee);
         let mut count = 0usize;
         for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
-            io::copy(&mut entry, &mut io::sink())
-                .map_err(|e| bad(format!("truncated or corrupt tar archive: {e}")))?;
+            io::copy(&mut entry, &mut io::sink()).map_err(|e| bad(format!("truncated or corrupt tar archive: {e}")))?;
             count += 1;
         }
         if count == 0 {
@@ -99,9 +87,8 @@ pub fn import_rootfs<R: Read>(
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut container_config = serde_json::Map::new();
     for change in &opts.changes {
-        apply_change(&mut container_config, change).map_err(|reason| {
-            StoreError::Conflict(format!("invalid change {change:?}: {reason}"))
-        })?;
+        apply_change(&mut container_config, change)
+            .map_err(|reason| StoreError::Conflict(format!("invalid change {change:?}: {reason}")))?;
     }
     let mut config = serde_json::Map::new();
     config.insert("architecture".into(), go_arch().into());
@@ -109,30 +96,13 @@ pub fn import_rootfs<R: Read>(
         config.insert("config".into(), serde_json::Value::Object(container_config));
     }
     config.insert("created".into(), now.clone().into());
-    let comment = opts
-        .message
-        .clone()
-        .unwrap_or_else(|| format!("Imported from {}", opts.source));
-    config.insert(
-        "history".into(),
-        serde_json::json!([{ "created": now, "comment": comment }]),
-    );
+    let comment = opts.message.clone().unwrap_or_else(|| format!("Imported from {}", opts.source));
+    config.insert("history".into(), serde_json::json!([{ "created": now, "comment": comment }]));
     config.insert("os".into(), "linux".into());
-    config.insert(
-        "rootfs".into(),
-        serde_json::json!({ "type": "layers", "diff_ids": [digest.to_string()] }),
-    );
+    config.insert("rootfs".into(), serde_json::json!({ "type": "layers", "diff_ids": [digest.to_string()] }));
     let raw = serde_json::to_vec(&serde_json::Value::Object(config)).map_err(io::Error::other)?;
-    let layer = LayerBlob {
-        digest: digest.clone(),
-        diff_id: digest,
-        size,
-        media_type: MediaType::ImageLayer,
-    };
-    let put = PutImage {
-        tags: opts.tag.iter().cloned().collect(),
-        parent: None,
-    };
+    let layer = LayerBlob { digest: digest.clone(), diff_id: digest, size, media_type: MediaType::ImageLayer };
+    let put = PutImage { tags: opts.tag.iter().cloned().collect(), parent: None };
     let image = store.put_image_raw(&raw, &[layer], &put)?;
     drop(work);
     Ok(image)
@@ -161,9 +131,7 @@ pub fn apply_change(
     change: &str,
 ) -> std::result::Result<(), String> {
     let change = change.trim();
-    let (instr, rest) = change
-        .split_once(char::is_whitespace)
-        .ok_or("missing arguments")?;
+    let (instr, rest) = change.split_once(char::is_whitespace).ok_or("missing arguments")?;
     let rest = rest.trim();
     match instr.to_ascii_uppercase().as_str() {
         "CMD" => {
@@ -185,12 +153,7 @@ pub fn apply_change(
             let env = cfg.entry("Env").or_insert_with(|| serde_json::json!([]));
             if let Some(list) = env.as_array_mut() {
                 for (k, v) in key_values(rest) {
-                    list.retain(|e| {
-                        e.as_str()
-                            .and_then(|e| e.split_once('='))
-                            .map(|(ek, _)| ek != k)
-                            .unwrap_or(true)
-                    });
+                    list.retain(|e| e.as_str().and_then(|e| e.split_once('=')).map(|(ek, _)| ek != k).unwrap_or(true));
                     list.push(format!("{k}={v}").into());
                 }
             }
@@ -204,24 +167,16 @@ pub fn apply_change(
             }
         }
         "EXPOSE" => {
-            let ports = cfg
-                .entry("ExposedPorts")
-                .or_insert_with(|| serde_json::json!({}));
+            let ports = cfg.entry("ExposedPorts").or_insert_with(|| serde_json::json!({}));
             if let Some(map) = ports.as_object_mut() {
                 for p in rest.split_whitespace() {
-                    let p = if p.contains('/') {
-                        p.to_owned()
-                    } else {
-                        format!("{p}/tcp")
-                    };
+                    let p = if p.contains('/') { p.to_owned() } else { format!("{p}/tcp") };
                     map.insert(p, serde_json::json!({}));
                 }
             }
         }
         "VOLUME" => {
-            let vols = cfg
-                .entry("Volumes")
-                .or_insert_with(|| serde_json::json!({}));
+            let vols = cfg.entry("Volumes").or_insert_with(|| serde_json::json!({}));
             if let Some(map) = vols.as_object_mut() {
                 let list = serde_json::from_str::<Vec<String>>(rest)
                     .unwrap_or_else(|_| rest.split_whitespace().map(str::to_owned).collect());
@@ -249,10 +204,7 @@ mod tests {
         apply_change(&mut cfg, "EXPOSE 80").unwrap();
         assert_eq!(cfg["Cmd"], serde_json::json!(["sh"]));
         assert_eq!(cfg["Env"], serde_json::json!(["B=2", "A=3"]));
-        assert_eq!(
-            cfg["Entrypoint"],
-            serde_json::json!(["/bin/sh", "-c", "echo hi"])
-        );
+        assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c", "echo hi"]));
         assert!(cfg["ExposedPorts"].get("80/tcp").is_some());
         assert!(apply_change(&mut cfg, "RUN x").is_err());
     }

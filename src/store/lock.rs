@@ -25,19 +25,9 @@ pub struct StoreLock {
 impl StoreLock {
     /// Blocks until the store lock is held.
     pub fn acquire(path: &Path) -> io::Result<Self> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?
-            .into_parts()
-            .0;
-        flock(&file, FlockOperation::LockExclusive).map_err(|e| {
-            io::Error::new(
-                io::Error::from(e).kind(),
-                format!("locking {}: {e}", path.display()),
-            )
-        })?;
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?.into_parts().0;
+        flock(&file, FlockOperation::LockExclusive)
+            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("locking {}: {e}", path.display())))?;
         Ok(Self { _file: file })
     }
 }
@@ -60,19 +50,12 @@ static WORK_SEQ: AtomicU64 = AtomicU64::new(0);
 impl WorkDir {
     pub(crate) fn create(tmp: &Path) -> io::Result<Self> {
         let seq = WORK_SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = tmp.join(format!("work-{}-{seq}-{nanos:08x}", std::process::id()));
         fs::create_dir(&path)?;
         let pin_path = path.join(".pin");
-        let pin_file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&pin_path)?
-            .into_parts()
-            .0;
+        let pin_file = fs::OpenOptions::new().create(true).append(true).open(&pin_path)?.into_parts().0;
         flock(&pin_file, FlockOperation::LockExclusive).map_err(io::Error::from)?;
         Ok(Self { path, pin_file })
     }

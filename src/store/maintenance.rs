@@ -34,9 +34,7 @@ pub struct CheckReport {
 }
 
 fn tag_of(d: &Descriptor) -> Option<&String> {
-    d.annotations()
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME_ANNOTATION))
+    d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION))
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -108,11 +106,7 @@ impl ImageStore {
             if dir.is_dir() {
                 let size = dir_size(&dir);
                 // Rename first so the layer disappears atomically, then delete at leisure.
-                let trash = self.root.join("tmp").join(format!(
-                    "trash-{}-{}",
-                    l.short(),
-                    std::process::id()
-                ));
+                let trash = self.root.join("tmp").join(format!("trash-{}-{}", l.short(), std::process::id()));
                 fs::rename(&dir, &trash)?;
                 fs::remove_dir_all(&trash)?;
                 out.reclaimed += size;
@@ -135,10 +129,7 @@ impl ImageStore {
             .map(|r| r.with_default_tag())
             .filter(|r| image.tags.contains(r));
         let short = image.id.short().to_owned();
-        let children: Vec<&StoredImage> = images
-            .iter()
-            .filter(|i| i.parent.as_ref() == Some(&image.id))
-            .collect();
+        let children: Vec<&StoredImage> = images.iter().filter(|i| i.parent.as_ref() == Some(&image.id)).collect();
         let mut out = Removal::default();
         let mut entries: Vec<Descriptor> = self.read_index()?.manifests().clone();
 
@@ -171,7 +162,9 @@ impl ImageStore {
                 }
             }
             if !children.is_empty() && by_tag.is_none() {
-                return Err(StoreError::Conflict(format!("conflict: unable to delete {short} (cannot be forced) - image has dependent child images")));
+                return Err(StoreError::Conflict(format!(
+                    "conflict: unable to delete {short} (cannot be forced) - image has dependent child images"
+                )));
             }
             for t in &image.tags {
                 out.untagged.push(t.clone());
@@ -199,16 +192,10 @@ impl ImageStore {
         }
         self.write_index(&entries)?;
         if out.deleted.contains(&image.id) {
-            let remaining: Vec<StoredImage> =
-                images.into_iter().filter(|i| i.id != image.id).collect();
+            let remaining: Vec<StoredImage> = images.into_iter().filter(|i| i.id != image.id).collect();
             let mut blobs = vec![image.manifest_digest.clone(), image.id.clone()];
             blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
-            let layers: Vec<_> = image
-                .layers
-                .iter()
-                .rev()
-                .map(|l| l.chain_id.clone())
-                .collect();
+            let layers: Vec<_> = image.layers.iter().rev().map(|l| l.chain_id.clone()).collect();
             self.delete_unreferenced(&remaining, &blobs, &layers, &mut out)?;
         }
         Ok(out)
@@ -224,9 +211,7 @@ impl ImageStore {
             let cached = self.cache_users()?;
             let victim = images.iter().find(|i| {
                 let has_child = images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
-                !has_child
-                    && !users.contains_key(&i.id)
-                    && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
+                !has_child && !users.contains_key(&i.id) && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
             });
             let Some(v) = victim else { break };
             let r = self.remove_image(&v.id.to_string(), true)?;
@@ -249,6 +234,32 @@ impl ImageStore {
         let layers = self.list_layers()?;
         self.delete_unreferenced(&images, &blobs, &layers, &mut out)?;
         self.remove_dead_work_dirs(&mut out)?;
+        let ids: HashSet<Sha256Digest> = images.iter().map(|i| i.id.clone()).collect();
+        for (path, _) in self.bad_cache_records(&ids)? {
+            out.reclaimed += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path)?;
+        }
+        Ok(out)
+    }
+
+    /// Cache records that are unreadable or name an image the store no longer has, with why.
+    fn bad_cache_records(&self, ids: &HashSet<Sha256Digest>) -> Result<Vec<(std::path::PathBuf, String)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("cache"))? {
+            let path = e?.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse::<Sha256Digest>().ok()));
+            match parsed {
+                None => out.push((path, "unreadable".to_owned())),
+                Some(id) if !ids.contains(&id) => out.push((path, format!("names {id}, which is not in the store"))),
+                Some(_) => {}
+            }
+        }
         Ok(out)
     }
 
@@ -301,15 +312,9 @@ impl ImageStore {
                     .and_then(|v| v.get("imageLayoutVersion").cloned())
                     .is_some() => {}
             _ => {
-                report.problems.push(format!(
-                    "{}: missing or invalid",
-                    self.root.join("oci-layout").display()
-                ));
+                report.problems.push(format!("{}: missing or invalid", self.root.join("oci-layout").display()));
                 if repair {
-                    self.write_atomic(
-                        &self.root.join("oci-layout"),
-                        br#"{"imageLayoutVersion":"1.0.0"}"#,
-                    )?;
+                    self.write_atomic(&self.root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
                     report.repaired.push("rewrote oci-layout".into());
                 }
             }
@@ -327,14 +332,10 @@ impl ImageStore {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(d) = Sha256Digest::from_hex(&name) else {
-                report
-                    .problems
-                    .push(format!("{}: not a sha256 blob name", e.path().display()));
+                report.problems.push(format!("{}: not a sha256 blob name", e.path().display()));
                 if repair {
                     fs::remove_file(e.path())?;
-                    report
-                        .repaired
-                        .push(format!("removed {}", e.path().display()));
+                    report.repaired.push(format!("removed {}", e.path().display()));
                 }
                 continue;
             };
@@ -352,9 +353,7 @@ impl ImageStore {
         let mut good_images = Vec::new();
         for desc in index.manifests() {
             let mdg = Sha256Digest::from(desc.digest());
-            let label = tag_of(desc)
-                .cloned()
-                .unwrap_or_else(|| format!("<none> ({mdg})"));
+            let label = tag_of(desc).cloned().unwrap_or_else(|| format!("<none> ({mdg})"));
             let mut bad = None;
             if let Some(t) = tag_of(desc) {
                 if ImageReference::parse(t).is_err() {
@@ -364,12 +363,8 @@ impl ImageStore {
             let image = if corrupt.contains(&mdg) {
                 Err(format!("manifest {mdg} is corrupt"))
             } else {
-                self.load_image(
-                    &mdg,
-                    desc.size(),
-                    &desc.annotations().clone().unwrap_or_default(),
-                )
-                .map_err(|e| e.to_string())
+                self.load_image(&mdg, desc.size(), &desc.annotations().clone().unwrap_or_default())
+                    .map_err(|e| e.to_string())
             };
             match image {
                 Err(e) => bad = Some(e),
@@ -393,9 +388,7 @@ impl ImageStore {
                 Some(reason) => {
                     report.problems.push(format!("image {label}: {reason}"));
                     if repair {
-                        report
-                            .repaired
-                            .push(format!("removed image {label} from the index"));
+                        report.repaired.push(format!("removed image {label} from the index"));
                     } else {
                         kept.push(desc.clone());
                     }
@@ -418,15 +411,11 @@ impl ImageStore {
             match Sha256Digest::from_hex(&name) {
                 Ok(d) if e.path().is_dir() => {
                     if !ref_layers.contains(&d) {
-                        report
-                            .garbage
-                            .push(format!("unreferenced unpacked layer {d}"));
+                        report.garbage.push(format!("unreferenced unpacked layer {d}"));
                     }
                 }
                 _ => {
-                    report
-                        .problems
-                        .push(format!("{}: not an unpacked layer dir", e.path().display()));
+                    report.problems.push(format!("{}: not an unpacked layer dir", e.path().display()));
                     if repair {
                         let p = e.path();
                         if p.is_dir() {
@@ -441,9 +430,19 @@ impl ImageStore {
         }
         let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
         for d in &dead {
-            report
-                .garbage
-                .push(format!("leftover work dir {}", d.display()));
+            report.garbage.push(format!("leftover work dir {}", d.display()));
+        }
+        let ids: HashSet<Sha256Digest> = good_images.iter().map(|i| i.id.clone()).collect();
+        for (path, why) in self.bad_cache_records(&ids)? {
+            if why == "unreadable" {
+                report.problems.push(format!("cache record {}: {why}", path.display()));
+                if repair {
+                    fs::remove_file(&path)?;
+                    report.repaired.push(format!("removed {}", path.display()));
+                }
+            } else {
+                report.garbage.push(format!("stale cache record {}: {why}", path.display()));
+            }
         }
         if repair {
             let mut r = Removal::default();

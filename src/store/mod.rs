@@ -29,7 +29,7 @@
 //!                   layers: Vec<StoredLayer { digest, diff_id, size, media_type, chain_id, unpacked_dir }> }
 //! store.ensure_unpacked(&image) -> Vec<PathBuf>               lower dirs, bottom layer first
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
-//! store.put_cache_record(&key, &json!({"image": id, ...})) / store.cache_record(&key)
+//! store.container_users() / store.cache_users()             image ID -> who uses it
 //! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
@@ -67,17 +67,9 @@ pub enum StoreError {
     #[error("blob {digest} is missing from the store ({path})")]
     MissingBlob { digest: Sha256Digest, path: PathBuf },
     #[error("blob {digest} is corrupt: its content hashes to {actual} ({path})")]
-    CorruptBlob {
-        digest: Sha256Digest,
-        actual: Sha256Digest,
-        path: PathBuf,
-    },
+    CorruptBlob { digest: Sha256Digest, actual: Sha256Digest, path: PathBuf },
     #[error("{what} {path}: invalid JSON: {source}")]
-    Json {
-        what: &'static str,
-        path: String,
-        source: serde_json::Error,
-    },
+    Json { what: &'static str, path: String, source: serde_json::Error },
     #[error("No such image: {0}")]
     NoSuchImage(String),
     #[error(transparent)]
@@ -85,16 +77,9 @@ pub enum StoreError {
     #[error(transparent)]
     Digest(#[from] DigestParseError),
     #[error("layer {digest}: {source}")]
-    Apply {
-        digest: Sha256Digest,
-        source: ApplyError,
-    },
+    Apply { digest: Sha256Digest, source: ApplyError },
     #[error("layer {digest}: content has diff ID {actual}, the image config says {expected}")]
-    DiffIdMismatch {
-        digest: Sha256Digest,
-        expected: Sha256Digest,
-        actual: Sha256Digest,
-    },
+    DiffIdMismatch { digest: Sha256Digest, expected: Sha256Digest, actual: Sha256Digest },
     #[error("image config {id}: {reason}")]
     BadImage { id: String, reason: String },
     #[error("{0}")]
@@ -190,15 +175,10 @@ impl BlobWriter<'_> {
         if let Some(exp) = expected {
             if *exp != digest {
                 let _ = std::fs::remove_file(&self.path);
-                return Err(StoreError::CorruptBlob {
-                    digest: exp.clone(),
-                    actual: digest,
-                    path: self.path,
-                });
+                return Err(StoreError::CorruptBlob { digest: exp.clone(), actual: digest, path: self.path });
             }
         }
-        file.sync_all()
-            .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", self.path.display())))?;
+        file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", self.path.display())))?;
         drop(file);
         self.work.install_blob(&self.store, &self.path, &digest)?;
         Ok((digest, size))
@@ -211,17 +191,14 @@ fn now_rfc3339() -> String {
 
 fn fsync_dir(path: &Path) -> io::Result<()> {
     let dir = fs::File::open(path)?;
-    dir.sync_all()
-        .map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))
+    dir.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))
 }
 
 impl WorkDir {
     /// A writer for a new blob.
     pub fn blob_writer(&self, store: &ImageStore) -> Result<BlobWriter<'_>> {
-        let path = self.path().join(format!(
-            "blob-{}",
-            WORK_BLOB_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let path =
+            self.path().join(format!("blob-{}", WORK_BLOB_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         let file = fs::File::create(&path)?.into_parts().0;
         Ok(BlobWriter {
             work: self,
@@ -233,12 +210,7 @@ impl WorkDir {
 
     /// Moves `file` (already written, fsynced and digested by the caller, on the store's
     /// filesystem) into `blobs/sha256/<digest>`.
-    pub fn commit_blob_file(
-        &self,
-        store: &ImageStore,
-        file: &Path,
-        digest: &Sha256Digest,
-    ) -> Result<()> {
+    pub fn commit_blob_file(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
         self.install_blob(store, file, digest)
     }
 
@@ -260,12 +232,7 @@ impl WorkDir {
 
     /// Registers `dir` (complete, on the store's filesystem) as the unpacked layer for
     /// `chain_id`, by rename. If another process got there first, `dir` is removed.
-    pub fn commit_layer_dir(
-        &self,
-        store: &ImageStore,
-        dir: &Path,
-        chain_id: &Sha256Digest,
-    ) -> Result<PathBuf> {
+    pub fn commit_layer_dir(&self, store: &ImageStore, dir: &Path, chain_id: &Sha256Digest) -> Result<PathBuf> {
         rustix::fs::syncfs(fs::File::open(dir)?.file()).map_err(io::Error::from)?;
         let dest = store.layer_dir(chain_id);
         let _lock = store.lock()?;
@@ -304,19 +271,14 @@ impl ImageStore {
 
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self {
-            root: root.to_path_buf(),
-        };
+        let store = Self { root: root.to_path_buf() };
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
         }
         if !root.join("oci-layout").exists() || !root.join("index.json").exists() {
             let _lock = store.lock()?;
             if !root.join("oci-layout").exists() {
-                store.write_atomic(
-                    &root.join("oci-layout"),
-                    br#"{"imageLayoutVersion":"1.0.0"}"#,
-                )?;
+                store.write_atomic(&root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
             }
             if !root.join("index.json").exists() {
                 store.write_index(&[])?;
@@ -379,22 +341,13 @@ impl ImageStore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingBlob {
-                    digest: digest.clone(),
-                    path,
-                })
+                return Err(StoreError::MissingBlob { digest: digest.clone(), path })
             }
-            Err(e) => {
-                return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into())
-            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
         };
         let actual = Sha256Digest::of(&bytes);
         if actual != *digest {
-            return Err(StoreError::CorruptBlob {
-                digest: digest.clone(),
-                actual,
-                path,
-            });
+            return Err(StoreError::CorruptBlob { digest: digest.clone(), actual, path });
         }
         Ok(bytes)
     }
@@ -405,14 +358,9 @@ impl ImageStore {
         let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::MissingBlob {
-                    digest: digest.clone(),
-                    path,
-                })
+                return Err(StoreError::MissingBlob { digest: digest.clone(), path })
             }
-            Err(e) => {
-                return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into())
-            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
         };
         Ok(VerifiedBlob {
             expected: digest.clone(),
@@ -468,38 +416,20 @@ impl ImageStore {
         tags: &[ImageReference],
     ) -> Result<StoredImage> {
         let raw = serde_json::to_vec(config).map_err(io::Error::other)?;
-        self.put_image_raw(
-            &raw,
-            layers,
-            &PutImage {
-                tags: tags.to_vec(),
-                parent: None,
-            },
-        )
+        self.put_image_raw(&raw, layers, &PutImage { tags: tags.to_vec(), parent: None })
     }
 
     /// Like [`ImageStore::put_image`] with the config JSON as bytes (kept byte for byte, so
     /// the image ID is the digest of exactly these bytes).
-    pub fn put_image_raw(
-        &self,
-        config_json: &[u8],
-        layers: &[LayerBlob],
-        opts: &PutImage,
-    ) -> Result<StoredImage> {
+    pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
         let work = self.work_dir()?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
-                what: "image config",
-                path: "(new image)".into(),
-                source,
-            })?;
+        let config: ImageConfiguration = serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
+            what: "image config",
+            path: "(new image)".into(),
+            source,
+        })?;
         let diff_ids: Vec<&String> = config.rootfs().diff_ids().iter().collect();
-        if diff_ids.len() != layers.len()
-            || diff_ids
-                .iter()
-                .zip(layers)
-                .any(|(d, l)| **d != l.diff_id.to_string())
-        {
+        if diff_ids.len() != layers.len() || diff_ids.iter().zip(layers).any(|(d, l)| **d != l.diff_id.to_string()) {
             return Err(StoreError::BadImage {
                 id: Sha256Digest::of(config_json).to_string(),
                 reason: "rootfs.diff_ids do not match the layers".into(),
@@ -507,10 +437,7 @@ impl ImageStore {
         }
         for l in layers {
             if !self.has_blob(&l.digest) {
-                return Err(StoreError::MissingBlob {
-                    digest: l.digest.clone(),
-                    path: self.blob_path(&l.digest),
-                });
+                return Err(StoreError::MissingBlob { digest: l.digest.clone(), path: self.blob_path(&l.digest) });
             }
         }
         let config_digest = self.put_blob_bytes(&work, config_json)?;
@@ -524,12 +451,7 @@ impl ImageStore {
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = self.put_blob_bytes(&work, &manifest_bytes)?;
-        self.add_to_index(
-            &manifest_digest,
-            manifest_bytes.len() as u64,
-            &opts.tags,
-            opts.parent.as_ref(),
-        )?;
+        self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
         self.resolve(&config_digest.to_string())
     }
 
@@ -545,33 +467,20 @@ impl ImageStore {
         let _lock = self.lock()?;
         // Under the lock nothing can delete blobs: make sure the image is complete.
         let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(manifest_digest)?)
-            .map_err(|source| StoreError::Json {
-                what: "manifest",
-                path: manifest_digest.to_string(),
-                source,
-            })?;
+            .map_err(|source| StoreError::Json { what: "manifest", path: manifest_digest.to_string(), source })?;
         for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
             let d = Sha256Digest::from(d.digest());
             if !self.has_blob(&d) {
-                return Err(StoreError::MissingBlob {
-                    path: self.blob_path(&d),
-                    digest: d,
-                });
+                return Err(StoreError::MissingBlob { path: self.blob_path(&d), digest: d });
             }
         }
         let index = self.read_index()?;
         let mut entries: Vec<Descriptor> = index.manifests().clone();
-        let familiar: Vec<String> = tags
-            .iter()
-            .map(|t| t.clone().with_default_tag().familiar())
-            .collect();
+        let familiar: Vec<String> = tags.iter().map(|t| t.clone().with_default_tag().familiar()).collect();
         // Manifests that lose their last tag become untagged entries.
         let mut orphaned = Vec::new();
         entries.retain(|d| {
-            let name = d
-                .annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME_ANNOTATION));
+            let name = d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION));
             match name {
                 Some(n) if familiar.contains(n) => {
                     let dg = Sha256Digest::from(d.digest());
@@ -584,17 +493,11 @@ impl ImageStore {
             }
         });
         let same_manifest = |d: &Descriptor| Sha256Digest::from(d.digest()) == *manifest_digest;
-        let existing_annotations = entries
-            .iter()
-            .find(|d| same_manifest(d))
-            .and_then(|d| d.annotations().clone())
-            .unwrap_or_default();
-        let mut base: HashMap<String, String> = existing_annotations
-            .into_iter()
-            .filter(|(k, _)| k != REF_NAME_ANNOTATION)
-            .collect();
-        base.entry(ADDED_ANNOTATION.into())
-            .or_insert_with(now_rfc3339);
+        let existing_annotations =
+            entries.iter().find(|d| same_manifest(d)).and_then(|d| d.annotations().clone()).unwrap_or_default();
+        let mut base: HashMap<String, String> =
+            existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
+        base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
         if let Some(p) = parent {
             base.insert(PARENT_ANNOTATION.into(), p.to_string());
         }
@@ -614,11 +517,7 @@ impl ImageStore {
         } else {
             // Drop an untagged entry of this manifest: it is tagged now.
             entries.retain(|d| {
-                !(same_manifest(d)
-                    && d.annotations()
-                        .as_ref()
-                        .and_then(|a| a.get(REF_NAME_ANNOTATION))
-                        .is_none())
+                !(same_manifest(d) && d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)).is_none())
             });
             for n in &familiar {
                 entries.push(mk(Some(n)));
@@ -647,9 +546,7 @@ impl ImageStore {
         for d in index.manifests() {
             let mdg = Sha256Digest::from(d.digest());
             let ann = d.annotations().clone().unwrap_or_default();
-            let tag = ann
-                .get(REF_NAME_ANNOTATION)
-                .and_then(|n| ImageReference::parse(n).ok());
+            let tag = ann.get(REF_NAME_ANNOTATION).and_then(|n| ImageReference::parse(n).ok());
             let slot = match by_manifest.get(mdg.hex()) {
                 Some(i) => *i,
                 None => {
@@ -682,34 +579,24 @@ impl ImageStore {
         ann: &HashMap<String, String>,
     ) -> Result<StoredImage> {
         let mbytes = self.read_blob(manifest_digest)?;
-        let manifest: ImageManifest =
-            serde_json::from_slice(&mbytes).map_err(|source| StoreError::Json {
-                what: "manifest",
-                path: manifest_digest.to_string(),
-                source,
-            })?;
+        let manifest: ImageManifest = serde_json::from_slice(&mbytes).map_err(|source| StoreError::Json {
+            what: "manifest",
+            path: manifest_digest.to_string(),
+            source,
+        })?;
         let id = Sha256Digest::from(manifest.config().digest());
         let config_raw = self.read_blob(&id)?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
-                what: "image config",
-                path: id.to_string(),
-                source,
-            })?;
-        let diff_ids = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse::<Sha256Digest>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
+            what: "image config",
+            path: id.to_string(),
+            source,
+        })?;
+        let diff_ids =
+            config.rootfs().diff_ids().iter().map(|d| d.parse::<Sha256Digest>()).collect::<Result<Vec<_>, _>>()?;
         if diff_ids.len() != manifest.layers().len() {
             return Err(StoreError::BadImage {
                 id: id.to_string(),
-                reason: format!(
-                    "{} diff_ids for {} layers",
-                    diff_ids.len(),
-                    manifest.layers().len()
-                ),
+                reason: format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers().len()),
             });
         }
         let chains = chain_ids(&diff_ids);
@@ -754,21 +641,15 @@ impl ImageStore {
             if let Some(i) = images.iter().find(|i| i.id.hex() == hex) {
                 return Ok(i);
             }
-            let matches: Vec<_> = images
-                .iter()
-                .filter(|i| hex.len() >= 3 && i.id.hex().starts_with(hex))
-                .collect();
-            return if matches.len() == 1 {
-                Ok(matches[0])
-            } else {
-                Err(not_found())
-            };
+            let matches: Vec<_> = images.iter().filter(|i| hex.len() >= 3 && i.id.hex().starts_with(hex)).collect();
+            return if matches.len() == 1 { Ok(matches[0]) } else { Err(not_found()) };
         }
         if let Ok(r) = ImageReference::parse(name) {
             if let Some(d) = r.digest() {
-                if let Some(i) = images.iter().find(|i| {
-                    i.manifest_digest == *d && i.tags.iter().any(|t| t.full_name() == r.full_name())
-                }) {
+                if let Some(i) = images
+                    .iter()
+                    .find(|i| i.manifest_digest == *d && i.tags.iter().any(|t| t.full_name() == r.full_name()))
+                {
                     return Ok(i);
                 }
             } else {
@@ -778,16 +659,9 @@ impl ImageStore {
                 }
             }
         }
-        if name.len() >= 3
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        if name.len() >= 3 && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         {
-            let matches: Vec<_> = images
-                .iter()
-                .filter(|i| i.id.hex().starts_with(name))
-                .collect();
+            let matches: Vec<_> = images.iter().filter(|i| i.id.hex().starts_with(name)).collect();
             if matches.len() == 1 {
                 return Ok(matches[0]);
             }
@@ -815,31 +689,20 @@ impl ImageStore {
         let mut out = Vec::new();
         for layer in &image.layers {
             if !layer.unpacked_dir.is_dir() {
-                let dir = work
-                    .path()
-                    .join(format!("layer-{}", layer.chain_id.short()));
+                let dir = work.path().join(format!("layer-{}", layer.chain_id.short()));
                 fs::create_dir(&dir)?;
                 let blob = self.open_blob(&layer.digest)?;
-                let mut apply = LayerApply::new(&dir, WhiteoutMode::Overlay).map_err(|source| {
-                    StoreError::Apply {
-                        digest: layer.digest.clone(),
-                        source,
-                    }
-                })?;
+                let mut apply = LayerApply::new(&dir, WhiteoutMode::Overlay)
+                    .map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
                 let applied = apply.apply(blob).map_err(|source| match source {
-                    ApplyError::Tar(e)
-                        if e.get_ref().is_some_and(|r| r.is::<CorruptBlobMarker>()) =>
-                    {
+                    ApplyError::Tar(e) if e.get_ref().is_some_and(|r| r.is::<CorruptBlobMarker>()) => {
                         StoreError::CorruptBlob {
                             digest: layer.digest.clone(),
                             actual: layer.digest.clone(),
                             path: self.blob_path(&layer.digest),
                         }
                     }
-                    source => StoreError::Apply {
-                        digest: layer.digest.clone(),
-                        source,
-                    },
+                    source => StoreError::Apply { digest: layer.digest.clone(), source },
                 })?;
                 if applied.diff_id != layer.diff_id {
                     return Err(StoreError::DiffIdMismatch {
@@ -858,17 +721,11 @@ impl ImageStore {
 
     /// Applies all layers of `image` into `dest` as one rootfs (whiteouts delete).
     pub fn flatten_into(&self, image: &StoredImage, dest: &Path) -> Result<()> {
-        let mut apply =
-            LayerApply::new(dest, WhiteoutMode::Delete).map_err(|source| StoreError::Apply {
-                digest: image.id.clone(),
-                source,
-            })?;
+        let mut apply = LayerApply::new(dest, WhiteoutMode::Delete)
+            .map_err(|source| StoreError::Apply { digest: image.id.clone(), source })?;
         for layer in &image.layers {
             let blob = self.open_blob(&layer.digest)?;
-            apply.apply(blob).map_err(|source| StoreError::Apply {
-                digest: layer.digest.clone(),
-                source,
-            })?;
+            apply.apply(blob).map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
         }
         Ok(())
     }
@@ -890,11 +747,7 @@ impl ImageStore {
     }
 
     fn container_record(&self, id: &str) -> Result<PathBuf> {
-        if id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(StoreError::Conflict(format!("invalid container id {id:?}")));
         }
         Ok(self.root.join("containers").join(format!("{id}.json")))
@@ -925,46 +778,12 @@ impl ImageStore {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
                 continue;
             };
-            if let Some(id) = v
-                .get("image")
-                .and_then(|i| i.as_str())
-                .and_then(|i| i.parse().ok())
-            {
-                let stem = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+            if let Some(id) = v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse().ok()) {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 out.entry(id).or_default().push(format!("{what} {stem}"));
             }
         }
         Ok(out)
-    }
-
-    /// Records a build cache entry `cache/<key hex>.json`. `record` must be a JSON object
-    /// with an `"image": "sha256:…"` field (the image the step produced); anything else in it
-    /// (the key's inputs, for explaining misses) is kept as is.
-    pub fn put_cache_record(&self, key: &Sha256Digest, record: &serde_json::Value) -> Result<()> {
-        let image = record.get("image").and_then(|i| i.as_str()).unwrap_or("");
-        image.parse::<Sha256Digest>()?;
-        let _lock = self.lock()?;
-        let path = self.root.join("cache").join(format!("{}.json", key.hex()));
-        self.write_atomic(&path, record.to_string().as_bytes())
-    }
-
-    /// The cache record for `key`, if any.
-    pub fn cache_record(&self, key: &Sha256Digest) -> Result<Option<serde_json::Value>> {
-        let path = self.root.join("cache").join(format!("{}.json", key.hex()));
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|source| StoreError::Json {
-                    what: "cache record",
-                    path: path.display().to_string(),
-                    source,
-                }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()),
-        }
     }
 }
 

@@ -76,9 +76,7 @@ fn is_domain(d: &str) -> bool {
     !host.is_empty()
         && host.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -89,28 +87,18 @@ fn is_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 impl ImageReference {
     /// Parses and normalises a reference as `docker` does (no default tag added).
     pub fn parse(input: &str) -> Result<Self, ReferenceError> {
-        let err = |reason| ReferenceError {
-            input: input.to_owned(),
-            reason,
-        };
+        let err = |reason| ReferenceError { input: input.to_owned(), reason };
         if input.is_empty() {
             return Err(err("empty reference"));
         }
         let (rest, digest) = match input.split_once('@') {
-            Some((r, d)) => (
-                r,
-                Some(
-                    d.parse::<Sha256Digest>()
-                        .map_err(|_| err("invalid digest"))?,
-                ),
-            ),
+            Some((r, d)) => (r, Some(d.parse::<Sha256Digest>().map_err(|_| err("invalid digest"))?)),
             None => (input, None),
         };
         // A tag is after the last ':' that follows the last '/'.
@@ -138,11 +126,7 @@ impl ImageReference {
             }
             _ => (DEFAULT_DOMAIN.to_owned(), name.to_owned()),
         };
-        let domain = if domain == "index.docker.io" {
-            DEFAULT_DOMAIN.to_owned()
-        } else {
-            domain
-        };
+        let domain = if domain == "index.docker.io" { DEFAULT_DOMAIN.to_owned() } else { domain };
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(err("repository name must be lowercase"));
         }
@@ -150,24 +134,13 @@ impl ImageReference {
             return Err(err("invalid repository name"));
         }
         if path.len() == 64 && Sha256Digest::from_hex(&path).is_ok() && domain == DEFAULT_DOMAIN {
-            return Err(err(
-                "repository name must not be a 64-byte hex string (an image ID)",
-            ));
+            return Err(err("repository name must not be a 64-byte hex string (an image ID)"));
         }
-        let path = if domain == DEFAULT_DOMAIN && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path
-        };
+        let path = if domain == DEFAULT_DOMAIN && !path.contains('/') { format!("library/{path}") } else { path };
         if domain.len() + 1 + path.len() > 255 {
             return Err(err("repository name must not be more than 255 characters"));
         }
-        Ok(Self {
-            domain,
-            path,
-            tag: tag.map(str::to_owned),
-            digest,
-        })
+        Ok(Self { domain, path, tag: tag.map(str::to_owned), digest })
     }
 
     /// Adds `:latest` when the reference has neither tag nor digest.
@@ -180,12 +153,7 @@ impl ImageReference {
 
     /// The same repository with another tag (and no digest).
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self {
-            domain: self.domain.clone(),
-            path: self.path.clone(),
-            tag: Some(tag.to_owned()),
-            digest: None,
-        }
+        Self { domain: self.domain.clone(), path: self.path.clone(), tag: Some(tag.to_owned()), digest: None }
     }
 
     pub fn domain(&self) -> &str {
@@ -209,11 +177,7 @@ impl ImageReference {
     /// The repository as Docker shows it: `busybox`, `user/app`, `localhost:5000/a/b`.
     pub fn familiar_name(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            self.path
-                .strip_prefix("library/")
-                .filter(|p| !p.contains('/'))
-                .unwrap_or(&self.path)
-                .to_owned()
+            self.path.strip_prefix("library/").filter(|p| !p.contains('/')).unwrap_or(&self.path).to_owned()
         } else {
             self.full_name()
         }
@@ -261,10 +225,7 @@ mod tests {
     use super::*;
 
     fn norm(s: &str) -> String {
-        ImageReference::parse(s)
-            .unwrap()
-            .with_default_tag()
-            .to_string()
+        ImageReference::parse(s).unwrap().with_default_tag().to_string()
     }
 
     #[test]
@@ -272,35 +233,21 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(
-            norm("index.docker.io/library/busybox"),
-            "docker.io/library/busybox:latest"
-        );
+        assert_eq!(norm("index.docker.io/library/busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("quay.io/x/y"), "quay.io/x/y:latest");
         let d = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(
-            norm(&format!("busybox@{d}")),
-            format!("docker.io/library/busybox@{d}")
-        );
+        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
     }
 
     #[test]
     fn shows_like_docker() {
-        let f = |s: &str| {
-            ImageReference::parse(s)
-                .unwrap()
-                .with_default_tag()
-                .familiar()
-        };
+        let f = |s: &str| ImageReference::parse(s).unwrap().with_default_tag().familiar();
         assert_eq!(f("docker.io/library/busybox"), "busybox:latest");
         assert_eq!(f("docker.io/user/app:2"), "user/app:2");
         assert_eq!(f("localhost:5000/a/b:t"), "localhost:5000/a/b:t");
-        assert_eq!(
-            ImageReference::parse("busybox").unwrap().familiar_name(),
-            "busybox"
-        );
+        assert_eq!(ImageReference::parse("busybox").unwrap().familiar_name(), "busybox");
     }
 
     #[test]
@@ -321,10 +268,7 @@ mod tests {
             &"ab".repeat(32),
             "a b",
         ] {
-            assert!(
-                ImageReference::parse(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(ImageReference::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(ImageReference::parse("a__b-c/e_f.g").is_ok());
         assert!(ImageReference::parse("a---b").is_ok());

@@ -15,10 +15,7 @@ pub enum Raw<'a> {
 }
 
 fn put_name(field: &mut [u8], value: &str) {
-    assert!(
-        value.len() < field.len(),
-        "name too long for a raw header: {value}"
-    );
+    assert!(value.len() < field.len(), "name too long for a raw header: {value}");
     field.fill(0);
     field[..value.len()].copy_from_slice(value.as_bytes());
 }
@@ -43,11 +40,7 @@ pub fn raw_tar(entries: &[Raw]) -> Vec<u8> {
             }
         };
         h.set_entry_type(kind);
-        h.set_mode(if kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
+        h.set_mode(if kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
         h.set_size(data.len() as u64);
         let gnu = h.as_gnu_mut().unwrap();
         put_name(&mut gnu.name, name);
@@ -77,22 +70,12 @@ pub fn require(available: bool, what: &str) -> bool {
 }
 
 pub fn have_tool(name: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// Runs the rbuild binary with `RBUILD_ROOT=root`.
 pub fn rbuild(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rbuild"))
-        .env("RBUILD_ROOT", root)
-        .env_remove("CI")
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_rbuild")).env("RBUILD_ROOT", root).env_remove("CI").args(args).output().unwrap()
 }
 
 /// Runs rbuild and asserts success; returns stdout.
@@ -128,11 +111,8 @@ pub fn busybox_tree(dir: &Path) -> bool {
         let target = format!("{}bin/busybox", "../".repeat(depth));
         std::os::unix::fs::symlink(target, &p).unwrap();
     }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
+        .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -141,14 +121,8 @@ pub fn busybox_tree(dir: &Path) -> bool {
 
 /// A tar of `dir` (via the system `tar`, which keeps owners, modes and links).
 pub fn tar_of(dir: &Path, out: &Path) {
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(dir)
-        .arg("-cf")
-        .arg(out)
-        .arg(".")
-        .status()
-        .unwrap();
+    let st =
+        Command::new("tar").args(["--numeric-owner", "-C"]).arg(dir).arg("-cf").arg(out).arg(".").status().unwrap();
     assert!(st.success());
 }
 
@@ -159,10 +133,7 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let full = dir.join(&rel);
-        let mut names: Vec<_> = std::fs::read_dir(&full)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let mut names: Vec<_> = std::fs::read_dir(&full).unwrap().map(|e| e.unwrap().file_name()).collect();
         names.sort();
         for n in names {
             let r = rel.join(&n);
@@ -175,24 +146,12 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
                 stack.push(r.clone());
                 "dir".to_owned()
             } else if ft.is_file() {
-                format!(
-                    "file {}",
-                    rbuild::layer::digest::Sha256Digest::of(&std::fs::read(&p).unwrap())
-                )
+                format!("file {}", rbuild::layer::digest::Sha256Digest::of(&std::fs::read(&p).unwrap()))
             } else {
                 format!("special rdev={}", m.rdev())
             };
-            let mode = if ft.is_symlink() {
-                0
-            } else {
-                m.mode() & 0o7777
-            };
-            out.push(format!(
-                "{} {what} mode={mode:o} owner={}:{}",
-                r.display(),
-                m.uid(),
-                m.gid()
-            ));
+            let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
+            out.push(format!("{} {what} mode={mode:o} owner={}:{}", r.display(), m.uid(), m.gid()));
         }
     }
     out.sort();

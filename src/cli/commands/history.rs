@@ -58,18 +58,12 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     };
 
     // Which history row ends at which ancestor image (built images record their parent).
-    let mut ancestors = vec![(
-        image.config.history().as_ref().map(Vec::len).unwrap_or(0),
-        show_id(&image.id),
-    )];
+    let mut ancestors = vec![(image.config.history().as_ref().map(Vec::len).unwrap_or(0), show_id(&image.id))];
     let mut cur = image.parent.clone();
     while let Some(pid) = cur {
         match images.iter().find(|i| i.id == pid) {
             Some(parent) => {
-                ancestors.push((
-                    parent.config.history().as_ref().map(Vec::len).unwrap_or(0),
-                    show_id(&parent.id),
-                ));
+                ancestors.push((parent.config.history().as_ref().map(Vec::len).unwrap_or(0), show_id(&parent.id)));
                 cur = parent.parent.clone();
             }
             None => break,
@@ -80,11 +74,8 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     match image.config.history() {
         Some(hist) if !hist.is_empty() => {
             for (n, h) in hist.iter().enumerate() {
-                let size = if h.empty_layer().unwrap_or(false) {
-                    0
-                } else {
-                    layers.next().map(|l| l.size).unwrap_or(0)
-                };
+                let size =
+                    if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
                 let id = ancestors
                     .iter()
                     .find(|(len, _)| *len == n + 1)
@@ -103,11 +94,7 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
             let n = image.layers.len();
             for (i, l) in image.layers.iter().enumerate() {
                 entries.push(Entry {
-                    id: if i + 1 == n {
-                        show_id(&image.id)
-                    } else {
-                        "<missing>".into()
-                    },
+                    id: if i + 1 == n { show_id(&image.id) } else { "<missing>".into() },
                     created: image.config.created().clone(),
                     created_by: String::new(),
                     size: l.size,
@@ -160,13 +147,7 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     let mut t = TableWriter::new();
     t.row(["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]);
     for e in &entries {
-        t.row([
-            e.id.clone(),
-            created(e),
-            created_by(e),
-            size(e),
-            e.comment.clone(),
-        ]);
+        t.row([e.id.clone(), created(e), created_by(e), size(e), e.comment.clone()]);
     }
     for line in t.lines() {
         p.line(line)?;

@@ -48,9 +48,6 @@ pub fn run(args: ImageArgs, p: &mut Printer) -> anyhow::Result<()> {
         super::rmi::print_removal(&r, p, true)?;
         p.line("")?;
     }
-    p.line(format!(
-        "Total reclaimed space: {}",
-        human_size(r.reclaimed)
-    ))?;
+    p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
     Ok(())
 }

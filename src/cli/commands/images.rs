@@ -36,35 +36,23 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     fn go(p: &[char], t: &[char]) -> bool {
         match p.split_first() {
             None => t.is_empty(),
-            Some(('*', rest)) => (0..=t.len())
-                .take_while(|i| *i == 0 || t[i - 1] != '/')
-                .any(|i| go(rest, &t[i..])),
+            Some(('*', rest)) => (0..=t.len()).take_while(|i| *i == 0 || t[i - 1] != '/').any(|i| go(rest, &t[i..])),
             Some(('?', rest)) => !t.is_empty() && t[0] != '/' && go(rest, &t[1..]),
             Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
         }
     }
-    go(
-        &pattern.chars().collect::<Vec<_>>(),
-        &text.chars().collect::<Vec<_>>(),
-    )
+    go(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>())
 }
 
 fn created(i: &StoredImage) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    i.config
-        .created()
-        .as_deref()
-        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+    i.config.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
 }
 
 /// `2024-01-02 03:04:05 +0000 UTC`, Go's default time format as docker prints CreatedAt.
 pub fn go_time(rfc3339: Option<&str>) -> String {
     rfc3339
         .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M:%S +0000 UTC")
-                .to_string()
-        })
+        .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
         .unwrap_or_default()
 }
 
@@ -86,9 +74,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
     let mut before = None;
     let mut after = None;
     for f in &args.filter {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
+        let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
         match k {
             "dangling" => {
                 dangling = Some(match v.to_ascii_lowercase().as_str() {
@@ -121,12 +107,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let image_labels = img
-            .config
-            .config()
-            .as_ref()
-            .and_then(|c| c.labels().clone())
-            .unwrap_or_default();
+        let image_labels = img.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
         if !labels.iter().all(|l| match l.split_once('=') {
             Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
             None => image_labels.contains_key(l.as_str()),
@@ -146,23 +127,14 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
         let digest = img.manifest_digest.to_string();
         if untagged {
             if patterns.is_empty() {
-                rows.push(Row {
-                    repo: "<none>".into(),
-                    tag: "<none>".into(),
-                    digest,
-                    image: img.clone(),
-                });
+                rows.push(Row { repo: "<none>".into(), tag: "<none>".into(), digest, image: img.clone() });
             }
             continue;
         }
         for t in &img.tags {
             let name = t.familiar_name();
             let full = t.familiar();
-            if !patterns.is_empty()
-                && !patterns
-                    .iter()
-                    .any(|pat| glob_match(pat, &name) || glob_match(pat, &full))
-            {
+            if !patterns.is_empty() && !patterns.iter().any(|pat| glob_match(pat, &name) || glob_match(pat, &full)) {
                 continue;
             }
             rows.push(Row {
@@ -223,11 +195,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
         if args.digests {
             cells.push(r.digest.clone());
         }
-        cells.extend([
-            id_of(&r.image),
-            since(r.image.config.created().as_deref()),
-            human_size(r.image.size()),
-        ]);
+        cells.extend([id_of(&r.image), since(r.image.config.created().as_deref()), human_size(r.image.size())]);
         t.row(cells);
     }
     for line in t.lines() {

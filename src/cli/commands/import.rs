@@ -20,22 +20,12 @@ pub struct ImportArgs {
 }
 
 pub fn run(args: ImportArgs, p: &mut Printer) -> anyhow::Result<()> {
-    let tag = args
-        .reference
-        .as_deref()
-        .map(ImageReference::parse)
-        .transpose()?
-        .map(|r| r.with_default_tag());
+    let tag = args.reference.as_deref().map(ImageReference::parse).transpose()?.map(|r| r.with_default_tag());
     if tag.as_ref().is_some_and(|t| t.digest().is_some()) {
         anyhow::bail!("refusing to create a tag with a digest reference");
     }
     let store = ImageStore::open_default()?;
-    let opts = ImportOptions {
-        tag,
-        changes: args.change,
-        message: args.message,
-        source: args.file.clone(),
-    };
+    let opts = ImportOptions { tag, changes: args.change, message: args.message, source: args.file.clone() };
     let image = if args.file == "-" {
         let bar = crate::cli::progress_bar(None, "Importing");
         let image = import_rootfs(&store, std::io::stdin().lock(), &opts, &bar)?;
@@ -45,8 +35,7 @@ pub fn run(args: ImportArgs, p: &mut Printer) -> anyhow::Result<()> {
         let file = fs_err::File::open(&args.file)?;
         let len = file.metadata().map(|m| m.len()).ok();
         let bar = crate::cli::progress_bar(len, "Importing");
-        let image = import_rootfs(&store, file, &opts, &bar)
-            .with_context(|| format!("importing {}", args.file))?;
+        let image = import_rootfs(&store, file, &opts, &bar).with_context(|| format!("importing {}", args.file))?;
         bar.finish_and_clear();
         image
     };

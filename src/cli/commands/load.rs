@@ -21,14 +21,10 @@ pub fn run(args: LoadArgs, p: &mut Printer) -> anyhow::Result<()> {
         Some(path) => {
             let file = fs_err::File::open(path)?;
             let len = file.metadata().map(|m| m.len()).ok();
-            let bar = if args.quiet {
-                indicatif::ProgressBar::hidden()
-            } else {
-                crate::cli::progress_bar(len, "Loading")
-            };
+            let bar =
+                if args.quiet { indicatif::ProgressBar::hidden() } else { crate::cli::progress_bar(len, "Loading") };
             let name = path.display().to_string();
-            let loaded =
-                load(&store, file, &name, &bar).with_context(|| format!("loading {name}"))?;
+            let loaded = load(&store, file, &name, &bar).with_context(|| format!("loading {name}"))?;
             bar.finish_and_clear();
             loaded
         }
@@ -37,13 +33,9 @@ pub fn run(args: LoadArgs, p: &mut Printer) -> anyhow::Result<()> {
             if std::io::stdin().is_terminal() {
                 anyhow::bail!("requested load from stdin, but stdin is empty");
             }
-            let bar = if args.quiet {
-                indicatif::ProgressBar::hidden()
-            } else {
-                crate::cli::progress_bar(None, "Loading")
-            };
-            let loaded = load(&store, std::io::stdin().lock(), "stdin", &bar)
-                .context("loading from stdin")?;
+            let bar =
+                if args.quiet { indicatif::ProgressBar::hidden() } else { crate::cli::progress_bar(None, "Loading") };
+            let loaded = load(&store, std::io::stdin().lock(), "stdin", &bar).context("loading from stdin")?;
             bar.finish_and_clear();
             loaded
         }

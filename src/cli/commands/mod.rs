@@ -1,12 +1,31 @@
-//! One module per subcommand: argument definitions and the command's output.
+//! One file per subcommand: each parses its arguments and calls the library.
 
+pub mod build;
 pub mod history;
 pub mod image;
 pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod parse;
 pub mod rmi;
 pub mod save;
 pub mod store;
 pub mod tag;
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// Reads a Dockerfile (`-` is stdin) and returns its display name and text.
+pub fn read_dockerfile(path: &Path) -> anyhow::Result<(String, String)> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading the Dockerfile from stdin")?;
+        return Ok(("Dockerfile".to_string(), text));
+    }
+    let bytes = fs_err::read(path)?;
+    let text = String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8", path.display()))?;
+    Ok((path.display().to_string(), text))
+}

@@ -15,11 +15,7 @@ pub struct RmiArgs {
 
 /// Prints a removal as Docker does.
 pub fn print_removal(r: &Removal, p: &mut Printer, lower: bool) -> std::io::Result<()> {
-    let (u, d) = if lower {
-        ("untagged", "deleted")
-    } else {
-        ("Untagged", "Deleted")
-    };
+    let (u, d) = if lower { ("untagged", "deleted") } else { ("Untagged", "Deleted") };
     for t in &r.untagged {
         p.line(format!("{u}: {}", t.familiar()))?;
     }

@@ -31,29 +31,16 @@ pub fn run(args: SaveArgs, _p: &mut Printer) -> anyhow::Result<()> {
             .filter(|r| image.tags.contains(r));
         match items.iter_mut().find(|i| i.image.id == image.id) {
             Some(item) => item.tags.extend(tag),
-            None => items.push(SaveItem {
-                image: image.clone(),
-                tags: tag.into_iter().collect(),
-            }),
+            None => items.push(SaveItem { image: image.clone(), tags: tag.into_iter().collect() }),
         }
     }
-    let format = if args.format == "oci" {
-        ArchiveFormat::Oci
-    } else {
-        ArchiveFormat::Docker
-    };
+    let format = if args.format == "oci" { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
     let total: u64 = items.iter().map(|i| i.image.size()).sum();
     let bar = crate::cli::progress_bar(Some(total), "Saving");
     match &args.output {
         Some(path) => {
-            let dir = path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "archive".into());
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
             let tmp = dir.join(format!(".{name}.rbuild-{}", std::process::id()));
             let file = fs_err::File::create(&tmp)?;
             let result = (|| -> anyhow::Result<()> {

@@ -55,10 +55,7 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
             for l in &r.deleted_layers {
                 p.line(format!("deleted layer: {l}"))?;
             }
-            p.line(format!(
-                "Total reclaimed space: {}",
-                human_size(r.reclaimed)
-            ))?;
+            p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
         }
     }
     Ok(())

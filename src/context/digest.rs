@@ -1,0 +1,168 @@
+//! Content digests of COPY/ADD source selections: one sha256 per entry over what the copy
+//! writes (path, kind, permission bits, ownership, file content or link target — never
+//! timestamps or inode numbers), combined into one selection digest. File contents are hashed
+//! in parallel and streamed.
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::path::Path;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::walk::{ContextEntry, EntryKind};
+use super::ContextError;
+
+/// The digest of a source selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceDigest {
+    /// `sha256:<hex>` over all entries.
+    pub digest: String,
+    /// Per entry, in sorted path order: path -> `sha256:<hex>` of that entry, so a cache miss
+    /// can name the file that changed.
+    pub files: Vec<(String, String)>,
+}
+
+/// Read buffer per worker thread; files that fit are hashed with one read.
+const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_SIZE]);
+}
+
+fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
+    let io_error = |err| ContextError::Io { path: path.to_path_buf(), source: err };
+    let mut file = fs_err::File::open(path).map_err(io_error)?;
+    let mut hasher = Sha256::new();
+    READ_BUFFER.with(|buffer| -> Result<(), ContextError> {
+        let mut buffer = buffer.borrow_mut();
+        loop {
+            let read = match file.read(&mut buffer[..]) {
+                Ok(0) => return Ok(()),
+                Ok(read) => read,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(io_error(err)),
+            };
+            hasher.update(&buffer[..read]);
+        }
+    })?;
+    Ok(hasher.finalize().into())
+}
+
+fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) -> Result<String, ContextError> {
+    let (uid, gid) = chown.unwrap_or((entry.uid, entry.gid));
+    let mut hasher = Sha256::new();
+    hasher.update(entry.path.as_bytes());
+    hasher.update([0]);
+    let kind_tag: &[u8] = match &entry.kind {
+        EntryKind::File => b"file",
+        EntryKind::Dir => b"dir",
+        EntryKind::Symlink { .. } => b"symlink",
+        EntryKind::Other => b"other",
+    };
+    hasher.update(kind_tag);
+    hasher.update([0]);
+    hasher.update(entry.mode.to_be_bytes());
+    hasher.update(uid.to_be_bytes());
+    hasher.update(gid.to_be_bytes());
+    match &entry.kind {
+        EntryKind::File => hasher.update(hash_file_content(&root.join(&entry.path))?),
+        EntryKind::Symlink { target } => hasher.update(target.as_bytes()),
+        EntryKind::Dir | EntryKind::Other => {}
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// Digest of a COPY/ADD source selection: sha256 over, per entry in sorted path order, its
+/// relative path, kind, permission bits, ownership (`chown` overrides it: what COPY --chown
+/// writes), content sha256 for files and link target for symlinks. Never mtime/atime/ctime or
+/// inode. File contents are hashed in parallel and streamed.
+pub fn source_digest(
+    root: &Path,
+    entries: &[ContextEntry],
+    chown: Option<(u32, u32)>,
+) -> Result<SourceDigest, ContextError> {
+    let mut ordered: Vec<&ContextEntry> = entries.iter().collect();
+    ordered.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    ordered.dedup_by(|a, b| a.path == b.path);
+    let digests: Vec<String> =
+        ordered.par_iter().map(|entry| entry_digest(root, entry, chown)).collect::<Result<_, _>>()?;
+    let mut total = Sha256::new();
+    let mut files = Vec::with_capacity(ordered.len());
+    for (entry, digest) in ordered.into_iter().zip(digests) {
+        total.update(entry.path.as_bytes());
+        total.update([0]);
+        total.update(digest.as_bytes());
+        total.update([b'\n']);
+        files.push((entry.path.clone(), digest));
+    }
+    Ok(SourceDigest { digest: format!("sha256:{}", hex::encode(total.finalize())), files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::BuildContext;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn digest_of(root: &Path, chown: Option<(u32, u32)>) -> SourceDigest {
+        let ctx = BuildContext::with_patterns(root, &[]).unwrap();
+        source_digest(root, &ctx.walk().unwrap(), chown).unwrap()
+    }
+
+    fn setup() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), b"hello").unwrap();
+        std::fs::write(dir.path().join("big"), vec![7u8; READ_BUFFER_SIZE * 2 + 3]).unwrap();
+        std::os::unix::fs::symlink("d/f", dir.path().join("link")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn content_mode_owner_and_link_target_change_it() {
+        let dir = setup();
+        let root = dir.path();
+        let base = digest_of(root, None);
+        assert_eq!(base.files.len(), 4);
+
+        std::fs::write(root.join("d/f"), b"hellO").unwrap();
+        let content = digest_of(root, None);
+        assert_ne!(content.digest, base.digest);
+        let changed: Vec<_> =
+            base.files.iter().zip(&content.files).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+        assert_eq!(changed, ["d/f"]);
+
+        std::fs::set_permissions(root.join("d/f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mode = digest_of(root, None);
+        assert_ne!(mode.digest, content.digest);
+
+        let owned = digest_of(root, Some((1234, 5678)));
+        assert_ne!(owned.digest, mode.digest);
+
+        std::fs::remove_file(root.join("link")).unwrap();
+        std::os::unix::fs::symlink("d", root.join("link")).unwrap();
+        assert_ne!(digest_of(root, None).digest, mode.digest);
+    }
+
+    #[test]
+    fn touch_does_not_change_it_but_rename_does() {
+        let dir = setup();
+        let root = dir.path();
+        let base = digest_of(root, None);
+        let file = std::fs::File::options().write(true).open(root.join("d/f")).unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        drop(file);
+        assert_eq!(digest_of(root, None), base);
+
+        std::fs::rename(root.join("d/f"), root.join("d/g")).unwrap();
+        assert_ne!(digest_of(root, None).digest, base.digest);
+    }
+
+    #[test]
+    fn large_files_are_streamed_consistently() {
+        let dir = setup();
+        let expected: [u8; 32] = Sha256::digest(vec![7u8; READ_BUFFER_SIZE * 2 + 3]).into();
+        assert_eq!(hash_file_content(&dir.path().join("big")).unwrap(), expected);
+    }
+}

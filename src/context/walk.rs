@@ -1,0 +1,286 @@
+//! The build-context walk: lists the entries of a context directory that survive
+//! `.dockerignore`, in walk order (siblings sorted by name, a directory before its contents),
+//! with BuildKit/fsutil's rules for descending into excluded directories.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::ignorefile::find_ignore_file;
+use super::pattern::PatternMatcher;
+use super::ContextError;
+
+/// What a context entry is. Symlinks are never followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink {
+        target: String,
+    },
+    /// Sockets, fifos, devices.
+    Other,
+}
+
+/// One entry of the filtered build context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextEntry {
+    /// `/`-separated path relative to the context root.
+    pub path: String,
+    pub kind: EntryKind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Size in bytes for regular files, 0 otherwise.
+    pub size: u64,
+}
+
+/// Totals of a filtered context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextSummary {
+    /// Non-directory entries.
+    pub files: u64,
+    pub dirs: u64,
+    /// Total size of the regular files.
+    pub bytes: u64,
+}
+
+/// A build context directory with its ignore rules.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    pub root: PathBuf,
+    /// The ignore file that was read, if any.
+    pub ignore_file: Option<PathBuf>,
+    matcher: PatternMatcher,
+}
+
+fn io_error(path: &Path, err: std::io::Error) -> ContextError {
+    ContextError::Io { path: path.to_path_buf(), source: err }
+}
+
+fn check_root(root: &Path) -> Result<(), ContextError> {
+    let meta = fs_err::metadata(root).map_err(|err| io_error(root, err))?;
+    if meta.is_dir() {
+        Ok(())
+    } else {
+        Err(ContextError::NotADirectory { path: root.to_path_buf() })
+    }
+}
+
+pub(crate) fn entry_from_metadata(
+    path: String,
+    abs: &Path,
+    meta: &std::fs::Metadata,
+) -> Result<ContextEntry, ContextError> {
+    let file_type = meta.file_type();
+    let kind = if file_type.is_dir() {
+        EntryKind::Dir
+    } else if file_type.is_file() {
+        EntryKind::File
+    } else if file_type.is_symlink() {
+        let target = fs_err::read_link(abs).map_err(|err| io_error(abs, err))?;
+        let target =
+            target.into_os_string().into_string().map_err(|_| ContextError::NonUtf8Path { path: abs.to_path_buf() })?;
+        EntryKind::Symlink { target }
+    } else {
+        EntryKind::Other
+    };
+    let size = if kind == EntryKind::File { meta.len() } else { 0 };
+    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size })
+}
+
+/// State carried down one level of the walk.
+struct WalkState<'a> {
+    matcher: &'a PatternMatcher,
+    /// Excluded directories walked only because an exception may re-include something below;
+    /// listed just before the first included entry inside them.
+    pending_dirs: Vec<ContextEntry>,
+    out: Vec<ContextEntry>,
+}
+
+impl BuildContext {
+    /// Open a context directory, reading its ignore file (see [`find_ignore_file`]).
+    pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
+        check_root(root)?;
+        let ignore_file = find_ignore_file(root, dockerfile);
+        let matcher = match &ignore_file {
+            Some(path) => {
+                let content = fs_err::read_to_string(path).map_err(|err| io_error(path, err))?;
+                PatternMatcher::from_ignore_file(path, &content)?
+            }
+            None => PatternMatcher::default(),
+        };
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher })
+    }
+
+    /// Open a context directory with an already-read pattern list.
+    pub fn with_patterns(root: &Path, patterns: &[String]) -> Result<Self, ContextError> {
+        check_root(root)?;
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file: None, matcher: PatternMatcher::new(patterns)? })
+    }
+
+    pub fn matcher(&self) -> &PatternMatcher {
+        &self.matcher
+    }
+
+    /// Included entries in walk order, `/`-separated relative paths. An excluded directory is
+    /// skipped entirely unless an exception could re-include something below it; then it is
+    /// walked and listed itself only if something below is included.
+    pub fn walk(&self) -> Result<Vec<ContextEntry>, ContextError> {
+        let mut state = WalkState { matcher: &self.matcher, pending_dirs: Vec::new(), out: Vec::new() };
+        let no_hits = vec![false; self.matcher.patterns().len()];
+        let mut abs = self.root.clone();
+        let mut rel = String::new();
+        walk_dir(&mut state, &mut abs, &mut rel, &no_hits, false)?;
+        Ok(state.out)
+    }
+
+    /// File count, directory count and total bytes of the filtered context.
+    pub fn summary(&self) -> Result<ContextSummary, ContextError> {
+        let mut summary = ContextSummary::default();
+        for entry in self.walk()? {
+            if entry.kind == EntryKind::Dir {
+                summary.dirs += 1;
+            } else {
+                summary.files += 1;
+                summary.bytes += entry.size;
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Walk the directory at `abs` (relative path `rel`, empty for the root).
+fn walk_dir(
+    state: &mut WalkState<'_>,
+    abs: &mut PathBuf,
+    rel: &mut String,
+    parent_hits: &[bool],
+    dir_excluded: bool,
+) -> Result<(), ContextError> {
+    let mut children: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
+    let listing = match fs_err::read_dir(&*abs) {
+        Ok(listing) => listing,
+        // Like fsutil: an excluded directory walked only for possible exceptions may be
+        // unreadable without failing the build.
+        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(err) => return Err(io_error(abs, err)),
+    };
+    for dirent in listing {
+        let dirent = dirent.map_err(|err| io_error(abs, err))?;
+        let meta = dirent.metadata().map_err(|err| io_error(&dirent.path(), err))?;
+        children.push((dirent.file_name(), meta));
+    }
+    children.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+
+    let filtering = !state.matcher.is_empty();
+    let rel_len = rel.len();
+    for (name, meta) in children {
+        abs.push(&name);
+        let Some(name) = name.to_str() else {
+            return Err(ContextError::NonUtf8Path { path: abs.clone() });
+        };
+        if !rel.is_empty() {
+            rel.push('/');
+        }
+        rel.push_str(name);
+        let is_dir = meta.is_dir();
+
+        let result = visit_child(state, abs, rel, &meta, is_dir, filtering, parent_hits);
+        rel.truncate(rel_len);
+        abs.pop();
+        result?;
+    }
+    Ok(())
+}
+
+fn visit_child(
+    state: &mut WalkState<'_>,
+    abs: &mut PathBuf,
+    rel: &mut String,
+    meta: &std::fs::Metadata,
+    is_dir: bool,
+    filtering: bool,
+    parent_hits: &[bool],
+) -> Result<(), ContextError> {
+    let (decision, hits) = if filtering {
+        state.matcher.matches_in_walk(rel, parent_hits, is_dir)?
+    } else {
+        (super::pattern::IgnoreMatch { excluded: false, decided_by: None }, Vec::new())
+    };
+    if decision.excluded {
+        if is_dir && state.matcher.may_reinclude_below(rel) {
+            let entry = entry_from_metadata(rel.clone(), abs, meta)?;
+            let pending_len = state.pending_dirs.len();
+            state.pending_dirs.push(entry);
+            let walked = walk_dir(state, abs, rel, &hits, true);
+            state.pending_dirs.truncate(pending_len);
+            walked?;
+        }
+        return Ok(());
+    }
+    let entry = entry_from_metadata(rel.clone(), abs, meta)?;
+    state.out.append(&mut state.pending_dirs);
+    state.out.push(entry);
+    if is_dir {
+        walk_dir(state, abs, rel, &hits, false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let path = dir.path().join(file);
+            if let Some(stripped) = file.strip_suffix('/') {
+                std::fs::create_dir_all(dir.path().join(stripped)).unwrap();
+            } else {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, file.as_bytes()).unwrap();
+            }
+        }
+        dir
+    }
+
+    fn walk_paths(root: &Path, patterns: &[&str]) -> Vec<String> {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        BuildContext::with_patterns(root, &patterns).unwrap().walk().unwrap().into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn walk_order_is_per_directory_sorted() {
+        let dir = tree(&["foo/y", "foo-x", "a"]);
+        assert_eq!(walk_paths(dir.path(), &[]), ["a", "foo", "foo/y", "foo-x"].map(String::from));
+    }
+
+    #[test]
+    fn excluded_dir_listed_only_when_something_below_is_included() {
+        let dir = tree(&["foo/bar", "foo/baz", "foo2", "bar"]);
+        assert_eq!(walk_paths(dir.path(), &["foo*", "!foo/bar"]), ["bar", "foo", "foo/bar"].map(String::from));
+        let dir = tree(&["foo/baz", "bar"]);
+        assert_eq!(walk_paths(dir.path(), &["foo", "!**/bar"]), ["bar"].map(String::from));
+    }
+
+    #[test]
+    fn summary_counts_and_root_must_be_dir() {
+        let dir = tree(&["a/b", "c"]);
+        let summary = BuildContext::with_patterns(dir.path(), &[]).unwrap().summary().unwrap();
+        assert_eq!((summary.files, summary.dirs, summary.bytes), (2, 1, 4));
+        let err = BuildContext::open(&dir.path().join("c"), None).unwrap_err();
+        assert!(err.to_string().contains("/c"), "{err}");
+    }
+
+    #[test]
+    fn symlinks_are_not_followed() {
+        let dir = tree(&["real/x"]);
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        let entries = BuildContext::with_patterns(dir.path(), &[]).unwrap().walk().unwrap();
+        let link = entries.iter().find(|e| e.path == "link").unwrap();
+        assert_eq!(link.kind, EntryKind::Symlink { target: "real".into() });
+        assert!(!entries.iter().any(|e| e.path == "link/x"));
+    }
+}

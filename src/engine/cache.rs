@@ -1,0 +1,183 @@
+//! Build cache records: `cache/<key hex>.json` in the store, one per step result, holding the
+//! image the step produced (`"image"`, which keeps it alive for the store's gc) and the key's
+//! inputs (so a later miss can be explained against the closest record).
+//!
+//! Records are written to a temporary name in the same directory, fsynced and renamed, so a
+//! reader never sees half a record; a record naming an image the store no longer has is
+//! treated as absent by the engine.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
+
+/// One cached step result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The image ID (`sha256:…`) the step produced.
+    pub image: String,
+    pub key: CacheKey,
+    pub inputs: CacheKeyInputs,
+    /// RFC 3339 time of recording; the newest sibling explains a miss.
+    pub created: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("cache record {path}: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+/// The `cache/` directory of a store.
+#[derive(Debug, Clone)]
+pub struct CacheIndex {
+    dir: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl CacheIndex {
+    /// The index in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Self, CacheError> {
+        fs::create_dir_all(dir)?;
+        Ok(CacheIndex { dir: dir.to_path_buf() })
+    }
+
+    fn path_of(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// The record for `key`, if any. A record that cannot be read as one is reported, not
+    /// silently ignored: the store check repairs it.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
+        let path = self.path_of(key);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map(Some).map_err(|source| CacheError::Corrupt { path, source })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records `record` atomically (write to a temp name, fsync, rename over any old record).
+    pub fn put(&self, record: &CacheRecord) -> Result<(), CacheError> {
+        let target = self.path_of(&record.key);
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".{}.{}-{n}.tmp", record.key.hex(), std::process::id()));
+        let bytes =
+            serde_json::to_vec_pretty(record).map_err(|source| CacheError::Corrupt { path: target.clone(), source })?;
+        {
+            use std::io::Write;
+            let mut file = fs::File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+        }
+        if let Err(e) = fs::rename(&temp, &target) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes the record for `key` (when the image it names is gone).
+    pub fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
+        match std::fs::remove_file(self.path_of(key)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every readable record (unreadable ones are skipped here; `get` reports them).
+    pub fn all(&self) -> Result<Vec<CacheRecord>, CacheError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(&path) {
+                if let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Why `current` has no record: compared with the newest record made on the same parent
+    /// (the previous build of this step), else "no cache record".
+    pub fn explain(&self, current: &CacheKeyInputs) -> Result<MissReason, CacheError> {
+        let sibling = self
+            .all()?
+            .into_iter()
+            .filter(|r| r.inputs.parent == current.parent)
+            .max_by(|a, b| a.created.cmp(&b.created));
+        Ok(sibling.and_then(|r| explain_miss(&r.inputs, current)).unwrap_or(MissReason::NoRecord))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn inputs(parent: &str, instruction: &str) -> CacheKeyInputs {
+        CacheKeyInputs {
+            parent: parent.into(),
+            instruction: instruction.into(),
+            build_args: BTreeMap::new(),
+            sources: None,
+        }
+    }
+
+    fn record(i: &CacheKeyInputs, image: &str, created: &str) -> CacheRecord {
+        CacheRecord { image: image.into(), key: i.key(), inputs: i.clone(), created: created.into() }
+    }
+
+    #[test]
+    fn put_get_and_replace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(&dir.path().join("cache")).expect("open");
+        let i = inputs("sha256:p", "RUN a");
+        assert_eq!(index.get(&i.key()).expect("get"), None);
+        index.put(&record(&i, "sha256:1", "2026-01-01T00:00:00Z")).expect("put");
+        assert_eq!(index.get(&i.key()).expect("get").map(|r| r.image), Some("sha256:1".into()));
+        index.put(&record(&i, "sha256:2", "2026-01-02T00:00:00Z")).expect("put");
+        assert_eq!(index.get(&i.key()).expect("get").map(|r| r.image), Some("sha256:2".into()));
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("cache")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names.len(), 1, "no temp file is left behind: {names:?}");
+        index.remove(&i.key()).expect("remove");
+        assert_eq!(index.get(&i.key()).expect("get"), None);
+    }
+
+    #[test]
+    fn corrupt_record_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(dir.path()).expect("open");
+        let i = inputs("p", "x");
+        std::fs::write(dir.path().join(format!("{}.json", i.key().hex())), b"{half").expect("write");
+        let err = index.get(&i.key()).expect_err("corrupt");
+        assert!(err.to_string().contains(&i.key().hex().to_string()), "{err}");
+    }
+
+    #[test]
+    fn explains_against_the_newest_sibling() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(dir.path()).expect("open");
+        index.put(&record(&inputs("sha256:p", "ENV A=1"), "sha256:1", "2026-01-01T00:00:00Z")).expect("put");
+        index.put(&record(&inputs("sha256:p", "ENV A=2"), "sha256:2", "2026-01-02T00:00:00Z")).expect("put");
+        let reason = index.explain(&inputs("sha256:p", "ENV A=3")).expect("explain");
+        assert_eq!(reason.to_string(), "instruction changed: ENV A=2 -> ENV A=3");
+        assert_eq!(index.explain(&inputs("sha256:other", "ENV A=3")).expect("explain"), MissReason::NoRecord);
+    }
+}

@@ -1,0 +1,406 @@
+//! COPY and ADD into a fresh upper dir: Docker's destination rules (a relative destination is
+//! under WORKDIR; a directory source copies its contents; several sources need a directory
+//! destination ending in `/`), files from the build context or from another image's merged
+//! view, owner 0:0 unless `--chown`, `--chmod`, and modification times kept.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+
+use crate::context::{EntryKind, SelectedRoot};
+use crate::engine::config::resolve_workdir;
+use crate::engine::merged::{EntryType, MergedView};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(
+        "When using {keyword} with more than one source file, the destination must be a directory and end with a /"
+    )]
+    DestinationNotDirectory { keyword: &'static str },
+    #[error("{keyword} failed: {path:?} not found in {from}")]
+    SourceNotFound { keyword: &'static str, path: String, from: String },
+    #[error("invalid --chmod {0:?}: expected an octal mode such as 755")]
+    BadChmod(String),
+}
+
+/// One entry to create in the upper dir.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyItem {
+    /// Where its content comes from on the host.
+    pub host: PathBuf,
+    /// Its absolute path in the image.
+    pub dest: String,
+    pub kind: EntryType,
+}
+
+/// Ownership and mode COPY applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `--chown` resolved to ids; `None` means 0:0, as Docker writes.
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod` as permission bits.
+    pub chmod: Option<u32>,
+}
+
+/// Parses `--chmod=755` (octal only, as Docker accepts).
+pub fn parse_chmod(text: &str) -> Result<u32, CopyError> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| CopyError::BadChmod(text.to_string()))
+}
+
+/// The absolute destination (relative ones are under WORKDIR) and whether it names a
+/// directory: it ends in `/` or already is one in the image. (Several sources into anything
+/// else is an error, raised by the planners.)
+pub fn destination(workdir: &str, dest: &str, image: &MergedView) -> (String, bool) {
+    let absolute = resolve_workdir(workdir, dest);
+    let is_dir = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || image.is_dir(&absolute);
+    (absolute, is_dir)
+}
+
+fn join(dest: &str, rel: &str) -> String {
+    if rel.is_empty() {
+        dest.to_string()
+    } else {
+        format!("{}/{rel}", dest.trim_end_matches('/'))
+    }
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn entry_type(kind: &EntryKind) -> EntryType {
+    match kind {
+        EntryKind::File => EntryType::File,
+        EntryKind::Dir => EntryType::Dir,
+        EntryKind::Symlink { .. } => EntryType::Symlink,
+        EntryKind::Other => EntryType::Other,
+    }
+}
+
+/// What to create for sources selected in the build context.
+pub fn plan_from_context(
+    keyword: &'static str,
+    context_root: &Path,
+    roots: &[SelectedRoot],
+    dest: &str,
+    dest_is_dir: bool,
+) -> Result<Vec<CopyItem>, CopyError> {
+    if roots.len() > 1 && !dest_is_dir {
+        return Err(CopyError::DestinationNotDirectory { keyword });
+    }
+    let mut items = vec![CopyItem { host: context_root.to_path_buf(), dest: dest.to_string(), kind: EntryType::Dir }];
+    let mut dest_dir_needed = dest_is_dir;
+    for selected in roots {
+        match &selected.root {
+            None => {
+                dest_dir_needed = true;
+                for e in &selected.entries {
+                    items.push(CopyItem {
+                        host: context_root.join(&e.path),
+                        dest: join(dest, &e.path),
+                        kind: entry_type(&e.kind),
+                    });
+                }
+            }
+            Some(root) if root.kind == EntryKind::Dir => {
+                dest_dir_needed = true;
+                let prefix = format!("{}/", root.path);
+                for e in &selected.entries {
+                    if let Some(rel) = e.path.strip_prefix(&prefix) {
+                        items.push(CopyItem {
+                            host: context_root.join(&e.path),
+                            dest: join(dest, rel),
+                            kind: entry_type(&e.kind),
+                        });
+                    }
+                }
+            }
+            Some(root) => {
+                let target = if dest_is_dir { join(dest, basename(&root.path)) } else { dest.to_string() };
+                for e in &selected.entries {
+                    items.push(CopyItem {
+                        host: context_root.join(&e.path),
+                        dest: target.clone(),
+                        kind: entry_type(&e.kind),
+                    });
+                }
+            }
+        }
+    }
+    if !dest_dir_needed {
+        items.remove(0);
+    }
+    Ok(items)
+}
+
+/// What to create for sources read from another image or stage (`COPY --from`). A source's
+/// last component may hold wildcards.
+pub fn plan_from_image(
+    keyword: &'static str,
+    from: &str,
+    view: &MergedView,
+    sources: &[String],
+    dest: &str,
+    dest_is_dir: bool,
+) -> Result<Vec<CopyItem>, CopyError> {
+    let mut matched: Vec<(Vec<String>, EntryType, PathBuf)> = Vec::new();
+    for src in sources {
+        let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
+            Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+            None => ("/", src.trim_end_matches('/')),
+        };
+        let found: Vec<(Vec<String>, EntryType, PathBuf)> = if crate::context::pattern::has_glob_meta(name) {
+            match view.resolve(parent, true) {
+                Some((comps, _)) => view
+                    .read_dir(&comps)
+                    .into_iter()
+                    .filter(|(n, _)| crate::context::pattern::glob_match(name, &n.to_string_lossy()).unwrap_or(false))
+                    .map(|(n, e)| {
+                        let mut c = comps.clone();
+                        c.push(n.to_string_lossy().into_owned());
+                        (c, e.metadata_kind, e.host_path)
+                    })
+                    .collect(),
+                None => Vec::new(),
+            }
+        } else {
+            view.resolve(src, true).map(|(c, e)| vec![(c, e.metadata_kind, e.host_path)]).unwrap_or_default()
+        };
+        if found.is_empty() {
+            return Err(CopyError::SourceNotFound { keyword, path: src.clone(), from: from.to_string() });
+        }
+        matched.extend(found);
+    }
+    if matched.len() > 1 && !dest_is_dir {
+        return Err(CopyError::DestinationNotDirectory { keyword });
+    }
+    let mut items = Vec::new();
+    for (comps, kind, host) in matched {
+        if kind == EntryType::Dir {
+            items.push(CopyItem { host, dest: dest.to_string(), kind });
+            walk_image_dir(view, &comps, dest, &mut items);
+        } else {
+            let name = comps.last().cloned().unwrap_or_default();
+            let target = if dest_is_dir { join(dest, &name) } else { dest.to_string() };
+            items.push(CopyItem { host, dest: target, kind });
+        }
+    }
+    Ok(items)
+}
+
+fn walk_image_dir(view: &MergedView, comps: &[String], dest: &str, items: &mut Vec<CopyItem>) {
+    for (name, entry) in view.read_dir(comps) {
+        let name = name.to_string_lossy().into_owned();
+        let target = join(dest, &name);
+        let kind = entry.metadata_kind;
+        items.push(CopyItem { host: entry.host_path, dest: target.clone(), kind });
+        if kind == EntryType::Dir {
+            let mut child = comps.to_vec();
+            child.push(name);
+            walk_image_dir(view, &child, &target, items);
+        }
+    }
+}
+
+/// Creates `items` under `upper` (the step's fresh upper dir). Parent directories that do not
+/// exist are made 0755 and owned like the copied files. Returns the number of entries made.
+pub fn materialize(upper: &Path, items: &[CopyItem], opts: &CopyOptions) -> Result<usize, CopyError> {
+    let (uid, gid) = opts.chown.unwrap_or((0, 0));
+    let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
+    for item in items {
+        let target = upper.join(item.dest.trim_start_matches('/'));
+        if let Some(parent) = target.parent() {
+            make_parents(upper, parent, uid, gid)?;
+        }
+        let meta = fs::symlink_metadata(&item.host)?;
+        match item.kind {
+            EntryType::Dir => {
+                if !target.is_dir() {
+                    if target.symlink_metadata().is_ok() {
+                        fs::remove_file(&target)?;
+                    }
+                    fs::create_dir(&target)?;
+                }
+                dirs.push((target, meta));
+                continue;
+            }
+            EntryType::File => {
+                if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                    fs::remove_file(&target)?;
+                }
+                fs::copy(&item.host, &target)?;
+            }
+            EntryType::Symlink => {
+                let link = fs::read_link(&item.host)?;
+                if target.symlink_metadata().is_ok() {
+                    fs::remove_file(&target)?;
+                }
+                fs::os::unix::fs::symlink(&link, &target)?;
+            }
+            EntryType::Other => continue,
+        }
+        finish_entry(&target, &meta, item.kind, opts, uid, gid)?;
+    }
+    // Directories last, deepest first, so creating their contents does not move their mtimes.
+    for (target, meta) in dirs.iter().rev() {
+        finish_entry(target, meta, EntryType::Dir, opts, uid, gid)?;
+    }
+    Ok(items.len())
+}
+
+fn make_parents(upper: &Path, dir: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
+    if dir.is_dir() || dir == upper {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_parents(upper, parent, uid, gid)?;
+    }
+    fs::create_dir(dir)?;
+    fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    lchown(dir, uid, gid)?;
+    Ok(())
+}
+
+fn finish_entry(
+    target: &Path,
+    source: &std::fs::Metadata,
+    kind: EntryType,
+    opts: &CopyOptions,
+    uid: u32,
+    gid: u32,
+) -> Result<(), CopyError> {
+    lchown(target, uid, gid)?;
+    if kind != EntryType::Symlink {
+        let mode = opts.chmod.unwrap_or(source.mode() & 0o7777);
+        fs::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
+        let mtime = std::time::UNIX_EPOCH
+            + std::time::Duration::new(source.mtime().max(0) as u64, source.mtime_nsec().clamp(0, 999_999_999) as u32);
+        let file = fs::File::open(target)?;
+        file.file()
+            .set_modified(mtime)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("setting the mtime of {}: {e}", target.display())))?;
+    }
+    Ok(())
+}
+
+fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("changing the owner of {} to {uid}:{gid}: {e}", path.display()))
+    })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::BuildContext;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    fn context() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("app/sub")).expect("mkdir");
+        std::fs::write(root.join("app/main.py"), b"print(1)\n").expect("write");
+        std::fs::write(root.join("app/sub/util.py"), b"x = 1\n").expect("write");
+        std::fs::write(root.join("README.md"), b"readme\n").expect("write");
+        std::fs::write(root.join("a.txt"), b"a\n").expect("write");
+        std::fs::write(root.join("b.txt"), b"b\n").expect("write");
+        dir
+    }
+
+    fn plan(root: &Path, srcs: &[&str], dest: &str, image: &MergedView) -> Result<Vec<(String, EntryType)>, CopyError> {
+        let ctx = BuildContext::with_patterns(root, &[]).expect("context");
+        let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+        let roots = ctx.select_roots(&srcs, &[]).expect("select");
+        let (abs, is_dir) = destination("/work", dest, image);
+        Ok(plan_from_context("COPY", root, &roots, &abs, is_dir)?.into_iter().map(|i| (i.dest, i.kind)).collect())
+    }
+
+    #[test]
+    fn docker_destination_rules() {
+        let ctx = context();
+        let empty = MergedView::new(&[]);
+        // A directory source copies its contents.
+        let items = plan(ctx.path(), &["app/"], "/opt/app/", &empty).expect("plan");
+        let dests: Vec<&str> = items.iter().map(|(d, _)| d.as_str()).collect();
+        assert_eq!(dests, ["/opt/app", "/opt/app/main.py", "/opt/app/sub", "/opt/app/sub/util.py"]);
+        // A file to a path not ending in / is that path; to a dir path, inside it.
+        assert_eq!(
+            plan(ctx.path(), &["a.txt"], "/etc/conf", &empty).expect("plan"),
+            [("/etc/conf".to_string(), EntryType::File)]
+        );
+        assert_eq!(plan(ctx.path(), &["a.txt"], "conf/", &empty).expect("plan")[1].0, "/work/conf/a.txt");
+        // Several sources need a directory destination.
+        let err = plan(ctx.path(), &["*.txt"], "/one", &empty).expect_err("two files to one file");
+        assert!(err.to_string().contains("must be a directory and end with a /"), "{err}");
+        let two = plan(ctx.path(), &["*.txt"], "/d/", &empty).expect("plan");
+        assert_eq!(two.iter().filter(|(_, k)| *k == EntryType::File).count(), 2);
+    }
+
+    #[test]
+    fn an_existing_directory_in_the_image_is_a_directory_destination() {
+        let ctx = context();
+        let layer = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(layer.path().join("etc")).expect("mkdir");
+        let image = MergedView::new(&[layer.path().to_path_buf()]);
+        assert_eq!(plan(ctx.path(), &["a.txt"], "/etc", &image).expect("plan")[1].0, "/etc/a.txt");
+    }
+
+    #[test]
+    fn materialize_sets_owner_mode_and_keeps_mtime() {
+        if !is_root() {
+            eprintln!("skipped: COPY writes files owned by 0:0 or --chown ids, which needs root");
+            assert!(std::env::var("CI").is_err(), "CI runs as root: this test must not skip there");
+            return;
+        }
+        let ctx = context();
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(ctx.path().join("app/main.py"))
+            .expect("open")
+            .set_modified(old)
+            .expect("touch");
+        let upper = tempfile::tempdir().expect("tempdir");
+        let empty = MergedView::new(&[]);
+        let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
+        let roots = c.select_roots(&["app".to_string()], &[]).expect("select");
+        let (abs, is_dir) = destination("/", "/srv/app", &empty);
+        let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir).expect("plan");
+        materialize(upper.path(), &items, &CopyOptions { chown: Some((1000, 1001)), chmod: Some(0o640) })
+            .expect("copy");
+        let main = upper.path().join("srv/app/main.py");
+        let meta = std::fs::metadata(&main).expect("copied");
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (1000, 1001, 0o640));
+        assert_eq!(meta.mtime(), 1_000_000);
+        assert_eq!(std::fs::read(&main).expect("read"), b"print(1)\n");
+        let srv = std::fs::metadata(upper.path().join("srv")).expect("parent made");
+        assert_eq!((srv.uid(), srv.mode() & 0o777), (1000, 0o755));
+    }
+
+    #[test]
+    fn copy_from_an_image_with_wildcards() {
+        let layer = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(layer.path().join("out/bin")).expect("mkdir");
+        std::fs::write(layer.path().join("out/bin/tool"), b"bin").expect("write");
+        std::fs::write(layer.path().join("out/a.so"), b"a").expect("write");
+        std::fs::write(layer.path().join("out/b.so"), b"b").expect("write");
+        let view = MergedView::new(&[layer.path().to_path_buf()]);
+        let items = plan_from_image("COPY", "build", &view, &["/out/*.so".to_string()], "/lib/", true).expect("plan");
+        let dests: Vec<&str> = items.iter().map(|i| i.dest.as_str()).collect();
+        assert_eq!(dests, ["/lib/a.so", "/lib/b.so"]);
+        let items = plan_from_image("COPY", "build", &view, &["/out".to_string()], "/opt", false).expect("plan");
+        let dests: Vec<&str> = items.iter().map(|i| i.dest.as_str()).collect();
+        assert_eq!(dests, ["/opt", "/opt/a.so", "/opt/b.so", "/opt/bin", "/opt/bin/tool"]);
+        let err = plan_from_image("COPY", "build", &view, &["/missing".to_string()], "/x", false).expect_err("missing");
+        assert_eq!(err.to_string(), "COPY failed: \"/missing\" not found in build");
+        assert!(parse_chmod("755").is_ok() && parse_chmod("9").is_err());
+    }
+}

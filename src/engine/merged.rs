@@ -1,0 +1,306 @@
+//! A read-only merged view of an image's unpacked layers, as overlayfs would show them, without
+//! mounting anything: path lookup through the layers top-down (a `0/0` character device is a
+//! whiteout, a directory with the opaque xattr hides what is below it), symlinks resolved inside
+//! the image root, and merged directory listings. COPY --from, `--chown` name lookup and the
+//! "is the destination a directory" check read images through it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Kernel overlayfs's opaque-directory marker.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The same marker when the overlay runs with `userxattr` (rootless).
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
+
+/// Where a visible entry lives on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergedEntry {
+    /// The host path of the entry in the layer that provides it.
+    pub host_path: PathBuf,
+    pub metadata_kind: EntryType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryType {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+/// The layers of an image, top-most first.
+#[derive(Debug, Clone)]
+pub struct MergedView {
+    layers: Vec<PathBuf>,
+}
+
+/// Upper bound on symlinks followed while resolving one path (Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+fn is_whiteout(meta: &std::fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(path: &Path) -> bool {
+    has_xattr(path, OPAQUE_XATTR) || has_xattr(path, USER_OPAQUE_XATTR)
+}
+
+fn has_xattr(path: &Path, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name)) else {
+        return false;
+    };
+    let mut value = [0u8; 4];
+    // SAFETY: both strings are NUL-terminated and outlive the call; the buffer's length is passed.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    len == 1 && value[0] == b'y'
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> EntryType {
+    let t = meta.file_type();
+    if t.is_dir() {
+        EntryType::Dir
+    } else if t.is_file() {
+        EntryType::File
+    } else if t.is_symlink() {
+        EntryType::Symlink
+    } else {
+        EntryType::Other
+    }
+}
+
+/// Splits an image path into its components (`/a/./b/` -> `[a, b]`; `..` is kept for the
+/// resolver to clamp at the root).
+fn components(path: &str) -> Vec<String> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect()
+}
+
+impl MergedView {
+    /// The view of `layers_bottom_first` (the order the store returns them in).
+    pub fn new(layers_bottom_first: &[PathBuf]) -> Self {
+        MergedView { layers: layers_bottom_first.iter().rev().cloned().collect() }
+    }
+
+    /// The entry at exactly these components, without following a final symlink; parent
+    /// components must already be resolved (no symlinks among them).
+    fn lookup_exact(&self, comps: &[String]) -> Option<MergedEntry> {
+        for layer in &self.layers {
+            let mut host = layer.clone();
+            let mut stop_below = false;
+            for (i, c) in comps.iter().enumerate() {
+                host.push(c);
+                let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                    break;
+                };
+                if is_whiteout(&meta) {
+                    return None;
+                }
+                let last = i + 1 == comps.len();
+                if !last {
+                    if !meta.is_dir() {
+                        // A file or link in an upper layer shadows the whole subtree.
+                        return None;
+                    }
+                    if is_opaque(&host) {
+                        stop_below = true;
+                    }
+                } else {
+                    return Some(MergedEntry { host_path: host, metadata_kind: kind_of(&meta) });
+                }
+            }
+            if comps.is_empty() {
+                return Some(MergedEntry { host_path: layer.clone(), metadata_kind: EntryType::Dir });
+            }
+            if stop_below {
+                return None;
+            }
+        }
+        if comps.is_empty() {
+            // An image with no layers still has a root directory.
+            return self.layers.last().map(|l| MergedEntry { host_path: l.clone(), metadata_kind: EntryType::Dir });
+        }
+        None
+    }
+
+    /// Resolves `path` (absolute inside the image) to its components with every symlink
+    /// followed, confined to the image root as the kernel confines a chroot. `follow_last`
+    /// decides whether a final symlink is followed.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Option<(Vec<String>, MergedEntry)> {
+        let mut pending: Vec<String> = components(path);
+        pending.reverse();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = pending.pop() {
+            if c == ".." {
+                resolved.pop();
+                continue;
+            }
+            resolved.push(c);
+            let entry = self.lookup_exact(&resolved)?;
+            let is_last = pending.is_empty();
+            if entry.metadata_kind == EntryType::Symlink && (!is_last || follow_last) {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return None;
+                }
+                let target = std::fs::read_link(&entry.host_path).ok()?;
+                let target = target.to_string_lossy().into_owned();
+                resolved.pop();
+                if target.starts_with('/') {
+                    resolved.clear();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+        }
+        let entry = self.lookup_exact(&resolved)?;
+        Some((resolved, entry))
+    }
+
+    /// The entry visible at `path`, following symlinks (including a final one).
+    pub fn stat(&self, path: &str) -> Option<MergedEntry> {
+        self.resolve(path, true).map(|(_, e)| e)
+    }
+
+    /// Whether `path` is a directory in the image.
+    pub fn is_dir(&self, path: &str) -> bool {
+        self.stat(path).is_some_and(|e| e.metadata_kind == EntryType::Dir)
+    }
+
+    /// Reads a whole file of the image (e.g. `/etc/passwd`).
+    pub fn read(&self, path: &str) -> Option<Vec<u8>> {
+        let entry = self.stat(path)?;
+        (entry.metadata_kind == EntryType::File).then(|| std::fs::read(&entry.host_path).ok()).flatten()
+    }
+
+    /// The merged listing of the directory at the resolved `comps`: name -> host path of the
+    /// entry that is visible, whiteouts removed, opaque directories honoured.
+    pub fn read_dir(&self, comps: &[String]) -> BTreeMap<OsString, MergedEntry> {
+        let mut out: BTreeMap<OsString, MergedEntry> = BTreeMap::new();
+        let mut hidden: Vec<OsString> = Vec::new();
+        for layer in &self.layers {
+            let mut host = layer.clone();
+            let mut ok = true;
+            for c in comps {
+                host.push(c);
+                match std::fs::symlink_metadata(&host) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(m) if is_whiteout(&m) => return out,
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(&host) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if out.contains_key(&name) || hidden.contains(&name) {
+                        continue;
+                    }
+                    let Ok(meta) = entry.path().symlink_metadata() else { continue };
+                    if is_whiteout(&meta) {
+                        hidden.push(name);
+                        continue;
+                    }
+                    out.insert(name, MergedEntry { host_path: entry.path(), metadata_kind: kind_of(&meta) });
+                }
+            }
+            if is_opaque(&host) {
+                break;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn whiteout(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        // SAFETY: a NUL-terminated path; mknod of a 0/0 char device needs CAP_MKNOD (root).
+        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) };
+        assert_eq!(rc, 0, "mknod {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn lookup_symlinks_and_listing_without_whiteouts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (l0, l1) = (dir.path().join("l0"), dir.path().join("l1"));
+        std::fs::create_dir_all(l0.join("usr/lib")).expect("mkdir");
+        std::fs::write(l0.join("usr/lib/libc.so"), b"libc").expect("write");
+        symlink("usr/lib", l0.join("lib")).expect("symlink");
+        std::fs::create_dir_all(l0.join("etc")).expect("mkdir");
+        std::fs::write(l0.join("etc/passwd"), b"old").expect("write");
+        std::fs::create_dir_all(l1.join("etc")).expect("mkdir");
+        std::fs::write(l1.join("etc/passwd"), b"new").expect("write");
+        std::fs::write(l1.join("etc/hosts"), b"h").expect("write");
+        symlink("/../../etc/passwd", l1.join("escape")).expect("symlink");
+        let view = MergedView::new(&[l0.clone(), l1.clone()]);
+        assert_eq!(view.read("/etc/passwd").as_deref(), Some(&b"new"[..]), "the upper layer wins");
+        assert_eq!(view.read("/lib/libc.so").as_deref(), Some(&b"libc"[..]), "parent symlink followed");
+        assert_eq!(view.read("/escape").as_deref(), Some(&b"new"[..]), "links cannot climb out of the root");
+        assert!(view.is_dir("/lib"));
+        assert!(!view.is_dir("/etc/passwd"));
+        assert!(view.stat("/nope").is_none());
+        let names: Vec<String> =
+            view.read_dir(&["etc".to_string()]).keys().map(|n| n.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["hosts", "passwd"]);
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs_hide_lower_entries() {
+        if !is_root() {
+            eprintln!("skipped: whiteouts are 0/0 character devices and mknod needs root");
+            assert!(std::env::var("CI").is_err(), "CI runs as root: this test must not skip there");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (l0, l1) = (dir.path().join("l0"), dir.path().join("l1"));
+        std::fs::create_dir_all(l0.join("a/old")).expect("mkdir");
+        std::fs::write(l0.join("a/keep"), b"k").expect("write");
+        std::fs::write(l0.join("gone"), b"g").expect("write");
+        std::fs::create_dir_all(l0.join("opq/inner")).expect("mkdir");
+        std::fs::create_dir_all(l1.join("a")).expect("mkdir");
+        whiteout(&l1.join("a/old"));
+        whiteout(&l1.join("gone"));
+        std::fs::create_dir_all(l1.join("opq")).expect("mkdir");
+        std::fs::write(l1.join("opq/fresh"), b"f").expect("write");
+        xattr_set(&l1.join("opq"), OPAQUE_XATTR, b"y");
+        let view = MergedView::new(&[l0, l1]);
+        assert!(view.stat("/gone").is_none());
+        assert!(view.stat("/a/old").is_none());
+        assert!(view.stat("/a/keep").is_some());
+        assert!(view.stat("/opq/inner").is_none(), "opaque dir hides the lower subtree");
+        let names: Vec<String> =
+            view.read_dir(&["opq".to_string()]).keys().map(|n| n.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["fresh"]);
+        let names: Vec<String> =
+            view.read_dir(&["a".to_string()]).keys().map(|n| n.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["keep"]);
+    }
+
+    fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+        use std::os::unix::ffi::OsStrExt;
+        let p = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
+        let n = std::ffi::CString::new(name).expect("name");
+        // SAFETY: NUL-terminated strings and a valid buffer with its length.
+        let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+    }
+}
