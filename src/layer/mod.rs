@@ -1,5 +1,8 @@
-//! Layer diff (upper dir to OCI layer tar), apply (tar to dir), compression and digests. Filled in by the image-store and runtime issues.
+//! Layers: diff (overlay upper dir to OCI layer tar), apply (tar to dir), compression and
+//! digests.
 
 pub mod apply;
 pub mod compression;
+pub mod diff;
 pub mod digest;
+pub mod media;

@@ -1,1 +1,45 @@
-//! Transient containers: namespaces, overlay mounts, pivot_root, process execution and teardown. Filled in by the container-runtime issue.
+//! Transient containers: namespaces, overlay mounts, pivot_root, process execution and teardown.
+//!
+//! A [`ContainerSpec`] says what to run and on which root filesystem; [`Container::run`] runs it
+//! to completion and tears everything down on success, failure and interruption (SIGINT,
+//! SIGTERM, SIGHUP to rbuild). [`cleanup_stale`] removes what a killed rbuild left behind.
+//!
+//! Process layout of one run:
+//!
+//! ```text
+//! rbuild (caller thread)  ── fork ──► setup process: [unshare(USER), id maps by rbuild,]
+//!   polls output, signals,             unshare(NS, UTS, IPC, PID [, NET]) ── fork ──► init (PID 1)
+//!   the setup process's pidfd          waits for init, exits with its code        mounts rootfs, pivot_root,
+//!                                                                                  forks the workload, reaps
+//! ```
+//!
+//! Every mount is made inside the container's own mount namespace, so when the last process
+//! of the container dies the kernel drops the mounts; the setup process and init die with
+//! rbuild (`PR_SET_PDEATHSIG`). What stays on the host is the per-container state dir
+//! (`<state_dir>/<id>/`: a record, the mount point, the bind-mounted `/etc` files and the
+//! overlay "init layer"), removed by an RAII guard or by [`cleanup_stale`].
+//!
+//! The mount sequence goes through the [`Syscall`] trait so that its order can be checked
+//! with a recording fake; [`LinuxSyscall`] is the real one.
+
+mod container;
+mod error;
+mod init;
+mod mounts;
+mod pty;
+mod signals;
+mod spec;
+mod state;
+mod syscall;
+mod user;
+mod userns;
+
+pub use container::{Container, ContainerExit};
+pub use error::{RuntimeError, SetupFailure};
+pub use mounts::{OverlayKind, RootfsPlan};
+pub use spec::{
+    ContainerSpec, Isolation, LineSink, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode, DEFAULT_PATH,
+};
+pub use state::{cleanup_stale, CleanupReport};
+pub use syscall::{LinuxSyscall, Syscall, SyscallError};
+pub use user::{resolve_user, ExecUser};

@@ -1,0 +1,613 @@
+//! Layer diff: turns an overlay upper dir into an OCI layer blob, and lists what a container
+//! changed (`rbuild diff`).
+//!
+//! Only the upper dir is walked. Overlay whiteouts (a 0/0 character device, or a file marked
+//! with an `overlay.whiteout` xattr) become `.wh.<name>` entries; a directory marked opaque
+//! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` in userxattr mode, or
+//! `user.fuseoverlayfs.opaque=y`) is followed by a `.wh..wh..opq` entry, as the OCI image spec
+//! describes. Within each directory the opaque marker comes first, then whiteouts, then the
+//! other entries, each group sorted by name bytes, so the same tree always gives the same tar.
+//!
+//! [`write_layer`] makes one streaming pass: tar bytes -> sha256 (diff_id) -> compressor
+//! (gzip on all cores, or multithreaded zstd) -> sha256 (digest) -> blob file. No copy of the
+//! tar is kept anywhere.
+
+mod pax;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+pub use crate::layer::media::Compression;
+use pax::{EntryHeader, EntryKind, PaxTarWriter, Xattr};
+
+/// Name prefix OCI layers use for a whiteout.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Name of the OCI opaque-directory marker.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+/// Xattrs that mark an opaque directory in an upper dir (kernel overlay, kernel overlay with
+/// `userxattr`, fuse-overlayfs).
+const OPAQUE_XATTRS: [&str; 3] = ["trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"];
+/// Xattrs that mark a regular file as a whiteout (overlay "xwhiteouts", Linux >= 6.7).
+const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+/// Xattr namespaces private to the overlay implementation, never copied into a layer.
+const PRIVATE_XATTR_PREFIXES: [&str; 4] =
+    ["trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "security.selinux"];
+
+/// How [`write_layer`] encodes a layer.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Blob compression; gzip by default.
+    pub compression: Compression,
+    /// Compression level; `None` = gzip 6 / zstd 3.
+    pub level: Option<i32>,
+    /// Threads for compression; 0 = all cores.
+    pub threads: usize,
+    /// `SOURCE_DATE_EPOCH`: when set, every timestamp later than it is clamped to it.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl DiffOptions {
+    /// Sets [`DiffOptions::source_date_epoch`] from the `SOURCE_DATE_EPOCH` environment
+    /// variable when it is set and not empty.
+    pub fn with_source_date_epoch_from_env(mut self) -> Result<Self, LayerError> {
+        if let Some(value) = std::env::var_os("SOURCE_DATE_EPOCH") {
+            if !value.is_empty() {
+                let text = value.to_string_lossy().into_owned();
+                let secs = text.trim().parse::<i64>().map_err(|_| LayerError::SourceDateEpoch { value: text })?;
+                self.source_date_epoch = Some(secs);
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// A layer blob written by [`write_layer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedLayer {
+    /// The blob file, inside the directory given to [`write_layer`].
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the blob (compressed) bytes.
+    pub digest: String,
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub media_type: &'static str,
+    /// The upper dir had no entries: the step changed nothing and adds no layer. The blob
+    /// (an empty tar) is still written so that the fields above are valid.
+    pub empty: bool,
+}
+
+/// What happened to a path, as `rbuild diff` prints it (`A`, `C`, `D`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChangeKind {
+    Added,
+    Changed,
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The letter `docker diff` prints.
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Added => 'A',
+            ChangeKind::Changed => 'C',
+            ChangeKind::Deleted => 'D',
+        }
+    }
+}
+
+/// One line of `rbuild diff`: `path` is absolute inside the container (`/etc/passwd`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Change {
+    pub kind: ChangeKind,
+    pub path: PathBuf,
+}
+
+/// Why a layer could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("writing layer blob {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("compressing layer blob {path}: {message}")]
+    Compress { path: PathBuf, message: String },
+    #[error("{path} changed size while it was being committed ({expected} bytes expected)")]
+    FileChanged { path: PathBuf, expected: u64 },
+    #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
+    SourceDateEpoch { value: String },
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
+    move |source| LayerError::Read { path: path.to_path_buf(), source }
+}
+
+/// Writes the layer for `upper` into a new blob file in `out_dir` (which must exist; give the
+/// store's `tmp/`) in one streaming pass, and returns its digests and sizes. The file is
+/// fsynced; the caller renames it into place. On error no file is left behind.
+pub fn write_layer(upper: &Path, out_dir: &Path, opts: &DiffOptions) -> Result<CommittedLayer, LayerError> {
+    let blob = PartialBlob::create(out_dir)?;
+    let file = blob.file.try_clone().map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
+    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let encoder =
+        LayerEncoder::new(sink, opts).map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
+    let tar = PaxTarWriter::new(HashingWriter::new(encoder));
+    let mut walk = UpperWalk {
+        tar,
+        epoch: opts.source_date_epoch,
+        hard_links: HashMap::new(),
+        buf: vec![0u8; 1 << 20],
+        blob_path: blob.path.clone(),
+        entries: 0,
+    };
+    walk.walk_dir(upper, &[])?;
+    let entries = walk.entries;
+    let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
+    let tar_hashing = walk.tar.finish().map_err(write_err)?;
+    let (encoder, diff_id, uncompressed_size) = tar_hashing.finish();
+    let sink = encoder.finish(&blob.path)?;
+    let (buffered, digest, compressed_size) = sink.finish();
+    let file =
+        buffered.into_inner().map_err(|e| LayerError::Write { path: blob.path.clone(), source: e.into_error() })?;
+    file.sync_all().map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
+    let path = blob.keep();
+    Ok(CommittedLayer {
+        path,
+        digest: format!("sha256:{digest}"),
+        diff_id: format!("sha256:{diff_id}"),
+        compressed_size,
+        uncompressed_size,
+        media_type: opts.compression.media_type(),
+        empty: entries == 0,
+    })
+}
+
+/// Lists what the upper dir changed relative to `lowers` (top-most lower dir first, as in
+/// overlay's `lowerdir=`): `Added` for paths no lower dir has, `Changed` for paths a lower dir
+/// has (copied-up directories included, as `docker diff` shows them), `Deleted` for
+/// whiteouts and for what an opaque directory hides. Sorted by path.
+pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, LayerError> {
+    let mut out = Vec::new();
+    changes_in(upper, lowers, Path::new(""), &mut out)?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change>) -> Result<(), LayerError> {
+    let dir = upper.join(rel);
+    for (name, meta) in sorted_children(&dir)? {
+        let child_rel = rel.join(&name);
+        let abs = dir.join(&name);
+        let shown = Path::new("/").join(&child_rel);
+        if let Some(hidden) = whiteout_target(&abs, &name, &meta) {
+            out.push(Change { kind: ChangeKind::Deleted, path: Path::new("/").join(rel).join(hidden) });
+            continue;
+        }
+        if name.as_bytes() == OPAQUE_MARKER.as_bytes() {
+            continue;
+        }
+        let in_lower = lower_has(lowers, &child_rel);
+        out.push(Change { kind: if in_lower { ChangeKind::Changed } else { ChangeKind::Added }, path: shown.clone() });
+        if meta.is_dir() {
+            if in_lower && is_opaque(&abs)? {
+                let upper_names: BTreeSet<OsString> = sorted_children(&abs)?.into_iter().map(|(n, _)| n).collect();
+                for hidden in lower_children(lowers, &child_rel) {
+                    if !upper_names.contains(&hidden) {
+                        out.push(Change { kind: ChangeKind::Deleted, path: shown.join(&hidden) });
+                    }
+                }
+            }
+            changes_in(upper, lowers, &child_rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the merged view of `lowers` alone has `rel`, honouring whiteouts and opaque dirs.
+fn lower_has(lowers: &[PathBuf], rel: &Path) -> bool {
+    for lower in lowers {
+        if lower.join(rel).symlink_metadata().is_ok() {
+            return !is_whiteout_node(&lower.join(rel));
+        }
+        // A whiteout or opaque dir on the way hides everything below it in lower layers.
+        let mut prefix = PathBuf::new();
+        for component in rel.iter() {
+            let wh = lower.join(&prefix).join(whiteout_name(component));
+            if wh.symlink_metadata().is_ok() || is_whiteout_node(&lower.join(&prefix).join(component)) {
+                return false;
+            }
+            prefix.push(component);
+            if prefix != rel && is_opaque(&lower.join(&prefix)).unwrap_or(false) {
+                return false;
+            }
+        }
+    }
+    false
+}
+
+fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
+    let mut names = BTreeSet::new();
+    for lower in lowers {
+        if let Ok(children) = sorted_children(&lower.join(rel)) {
+            for (name, meta) in children {
+                if whiteout_target(&lower.join(rel).join(&name), &name, &meta).is_none()
+                    && name.as_bytes() != OPAQUE_MARKER.as_bytes()
+                {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names.into_iter().filter(|n| lower_has(lowers, &rel.join(n))).collect()
+}
+
+fn whiteout_name(name: &std::ffi::OsStr) -> OsString {
+    let mut wh = OsString::from(WHITEOUT_PREFIX);
+    wh.push(name);
+    wh
+}
+
+fn is_whiteout_node(path: &Path) -> bool {
+    match path.symlink_metadata() {
+        Ok(meta) => {
+            let name = path.file_name().unwrap_or_default().to_os_string();
+            whiteout_target(path, &name, &meta).is_some()
+        }
+        Err(_) => false,
+    }
+}
+
+/// If the upper-dir entry at `path` is a whiteout, the name it hides.
+fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsString> {
+    let ft = meta.file_type();
+    if ft.is_char_device() && meta.rdev() == 0 {
+        return Some(name.clone());
+    }
+    if ft.is_file() {
+        let bytes = name.as_bytes();
+        // fuse-overlayfs without mknod rights writes OCI-style whiteout files.
+        if bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
+            return Some(OsString::from_vec(bytes[WHITEOUT_PREFIX.len()..].to_vec()));
+        }
+        if meta.len() == 0 && WHITEOUT_XATTRS.iter().any(|x| matches!(xattr::get(path, x), Ok(Some(_)))) {
+            return Some(name.clone());
+        }
+    }
+    None
+}
+
+fn is_opaque(dir: &Path) -> Result<bool, LayerError> {
+    for key in OPAQUE_XATTRS {
+        match xattr::get(dir, key) {
+            Ok(Some(v)) if v == b"y" => return Ok(true),
+            Ok(_) => {}
+            // Reading trusted.* without CAP_SYS_ADMIN, or a filesystem without xattrs.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {}
+            Err(source) => return Err(LayerError::Read { path: dir.to_path_buf(), source }),
+        }
+    }
+    Ok(dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
+}
+
+fn sorted_children(dir: &Path) -> Result<Vec<(OsString, Metadata)>, LayerError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(read_err(dir))? {
+        let entry = entry.map_err(read_err(dir))?;
+        let path = entry.path();
+        let meta = path.symlink_metadata().map_err(read_err(&path))?;
+        out.push((entry.file_name(), meta));
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}
+
+fn layer_xattrs(path: &Path) -> Result<Vec<Xattr>, LayerError> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(source) => return Err(LayerError::Read { path: path.to_path_buf(), source }),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let text = name.to_string_lossy();
+        if PRIVATE_XATTR_PREFIXES.iter().any(|p| text.starts_with(p)) {
+            continue;
+        }
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => out.push((name.into_vec(), value)),
+            Ok(None) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENODATA)) => {}
+            Err(source) => return Err(LayerError::Read { path: path.to_path_buf(), source }),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The depth-first walk of an upper dir that feeds the tar stream.
+struct UpperWalk<W: Write> {
+    tar: PaxTarWriter<W>,
+    epoch: Option<i64>,
+    /// (dev, ino) of multiply-linked files already written -> their tar path.
+    hard_links: HashMap<(u64, u64), Vec<u8>>,
+    buf: Vec<u8>,
+    blob_path: PathBuf,
+    entries: u64,
+}
+
+impl<W: Write> UpperWalk<W> {
+    fn mtime(&self, meta: &Metadata) -> i64 {
+        match self.epoch {
+            Some(epoch) => meta.mtime().min(epoch),
+            None => meta.mtime(),
+        }
+    }
+
+    fn write_err(&self) -> impl FnOnce(io::Error) -> LayerError + '_ {
+        move |source| LayerError::Write { path: self.blob_path.clone(), source }
+    }
+
+    fn header(&mut self, header: &EntryHeader) -> Result<(), LayerError> {
+        self.entries += 1;
+        let result = self.tar.write_header(header);
+        result.map_err(self.write_err())
+    }
+
+    fn marker(&mut self, path: Vec<u8>, meta: &Metadata) -> Result<(), LayerError> {
+        let header = EntryHeader {
+            path,
+            kind: EntryKind::File { size: 0 },
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            mtime: self.mtime(meta),
+            xattrs: Vec::new(),
+        };
+        self.header(&header)
+    }
+
+    fn walk_dir(&mut self, dir: &Path, rel: &[u8]) -> Result<(), LayerError> {
+        let children = sorted_children(dir)?;
+        let join = |name: &[u8]| {
+            let mut p = rel.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            p
+        };
+        if !rel.is_empty() && is_opaque(dir)? {
+            let meta = dir.symlink_metadata().map_err(read_err(dir))?;
+            self.marker(join(OPAQUE_MARKER.as_bytes()), &meta)?;
+        }
+        let mut regular = Vec::new();
+        let mut whiteouts = Vec::new();
+        for (name, meta) in children {
+            let path = dir.join(&name);
+            if name.as_bytes() == OPAQUE_MARKER.as_bytes() {
+                continue; // already written above (fuse-overlayfs marker file)
+            }
+            match whiteout_target(&path, &name, &meta) {
+                Some(hidden) => whiteouts.push((whiteout_name(&hidden), meta)),
+                None => regular.push((name, path, meta)),
+            }
+        }
+        whiteouts.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (wh, meta) in whiteouts {
+            self.marker(join(wh.as_bytes()), &meta)?;
+        }
+        for (name, path, meta) in regular {
+            let tar_path = join(name.as_bytes());
+            self.entry(&path, tar_path, &meta)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, tar_path: Vec<u8>, meta: &Metadata) -> Result<(), LayerError> {
+        let ft = meta.file_type();
+        let kind = if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                match self.hard_links.get(&key) {
+                    Some(first) => EntryKind::HardLink { target: first.clone() },
+                    None => {
+                        self.hard_links.insert(key, tar_path.clone());
+                        EntryKind::File { size: meta.len() }
+                    }
+                }
+            } else {
+                EntryKind::File { size: meta.len() }
+            }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(path).map_err(read_err(path))?;
+            EntryKind::Symlink { target: target.into_os_string().into_vec() }
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let rdev = meta.rdev();
+            let (major, minor) = (libc::major(rdev) as u64, libc::minor(rdev) as u64);
+            if ft.is_char_device() {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
+        } else if ft.is_fifo() {
+            EntryKind::Fifo
+        } else {
+            return Ok(()); // sockets do not go into layers
+        };
+        let header = EntryHeader {
+            path: tar_path.clone(),
+            kind: kind.clone(),
+            mode: meta.mode() & 0o7777,
+            uid: u64::from(meta.uid()),
+            gid: u64::from(meta.gid()),
+            mtime: self.mtime(meta),
+            xattrs: layer_xattrs(path)?,
+        };
+        self.header(&header)?;
+        match kind {
+            EntryKind::File { size } => self.copy_file(path, size)?,
+            EntryKind::Dir => self.walk_dir(path, &tar_path)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn copy_file(&mut self, path: &Path, size: u64) -> Result<(), LayerError> {
+        let mut file = File::open(path).map_err(read_err(path))?;
+        let mut left = size;
+        while left > 0 {
+            let want = left.min(self.buf.len() as u64) as usize;
+            let n = file.read(&mut self.buf[..want]).map_err(read_err(path))?;
+            if n == 0 {
+                return Err(LayerError::FileChanged { path: path.to_path_buf(), expected: size });
+            }
+            let result = self.tar.write_data(&self.buf[..n]);
+            result.map_err(self.write_err())?;
+            left -= n as u64;
+        }
+        let result = self.tar.end_data(size);
+        result.map_err(self.write_err())
+    }
+}
+
+/// Forwards writes while hashing and counting them.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    /// Returns the inner writer, the hex sha256 and the byte count of what went through.
+    fn finish(self) -> (W, String, u64) {
+        (self.inner, hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type BlobSink = HashingWriter<BufWriter<File>>;
+
+/// The compressor stage of the pipeline.
+enum LayerEncoder {
+    Plain(BlobSink),
+    Gzip(gzp::par::compress::ParCompress<'static, gzp::deflate::Gzip, BlobSink>),
+    Zstd(zstd::stream::write::Encoder<'static, BlobSink>),
+}
+
+impl LayerEncoder {
+    fn new(sink: BlobSink, opts: &DiffOptions) -> io::Result<Self> {
+        let threads =
+            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        Ok(match opts.compression {
+            Compression::None => LayerEncoder::Plain(sink),
+            Compression::Gzip => {
+                let level = opts.level.unwrap_or(6).clamp(0, 9) as u32;
+                let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
+                    .compression_level(gzp::Compression::new(level))
+                    .num_threads(threads)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                LayerEncoder::Gzip(builder.from_writer(sink))
+            }
+            Compression::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(sink, opts.level.unwrap_or(3))?;
+                if threads > 1 {
+                    encoder.multithread(threads as u32)?;
+                }
+                LayerEncoder::Zstd(encoder)
+            }
+        })
+    }
+
+    fn finish(self, blob: &Path) -> Result<BlobSink, LayerError> {
+        let compress_err = |message: String| LayerError::Compress { path: blob.to_path_buf(), message };
+        match self {
+            LayerEncoder::Plain(sink) => Ok(sink),
+            LayerEncoder::Gzip(mut encoder) => {
+                use gzp::ZWriter;
+                encoder.finish().map_err(|e| compress_err(e.to_string()))
+            }
+            LayerEncoder::Zstd(encoder) => encoder.finish().map_err(|e| compress_err(e.to_string())),
+        }
+    }
+}
+
+impl Write for LayerEncoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            LayerEncoder::Plain(w) => w.write(buf),
+            LayerEncoder::Gzip(w) => w.write(buf),
+            LayerEncoder::Zstd(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            LayerEncoder::Plain(w) => w.flush(),
+            LayerEncoder::Gzip(w) => w.flush(),
+            LayerEncoder::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+/// The blob file while it is being written: removed on drop unless kept.
+struct PartialBlob {
+    path: PathBuf,
+    file: File,
+    keep: bool,
+}
+
+impl PartialBlob {
+    fn create(out_dir: &Path) -> Result<Self, LayerError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let name = format!("layer-{}-{}-{}.blob", std::process::id(), nanos, SEQ.fetch_add(1, Ordering::Relaxed));
+        let path = out_dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| LayerError::Write { path: path.clone(), source })?;
+        Ok(PartialBlob { path, file, keep: false })
+    }
+
+    fn keep(mut self) -> PathBuf {
+        self.keep = true;
+        self.path.clone()
+    }
+}
+
+impl Drop for PartialBlob {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! [`Container`]: prepares a container's state dir, forks its setup process, streams its
+//! output, reacts to signals, and returns its exit code once everything is torn down.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::runtime::error::{RuntimeError, SetupFailure};
+use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport};
+use crate::runtime::mounts::{OverlayKind, RootfsPlan};
+use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
+use crate::runtime::signals::SignalPipe;
+use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
+use crate::runtime::state::ContainerDir;
+use crate::runtime::userns::IdMap;
+
+/// A container ready to run.
+#[derive(Debug)]
+pub struct Container {
+    spec: ContainerSpec,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerExit {
+    /// The workload's exit code; `128 + n` if it was killed by signal `n`.
+    pub code: i32,
+    /// What mounted the root filesystem.
+    pub overlay: OverlayKind,
+    /// Whether it ran in a user namespace (unprivileged mode).
+    pub user_namespace: bool,
+}
+
+/// The setup process; killed and reaped on drop unless it was reaped already.
+struct SetupProcess {
+    pid: Pid,
+    status: Option<WaitStatus>,
+}
+
+impl SetupProcess {
+    fn wait(&mut self) -> Result<WaitStatus, RuntimeError> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        loop {
+            match waitpid(self.pid, None) {
+                Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                    self.status = Some(status);
+                    return Ok(status);
+                }
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(RuntimeError::os("waitpid")(e)),
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+            let _ = self.wait();
+        }
+    }
+}
+
+impl Drop for SetupProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(RuntimeError::os("pipe2"))
+}
+
+impl Container {
+    pub fn new(spec: ContainerSpec) -> Self {
+        Container { spec }
+    }
+
+    /// Runs the container to completion and tears it down. SIGINT, SIGTERM or SIGHUP to
+    /// rbuild meanwhile kill the container and give [`RuntimeError::Interrupted`].
+    pub fn run(self) -> Result<ContainerExit, RuntimeError> {
+        let mut spec = self.spec;
+        validate(&spec)?;
+        let user_namespace = match spec.isolation {
+            Isolation::Auto => !nix::unistd::geteuid().is_root(),
+            Isolation::Root if !nix::unistd::geteuid().is_root() => return Err(RuntimeError::NotRoot),
+            Isolation::Root => false,
+            Isolation::UserNamespace => true,
+        };
+        let mut cdir = ContainerDir::create(&spec.state_dir, &spec.id)?;
+        let etc_files = write_etc_files(cdir.path(), &spec)?;
+        let mount_point = cdir.path().join("rootfs");
+        fs_err::create_dir(&mount_point).map_err(RuntimeError::io("creating mount point", &mount_point))?;
+        let rootfs = match &spec.rootfs {
+            Rootfs::Overlay { lower, upper, work } => {
+                let init = cdir.path().join("init");
+                build_init_layer(&init, lower)?;
+                let mut all = vec![init];
+                all.extend(lower.iter().cloned());
+                Rootfs::Overlay { lower: all, upper: upper.clone(), work: work.clone() }
+            }
+            Rootfs::Dir(dir) => Rootfs::Dir(dir.clone()),
+        };
+        let plan = RootfsPlan {
+            rootfs,
+            mount_point,
+            etc_files,
+            hostname: spec.hostname.clone(),
+            user_namespace,
+            new_network: spec.network == NetworkMode::None,
+            overlay: spec.overlay,
+        };
+        let id_map = user_namespace.then(IdMap::for_current_user);
+        let process = process_plan(&spec, id_map.as_ref())?;
+
+        let signals = SignalPipe::new()?;
+        let (report_r, report_w) = pipe()?;
+        let (ready_r, ready_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        let mut stdio = std::mem::replace(&mut spec.stdio, StdioMode::Null);
+        let mut out_pipes = None;
+        let mut pty = None;
+        let child_stdio = match &stdio {
+            StdioMode::Inherit => ChildStdio::Inherit,
+            StdioMode::Null => ChildStdio::Null,
+            StdioMode::Lines(_) => {
+                let (out_r, out_w) = pipe()?;
+                let (err_r, err_w) = pipe()?;
+                let wiring = ChildStdio::Pipes { out: out_w.as_raw_fd(), err: err_w.as_raw_fd() };
+                out_pipes = Some((out_r, err_r, out_w, err_w));
+                wiring
+            }
+            StdioMode::Pty => {
+                let pair = PtyPair::open()?;
+                copy_window_size(std::io::stdin().as_fd(), pair.master.as_fd());
+                let wiring = ChildStdio::Pty { slave: pair.slave.as_raw_fd() };
+                pty = Some(pair);
+                wiring
+            }
+        };
+        let args = SetupArgs {
+            plan: &plan,
+            process: &process,
+            parent_pid: std::process::id() as i32,
+            user_namespace,
+            ready: ready_w.as_raw_fd(),
+            go: go_r.as_raw_fd(),
+            report: report_w.as_raw_fd(),
+            stdio: child_stdio,
+        };
+        // SAFETY: the child only runs `setup_process`, which ends in _exit or execve.
+        let child = match unsafe { nix::unistd::fork() }.map_err(RuntimeError::os("fork"))? {
+            ForkResult::Child => setup_process(&args),
+            ForkResult::Parent { child } => child,
+        };
+        let mut setup = SetupProcess { pid: child, status: None };
+        drop((ready_w, go_r, report_w));
+        let output = match out_pipes {
+            Some((out_r, err_r, out_w, err_w)) => {
+                drop((out_w, err_w));
+                vec![(OutputStream::Stdout, out_r, Vec::new()), (OutputStream::Stderr, err_r, Vec::new())]
+            }
+            None => Vec::new(),
+        };
+        let pty_master = pty.map(|pair| pair.master);
+        cdir.set_setup_pid(child.as_raw())?;
+
+        // The setup process is in its user namespace (or failed) once `ready` has a byte.
+        let mut byte = [0u8; 1];
+        let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
+        if ready == 1 {
+            if let Some(map) = &id_map {
+                map.apply(child.as_raw()).map_err(|reason| RuntimeError::IdMapping { id: spec.id.clone(), reason })?;
+            }
+            let _ = nix::unistd::write(&go_w, b"g");
+        }
+        drop(go_w);
+
+        let raw_mode = match pty_master {
+            Some(_) => RawMode::enter(std::io::stdin().as_fd()),
+            None => None,
+        };
+        let sink = match &mut stdio {
+            StdioMode::Lines(sink) => Some(sink),
+            _ => None,
+        };
+        let mut events = EventLoop {
+            signals: &signals,
+            pidfd: pidfd_open(child)?,
+            report: Some(report_r),
+            report_bytes: Vec::new(),
+            output,
+            sink,
+            pty_master,
+            stdin_open: true,
+        };
+        let outcome = events.run(&mut setup);
+        drop(raw_mode);
+        let status = match outcome {
+            Ok(status) => status,
+            Err(signal) => {
+                setup.kill();
+                return Err(RuntimeError::Interrupted { id: spec.id.clone(), signal });
+            }
+        }?;
+        let mut overlay = None;
+        for line in events.report_bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            match serde_json::from_slice::<SetupReport>(line) {
+                Ok(SetupReport::Mounted(kind)) => overlay = Some(kind),
+                Ok(SetupReport::Failed(failure)) => return Err(RuntimeError::Setup { id: spec.id.clone(), failure }),
+                Err(e) => {
+                    return Err(RuntimeError::Setup {
+                        id: spec.id.clone(),
+                        failure: SetupFailure::Other { message: format!("unreadable setup report: {e}") },
+                    })
+                }
+            }
+        }
+        let code = match status {
+            WaitStatus::Exited(_, code) => code,
+            WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
+            other => unreachable!("wait returned {other:?}"),
+        };
+        let overlay = overlay.ok_or_else(|| RuntimeError::Setup {
+            id: spec.id.clone(),
+            failure: SetupFailure::Other {
+                message: format!("setup process exited with {code} before mounting the root"),
+            },
+        })?;
+        drop(events);
+        drop(setup);
+        drop(cdir);
+        Ok(ContainerExit { code, overlay, user_namespace })
+    }
+}
+
+fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
+    let invalid = |reason: &str| RuntimeError::InvalidSpec { id: spec.id.clone(), reason: reason.to_string() };
+    if spec.id.is_empty()
+        || !spec.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || spec.id.starts_with('.')
+    {
+        return Err(invalid("id must be letters, digits, '-', '_' or '.', not starting with '.'"));
+    }
+    if spec.args.is_empty() || spec.args[0].is_empty() {
+        return Err(invalid("no command to run"));
+    }
+    if let Some(dir) = &spec.working_dir {
+        if !dir.starts_with('/') {
+            return Err(invalid("working dir must be absolute"));
+        }
+    }
+    if let Rootfs::Overlay { lower, .. } = &spec.rootfs {
+        if lower.is_empty() {
+            return Err(invalid("an overlay needs at least one lower dir"));
+        }
+    }
+    Ok(())
+}
+
+fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
+    let args = spec.args.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(|_| {
+        RuntimeError::InvalidSpec { id: spec.id.clone(), reason: "an argument contains a NUL byte".into() }
+    })?;
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={}", spec.hostname));
+    }
+    Ok(ProcessPlan {
+        args,
+        env,
+        cwd: spec.working_dir.clone().unwrap_or_else(|| "/".into()),
+        user: spec.user.clone(),
+        allow_setgroups: id_map.map_or(true, IdMap::allows_setgroups),
+    })
+}
+
+/// Writes the files bind-mounted over `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`.
+fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'static str)>, RuntimeError> {
+    let localhost =
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", spec.hostname);
+    let (hosts, resolv) = match spec.network {
+        NetworkMode::Host => {
+            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(localhost);
+            let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            if resolv.contains("nameserver 127.0.0.53") {
+                if let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+                    resolv = upstream;
+                }
+            }
+            (hosts, resolv)
+        }
+        NetworkMode::None => (localhost, String::new()),
+    };
+    let etc = dir.join("etc");
+    fs_err::create_dir(&etc).map_err(RuntimeError::io("creating", &etc))?;
+    let mut out = Vec::new();
+    for (name, text, target) in [
+        ("hosts", hosts, "etc/hosts"),
+        ("resolv.conf", resolv, "etc/resolv.conf"),
+        ("hostname", format!("{}\n", spec.hostname), "etc/hostname"),
+    ] {
+        let path = etc.join(name);
+        fs_err::write(&path, text).map_err(RuntimeError::io("writing", &path))?;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .map_err(RuntimeError::io("chmod", &path))?;
+        out.push((path, target));
+    }
+    Ok(out)
+}
+
+/// The overlay's top lower layer: mount points (`/proc`, `/sys`, `/dev`, the `/etc` files)
+/// that must exist in the merged view but must never be copied into the upper dir. Its
+/// directories copy the mode, owner and mtime of the lower dirs they shadow.
+fn build_init_layer(init: &Path, lowers: &[PathBuf]) -> Result<(), RuntimeError> {
+    for dir in ["etc", "proc", "sys", "dev"] {
+        let path = init.join(dir);
+        fs_err::create_dir_all(&path).map_err(RuntimeError::io("creating init layer", &path))?;
+    }
+    for file in ["hosts", "resolv.conf", "hostname"] {
+        let path = init.join("etc").join(file);
+        fs_err::write(&path, b"").map_err(RuntimeError::io("creating init layer", &path))?;
+    }
+    for dir in ["etc", "proc", "sys", "dev"] {
+        let path = init.join(dir);
+        let shadowed =
+            lowers.iter().map(|l| l.join(dir)).find_map(|p| p.symlink_metadata().ok().filter(|m| m.is_dir()));
+        let Some(meta) = shadowed else { continue };
+        use std::os::unix::fs::MetadataExt;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(RuntimeError::io("chmod init layer", &path))?;
+        // Best effort without root: the owner is then the caller, root in the namespace.
+        let _ = std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()));
+        let time = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+        let _ = nix::sys::stat::utimensat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            &time,
+            &time,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        );
+    }
+    let mode = std::fs::Permissions::from_mode(0o755);
+    fs_err::set_permissions(init, mode).map_err(RuntimeError::io("chmod init layer", init))
+}
+
+fn pidfd_open(pid: Pid) -> Result<OwnedFd, RuntimeError> {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(RuntimeError::os("pidfd_open")(nix::errno::Errno::last()));
+    }
+    // SAFETY: fd is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// rbuild's side of a running container: output, setup reports, signals, exit.
+struct EventLoop<'a> {
+    signals: &'a SignalPipe,
+    pidfd: OwnedFd,
+    report: Option<OwnedFd>,
+    report_bytes: Vec<u8>,
+    /// Open output pipes with their partial last line.
+    output: Vec<(OutputStream, OwnedFd, Vec<u8>)>,
+    sink: Option<&'a mut crate::runtime::spec::LineSink>,
+    pty_master: Option<OwnedFd>,
+    stdin_open: bool,
+}
+
+enum Source {
+    Signals,
+    Exit,
+    Report,
+    Output(usize),
+    PtyMaster,
+    Stdin,
+}
+
+impl EventLoop<'_> {
+    /// Runs until the setup process has exited and every stream is drained. `Err(signal)`
+    /// when rbuild was told to stop.
+    fn run(&mut self, setup: &mut SetupProcess) -> Result<Result<WaitStatus, RuntimeError>, i32> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut exited = false;
+        loop {
+            let streams_open = self.report.is_some() || !self.output.is_empty() || self.pty_master.is_some();
+            if exited && !streams_open {
+                return Ok(setup.wait());
+            }
+            let stdin = std::io::stdin();
+            let mut sources = vec![Source::Signals];
+            let mut fds: Vec<BorrowedFd<'_>> = vec![self.signals.fd()];
+            if !exited {
+                sources.push(Source::Exit);
+                fds.push(self.pidfd.as_fd());
+            }
+            if let Some(r) = &self.report {
+                sources.push(Source::Report);
+                fds.push(r.as_fd());
+            }
+            for (i, (_, fd, _)) in self.output.iter().enumerate() {
+                sources.push(Source::Output(i));
+                fds.push(fd.as_fd());
+            }
+            if let Some(m) = &self.pty_master {
+                sources.push(Source::PtyMaster);
+                fds.push(m.as_fd());
+                if self.stdin_open {
+                    sources.push(Source::Stdin);
+                    fds.push(stdin.as_fd());
+                }
+            }
+            let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+            // After the exit, everything still open is drained with a bound.
+            let timeout = if exited { PollTimeout::from(2000u16) } else { PollTimeout::NONE };
+            match nix::poll::poll(&mut polls, timeout) {
+                Ok(0) => {
+                    self.report = None;
+                    self.output.clear();
+                    self.pty_master = None;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Ok(Err(RuntimeError::os("poll")(e))),
+            }
+            let ready: Vec<usize> = polls
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                .map(|(i, _)| i)
+                .collect();
+            let ready: Vec<&Source> = ready.into_iter().map(|i| &sources[i]).collect();
+            let mut closed_outputs = Vec::new();
+            let mut close_master = false;
+            for source in ready {
+                match source {
+                    Source::Signals => {
+                        for sig in self.signals.drain() {
+                            if sig == libc::SIGWINCH {
+                                if let Some(m) = &self.pty_master {
+                                    copy_window_size(std::io::stdin().as_fd(), m.as_fd());
+                                }
+                            } else {
+                                return Err(sig);
+                            }
+                        }
+                    }
+                    Source::Exit => {
+                        exited = true;
+                    }
+                    Source::Report => {
+                        let n = self.report.as_ref().map_or(0, |r| nix::unistd::read(r, &mut buf).unwrap_or(0));
+                        if n == 0 {
+                            self.report = None;
+                        } else {
+                            self.report_bytes.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    Source::Output(i) => {
+                        let (stream, fd, partial) = &mut self.output[*i];
+                        let n = nix::unistd::read(&*fd, &mut buf).unwrap_or(0);
+                        if n == 0 {
+                            if !partial.is_empty() {
+                                if let Some(sink) = self.sink.as_mut() {
+                                    sink(*stream, partial);
+                                }
+                                partial.clear();
+                            }
+                            closed_outputs.push(*i);
+                            continue;
+                        }
+                        partial.extend_from_slice(&buf[..n]);
+                        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = partial.drain(..=pos).collect();
+                            if let Some(sink) = self.sink.as_mut() {
+                                sink(*stream, &line[..line.len() - 1]);
+                            }
+                        }
+                    }
+                    Source::PtyMaster => {
+                        let n = self.pty_master.as_ref().map_or(0, |m| nix::unistd::read(m, &mut buf).unwrap_or(0));
+                        if n == 0 {
+                            close_master = true;
+                        } else {
+                            let mut out = std::io::stdout().lock();
+                            let _ = out.write_all(&buf[..n]);
+                            let _ = out.flush();
+                        }
+                    }
+                    Source::Stdin => {
+                        let n = nix::unistd::read(std::io::stdin(), &mut buf).unwrap_or(0);
+                        if n == 0 {
+                            self.stdin_open = false;
+                        } else if let Some(m) = &self.pty_master {
+                            let _ = nix::unistd::write(m, &buf[..n]);
+                        }
+                    }
+                }
+            }
+            closed_outputs.sort_unstable();
+            for i in closed_outputs.into_iter().rev() {
+                self.output.remove(i);
+            }
+            if close_master {
+                self.pty_master = None;
+            }
+        }
+    }
+}

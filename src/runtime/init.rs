@@ -1,0 +1,386 @@
+//! The container side of a run: the setup process (forked by rbuild; enters the namespaces)
+//! and the container's PID 1 (mounts the root, pivots, starts the workload, reaps zombies and
+//! exits with the workload's status). Nothing here returns: each process ends in `_exit` or
+//! `execve`, and reports failures to rbuild as JSON lines on the report pipe.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sched::CloneFlags;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Gid, Uid};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::error::SetupFailure;
+use crate::runtime::mounts::{enter_rootfs, mount_rootfs, OverlayKind, RootfsPlan};
+use crate::runtime::signals::WATCHED;
+use crate::runtime::syscall::{LinuxSyscall, Syscall};
+use crate::runtime::user::resolve_user;
+
+/// One line on the report pipe.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum SetupReport {
+    Mounted(OverlayKind),
+    Failed(SetupFailure),
+}
+
+/// How the workload's stdio is wired (fds are the setup process's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChildStdio {
+    Inherit,
+    Null,
+    Pipes { out: RawFd, err: RawFd },
+    Pty { slave: RawFd },
+}
+
+/// What the workload runs, prepared by rbuild before the fork.
+#[derive(Debug, Clone)]
+pub(crate) struct ProcessPlan {
+    pub args: Vec<CString>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub user: Option<String>,
+    pub allow_setgroups: bool,
+}
+
+/// Everything the setup process needs.
+pub(crate) struct SetupArgs<'a> {
+    pub plan: &'a RootfsPlan,
+    pub process: &'a ProcessPlan,
+    pub parent_pid: i32,
+    pub user_namespace: bool,
+    /// Written by the setup process once it is in its user namespace (ids to be mapped).
+    pub ready: RawFd,
+    /// Read by the setup process: a byte once the ids are mapped, EOF if rbuild gave up.
+    pub go: RawFd,
+    pub report: RawFd,
+    pub stdio: ChildStdio,
+}
+
+/// Exit code of the setup process when it failed before the workload started.
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+fn send(report: RawFd, what: &SetupReport) {
+    if let Ok(mut line) = serde_json::to_vec(what) {
+        line.push(b'\n');
+        // SAFETY: writing a buffer we own to a pipe fd we hold.
+        unsafe { libc::write(report, line.as_ptr().cast(), line.len()) };
+    }
+}
+
+fn fail(report: RawFd, failure: SetupFailure) -> ! {
+    send(report, &SetupReport::Failed(failure));
+    // SAFETY: _exit ends this process without running the parent's atexit handlers.
+    unsafe { libc::_exit(SETUP_FAILED) }
+}
+
+fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
+    SetupFailure::Syscall {
+        op: op.to_string(),
+        path: path.to_string(),
+        errno: errno as i32,
+        message: errno.desc().to_string(),
+    }
+}
+
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, code) => Some(code),
+        WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
+        _ => None,
+    }
+}
+
+/// The setup process: runs in the child of `fork` in rbuild, never returns.
+pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
+    let report = args.report;
+    // Die with rbuild; rbuild's signal handlers write to fds that are not ours any more.
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid().as_raw() != args.parent_pid {
+        // SAFETY: see `fail`.
+        unsafe { libc::_exit(SETUP_FAILED) };
+    }
+    for sig in WATCHED {
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: restoring the default action.
+        let _ = unsafe { sigaction(sig, &default) };
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let mut keep = vec![0, 1, 2, report, args.go, args.ready];
+    match args.stdio {
+        ChildStdio::Pipes { out, err } => keep.extend([out, err]),
+        ChildStdio::Pty { slave } => keep.push(slave),
+        ChildStdio::Inherit | ChildStdio::Null => {}
+    }
+    close_other_fds(&keep);
+
+    let sys = LinuxSyscall;
+    if args.user_namespace {
+        if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
+            fail(report, os_failure("unshare(CLONE_NEWUSER)", "", e.errno));
+        }
+    }
+    // SAFETY: one byte to a pipe we hold.
+    unsafe { libc::write(args.ready, b"r".as_ptr().cast(), 1) };
+    let mut byte = [0u8; 1];
+    // SAFETY: reading one byte into a buffer we own.
+    if unsafe { libc::read(args.go, byte.as_mut_ptr().cast(), 1) } != 1 {
+        // SAFETY: see `fail`.
+        unsafe { libc::_exit(SETUP_FAILED) };
+    }
+    if args.user_namespace {
+        if let Err(e) = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)) {
+            fail(report, os_failure("setresgid", "0", e));
+        }
+        if let Err(e) = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)) {
+            fail(report, os_failure("setresuid", "0", e));
+        }
+    }
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
+    if args.plan.new_network {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if let Err(e) = sys.unshare(flags) {
+        fail(report, os_failure("unshare", &format!("{flags:?}"), e.errno));
+    }
+    let setup_pid = nix::unistd::getpid().as_raw();
+    // SAFETY: this process is single-threaded (a fork child).
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => fail(report, os_failure("fork", "init", e)),
+        Ok(ForkResult::Child) => container_init(args, setup_pid),
+        Ok(ForkResult::Parent { child }) => {
+            // SAFETY: closing fds only the children still need.
+            unsafe {
+                libc::close(report);
+                libc::close(args.go);
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(status) => {
+                        if let Some(code) = exit_code(status) {
+                            // SAFETY: see `fail`.
+                            unsafe { libc::_exit(code) };
+                        }
+                    }
+                    Err(nix::errno::Errno::EINTR) => {}
+                    // SAFETY: see `fail`.
+                    Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
+                }
+            }
+        }
+    }
+}
+
+/// The workload's pid, for PID 1's signal forwarding.
+static WORKLOAD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = WORKLOAD.load(Ordering::Relaxed);
+    if pid > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// PID 1 of the container.
+fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
+    let report = args.report;
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if nix::unistd::getppid().as_raw() != 0 && nix::unistd::getppid().as_raw() != setup_pid {
+        // SAFETY: see `fail`.
+        unsafe { libc::_exit(SETUP_FAILED) };
+    }
+    let sys = LinuxSyscall;
+    let fuse = |opts: &str, target: &Path| fuse_overlay_mount(opts, target);
+    match mount_rootfs(&sys, args.plan, &fuse) {
+        Ok(kind) => send(report, &SetupReport::Mounted(kind)),
+        Err(f) => fail(report, f),
+    }
+    if let Err(f) = enter_rootfs(&sys, args.plan) {
+        fail(report, f);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = match resolve_user(args.process.user.as_deref(), &passwd, &group) {
+        Ok(user) => user,
+        Err(reason) => fail(report, SetupFailure::User { user: args.process.user.clone().unwrap_or_default(), reason }),
+    };
+    let mut env = args.process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let cwd = &args.process.cwd;
+    if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
+        fail(report, os_failure("mkdir", cwd, e.errno));
+    }
+    let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
+    let path_var =
+        env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::runtime::spec::DEFAULT_PATH).to_string();
+
+    // SAFETY: PID 1 is single-threaded.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => fail(report, os_failure("fork", "workload", e)),
+        Ok(ForkResult::Child) => {
+            wire_stdio(args.stdio, report);
+            let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            if args.process.allow_setgroups {
+                if let Err(e) = nix::unistd::setgroups(&groups) {
+                    fail(report, os_failure("setgroups", "", e));
+                }
+            }
+            if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
+                fail(report, os_failure("setgid", &user.gid.to_string(), e));
+            }
+            if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
+                fail(report, os_failure("setuid", &user.uid.to_string(), e));
+            }
+            if let Err(e) = nix::unistd::chdir(Path::new(cwd)) {
+                fail(report, os_failure("chdir", cwd, e));
+            }
+            exec_workload(&args.process.args, &envp, &path_var, report)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            WORKLOAD.store(child.as_raw(), Ordering::SeqCst);
+            // SAFETY: the workload has its own copy (close-on-exec).
+            unsafe { libc::close(report) };
+            let forward = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
+            for sig in [
+                Signal::SIGTERM,
+                Signal::SIGINT,
+                Signal::SIGHUP,
+                Signal::SIGQUIT,
+                Signal::SIGUSR1,
+                Signal::SIGUSR2,
+                Signal::SIGWINCH,
+            ] {
+                // SAFETY: the handler only calls kill(2).
+                let _ = unsafe { sigaction(sig, &forward) };
+            }
+            reap_until(child)
+        }
+    }
+}
+
+/// Reaps every child (orphans re-parent to PID 1) until the workload exits, then exits with
+/// its status; the kernel kills what is left of the PID namespace.
+fn reap_until(workload: nix::unistd::Pid) -> ! {
+    loop {
+        match waitpid(nix::unistd::Pid::from_raw(-1), None) {
+            Ok(status) if status.pid() == Some(workload) => {
+                if let Some(code) = exit_code(status) {
+                    // SAFETY: see `fail`.
+                    unsafe { libc::_exit(code) };
+                }
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // SAFETY: see `fail`.
+            Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
+        }
+    }
+}
+
+fn wire_stdio(stdio: ChildStdio, report: RawFd) {
+    let dup = |from: RawFd, to: RawFd| {
+        // SAFETY: dup2 onto the standard fds.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            fail(report, os_failure("dup2", &to.to_string(), nix::errno::Errno::last()));
+        }
+    };
+    let dev_null = || {
+        // SAFETY: opening /dev/null with a static C string.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if fd < 0 {
+            fail(report, os_failure("open", "/dev/null", nix::errno::Errno::last()));
+        }
+        fd
+    };
+    match stdio {
+        ChildStdio::Inherit => {}
+        ChildStdio::Null => {
+            let null = dev_null();
+            for fd in 0..3 {
+                dup(null, fd);
+            }
+        }
+        ChildStdio::Pipes { out, err } => {
+            let _ = nix::unistd::setsid();
+            dup(dev_null(), 0);
+            dup(out, 1);
+            dup(err, 2);
+        }
+        ChildStdio::Pty { slave } => {
+            let _ = nix::unistd::setsid();
+            // SAFETY: making the pty slave our controlling terminal.
+            if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } < 0 {
+                fail(report, os_failure("TIOCSCTTY", "pty", nix::errno::Errno::last()));
+            }
+            for fd in 0..3 {
+                dup(slave, fd);
+            }
+        }
+    }
+}
+
+/// `execve`s the workload, searching `PATH` when `args[0]` has no `/`.
+fn exec_workload(args: &[CString], envp: &[CString], path_var: &str, report: RawFd) -> ! {
+    let program = args[0].to_string_lossy().into_owned();
+    let candidates: Vec<String> = if program.contains('/') {
+        vec![program.clone()]
+    } else {
+        path_var.split(':').map(|d| if d.is_empty() { "." } else { d }).map(|d| format!("{d}/{program}")).collect()
+    };
+    let mut last = nix::errno::Errno::ENOENT;
+    for candidate in candidates {
+        let Ok(c) = CString::new(candidate) else {
+            continue;
+        };
+        let Err(e) = nix::unistd::execve(&c, args, envp);
+        if !matches!(e, nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) {
+            last = e;
+        }
+    }
+    let message = if last == nix::errno::Errno::ENOENT && !program.contains('/') {
+        "executable file not found in $PATH".to_string()
+    } else {
+        last.desc().to_string()
+    };
+    send(report, &SetupReport::Failed(SetupFailure::Exec { program, errno: last as i32, message }));
+    let code = if last == nix::errno::Errno::ENOENT { 127 } else { 126 };
+    // SAFETY: see `fail`.
+    unsafe { libc::_exit(code) }
+}
+
+/// Mounts `fuse-overlayfs` at `target` with the kernel overlay options (less `userxattr`).
+fn fuse_overlay_mount(opts: &str, target: &Path) -> Result<(), SetupFailure> {
+    let opts = opts.trim_end_matches(",userxattr");
+    let out = std::process::Command::new("fuse-overlayfs")
+        .arg("-o")
+        .arg(opts)
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| SetupFailure::FuseOverlay { message: format!("cannot run fuse-overlayfs: {e}") })?;
+    if !out.status.success() {
+        return Err(SetupFailure::FuseOverlay { message: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    }
+    Ok(())
+}
+
+fn close_other_fds(keep: &[RawFd]) {
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if !keep.contains(&fd) {
+            // SAFETY: closing an fd this fork child does not use.
+            unsafe { libc::close(fd) };
+        }
+    }
+}

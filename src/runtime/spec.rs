@@ -1,0 +1,135 @@
+//! What a container runs and on what: [`ContainerSpec`] and its parts.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Docker's default `PATH`, used when the environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The root filesystem of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An overlay of read-only `lower` dirs, **top-most first** (the order of overlayfs's
+    /// `lowerdir=`: `lower[0]` hides `lower[1]`), with writes going to `upper`. `work` must be
+    /// an empty dir on the same filesystem as `upper`.
+    Overlay { lower: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
+    /// A plain directory used as the root, written in place.
+    Dir(PathBuf),
+}
+
+/// The network a container sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The host's network namespace (Docker's default for `RUN`).
+    #[default]
+    Host,
+    /// A new network namespace with only the loopback interface, up.
+    None,
+}
+
+/// Which of the container's output streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives output lines (without their `\n`) as the container writes them.
+pub type LineSink = Box<dyn FnMut(OutputStream, &[u8]) + Send>;
+
+/// How the container's stdin, stdout and stderr are connected.
+pub enum StdioMode {
+    /// The container uses rbuild's own stdin, stdout and stderr.
+    Inherit,
+    /// stdin is `/dev/null`; stdout and stderr are read line by line and handed to the sink.
+    Lines(LineSink),
+    /// A new pseudo-terminal is the container's stdin/stdout/stderr and controlling terminal;
+    /// rbuild copies its own stdin and stdout to and from it, puts its terminal in raw mode
+    /// (restored on exit) and passes window size changes on.
+    Pty,
+    /// stdin, stdout and stderr are `/dev/null`.
+    Null,
+}
+
+impl fmt::Debug for StdioMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StdioMode::Inherit => "Inherit",
+            StdioMode::Lines(_) => "Lines(..)",
+            StdioMode::Pty => "Pty",
+            StdioMode::Null => "Null",
+        })
+    }
+}
+
+/// How privileges are obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Root mode when rbuild runs as root, else a user namespace.
+    #[default]
+    Auto,
+    /// No user namespace; needs root.
+    Root,
+    /// A new user namespace: uid 0 inside is the caller, and with `newuidmap`/`newgidmap`
+    /// and an `/etc/subuid` range, uids 1.. map to that range.
+    UserNamespace,
+}
+
+/// Which overlay implementation mounts a [`Rootfs::Overlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverlayDriver {
+    /// The kernel overlay; in a user namespace, `fuse-overlayfs` if the kernel refuses.
+    #[default]
+    Auto,
+    /// The kernel overlay only.
+    Kernel,
+    /// `fuse-overlayfs` only.
+    Fuse,
+}
+
+/// Everything needed to run one container.
+#[derive(Debug)]
+pub struct ContainerSpec {
+    /// Unique among live containers of `state_dir`; names `<state_dir>/<id>/`. Letters,
+    /// digits, `-`, `_` and `.` only.
+    pub id: String,
+    pub rootfs: Rootfs,
+    /// The command; `args[0]` is looked up in the container's `PATH` unless it has a `/`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries. `PATH` defaults to [`DEFAULT_PATH`], `HOME` to the user's home,
+    /// `HOSTNAME` to the hostname.
+    pub env: Vec<String>,
+    /// Absolute path inside the container, created if missing; `/` when `None`.
+    pub working_dir: Option<String>,
+    /// `name`, `uid`, `uid:gid`, `name:group`... looked up in the container's `/etc/passwd`
+    /// and `/etc/group`; root when `None`.
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub stdio: StdioMode,
+    /// Holds one dir per live container; see [`crate::runtime::cleanup_stale`].
+    pub state_dir: PathBuf,
+    pub isolation: Isolation,
+    pub overlay: OverlayDriver,
+}
+
+impl ContainerSpec {
+    /// A spec with Docker's defaults: host network, no env, root, cwd `/`, hostname = id
+    /// (its first 12 characters), output inherited, auto isolation and overlay.
+    pub fn new(id: &str, rootfs: Rootfs, args: Vec<String>, state_dir: PathBuf) -> Self {
+        ContainerSpec {
+            id: id.to_string(),
+            rootfs,
+            args,
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            hostname: id.chars().take(12).collect(),
+            network: NetworkMode::Host,
+            stdio: StdioMode::Inherit,
+            state_dir,
+            isolation: Isolation::Auto,
+            overlay: OverlayDriver::Auto,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Unprivileged mode's id mapping: uid/gid 0 in the container's user namespace is the
+//! caller; with `newuidmap`/`newgidmap` and ranges in `/etc/subuid` and `/etc/subgid`, ids
+//! 1.. map to the caller's range, else only 0 is mapped.
+
+use std::path::{Path, PathBuf};
+
+/// The uid and gid maps written for a container's user namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdMap {
+    /// `0 <uid> 1` and `1 <sub start> <sub count>`, written by the setuid helpers.
+    Ranges { uid: u32, gid: u32, sub_uid: (u32, u32), sub_gid: (u32, u32), newuidmap: PathBuf, newgidmap: PathBuf },
+    /// `0 <uid> 1` only (setgroups denied).
+    Single { uid: u32, gid: u32 },
+}
+
+impl IdMap {
+    /// The map for the calling user.
+    pub fn for_current_user() -> IdMap {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name);
+        let helpers = (find_in_path("newuidmap"), find_in_path("newgidmap"));
+        let ranges = (
+            subordinate_range(Path::new("/etc/subuid"), name.as_deref(), uid),
+            subordinate_range(Path::new("/etc/subgid"), name.as_deref(), uid),
+        );
+        match (helpers, ranges) {
+            ((Some(newuidmap), Some(newgidmap)), (Some(sub_uid), Some(sub_gid))) => {
+                IdMap::Ranges { uid, gid, sub_uid, sub_gid, newuidmap, newgidmap }
+            }
+            _ => IdMap::Single { uid, gid },
+        }
+    }
+
+    /// Whether `setgroups(2)` works in the namespace (it is denied with a single-id map).
+    pub fn allows_setgroups(&self) -> bool {
+        matches!(self, IdMap::Ranges { .. })
+    }
+
+    /// Writes the maps of the user namespace that process `pid` is in.
+    pub fn apply(&self, pid: i32) -> Result<(), String> {
+        match self {
+            IdMap::Ranges { uid, gid, sub_uid, sub_gid, newuidmap, newgidmap } => {
+                for (helper, id, (start, count)) in [(newuidmap, uid, sub_uid), (newgidmap, gid, sub_gid)] {
+                    let out = std::process::Command::new(helper)
+                        .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
+                        .args(["1".to_string(), start.to_string(), count.to_string()])
+                        .output()
+                        .map_err(|e| format!("running {}: {e}", helper.display()))?;
+                    if !out.status.success() {
+                        return Err(format!(
+                            "{} failed: {}",
+                            helper.display(),
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            IdMap::Single { uid, gid } => {
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                let write = |file: &str, text: String| {
+                    std::fs::write(proc.join(file), text).map_err(|e| format!("writing {}/{file}: {e}", proc.display()))
+                };
+                write("uid_map", format!("0 {uid} 1\n"))?;
+                write("setgroups", "deny\n".into())?;
+                write("gid_map", format!("0 {gid} 1\n"))
+            }
+        }
+    }
+}
+
+fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The first `name:start:count` (or `uid:start:count`) line of a subordinate id file.
+fn subordinate_range(file: &Path, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    parse_subordinate(&text, name, uid)
+}
+
+fn parse_subordinate(text: &str, name: Option<&str>, uid: u32) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut f = line.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        let matches = Some(who) == name || who.parse::<u32>().ok() == Some(uid);
+        let range = (start.parse().ok()?, count.parse().ok()?);
+        (matches && range.1 > 0).then_some(range)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_match_by_name_or_uid() {
+        let text = "alice:100000:65536\n1001:200000:1000\nbob:0:0\n";
+        assert_eq!(parse_subordinate(text, Some("alice"), 1000), Some((100000, 65536)));
+        assert_eq!(parse_subordinate(text, Some("carol"), 1001), Some((200000, 1000)));
+        assert_eq!(parse_subordinate(text, Some("bob"), 1002), None);
+    }
+}
