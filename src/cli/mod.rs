@@ -52,6 +52,11 @@ enum Command {
     Store(commands::store::StoreArgs),
 }
 
+/// The command has already told the user what went wrong: exit with this code, print nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub i32);
+
 /// An error that is rbuild's fault, not the user's: exits 2.
 #[derive(Debug, thiserror::Error)]
 #[error("internal error: {0}")]
@@ -98,6 +103,9 @@ fn report(err: &anyhow::Error) -> i32 {
         err.chain().any(|c| c.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe));
     if closed_pipe {
         return 0;
+    }
+    if let Some(Exit(code)) = err.chain().find_map(|c| c.downcast_ref::<Exit>()) {
+        return *code;
     }
     let mut message = String::from("Error: ");
     for (i, cause) in err.chain().enumerate() {

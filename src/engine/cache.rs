@@ -114,12 +114,14 @@ impl CacheIndex {
     }
 
     /// Why `current` has no record: compared with the newest record made on the same parent
-    /// (the previous build of this step), else "no cache record".
+    /// for the same kind of instruction (the previous build of this step), else "no cache
+    /// record" (a RUN after the same FROM in another Dockerfile is not "this step changed").
     pub fn explain(&self, current: &CacheKeyInputs) -> Result<MissReason, CacheError> {
+        let keyword = |i: &CacheKeyInputs| i.instruction.split_whitespace().next().map(str::to_string);
         let sibling = self
             .all()?
             .into_iter()
-            .filter(|r| r.inputs.parent == current.parent)
+            .filter(|r| r.inputs.parent == current.parent && keyword(&r.inputs) == keyword(current))
             .max_by(|a, b| a.created.cmp(&b.created));
         Ok(sibling.and_then(|r| explain_miss(&r.inputs, current)).unwrap_or(MissReason::NoRecord))
     }
@@ -179,5 +181,6 @@ mod tests {
         let reason = index.explain(&inputs("sha256:p", "ENV A=3")).expect("explain");
         assert_eq!(reason.to_string(), "instruction changed: ENV A=2 -> ENV A=3");
         assert_eq!(index.explain(&inputs("sha256:other", "ENV A=3")).expect("explain"), MissReason::NoRecord);
+        assert_eq!(index.explain(&inputs("sha256:p", "RUN make")).expect("explain"), MissReason::NoRecord);
     }
 }

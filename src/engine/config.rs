@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::frontend::instructions::{CommandForm, Healthcheck, Instruction};
 
 /// Docker's default PATH, set in every image that has none, as `docker build` does.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::frontend::lower::DEFAULT_PATH;
 
 /// The default SHELL.
 pub fn default_shell() -> Vec<String> {

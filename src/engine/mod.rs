@@ -1,10 +1,80 @@
-//! Scheduling of build steps, cache lookup and recording, stage parallelism and failure
-//! handling. So far it owns the bridge from the build context to cache keys
-//! ([`sources::ContextSources`]); the step scheduler comes with the build-engine issue.
+//! The build engine: walks a [`crate::plan::BuildPlan`] stage by stage (independent stages in
+//! parallel), looks each step's cache key up, runs what missed (config changes, RUN in a
+//! transient container, COPY/ADD into a fresh upper dir), commits layers and images to the
+//! store, records cache keys, and reports everything as [`crate::events::BuildEvent`]s.
+//!
+//! [`Builder`] is the library entry point; `rbuild build` is a thin CLI over it.
 
+pub mod builder;
 pub mod cache;
 pub mod config;
 pub mod copy;
+pub mod executor;
 pub mod merged;
 pub mod scheduler;
 pub mod sources;
+
+pub use builder::{BuildOptions, BuildOutput, Builder};
+
+use crate::frontend::Diagnostic;
+
+/// Why a build stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile is wrong (file:line:col inside).
+    #[error(transparent)]
+    Dockerfile(#[from] Diagnostic),
+    #[error(transparent)]
+    Context(#[from] crate::context::ContextError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::diff::LayerError),
+    #[error(transparent)]
+    Cache(#[from] cache::CacheError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("pull access denied for {reference}: the image is not in the local store and no registry is configured (use `rbuild import` or `rbuild load` to add it)")]
+    BaseImageMissing { reference: String },
+    /// A RUN exited non-zero: Docker's wording.
+    #[error("The command '{command}' returned a non-zero code: {code}")]
+    RunFailed { step: usize, command: String, code: i32, last_image: Option<String> },
+    #[error("step {step}: {message}")]
+    Step { step: usize, message: String },
+    #[error("step {step}: {what} is not supported yet")]
+    Unsupported { step: usize, what: String },
+    #[error("build interrupted")]
+    Cancelled { last_image: Option<String> },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl BuildError {
+    /// The step the error happened in, when it belongs to one.
+    pub fn step(&self) -> Option<usize> {
+        match self {
+            BuildError::RunFailed { step, .. }
+            | BuildError::Step { step, .. }
+            | BuildError::Unsupported { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+
+    /// The last image that was built before the failure (to debug with `rbuild run`).
+    pub fn last_image(&self) -> Option<&str> {
+        match self {
+            BuildError::RunFailed { last_image, .. } | BuildError::Cancelled { last_image } => last_image.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether the build was interrupted (Ctrl-C or SIGTERM): the CLI exits 130.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Cancelled { .. } | BuildError::Runtime(crate::runtime::RuntimeError::Interrupted { .. })
+        )
+    }
+}

@@ -178,7 +178,7 @@ impl MountSpec {
         // A bind mount without a target lands on the working directory (BuildKit behaviour);
         // cache and tmpfs mounts have no such default.
         let needs_target = matches!(spec.kind, MountType::Cache | MountType::Tmpfs);
-        if needs_target && spec.target.as_deref().map_or(true, str::is_empty) {
+        if needs_target && spec.target.as_deref().is_none_or(str::is_empty) {
             return Err(format!("mount type {} requires a target", spec.kind.as_str()));
         }
         Ok(spec)

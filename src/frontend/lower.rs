@@ -15,6 +15,9 @@ use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
 use crate::plan::{BuildPlan, CacheKey, CacheKeyInputs, Dependency, SourceInputs, Stage, StageBase, Step};
 
+/// Docker's default PATH, given to every stage whose base sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Build args Docker accepts without an ARG declaration and keeps out of the cache key and
 /// the image history.
 pub const PROXY_ARGS: &[&str] = &[
@@ -380,6 +383,12 @@ impl<'a> Lowering<'a> {
             };
             (StageBase::Image { reference: image.clone() }, parent, resolved.map(|r| r.env).unwrap_or_default())
         };
+        let mut env = env;
+        // Like BuildKit, a stage whose base sets no PATH gets Docker's default one, and
+        // expansion (`ENV PATH=/opt/bin:$PATH`) sees it.
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.insert(0, ("PATH".to_string(), DEFAULT_PATH.to_string()));
+        }
         let from_instruction =
             Instruction::From { image: image.clone(), stage_name: stage_name.clone(), platform: platform.clone() };
         let mut state = StageState { env, args: Vec::new(), declared: BTreeSet::new() };

@@ -1,8 +1,9 @@
 //! `rbuild build [OPTIONS] CONTEXT` (and the short form `rbuild -t name:tag CONTEXT`).
 //!
-//! `--dry-run` lowers the Dockerfile and prints the stages and steps with their expanded
-//! instruction and cache key, plus the context's file count and size; it needs no root and
-//! touches no store. Running the steps comes with the build engine.
+//! Without `--dry-run` it runs the build with [`crate::engine::Builder`] and renders its events
+//! (classic `docker build` output, or JSON lines with `--progress json`). `--dry-run` lowers
+//! the Dockerfile and prints the stages and steps with their expanded instruction and cache
+//! key, plus the context's file count and size; it needs no root and touches no store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 
 use crate::cli::units::human_size_4 as human_size;
-use crate::cli::{InternalError, Printer};
+use crate::cli::{Exit, Printer};
 use crate::context::BuildContext;
 use crate::engine::sources::ContextSources;
 use crate::frontend::lower::{lower, LowerOptions, Platform};
@@ -37,6 +38,27 @@ pub struct BuildArgs {
     /// Print the plan (stages, steps, expanded instructions, cache keys) without building
     #[arg(long)]
     dry_run: bool,
+    /// Do not use the cache (new results are still recorded)
+    #[arg(long)]
+    no_cache: bool,
+    /// Print only the image ID
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Write the image ID to this file
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
+    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "plain", "tty", "json"])]
+    progress: String,
+    /// Network for RUN steps: host (default) or none
+    #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none", "default"])]
+    network: String,
+    /// Set a label on the image (`KEY=VALUE`); may be repeated
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// Layer compression: gzip (default) or zstd
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression: String,
     /// The build context directory
     #[arg(default_value = ".")]
     context: PathBuf,
@@ -44,10 +66,7 @@ pub struct BuildArgs {
 
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if !args.dry_run {
-        return Err(InternalError(
-            "running build steps is not available in this version yet; `rbuild build --dry-run` prints the plan".into(),
-        )
-        .into());
+        return build(args, printer);
     }
     let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
     let (name, text) = super::read_dockerfile(&dockerfile)?;
@@ -129,4 +148,98 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
         }
     }
     Ok(out)
+}
+
+/// Runs the build and renders its events.
+fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+
+    use crate::engine::{BuildOptions, Builder};
+    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer};
+
+    if let Some(p) = &args.platform {
+        let wanted = Platform::parse(p).map_err(anyhow::Error::msg)?;
+        let native = Platform::native();
+        if wanted.os != native.os || wanted.arch != native.arch {
+            bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
+        }
+    }
+    let mut opts = BuildOptions::new(&args.context);
+    if let Some(file) = &args.file {
+        if file == Path::new("-") {
+            opts.dockerfile_text = Some(super::read_dockerfile(file)?.1);
+        } else {
+            opts.dockerfile = Some(file.clone());
+        }
+    }
+    opts.tags = args.tags.clone();
+    opts.build_args = parse_build_args(&args.build_args)?;
+    opts.target = args.target.clone();
+    opts.no_cache = args.no_cache;
+    opts.network =
+        if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
+    opts.compression = if args.compression == "zstd" {
+        crate::layer::media::Compression::Zstd
+    } else {
+        crate::layer::media::Compression::Gzip
+    };
+    for label in &args.labels {
+        let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
+        opts.labels.insert(k.to_string(), v.to_string());
+    }
+    let store = crate::store::ImageStore::open_default()?;
+    let builder = Builder::new(store);
+    printer.flush()?;
+    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress.as_str()) {
+        (true, _) => None,
+        (false, "json") => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
+        _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
+    };
+    let renderer = Arc::new(Mutex::new(renderer));
+    let render_errors = Arc::new(Mutex::new(None::<std::io::Error>));
+    let sink = {
+        let renderer = Arc::clone(&renderer);
+        let render_errors = Arc::clone(&render_errors);
+        let json = args.progress == "json";
+        Arc::new(move |event: &BuildEvent| {
+            // The failure goes to stderr below, as docker prints it; JSON keeps it in the stream.
+            if matches!(event, BuildEvent::BuildFailed { .. }) && !json {
+                return;
+            }
+            if let Ok(mut guard) = renderer.lock() {
+                if let Some(r) = guard.as_mut() {
+                    if let Err(e) = r.render(event) {
+                        if let Ok(mut slot) = render_errors.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let result = builder.build_with(&opts, sink);
+    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e.into());
+    }
+    match result {
+        Ok(id) => {
+            if args.quiet {
+                printer.line(&id)?;
+            }
+            if let Some(path) = &args.iidfile {
+                fs_err::write(path, &id)?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            if let Some(id) = e.last_image() {
+                let short = crate::events::short_id(id);
+                eprintln!(
+                    "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
+                );
+            }
+            Err(Exit(if e.is_interrupted() { 130 } else { 1 }).into())
+        }
+    }
 }

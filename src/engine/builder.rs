@@ -1,0 +1,262 @@
+//! [`Builder`]: the library entry point of a build. It reads the Dockerfile and the context,
+//! lowers the plan with the store as the image resolver, runs the stages, tags the result and
+//! returns the image ID with every event, so a test suite can assert on cache behaviour:
+//!
+//! ```no_run
+//! use rbuild::engine::{BuildOptions, Builder};
+//! use rbuild::events::BuildEvent;
+//!
+//! let builder = Builder::open(std::path::Path::new("/tmp/rbuild-store"))?;
+//! let out = builder.build(&BuildOptions::new("testdata/example"))?;
+//! let hits = out.events.iter().filter(|e| matches!(e, BuildEvent::CacheHit { .. })).count();
+//! println!("{} ({hits} steps from cache)", out.image_id);
+//! # Ok::<(), rbuild::engine::BuildError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::context::BuildContext;
+use crate::engine::cache::CacheIndex;
+use crate::engine::config::ImageConfigFile;
+use crate::engine::executor::{EventSink, ImageState, StageExecutor};
+use crate::engine::scheduler::{run_stages, Cancel};
+use crate::engine::sources::ContextSources;
+use crate::engine::BuildError;
+use crate::events::BuildEvent;
+use crate::frontend::lower::{lower, ImageResolver, LowerOptions, Platform, ResolvedImage};
+use crate::frontend::parser;
+use crate::layer::diff::DiffOptions;
+use crate::layer::media::Compression;
+use crate::runtime::NetworkMode;
+use crate::store::{ImageReference, ImageStore, PutImage};
+
+/// What to build and how; the same knobs as `docker build`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile; default `CONTEXT/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile's text when it does not come from a file (`-f -`).
+    pub dockerfile_text: Option<String>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub labels: BTreeMap<String, String>,
+    pub network: NetworkMode,
+    pub compression: Compression,
+    /// Stages built at once (default: the number of cores).
+    pub jobs: usize,
+}
+
+impl BuildOptions {
+    pub fn new(context: impl Into<PathBuf>) -> Self {
+        BuildOptions {
+            context: context.into(),
+            dockerfile: None,
+            dockerfile_text: None,
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            labels: BTreeMap::new(),
+            network: NetworkMode::Host,
+            compression: Compression::Gzip,
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+        }
+    }
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The image ID (`sha256:…`).
+    pub image_id: String,
+    pub events: Vec<BuildEvent>,
+}
+
+/// Runs builds against one store.
+pub struct Builder {
+    store: ImageStore,
+    cancel: Cancel,
+}
+
+/// Looks base images up in the store for lowering (digest for the key, ENV for expansion).
+struct StoreImages<'a>(&'a ImageStore);
+
+impl ImageResolver for StoreImages<'_> {
+    fn resolve(&self, reference: &str) -> Option<ResolvedImage> {
+        let image = self.0.resolve(reference).ok()?;
+        let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
+        Some(ResolvedImage { digest: image.manifest_digest.to_string(), env: config.env_pairs() })
+    }
+}
+
+impl Builder {
+    pub fn new(store: ImageStore) -> Self {
+        Builder { store, cancel: Cancel::new() }
+    }
+
+    /// A builder on the store at `root` (created if missing).
+    pub fn open(root: &Path) -> Result<Self, BuildError> {
+        Ok(Builder::new(ImageStore::open(root)?))
+    }
+
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// The flag that stops a running build (set it from a signal handler).
+    pub fn cancel_handle(&self) -> Cancel {
+        self.cancel.clone()
+    }
+
+    /// Builds and returns the image ID and every event.
+    pub fn build(&self, opts: &BuildOptions) -> Result<BuildOutput, BuildError> {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink_events = Arc::clone(&events);
+        let sink: EventSink = Arc::new(move |e: &BuildEvent| {
+            if let Ok(mut v) = sink_events.lock() {
+                v.push(e.clone());
+            }
+        });
+        let image_id = self.build_with(opts, sink)?;
+        let events = events.lock().map(|v| v.clone()).unwrap_or_default();
+        Ok(BuildOutput { image_id, events })
+    }
+
+    /// Builds, sending every event to `sink` as it happens; a failure is also reported as a
+    /// `build_failed` event before it is returned.
+    pub fn build_with(&self, opts: &BuildOptions, sink: EventSink) -> Result<String, BuildError> {
+        let started = std::time::Instant::now();
+        match self.run(opts, &sink, started) {
+            Ok(id) => Ok(id),
+            Err(e) => {
+                let exit_code = match &e {
+                    BuildError::RunFailed { code, .. } => Some(*code),
+                    _ => None,
+                };
+                sink(&BuildEvent::BuildFailed {
+                    step: e.step(),
+                    message: e.to_string(),
+                    exit_code,
+                    last_image_id: e.last_image().map(str::to_string),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn run(&self, opts: &BuildOptions, sink: &EventSink, started: std::time::Instant) -> Result<String, BuildError> {
+        let dockerfile = opts.dockerfile.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
+        let (name, text) = match &opts.dockerfile_text {
+            Some(text) => ("Dockerfile".to_string(), text.clone()),
+            None => (dockerfile.display().to_string(), fs_err::read_to_string(&dockerfile)?),
+        };
+        let df = parser::parse(&text, &name)?;
+        let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
+        let context = BuildContext::open(&opts.context, anchor)?;
+        let summary = context.summary()?;
+        let sources = ContextSources::new(&context);
+        let images = StoreImages(&self.store);
+        let platform = Platform::native();
+        let lower_opts = LowerOptions {
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            target_platform: platform.clone(),
+            build_platform: platform.clone(),
+            images: Some(&images),
+            sources: Some(&sources),
+        };
+        let plan = lower(&df, &text, &lower_opts)?;
+        sink(&BuildEvent::BuildStarted {
+            context_files: summary.files,
+            context_bytes: summary.bytes,
+            total_steps: plan.step_count(),
+        });
+        for warning in &plan.warnings {
+            sink(&BuildEvent::Warning { message: warning.clone() });
+        }
+        let state_dir = self.store.root().join("run");
+        fs_err::create_dir_all(&state_dir)?;
+        crate::runtime::cleanup_stale(&state_dir)?;
+        let created = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
+            None => chrono::Utc::now(),
+        }
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let diff = DiffOptions { compression: opts.compression, ..DiffOptions::default() }
+            .with_source_date_epoch_from_env()?;
+        let executor = StageExecutor {
+            store: &self.store,
+            cache: CacheIndex::open(&self.store.root().join("cache"))?,
+            context: &context,
+            events: Arc::clone(sink),
+            total_steps: plan.step_count(),
+            no_cache: opts.no_cache,
+            network: opts.network,
+            diff,
+            created,
+            state_dir,
+            platform: (platform.os.clone(), platform.arch.clone(), platform.variant.clone()),
+            stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+        };
+        let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
+        let target = outputs
+            .get(&plan.target)
+            .ok_or_else(|| BuildError::Internal("the target stage produced nothing".into()))?;
+        let image = self.finish(target, opts)?;
+        let id = image.id.to_string();
+        for tag in &opts.tags {
+            let reference = ImageReference::parse(tag).map_err(crate::store::StoreError::from)?;
+            self.store.tag(&image, &reference)?;
+        }
+        sink(&BuildEvent::BuildDone {
+            image_id: id.clone(),
+            tags: opts.tags.iter().map(|t| display_tag(t)).collect(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+        Ok(id)
+    }
+
+    /// The target's image, with `--label`s added (a stage with no step after `FROM scratch` is
+    /// stored empty, as Docker does).
+    fn finish(&self, target: &ImageState, opts: &BuildOptions) -> Result<crate::store::StoredImage, BuildError> {
+        if opts.labels.is_empty() {
+            if let Some(stored) = &target.stored {
+                return Ok(stored.clone());
+            }
+        }
+        let mut config = target.config.clone();
+        config.config.labels.extend(opts.labels.clone());
+        let layers: Vec<crate::store::LayerBlob> = target
+            .stored
+            .as_ref()
+            .map(|s| {
+                s.layers
+                    .iter()
+                    .map(|l| crate::store::LayerBlob {
+                        digest: l.digest.clone(),
+                        diff_id: l.diff_id.clone(),
+                        size: l.size,
+                        media_type: l.media_type.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
+        let parent = target.stored.as_ref().map(|s| s.id.clone());
+        Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
+    }
+}
+
+/// A tag as `docker build` prints it (`app:1`, `app:latest`).
+fn display_tag(tag: &str) -> String {
+    if tag.rsplit('/').next().is_some_and(|last| last.contains(':')) || tag.contains('@') {
+        tag.to_string()
+    } else {
+        format!("{tag}:latest")
+    }
+}

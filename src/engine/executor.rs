@@ -1,0 +1,554 @@
+//! Runs the steps of one stage against the store: for every step, a cache hit reuses the
+//! recorded image; a miss runs the step (a config change, RUN in a transient container, or
+//! COPY into a fresh upper dir), commits the upper dir as a layer when it changed anything,
+//! stores the new image and records the cache key. Every step emits [`BuildEvent`]s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fs_err as fs;
+
+use crate::engine::cache::{CacheIndex, CacheRecord};
+use crate::engine::config::{
+    apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
+};
+use crate::engine::copy::{destination, materialize, parse_chmod, plan_from_context, plan_from_image, CopyOptions};
+use crate::engine::merged::MergedView;
+use crate::engine::scheduler::{Cancel, StageRunner};
+use crate::engine::BuildError;
+use crate::events::{BuildEvent, OutputStream as EventStream};
+use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkMode as StepNetwork, RunInstruction};
+use crate::frontend::lower::PROXY_ARGS;
+use crate::layer::diff::{write_layer, DiffOptions};
+use crate::layer::digest::{chain_ids, Sha256Digest};
+use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
+use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
+use crate::store::{ImageStore, LayerBlob, PutImage, StoredImage};
+
+/// Where events go: called from every stage thread.
+pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
+
+/// An image while a stage builds it: the config, and the stored image once there is one
+/// (`FROM scratch` has none until its first step).
+#[derive(Debug, Clone)]
+pub struct ImageState {
+    pub stored: Option<StoredImage>,
+    pub config: ImageConfigFile,
+}
+
+impl ImageState {
+    pub fn id(&self) -> Option<String> {
+        self.stored.as_ref().map(|s| s.id.to_string())
+    }
+}
+
+/// Settings every stage shares.
+pub struct StageExecutor<'a> {
+    pub store: &'a ImageStore,
+    pub cache: CacheIndex,
+    pub context: &'a crate::context::BuildContext,
+    pub events: EventSink,
+    pub total_steps: usize,
+    pub no_cache: bool,
+    pub network: NetworkMode,
+    pub diff: DiffOptions,
+    /// `SOURCE_DATE_EPOCH`, RFC 3339: the `created` time of everything the build writes.
+    pub created: String,
+    pub state_dir: PathBuf,
+    pub platform: (String, String, Option<String>),
+    /// Stage names by index (for `COPY --from=<name>`).
+    pub stage_names: Vec<Option<String>>,
+}
+
+static CONTAINER_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh 64-hex container ID.
+fn container_id() -> String {
+    let n = CONTAINER_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Sha256Digest::of(format!("{}-{}-{n}", std::process::id(), now.as_nanos()).as_bytes()).hex().to_string()
+}
+
+impl StageRunner for StageExecutor<'_> {
+    type Output = ImageState;
+    type Error = BuildError;
+
+    fn run_stage(
+        &self,
+        stage: &Stage,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+        cancel: &Cancel,
+    ) -> Result<ImageState, BuildError> {
+        let mut state = self.base_state(stage, done)?;
+        let mut config_state = StageConfigState::default();
+        let mut missed = false;
+        for step in &stage.steps {
+            if cancel.is_cancelled() {
+                return Err(BuildError::Cancelled { last_image: state.id() });
+            }
+            let started = Instant::now();
+            self.emit(BuildEvent::StepStarted {
+                step: step.number,
+                total: self.total_steps,
+                stage: stage.index,
+                instruction: step.original.clone(),
+                cache_key: step.cache_key.to_string(),
+            });
+            if let Instruction::From { .. } = step.instruction {
+                self.emit(BuildEvent::StepDone {
+                    step: step.number,
+                    image_id: state.id().unwrap_or_default(),
+                    layer_size: None,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    cached: false,
+                });
+                continue;
+            }
+            if !self.no_cache {
+                if let Some(hit) = self.cached(step)? {
+                    self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.id.to_string() });
+                    state = self.state_of(hit)?;
+                    // Track what the stage itself set (CMD before ENTRYPOINT) as a rerun would;
+                    // the config itself comes from the cached image.
+                    let mut scratch = state.config.clone();
+                    apply_config_instruction(&mut scratch, &mut config_state, &step.instruction);
+                    self.emit(BuildEvent::StepDone {
+                        step: step.number,
+                        image_id: state.id().unwrap_or_default(),
+                        layer_size: None,
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        cached: true,
+                    });
+                    continue;
+                }
+            }
+            let reason = if self.no_cache {
+                MissReason::NoCacheFlag
+            } else if missed {
+                MissReason::ParentMissed
+            } else {
+                self.cache.explain(&step.key_inputs)?
+            };
+            missed = true;
+            self.emit(BuildEvent::cache_miss(step.number, reason));
+            let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel)?;
+            let image_id = next.id().unwrap_or_default();
+            self.cache.put(&CacheRecord {
+                image: image_id.clone(),
+                key: step.cache_key.clone(),
+                inputs: step.key_inputs.clone(),
+                created: chrono::Utc::now().to_rfc3339(),
+            })?;
+            state = next;
+            self.emit(BuildEvent::StepDone {
+                step: step.number,
+                image_id,
+                layer_size,
+                duration_ms: started.elapsed().as_millis() as u64,
+                cached: false,
+            });
+        }
+        Ok(state)
+    }
+}
+
+impl StageExecutor<'_> {
+    fn emit(&self, event: BuildEvent) {
+        (self.events)(&event);
+    }
+
+    fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
+        let config = ImageConfigFile::from_json(&stored.config_raw)
+            .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
+        Ok(ImageState { stored: Some(stored), config })
+    }
+
+    /// The image a cache record names, if the record and the image are both there.
+    fn cached(&self, step: &Step) -> Result<Option<StoredImage>, BuildError> {
+        let Some(record) = self.cache.get(&step.cache_key)? else { return Ok(None) };
+        match self.store.resolve(&record.image) {
+            Ok(image) => Ok(Some(image)),
+            // The image was removed (rmi, prune): the record is stale.
+            Err(_) => {
+                self.cache.remove(&step.cache_key)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
+        match &stage.base {
+            StageBase::Scratch => {
+                let (os, arch, variant) = &self.platform;
+                let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
+                config.set_env("PATH", DEFAULT_PATH);
+                Ok(ImageState { stored: None, config })
+            }
+            StageBase::Stage { index } => done
+                .get(index)
+                .map(|s| (**s).clone())
+                .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
+            StageBase::Image { reference } => {
+                let stored = self
+                    .store
+                    .resolve(reference)
+                    .map_err(|_| BuildError::BaseImageMissing { reference: reference.clone() })?;
+                let mut state = self.state_of(stored)?;
+                if state.config.env_var("PATH").is_none() {
+                    state.config.set_env("PATH", DEFAULT_PATH);
+                }
+                Ok(state)
+            }
+        }
+    }
+
+    /// Runs a step that missed the cache and stores the image it makes.
+    fn execute(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        state: &ImageState,
+        config_state: &mut StageConfigState,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+        cancel: &Cancel,
+    ) -> Result<(ImageState, Option<u64>), BuildError> {
+        let mut config = state.config.clone();
+        config.created = Some(self.created.clone());
+        if apply_config_instruction(&mut config, config_state, &step.instruction) {
+            let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+            return Ok((self.commit(state, config, None, created_by)?, None));
+        }
+        let work = self.store.work_dir()?;
+        let upper = work.path().join("upper");
+        fs::create_dir_all(&upper)?;
+        let created_by = match &step.instruction {
+            Instruction::Run(run) => {
+                let argv = self.run_step(step, run, state, &upper, work.path(), cancel)?;
+                history_created_by(&step.instruction, Some(&argv), &step.build_args, None)
+            }
+            Instruction::Copy(fc) | Instruction::Add(fc) => {
+                let summary = self.copy_step(stage, step, fc, state, &upper, done)?;
+                history_created_by(&step.instruction, None, &step.build_args, Some(&summary))
+            }
+            other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
+        };
+        let layer = write_layer(&upper, work.path(), &self.diff)?;
+        if layer.empty {
+            let _ = std::fs::remove_file(&layer.path);
+            return Ok((self.commit(state, config, None, created_by)?, Some(0)));
+        }
+        let digest: Sha256Digest = layer.digest.parse().map_err(|e| BuildError::Internal(format!("{e}")))?;
+        let diff_id: Sha256Digest = layer.diff_id.parse().map_err(|e| BuildError::Internal(format!("{e}")))?;
+        work.commit_blob_file(self.store, &layer.path, &digest)?;
+        let mut diff_ids: Vec<Sha256Digest> =
+            state.stored.as_ref().map(|s| s.layers.iter().map(|l| l.diff_id.clone()).collect()).unwrap_or_default();
+        diff_ids.push(diff_id.clone());
+        let chain_id = chain_ids(&diff_ids).pop().unwrap_or_else(|| diff_id.clone());
+        // The upper dir already has overlay whiteouts: it becomes the unpacked layer as is.
+        work.commit_layer_dir(self.store, &upper, &chain_id)?;
+        let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
+        let size = layer.uncompressed_size;
+        let image = self.commit(state, config, Some(blob), created_by)?;
+        drop(work);
+        Ok((image, Some(size)))
+    }
+
+    /// Stores the image that results from a step: the parent's layers plus `layer`, the config
+    /// with a history entry for the step.
+    fn commit(
+        &self,
+        parent: &ImageState,
+        mut config: ImageConfigFile,
+        layer: Option<LayerBlob>,
+        created_by: String,
+    ) -> Result<ImageState, BuildError> {
+        let mut layers: Vec<LayerBlob> = parent
+            .stored
+            .as_ref()
+            .map(|s| {
+                s.layers
+                    .iter()
+                    .map(|l| LayerBlob {
+                        digest: l.digest.clone(),
+                        diff_id: l.diff_id.clone(),
+                        size: l.size,
+                        media_type: l.media_type.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        config.created = Some(self.created.clone());
+        config.history.push(HistoryEntry {
+            created: Some(self.created.clone()),
+            created_by: Some(created_by),
+            author: None,
+            comment: None,
+            empty_layer: layer.is_none(),
+        });
+        if let Some(l) = layer {
+            layers.push(l);
+        }
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
+        let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
+        let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
+        let stored = self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent: parent_id })?;
+        Ok(ImageState { stored: Some(stored), config })
+    }
+
+    /// The lower dirs of an image, top-most first as the runtime takes them.
+    fn lower_dirs(&self, state: &ImageState, work: &std::path::Path) -> Result<Vec<PathBuf>, BuildError> {
+        let mut lowers = match &state.stored {
+            Some(image) => self.store.ensure_unpacked(image)?,
+            None => Vec::new(),
+        };
+        lowers.reverse();
+        if lowers.is_empty() {
+            // An overlay needs one lower dir: scratch gets an empty one.
+            let empty = work.join("empty");
+            fs::create_dir_all(&empty)?;
+            lowers.push(empty);
+        }
+        Ok(lowers)
+    }
+
+    fn run_step(
+        &self,
+        step: &Step,
+        run: &RunInstruction,
+        state: &ImageState,
+        upper: &std::path::Path,
+        work: &std::path::Path,
+        cancel: &Cancel,
+    ) -> Result<Vec<String>, BuildError> {
+        if !run.mounts.is_empty() {
+            return Err(BuildError::Unsupported { step: step.number, what: "RUN --mount".into() });
+        }
+        let argv = run_argv(&state.config, run);
+        let overlay_work = work.join("work");
+        fs::create_dir_all(&overlay_work)?;
+        let id = container_id();
+        let mut spec = ContainerSpec::new(
+            &id,
+            Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work },
+            argv.clone(),
+            self.state_dir.clone(),
+        );
+        let mut env = state.config.config.env.clone();
+        for (k, v) in &step.build_args {
+            if state.config.env_var(k).is_none() {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        for name in PROXY_ARGS {
+            if let Ok(v) = std::env::var(name) {
+                env.push(format!("{name}={v}"));
+            }
+        }
+        spec.env = env;
+        let wd = &state.config.config.working_dir;
+        spec.working_dir = Some(if wd.is_empty() { "/".to_string() } else { wd.clone() });
+        let user = &state.config.config.user;
+        spec.user = (!user.is_empty()).then(|| user.clone());
+        spec.network = match run.network {
+            Some(StepNetwork::None) => NetworkMode::None,
+            Some(StepNetwork::Host) => NetworkMode::Host,
+            Some(StepNetwork::Default) | None => self.network,
+        };
+        let events = Arc::clone(&self.events);
+        let number = step.number;
+        spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes| {
+            let line = String::from_utf8_lossy(bytes).trim_end_matches(['\n', '\r']).to_string();
+            let stream = match stream {
+                OutputStream::Stdout => EventStream::Stdout,
+                OutputStream::Stderr => EventStream::Stderr,
+            };
+            events(&BuildEvent::Output { step: number, stream, line });
+        }));
+        self.emit(BuildEvent::ContainerStarted { step: step.number, container_id: id.clone() });
+        let exit = Container::new(spec).run();
+        self.emit(BuildEvent::ContainerRemoved { step: step.number, container_id: id });
+        let exit = exit?;
+        if cancel.is_cancelled() {
+            return Err(BuildError::Cancelled { last_image: state.id() });
+        }
+        if exit.code != 0 {
+            return Err(BuildError::RunFailed {
+                step: step.number,
+                command: docker_command_text(&state.config, run),
+                code: exit.code,
+                last_image: state.id(),
+            });
+        }
+        Ok(argv)
+    }
+
+    /// COPY/ADD into `upper`; returns the history summary (`dir:<digest> in /dest`).
+    fn copy_step(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        fc: &FileCopy,
+        state: &ImageState,
+        upper: &std::path::Path,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<String, BuildError> {
+        let keyword = step.instruction.keyword();
+        let keyword: &'static str = if keyword == "ADD" { "ADD" } else { "COPY" };
+        if fc.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+            return Err(BuildError::Unsupported { step: step.number, what: format!("{keyword} from a URL") });
+        }
+        if !fc.heredocs.is_empty() {
+            return Err(BuildError::Unsupported { step: step.number, what: format!("{keyword} with a heredoc") });
+        }
+        let target_view = MergedView::new(&self.unpacked(state)?);
+        let (dest, dest_is_dir) = destination(&state.config.config.working_dir, &fc.dest, &target_view);
+        let chown = match &fc.chown {
+            Some(spec) => Some(
+                resolve_chown(spec, &target_view)
+                    .map_err(|what| BuildError::Step { step: step.number, message: what })?,
+            ),
+            None => None,
+        };
+        let chmod = match &fc.chmod {
+            Some(m) => {
+                Some(parse_chmod(m).map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?)
+            }
+            None => None,
+        };
+        let step_error =
+            |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
+        let items = match &fc.from {
+            None => {
+                let roots = self
+                    .context
+                    .select_roots(&fc.sources, &fc.exclude)
+                    .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+                plan_from_context(keyword, &self.context.root, &roots, &dest, dest_is_dir).map_err(step_error)?
+            }
+            Some(from) => {
+                let source = self.copy_source_image(stage, from, done)?;
+                let view = MergedView::new(&self.unpacked(&source)?);
+                plan_from_image(keyword, from, &view, &fc.sources, &dest, dest_is_dir).map_err(step_error)?
+            }
+        };
+        materialize(upper, &items, &CopyOptions { chown, chmod }).map_err(step_error)?;
+        let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
+        let kind = if items.len() == 1 { "file" } else { "dir" };
+        Ok(format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)))
+    }
+
+    fn unpacked(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
+        Ok(match &state.stored {
+            Some(image) => self.store.ensure_unpacked(image)?,
+            None => Vec::new(),
+        })
+    }
+
+    /// The image a `--from` names: an earlier stage's result, or an image in the store.
+    fn copy_source_image(
+        &self,
+        stage: &Stage,
+        from: &str,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<ImageState, BuildError> {
+        for dep in &stage.dependencies {
+            if let Dependency::Stage { index } = dep {
+                let matches_name = done.contains_key(index)
+                    && (from.parse::<usize>().ok() == Some(*index)
+                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase()));
+                if matches_name {
+                    return done
+                        .get(index)
+                        .map(|s| (**s).clone())
+                        .ok_or_else(|| BuildError::Internal(format!("stage {index} not built")));
+                }
+            }
+        }
+        let stored =
+            self.store.resolve(from).map_err(|_| BuildError::BaseImageMissing { reference: from.to_string() })?;
+        self.state_of(stored)
+    }
+
+    fn stage_name(&self, index: usize) -> Option<String> {
+        self.stage_names.get(index).cloned().flatten()
+    }
+}
+
+/// argv of a RUN: exec form as is; shell form through the SHELL; a heredoc-only command runs
+/// the heredoc body as the script; a command with heredocs passes the whole text to the shell,
+/// which reads the heredocs itself.
+pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
+    match &run.command {
+        CommandForm::Exec(v) => v.clone(),
+        CommandForm::Shell(cmd) => {
+            let script = match run.heredocs.as_slice() {
+                [only]
+                    if cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
+                        && cmd.split_whitespace().count() == 1 =>
+                {
+                    if only.chomp {
+                        crate::frontend::parser::chomp_heredoc(&only.content)
+                    } else {
+                        only.content.clone()
+                    }
+                }
+                [] => cmd.clone(),
+                docs => {
+                    let mut text = cmd.clone();
+                    for d in docs {
+                        text.push('\n');
+                        text.push_str(&d.content);
+                        text.push_str(&d.name);
+                    }
+                    text
+                }
+            };
+            config.argv(&CommandForm::Shell(script))
+        }
+    }
+}
+
+/// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`.
+fn docker_command_text(config: &ImageConfigFile, run: &RunInstruction) -> String {
+    match &run.command {
+        CommandForm::Shell(s) => format!("{} {s}", config.shell().join(" ")),
+        CommandForm::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
+    }
+}
+
+/// `--chown=user[:group]` with names looked up in the image's /etc/passwd and /etc/group.
+fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        let text = image.read(file)?;
+        String::from_utf8_lossy(&text).lines().find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name)).then(|| {
+                let id = fields.get(2).and_then(|v| v.parse().ok())?;
+                let gid = fields.get(3).and_then(|v| v.parse().ok()).unwrap_or(id);
+                Some((id, gid))
+            })?
+        })
+    };
+    let (uid, primary_gid) = match user.parse::<u32>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup("/etc/passwd", user)
+            .ok_or_else(|| format!("unable to find user {user}: no matching entries in passwd file"))?,
+    };
+    let gid = match group {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("/etc/group", g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+        },
+    };
+    Ok((uid, gid))
+}
