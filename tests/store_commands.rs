@@ -2,9 +2,9 @@
 //! history, inspect, rmi and image prune (counting the blobs and layer dirs they free).
 //! Needs /bin/busybox (Debian package busybox-static); skips without it, fails under CI=true.
 
-mod store_common;
+mod common;
+use common::{busybox_tree, rbuild, rbuild_ok, tar_of};
 use std::path::Path;
-use store_common::{busybox_tree, rbuild, rbuild_ok, tar_of};
 
 fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)

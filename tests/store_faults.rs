@@ -5,13 +5,13 @@
 //! The 300 MB data is generated once into the cargo target tmp dir and reused. The tmpfs
 //! case needs root (mount); it skips without it and fails under CI=true.
 
-mod store_common;
+mod common;
+use common::{is_root, rbuild, rbuild_ok, require};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use store_common::{is_root, rbuild, rbuild_ok, require};
 
 const FILE_SIZE: u64 = 100 << 20;
 static SERIAL: Mutex<()> = Mutex::new(());

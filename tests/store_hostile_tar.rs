@@ -2,10 +2,10 @@
 //! both whiteout modes, and nothing is written outside the target directory. Also checks the
 //! same through the store (`import` then `ensure_unpacked`): nothing appears outside the store.
 
-mod store_common;
+mod common;
+use common::{raw_tar, Raw};
 use rbuild::layer::apply::{LayerApply, WhiteoutMode};
 use std::path::Path;
-use store_common::{raw_tar, Raw};
 
 struct Case {
     name: &'static str,

@@ -6,14 +6,14 @@
 //! Needs the Debian packages skopeo, umoci and busybox-static, and root (ownership, device
 //! nodes); skips without them, fails under CI=true.
 
-mod store_common;
+mod common;
+use common::{busybox_tree, have_tool, is_root, rbuild_ok, require, tar_of, tree_listing};
 use rbuild::layer::digest::Sha256Digest;
 use rbuild::store::{ImageReference, ImageStore, LayerBlob, PutImage};
 use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
-use store_common::{busybox_tree, have_tool, is_root, rbuild_ok, require, tar_of, tree_listing};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();

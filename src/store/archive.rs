@@ -306,7 +306,7 @@ pub fn load<R: Read>(
                     let arch_ok = plat
                         .and_then(|p| p.get("architecture"))
                         .and_then(|a| a.as_str())
-                        .map_or(true, |a| a == super::import::go_arch());
+                        .is_none_or(|a| a == super::import::go_arch());
                     if arch_ok {
                         let mut m = m.clone();
                         if m.get("annotations").is_none() {
