@@ -178,14 +178,27 @@ fn gc_removes_only_unreferenced_data() {
     std::fs::write(blobs.join(rbuild::layer::digest::Sha256Digest::of(b"stray").hex()), b"stray").unwrap();
     std::fs::create_dir(root.join("layers").join("a".repeat(64))).unwrap();
     std::fs::create_dir(root.join("tmp/work-dead")).unwrap();
+    let live = rbuild_ok(&root, &["inspect", "--format", "{{.Id}}", "busybox"]);
+    let stale = root.join("cache").join(format!("{}.json", "b".repeat(64)));
+    let kept = root.join("cache").join(format!("{}.json", "c".repeat(64)));
+    std::fs::write(&stale, format!(r#"{{"image":"sha256:{}"}}"#, "d".repeat(64))).unwrap();
+    std::fs::write(&kept, format!(r#"{{"image":"{}"}}"#, live.trim())).unwrap();
     let check = rbuild_ok(&root, &["store", "check"]);
+    assert!(check.contains("garbage: stale cache record"), "{check}");
     assert!(check.contains("garbage: unreferenced blob"), "{check}");
     let out = rbuild_ok(&root, &["store", "gc"]);
     assert!(out.contains("deleted blob: sha256:") && out.contains("deleted layer:"), "{out}");
     assert_eq!(count(&blobs), 3);
     assert_eq!(count(&root.join("layers")), 0);
     assert_eq!(count(&root.join("tmp")), 0);
+    assert!(!stale.exists() && kept.exists());
     rbuild_ok(&root, &["inspect", "busybox"]);
+    // A cache record keeps its image from a dangling prune; a corrupt one is a problem that
+    // --repair removes.
+    std::fs::write(&stale, "{not json").unwrap();
+    assert_eq!(rbuild(&root, &["store", "check"]).status.code(), Some(1));
+    rbuild_ok(&root, &["store", "check", "--repair"]);
+    assert!(!stale.exists());
 }
 
 #[test]
@@ -224,4 +237,65 @@ fn user_errors_exit_1() {
     }
     let r = rbuild(&root, &["import", "/does/not/exist"]);
     assert!(String::from_utf8_lossy(&r.stderr).contains("/does/not/exist"));
+}
+
+#[test]
+fn concurrent_imports_tags_and_gc_are_safe() {
+    let Some((_t, root, tarball)) = setup() else {
+        return;
+    };
+    let mut children = Vec::new();
+    for i in 0..6 {
+        let name = format!("par{i}:1");
+        children.push(
+            std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                .env("RBUILD_ROOT", &root)
+                .args(["import", tarball.to_str().unwrap(), &name, "-m", &name])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        // Collections running at the same time must not take the writers' fresh blobs.
+        rbuild_ok(&root, &["store", "gc"]);
+        rbuild_ok(&root, &["tag", "busybox", &format!("alias{i}")]);
+    }
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let root = root.clone();
+            let tarball = tarball.clone();
+            std::thread::spawn(move || {
+                let name = format!("thr{i}:1");
+                let out = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                    .env("RBUILD_ROOT", &root)
+                    .args(["import", tarball.to_str().unwrap(), &name, "-m", &name])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                let gc = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+                    .env("RBUILD_ROOT", &root)
+                    .args(["store", "gc"])
+                    .output()
+                    .unwrap();
+                assert!(gc.status.success());
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    for i in 0..6 {
+        assert!(names.contains(&format!("par{i}:1")), "{names}");
+        assert!(names.contains(&format!("alias{i}:latest")), "{names}");
+    }
+    for i in 0..4 {
+        assert!(names.contains(&format!("thr{i}:1")), "{names}");
+        rbuild_ok(&root, &["history", &format!("thr{i}:1")]);
+    }
+    let check = rbuild_ok(&root, &["store", "check"]);
+    assert!(check.contains("consistent"), "{check}");
 }

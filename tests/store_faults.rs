@@ -100,7 +100,7 @@ fn assert_healthy(root: &Path, context: &str) {
     rbuild_ok(root, &["inspect", "small:1"]);
     if names.lines().any(|l| l == "big:1") {
         let v: serde_json::Value = serde_json::from_str(&rbuild_ok(root, &["inspect", "big:1"])).unwrap();
-        assert_eq!(v[0]["Size"].as_u64().unwrap() > 300_000_000, true, "{context}");
+        assert!(v[0]["Size"].as_u64().unwrap() > 300_000_000, "{context}");
     }
 }
 

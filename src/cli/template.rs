@@ -132,24 +132,6 @@ pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
     t.render(&gtmpl::Context::from(to_value(data))).map_err(|e| format!("template: {e}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn docker_style_templates() {
-        let data = serde_json::json!({"Id": "sha256:ab", "Config": {"Env": ["A=1", "B=2"], "Cmd": null},
-            "RootFS": {"Layers": ["sha256:1", "sha256:2"]}});
-        assert_eq!(render("{{.Id}}", &data).unwrap(), "sha256:ab");
-        assert_eq!(render("{{.Config.Env}}", &data).unwrap(), "[A=1 B=2]");
-        assert_eq!(render("{{json .Config}}", &data).unwrap(), r#"{"Cmd":null,"Env":["A=1","B=2"]}"#);
-        assert_eq!(render("{{range .RootFS.Layers}}{{.}} {{end}}", &data).unwrap(), "sha256:1 sha256:2 ");
-        assert_eq!(render("{{join .Config.Env \",\"}}", &data).unwrap(), "A=1,B=2");
-        assert_eq!(render("{{- .Id -}}", &data).unwrap(), "sha256:ab");
-        assert!(render("{{.Id", &data).is_err());
-    }
-}
-
 /// Renders `--format` for a list: `table ...` formats get a header (the template rendered
 /// with `header`) and aligned columns, as the docker CLI does; `\t` and `\n` written
 /// literally on a command line are turned into tab and newline.
@@ -177,4 +159,22 @@ pub fn render_rows(
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_style_templates() {
+        let data = serde_json::json!({"Id": "sha256:ab", "Config": {"Env": ["A=1", "B=2"], "Cmd": null},
+            "RootFS": {"Layers": ["sha256:1", "sha256:2"]}});
+        assert_eq!(render("{{.Id}}", &data).unwrap(), "sha256:ab");
+        assert_eq!(render("{{.Config.Env}}", &data).unwrap(), "[A=1 B=2]");
+        assert_eq!(render("{{json .Config}}", &data).unwrap(), r#"{"Cmd":null,"Env":["A=1","B=2"]}"#);
+        assert_eq!(render("{{range .RootFS.Layers}}{{.}} {{end}}", &data).unwrap(), "sha256:1 sha256:2 ");
+        assert_eq!(render("{{join .Config.Env \",\"}}", &data).unwrap(), "A=1,B=2");
+        assert_eq!(render("{{- .Id -}}", &data).unwrap(), "sha256:ab");
+        assert!(render("{{.Id", &data).is_err());
+    }
 }

@@ -416,8 +416,8 @@ impl LayerApply {
             .open_in_root(&dir_rel, OFlags::RDONLY | OFlags::DIRECTORY)
             .map_err(io_err(self.root.join(&dir_rel)))?;
         let mut names = Vec::new();
-        let mut iter = rfs::Dir::read_from(&listing).map_err(io_err(self.root.join(&dir_rel)))?;
-        while let Some(ent) = iter.next() {
+        let iter = rfs::Dir::read_from(&listing).map_err(io_err(self.root.join(&dir_rel)))?;
+        for ent in iter {
             let ent = ent.map_err(io_err(self.root.join(&dir_rel)))?;
             let n = OsStr::from_bytes(ent.file_name().to_bytes()).to_os_string();
             if n != "." && n != ".." {
@@ -437,6 +437,61 @@ impl LayerApply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tar_of(entries: &[(&str, &[u8], tar::EntryType)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, body, kind) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(body.len() as u64);
+            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            b.append_data(&mut h, path, *body).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn whiteouts_delete_when_flattening() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = tar::EntryType::Directory;
+        let file = tar::EntryType::Regular;
+        let mut a = LayerApply::new(t.path(), WhiteoutMode::Delete).unwrap();
+        a.apply(
+            &tar_of(&[
+                ("d/", b"", dir),
+                ("d/x", b"1", file),
+                ("d/y", b"1", file),
+                ("o/", b"", dir),
+                ("o/old", b"1", file),
+            ])[..],
+        )
+        .unwrap();
+        a.apply(&tar_of(&[("d/.wh.x", b"", file), ("o/.wh..wh..opq", b"", file), ("o/new", b"2", file)])[..]).unwrap();
+        assert!(!t.path().join("d/x").exists());
+        assert!(t.path().join("d/y").exists());
+        assert!(!t.path().join("o/old").exists());
+        assert!(t.path().join("o/new").exists());
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("SKIPPED: overlay whiteouts need root (mknod, trusted.* xattrs)");
+            return;
+        }
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let t = tempfile::tempdir().unwrap();
+        let file = tar::EntryType::Regular;
+        let tar = tar_of(&[("d/.wh.gone", b"", file), ("o/.wh..wh..opq", b"", file), ("o/kept", b"k", file)]);
+        let applied = LayerApply::new(t.path(), WhiteoutMode::Overlay).unwrap().apply(&tar[..]).unwrap();
+        assert_eq!(applied.diff_id, Sha256Digest::of(&tar));
+        let m = std::fs::symlink_metadata(t.path().join("d/gone")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        let mut buf = [0u8; 2];
+        let n = rfs::lgetxattr(t.path().join("o"), "trusted.overlay.opaque", &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"y");
+        assert!(t.path().join("o/kept").exists());
+    }
 
     #[test]
     fn confine_refuses_dotdot_and_drops_leading_slash() {

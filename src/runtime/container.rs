@@ -283,7 +283,7 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
         env,
         cwd: spec.working_dir.clone().unwrap_or_else(|| "/".into()),
         user: spec.user.clone(),
-        allow_setgroups: id_map.map_or(true, IdMap::allows_setgroups),
+        allow_setgroups: id_map.is_none_or(IdMap::allows_setgroups),
     })
 }
 

@@ -6,7 +6,8 @@
 //!   file while alive and appends to it every blob digest / layer chain ID it is about to move
 //!   into the store *before* moving it, so a concurrent `rmi` or `gc` keeps them until the
 //!   writer has referenced them from an image (or died: a dir whose `.pin` is not locked is
-//!   garbage).
+//!   garbage). Work dirs are created, and `tmp/` is scanned, only under the store lock, so a
+//!   scan never mistakes a work dir being set up for a dead one.
 
 use crate::layer::digest::Sha256Digest;
 use fs_err as fs;

@@ -122,7 +122,7 @@ impl ImageStore {
         let _lock = self.lock()?;
         let images = self.images()?;
         let image = self.resolve_in(&images, name)?.clone();
-        let users = self.image_users()?;
+        let users = self.container_users()?;
         let by_tag = ImageReference::parse(name)
             .ok()
             .filter(|r| r.digest().is_none())
@@ -207,10 +207,11 @@ impl ImageStore {
         let mut out = Removal::default();
         loop {
             let images = self.images()?;
-            let users = self.image_users()?;
+            let users = self.container_users()?;
+            let cached = self.cache_users()?;
             let victim = images.iter().find(|i| {
                 let has_child = images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
-                !has_child && !users.contains_key(&i.id) && (all || i.tags.is_empty())
+                !has_child && !users.contains_key(&i.id) && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
             });
             let Some(v) = victim else { break };
             let r = self.remove_image(&v.id.to_string(), true)?;
@@ -233,6 +234,32 @@ impl ImageStore {
         let layers = self.list_layers()?;
         self.delete_unreferenced(&images, &blobs, &layers, &mut out)?;
         self.remove_dead_work_dirs(&mut out)?;
+        let ids: HashSet<Sha256Digest> = images.iter().map(|i| i.id.clone()).collect();
+        for (path, _) in self.bad_cache_records(&ids)? {
+            out.reclaimed += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&path)?;
+        }
+        Ok(out)
+    }
+
+    /// Cache records that are unreadable or name an image the store no longer has, with why.
+    fn bad_cache_records(&self, ids: &HashSet<Sha256Digest>) -> Result<Vec<(std::path::PathBuf, String)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join("cache"))? {
+            let path = e?.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse::<Sha256Digest>().ok()));
+            match parsed {
+                None => out.push((path, "unreadable".to_owned())),
+                Some(id) if !ids.contains(&id) => out.push((path, format!("names {id}, which is not in the store"))),
+                Some(_) => {}
+            }
+        }
         Ok(out)
     }
 
@@ -404,6 +431,18 @@ impl ImageStore {
         let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
         for d in &dead {
             report.garbage.push(format!("leftover work dir {}", d.display()));
+        }
+        let ids: HashSet<Sha256Digest> = good_images.iter().map(|i| i.id.clone()).collect();
+        for (path, why) in self.bad_cache_records(&ids)? {
+            if why == "unreadable" {
+                report.problems.push(format!("cache record {}: {why}", path.display()));
+                if repair {
+                    fs::remove_file(&path)?;
+                    report.repaired.push(format!("removed {}", path.display()));
+                }
+            } else {
+                report.garbage.push(format!("stale cache record {}: {why}", path.display()));
+            }
         }
         if repair {
             let mut r = Removal::default();

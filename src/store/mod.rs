@@ -29,10 +29,14 @@
 //!                   layers: Vec<StoredLayer { digest, diff_id, size, media_type, chain_id, unpacked_dir }> }
 //! store.ensure_unpacked(&image) -> Vec<PathBuf>               lower dirs, bottom layer first
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
+//! store.container_users() / store.cache_users()             image ID -> who uses it
+//! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
 //! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
-//! the blobs and layers) before dropping it.
+//! the blobs and layers) before dropping it. `load` and `import` only write blobs; layers
+//! are unpacked lazily by `ensure_unpacked` (verifying each diff ID) when a build needs them
+//! as lower dirs. `flatten_into` applies all layers into one rootfs (whiteouts delete).
 
 pub mod archive;
 pub mod import;
@@ -210,9 +214,13 @@ impl WorkDir {
         self.install_blob(store, file, digest)
     }
 
+    /// Pin and rename happen under the store lock: a concurrent `rmi`/`gc` (which scans the
+    /// pins and deletes under the same lock) either runs before, and cannot see the new file,
+    /// or after, and sees the pin.
     fn install_blob(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
-        self.pin("blob", digest)?;
         let dest = store.blob_path(digest);
+        let _lock = store.lock()?;
+        self.pin("blob", digest)?;
         if dest.exists() {
             let _ = std::fs::remove_file(file);
             return Ok(());
@@ -225,24 +233,15 @@ impl WorkDir {
     /// Registers `dir` (complete, on the store's filesystem) as the unpacked layer for
     /// `chain_id`, by rename. If another process got there first, `dir` is removed.
     pub fn commit_layer_dir(&self, store: &ImageStore, dir: &Path, chain_id: &Sha256Digest) -> Result<PathBuf> {
-        self.pin("layer", chain_id)?;
+        rustix::fs::syncfs(fs::File::open(dir)?.file()).map_err(io::Error::from)?;
         let dest = store.layer_dir(chain_id);
+        let _lock = store.lock()?;
+        self.pin("layer", chain_id)?;
         if dest.exists() {
             let _ = std::fs::remove_dir_all(dir);
             return Ok(dest);
         }
-        rustix::fs::syncfs(fs::File::open(dir)?.file()).map_err(io::Error::from)?;
-        match std::fs::rename(dir, &dest) {
-            Ok(()) => {}
-            Err(_) if dest.exists() => {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Err(e) => {
-                return Err(
-                    io::Error::new(e.kind(), format!("rename {} to {}: {e}", dir.display(), dest.display())).into()
-                )
-            }
-        }
+        fs::rename(dir, &dest)?;
         fsync_dir(&store.root.join("layers"))?;
         Ok(dest)
     }
@@ -297,8 +296,10 @@ impl ImageStore {
         Ok(StoreLock::acquire(&self.root.join("lock"))?)
     }
 
-    /// A new work dir in `tmp/`.
+    /// A new work dir in `tmp/`. It is created under the store lock, so a concurrent `gc`
+    /// (which scans `tmp/` under the same lock) never sees it before its pin file is locked.
     pub fn work_dir(&self) -> Result<WorkDir> {
+        let _lock = self.lock()?;
         Ok(WorkDir::create(&self.root.join("tmp"))?)
     }
 
@@ -373,8 +374,11 @@ impl ImageStore {
     pub fn put_blob_bytes(&self, work: &WorkDir, bytes: &[u8]) -> Result<Sha256Digest> {
         let digest = Sha256Digest::of(bytes);
         if self.has_blob(&digest) {
-            work.pin("blob", &digest)?;
-            return Ok(digest);
+            let _lock = self.lock()?;
+            if self.has_blob(&digest) {
+                work.pin("blob", &digest)?;
+                return Ok(digest);
+            }
         }
         let mut w = work.blob_writer(self)?;
         w.write_all(bytes)?;
@@ -461,6 +465,15 @@ impl ImageStore {
         parent: Option<&Sha256Digest>,
     ) -> Result<Vec<Sha256Digest>> {
         let _lock = self.lock()?;
+        // Under the lock nothing can delete blobs: make sure the image is complete.
+        let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(manifest_digest)?)
+            .map_err(|source| StoreError::Json { what: "manifest", path: manifest_digest.to_string(), source })?;
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let d = Sha256Digest::from(d.digest());
+            if !self.has_blob(&d) {
+                return Err(StoreError::MissingBlob { path: self.blob_path(&d), digest: d });
+            }
+        }
         let index = self.read_index()?;
         let mut entries: Vec<Descriptor> = index.manifests().clone();
         let familiar: Vec<String> = tags.iter().map(|t| t.clone().with_default_tag().familiar()).collect();
@@ -740,25 +753,34 @@ impl ImageStore {
         Ok(self.root.join("containers").join(format!("{id}.json")))
     }
 
-    /// Image IDs used by containers and cache records (`{"image": "sha256:…"}` JSON files).
-    pub fn image_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+    /// Image IDs used by containers (`containers/<id>.json`): `rmi` refuses them without `-f`
+    /// and `image prune` never removes them.
+    pub fn container_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+        self.record_users("containers", "container")
+    }
+
+    /// Image IDs that build cache records (`cache/<key>.json`) point at: `image prune` keeps
+    /// them unless `-a`.
+    pub fn cache_users(&self) -> Result<HashMap<Sha256Digest, Vec<String>>> {
+        self.record_users("cache", "cache record")
+    }
+
+    fn record_users(&self, dir: &str, what: &str) -> Result<HashMap<Sha256Digest, Vec<String>>> {
         let mut out: HashMap<Sha256Digest, Vec<String>> = HashMap::new();
-        for kind in ["containers", "cache"] {
-            for entry in fs::read_dir(self.root.join(kind))? {
-                let path = entry?.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let Ok(bytes) = std::fs::read(&path) else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                    continue;
-                };
-                if let Some(id) = v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse().ok()) {
-                    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                    out.entry(id).or_default().push(format!("{}/{stem}", kind.trim_end_matches('s')));
-                }
+        for entry in fs::read_dir(self.root.join(dir))? {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            if let Some(id) = v.get("image").and_then(|i| i.as_str()).and_then(|i| i.parse().ok()) {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                out.entry(id).or_default().push(format!("{what} {stem}"));
             }
         }
         Ok(out)
