@@ -28,9 +28,11 @@
 
 mod classic;
 mod json;
+mod tty;
 
 pub use classic::ClassicRenderer;
 pub use json::JsonRenderer;
+pub use tty::TtyRenderer;
 
 use std::io;
 

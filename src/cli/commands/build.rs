@@ -155,7 +155,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex};
 
     use crate::engine::{BuildOptions, Builder};
-    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer};
+    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
 
     if let Some(p) = &args.platform {
         let wanted = Platform::parse(p).map_err(anyhow::Error::msg)?;
@@ -190,9 +190,12 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let store = crate::store::ImageStore::open_default()?;
     let builder = Builder::new(store);
     printer.flush()?;
+    use std::io::IsTerminal;
+    let tty = args.progress == "tty" || (args.progress == "auto" && std::io::stderr().is_terminal());
     let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress.as_str()) {
         (true, _) => None,
         (false, "json") => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
+        _ if tty => Some(Box::new(TtyRenderer::default())),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
     let renderer = Arc::new(Mutex::new(renderer));
