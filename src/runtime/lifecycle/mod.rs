@@ -69,15 +69,21 @@ pub enum LifecycleError {
     #[error("starting the monitor of container {id}: {source}")]
     Monitor { id: String, source: std::io::Error },
     #[error("container {id} failed to start: {source}")]
-    Start { id: String, code: i32, source: RuntimeError },
+    Start { id: String, code: i32, source: Box<RuntimeError> },
     #[error("exporting container {id}: {source}")]
     Export { id: String, source: crate::layer::apply::ApplyError },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Runtime(Box<RuntimeError>),
     #[error(transparent)]
     Layer(#[from] LayerError),
+}
+
+impl From<RuntimeError> for LifecycleError {
+    fn from(e: RuntimeError) -> Self {
+        LifecycleError::Runtime(Box::new(e))
+    }
 }
 
 pub type Result<T, E = LifecycleError> = std::result::Result<T, E>;
@@ -430,7 +436,9 @@ impl Containers {
         record.monitor_start = None;
         self.save(record)?;
         match failure {
-            Some(source) => Err(LifecycleError::Start { id: record.id.clone(), code: outcome.code, source }),
+            Some(source) => {
+                Err(LifecycleError::Start { id: record.id.clone(), code: outcome.code, source: Box::new(source) })
+            }
             None => Ok(outcome),
         }
     }
