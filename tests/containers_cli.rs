@@ -307,3 +307,42 @@ fn run_it_drives_a_shell_through_a_pty() {
         "terminal settings not restored"
     );
 }
+
+#[test]
+fn a_killed_monitor_leaves_no_mounts_and_reads_as_exited() {
+    let Some(s) = setup() else { return };
+    let id = rbuild_ok(&s.root, &["run", "-d", "bb", "sleep", "100"]).trim().to_string();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.root.join("containers").join(format!("{id}.json"))).unwrap()).unwrap();
+    assert_eq!(record["image"].as_str().map(|i| i.starts_with("sha256:")), Some(true), "{record}");
+    let monitor = record["monitor_pid"].as_i64().expect("a running container records its monitor") as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(monitor), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(wait_for(10, || !Path::new(&format!("/proc/{monitor}")).exists()
+        || std::fs::read_to_string(format!("/proc/{monitor}/stat")).is_ok_and(|s| s.contains(") Z"))));
+    assert!(wait_for(10, || rbuild_ok(&s.root, &["ps", "-a"]).contains("Exited (137)")));
+    assert!(no_mounts_under(&s.root));
+    // Every container command cleans up the runtime state a killed rbuild left.
+    assert_eq!(std::fs::read_dir(s.root.join("run")).unwrap().count(), 0);
+    assert_eq!(rbuild_ok(&s.root, &["ps", "-lq"]), format!("{}\n", &id[..12]));
+    rbuild_ok(&s.root, &["rm", &id]);
+}
+
+#[test]
+fn export_to_stdout_matches_export_to_a_file() {
+    let Some(s) = setup() else { return };
+    rbuild_ok(&s.root, &["run", "--name", "c1", "bb", "sh", "-c", CHANGES]);
+    let file = s.dir.join("c1.tar");
+    rbuild_ok(&s.root, &["export", "--output", file.to_str().unwrap(), "c1"]);
+    let out = rbuild(&s.root, &["export", "c1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, std::fs::read(&file).unwrap());
+    let mut names: Vec<String> = tar::Archive::new(out.stdout.as_slice())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.iter().any(|n| n.trim_end_matches('/') == "file"), "{names:?}");
+    assert!(!names.iter().any(|n| n.trim_end_matches('/') == "etc/passwd"), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains(".wh.")), "{names:?}");
+}
