@@ -346,3 +346,15 @@ fn export_to_stdout_matches_export_to_a_file() {
     assert!(!names.iter().any(|n| n.trim_end_matches('/') == "etc/passwd"), "{names:?}");
     assert!(!names.iter().any(|n| n.contains(".wh.")), "{names:?}");
 }
+
+#[test]
+fn stop_sends_the_images_stopsignal() {
+    let Some(s) = setup() else { return };
+    rbuild_ok(&s.root, &["run", "--name", "base", "bb", "true"]);
+    rbuild_ok(&s.root, &["commit", "-c", "STOPSIGNAL SIGQUIT", "base", "quits"]);
+    let script = "trap 'exit 7' QUIT; echo ready; sleep 100 & wait";
+    rbuild_ok(&s.root, &["run", "-d", "--name", "q", "quits", "sh", "-c", script]);
+    assert!(wait_for(10, || rbuild_ok(&s.root, &["logs", "q"]) == "ready\n"));
+    rbuild_ok(&s.root, &["stop", "-t", "5", "q"]);
+    assert!(rbuild_ok(&s.root, &["ps", "-a"]).contains("Exited (7) "));
+}

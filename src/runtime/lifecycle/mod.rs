@@ -527,15 +527,16 @@ impl Containers {
         }
     }
 
-    /// `docker stop`: SIGTERM, then SIGKILL after `timeout`. A stopped container is left
-    /// as it is.
+    /// `docker stop`: the image's STOPSIGNAL (SIGTERM by default), then SIGKILL after
+    /// `timeout`. A stopped container is left as it is.
     pub fn stop(&self, record: &ContainerRecord, timeout: Duration) -> Result<ContainerRecord> {
-        use nix::sys::signal::Signal;
         let current = self.reload(&record.id)?;
         if current.state != ContainerState::Running {
             return Ok(current);
         }
-        self.signal(&current, Signal::SIGTERM);
+        let configured = self.image_of(&current).ok().and_then(|i| image_config(&i).ok());
+        let signal = configured.and_then(|c| parse_signal(&c.config.stop_signal));
+        self.signal(&current, signal.unwrap_or(nix::sys::signal::Signal::SIGTERM));
         if let Some(done) = self.wait_stopped(&record.id, timeout)? {
             return Ok(done);
         }
@@ -606,6 +607,24 @@ fn log_sink(path: &Path, echo: bool) -> Result<crate::runtime::LineSink> {
             };
         }
     }))
+}
+
+/// A signal as STOPSIGNAL names it: `SIGQUIT`, `QUIT` or `3`. Only signals the container's
+/// init passes on to the workload are accepted.
+fn parse_signal(text: &str) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    let text = text.trim();
+    let signal = match text.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).ok()?,
+        Err(_) => {
+            let upper = text.to_ascii_uppercase();
+            let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+            name.parse::<Signal>().ok()?
+        }
+    };
+    let forwarded =
+        [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2];
+    forwarded.contains(&signal).then_some(signal)
 }
 
 /// Docker's exit codes for a container that could not start: 127 command not found, 126 not
@@ -715,6 +734,16 @@ mod tests {
             CreateOptions { entrypoint: Some(String::new()), command: vec!["ls".into()], ..Default::default() };
         assert_eq!(args(&image, &cleared), ["ls"]);
         assert_eq!(args(&config(None, Some(&["sh"])), &CreateOptions::default()), ["sh"]);
+    }
+
+    #[test]
+    fn stop_signals_parse_like_stopsignal() {
+        use nix::sys::signal::Signal;
+        assert_eq!(parse_signal("SIGQUIT"), Some(Signal::SIGQUIT));
+        assert_eq!(parse_signal("usr1"), Some(Signal::SIGUSR1));
+        assert_eq!(parse_signal("1"), Some(Signal::SIGHUP));
+        assert_eq!(parse_signal(""), None);
+        assert_eq!(parse_signal("SIGKILL"), None);
     }
 
     #[test]
