@@ -64,8 +64,8 @@ pub fn finish(outcome: Result<RunOutcome, LifecycleError>, p: &mut Printer) -> a
     match outcome {
         Ok(RunOutcome { code: 0, .. }) => Ok(()),
         Ok(RunOutcome { code, .. }) => Err(Exit(code).into()),
-        Err(LifecycleError::Start { id, code, source }) => {
-            p.warn(format!("Error: container {id} failed to start: {source}"));
+        Err(LifecycleError::Start { code, source, .. }) => {
+            p.warn(format!("Error: {source}"));
             Err(Exit(code).into())
         }
         Err(e) => Err(e.into()),

@@ -72,6 +72,8 @@ pub enum LifecycleError {
     Start { id: String, code: i32, source: Box<RuntimeError> },
     #[error("exporting container {id}: {source}")]
     Export { id: String, source: crate::layer::apply::ApplyError },
+    #[error("writing the export of container {id}: {source}")]
+    ExportWrite { id: String, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -101,6 +103,14 @@ pub enum ContainerState {
     Exited,
 }
 
+/// `--network` as recorded: the host's network, or only loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerNetwork {
+    Host,
+    None,
+}
+
 /// `containers/<id>.json`: the store's `{"image": …}` plus everything needed to show, run
 /// again, commit and remove the container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,8 +127,7 @@ pub struct ContainerRecord {
     pub env: Vec<String>,
     pub working_dir: String,
     pub user: String,
-    /// `host` or `none`.
-    pub network: String,
+    pub network: ContainerNetwork,
     pub tty: bool,
     pub interactive: bool,
     pub auto_remove: bool,
@@ -150,10 +159,9 @@ impl ContainerRecord {
     }
 
     pub fn network_mode(&self) -> NetworkMode {
-        if self.network == "none" {
-            NetworkMode::None
-        } else {
-            NetworkMode::Host
+        match self.network {
+            ContainerNetwork::Host => NetworkMode::Host,
+            ContainerNetwork::None => NetworkMode::None,
         }
     }
 
@@ -351,8 +359,8 @@ impl Containers {
             working_dir: opts.working_dir.clone().unwrap_or_else(|| config.config.working_dir.clone()),
             user: opts.user.clone().unwrap_or_else(|| config.config.user.clone()),
             network: match opts.network {
-                NetworkMode::Host => "host".into(),
-                NetworkMode::None => "none".into(),
+                NetworkMode::Host => ContainerNetwork::Host,
+                NetworkMode::None => ContainerNetwork::None,
             },
             tty: opts.tty,
             interactive: opts.interactive,
@@ -758,7 +766,7 @@ mod tests {
             env: vec![],
             working_dir: String::new(),
             user: String::new(),
-            network: "host".into(),
+            network: ContainerNetwork::Host,
             tty: false,
             interactive: false,
             auto_remove: false,

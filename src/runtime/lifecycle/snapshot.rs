@@ -151,12 +151,9 @@ impl Containers {
         LayerApply::new(&rootfs, WhiteoutMode::Delete).map_err(apply_err)?.apply(blob).map_err(apply_err)?;
         let tar = write_layer(&rootfs, work.path(), &plain)?;
         let mut file = fs_err::File::open(&tar.path).map_err(io_err("opening", &tar.path))?;
-        std::io::copy(&mut file, out).map_err(|source| LifecycleError::Io {
-            op: "writing the export of",
-            path: record.id.clone().into(),
-            source,
-        })?;
-        out.flush().map_err(io_err("flushing the export of", std::path::Path::new(&record.id)))?;
+        let write_err = |source| LifecycleError::ExportWrite { id: record.id.clone(), source };
+        std::io::copy(&mut file, out).map_err(write_err)?;
+        out.flush().map_err(write_err)?;
         Ok(())
     }
 }
