@@ -50,6 +50,27 @@ enum Command {
     Image(commands::image::ImageArgs),
     /// Check and clean the local store
     Store(commands::store::StoreArgs),
+    /// Create and run a new container from an image
+    Run(commands::run::RunArgs),
+    /// List containers
+    Ps(commands::ps::PsArgs),
+    /// Fetch the logs of a container
+    Logs(commands::logs::LogsArgs),
+    /// Stop one or more running containers
+    Stop(commands::stop::StopArgs),
+    /// Start one or more stopped containers
+    Start(commands::start::StartArgs),
+    /// Remove one or more containers
+    Rm(commands::rm::RmArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(commands::diff::DiffArgs),
+    /// Create a new image from a container's changes
+    Commit(commands::commit::CommitArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(commands::export::ExportArgs),
+    /// Runs a detached container (started by `run -d` and `start`)
+    #[command(name = "container-monitor", hide = true)]
+    ContainerMonitor(commands::run::MonitorArgs),
 }
 
 /// The command has already told the user what went wrong: exit with this code, print nothing.
@@ -89,6 +110,16 @@ pub fn main() -> i32 {
         Command::Load(a) => commands::load::run(a, &mut p),
         Command::Image(a) => commands::image::run(a, &mut p),
         Command::Store(a) => commands::store::run(a, &mut p),
+        Command::Run(a) => commands::run::run(a, &mut p),
+        Command::Ps(a) => commands::ps::run(a, &mut p),
+        Command::Logs(a) => commands::logs::run(a, &mut p),
+        Command::Stop(a) => commands::stop::run(a, &mut p),
+        Command::Start(a) => commands::start::run(a, &mut p),
+        Command::Rm(a) => commands::rm::run(a, &mut p),
+        Command::Diff(a) => commands::diff::run(a, &mut p),
+        Command::Commit(a) => commands::commit::run(a, &mut p),
+        Command::Export(a) => commands::export::run(a, &mut p),
+        Command::ContainerMonitor(a) => commands::run::monitor(a, &mut p),
     }
     .and_then(|()| Ok(p.flush()?));
     match result {

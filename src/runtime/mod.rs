@@ -25,6 +25,7 @@
 mod container;
 mod error;
 mod init;
+pub mod lifecycle;
 mod mounts;
 mod pty;
 mod signals;

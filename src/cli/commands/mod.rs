@@ -1,15 +1,24 @@
 //! One file per subcommand: each parses its arguments and calls the library.
 
 pub mod build;
+pub mod commit;
+pub mod diff;
+pub mod export;
 pub mod history;
 pub mod image;
 pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod logs;
 pub mod parse;
+pub mod ps;
+pub mod rm;
 pub mod rmi;
+pub mod run;
 pub mod save;
+pub mod start;
+pub mod stop;
 pub mod store;
 pub mod tag;
 

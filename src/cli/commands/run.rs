@@ -1,0 +1,120 @@
+//! `rbuild run`: create a container from an image and run it in the foreground (output
+//! copied to its log, `-i` stdin, `-t` a pseudo-terminal) or detached under a monitor
+//! process (`-d`); exits with the container's exit code. Also the hidden
+//! `rbuild container-monitor ID` that a detached container runs under.
+
+use anyhow::Context as _;
+
+use crate::cli::{Exit, Printer};
+use crate::runtime::lifecycle::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
+use crate::runtime::NetworkMode;
+use crate::store::ImageStore;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Keep STDIN open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run container in background and print container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to take it from this environment)
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Connect the container to a network
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    pub image: String,
+    /// The command and its arguments (replace the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// The hidden `container-monitor` subcommand.
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    pub id: String,
+}
+
+/// The store's containers, with stale runtime state cleaned up.
+pub fn open_containers() -> anyhow::Result<Containers> {
+    Ok(Containers::open(ImageStore::open_default()?)?)
+}
+
+/// Turns a finished foreground run into the command's result: exit with the container's code.
+pub fn finish(outcome: Result<RunOutcome, LifecycleError>, p: &mut Printer) -> anyhow::Result<()> {
+    match outcome {
+        Ok(RunOutcome { code: 0, .. }) => Ok(()),
+        Ok(RunOutcome { code, .. }) => Err(Exit(code).into()),
+        Err(LifecycleError::Start { code, source, .. }) => {
+            p.warn(format!("Error: {source}"));
+            Err(Exit(code).into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
+    let containers = open_containers()?;
+    let opts = CreateOptions {
+        image: args.image.clone(),
+        name: args.name.clone(),
+        command: args.command.clone(),
+        entrypoint: args.entrypoint.clone(),
+        env: args.env.clone(),
+        working_dir: args.workdir.clone(),
+        user: args.user.clone(),
+        network: if args.network == "none" { NetworkMode::None } else { NetworkMode::Host },
+        tty: args.tty,
+        interactive: args.interactive,
+        auto_remove: args.rm,
+    };
+    let mut record = containers.create(&opts)?;
+    if args.detach {
+        containers.spawn_monitor(&record)?;
+        p.line(&record.id)?;
+        return Ok(());
+    }
+    let stdio = if args.tty {
+        RunStdio::Pty
+    } else if args.interactive {
+        RunStdio::Inherit
+    } else {
+        RunStdio::Log { echo: true }
+    };
+    p.flush()?;
+    let outcome = containers.run_attached(&mut record, stdio);
+    if args.rm {
+        containers.remove(&record, true).with_context(|| format!("removing container {}", record.id))?;
+    }
+    finish(outcome, p)
+}
+
+/// Runs a detached container to its end: stdout and stderr are its log already.
+pub fn monitor(args: MonitorArgs, p: &mut Printer) -> anyhow::Result<()> {
+    let containers = open_containers()?;
+    let mut record = containers.reload(&args.id)?;
+    let outcome = containers.run_attached(&mut record, RunStdio::Inherit);
+    if record.auto_remove {
+        containers.remove(&record, true)?;
+    }
+    finish(outcome, p)
+}

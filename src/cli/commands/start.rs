@@ -1,0 +1,58 @@
+//! `rbuild start [-a] CONTAINER...`: runs a container's command again on its kept upper dir,
+//! detached (prints the name) or attached (`-a`: its output, its exit code).
+
+use crate::cli::{Exit, Printer};
+use crate::runtime::lifecycle::{ContainerState, RunStdio};
+
+#[derive(clap::Args, Debug)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short, long)]
+    pub attach: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(args: StartArgs, p: &mut Printer) -> anyhow::Result<()> {
+    let containers = super::run::open_containers()?;
+    if args.attach {
+        if args.containers.len() > 1 {
+            anyhow::bail!("you cannot start and attach multiple containers at once");
+        }
+        let mut record = containers.find(&args.containers[0])?;
+        if record.state == ContainerState::Running {
+            return Ok(());
+        }
+        let stdio = if record.tty {
+            RunStdio::Pty
+        } else if record.interactive {
+            RunStdio::Inherit
+        } else {
+            RunStdio::Log { echo: true }
+        };
+        p.flush()?;
+        let outcome = containers.run_attached(&mut record, stdio);
+        return super::run::finish(outcome, p);
+    }
+    let mut failed = false;
+    for name in &args.containers {
+        let started = containers.find(name).and_then(|r| {
+            if r.state == ContainerState::Running {
+                Ok(())
+            } else {
+                containers.spawn_monitor(&r)
+            }
+        });
+        match started {
+            Ok(()) => p.line(name)?,
+            Err(e) => {
+                p.warn(format!("Error: {e}"));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
