@@ -221,52 +221,62 @@ fn walk_image_dir(view: &MergedView, comps: &[String], dest: &str, items: &mut V
 
 /// Creates `items` under `upper` (the step's fresh upper dir). Parent directories that do not
 /// exist are made 0755 and owned like the copied files. Returns the number of entries made.
+///
+/// Directories are made first, in order; then files and links are copied in parallel (file
+/// creation is kernel work that spreads over cores when the files sit in different
+/// directories); directory modes and times are set last, deepest first, so creating their
+/// contents does not move them.
 pub fn materialize(upper: &Path, items: &[CopyItem], opts: &CopyOptions) -> Result<usize, CopyError> {
+    use rayon::prelude::*;
+
     let (uid, gid) = opts.chown.unwrap_or((0, 0));
+    let target_of = |item: &CopyItem| upper.join(item.dest.trim_start_matches('/'));
     let mut dirs: Vec<(PathBuf, std::fs::Metadata)> = Vec::new();
     for item in items {
-        let target = upper.join(item.dest.trim_start_matches('/'));
-        if let Some(parent) = target.parent() {
-            make_parents(upper, parent, uid, gid)?;
-        }
-        let meta = fs::symlink_metadata(&item.host)?;
-        match item.kind {
-            EntryType::Dir => {
-                if !target.is_dir() {
-                    if target.symlink_metadata().is_ok() {
-                        fs::remove_file(&target)?;
-                    }
-                    fs::create_dir(&target)?;
+        let target = target_of(item);
+        let parent_dir = if item.kind == EntryType::Dir { Some(target.as_path()) } else { target.parent() };
+        if let Some(dir) = parent_dir {
+            if item.kind == EntryType::Dir {
+                if let Some(parent) = dir.parent() {
+                    make_parents(upper, parent, uid, gid)?;
                 }
-                dirs.push((target, meta));
-                continue;
-            }
-            EntryType::File => {
                 if target.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
                     fs::remove_file(&target)?;
                 }
-                fs::copy(&item.host, &target)?;
-            }
-            EntryType::Symlink => {
-                let link = fs::read_link(&item.host)?;
-                if target.symlink_metadata().is_ok() {
-                    fs::remove_file(&target)?;
+                if !target.is_dir() {
+                    fs::create_dir(&target)?;
                 }
-                fs::os::unix::fs::symlink(&link, &target)?;
+                dirs.push((target.clone(), fs::symlink_metadata(&item.host)?));
+            } else {
+                make_parents(upper, dir, uid, gid)?;
             }
-            EntryType::Other => continue,
         }
-        finish_entry(&target, &meta, item.kind, opts, uid, gid)?;
     }
-    // Directories last, deepest first, so creating their contents does not move their mtimes.
+    items.par_iter().filter(|item| matches!(item.kind, EntryType::File | EntryType::Symlink)).try_for_each(
+        |item| -> Result<(), CopyError> {
+            let target = target_of(item);
+            let meta = fs::symlink_metadata(&item.host)?;
+            // A later source may replace an earlier one at the same destination.
+            if target.symlink_metadata().is_ok() {
+                fs::remove_file(&target)?;
+            }
+            if item.kind == EntryType::File {
+                // Copies content and permission bits.
+                fs::copy(&item.host, &target)?;
+            } else {
+                fs::os::unix::fs::symlink(fs::read_link(&item.host)?, &target)?;
+            }
+            finish_entry(&target, &meta, item.kind, opts, uid, gid, true)
+        },
+    )?;
     for (target, meta) in dirs.iter().rev() {
-        finish_entry(target, meta, EntryType::Dir, opts, uid, gid)?;
+        finish_entry(target, meta, EntryType::Dir, opts, uid, gid, false)?;
     }
     Ok(items.len())
 }
 
 fn make_parents(upper: &Path, dir: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
-    if dir.is_dir() || dir == upper {
+    if dir == upper || dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
@@ -278,6 +288,8 @@ fn make_parents(upper: &Path, dir: &Path, uid: u32, gid: u32) -> Result<(), Copy
     Ok(())
 }
 
+/// Owner, mode and modification time of a created entry. `mode_copied`: the permission bits
+/// are already the source's (`fs::copy` sets them), so only `--chmod` needs a chmod.
 fn finish_entry(
     target: &Path,
     source: &std::fs::Metadata,
@@ -285,17 +297,35 @@ fn finish_entry(
     opts: &CopyOptions,
     uid: u32,
     gid: u32,
+    mode_copied: bool,
 ) -> Result<(), CopyError> {
     lchown(target, uid, gid)?;
-    if kind != EntryType::Symlink {
-        let mode = opts.chmod.unwrap_or(source.mode() & 0o7777);
+    if kind == EntryType::Symlink {
+        return Ok(());
+    }
+    let mode = opts.chmod.unwrap_or(source.mode() & 0o7777);
+    // lchown clears setuid/setgid bits, so those modes are set again whatever happened before.
+    if !mode_copied || opts.chmod.is_some() || mode & 0o6000 != 0 {
         fs::set_permissions(target, std::fs::Permissions::from_mode(mode))?;
-        let mtime = std::time::UNIX_EPOCH
-            + std::time::Duration::new(source.mtime().max(0) as u64, source.mtime_nsec().clamp(0, 999_999_999) as u32);
-        let file = fs::File::open(target)?;
-        file.file()
-            .set_modified(mtime)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("setting the mtime of {}: {e}", target.display())))?;
+    }
+    set_mtime(target, source.mtime(), source.mtime_nsec())
+}
+
+/// `utimensat` by path: the access time is left alone, the modification time set.
+fn set_mtime(path: &Path, secs: i64, nsecs: i64) -> Result<(), CopyError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} has a NUL byte", path.display()))
+    })?;
+    let times = [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: nsecs.clamp(0, 999_999_999) as libc::c_long },
+    ];
+    // SAFETY: a NUL-terminated path and a two-element timespec array, as utimensat requires.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(e.kind(), format!("setting the mtime of {}: {e}", path.display())).into());
     }
     Ok(())
 }

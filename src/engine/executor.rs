@@ -240,7 +240,14 @@ impl StageExecutor<'_> {
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
+        let committing = Instant::now();
         let layer = write_layer(&upper, work.path(), &self.diff)?;
+        tracing::debug!(
+            step = step.number,
+            bytes = layer.uncompressed_size,
+            ms = committing.elapsed().as_millis() as u64,
+            "layer written"
+        );
         if layer.empty {
             let _ = std::fs::remove_file(&layer.path);
             return Ok((self.commit(state, config, None, created_by)?, Some(0)));
@@ -473,7 +480,9 @@ impl StageExecutor<'_> {
                 }
             }
         }
+        let copying = Instant::now();
         materialize(upper, &items, &CopyOptions { chown, chmod }).map_err(step_error)?;
+        tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
         let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
         let kind = if items.len() == 1 { "file" } else { "dir" };
         Ok(format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)))
