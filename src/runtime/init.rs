@@ -205,11 +205,12 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     }
     let sys = LinuxSyscall;
     let fuse = |opts: &str, target: &Path| fuse_overlay_mount(opts, target);
-    match mount_rootfs(&sys, args.plan, &fuse) {
-        Ok(kind) => send(report, &SetupReport::Mounted(kind)),
+    let kind = match mount_rootfs(&sys, args.plan, &fuse) {
+        Ok(kind) => kind,
         Err(f) => fail(report, f),
-    }
-    if let Err(f) = enter_rootfs(&sys, args.plan) {
+    };
+    send(report, &SetupReport::Mounted(kind));
+    if let Err(f) = enter_rootfs(&sys, args.plan, kind) {
         fail(report, f);
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();

@@ -303,7 +303,20 @@ fn host_mount_flags(path: &Path) -> MsFlags {
 
 /// Makes `plan.mount_point` the root: `pivot_root(".", ".")` then a lazy unmount of the old
 /// root stacked beneath, so no put-old dir is needed.
-pub(crate) fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SetupFailure> {
+///
+/// `pivot_root` moves the root of every process of the mount namespace, so with
+/// fuse-overlayfs (a process serving the new root) the container first enters a mount
+/// namespace of its own; otherwise fuse-overlayfs would look its lower dirs up through
+/// itself and deadlock.
+pub(crate) fn enter_rootfs(
+    sys: &dyn Syscall,
+    plan: &RootfsPlan,
+    kind: OverlayKind,
+) -> Result<(), SetupFailure> {
+    if kind == OverlayKind::Fuse {
+        sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(sys_failure)?;
+    }
     sys.chdir(&plan.mount_point).map_err(sys_failure)?;
     sys.pivot_root(Path::new("."), Path::new("."))
         .map_err(sys_failure)?;
@@ -351,7 +364,7 @@ mod tests {
         let sys = RecordingSyscall::default();
         let p = plan(false, OverlayDriver::Auto);
         let kind = mount_rootfs(&sys, &p, &no_fuse).expect("mount");
-        enter_rootfs(&sys, &p).expect("pivot");
+        enter_rootfs(&sys, &p, kind).expect("pivot");
         assert_eq!(kind, OverlayKind::Kernel);
         let calls = sys.calls();
         assert_eq!(calls[0], "mount - / - [MS_REC MS_PRIVATE] -");
