@@ -42,7 +42,9 @@ fn container_start(c: &mut Criterion) {
     common::busybox_rootfs(&rootfs);
     let state = base.join("state");
     let mut group = c.benchmark_group("start_to_exit_true");
-    group.sample_size(30).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(8));
 
     let mut n = 0u64;
     group.bench_function("rbuild_overlay", |b| {
@@ -111,13 +113,22 @@ fn container_start(c: &mut Criterion) {
                 .args(args)
                 .output()
                 .expect("buildah");
-            assert!(out.status.success(), "buildah {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "buildah {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         };
         let name = format!("rbuild-bench-{}", std::process::id());
         buildah(&["from", "--name", &name, "scratch"]);
         let mount = PathBuf::from(buildah(&["mount", &name]));
-        assert!(quiet(Command::new("cp").arg("-a").arg(rootfs.join(".")).arg(&mount)));
+        assert!(quiet(
+            Command::new("cp")
+                .arg("-a")
+                .arg(rootfs.join("."))
+                .arg(&mount)
+        ));
         group.bench_function("buildah_run_chroot", |b| {
             b.iter(|| buildah(&["run", "--isolation", "chroot", &name, "/bin/true"]))
         });
@@ -177,7 +188,10 @@ fn commit_300mb(c: &mut Criterion) {
         })
     });
     let shell = |pipeline: &str| {
-        let cmd = format!("tar -cf - -C {} . | {pipeline} > /dev/null", upper.display());
+        let cmd = format!(
+            "tar -cf - -C {} . | {pipeline} > /dev/null",
+            upper.display()
+        );
         move || assert!(quiet(Command::new("sh").arg("-c").arg(&cmd)))
     };
     let tar_sha = shell("sha256sum");

@@ -354,3 +354,35 @@ fn committed_layer_applied_to_the_parent_equals_the_merged_view() {
     let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
     common::assert_same_tree(&expected, &common::snapshot(&applied, true));
 }
+
+#[test]
+fn an_upper_dir_serves_as_the_next_lower_dir_as_it_is() {
+    let Some(fx) = Fixture::new() else { return };
+    let (r, _, err) = run_lines(fx.spec(
+        "step1",
+        "rm /etc/group && rm -rf /home && mkdir /home && echo one > /home/new",
+    ));
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    // The engine renames the committed upper dir into the layer store; here it is used in place.
+    let upper = fx.base.join("step2/upper");
+    let work = fx.base.join("step2/work");
+    std::fs::create_dir_all(&upper).expect("upper");
+    std::fs::create_dir_all(&work).expect("work");
+    let spec = ContainerSpec::new(
+        "step2",
+        Rootfs::Overlay {
+            lower: vec![fx.upper("step1"), fx.lower.clone()],
+            upper,
+            work,
+        },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "test -e /etc/group && echo group-back; ls /home | tr '\\n' ' '; echo".into(),
+        ],
+        fx.state(),
+    );
+    let (r, out, err) = run_lines(spec);
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_eq!(out, ["new "]);
+}

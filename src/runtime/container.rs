@@ -127,6 +127,7 @@ impl Container {
             user_namespace,
             new_network: spec.network == NetworkMode::None,
             overlay: spec.overlay,
+            volatile: spec.volatile_upper,
         };
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
@@ -277,6 +278,22 @@ impl Container {
         drop(events);
         drop(setup);
         drop(cdir);
+        if let Rootfs::Overlay { work, .. } = &spec.rootfs {
+            if spec.volatile_upper && overlay == OverlayKind::Kernel {
+                // The container ended and its mount namespace is gone: the upper dir is
+                // consistent, so the marker of an unclean volatile mount can go.
+                // The kernel makes these dirs with mode 0, which stops an unprivileged owner.
+                let inner = work.join("work");
+                for dir in [
+                    &inner,
+                    &inner.join("incompat"),
+                    &inner.join("incompat/volatile"),
+                ] {
+                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                }
+                let _ = std::fs::remove_dir_all(inner.join("incompat"));
+            }
+        }
         Ok(ContainerExit {
             code,
             overlay,
@@ -429,6 +446,9 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, RuntimeError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Longest piece of output handed to a [`crate::runtime::LineSink`] without a newline.
+const MAX_LINE: usize = 1 << 20;
+
 /// rbuild's side of a running container: output, setup reports, signals, exit.
 struct EventLoop<'a> {
     signals: &'a SignalPipe,
@@ -562,6 +582,13 @@ impl EventLoop<'_> {
                             if let Some(sink) = self.sink.as_mut() {
                                 sink(*stream, &line[..line.len() - 1]);
                             }
+                        }
+                        // Output that never ends a line is handed on in bounded pieces.
+                        if partial.len() >= MAX_LINE {
+                            if let Some(sink) = self.sink.as_mut() {
+                                sink(*stream, partial);
+                            }
+                            partial.clear();
                         }
                     }
                     Source::PtyMaster => {

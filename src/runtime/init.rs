@@ -404,9 +404,12 @@ fn exec_workload(args: &[CString], envp: &[CString], path_var: &str, report: Raw
     unsafe { libc::_exit(code) }
 }
 
-/// Mounts `fuse-overlayfs` at `target` with the kernel overlay options (less `userxattr`).
+/// Mounts `fuse-overlayfs` at `target` with the kernel overlay options, less the kernel-only
+/// `volatile` and `userxattr`.
 fn fuse_overlay_mount(opts: &str, target: &Path) -> Result<(), SetupFailure> {
-    let opts = opts.trim_end_matches(",userxattr");
+    let opts = opts
+        .trim_end_matches(",userxattr")
+        .trim_end_matches(",volatile");
     let out = std::process::Command::new("fuse-overlayfs")
         .arg("-o")
         .arg(opts)

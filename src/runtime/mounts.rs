@@ -37,6 +37,8 @@ pub struct RootfsPlan {
     pub user_namespace: bool,
     pub new_network: bool,
     pub overlay: OverlayDriver,
+    /// Add overlay's `volatile` option (no sync of the upper dir on unmount).
+    pub volatile: bool,
 }
 
 /// Device nodes of a minimal `/dev`: name, major, minor.
@@ -65,6 +67,9 @@ impl RootfsPlan {
             escape_overlay_path(&upper.display().to_string()),
             escape_overlay_path(&work.display().to_string()),
         );
+        if self.volatile {
+            opts.push_str(",volatile");
+        }
         if self.user_namespace {
             opts.push_str(",userxattr");
         }
@@ -343,6 +348,7 @@ mod tests {
             user_namespace,
             new_network: true,
             overlay,
+            volatile: false,
         }
     }
 
