@@ -229,6 +229,30 @@ fn proc_dev_and_sys_are_set_up() {
 }
 
 #[test]
+fn capabilities_and_kernel_interfaces_are_restricted_unless_privileged() {
+    let Some(fx) = Fixture::new() else { return };
+    let script = "grep CapBnd /proc/self/status; \
+                  echo x > /proc/sys/kernel/domainname 2>/dev/null && echo sysctl-written || echo sysctl-ro; \
+                  head -c 1 /proc/timer_list | wc -c; ls /sys/firmware | wc -l; echo end";
+    let (r, out, err) = run_lines(fx.spec("caps", script));
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_eq!(
+        out,
+        ["CapBnd:\t00000000a80425fb", "sysctl-ro", "0", "0", "end"],
+        "{err:?}"
+    );
+    let mut spec = fx.spec(
+        "privileged",
+        "grep CapBnd /proc/self/status; head -c 1 /proc/timer_list | wc -c",
+    );
+    spec.privileged = true;
+    let (r, out, err) = run_lines(spec);
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_ne!(out[0], "CapBnd:\t00000000a80425fb");
+    assert_eq!(out[1], "1");
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let Some(fx) = Fixture::new() else { return };
     let mut spec = fx.spec(

@@ -128,6 +128,7 @@ impl Container {
             new_network: spec.network == NetworkMode::None,
             overlay: spec.overlay,
             volatile: spec.volatile_upper,
+            privileged: spec.privileged,
         };
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
@@ -357,6 +358,7 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
         cwd: spec.working_dir.clone().unwrap_or_else(|| "/".into()),
         user: spec.user.clone(),
         allow_setgroups: id_map.map_or(true, IdMap::allows_setgroups),
+        privileged: spec.privileged,
     })
 }
 

@@ -39,6 +39,8 @@ pub struct RootfsPlan {
     pub overlay: OverlayDriver,
     /// Add overlay's `volatile` option (no sync of the upper dir on unmount).
     pub volatile: bool,
+    /// Leave `/proc` and `/sys` unmasked.
+    pub privileged: bool,
 }
 
 /// Device nodes of a minimal `/dev`: name, major, minor.
@@ -172,6 +174,9 @@ pub(crate) fn mount_rootfs(
         (Rootfs::Overlay { .. }, None) => unreachable!("overlay rootfs always has options"),
     };
     mount_pseudo_filesystems(sys, plan).map_err(sys_failure)?;
+    if !plan.privileged {
+        mask_kernel_paths(sys, plan).map_err(sys_failure)?;
+    }
     for (source, target) in &plan.etc_files {
         sys.mount(Some(source), &plan.at(target), None, MsFlags::MS_BIND, None)
             .map_err(sys_failure)?;
@@ -283,6 +288,84 @@ fn mount_pseudo_filesystems(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), 
     Ok(())
 }
 
+/// Host kernel interfaces hidden from the container, as Docker does: files get `/dev/null`
+/// bound over them, directories an empty read-only tmpfs.
+pub(crate) const MASKED_PATHS: [&str; 10] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/acpi",
+    "proc/asound",
+    "proc/scsi",
+    "sys/firmware",
+];
+
+/// Host kernel interfaces the container sees read-only (`/proc/sys` holds the host's
+/// sysctls when the container is real root).
+pub(crate) const READONLY_PATHS: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
+
+fn missing_is_fine(result: Result<(), SyscallError>) -> Result<(), SyscallError> {
+    match result {
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => Ok(()),
+        other => other,
+    }
+}
+
+fn mask_kernel_paths(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError> {
+    let null = plan.at("dev/null");
+    for rel in MASKED_PATHS {
+        let target = plan.at(rel);
+        match sys.mount(Some(&null), &target, None, MsFlags::MS_BIND, None) {
+            Err(e) if e.errno == nix::errno::Errno::ENOTDIR => {
+                // A directory: cover it with an empty read-only tmpfs.
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=0"),
+                )?
+            }
+            other => missing_is_fine(other)?,
+        }
+    }
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for rel in READONLY_PATHS {
+        let target = plan.at(rel);
+        let bound = sys.mount(
+            Some(&target),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        );
+        match bound {
+            Ok(()) => sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | proc_flags,
+                None,
+            )?,
+            Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The flags of the mount at `path` that a user namespace may not clear on a bind remount.
 fn host_mount_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
@@ -349,6 +432,7 @@ mod tests {
             new_network: true,
             overlay,
             volatile: false,
+            privileged: false,
         }
     }
 
@@ -383,6 +467,11 @@ mod tests {
             index_of(&calls, "/s/c/hosts /s/c/rootfs/etc/hosts") < index_of(&calls, "pivot_root")
         );
         assert!(index_of(&calls, "loopback_up") < index_of(&calls, "pivot_root"));
+        assert!(
+            index_of(&calls, "/s/c/rootfs/dev/null /s/c/rootfs/proc/kcore")
+                > index_of(&calls, "mknod")
+        );
+        index_of(&calls, "mount - /s/c/rootfs/proc/sys - [MS_RDONLY MS_NOSUID MS_NODEV MS_NOEXEC MS_REMOUNT MS_BIND]");
         let tail: Vec<&str> = calls[calls.len() - 4..]
             .iter()
             .map(String::as_str)

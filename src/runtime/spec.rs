@@ -121,6 +121,10 @@ pub struct ContainerSpec {
     /// keeping it as a layer across reboots. After a clean exit the runtime removes the
     /// overlay's `incompat/volatile` marker so the work dir can be mounted again.
     pub volatile_upper: bool,
+    /// Keep every capability and leave `/proc` and `/sys` unmasked. Otherwise the workload
+    /// gets Docker's default capability set (the bounding set is cut down to it) and cannot
+    /// see `/proc/kcore` and friends nor write `/proc/sys`.
+    pub privileged: bool,
 }
 
 impl ContainerSpec {
@@ -141,6 +145,7 @@ impl ContainerSpec {
             isolation: Isolation::Auto,
             overlay: OverlayDriver::Auto,
             volatile_upper: true,
+            privileged: false,
         }
     }
 }
