@@ -410,3 +410,43 @@ fn an_upper_dir_serves_as_the_next_lower_dir_as_it_is() {
     assert_eq!(r.expect("run").code, 0, "{err:?}");
     assert_eq!(out, ["new "]);
 }
+
+#[test]
+fn a_deep_stack_of_long_layer_paths_mounts() {
+    let Some(fx) = Fixture::new() else { return };
+    // 80 layers of ~110-byte paths: the option string is far past mount(2)'s page.
+    let mut lower = Vec::new();
+    for i in 0..80 {
+        let dir = fx
+            .base
+            .join("layers")
+            .join(format!("{i:0>64}-{}", "x".repeat(20)));
+        std::fs::create_dir_all(dir.join("layer-files")).expect("mkdir");
+        std::fs::write(dir.join(format!("layer-files/f{i}")), "x").expect("write");
+        lower.push(dir);
+    }
+    lower.reverse();
+    lower.push(fx.lower.clone());
+    let upper = fx.base.join("deep/upper");
+    let work = fx.base.join("deep/work");
+    std::fs::create_dir_all(&upper).expect("upper");
+    std::fs::create_dir_all(&work).expect("work");
+    let spec = ContainerSpec::new(
+        "deep",
+        Rootfs::Overlay { lower, upper, work },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "ls /layer-files | wc -l".into(),
+        ],
+        fx.state(),
+    );
+    let (r, out, err) = run_lines(spec);
+    let exit = r.expect("run");
+    assert_eq!(
+        (exit.code, exit.overlay),
+        (0, OverlayKind::Kernel),
+        "{err:?}"
+    );
+    assert_eq!(out, ["80"]);
+}

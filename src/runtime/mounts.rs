@@ -43,6 +43,10 @@ pub struct RootfsPlan {
     pub privileged: bool,
 }
 
+/// Longest option string `mount(2)` takes (one page, less the terminating NUL and a margin);
+/// longer overlay stacks go through [`Syscall::mount_overlay_stack`].
+const MOUNT_DATA_MAX: usize = 4000;
+
 /// Device nodes of a minimal `/dev`: name, major, minor.
 pub(crate) const DEVICES: [(&str, u64, u64); 6] = [
     ("null", 1, 3),
@@ -121,15 +125,26 @@ pub(crate) fn mount_rootfs(
     )
     .map_err(sys_failure)?;
     let kind = match (&plan.rootfs, plan.overlay_options()) {
-        (Rootfs::Overlay { .. }, Some(opts)) => {
+        (Rootfs::Overlay { lower, upper, work }, Some(opts)) => {
             let kernel = || {
-                sys.mount(
-                    Some(Path::new("overlay")),
-                    root,
-                    Some("overlay"),
-                    MsFlags::empty(),
-                    Some(opts.as_str()),
-                )
+                if opts.len() < MOUNT_DATA_MAX {
+                    sys.mount(
+                        Some(Path::new("overlay")),
+                        root,
+                        Some("overlay"),
+                        MsFlags::empty(),
+                        Some(opts.as_str()),
+                    )
+                } else {
+                    let mut flags = Vec::new();
+                    if plan.volatile {
+                        flags.push("volatile");
+                    }
+                    if plan.user_namespace {
+                        flags.push("userxattr");
+                    }
+                    sys.mount_overlay_stack(root, lower, upper, work, &flags)
+                }
             };
             match plan.overlay {
                 OverlayDriver::Kernel => {
@@ -518,6 +533,26 @@ mod tests {
         };
         let err = mount_rootfs(&sys, &plan(false, OverlayDriver::Auto), &no_fuse).unwrap_err();
         assert!(err.to_string().contains("mount /s/c/rootfs"), "{err}");
+    }
+
+    #[test]
+    fn a_deep_layer_stack_uses_the_new_mount_api() {
+        let sys = RecordingSyscall::default();
+        let mut p = plan(false, OverlayDriver::Kernel);
+        p.volatile = true;
+        let lower: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/rbuild/layers/{i:064}")))
+            .collect();
+        p.rootfs = Rootfs::Overlay {
+            lower,
+            upper: "/u/upper".into(),
+            work: "/u/work".into(),
+        };
+        mount_rootfs(&sys, &p, &no_fuse).expect("mount");
+        index_of(
+            &sys.calls(),
+            "mount_overlay_stack /s/c/rootfs lowers=100 upper=/u/upper work=/u/work volatile",
+        );
     }
 
     #[test]
