@@ -181,6 +181,15 @@ fn diff_id_is_the_sha256_of_the_uncompressed_tar() {
     let bytes = std::fs::read(&plain.path).expect("read");
     use sha2::Digest;
     assert_eq!(plain.digest, format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes))));
+    // GNU gzip reads the multi-member gzip blob as one stream.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | sha256sum", gz.path.display()))
+        .output()
+        .expect("gzip");
+    assert!(out.status.success());
+    let hex = plain.diff_id.trim_start_matches("sha256:");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(hex));
     // GNU tar reads it too.
     let out = std::process::Command::new("tar").arg("-tvf").arg(&plain.path).output().expect("tar");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

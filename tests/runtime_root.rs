@@ -184,6 +184,23 @@ fn proc_dev_and_sys_are_set_up() {
 }
 
 #[test]
+fn capabilities_and_kernel_interfaces_are_restricted_unless_privileged() {
+    let Some(fx) = Fixture::new() else { return };
+    let script = "grep CapBnd /proc/self/status; \
+                  echo x > /proc/sys/kernel/domainname 2>/dev/null && echo sysctl-written || echo sysctl-ro; \
+                  head -c 1 /proc/timer_list | wc -c; ls /sys/firmware | wc -l; echo end";
+    let (r, out, err) = run_lines(fx.spec("caps", script));
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_eq!(out, ["CapBnd:\t00000000a80425fb", "sysctl-ro", "0", "0", "end"], "{err:?}");
+    let mut spec = fx.spec("privileged", "grep CapBnd /proc/self/status; head -c 1 /proc/timer_list | wc -c");
+    spec.privileged = true;
+    let (r, out, err) = run_lines(spec);
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_ne!(out[0], "CapBnd:\t00000000a80425fb");
+    assert_eq!(out[1], "1");
+}
+
+#[test]
 fn network_none_has_only_loopback() {
     let Some(fx) = Fixture::new() else { return };
     let mut spec = fx.spec("nonet", "ls /sys/class/net; cat /sys/class/net/lo/operstate; cat /etc/resolv.conf | wc -c");
@@ -280,4 +297,59 @@ fn committed_layer_applied_to_the_parent_equals_the_merged_view() {
     let expected = common::snapshot(&merged, true);
     let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
     common::assert_same_tree(&expected, &common::snapshot(&applied, true));
+}
+
+#[test]
+fn an_upper_dir_serves_as_the_next_lower_dir_as_it_is() {
+    let Some(fx) = Fixture::new() else { return };
+    let (r, _, err) =
+        run_lines(fx.spec("step1", "rm /etc/group && rm -rf /home && mkdir /home && echo one > /home/new"));
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    // The engine renames the committed upper dir into the layer store; here it is used in place.
+    let upper = fx.base.join("step2/upper");
+    let work = fx.base.join("step2/work");
+    std::fs::create_dir_all(&upper).expect("upper");
+    std::fs::create_dir_all(&work).expect("work");
+    let spec = ContainerSpec::new(
+        "step2",
+        Rootfs::Overlay { lower: vec![fx.upper("step1"), fx.lower.clone()], upper, work },
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "test -e /etc/group && echo group-back; ls /home | tr '\\n' ' '; echo".into(),
+        ],
+        fx.state(),
+    );
+    let (r, out, err) = run_lines(spec);
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_eq!(out, ["new "]);
+}
+
+#[test]
+fn a_deep_stack_of_long_layer_paths_mounts() {
+    let Some(fx) = Fixture::new() else { return };
+    // 80 layers of ~110-byte paths: the option string is far past mount(2)'s page.
+    let mut lower = Vec::new();
+    for i in 0..80 {
+        let dir = fx.base.join("layers").join(format!("{i:0>64}-{}", "x".repeat(20)));
+        std::fs::create_dir_all(dir.join("layer-files")).expect("mkdir");
+        std::fs::write(dir.join(format!("layer-files/f{i}")), "x").expect("write");
+        lower.push(dir);
+    }
+    lower.reverse();
+    lower.push(fx.lower.clone());
+    let upper = fx.base.join("deep/upper");
+    let work = fx.base.join("deep/work");
+    std::fs::create_dir_all(&upper).expect("upper");
+    std::fs::create_dir_all(&work).expect("work");
+    let spec = ContainerSpec::new(
+        "deep",
+        Rootfs::Overlay { lower, upper, work },
+        vec!["/bin/sh".into(), "-c".into(), "ls /layer-files | wc -l".into()],
+        fx.state(),
+    );
+    let (r, out, err) = run_lines(spec);
+    let exit = r.expect("run");
+    assert_eq!((exit.code, exit.overlay), (0, OverlayKind::Kernel), "{err:?}");
+    assert_eq!(out, ["80"]);
 }

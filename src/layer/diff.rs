@@ -9,7 +9,7 @@
 //! other entries, each group sorted by name bytes, so the same tree always gives the same tar.
 //!
 //! [`write_layer`] makes one streaming pass: tar bytes -> sha256 (diff_id) -> compressor
-//! (gzip on all cores, or multithreaded zstd) -> sha256 (digest) -> blob file. No copy of the
+//! (gzip members compressed on all cores, or multithreaded zstd) -> sha256 (digest) -> blob file. No copy of the
 //! tar is kept anywhere.
 
 mod pax;
@@ -515,10 +515,15 @@ impl<W: Write> Write for HashingWriter<W> {
 
 type BlobSink = HashingWriter<BufWriter<File>>;
 
+/// Uncompressed bytes per gzip member. gzip is written as independent members compressed in
+/// parallel with libdeflate (a valid multi-member gzip stream that `gzip -d`, Go's and
+/// flate2's readers take as one), so the output does not depend on the thread count.
+const GZIP_MEMBER_SIZE: usize = 1 << 20;
+
 /// The compressor stage of the pipeline.
 enum LayerEncoder {
     Plain(BlobSink),
-    Gzip(gzp::par::compress::ParCompress<'static, gzp::deflate::Gzip, BlobSink>),
+    Gzip(gzp::par::compress::ParCompress<'static, gzp::deflate::Mgzip, BlobSink>),
     Zstd(zstd::stream::write::Encoder<'static, BlobSink>),
 }
 
@@ -529,10 +534,11 @@ impl LayerEncoder {
         Ok(match opts.compression {
             Compression::None => LayerEncoder::Plain(sink),
             Compression::Gzip => {
-                let level = opts.level.unwrap_or(6).clamp(0, 9) as u32;
-                let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Gzip>::new()
+                let level = opts.level.unwrap_or(6).clamp(1, 9) as u32;
+                let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Mgzip>::new()
                     .compression_level(gzp::Compression::new(level))
-                    .num_threads(threads)
+                    .buffer_size(GZIP_MEMBER_SIZE)
+                    .and_then(|b| b.num_threads(threads))
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 LayerEncoder::Gzip(builder.from_writer(sink))
             }

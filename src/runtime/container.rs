@@ -118,6 +118,8 @@ impl Container {
             user_namespace,
             new_network: spec.network == NetworkMode::None,
             overlay: spec.overlay,
+            volatile: spec.volatile_upper,
+            privileged: spec.privileged,
         };
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
@@ -239,6 +241,18 @@ impl Container {
         drop(events);
         drop(setup);
         drop(cdir);
+        if let Rootfs::Overlay { work, .. } = &spec.rootfs {
+            if spec.volatile_upper && overlay == OverlayKind::Kernel {
+                // The container ended and its mount namespace is gone: the upper dir is
+                // consistent, so the marker of an unclean volatile mount can go.
+                // The kernel makes these dirs with mode 0, which stops an unprivileged owner.
+                let inner = work.join("work");
+                for dir in [&inner, &inner.join("incompat"), &inner.join("incompat/volatile")] {
+                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+                }
+                let _ = std::fs::remove_dir_all(inner.join("incompat"));
+            }
+        }
         Ok(ContainerExit { code, overlay, user_namespace })
     }
 }
@@ -284,6 +298,7 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
         cwd: spec.working_dir.clone().unwrap_or_else(|| "/".into()),
         user: spec.user.clone(),
         allow_setgroups: id_map.is_none_or(IdMap::allows_setgroups),
+        privileged: spec.privileged,
     })
 }
 
@@ -365,6 +380,9 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, RuntimeError> {
     // SAFETY: fd is a fresh fd we own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
+
+/// Longest piece of output handed to a [`crate::runtime::LineSink`] without a newline.
+const MAX_LINE: usize = 1 << 20;
 
 /// rbuild's side of a running container: output, setup reports, signals, exit.
 struct EventLoop<'a> {
@@ -488,6 +506,13 @@ impl EventLoop<'_> {
                             if let Some(sink) = self.sink.as_mut() {
                                 sink(*stream, &line[..line.len() - 1]);
                             }
+                        }
+                        // Output that never ends a line is handed on in bounded pieces.
+                        if partial.len() >= MAX_LINE {
+                            if let Some(sink) = self.sink.as_mut() {
+                                sink(*stream, partial);
+                            }
+                            partial.clear();
                         }
                     }
                     Source::PtyMaster => {

@@ -44,6 +44,7 @@ pub(crate) struct ProcessPlan {
     pub cwd: String,
     pub user: Option<String>,
     pub allow_setgroups: bool,
+    pub privileged: bool,
 }
 
 /// Everything the setup process needs.
@@ -198,11 +199,12 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     }
     let sys = LinuxSyscall;
     let fuse = |opts: &str, target: &Path| fuse_overlay_mount(opts, target);
-    match mount_rootfs(&sys, args.plan, &fuse) {
-        Ok(kind) => send(report, &SetupReport::Mounted(kind)),
+    let kind = match mount_rootfs(&sys, args.plan, &fuse) {
+        Ok(kind) => kind,
         Err(f) => fail(report, f),
-    }
-    if let Err(f) = enter_rootfs(&sys, args.plan) {
+    };
+    send(report, &SetupReport::Mounted(kind));
+    if let Err(f) = enter_rootfs(&sys, args.plan, kind) {
         fail(report, f);
     }
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -228,6 +230,9 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
         Err(e) => fail(report, os_failure("fork", "workload", e)),
         Ok(ForkResult::Child) => {
             wire_stdio(args.stdio, report);
+            if !args.process.privileged {
+                drop_capabilities(report);
+            }
             let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
             if args.process.allow_setgroups {
                 if let Err(e) = nix::unistd::setgroups(&groups) {
@@ -356,9 +361,35 @@ fn exec_workload(args: &[CString], envp: &[CString], path_var: &str, report: Raw
     unsafe { libc::_exit(code) }
 }
 
-/// Mounts `fuse-overlayfs` at `target` with the kernel overlay options (less `userxattr`).
+/// Docker's default capability set: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
+/// SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub(crate) const DEFAULT_CAPABILITIES: [u32; 14] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31];
+
+/// Drops every capability outside [`DEFAULT_CAPABILITIES`] from the bounding set, so the
+/// workload (root or not, before and after exec) can never hold them.
+fn drop_capabilities(report: RawFd) {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in 0..=last {
+        if DEFAULT_CAPABILITIES.contains(&cap) {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) } < 0 {
+            let errno = nix::errno::Errno::last();
+            if errno != nix::errno::Errno::EINVAL {
+                fail(report, os_failure("PR_CAPBSET_DROP", &cap.to_string(), errno));
+            }
+        }
+    }
+}
+
+/// Mounts `fuse-overlayfs` at `target` with the kernel overlay options, less the kernel-only
+/// `volatile` and `userxattr`.
 fn fuse_overlay_mount(opts: &str, target: &Path) -> Result<(), SetupFailure> {
-    let opts = opts.trim_end_matches(",userxattr");
+    let opts = opts.trim_end_matches(",userxattr").trim_end_matches(",volatile");
     let out = std::process::Command::new("fuse-overlayfs")
         .arg("-o")
         .arg(opts)

@@ -37,7 +37,15 @@ pub struct RootfsPlan {
     pub user_namespace: bool,
     pub new_network: bool,
     pub overlay: OverlayDriver,
+    /// Add overlay's `volatile` option (no sync of the upper dir on unmount).
+    pub volatile: bool,
+    /// Leave `/proc` and `/sys` unmasked.
+    pub privileged: bool,
 }
+
+/// Longest option string `mount(2)` takes (one page, less the terminating NUL and a margin);
+/// longer overlay stacks go through [`Syscall::mount_overlay_stack`].
+const MOUNT_DATA_MAX: usize = 4000;
 
 /// Device nodes of a minimal `/dev`: name, major, minor.
 pub(crate) const DEVICES: [(&str, u64, u64); 6] =
@@ -56,6 +64,9 @@ impl RootfsPlan {
             escape_overlay_path(&upper.display().to_string()),
             escape_overlay_path(&work.display().to_string()),
         );
+        if self.volatile {
+            opts.push_str(",volatile");
+        }
         if self.user_namespace {
             opts.push_str(",userxattr");
         }
@@ -98,9 +109,21 @@ pub(crate) fn mount_rootfs(
     let root = &plan.mount_point;
     sys.mount(None, Path::new("/"), None, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None).map_err(sys_failure)?;
     let kind = match (&plan.rootfs, plan.overlay_options()) {
-        (Rootfs::Overlay { .. }, Some(opts)) => {
-            let kernel =
-                || sys.mount(Some(Path::new("overlay")), root, Some("overlay"), MsFlags::empty(), Some(opts.as_str()));
+        (Rootfs::Overlay { lower, upper, work }, Some(opts)) => {
+            let kernel = || {
+                if opts.len() < MOUNT_DATA_MAX {
+                    sys.mount(Some(Path::new("overlay")), root, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
+                } else {
+                    let mut flags = Vec::new();
+                    if plan.volatile {
+                        flags.push("volatile");
+                    }
+                    if plan.user_namespace {
+                        flags.push("userxattr");
+                    }
+                    sys.mount_overlay_stack(root, lower, upper, work, &flags)
+                }
+            };
             match plan.overlay {
                 OverlayDriver::Kernel => kernel().map(|_| OverlayKind::Kernel).map_err(sys_failure)?,
                 OverlayDriver::Fuse => {
@@ -132,6 +155,9 @@ pub(crate) fn mount_rootfs(
         (Rootfs::Overlay { .. }, None) => unreachable!("overlay rootfs always has options"),
     };
     mount_pseudo_filesystems(sys, plan).map_err(sys_failure)?;
+    if !plan.privileged {
+        mask_kernel_paths(sys, plan).map_err(sys_failure)?;
+    }
     for (source, target) in &plan.etc_files {
         sys.mount(Some(source), &plan.at(target), None, MsFlags::MS_BIND, None).map_err(sys_failure)?;
     }
@@ -214,6 +240,69 @@ fn mount_pseudo_filesystems(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), 
     Ok(())
 }
 
+/// Host kernel interfaces hidden from the container, as Docker does: files get `/dev/null`
+/// bound over them, directories an empty read-only tmpfs.
+pub(crate) const MASKED_PATHS: [&str; 10] = [
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/acpi",
+    "proc/asound",
+    "proc/scsi",
+    "sys/firmware",
+];
+
+/// Host kernel interfaces the container sees read-only (`/proc/sys` holds the host's
+/// sysctls when the container is real root).
+pub(crate) const READONLY_PATHS: [&str; 5] = ["proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger"];
+
+fn missing_is_fine(result: Result<(), SyscallError>) -> Result<(), SyscallError> {
+    match result {
+        Err(e) if e.errno == nix::errno::Errno::ENOENT => Ok(()),
+        other => other,
+    }
+}
+
+fn mask_kernel_paths(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError> {
+    let null = plan.at("dev/null");
+    for rel in MASKED_PATHS {
+        let target = plan.at(rel);
+        match sys.mount(Some(&null), &target, None, MsFlags::MS_BIND, None) {
+            Err(e) if e.errno == nix::errno::Errno::ENOTDIR => {
+                // A directory: cover it with an empty read-only tmpfs.
+                sys.mount(
+                    Some(Path::new("tmpfs")),
+                    &target,
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("size=0"),
+                )?
+            }
+            other => missing_is_fine(other)?,
+        }
+    }
+    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for rel in READONLY_PATHS {
+        let target = plan.at(rel);
+        let bound = sys.mount(Some(&target), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None);
+        match bound {
+            Ok(()) => sys.mount(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | proc_flags,
+                None,
+            )?,
+            Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The flags of the mount at `path` that a user namespace may not clear on a bind remount.
 fn host_mount_flags(path: &Path) -> MsFlags {
     use nix::sys::statvfs::FsFlags;
@@ -239,7 +328,15 @@ fn host_mount_flags(path: &Path) -> MsFlags {
 
 /// Makes `plan.mount_point` the root: `pivot_root(".", ".")` then a lazy unmount of the old
 /// root stacked beneath, so no put-old dir is needed.
-pub(crate) fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SetupFailure> {
+///
+/// `pivot_root` moves the root of every process of the mount namespace, so with
+/// fuse-overlayfs (a process serving the new root) the container first enters a mount
+/// namespace of its own; otherwise fuse-overlayfs would look its lower dirs up through
+/// itself and deadlock.
+pub(crate) fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan, kind: OverlayKind) -> Result<(), SetupFailure> {
+    if kind == OverlayKind::Fuse {
+        sys.unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(sys_failure)?;
+    }
     sys.chdir(&plan.mount_point).map_err(sys_failure)?;
     sys.pivot_root(Path::new("."), Path::new(".")).map_err(sys_failure)?;
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH).map_err(sys_failure)?;
@@ -264,6 +361,8 @@ mod tests {
             user_namespace,
             new_network: true,
             overlay,
+            volatile: false,
+            privileged: false,
         }
     }
 
@@ -280,7 +379,7 @@ mod tests {
         let sys = RecordingSyscall::default();
         let p = plan(false, OverlayDriver::Auto);
         let kind = mount_rootfs(&sys, &p, &no_fuse).expect("mount");
-        enter_rootfs(&sys, &p).expect("pivot");
+        enter_rootfs(&sys, &p, kind).expect("pivot");
         assert_eq!(kind, OverlayKind::Kernel);
         let calls = sys.calls();
         assert_eq!(calls[0], "mount - / - [MS_REC MS_PRIVATE] -");
@@ -289,6 +388,8 @@ mod tests {
         assert!(index_of(&calls, "devpts") < index_of(&calls, "sysfs"));
         assert!(index_of(&calls, "/s/c/hosts /s/c/rootfs/etc/hosts") < index_of(&calls, "pivot_root"));
         assert!(index_of(&calls, "loopback_up") < index_of(&calls, "pivot_root"));
+        assert!(index_of(&calls, "/s/c/rootfs/dev/null /s/c/rootfs/proc/kcore") > index_of(&calls, "mknod"));
+        index_of(&calls, "mount - /s/c/rootfs/proc/sys - [MS_RDONLY MS_NOSUID MS_NODEV MS_NOEXEC MS_REMOUNT MS_BIND]");
         let tail: Vec<&str> = calls[calls.len() - 4..].iter().map(String::as_str).collect();
         assert_eq!(tail, ["chdir /s/c/rootfs", "pivot_root . .", "umount .", "chdir /"]);
     }
@@ -317,6 +418,17 @@ mod tests {
         let sys = RecordingSyscall { fail_on: vec!["lowerdir=".into()], ..RecordingSyscall::default() };
         let err = mount_rootfs(&sys, &plan(false, OverlayDriver::Auto), &no_fuse).unwrap_err();
         assert!(err.to_string().contains("mount /s/c/rootfs"), "{err}");
+    }
+
+    #[test]
+    fn a_deep_layer_stack_uses_the_new_mount_api() {
+        let sys = RecordingSyscall::default();
+        let mut p = plan(false, OverlayDriver::Kernel);
+        p.volatile = true;
+        let lower: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("/var/lib/rbuild/layers/{i:064}"))).collect();
+        p.rootfs = Rootfs::Overlay { lower, upper: "/u/upper".into(), work: "/u/work".into() };
+        mount_rootfs(&sys, &p, &no_fuse).expect("mount");
+        index_of(&sys.calls(), "mount_overlay_stack /s/c/rootfs lowers=100 upper=/u/upper work=/u/work volatile");
     }
 
     #[test]

@@ -111,11 +111,21 @@ pub struct ContainerSpec {
     pub state_dir: PathBuf,
     pub isolation: Isolation,
     pub overlay: OverlayDriver,
+    /// Mount the kernel overlay with `volatile`: its upper dir is not synced to disk when the
+    /// container ends (saving a filesystem sync per container). The content is complete for
+    /// anyone reading it afterwards (a commit), but not crash-safe: sync it (`syncfs`) before
+    /// keeping it as a layer across reboots. After a clean exit the runtime removes the
+    /// overlay's `incompat/volatile` marker so the work dir can be mounted again.
+    pub volatile_upper: bool,
+    /// Keep every capability and leave `/proc` and `/sys` unmasked. Otherwise the workload
+    /// gets Docker's default capability set (the bounding set is cut down to it) and cannot
+    /// see `/proc/kcore` and friends nor write `/proc/sys`.
+    pub privileged: bool,
 }
 
 impl ContainerSpec {
     /// A spec with Docker's defaults: host network, no env, root, cwd `/`, hostname = id
-    /// (its first 12 characters), output inherited, auto isolation and overlay.
+    /// (its first 12 characters), output inherited, auto isolation and overlay, volatile upper.
     pub fn new(id: &str, rootfs: Rootfs, args: Vec<String>, state_dir: PathBuf) -> Self {
         ContainerSpec {
             id: id.to_string(),
@@ -130,6 +140,8 @@ impl ContainerSpec {
             state_dir,
             isolation: Isolation::Auto,
             overlay: OverlayDriver::Auto,
+            volatile_upper: true,
+            privileged: false,
         }
     }
 }

@@ -31,6 +31,17 @@ pub trait Syscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), SyscallError>;
+    /// Mounts an overlay with the new mount API, one `lowerdir+` per lower dir (top-most
+    /// first; Linux >= 6.8), for stacks whose `mount(2)` option string would not fit a page.
+    /// `flags` are value-less options such as `volatile`.
+    fn mount_overlay_stack(
+        &self,
+        target: &Path,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        flags: &[&str],
+    ) -> Result<(), SyscallError>;
     fn umount2(&self, target: &Path, flags: MntFlags) -> Result<(), SyscallError>;
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<(), SyscallError>;
     fn chdir(&self, path: &Path) -> Result<(), SyscallError>;
@@ -60,6 +71,80 @@ impl Syscall for LinuxSyscall {
         data: Option<&str>,
     ) -> Result<(), SyscallError> {
         nix::mount::mount(source, target, fstype, flags, data).map_err(fail("mount", target))
+    }
+
+    fn mount_overlay_stack(
+        &self,
+        target: &Path,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        flags: &[&str],
+    ) -> Result<(), SyscallError> {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        const FSOPEN_CLOEXEC: libc::c_uint = 1;
+        const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+        const FSCONFIG_SET_STRING: libc::c_uint = 1;
+        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+        const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+        const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+        let cstr = |bytes: &[u8]| CString::new(bytes).map_err(|_| fail("mount overlay", target)(Errno::EINVAL));
+        // SAFETY: raw mount-API syscalls with valid C strings; fds are closed below.
+        unsafe {
+            let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC);
+            if fs < 0 {
+                return Err(fail("fsopen overlay", target)(Errno::last()));
+            }
+            let fs = fs as libc::c_int;
+            let config = |key: &CString, value: Option<&CString>| {
+                let (cmd, value) = match value {
+                    Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+                    None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+                };
+                if libc::syscall(libc::SYS_fsconfig, fs, cmd, key.as_ptr(), value, 0) < 0 {
+                    Err(Errno::last())
+                } else {
+                    Ok(())
+                }
+            };
+            let result = (|| {
+                let lowerdir_plus = cstr(b"lowerdir+")?;
+                for dir in lower {
+                    let value = cstr(dir.as_os_str().as_bytes())?;
+                    config(&lowerdir_plus, Some(&value)).map_err(fail("fsconfig lowerdir+", dir))?;
+                }
+                for (key, dir) in [("upperdir", upper), ("workdir", work)] {
+                    let value = cstr(dir.as_os_str().as_bytes())?;
+                    config(&cstr(key.as_bytes())?, Some(&value)).map_err(fail("fsconfig", dir))?;
+                }
+                for flag in flags {
+                    config(&cstr(flag.as_bytes())?, None).map_err(fail("fsconfig", target))?;
+                }
+                if libc::syscall(libc::SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, 0, 0, 0) < 0 {
+                    return Err(fail("fsconfig create overlay", target)(Errno::last()));
+                }
+                let mnt = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0);
+                if mnt < 0 {
+                    return Err(fail("fsmount overlay", target)(Errno::last()));
+                }
+                let mnt = mnt as libc::c_int;
+                let to = cstr(target.as_os_str().as_bytes())?;
+                let moved = libc::syscall(
+                    libc::SYS_move_mount,
+                    mnt,
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    to.as_ptr(),
+                    MOVE_MOUNT_F_EMPTY_PATH,
+                );
+                let moved = if moved < 0 { Err(Errno::last()) } else { Ok(()) };
+                libc::close(mnt);
+                moved.map_err(fail("move_mount overlay", target))
+            })();
+            libc::close(fs);
+            result
+        }
     }
 
     fn umount2(&self, target: &Path, flags: MntFlags) -> Result<(), SyscallError> {
@@ -197,6 +282,24 @@ impl Syscall for RecordingSyscall {
             fstype.unwrap_or("-"),
             names.join(" "),
             data.unwrap_or("-")
+        );
+        self.record("mount", target, line)
+    }
+    fn mount_overlay_stack(
+        &self,
+        target: &Path,
+        lower: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        flags: &[&str],
+    ) -> Result<(), SyscallError> {
+        let line = format!(
+            "mount_overlay_stack {} lowers={} upper={} work={} {}",
+            target.display(),
+            lower.len(),
+            upper.display(),
+            work.display(),
+            flags.join(",")
         );
         self.record("mount", target, line)
     }
