@@ -10,25 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{busybox_tree, is_root, rbuild, rbuild_ok, require, tar_of};
+use common::{rbuild, rbuild_ok, store_with_busybox};
 use serde_json::Value;
-
-/// A store with `busybox:latest` imported, or None when the test cannot run here.
-fn store_with_busybox() -> Option<(tempfile::TempDir, PathBuf)> {
-    if !require(is_root(), "root (RUN steps run in containers with overlay mounts)") {
-        return None;
-    }
-    let t = tempfile::tempdir().expect("tempdir");
-    let tree = t.path().join("rootfs");
-    if !busybox_tree(&tree) {
-        return None;
-    }
-    let tar = t.path().join("busybox.tar");
-    tar_of(&tree, &tar);
-    let root = t.path().join("store");
-    rbuild_ok(&root, &["import", tar.to_str().expect("utf8"), "busybox"]);
-    Some((t, root))
-}
 
 /// A copy of testdata/example in `dir`.
 fn example_context(dir: &Path) -> PathBuf {

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{busybox_tree, is_root, rbuild_ok, require, tar_of};
+use common::store_with_busybox;
 use rbuild::engine::config::ImageConfigFile;
 use rbuild::engine::{BuildOptions, Builder};
 use rbuild::events::{BuildEvent, OutputStream};
@@ -23,18 +23,7 @@ struct Fixture {
 impl Fixture {
     /// A store with busybox imported, or None when this machine cannot run builds.
     fn new() -> Option<Fixture> {
-        if !require(is_root(), "root (RUN steps run in containers with overlay mounts)") {
-            return None;
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tree = dir.path().join("rootfs");
-        if !busybox_tree(&tree) {
-            return None;
-        }
-        let tar = dir.path().join("busybox.tar");
-        tar_of(&tree, &tar);
-        let root = dir.path().join("store");
-        rbuild_ok(&root, &["import", tar.to_str().expect("utf8"), "busybox"]);
+        let (dir, root) = store_with_busybox()?;
         Some(Fixture { dir, root })
     }
 

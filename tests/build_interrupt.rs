@@ -7,27 +7,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_tree, is_root, rbuild, rbuild_ok, require, tar_of};
-
-fn store_with_busybox() -> Option<(tempfile::TempDir, PathBuf)> {
-    if !require(is_root(), "root (RUN steps run in containers with overlay mounts)") {
-        return None;
-    }
-    let t = tempfile::tempdir().expect("tempdir");
-    let tree = t.path().join("rootfs");
-    if !busybox_tree(&tree) {
-        return None;
-    }
-    let tar = t.path().join("busybox.tar");
-    tar_of(&tree, &tar);
-    let root = t.path().join("store");
-    rbuild_ok(&root, &["import", tar.to_str().expect("utf8"), "busybox"]);
-    Some((t, root))
-}
+use common::{rbuild, rbuild_ok, store_with_busybox};
 
 /// Starts `rbuild build CONTEXT` with stdout piped.
 fn spawn_build(root: &Path, context: &Path) -> Child {

@@ -235,21 +235,7 @@ impl Builder {
         }
         let mut config = target.config.clone();
         config.config.labels.extend(opts.labels.clone());
-        let layers: Vec<crate::store::LayerBlob> = target
-            .stored
-            .as_ref()
-            .map(|s| {
-                s.layers
-                    .iter()
-                    .map(|l| crate::store::LayerBlob {
-                        digest: l.digest.clone(),
-                        diff_id: l.diff_id.clone(),
-                        size: l.size,
-                        media_type: l.media_type.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let layers = target.stored.as_ref().map(crate::store::StoredImage::layer_blobs).unwrap_or_default();
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)

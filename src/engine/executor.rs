@@ -277,21 +277,7 @@ impl StageExecutor<'_> {
         layer: Option<LayerBlob>,
         created_by: String,
     ) -> Result<ImageState, BuildError> {
-        let mut layers: Vec<LayerBlob> = parent
-            .stored
-            .as_ref()
-            .map(|s| {
-                s.layers
-                    .iter()
-                    .map(|l| LayerBlob {
-                        digest: l.digest.clone(),
-                        diff_id: l.diff_id.clone(),
-                        size: l.size,
-                        media_type: l.media_type.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut layers: Vec<LayerBlob> = parent.stored.as_ref().map(StoredImage::layer_blobs).unwrap_or_default();
         config.created = Some(self.created.clone());
         config.history.push(HistoryEntry {
             created: Some(self.created.clone()),

@@ -130,6 +130,19 @@ pub struct StoredImage {
 }
 
 impl StoredImage {
+    /// The image's layers as blobs, in order: what `put_image_raw` takes to build on them.
+    pub fn layer_blobs(&self) -> Vec<LayerBlob> {
+        self.layers
+            .iter()
+            .map(|l| LayerBlob {
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+            })
+            .collect()
+    }
+
     /// Sum of the layer blob sizes.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()

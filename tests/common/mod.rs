@@ -157,3 +157,22 @@ pub fn tree_listing(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// A temp dir holding a store (`<dir>/store`) with `busybox:latest` imported from the busybox
+/// tree, for build tests; None (after saying why) when the machine cannot run builds: RUN steps
+/// need root for their containers' overlay mounts.
+pub fn store_with_busybox() -> Option<(tempfile::TempDir, PathBuf)> {
+    if !require(is_root(), "root (RUN steps run in containers with overlay mounts)") {
+        return None;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("rootfs");
+    if !busybox_tree(&tree) {
+        return None;
+    }
+    let tar = t.path().join("busybox.tar");
+    tar_of(&tree, &tar);
+    let root = t.path().join("store");
+    rbuild_ok(&root, &["import", tar.to_str().unwrap(), "busybox"]);
+    Some((t, root))
+}

@@ -49,19 +49,6 @@ fn parse_change(change: &str) -> Result<Vec<Instruction>> {
     Ok(out)
 }
 
-fn layer_blobs(image: &StoredImage) -> Vec<LayerBlob> {
-    image
-        .layers
-        .iter()
-        .map(|l| LayerBlob {
-            digest: l.digest.clone(),
-            diff_id: l.diff_id.clone(),
-            size: l.size,
-            media_type: l.media_type.clone(),
-        })
-        .collect()
-}
-
 fn parse_digest(text: &str) -> Result<Sha256Digest> {
     text.parse::<Sha256Digest>().map_err(|e| LifecycleError::Store(StoreError::Digest(e)))
 }
@@ -103,7 +90,7 @@ impl Containers {
         let work = self.store.work_dir()?;
         let layer =
             write_layer(&record.upper, work.path(), &DiffOptions::default().with_source_date_epoch_from_env()?)?;
-        let mut layers = layer_blobs(&image);
+        let mut layers = image.layer_blobs();
         if layer.empty {
             let _ = std::fs::remove_file(&layer.path);
         } else {
