@@ -202,3 +202,26 @@ fn a_failing_run_reports_docker_style_and_keeps_earlier_steps() {
     assert_eq!(stdout(&again).lines().filter(|l| *l == " ---> Using cache").count(), 1);
     rbuild_ok(&root, &["store", "check"]);
 }
+
+#[test]
+fn a_tar_context_on_stdin_builds_the_same_image() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = example_context(t.path());
+    let from_dir = built_id(&build(&root, &[ctx.to_str().expect("utf8")]));
+    let tar = std::process::Command::new("tar").arg("-C").arg(&ctx).args(["-cf", "-", "."]).output().expect("tar");
+    assert!(tar.status.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", &root)
+        .args(["build", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::Write;
+    child.stdin.take().expect("stdin").write_all(&tar.stdout).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let from_stdin = stdout(&out);
+    assert_eq!(cached_steps(&from_stdin), 6, "same content, same keys: {from_stdin}");
+    assert_eq!(built_id(&from_stdin), from_dir);
+}

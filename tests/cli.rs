@@ -206,3 +206,10 @@ fn usage_errors_exit_1_and_help_exits_0() {
     assert_eq!(code, 0);
     assert!(out.contains("parse"));
 }
+
+#[test]
+fn pull_is_refused_with_a_clear_error() {
+    let (code, _, err) = run(rbuild().args(["build", "--pull"]).arg(example()));
+    assert_eq!(code, 1);
+    assert!(err.contains("--pull: rbuild has no registry client yet"), "{err}");
+}

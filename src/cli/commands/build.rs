@@ -59,7 +59,10 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default) or zstd
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
-    /// The build context directory
+    /// Always pull a newer base image (needs a registry client, which rbuild does not have yet)
+    #[arg(long)]
+    pull: bool,
+    /// The build context: a directory, or `-` for a tar archive on stdin
     #[arg(default_value = ".")]
     context: PathBuf,
 }
@@ -164,7 +167,20 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
-    let mut opts = BuildOptions::new(&args.context);
+    if args.pull {
+        bail!("--pull: rbuild has no registry client yet, so it cannot pull base images; build from images in the store (rbuild import / rbuild load) without --pull");
+    }
+    // `-`: the context is a tar archive on stdin, extracted (safely) into a temp dir.
+    let stdin_context = if args.context == Path::new("-") {
+        if args.file.as_deref() == Some(Path::new("-")) {
+            bail!("the context and the Dockerfile cannot both come from stdin (-f - with context -)");
+        }
+        Some(context_from_stdin()?)
+    } else {
+        None
+    };
+    let context_dir = stdin_context.as_ref().map_or(args.context.clone(), |t| t.path().to_path_buf());
+    let mut opts = BuildOptions::new(&context_dir);
     if let Some(file) = &args.file {
         if file == Path::new("-") {
             opts.dockerfile_text = Some(super::read_dockerfile(file)?.1);
@@ -245,4 +261,15 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             Err(Exit(if e.is_interrupted() { 130 } else { 1 }).into())
         }
     }
+}
+
+/// Extracts a tar archive (plain, gzip or zstd) read from stdin into a temp dir, through the
+/// store's hardened applier: no entry can land outside the dir.
+fn context_from_stdin() -> anyhow::Result<tempfile::TempDir> {
+    let dir =
+        tempfile::Builder::new().prefix("rbuild-context-").tempdir().context("creating a temp dir for the context")?;
+    let mut apply = crate::layer::apply::LayerApply::new(dir.path(), crate::layer::apply::WhiteoutMode::Delete)
+        .context("preparing to read the build context from stdin")?;
+    apply.apply(std::io::stdin().lock()).context("reading the build context (a tar archive) from stdin")?;
+    Ok(dir)
 }
