@@ -266,3 +266,70 @@ fn heredocs_archives_parents_and_onbuild() {
     assert_eq!(std::fs::read_to_string(child_root.join("from-trigger")).expect("trigger copy"), "child\n");
     assert!(fx.config(&child.image_id).config.on_build.is_empty());
 }
+
+/// A static HTTP server on 127.0.0.1 serving `dir` (python3's http.server), killed on drop.
+struct LocalHttp(std::process::Child, u16);
+
+impl LocalHttp {
+    fn serve(dir: &Path) -> Option<LocalHttp> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(LocalHttp(child, port));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for LocalHttp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn add_fetches_urls_and_checks_the_checksum() {
+    let Some(fx) = Fixture::new() else { return };
+    let site = fx.dir.path().join("site");
+    std::fs::create_dir_all(&site).expect("mkdir");
+    std::fs::write(site.join("tool.sh"), "echo fetched\n").expect("write");
+    let server = LocalHttp::serve(&site);
+    if !common::require(server.is_some(), "python3 to serve files on 127.0.0.1") {
+        return;
+    }
+    let port = server.as_ref().map_or(0, |s| s.1);
+    use sha2::Digest;
+    let sum = format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"echo fetched\n")));
+    let ctx = fx.context(
+        "url",
+        &format!("FROM busybox\nADD --checksum={sum} http://127.0.0.1:{port}/tool.sh /opt/\nADD http://127.0.0.1:{port}/tool.sh /renamed.sh\n"),
+        &[],
+    );
+    let out = fx.builder().build(&BuildOptions::new(&ctx)).expect("build");
+    let root = fx.rootfs(&out.image_id);
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::metadata(root.join("opt/tool.sh")).expect("fetched");
+    assert_eq!(tool.mode() & 0o777, 0o600, "ADD <url> files are 0600, as docker makes them");
+    assert_eq!(std::fs::read_to_string(root.join("renamed.sh")).expect("renamed"), "echo fetched\n");
+
+    let bad = fx.context(
+        "badsum",
+        &format!("FROM busybox\nADD --checksum=sha256:{} http://127.0.0.1:{port}/tool.sh /x\n", "0".repeat(64)),
+        &[],
+    );
+    let err = fx.builder().build(&BuildOptions::new(&bad)).expect_err("checksum mismatch");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    let copy = fx.context("copyurl", &format!("FROM busybox\nCOPY http://127.0.0.1:{port}/tool.sh /x\n"), &[]);
+    let err = fx.builder().build(&BuildOptions::new(&copy)).expect_err("COPY of a URL");
+    assert!(err.to_string().contains("COPY cannot copy from a URL"), "{err}");
+}

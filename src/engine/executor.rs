@@ -396,8 +396,15 @@ impl StageExecutor<'_> {
         done: &BTreeMap<usize, Arc<ImageState>>,
     ) -> Result<String, BuildError> {
         let keyword: &'static str = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
-        if fc.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
-            return Err(BuildError::Unsupported { step: step.number, what: format!("{keyword} from a URL") });
+        let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+        if fc.sources.iter().any(|s| s.starts_with("git@") || s.ends_with(".git") && is_url(s)) {
+            return Err(BuildError::Unsupported {
+                step: step.number,
+                what: format!("{keyword} from a git repository"),
+            });
+        }
+        if keyword == "COPY" && fc.sources.iter().any(|s| is_url(s)) {
+            return Err(BuildError::Step { step: step.number, message: "COPY cannot copy from a URL: use ADD".into() });
         }
         let step_error =
             |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
@@ -416,8 +423,16 @@ impl StageExecutor<'_> {
         };
         let (heredoc_sources, files): (Vec<&String>, Vec<&String>) =
             fc.sources.iter().partition(|s| fc.heredoc_for(s).is_some());
+        let (urls, files): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|s| is_url(s));
         let files: Vec<String> = files.into_iter().cloned().collect();
         let mut items = Vec::new();
+        // ADD <url>: downloaded (and checked against --checksum), never extracted.
+        for (n, url) in urls.iter().enumerate() {
+            let (host, name) = self.download(step, url, work, n, fc.checksum.as_deref())?;
+            let to_dir = dest_is_dir || fc.sources.len() > 1;
+            let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.clone() };
+            items.push(CopyItem { host, dest: target, kind: EntryType::File });
+        }
         // A heredoc source is a file named after its heredoc.
         for (n, src) in heredoc_sources.iter().enumerate() {
             if let Some(doc) = fc.heredoc_for(src) {
@@ -472,6 +487,59 @@ impl StageExecutor<'_> {
         let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
         let kind = if items.len() == 1 { "file" } else { "dir" };
         Ok(format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)))
+    }
+
+    /// Downloads `url` into `work` for ADD: the file is named after the URL's last path
+    /// segment, gets mode 0600 and the server's Last-Modified time (as docker does), and must
+    /// match `--checksum` when one is given.
+    fn download(
+        &self,
+        step: &Step,
+        url: &str,
+        work: &std::path::Path,
+        n: usize,
+        checksum: Option<&str>,
+    ) -> Result<(PathBuf, String), BuildError> {
+        use sha2::Digest;
+        use std::io::{Read, Write};
+        let fail = |message: String| BuildError::Step { step: step.number, message: format!("ADD {url}: {message}") };
+        let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+        let modified = response
+            .headers()
+            .get("last-modified")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(|t| t.timestamp());
+        // `scheme://host/path?query`: the last segment of the path, else index.html.
+        let path = url.split(['?', '#']).next().unwrap_or(url).splitn(4, '/').nth(3).unwrap_or("");
+        let name = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("index.html").to_string();
+        let host = work.join(format!("url-{n}"));
+        let mut file = fs::File::create(&host)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut body = response.into_body().into_reader();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let read = body.read(&mut buf).map_err(|e| fail(format!("reading the response: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buf[..read]);
+            file.write_all(&buf[..read])?;
+        }
+        file.sync_all()?;
+        drop(file);
+        let got = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if let Some(want) = checksum {
+            if !want.eq_ignore_ascii_case(&got) {
+                return Err(fail(format!("checksum mismatch: expected {want}, got {got}")));
+            }
+        }
+        fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        if let Some(secs) = modified {
+            let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+            fs::File::options().write(true).open(&host)?.set_modified(when)?;
+        }
+        Ok((host, name))
     }
 
     /// ADD of a local tar (plain, gzip or zstd): extracted into `upper` at `dest` through the
