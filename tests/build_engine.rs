@@ -333,3 +333,17 @@ fn add_fetches_urls_and_checks_the_checksum() {
     let err = fx.builder().build(&BuildOptions::new(&copy)).expect_err("COPY of a URL");
     assert!(err.to_string().contains("COPY cannot copy from a URL"), "{err}");
 }
+
+#[test]
+fn a_cached_cmd_survives_a_changed_entrypoint() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context("cmdep", "FROM busybox\nCMD [\"--help\"]\nENTRYPOINT [\"/bin/echo\"]\n", &[]);
+    fx.builder().build(&BuildOptions::new(&ctx)).expect("first build");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCMD [\"--help\"]\nENTRYPOINT [\"/bin/printf\"]\n")
+        .expect("write");
+    let out = fx.builder().build(&BuildOptions::new(&ctx)).expect("second build");
+    assert_eq!(hits(&out.events), 1, "CMD comes from the cache");
+    let config = fx.config(&out.image_id).config;
+    assert_eq!(config.cmd, Some(vec!["--help".to_string()]), "a CMD set in this stage survives ENTRYPOINT");
+    assert_eq!(config.entrypoint, Some(vec!["/bin/printf".to_string()]));
+}

@@ -206,6 +206,16 @@ pub struct StageConfigState {
     pub cmd_set_here: bool,
 }
 
+impl StageConfigState {
+    /// Records what later instructions depend on (a CMD set in this stage survives a later
+    /// ENTRYPOINT), for steps whose config comes from the cache instead of being applied.
+    pub fn observe(&mut self, instruction: &Instruction) {
+        if matches!(instruction, Instruction::Cmd { .. }) {
+            self.cmd_set_here = true;
+        }
+    }
+}
+
 /// Applies a config-only instruction to `image`. Returns false for instructions that need the
 /// filesystem (RUN, COPY, ADD) or change nothing in the config (FROM, ARG).
 pub fn apply_config_instruction(
@@ -236,7 +246,7 @@ pub fn apply_config_instruction(
         Instruction::Cmd { command } => {
             let argv = image.argv(command);
             image.config.cmd = Some(argv);
-            state.cmd_set_here = true;
+            state.observe(instruction);
         }
         Instruction::Entrypoint { command } => {
             let argv = image.argv(command);

@@ -113,10 +113,8 @@ impl StageRunner for StageExecutor<'_> {
                 if let Some(hit) = self.cached(step)? {
                     self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.id.to_string() });
                     state = self.state_of(hit)?;
-                    // Track what the stage itself set (CMD before ENTRYPOINT) as a rerun would;
-                    // the config itself comes from the cached image.
-                    let mut scratch = state.config.clone();
-                    apply_config_instruction(&mut scratch, &mut config_state, &step.instruction);
+                    // The config comes from the cached image; keep track of what the stage set.
+                    config_state.observe(&step.instruction);
                     self.emit(BuildEvent::StepDone {
                         step: step.number,
                         image_id: state.id().unwrap_or_default(),
