@@ -35,19 +35,6 @@ pub struct SaveItem {
     pub tags: Vec<ImageReference>,
 }
 
-struct Counting<'a, R> {
-    inner: R,
-    progress: &'a indicatif::ProgressBar,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.inc(n as u64);
-        Ok(n)
-    }
-}
-
 fn blob_header(path: &str, size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     // Paths here are short ASCII (blobs/sha256/<64 hex>), valid for ustar.
@@ -96,7 +83,7 @@ pub fn save<W: Write>(
             }
             let blob = store.open_blob(&d)?;
             let header = blob_header(&format!("blobs/sha256/{}", d.hex()), size);
-            tar.append(&header, Counting { inner: blob, progress }).map_err(|e| {
+            tar.append(&header, progress.wrap_read(blob)).map_err(|e| {
                 match e.get_ref().and_then(|r| r.downcast_ref::<super::CorruptBlobMarker>()) {
                     Some(m) => StoreError::Conflict(m.0.clone()),
                     None => StoreError::Io(e),
@@ -185,7 +172,7 @@ pub fn load<R: Read>(
 ) -> Result<Vec<Loaded>> {
     let bad = |reason: String| StoreError::BadArchive { path: source.to_owned(), reason };
     let work = store.work_dir()?;
-    let (_, stream) = decompressing_reader(Counting { inner: input, progress }).map_err(|e| bad(e.to_string()))?;
+    let (_, stream) = decompressing_reader(progress.wrap_read(input)).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(stream);
     let mut files: HashMap<String, Extracted> = HashMap::new();
     let mut links: HashMap<String, String> = HashMap::new();

@@ -43,19 +43,6 @@ impl<R: Read, W: Write> Read for Tee<'_, R, W> {
     }
 }
 
-struct Counting<'a, R> {
-    inner: R,
-    progress: &'a indicatif::ProgressBar,
-}
-
-impl<R: Read> Read for Counting<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.inc(n as u64);
-        Ok(n)
-    }
-}
-
 /// Imports `input` (named `source` in errors) as a new image.
 pub fn import_rootfs<R: Read>(
     store: &ImageStore,
@@ -65,7 +52,7 @@ pub fn import_rootfs<R: Read>(
 ) -> Result<StoredImage> {
     let work = store.work_dir()?;
     let bad = |reason: String| StoreError::BadArchive { path: opts.source.clone(), reason };
-    let (_, tar_stream) = decompressing_reader(Counting { inner: input, progress }).map_err(|e| bad(e.to_string()))?;
+    let (_, tar_stream) = decompressing_reader(progress.wrap_read(input)).map_err(|e| bad(e.to_string()))?;
     let mut writer = work.blob_writer(store)?;
     {
         let mut tee = Tee { reader: tar_stream, writer: &mut writer, progress };
