@@ -27,6 +27,30 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+/// Applies `act` to each named container as docker's `rm`, `start` and `stop` do: the name is
+/// printed when it worked, `Error: …` goes to stderr when not, the rest are still tried, and the
+/// command exits 1 if any failed.
+pub fn for_each_container<E: std::fmt::Display>(
+    names: &[String],
+    p: &mut crate::cli::Printer,
+    mut act: impl FnMut(&str) -> Result<(), E>,
+) -> anyhow::Result<()> {
+    let mut failed = false;
+    for name in names {
+        match act(name) {
+            Ok(()) => p.line(name)?,
+            Err(e) => {
+                p.warn(format!("Error: {e}"));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(crate::cli::Exit(1).into());
+    }
+    Ok(())
+}
+
 /// Reads a Dockerfile (`-` is stdin) and returns its display name and text.
 pub fn read_dockerfile(path: &Path) -> anyhow::Result<(String, String)> {
     if path == Path::new("-") {

@@ -1,7 +1,7 @@
 //! `rbuild rm [-f] CONTAINER...`: removes containers (record, upper dir, log); a running one
 //! only with `-f`, which kills it.
 
-use crate::cli::{Exit, Printer};
+use crate::cli::Printer;
 
 #[derive(clap::Args, Debug)]
 pub struct RmArgs {
@@ -14,18 +14,7 @@ pub struct RmArgs {
 
 pub fn run(args: RmArgs, p: &mut Printer) -> anyhow::Result<()> {
     let containers = super::run::open_containers()?;
-    let mut failed = false;
-    for name in &args.containers {
-        match containers.find(name).and_then(|r| containers.remove(&r, args.force)) {
-            Ok(()) => p.line(name)?,
-            Err(e) => {
-                p.warn(format!("Error: {e}"));
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        return Err(Exit(1).into());
-    }
-    Ok(())
+    super::for_each_container(&args.containers, p, |name| {
+        containers.find(name).and_then(|r| containers.remove(&r, args.force))
+    })
 }

@@ -1,7 +1,7 @@
 //! `rbuild start [-a] CONTAINER...`: runs a container's command again on its kept upper dir,
 //! detached (prints the name) or attached (`-a`: its output, its exit code).
 
-use crate::cli::{Exit, Printer};
+use crate::cli::Printer;
 use crate::runtime::lifecycle::{ContainerState, RunStdio};
 
 #[derive(clap::Args, Debug)]
@@ -34,25 +34,13 @@ pub fn run(args: StartArgs, p: &mut Printer) -> anyhow::Result<()> {
         let outcome = containers.run_attached(&mut record, stdio);
         return super::run::finish(outcome, p);
     }
-    let mut failed = false;
-    for name in &args.containers {
-        let started = containers.find(name).and_then(|r| {
+    super::for_each_container(&args.containers, p, |name| {
+        containers.find(name).and_then(|r| {
             if r.state == ContainerState::Running {
                 Ok(())
             } else {
                 containers.spawn_monitor(&r)
             }
-        });
-        match started {
-            Ok(()) => p.line(name)?,
-            Err(e) => {
-                p.warn(format!("Error: {e}"));
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        return Err(Exit(1).into());
-    }
-    Ok(())
+        })
+    })
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{Exit, Printer};
+use crate::cli::Printer;
 
 #[derive(clap::Args, Debug)]
 pub struct StopArgs {
@@ -16,19 +16,7 @@ pub struct StopArgs {
 
 pub fn run(args: StopArgs, p: &mut Printer) -> anyhow::Result<()> {
     let containers = super::run::open_containers()?;
-    let mut failed = false;
-    for name in &args.containers {
-        let stopped = containers.find(name).and_then(|r| containers.stop(&r, Duration::from_secs(args.time)));
-        match stopped {
-            Ok(_) => p.line(name)?,
-            Err(e) => {
-                p.warn(format!("Error: {e}"));
-                failed = true;
-            }
-        }
-    }
-    if failed {
-        return Err(Exit(1).into());
-    }
-    Ok(())
+    super::for_each_container(&args.containers, p, |name| {
+        containers.find(name).and_then(|r| containers.stop(&r, Duration::from_secs(args.time))).map(|_| ())
+    })
 }
