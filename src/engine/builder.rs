@@ -13,6 +13,7 @@
 //! # Ok::<(), rbuild::engine::BuildError>(())
 //! ```
 
+use crate::plan::Dependency;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -206,6 +207,15 @@ impl Builder {
             state_dir,
             platform: (platform.os.clone(), platform.arch.clone(), platform.variant.clone()),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+            stages_read_by_others: plan
+                .stages
+                .iter()
+                .flat_map(|s| &s.dependencies)
+                .filter_map(|d| match d {
+                    Dependency::Stage { index } => Some(*index),
+                    _ => None,
+                })
+                .collect(),
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
         let target = outputs

@@ -3,6 +3,7 @@
 //! destination ending in `/`), files from the build context or from another image's merged
 //! view, owner 0:0 unless `--chown`, `--chmod`, and modification times kept.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use fs_err as fs;
 use crate::context::{EntryKind, SelectedRoot};
 use crate::engine::config::resolve_workdir;
 use crate::engine::merged::{EntryType, MergedView};
+use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -55,8 +57,14 @@ pub fn parse_chmod(text: &str) -> Result<u32, CopyError> {
 /// else is an error, raised by the planners.)
 pub fn destination(workdir: &str, dest: &str, image: &MergedView) -> (String, bool) {
     let absolute = resolve_workdir(workdir, dest);
-    let is_dir = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || image.is_dir(&absolute);
+    let is_dir = names_directory(dest) || image.is_dir(&absolute);
     (absolute, is_dir)
+}
+
+/// Whether the destination's text alone says it is a directory (`dir/`, `dir/.`, `.`), so the
+/// image need not be looked at.
+pub fn names_directory(dest: &str) -> bool {
+    dest.ends_with('/') || dest.ends_with("/.") || dest == "."
 }
 
 fn join(dest: &str, rel: &str) -> String {
@@ -275,6 +283,89 @@ pub fn materialize(upper: &Path, items: &[CopyItem], opts: &CopyOptions) -> Resu
     Ok(items.len())
 }
 
+/// The layer [`materialize`] would make for `items`, described in memory so that it can be
+/// written without creating a file (see [`crate::layer::diff::write_layer_tree`]). Same rules:
+/// parents that `items` do not name are 0755 with the copied files' owner and `now` as mtime;
+/// a later item replaces an earlier one at the same path; a directory named twice keeps the
+/// first one's mode and time; `/` itself is not an entry.
+pub fn layer_tree(items: &[CopyItem], opts: &CopyOptions, now: i64) -> Result<LayerTree, CopyError> {
+    let (uid, gid) = opts.chown.unwrap_or((0, 0));
+    let implicit_dir = || TreeEntry { kind: TreeEntryKind::Dir(BTreeMap::new()), mode: 0o755, uid, gid, mtime: now };
+    let mut tree = LayerTree::default();
+    let mut dirs: Vec<(Vec<Vec<u8>>, std::fs::Metadata)> = Vec::new();
+    let mut named_dirs = std::collections::HashSet::new();
+    for item in items {
+        let comps = components(&item.dest);
+        let Some((name, parents)) = comps.split_last() else {
+            continue; // `/`: the root is not a layer entry
+        };
+        let parent = dir_entries(&mut tree.root, parents, &implicit_dir);
+        if item.kind == EntryType::Dir {
+            let node = parent.entry(name.clone()).or_insert_with(implicit_dir);
+            if !matches!(node.kind, TreeEntryKind::Dir(_)) {
+                *node = implicit_dir();
+            }
+            if named_dirs.insert(comps.clone()) {
+                dirs.push((comps.clone(), fs::symlink_metadata(&item.host)?));
+            }
+        }
+    }
+    for item in items.iter().filter(|item| matches!(item.kind, EntryType::File | EntryType::Symlink)) {
+        let comps = components(&item.dest);
+        let Some((name, parents)) = comps.split_last() else {
+            continue;
+        };
+        let meta = fs::symlink_metadata(&item.host)?;
+        let entry = if item.kind == EntryType::File {
+            TreeEntry {
+                kind: TreeEntryKind::File { source: item.host.clone(), size: meta.len() },
+                mode: opts.chmod.unwrap_or(meta.mode() & 0o7777),
+                uid,
+                gid,
+                mtime: meta.mtime(),
+            }
+        } else {
+            let target = fs::read_link(&item.host)?.into_os_string().into_encoded_bytes();
+            TreeEntry { kind: TreeEntryKind::Symlink { target }, mode: 0o777, uid, gid, mtime: now }
+        };
+        dir_entries(&mut tree.root, parents, &implicit_dir).insert(name.clone(), entry);
+    }
+    for (comps, meta) in &dirs {
+        if let Some((name, parents)) = comps.split_last() {
+            if let Some(node) = dir_entries(&mut tree.root, parents, &implicit_dir).get_mut(name) {
+                node.mode = opts.chmod.unwrap_or(meta.mode() & 0o7777);
+                node.mtime = meta.mtime();
+            }
+        }
+    }
+    Ok(tree)
+}
+
+/// The components of an absolute image path, without empty ones and `.`.
+fn components(dest: &str) -> Vec<Vec<u8>> {
+    dest.split('/').filter(|c| !c.is_empty() && *c != ".").map(|c| c.as_bytes().to_vec()).collect()
+}
+
+/// The children of the directory at `comps`, making it and its parents (replacing anything
+/// that is not a directory, as a later COPY entry replaces an earlier one).
+fn dir_entries<'t>(
+    mut dir: &'t mut BTreeMap<Vec<u8>, TreeEntry>,
+    comps: &[Vec<u8>],
+    implicit_dir: &dyn Fn() -> TreeEntry,
+) -> &'t mut BTreeMap<Vec<u8>, TreeEntry> {
+    for comp in comps {
+        let node = dir.entry(comp.clone()).or_insert_with(implicit_dir);
+        if !matches!(node.kind, TreeEntryKind::Dir(_)) {
+            *node = implicit_dir();
+        }
+        dir = match &mut node.kind {
+            TreeEntryKind::Dir(children) => children,
+            _ => unreachable!("replaced by a directory just above"),
+        };
+    }
+    dir
+}
+
 fn make_parents(upper: &Path, dir: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
     if dir == upper || dir.is_dir() {
         return Ok(());
@@ -341,6 +432,7 @@ fn lchown(path: &Path, uid: u32, gid: u32) -> Result<(), CopyError> {
 mod tests {
     use super::*;
     use crate::context::BuildContext;
+    use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions};
 
     fn is_root() -> bool {
         // SAFETY: geteuid has no preconditions.
@@ -459,5 +551,47 @@ mod tests {
         let err = plan_from_image("COPY", "build", &view, &["/missing".to_string()], "/x", false).expect_err("missing");
         assert_eq!(err.to_string(), "COPY failed: \"/missing\" not found in build");
         assert!(parse_chmod("755").is_ok() && parse_chmod("9").is_err());
+    }
+    #[test]
+    fn a_layer_tree_writes_the_same_layer_as_materialize() {
+        if !is_root() {
+            eprintln!("skipped: COPY writes files owned by 0:0 or --chown ids, which needs root");
+            assert!(std::env::var("CI").is_err(), "CI runs as root: this test must not skip there");
+            return;
+        }
+        let ctx = context();
+        std::os::unix::fs::symlink("main.py", ctx.path().join("app/link")).expect("symlink");
+        std::fs::set_permissions(ctx.path().join("app/sub"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        std::fs::write(ctx.path().join("app/sub/b.txt"), b"another b\n").expect("write");
+        let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
+        let empty = MergedView::new(&[]);
+        let cases: [(&[&str], &str, CopyOptions); 4] = [
+            (&["app"], "/srv/app", CopyOptions::default()),
+            (&["app/", "a.txt"], "/deep/er/", CopyOptions { chown: Some((1000, 1001)), chmod: None }),
+            (&["*.txt", "app/main.py"], "/", CopyOptions { chown: None, chmod: Some(0o600) }),
+            // The same destination twice: the later source wins.
+            (&["b.txt", "app/sub/"], "/x/", CopyOptions::default()),
+        ];
+        let opts = DiffOptions {
+            compression: crate::layer::diff::Compression::None,
+            source_date_epoch: Some(2_000_000),
+            ..DiffOptions::default()
+        };
+        for (srcs, dest, copy) in cases {
+            let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+            let roots = c.select_roots(&srcs, &[]).expect("select");
+            let (abs, is_dir) = destination("/", dest, &empty);
+            let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir, false).expect("plan");
+            let work = tempfile::tempdir().expect("tempdir");
+            let upper = work.path().join("upper");
+            std::fs::create_dir(&upper).expect("mkdir");
+            materialize(&upper, &items, &copy).expect("materialize");
+            let from_dir = write_layer(&upper, work.path(), &opts).expect("layer from the upper dir");
+            let tree = layer_tree(&items, &copy, 3_000_000).expect("tree");
+            let from_tree = write_layer_tree(&tree, work.path(), &opts).expect("layer from the tree");
+            assert_eq!(from_tree.diff_id, from_dir.diff_id, "COPY {srcs:?} {dest}");
+            assert_eq!(from_tree.uncompressed_size, from_dir.uncompressed_size);
+            assert!(!from_tree.empty && from_tree.uncompressed_size > 2048, "COPY {srcs:?} {dest} wrote entries");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! COPY into a fresh upper dir), commits the upper dir as a layer when it changed anything,
 //! stores the new image and records the cache key. Every step emits [`BuildEvent`]s.
 
-use std::collections::BTreeMap;
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
+use crate::engine::config::resolve_workdir;
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
 };
 use crate::engine::copy::{
-    destination, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
+    layer_tree, materialize, names_directory, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
 use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
@@ -24,7 +26,7 @@ use crate::engine::BuildError;
 use crate::events::{BuildEvent, OutputStream as EventStream};
 use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkMode as StepNetwork, RunInstruction};
 use crate::frontend::lower::PROXY_ARGS;
-use crate::layer::diff::{write_layer, DiffOptions};
+use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
@@ -63,6 +65,9 @@ pub struct StageExecutor<'a> {
     pub platform: (String, String, Option<String>),
     /// Stage names by index (for `COPY --from=<name>`).
     pub stage_names: Vec<Option<String>>,
+    /// Stages that other stages build on or copy from: their layers are unpacked as soon as
+    /// they are made.
+    pub stages_read_by_others: BTreeSet<usize>,
 }
 
 static CONTAINER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -227,19 +232,22 @@ impl StageExecutor<'_> {
         let work = self.store.work_dir()?;
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
-        let created_by = match &step.instruction {
+        let (created_by, tree) = match &step.instruction {
             Instruction::Run(run) => {
                 let argv = self.run_step(step, run, state, &upper, work.path(), cancel)?;
-                history_created_by(&step.instruction, Some(&argv), &step.build_args, None)
+                (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
-                let summary = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
-                history_created_by(&step.instruction, None, &step.build_args, Some(&summary))
+                let (summary, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
+                (history_created_by(&step.instruction, None, &step.build_args, Some(&summary)), tree)
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
         let committing = Instant::now();
-        let layer = write_layer(&upper, work.path(), &self.diff)?;
+        let layer = match &tree {
+            Some(tree) => write_layer_tree(tree, work.path(), &self.diff)?,
+            None => write_layer(&upper, work.path(), &self.diff)?,
+        };
         tracing::debug!(
             step = step.number,
             bytes = layer.uncompressed_size,
@@ -257,8 +265,11 @@ impl StageExecutor<'_> {
             state.stored.as_ref().map(|s| s.layers.iter().map(|l| l.diff_id.clone()).collect()).unwrap_or_default();
         diff_ids.push(diff_id.clone());
         let chain_id = chain_ids(&diff_ids).pop().unwrap_or_else(|| diff_id.clone());
-        // The upper dir already has overlay whiteouts: it becomes the unpacked layer as is.
-        work.commit_layer_dir(self.store, &upper, &chain_id)?;
+        // The upper dir already has overlay whiteouts: it becomes the unpacked layer as is. A
+        // layer written from a tree is unpacked by the store when something needs it.
+        if tree.is_none() {
+            work.commit_layer_dir(self.store, &upper, &chain_id)?;
+        }
         let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
         let size = layer.uncompressed_size;
         let image = self.commit(state, config, Some(blob), created_by)?;
@@ -392,7 +403,7 @@ impl StageExecutor<'_> {
         upper: &std::path::Path,
         work: &std::path::Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
-    ) -> Result<String, BuildError> {
+    ) -> Result<(String, Option<LayerTree>), BuildError> {
         let keyword: &'static str = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
         let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
         if fc.sources.iter().any(|s| s.starts_with("git@") || s.ends_with(".git") && is_url(s)) {
@@ -406,13 +417,25 @@ impl StageExecutor<'_> {
         }
         let step_error =
             |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
-        let target_view = MergedView::new(&self.unpacked(state)?);
-        let (dest, dest_is_dir) = destination(&state.config.config.working_dir, &fc.dest, &target_view);
+        // The image's files are looked at only when the destination's text does not say it is
+        // a directory or `--chown` names a user: looking unpacks every layer of the image.
+        let target_view: OnceCell<MergedView> = OnceCell::new();
+        let target_view = || -> Result<&MergedView, BuildError> {
+            if let Some(view) = target_view.get() {
+                return Ok(view);
+            }
+            let view = MergedView::new(&self.unpacked(state)?);
+            Ok(target_view.get_or_init(|| view))
+        };
+        let dest = resolve_workdir(&state.config.config.working_dir, &fc.dest);
+        let dest_is_dir = names_directory(&fc.dest) || target_view()?.is_dir(&dest);
         let chown = match &fc.chown {
-            Some(spec) => Some(
-                resolve_chown(spec, &target_view)
-                    .map_err(|what| BuildError::Step { step: step.number, message: what })?,
-            ),
+            Some(spec) => {
+                let numeric = spec.split(':').all(|id| id.parse::<u32>().is_ok());
+                let no_names = MergedView::new(&[]);
+                let view = if numeric { &no_names } else { target_view()? };
+                Some(resolve_chown(spec, view).map_err(|what| BuildError::Step { step: step.number, message: what })?)
+            }
             None => None,
         };
         let chmod = match &fc.chmod {
@@ -447,6 +470,7 @@ impl StageExecutor<'_> {
         if fc.sources.len() > 1 && !dest_is_dir {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
+        let mut extracted = false;
         if !files.is_empty() {
             match &fc.from {
                 None => {
@@ -465,6 +489,7 @@ impl StageExecutor<'_> {
                     });
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
                         self.extract_archive(step, &self.context.root.join(&archive.path), upper, &dest, chown)?;
+                        extracted = true;
                     }
                     items.extend(
                         plan_from_context(keyword, &self.context.root, &plain, &dest, dest_is_dir, fc.parents)
@@ -480,11 +505,32 @@ impl StageExecutor<'_> {
             }
         }
         let copying = Instant::now();
-        materialize(upper, &items, &CopyOptions { chown, chmod }).map_err(step_error)?;
+        let opts = CopyOptions { chown, chmod };
+        // Creating files is most of a COPY's time, so when no RUN of this stage or other
+        // stage reads the result soon, the layer is written straight from the sources.
+        let tree = if extracted || self.unpacked_soon(stage, step) {
+            materialize(upper, &items, &opts).map_err(step_error)?;
+            None
+        } else {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
+        };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
         let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
         let kind = if items.len() == 1 { "file" } else { "dir" };
-        Ok(format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)))
+        Ok((format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)), tree))
+    }
+
+    /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
+    /// stage runs on them, or another stage builds on or copies from this one.
+    fn unpacked_soon(&self, stage: &Stage, step: &Step) -> bool {
+        self.stages_read_by_others.contains(&stage.index)
+            || stage
+                .steps
+                .iter()
+                .skip_while(|s| s.number != step.number)
+                .skip(1)
+                .any(|s| matches!(s.instruction, Instruction::Run(_)))
     }
 
     /// Downloads `url` into `work` for ADD: the file is named after the URL's last path

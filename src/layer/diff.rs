@@ -14,7 +14,7 @@
 
 mod pax;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
@@ -136,6 +136,24 @@ fn read_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
 /// store's `tmp/`) in one streaming pass, and returns its digests and sizes. The file is
 /// fsynced; the caller renames it into place. On error no file is left behind.
 pub fn write_layer(upper: &Path, out_dir: &Path, opts: &DiffOptions) -> Result<CommittedLayer, LayerError> {
+    write_blob(out_dir, opts, |walk| walk.walk_dir(upper, &[]))
+}
+
+/// Writes the layer that `tree` describes, as [`write_layer`] would write it for an upper dir
+/// holding those entries, without creating any of them on disk: file contents are read from
+/// their host sources. COPY uses this when nothing needs the unpacked layer right away (the
+/// store unpacks it from the blob if something does later).
+pub fn write_layer_tree(tree: &LayerTree, out_dir: &Path, opts: &DiffOptions) -> Result<CommittedLayer, LayerError> {
+    write_blob(out_dir, opts, |walk| walk.tree_dir(&tree.root, &[]))
+}
+
+/// The streaming pipeline both writers share: `feed` writes tar entries; tar bytes are hashed
+/// (diff_id), compressed, hashed again (digest) and written to a new blob file.
+fn write_blob(
+    out_dir: &Path,
+    opts: &DiffOptions,
+    feed: impl FnOnce(&mut UpperWalk<HashingWriter<LayerEncoder>>) -> Result<(), LayerError>,
+) -> Result<CommittedLayer, LayerError> {
     let blob = PartialBlob::create(out_dir)?;
     let file = blob.file.try_clone().map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
     let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
@@ -150,7 +168,7 @@ pub fn write_layer(upper: &Path, out_dir: &Path, opts: &DiffOptions) -> Result<C
         blob_path: blob.path.clone(),
         entries: 0,
     };
-    walk.walk_dir(upper, &[])?;
+    feed(&mut walk)?;
     let entries = walk.entries;
     let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
     let tar_hashing = walk.tar.finish().map_err(write_err)?;
@@ -170,6 +188,40 @@ pub fn write_layer(upper: &Path, out_dir: &Path, opts: &DiffOptions) -> Result<C
         media_type: opts.compression.media_type(),
         empty: entries == 0,
     })
+}
+
+/// A layer described in memory: the entries an upper dir would hold, with file contents
+/// still at their host paths. Children are kept sorted by name bytes, the order
+/// [`write_layer`] writes an upper dir in, so both give the same tar for the same entries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerTree {
+    pub root: BTreeMap<Vec<u8>, TreeEntry>,
+}
+
+/// One entry of a [`LayerTree`], with the metadata its tar header gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub kind: TreeEntryKind,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEntryKind {
+    Dir(BTreeMap<Vec<u8>, TreeEntry>),
+    /// A regular file whose content is read from `source`, which must still be `size` bytes
+    /// long when the layer is written.
+    File {
+        source: PathBuf,
+        size: u64,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 /// Lists what the upper dir changed relative to `lowers` (top-most lower dir first, as in
@@ -460,6 +512,37 @@ impl<W: Write> UpperWalk<W> {
             EntryKind::File { size } => self.copy_file(path, size)?,
             EntryKind::Dir => self.walk_dir(path, &tar_path)?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    fn tree_dir(&mut self, children: &BTreeMap<Vec<u8>, TreeEntry>, rel: &[u8]) -> Result<(), LayerError> {
+        for (name, entry) in children {
+            let mut tar_path = rel.to_vec();
+            if !tar_path.is_empty() {
+                tar_path.push(b'/');
+            }
+            tar_path.extend_from_slice(name);
+            let kind = match &entry.kind {
+                TreeEntryKind::Dir(_) => EntryKind::Dir,
+                TreeEntryKind::File { size, .. } => EntryKind::File { size: *size },
+                TreeEntryKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+            };
+            let header = EntryHeader {
+                path: tar_path.clone(),
+                kind,
+                mode: entry.mode & 0o7777,
+                uid: u64::from(entry.uid),
+                gid: u64::from(entry.gid),
+                mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
+                xattrs: Vec::new(),
+            };
+            self.header(&header)?;
+            match &entry.kind {
+                TreeEntryKind::Dir(grandchildren) => self.tree_dir(grandchildren, &tar_path)?,
+                TreeEntryKind::File { source, size } => self.copy_file(source, *size)?,
+                TreeEntryKind::Symlink { .. } => {}
+            }
         }
         Ok(())
     }
