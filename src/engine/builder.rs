@@ -49,6 +49,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Stages built at once (default: the number of cores).
     pub jobs: usize,
+    /// `--secret`s for `RUN --mount=type=secret`.
+    pub secrets: Vec<crate::engine::secrets::BuildSecret>,
 }
 
 impl BuildOptions {
@@ -65,6 +67,7 @@ impl BuildOptions {
             network: NetworkMode::Host,
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            secrets: Vec::new(),
         }
     }
 }
@@ -159,6 +162,9 @@ impl Builder {
             Some(text) => ("Dockerfile".to_string(), text.clone()),
             None => (dockerfile.display().to_string(), fs_err::read_to_string(&dockerfile)?),
         };
+        for secret in &opts.secrets {
+            secret.check()?;
+        }
         let df = parser::parse(&text, &name)?;
         let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
         let context = BuildContext::open(&opts.context, anchor)?;
@@ -206,6 +212,7 @@ impl Builder {
             state_dir,
             platform: (platform.os.clone(), platform.arch.clone(), platform.variant.clone()),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
+            secrets: &opts.secrets,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
         let target = outputs
