@@ -25,11 +25,11 @@ use std::sync::Arc;
 use fs_err as fs;
 use rustix::fs::{flock, FlockOperation};
 
+use crate::context::EntryKind;
 use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{materialize, plan_from_context, plan_from_image, CopyItem, CopyOptions};
 use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::merged::{EntryType, MergedView};
-use crate::context::EntryKind;
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
 use crate::layer::digest::Sha256Digest;
@@ -96,7 +96,8 @@ impl StageExecutor<'_> {
             match spec.kind {
                 MountType::Bind => {
                     let target = target.unwrap_or_else(|| resolve_workdir(workdir, "."));
-                    let source = self.mount_source(stage, spec, &work.join(format!("mount-{n}")), done).map_err(fail)?;
+                    let source =
+                        self.mount_source(stage, spec, &work.join(format!("mount-{n}")), done).map_err(fail)?;
                     let readonly = spec.readonly.unwrap_or(true);
                     out.mounts.push(Mount { target, kind: MountKind::Bind { source, readonly } });
                 }
@@ -252,7 +253,8 @@ impl StageExecutor<'_> {
                 return Err(format!("cache source {:?} is not a directory", spec.source.as_deref().unwrap_or("/")));
             }
             let mode = spec.mode.unwrap_or(0o755);
-            fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| e.to_string())?;
+            fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| e.to_string())?;
             std::os::unix::fs::lchown(&fresh, Some(spec.uid.unwrap_or(0)), Some(spec.gid.unwrap_or(0)))
                 .map_err(|e| format!("chown {}: {e}", fresh.display()))?;
             if let Err(e) = fs::rename(&fresh, &dir) {

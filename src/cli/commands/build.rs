@@ -196,11 +196,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.build_args = parse_build_args(&args.build_args)?;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
-    opts.secrets = args
-        .secrets
-        .iter()
-        .map(|s| crate::engine::secrets::BuildSecret::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    opts.secrets =
+        args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.network =
         if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
     opts.compression = if args.compression == "zstd" {
