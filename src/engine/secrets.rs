@@ -82,7 +82,7 @@ impl BuildSecret {
                 std::fs::read(path).map_err(read)?
             }
             SecretSource::Env(var) => std::env::var_os(var)
-                .map(|v| std::os::unix::ffi::OsStringExt::into_vec(v))
+                .map(std::os::unix::ffi::OsStringExt::into_vec)
                 .ok_or_else(|| SecretError::EnvMissing { id: self.id.clone(), var: var.clone() })?,
         };
         if bytes.len() as u64 > MAX_SECRET_SIZE {

@@ -562,7 +562,7 @@ impl<'a> Lowering<'a> {
             return Ok(None);
         }
         if let Some(from) = &fc.from {
-            let digest = self.from_digest(node, from)?;
+            let digest = self.digest_of_from(node, from)?;
             return Ok(Some(SourceInputs { digest, files: BTreeMap::new() }));
         }
         let remote = context_sources.iter().all(|s| is_url(s));
@@ -579,7 +579,7 @@ impl<'a> Lowering<'a> {
 
     /// What a `--from` names, for a key: an earlier stage's final key (same key, same files)
     /// or an image's manifest digest (its reference when it cannot be resolved).
-    fn from_digest(&self, node: &Node, from: &str) -> Result<String, Diagnostic> {
+    fn digest_of_from(&self, node: &Node, from: &str) -> Result<String, Diagnostic> {
         Ok(match self.resolve_from(node, from)? {
             Dependency::Stage { index } => {
                 let key = self.stages.get(index).and_then(|s| s.final_key()).map(|k| k.to_string());
@@ -601,7 +601,7 @@ impl<'a> Lowering<'a> {
         for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
             let source = m.source.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_string());
             let digest = match (&m.from, self.opts.sources) {
-                (Some(from), _) => self.from_digest(node, from)?,
+                (Some(from), _) => self.digest_of_from(node, from)?,
                 (None, Some(resolver)) => {
                     let inputs = resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e))?;
                     files.extend(inputs.files);
