@@ -385,3 +385,18 @@ fn extra_mounts_are_visible_inside_and_leave_nothing_in_the_upper_dir() {
     assert!(!src.join("y").exists());
     assert_state_clean(&fx.state());
 }
+
+#[test]
+fn a_mount_target_below_a_file_or_of_the_wrong_kind_is_refused() {
+    let Some(fx) = Fixture::new() else { return };
+    use rbuild::runtime::{Mount, MountKind};
+    for target in ["/etc/passwd/x", "/etc"] {
+        let mut spec = fx.spec("badtarget", "true");
+        let file = MountKind::File { contents: b"x".to_vec(), mode: 0o400, uid: 0, gid: 0 };
+        spec.mounts = vec![Mount { target: target.into(), kind: file }];
+        let err = Container::new(spec).run().expect_err("refused");
+        assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{target}: {err}");
+        assert!(err.to_string().contains(target), "{err}");
+    }
+    assert_state_clean(&fx.state());
+}

@@ -311,6 +311,14 @@ fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> 
         if target.as_os_str().is_empty() {
             return Err(invalid(format!("mount target {:?} is the root", m.target)));
         }
+        if let Some(file) = target
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .find(|a| layer_metadata(&layers, a).is_some_and(|meta| !meta.is_dir()))
+        {
+            return Err(invalid(format!("mount target {}: /{} is not a directory", m.target, file.display())));
+        }
         let target_is_dir = m.kind.target_is_dir();
         if let Some(meta) = layer_metadata(&layers, &target) {
             if meta.is_dir() != target_is_dir {
