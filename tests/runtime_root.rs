@@ -353,3 +353,50 @@ fn a_deep_stack_of_long_layer_paths_mounts() {
     assert_eq!((exit.code, exit.overlay), (0, OverlayKind::Kernel), "{err:?}");
     assert_eq!(out, ["80"]);
 }
+
+#[test]
+fn extra_mounts_are_visible_inside_and_leave_nothing_in_the_upper_dir() {
+    let Some(fx) = Fixture::new() else { return };
+    use rbuild::runtime::{Mount, MountKind};
+    let src = fx.base.join("bind-src");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    std::fs::write(src.join("x"), "from the host\n").expect("write");
+    let rw = fx.base.join("rw-src");
+    std::fs::create_dir_all(&rw).expect("mkdir");
+    let script = "cat /mnt/ro/x; touch /mnt/ro/y 2>/dev/null && echo ro-writable; echo kept > /mnt/rw/out; \
+                  echo scratch > /scratch/f; grep -c ' /scratch tmpfs' /proc/mounts; \
+                  cat /run/secrets/tok; stat -c %a /run/secrets/tok";
+    let mut spec = fx.spec("mounts", script);
+    spec.mounts = vec![
+        Mount { target: "/mnt/ro".into(), kind: MountKind::Bind { source: src.clone(), readonly: true } },
+        Mount { target: "/mnt/rw".into(), kind: MountKind::Bind { source: rw.clone(), readonly: false } },
+        Mount { target: "/scratch".into(), kind: MountKind::Tmpfs { size: Some(1 << 20) } },
+        Mount {
+            target: "/run/secrets/tok".into(),
+            kind: MountKind::File { contents: b"s3cr3t\n".to_vec(), mode: 0o400, uid: 0, gid: 0 },
+        },
+    ];
+    let (r, out, err) = run_lines(spec);
+    assert_eq!(r.expect("run").code, 0, "{err:?}");
+    assert_eq!(out, ["from the host", "1", "s3cr3t", "400"], "{err:?}");
+    assert_eq!(std::fs::read_to_string(rw.join("out")).expect("rw write reached the source"), "kept\n");
+    let upper: Vec<_> = std::fs::read_dir(fx.upper("mounts")).expect("upper").map(|e| e.expect("e").path()).collect();
+    assert!(upper.is_empty(), "mount targets leaked into the upper dir: {upper:?}");
+    assert!(!src.join("y").exists());
+    assert_state_clean(&fx.state());
+}
+
+#[test]
+fn a_mount_target_below_a_file_or_of_the_wrong_kind_is_refused() {
+    let Some(fx) = Fixture::new() else { return };
+    use rbuild::runtime::{Mount, MountKind};
+    for target in ["/etc/passwd/x", "/etc"] {
+        let mut spec = fx.spec("badtarget", "true");
+        let file = MountKind::File { contents: b"x".to_vec(), mode: 0o400, uid: 0, gid: 0 };
+        spec.mounts = vec![Mount { target: target.into(), kind: file }];
+        let err = Container::new(spec).run().expect_err("refused");
+        assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{target}: {err}");
+        assert!(err.to_string().contains(target), "{err}");
+    }
+    assert_state_clean(&fx.state());
+}

@@ -50,6 +50,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Stages built at once (default: the number of cores).
     pub jobs: usize,
+    /// `--secret`s for `RUN --mount=type=secret`.
+    pub secrets: Vec<crate::engine::secrets::BuildSecret>,
 }
 
 impl BuildOptions {
@@ -66,6 +68,7 @@ impl BuildOptions {
             network: NetworkMode::Host,
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
+            secrets: Vec::new(),
         }
     }
 }
@@ -160,6 +163,9 @@ impl Builder {
             Some(text) => ("Dockerfile".to_string(), text.clone()),
             None => (dockerfile.display().to_string(), fs_err::read_to_string(&dockerfile)?),
         };
+        for secret in &opts.secrets {
+            secret.check()?;
+        }
         let df = parser::parse(&text, &name)?;
         let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
         let context = BuildContext::open(&opts.context, anchor)?;
@@ -216,6 +222,7 @@ impl Builder {
                     _ => None,
                 })
                 .collect(),
+            secrets: &opts.secrets,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
         let target = outputs

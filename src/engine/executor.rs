@@ -68,6 +68,8 @@ pub struct StageExecutor<'a> {
     /// Stages that other stages build on or copy from: their layers are unpacked as soon as
     /// they are made.
     pub stages_read_by_others: BTreeSet<usize>,
+    /// `--secret`s, for `RUN --mount=type=secret`.
+    pub secrets: &'a [crate::engine::secrets::BuildSecret],
 }
 
 static CONTAINER_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -234,7 +236,7 @@ impl StageExecutor<'_> {
         fs::create_dir_all(&upper)?;
         let (created_by, tree) = match &step.instruction {
             Instruction::Run(run) => {
-                let argv = self.run_step(step, run, state, &upper, work.path(), cancel)?;
+                let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                 (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
@@ -321,18 +323,20 @@ impl StageExecutor<'_> {
         Ok(lowers)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_step(
         &self,
+        stage: &Stage,
         step: &Step,
         run: &RunInstruction,
         state: &ImageState,
         upper: &std::path::Path,
         work: &std::path::Path,
+        done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
     ) -> Result<Vec<String>, BuildError> {
-        if !run.mounts.is_empty() {
-            return Err(BuildError::Unsupported { step: step.number, what: "RUN --mount".into() });
-        }
+        // Held until the container is gone: cache locks (the copies live in `work`).
+        let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
         let overlay_work = work.join("work");
         fs::create_dir_all(&overlay_work)?;
@@ -354,7 +358,9 @@ impl StageExecutor<'_> {
                 env.push(format!("{name}={v}"));
             }
         }
+        env.extend(mounts.env.iter().cloned());
         spec.env = env;
+        spec.mounts = mounts.mounts.clone();
         let wd = &state.config.config.working_dir;
         spec.working_dir = Some(if wd.is_empty() { "/".to_string() } else { wd.clone() });
         let user = &state.config.config.user;
@@ -376,6 +382,7 @@ impl StageExecutor<'_> {
         }));
         self.emit(BuildEvent::ContainerStarted { step: step.number, container_id: id.clone() });
         let exit = Container::new(spec).run();
+        drop(mounts);
         self.emit(BuildEvent::ContainerRemoved { step: step.number, container_id: id });
         let exit = exit?;
         if cancel.is_cancelled() {
@@ -611,7 +618,7 @@ impl StageExecutor<'_> {
         Ok(())
     }
 
-    fn unpacked(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
+    pub(crate) fn unpacked(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
         Ok(match &state.stored {
             Some(image) => self.store.ensure_unpacked(image)?,
             None => Vec::new(),
@@ -619,7 +626,7 @@ impl StageExecutor<'_> {
     }
 
     /// The image a `--from` names: an earlier stage's result, or an image in the store.
-    fn copy_source_image(
+    pub(crate) fn copy_source_image(
         &self,
         stage: &Stage,
         from: &str,

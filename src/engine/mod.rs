@@ -11,7 +11,9 @@ pub mod config;
 pub mod copy;
 pub mod executor;
 pub mod merged;
+pub mod run_mounts;
 pub mod scheduler;
+pub mod secrets;
 pub mod sources;
 
 pub use builder::{BuildOptions, BuildOutput, Builder};
@@ -43,6 +45,11 @@ pub enum BuildError {
     RunFailed { step: usize, command: String, code: i32, last_image: Option<String> },
     #[error("step {step}: {message}")]
     Step { step: usize, message: String },
+    /// `RUN --mount=type=secret,id=…,required` without a matching `--secret`.
+    #[error("step {step}: secret {id} is required but was not provided (use --secret id={id},src=<file>)")]
+    SecretMissing { step: usize, id: String },
+    #[error(transparent)]
+    Secret(#[from] secrets::SecretError),
     #[error("step {step}: {what} is not supported yet")]
     Unsupported { step: usize, what: String },
     #[error("build interrupted")]
@@ -57,6 +64,7 @@ impl BuildError {
         match self {
             BuildError::RunFailed { step, .. }
             | BuildError::Step { step, .. }
+            | BuildError::SecretMissing { step, .. }
             | BuildError::Unsupported { step, .. } => Some(*step),
             _ => None,
         }

@@ -1,5 +1,6 @@
-//! COPY/ADD source digests for cache keys: selects the sources in the build context (after
-//! `.dockerignore` and `--exclude`) and digests them with [`crate::context::source_digest`].
+//! COPY/ADD (and RUN bind mount) source digests for cache keys: selects the sources in the
+//! build context (after `.dockerignore` and `--exclude`) and digests them with
+//! [`crate::context::source_digest`].
 
 use crate::context::{source_digest, BuildContext};
 use crate::frontend::instructions::FileCopy;
@@ -29,6 +30,13 @@ impl SourceResolver for ContextSources<'_> {
         // COPY and ADD write files owned by 0:0 unless --chown says otherwise, and --chown's
         // effect is already in the instruction text: the owners in the context never reach the
         // image, so they must not decide a cache miss.
+        let digest = source_digest(&self.context.root, &entries, Some((0, 0))).map_err(|e| e.to_string())?;
+        Ok(SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() })
+    }
+
+    fn bind_digest(&self, source: &str) -> Result<SourceInputs, String> {
+        let entries = self.context.select(&[source.to_string()], &[]).map_err(|e| e.to_string())?;
+        // The mount shows a copy owned by 0:0 (see `engine::run_mounts`): context owners do not count.
         let digest = source_digest(&self.context.root, &entries, Some((0, 0))).map_err(|e| e.to_string())?;
         Ok(SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() })
     }

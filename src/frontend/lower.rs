@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::frontend::ast::{Dockerfile, Node};
-use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, SourceRef};
+use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, MountType, RunInstruction, SourceRef};
 use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
 use crate::plan::{BuildPlan, CacheKey, CacheKeyInputs, Dependency, SourceInputs, Stage, StageBase, Step};
@@ -114,6 +114,9 @@ pub trait ImageResolver {
 pub trait SourceResolver {
     /// Errors are the user's (a source that matches nothing): the message is shown as is.
     fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, String>;
+    /// The digest of what `RUN --mount=type=bind,source=…` (from the context) shows: the
+    /// source path and everything below it that `.dockerignore` keeps.
+    fn bind_digest(&self, source: &str) -> Result<SourceInputs, String>;
 }
 
 /// What lowering needs besides the Dockerfile.
@@ -539,6 +542,7 @@ impl<'a> Lowering<'a> {
             .collect();
         let sources = match &instruction {
             Instruction::Copy(fc) | Instruction::Add(fc) => self.sources_for(node, fc)?,
+            Instruction::Run(run) => self.bind_sources_for(node, run)?,
             _ => None,
         };
         let inputs = CacheKeyInputs {
@@ -558,16 +562,7 @@ impl<'a> Lowering<'a> {
             return Ok(None);
         }
         if let Some(from) = &fc.from {
-            let digest = match self.resolve_from(node, from)? {
-                Dependency::Stage { index } => {
-                    let key = self.stages.get(index).and_then(|s| s.final_key()).map(|k| k.to_string());
-                    format!("stage:{}", key.unwrap_or_default())
-                }
-                Dependency::Image { reference } => match self.opts.images.and_then(|r| r.resolve(&reference)) {
-                    Some(r) => format!("image:{}", r.digest),
-                    None => format!("image:{reference}"),
-                },
-            };
+            let digest = self.digest_of_from(node, from)?;
             return Ok(Some(SourceInputs { digest, files: BTreeMap::new() }));
         }
         let remote = context_sources.iter().all(|s| is_url(s));
@@ -580,6 +575,48 @@ impl<'a> Lowering<'a> {
             // them): the instruction text is all that is known.
             _ => Ok(None),
         }
+    }
+
+    /// What a `--from` names, for a key: an earlier stage's final key (same key, same files)
+    /// or an image's manifest digest (its reference when it cannot be resolved).
+    fn digest_of_from(&self, node: &Node, from: &str) -> Result<String, Diagnostic> {
+        Ok(match self.resolve_from(node, from)? {
+            Dependency::Stage { index } => {
+                let key = self.stages.get(index).and_then(|s| s.final_key()).map(|k| k.to_string());
+                format!("stage:{}", key.unwrap_or_default())
+            }
+            Dependency::Image { reference } => match self.opts.images.and_then(|r| r.resolve(&reference)) {
+                Some(r) => format!("image:{}", r.digest),
+                None => format!("image:{reference}"),
+            },
+        })
+    }
+
+    /// What a RUN's bind mounts read, so that a change misses: per bind, the context
+    /// source's digest (as for COPY) or the `from` stage's key or image's digest. Cache,
+    /// tmpfs and secret mounts do not enter the key (a secret's content never does).
+    fn bind_sources_for(&self, node: &Node, run: &RunInstruction) -> Result<Option<SourceInputs>, Diagnostic> {
+        let mut parts = Vec::new();
+        let mut files = BTreeMap::new();
+        for m in run.mounts.iter().filter(|m| m.kind == MountType::Bind) {
+            let source = m.source.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_string());
+            let digest = match (&m.from, self.opts.sources) {
+                (Some(from), _) => self.digest_of_from(node, from)?,
+                (None, Some(resolver)) => {
+                    let inputs = resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e))?;
+                    files.extend(inputs.files);
+                    inputs.digest
+                }
+                // Parse-only lowering: nothing to digest.
+                (None, None) => continue,
+            };
+            parts.push(format!("{}\n{digest}\n", m.canonical()));
+        }
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(parts.concat())));
+        Ok(Some(SourceInputs { digest, files }))
     }
 
     fn finish(mut self) -> Result<BuildPlan, Diagnostic> {

@@ -15,7 +15,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport};
-use crate::runtime::mounts::{OverlayKind, RootfsPlan};
+use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::signals::SignalPipe;
 use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
@@ -100,10 +100,16 @@ impl Container {
         let etc_files = write_etc_files(cdir.path(), &spec)?;
         let mount_point = cdir.path().join("rootfs");
         fs_err::create_dir(&mount_point).map_err(RuntimeError::io("creating mount point", &mount_point))?;
+        let mounts = plan_mounts(&spec)?;
+        let files_dir = cdir.path().join("files");
+        fs_err::create_dir(&files_dir).map_err(RuntimeError::io("creating", &files_dir))?;
         let rootfs = match &spec.rootfs {
             Rootfs::Overlay { lower, upper, work } => {
                 let init = cdir.path().join("init");
                 build_init_layer(&init, lower)?;
+                let mut layers = vec![upper.clone()];
+                layers.extend(lower.iter().cloned());
+                add_mount_targets(&spec.id, &init, &layers, &mounts)?;
                 let mut all = vec![init];
                 all.extend(lower.iter().cloned());
                 Rootfs::Overlay { lower: all, upper: upper.clone(), work: work.clone() }
@@ -120,6 +126,8 @@ impl Container {
             overlay: spec.overlay,
             volatile: spec.volatile_upper,
             privileged: spec.privileged,
+            mounts,
+            files_dir,
         };
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
@@ -281,6 +289,54 @@ fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// The spec's extra mounts with their targets resolved in the root's layers, parents first.
+fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> {
+    let invalid = |reason: String| RuntimeError::InvalidSpec { id: spec.id.clone(), reason };
+    let layers: Vec<PathBuf> = match &spec.rootfs {
+        Rootfs::Overlay { lower, upper, .. } => std::iter::once(upper).chain(lower).cloned().collect(),
+        Rootfs::Dir(dir) => vec![dir.clone()],
+    };
+    let mut planned = Vec::new();
+    for m in &spec.mounts {
+        if !m.target.starts_with('/') {
+            return Err(invalid(format!("mount target {:?} must be absolute", m.target)));
+        }
+        if let crate::runtime::MountKind::Bind { source, .. } = &m.kind {
+            if source.symlink_metadata().is_err() {
+                return Err(invalid(format!("bind source {} does not exist", source.display())));
+            }
+        }
+        let target = resolve_in_layers(&layers, &m.target)
+            .ok_or_else(|| invalid(format!("mount target {}: too many levels of symbolic links", m.target)))?;
+        if target.as_os_str().is_empty() {
+            return Err(invalid(format!("mount target {:?} is the root", m.target)));
+        }
+        if let Some(file) = target
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .find(|a| layer_metadata(&layers, a).is_some_and(|meta| !meta.is_dir()))
+        {
+            return Err(invalid(format!("mount target {}: /{} is not a directory", m.target, file.display())));
+        }
+        let target_is_dir = m.kind.target_is_dir();
+        if let Some(meta) = layer_metadata(&layers, &target) {
+            if meta.is_dir() != target_is_dir {
+                let (is, needs) =
+                    if target_is_dir { ("not a directory", "a directory") } else { ("a directory", "a file") };
+                return Err(invalid(format!(
+                    "mount target {} is {is} in the image, the mount needs {needs}",
+                    m.target
+                )));
+            }
+        }
+        planned.push(PlannedMount { target, target_is_dir, kind: m.kind.clone() });
+    }
+    // A mount inside another one's target must come after it (stable: same depth keeps order).
+    planned.sort_by_key(|m| m.target.components().count());
+    Ok(planned)
+}
+
 fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
     let args = spec.args.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(|_| {
         RuntimeError::InvalidSpec { id: spec.id.clone(), reason: "an argument contains a NUL byte".into() }
@@ -336,6 +392,66 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
     Ok(out)
 }
 
+/// Adds the extra mounts' targets (and their missing parents) to the init layer, so they
+/// exist in the merged view without ever reaching the upper dir (BuildKit also removes the
+/// mount stubs it creates, moby/buildkit#3307). Directories that shadow one in the layers
+/// copy its mode, owner and mtime, so the merged view (and a copy-up) looks the same.
+fn add_mount_targets(id: &str, init: &Path, layers: &[PathBuf], mounts: &[PlannedMount]) -> Result<(), RuntimeError> {
+    for m in mounts {
+        let names: Vec<&std::ffi::OsStr> = m.target.iter().collect();
+        let mut rel = PathBuf::new();
+        for (i, name) in names.iter().enumerate() {
+            rel.push(name);
+            let path = init.join(&rel);
+            let last = i + 1 == names.len();
+            if path.symlink_metadata().is_ok() {
+                if path.symlink_metadata().is_ok_and(|meta| meta.is_dir() != (!last || m.target_is_dir)) {
+                    return Err(RuntimeError::InvalidSpec {
+                        id: id.to_string(),
+                        reason: format!("mount target /{} clashes with another mount", m.target.display()),
+                    });
+                }
+                continue;
+            }
+            if last && !m.target_is_dir {
+                fs_err::write(&path, b"").map_err(RuntimeError::io("creating init layer", &path))?;
+                continue;
+            }
+            fs_err::create_dir(&path).map_err(RuntimeError::io("creating init layer", &path))?;
+            fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(RuntimeError::io("chmod init layer", &path))?;
+        }
+    }
+    // Metadata last: making entries in a dir moves its mtime.
+    for m in mounts {
+        let dirs = if m.target_is_dir { Some(m.target.as_path()) } else { m.target.parent() };
+        for rel in dirs.into_iter().flat_map(Path::ancestors).filter(|p| !p.as_os_str().is_empty()) {
+            if let Some(meta) = layer_metadata(layers, rel).filter(|meta| meta.is_dir()) {
+                copy_dir_metadata(&init.join(rel), &meta)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives an init layer dir the mode, owner and mtime of the dir it shadows.
+fn copy_dir_metadata(path: &Path, meta: &std::fs::Metadata) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(RuntimeError::io("chmod init layer", path))?;
+    // Best effort without root: the owner is then the caller, root in the namespace.
+    let _ = std::os::unix::fs::chown(path, Some(meta.uid()), Some(meta.gid()));
+    let time = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+    Ok(())
+}
+
 /// The overlay's top lower layer: mount points (`/proc`, `/sys`, `/dev`, the `/etc` files)
 /// that must exist in the merged view but must never be copied into the upper dir. Its
 /// directories copy the mode, owner and mtime of the lower dirs they shadow.
@@ -353,19 +469,7 @@ fn build_init_layer(init: &Path, lowers: &[PathBuf]) -> Result<(), RuntimeError>
         let shadowed =
             lowers.iter().map(|l| l.join(dir)).find_map(|p| p.symlink_metadata().ok().filter(|m| m.is_dir()));
         let Some(meta) = shadowed else { continue };
-        use std::os::unix::fs::MetadataExt;
-        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(RuntimeError::io("chmod init layer", &path))?;
-        // Best effort without root: the owner is then the caller, root in the namespace.
-        let _ = std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()));
-        let time = nix::sys::time::TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-        let _ = nix::sys::stat::utimensat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            &time,
-            &time,
-            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
-        );
+        copy_dir_metadata(&path, &meta)?;
     }
     let mode = std::fs::Permissions::from_mode(0o755);
     fs_err::set_permissions(init, mode).map_err(RuntimeError::io("chmod init layer", init))

@@ -39,7 +39,8 @@ pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
 pub use spec::{
-    ContainerSpec, Isolation, LineSink, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode, DEFAULT_PATH,
+    ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
+    DEFAULT_PATH,
 };
 pub use state::{cleanup_stale, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};

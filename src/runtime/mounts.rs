@@ -1,6 +1,8 @@
 //! The container's mount sequence: overlay (kernel or fuse-overlayfs) or a bind-mounted dir
-//! as root, `/proc`, a minimal `/dev`, read-only `/sys`, the bind-mounted `/etc` files, then
-//! `pivot_root`. Runs inside the container's mount namespace, through [`Syscall`].
+//! as root, `/proc`, a minimal `/dev`, read-only `/sys`, the bind-mounted `/etc` files, the
+//! spec's extra mounts (binds, tmpfs, tmpfs-backed files), then `pivot_root`. Runs inside the
+//! container's mount namespace, through [`Syscall`]. Also resolves extra mount targets
+//! inside the root's layers before the container starts ([`resolve_in_layers`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
 
 use crate::runtime::error::SetupFailure;
-use crate::runtime::spec::{OverlayDriver, Rootfs};
+use crate::runtime::spec::{MountKind, OverlayDriver, Rootfs};
 use crate::runtime::syscall::{Syscall, SyscallError};
 
 /// Which filesystem became the container's root.
@@ -41,6 +43,20 @@ pub struct RootfsPlan {
     pub volatile: bool,
     /// Leave `/proc` and `/sys` unmasked.
     pub privileged: bool,
+    /// Extra mounts, in the order they are made.
+    pub mounts: Vec<PlannedMount>,
+    /// An empty host dir (`<state_dir>/<id>/files`) where a tmpfs private to the container's
+    /// mount namespace holds the [`MountKind::File`] contents.
+    pub files_dir: PathBuf,
+}
+
+/// A [`crate::runtime::Mount`] with its target resolved inside the root.
+#[derive(Debug, Clone)]
+pub struct PlannedMount {
+    /// Relative to the root, with no symlink in it.
+    pub target: PathBuf,
+    pub target_is_dir: bool,
+    pub kind: MountKind,
 }
 
 /// Longest option string `mount(2)` takes (one page, less the terminating NUL and a margin);
@@ -161,6 +177,7 @@ pub(crate) fn mount_rootfs(
     for (source, target) in &plan.etc_files {
         sys.mount(Some(source), &plan.at(target), None, MsFlags::MS_BIND, None).map_err(sys_failure)?;
     }
+    mount_extra(sys, plan).map_err(sys_failure)?;
     sys.sethostname(&plan.hostname).map_err(sys_failure)?;
     if plan.new_network {
         sys.loopback_up().map_err(sys_failure)?;
@@ -238,6 +255,136 @@ fn mount_pseudo_filesystems(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), 
         sys.mount(None, &sys_dir, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None)?;
     }
     Ok(())
+}
+
+/// The spec's extra mounts. Read-only binds are a bind then a read-only bind remount; in a
+/// user namespace the remount keeps the flags the source's mount locks (nosuid, nodev...).
+fn mount_extra(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError> {
+    let remount_readonly = |target: &Path, source: &Path| {
+        let locked = if plan.user_namespace { host_mount_flags(source) } else { MsFlags::empty() };
+        sys.mount(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None)
+    };
+    if plan.mounts.iter().any(|m| matches!(m.kind, MountKind::File { .. })) {
+        sys.mount(
+            Some(Path::new("tmpfs")),
+            &plan.files_dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=700"),
+        )?;
+    }
+    for (n, m) in plan.mounts.iter().enumerate() {
+        sys.make_mount_target(&plan.mount_point, &m.target, m.target_is_dir)?;
+        let target = plan.mount_point.join(&m.target);
+        match &m.kind {
+            MountKind::Bind { source, readonly } => {
+                sys.mount(Some(source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                if *readonly {
+                    remount_readonly(&target, source)?;
+                }
+            }
+            MountKind::Tmpfs { size } => {
+                let opts = match size {
+                    Some(bytes) => format!("mode=1777,size={bytes}"),
+                    None => "mode=1777".to_string(),
+                };
+                let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                sys.mount(Some(Path::new("tmpfs")), &target, Some("tmpfs"), flags, Some(&opts))?;
+            }
+            MountKind::File { contents, mode, uid, gid } => {
+                let file = plan.files_dir.join(format!("file-{n}"));
+                sys.write_file(&file, contents, *mode)?;
+                sys.lchown(&file, *uid, *gid)?;
+                sys.mount(Some(&file), &target, None, MsFlags::MS_BIND, None)?;
+                remount_readonly(&target, &plan.files_dir)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a path of the root is in its layers (top-most first; overlay whiteouts and opaque
+/// directories honoured): `None` when absent.
+fn layer_entry(layers: &[PathBuf], rel: &[String]) -> Option<(PathBuf, std::fs::Metadata)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for layer in layers {
+        let mut host = layer.clone();
+        let mut opaque = false;
+        for (i, name) in rel.iter().enumerate() {
+            host.push(name);
+            let Ok(meta) = host.symlink_metadata() else { break };
+            if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                return None;
+            }
+            if i + 1 == rel.len() {
+                return Some((host, meta));
+            }
+            if !meta.is_dir() {
+                return None;
+            }
+            opaque |= ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|x| xattr_is_y(&host, x));
+        }
+        if opaque {
+            return None;
+        }
+    }
+    None
+}
+
+fn xattr_is_y(path: &Path, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name)) else {
+        return false;
+    };
+    let mut value = [0u8; 2];
+    // SAFETY: NUL-terminated strings that outlive the call; the buffer's length is passed.
+    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+    len == 1 && value[0] == b'y'
+}
+
+/// Upper bound on symlinks followed while resolving one mount target (Linux's MAXSYMLINKS).
+const MAX_SYMLINKS: usize = 40;
+
+/// Resolves the absolute container path `target` through the root's `layers` (top-most
+/// first) as the kernel would inside the container: symlinks are followed (an absolute link
+/// restarts at the container's root) and `..` stops at the root. The result is relative to
+/// the root and has no symlink in it, so mounting on it cannot leave the root. `None` after
+/// too many symlinks.
+pub fn resolve_in_layers(layers: &[PathBuf], target: &str) -> Option<PathBuf> {
+    let mut pending: Vec<String> =
+        target.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).rev().collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(name) = pending.pop() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        resolved.push(name);
+        let Some((host, meta)) = layer_entry(layers, &resolved) else { continue };
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > MAX_SYMLINKS {
+                return None;
+            }
+            let link = std::fs::read_link(&host).ok()?.to_string_lossy().into_owned();
+            resolved.pop();
+            if link.starts_with('/') {
+                resolved.clear();
+            }
+            pending.extend(link.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).rev());
+        }
+    }
+    Some(resolved.iter().collect())
+}
+
+/// The metadata of what the layers have at `rel` (relative, resolved), if anything.
+pub(crate) fn layer_metadata(layers: &[PathBuf], rel: &Path) -> Option<std::fs::Metadata> {
+    let names: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+    if names.is_empty() {
+        return None;
+    }
+    layer_entry(layers, &names).map(|(_, meta)| meta)
 }
 
 /// Host kernel interfaces hidden from the container, as Docker does: files get `/dev/null`
@@ -363,6 +510,8 @@ mod tests {
             overlay,
             volatile: false,
             privileged: false,
+            mounts: Vec::new(),
+            files_dir: "/s/c/files".into(),
         }
     }
 
@@ -429,6 +578,82 @@ mod tests {
         p.rootfs = Rootfs::Overlay { lower, upper: "/u/upper".into(), work: "/u/work".into() };
         mount_rootfs(&sys, &p, &no_fuse).expect("mount");
         index_of(&sys.calls(), "mount_overlay_stack /s/c/rootfs lowers=100 upper=/u/upper work=/u/work volatile");
+    }
+
+    #[test]
+    fn extra_mounts_come_after_the_etc_files_and_before_pivot_root() {
+        let sys = RecordingSyscall::default();
+        let mut p = plan(false, OverlayDriver::Kernel);
+        p.mounts = vec![
+            PlannedMount {
+                target: "src".into(),
+                target_is_dir: true,
+                kind: MountKind::Bind { source: "/ctx/app".into(), readonly: true },
+            },
+            PlannedMount {
+                target: "cache".into(),
+                target_is_dir: true,
+                kind: MountKind::Bind { source: "/store/cache-mounts/x".into(), readonly: false },
+            },
+            PlannedMount { target: "tmp".into(), target_is_dir: true, kind: MountKind::Tmpfs { size: Some(4096) } },
+            PlannedMount {
+                target: "run/secrets/tok".into(),
+                target_is_dir: false,
+                kind: MountKind::File { contents: b"hunter2".to_vec(), mode: 0o400, uid: 0, gid: 0 },
+            },
+        ];
+        let kind = mount_rootfs(&sys, &p, &no_fuse).expect("mount");
+        enter_rootfs(&sys, &p, kind).expect("pivot");
+        let calls = sys.calls();
+        let bind = index_of(&calls, "mount /ctx/app /s/c/rootfs/src - [MS_BIND MS_REC]");
+        assert!(index_of(&calls, "/s/c/hosts /s/c/rootfs/etc/hosts") < bind);
+        assert!(index_of(&calls, "mount_target /s/c/rootfs/src dir") < bind);
+        assert_eq!(calls[bind + 1], "mount - /s/c/rootfs/src - [MS_RDONLY MS_REMOUNT MS_BIND] -");
+        let cache = index_of(&calls, "mount /store/cache-mounts/x /s/c/rootfs/cache");
+        assert!(!calls[cache + 1].contains("MS_REMOUNT"), "a rw bind is not remounted: {calls:#?}");
+        index_of(&calls, "mount tmpfs /s/c/rootfs/tmp tmpfs [MS_NOSUID MS_NODEV] mode=1777,size=4096");
+        let files = index_of(&calls, "mount tmpfs /s/c/files tmpfs");
+        let write = index_of(&calls, "write_file /s/c/files/file-3 7 bytes 400");
+        assert!(files < write);
+        index_of(&calls, "mount_target /s/c/rootfs/run/secrets/tok file");
+        let secret = index_of(&calls, "mount /s/c/files/file-3 /s/c/rootfs/run/secrets/tok - [MS_BIND]");
+        assert!(calls[secret + 1].contains("MS_RDONLY MS_REMOUNT MS_BIND"));
+        assert!(secret < index_of(&calls, "pivot_root"));
+        assert!(!calls.iter().any(|c| c.contains("hunter2")));
+    }
+
+    #[test]
+    fn no_files_tmpfs_without_file_mounts() {
+        let sys = RecordingSyscall::default();
+        mount_rootfs(&sys, &plan(false, OverlayDriver::Kernel), &no_fuse).expect("mount");
+        assert!(!sys.calls().iter().any(|c| c.contains("/s/c/files")));
+    }
+
+    #[test]
+    fn targets_resolve_through_symlinks_inside_the_layers() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let top = t.path().join("top");
+        let base = t.path().join("base");
+        std::fs::create_dir_all(base.join("run")).expect("mkdir");
+        std::fs::create_dir_all(base.join("opt/real")).expect("mkdir");
+        std::fs::create_dir_all(&top).expect("mkdir");
+        std::os::unix::fs::symlink("/run", base.join("var-run")).expect("symlink");
+        std::os::unix::fs::symlink("../../etc", base.join("opt/real/up")).expect("symlink");
+        std::os::unix::fs::symlink("real", top.join("opt-link")).expect("symlink");
+        let layers = vec![top.clone(), base.clone()];
+        let r = |t: &str| resolve_in_layers(&layers, t).expect("resolves");
+        assert_eq!(r("/var-run/secrets/x"), PathBuf::from("run/secrets/x"));
+        assert_eq!(r("/opt/real/up/passwd"), PathBuf::from("etc/passwd"), "`..` stops at the root");
+        assert_eq!(r("/new/dir"), PathBuf::from("new/dir"));
+        assert_eq!(r("/../../x"), PathBuf::from("x"));
+        // A whiteout in the top layer hides the link below (mknod needs root).
+        if nix::unistd::geteuid().is_root() {
+            nix::sys::stat::mknod(&top.join("var-run"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), 0)
+                .expect("mknod");
+            assert_eq!(r("/var-run/x"), PathBuf::from("var-run/x"));
+        }
+        std::os::unix::fs::symlink("loop", base.join("loop")).expect("symlink");
+        assert_eq!(resolve_in_layers(&layers, "/loop/x"), None);
     }
 
     #[test]

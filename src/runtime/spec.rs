@@ -27,6 +27,67 @@ pub enum NetworkMode {
     None,
 }
 
+/// An extra filesystem mounted into the container after its root (and its `/proc`, `/dev`,
+/// `/etc` files) is set up and before `pivot_root`. Mounts live in the container's mount
+/// namespace only, so they go away with it; their targets are made in the overlay's init
+/// layer, so a target that did not exist leaves nothing in the upper dir.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Absolute path inside the container. Symlinks in it are resolved inside the container's
+    /// root (never on the host).
+    pub target: String,
+    pub kind: MountKind,
+}
+
+/// What is mounted at a [`Mount`]'s target.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A host file or directory, bind-mounted (recursively); read-only unless `readonly` is
+    /// false, in which case writes reach `source`.
+    Bind { source: PathBuf, readonly: bool },
+    /// A fresh tmpfs (mode 1777, `nosuid,nodev`), `size` bytes at most (the kernel's default,
+    /// half of RAM, when `None`).
+    Tmpfs { size: Option<u64> },
+    /// A read-only file with these bytes, kept on a tmpfs private to the container: the bytes
+    /// never touch a disk. For secrets; their `Debug` form never shows them.
+    File { contents: Vec<u8>, mode: u32, uid: u32, gid: u32 },
+}
+
+impl fmt::Debug for MountKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MountKind::Bind { source, readonly } => {
+                f.debug_struct("Bind").field("source", source).field("readonly", readonly).finish()
+            }
+            MountKind::Tmpfs { size } => f.debug_struct("Tmpfs").field("size", size).finish(),
+            MountKind::File { contents, mode, uid, gid } => f
+                .debug_struct("File")
+                .field("contents", &format_args!("<{} bytes>", contents.len()))
+                .field("mode", &format_args!("{mode:o}"))
+                .field("uid", uid)
+                .field("gid", gid)
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mount").field("target", &self.target).field("kind", &self.kind).finish()
+    }
+}
+
+impl MountKind {
+    /// Whether the target is a directory (else a file).
+    pub fn target_is_dir(&self) -> bool {
+        match self {
+            MountKind::Bind { source, .. } => source.is_dir(),
+            MountKind::Tmpfs { .. } => true,
+            MountKind::File { .. } => false,
+        }
+    }
+}
+
 /// Which of the container's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
@@ -121,6 +182,8 @@ pub struct ContainerSpec {
     /// gets Docker's default capability set (the bounding set is cut down to it) and cannot
     /// see `/proc/kcore` and friends nor write `/proc/sys`.
     pub privileged: bool,
+    /// Extra mounts, made in order of target depth (a parent before what is mounted inside it).
+    pub mounts: Vec<Mount>,
 }
 
 impl ContainerSpec {
@@ -142,6 +205,7 @@ impl ContainerSpec {
             overlay: OverlayDriver::Auto,
             volatile_upper: true,
             privileged: false,
+            mounts: Vec::new(),
         }
     }
 }

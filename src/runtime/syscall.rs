@@ -55,6 +55,13 @@ pub trait Syscall {
     fn touch(&self, path: &Path) -> Result<(), SyscallError>;
     /// Brings the loopback interface of the current network namespace up.
     fn loopback_up(&self) -> Result<(), SyscallError>;
+    /// Makes the mount target `root/rel` where it is missing: directories (0755) down to it,
+    /// then a directory or, when `!dir`, an empty file (0644). A symlink on the way is an
+    /// error (`ELOOP`): the mount would follow it out of the container's root.
+    fn make_mount_target(&self, root: &Path, rel: &Path, dir: bool) -> Result<(), SyscallError>;
+    /// Creates (or truncates) `path` with exactly `contents` and permission bits `mode`.
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SyscallError>;
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), SyscallError>;
 }
 
 /// The real system calls, through `nix`.
@@ -232,6 +239,62 @@ impl Syscall for LinuxSyscall {
             result
         }
     }
+
+    fn make_mount_target(&self, root: &Path, rel: &Path, dir: bool) -> Result<(), SyscallError> {
+        let names: Vec<&std::ffi::OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(name) => Some(name),
+                _ => None,
+            })
+            .collect();
+        let mut path = root.to_path_buf();
+        for (i, name) in names.iter().enumerate() {
+            path.push(name);
+            let last = i + 1 == names.len();
+            match path.symlink_metadata() {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(fail("mount target", &path)(Errno::ELOOP));
+                }
+                Ok(_) => {}
+                Err(_) => self.create_missing(&path, dir || !last)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SyscallError> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_fail("create", path, &e))?;
+        file.write_all(contents).map_err(|e| io_fail("write", path, &e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(|e| io_fail("chmod", path, &e))
+    }
+
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), SyscallError> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| io_fail("chown", path, &e))
+    }
+}
+
+impl LinuxSyscall {
+    fn create_missing(&self, path: &Path, dir: bool) -> Result<(), SyscallError> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let created = if dir {
+            std::fs::DirBuilder::new().mode(0o755).create(path)
+        } else {
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(path).map(drop)
+        };
+        match created {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io_fail("create mount target", path, &e)),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn io_fail(op: &'static str, path: &Path, e: &std::io::Error) -> SyscallError {
@@ -338,5 +401,18 @@ impl Syscall for RecordingSyscall {
     }
     fn loopback_up(&self) -> Result<(), SyscallError> {
         self.record("loopback", Path::new("lo"), "loopback_up".into())
+    }
+    fn make_mount_target(&self, root: &Path, rel: &Path, dir: bool) -> Result<(), SyscallError> {
+        let path = root.join(rel);
+        let line = format!("mount_target {} {}", path.display(), if dir { "dir" } else { "file" });
+        self.record("mount target", &path, line)
+    }
+    fn write_file(&self, path: &Path, contents: &[u8], mode: u32) -> Result<(), SyscallError> {
+        // The bytes are not recorded: a secret must not show up even in a test's output.
+        let line = format!("write_file {} {} bytes {mode:o}", path.display(), contents.len());
+        self.record("write", path, line)
+    }
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> Result<(), SyscallError> {
+        self.record("chown", path, format!("chown {uid}:{gid} {}", path.display()))
     }
 }

@@ -53,6 +53,10 @@ pub struct BuildArgs {
     /// Network for RUN steps: host (default) or none
     #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none", "default"])]
     network: String,
+    /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
+    /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
+    #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
+    secrets: Vec<String>,
     /// Set a label on the image (`KEY=VALUE`); may be repeated
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -192,6 +196,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.build_args = parse_build_args(&args.build_args)?;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
+    opts.secrets =
+        args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.network =
         if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
     opts.compression = if args.compression == "zstd" {

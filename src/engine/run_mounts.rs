@@ -1,0 +1,284 @@
+//! Turns a RUN's `--mount` flags into runtime mounts ([`crate::runtime::Mount`]), BuildKit's
+//! semantics:
+//!
+//! - `type=bind`: a read-only (unless `rw`) view of a build-context path or of a path in an
+//!   earlier stage or image (`from=`). The source is *copied* into the step's work dir under
+//!   the store's `tmp/` rather than bind-mounted from the context dir in place: a plain bind
+//!   would show files `.dockerignore` excludes, and `rw` writes would reach the user's
+//!   context (BuildKit discards them). The copy goes away with the work dir.
+//! - `type=cache`: a persistent dir `<store root>/cache-mounts/<sha256 of id>` (id defaults
+//!   to the target), kept across builds and never part of a layer; `sharing=locked` holds an
+//!   flock on `<dir>.lock` for the step, `private` takes the first instance nobody holds
+//!   (`<hex>`, `<hex>-1`, ...), `shared` takes none. Delete the dir to drop a cache.
+//! - `type=tmpfs`: a fresh tmpfs, `size=` with Docker's units.
+//! - `type=secret`: the `--secret` with that id as a read-only tmpfs-backed file (default
+//!   `/run/secrets/<id>`, mode 0400) and/or an environment variable (`env=`). A missing
+//!   required secret is an error; a missing optional one is not mounted.
+//!
+//! Targets that do not exist in the image are created by the runtime in its init layer, so
+//! they leave no trace in the committed layer (as BuildKit removes its mount stubs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fs_err as fs;
+use rustix::fs::{flock, FlockOperation};
+
+use crate::context::EntryKind;
+use crate::engine::config::resolve_workdir;
+use crate::engine::copy::{materialize, plan_from_context, plan_from_image, CopyItem, CopyOptions};
+use crate::engine::executor::{ImageState, StageExecutor};
+use crate::engine::merged::{EntryType, MergedView};
+use crate::engine::BuildError;
+use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
+use crate::layer::digest::Sha256Digest;
+use crate::plan::{Stage, Step};
+use crate::runtime::{Mount, MountKind};
+
+/// The runtime side of a RUN's `--mount`s, and what must live as long as the container: the
+/// cache mount locks (released on drop).
+#[derive(Debug, Default)]
+pub struct RunMounts {
+    pub mounts: Vec<Mount>,
+    /// `NAME=value` entries for secrets mounted as environment variables.
+    pub env: Vec<String>,
+    locks: Vec<std::fs::File>,
+}
+
+impl RunMounts {
+    /// How many cache locks are held (for tests).
+    pub fn locks_held(&self) -> usize {
+        self.locks.len()
+    }
+}
+
+/// Where cache mounts live under a store root.
+pub fn cache_mounts_dir(store_root: &Path) -> PathBuf {
+    store_root.join("cache-mounts")
+}
+
+/// Docker's size syntax (`go-units` RAMInBytes): a number with an optional `k`, `m`, `g`,
+/// `t` (binary multiples), optionally followed by `b`/`ib`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (number, shift) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 10),
+        'm' => (&t[..t.len() - 1], 20),
+        'g' => (&t[..t.len() - 1], 30),
+        't' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let value: f64 = number.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    Some((value * (1u64 << shift) as f64) as u64)
+}
+
+impl StageExecutor<'_> {
+    /// Prepares the runtime mounts of `run` in `work` (the step's work dir).
+    pub(crate) fn run_mounts(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        run: &RunInstruction,
+        state: &ImageState,
+        work: &Path,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<RunMounts, BuildError> {
+        let mut out = RunMounts::default();
+        let workdir = &state.config.config.working_dir;
+        for (n, spec) in run.mounts.iter().enumerate() {
+            let fail = |message: String| BuildError::Step {
+                step: step.number,
+                message: format!("--mount={}: {message}", spec.canonical()),
+            };
+            let target = spec.target.as_deref().filter(|t| !t.is_empty()).map(|t| resolve_workdir(workdir, t));
+            match spec.kind {
+                MountType::Bind => {
+                    let target = target.unwrap_or_else(|| resolve_workdir(workdir, "."));
+                    let source =
+                        self.mount_source(stage, spec, &work.join(format!("mount-{n}")), done).map_err(fail)?;
+                    let readonly = spec.readonly.unwrap_or(true);
+                    out.mounts.push(Mount { target, kind: MountKind::Bind { source, readonly } });
+                }
+                MountType::Cache => {
+                    let target = target.ok_or_else(|| fail("a cache mount needs a target".into()))?;
+                    let (dir, lock) = self.cache_dir(stage, spec, &target, work, n, done).map_err(fail)?;
+                    out.locks.extend(lock);
+                    let readonly = spec.readonly.unwrap_or(false);
+                    out.mounts.push(Mount { target, kind: MountKind::Bind { source: dir, readonly } });
+                }
+                MountType::Tmpfs => {
+                    let target = target.ok_or_else(|| fail("a tmpfs mount needs a target".into()))?;
+                    let size = match &spec.size {
+                        Some(s) => Some(parse_size(s).ok_or_else(|| fail(format!("invalid size {s:?}")))?),
+                        None => None,
+                    };
+                    out.mounts.push(Mount { target, kind: MountKind::Tmpfs { size } });
+                }
+                MountType::Secret => {
+                    let id = spec
+                        .id
+                        .clone()
+                        .filter(|i| !i.is_empty())
+                        .or_else(|| target.as_deref().and_then(|t| t.rsplit('/').next()).map(str::to_string))
+                        .filter(|i| !i.is_empty())
+                        .ok_or_else(|| fail("a secret mount needs an id".into()))?;
+                    let Some(secret) = self.secrets.iter().find(|s| s.id == id) else {
+                        if spec.required.unwrap_or(false) {
+                            return Err(BuildError::SecretMissing { step: step.number, id });
+                        }
+                        continue;
+                    };
+                    let contents = secret.read().map_err(|e| fail(e.to_string()))?;
+                    if let Some(var) = &spec.env {
+                        out.env.push(format!("{var}={}", String::from_utf8_lossy(&contents)));
+                    }
+                    if spec.env.is_none() || target.is_some() {
+                        let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                        let kind = MountKind::File {
+                            contents,
+                            mode: spec.mode.unwrap_or(0o400),
+                            uid: spec.uid.unwrap_or(0),
+                            gid: spec.gid.unwrap_or(0),
+                        };
+                        out.mounts.push(Mount { target, kind });
+                    }
+                }
+                MountType::Ssh => {
+                    return Err(BuildError::Unsupported { step: step.number, what: "RUN --mount=type=ssh".into() })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies a bind (or cache seed) source into `dest` and returns the host path to mount:
+    /// `source` (default the root) of the build context after `.dockerignore`, or of the
+    /// stage or image `from` names.
+    fn mount_source(
+        &self,
+        stage: &Stage,
+        spec: &MountSpec,
+        dest: &Path,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<PathBuf, String> {
+        let source = spec.source.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_string());
+        fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+        let keyword = "RUN --mount";
+        let mut source_is_file = false;
+        let items: Vec<CopyItem> = match &spec.from {
+            None => {
+                let roots = self.context.select_roots(std::slice::from_ref(&source), &[]).map_err(|e| e.to_string())?;
+                if roots.len() != 1 {
+                    return Err(format!("source {source:?} must name exactly one path"));
+                }
+                match roots[0].root.as_ref().map(|r| &r.kind) {
+                    // A link would be followed on the host when mounted: refuse it.
+                    Some(EntryKind::Symlink { .. }) => {
+                        return Err(format!("source {source:?} is a symbolic link in the build context"))
+                    }
+                    Some(EntryKind::Dir) | None => {}
+                    Some(_) => source_is_file = true,
+                }
+                plan_from_context(keyword, &self.context.root, &roots, "/", true, false).map_err(|e| e.to_string())?
+            }
+            Some(from) => {
+                let image = self.copy_source_image(stage, from, done).map_err(|e| e.to_string())?;
+                let view = MergedView::new(&self.unpacked(&image).map_err(|e| e.to_string())?);
+                source_is_file = view.stat(&source).is_some_and(|e| e.metadata_kind != EntryType::Dir);
+                plan_from_image(keyword, from, &view, std::slice::from_ref(&source), "/", true)
+                    .map_err(|e| e.to_string())?
+            }
+        };
+        materialize(dest, &items, &CopyOptions::default()).map_err(|e| e.to_string())?;
+        // A file source lands in `dest` under its own name: that file is what gets mounted.
+        match items.iter().find(|i| i.kind != EntryType::Dir) {
+            Some(file) if source_is_file => Ok(dest.join(file.dest.trim_start_matches('/'))),
+            _ => Ok(dest.to_path_buf()),
+        }
+    }
+
+    /// The cache dir of a cache mount, created (mode, owner, `from` seed) when new, and the
+    /// lock its `sharing` needs.
+    fn cache_dir(
+        &self,
+        stage: &Stage,
+        spec: &MountSpec,
+        target: &str,
+        work: &Path,
+        n: usize,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<(PathBuf, Option<std::fs::File>), String> {
+        let base = cache_mounts_dir(self.store.root());
+        fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| target.to_string());
+        let hex = Sha256Digest::of(id.as_bytes()).hex().to_string();
+        let lock_file = |name: &str| -> Result<std::fs::File, String> {
+            let path = base.join(format!("{name}.lock"));
+            let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+            file.map(|f| f.into_parts().0).map_err(|e| e.to_string())
+        };
+        let (name, lock) = match spec.sharing.unwrap_or(CacheSharing::Shared) {
+            CacheSharing::Shared => (hex, None),
+            CacheSharing::Locked => {
+                let file = lock_file(&hex)?;
+                flock(&file, FlockOperation::LockExclusive).map_err(|e| format!("locking cache {id:?}: {e}"))?;
+                (hex, Some(file))
+            }
+            CacheSharing::Private => {
+                let mut instance = 0usize;
+                loop {
+                    let name = if instance == 0 { hex.clone() } else { format!("{hex}-{instance}") };
+                    let file = lock_file(&name)?;
+                    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                        break (name, Some(file));
+                    }
+                    instance += 1;
+                }
+            }
+        };
+        let dir = base.join(&name);
+        if !dir.is_dir() {
+            // Made aside and renamed into place, so a concurrent build never sees it half made.
+            let fresh = match &spec.from {
+                Some(_) => self.mount_source(stage, spec, &work.join(format!("cache-seed-{n}")), done)?,
+                None => {
+                    let fresh = work.join(format!("cache-{n}"));
+                    fs::create_dir(&fresh).map_err(|e| e.to_string())?;
+                    fresh
+                }
+            };
+            if !fresh.is_dir() {
+                return Err(format!("cache source {:?} is not a directory", spec.source.as_deref().unwrap_or("/")));
+            }
+            let mode = spec.mode.unwrap_or(0o755);
+            fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .map_err(|e| e.to_string())?;
+            std::os::unix::fs::lchown(&fresh, Some(spec.uid.unwrap_or(0)), Some(spec.gid.unwrap_or(0)))
+                .map_err(|e| format!("chown {}: {e}", fresh.display()))?;
+            if let Err(e) = fs::rename(&fresh, &dir) {
+                if !dir.is_dir() {
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok((dir, lock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_use_docker_units() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("10mb"), Some(10 << 20));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("-1"), None);
+    }
+}
