@@ -719,6 +719,10 @@ impl ImageStore {
                 {
                     return Ok(i);
                 }
+                // Pulled by digest (untagged): the digest names the content whatever the repo.
+                if let Some(i) = images.iter().find(|i| i.manifest_digest == *d) {
+                    return Ok(i);
+                }
             } else {
                 let r = r.with_default_tag();
                 if let Some(i) = images.iter().find(|i| i.tags.contains(&r)) {
