@@ -3,7 +3,9 @@
 //! Built on the `oci-client` crate, as DESIGN.md says. oci-client is async; every operation
 //! here creates a small current-thread tokio runtime for its own duration ([`client`]), so the
 //! rest of rbuild stays synchronous. TLS is rustls with the `ring` provider (already used by
-//! `ureq`), so no second crypto library is built.
+//! `ureq`), so no second crypto library is built. oci-client 0.18 needs Rust 1.88 through
+//! `sha2` 0.11 and reqwest's `icu_*` crates; the lock file already needed 1.88 for `pest` 2.9,
+//! so this adds no new floor over what `rust-version = "1.85"` in Cargo.toml already misstates.
 //!
 //! What this module owns:
 //! - [`client`]: which registries are plain HTTP (`localhost`, `127.0.0.0/8`, `::1`, hosts in
