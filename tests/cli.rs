@@ -208,8 +208,14 @@ fn usage_errors_exit_1_and_help_exits_0() {
 }
 
 #[test]
-fn pull_is_refused_with_a_clear_error() {
-    let (code, _, err) = run(rbuild().args(["build", "--pull"]).arg(example()));
-    assert_eq!(code, 1);
-    assert!(err.contains("--pull: rbuild has no registry client yet"), "{err}");
+fn a_base_image_that_cannot_be_pulled_is_a_clear_error() {
+    // Port 1 on loopback: nothing listens, so the pull fails with connection refused.
+    let dir = context_with("FROM 127.0.0.1:1/nothing\nRUN true\n");
+    let store = tempfile::tempdir().expect("temp dir");
+    for extra in [&[][..], &["--pull"][..]] {
+        let (code, _, err) = run(rbuild().env("RBUILD_ROOT", store.path()).arg("build").args(extra).arg(dir.path()));
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("pull access denied for 127.0.0.1:1/nothing"), "{err}");
+        assert!(err.contains("Connection refused"), "{err}");
+    }
 }

@@ -36,6 +36,10 @@ enum Command {
     Images(commands::images::ImagesArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
     Tag(commands::tag::TagArgs),
+    /// Download an image from a registry
+    Pull(commands::pull::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::push::PushArgs),
     /// Remove one or more images
     Rmi(commands::rmi::RmiArgs),
     /// Show the history of an image
@@ -103,6 +107,8 @@ pub fn main() -> i32 {
         Command::Import(a) => commands::import::run(a, &mut p),
         Command::Images(a) => commands::images::run(a, &mut p),
         Command::Tag(a) => commands::tag::run(a, &mut p),
+        Command::Pull(a) => commands::pull::run(a, &mut p),
+        Command::Push(a) => commands::push::run(a, &mut p),
         Command::Rmi(a) => commands::rmi::run(a, &mut p),
         Command::History(a) => commands::history::run(a, &mut p),
         Command::Inspect(a) => commands::inspect::run(a, &mut p),

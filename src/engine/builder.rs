@@ -30,6 +30,7 @@ use crate::frontend::lower::{lower, ImageResolver, LowerOptions, Platform, Resol
 use crate::frontend::parser;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
+use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
 use crate::store::{ImageReference, ImageStore, PutImage};
 
@@ -52,6 +53,11 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// `--secret`s for `RUN --mount=type=secret`.
     pub secrets: Vec<crate::engine::secrets::BuildSecret>,
+    /// `--pull`: check the registry for every base image, even one already in the store.
+    /// Without it, only a base image missing from the store is pulled (Docker's behaviour).
+    pub pull: bool,
+    /// How to reach registries for those pulls.
+    pub registry: RegistryOptions,
 }
 
 impl BuildOptions {
@@ -69,6 +75,8 @@ impl BuildOptions {
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             secrets: Vec::new(),
+            pull: false,
+            registry: RegistryOptions::default(),
         }
     }
 }
@@ -87,15 +95,51 @@ pub struct Builder {
     cancel: Cancel,
 }
 
-/// Looks base images up in the store for lowering (digest for the key, ENV for expansion).
-struct StoreImages<'a>(&'a ImageStore);
+/// Looks base images up in the store for lowering (manifest digest for the FROM step's cache
+/// key, ENV for expansion), pulling those missing from the store (all of them with `--pull`)
+/// once per build. Pull failures are kept for [`Builder::run`] to report.
+struct StoreImages<'a> {
+    store: &'a ImageStore,
+    always_pull: bool,
+    registry: RegistryOptions,
+    /// reference -> the pull's error, for every reference a pull was tried for.
+    pulls: Mutex<BTreeMap<String, Option<String>>>,
+}
+
+impl StoreImages<'_> {
+    /// Pulls `reference` unless it was tried already in this build.
+    fn pull_once(&self, reference: &str) {
+        let Ok(mut pulls) = self.pulls.lock() else { return };
+        if pulls.contains_key(reference) {
+            return;
+        }
+        let result = crate::registry::pull(self.store, reference, &self.registry, &mut |_| {});
+        pulls.insert(reference.to_string(), result.err().map(|e| e.to_string()));
+    }
+
+    /// The first pull that failed.
+    fn failed_pull(&self) -> Option<(String, String)> {
+        let pulls = self.pulls.lock().ok()?;
+        pulls.iter().find_map(|(r, e)| e.clone().map(|e| (r.clone(), e)))
+    }
+}
 
 impl ImageResolver for StoreImages<'_> {
     fn resolve(&self, reference: &str) -> Option<ResolvedImage> {
-        let image = self.0.resolve(reference).ok()?;
+        // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
+        let name = ImageReference::parse(reference).ok();
+        if name.is_some() && (self.always_pull || self.store.resolve(reference).is_err()) {
+            self.pull_once(reference);
+        }
+        let image = self.store.resolve(reference).ok()?;
+        // The manifest the tag points at: a newer pulled base changes it, and so the key.
+        let digest = name
+            .filter(|n| n.digest().is_none())
+            .and_then(|n| self.store.tagged_manifest(&n).ok().flatten())
+            .unwrap_or_else(|| image.manifest_digest.clone());
         let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
         Some(ResolvedImage {
-            digest: image.manifest_digest.to_string(),
+            digest: digest.to_string(),
             env: config.env_pairs(),
             on_build: config.config.on_build.clone(),
         })
@@ -171,7 +215,12 @@ impl Builder {
         let context = BuildContext::open(&opts.context, anchor)?;
         let summary = context.summary()?;
         let sources = ContextSources::new(&context);
-        let images = StoreImages(&self.store);
+        let images = StoreImages {
+            store: &self.store,
+            always_pull: opts.pull,
+            registry: opts.registry.clone(),
+            pulls: Mutex::new(BTreeMap::new()),
+        };
         let platform = Platform::native();
         let lower_opts = LowerOptions {
             build_args: opts.build_args.clone(),
@@ -182,6 +231,14 @@ impl Builder {
             sources: Some(&sources),
         };
         let plan = lower(&df, &text, &lower_opts)?;
+        if let Some((reference, error)) = images.failed_pull() {
+            let reason = if self.store.resolve(&reference).is_ok() {
+                format!("--pull could not check the registry for a newer image: {error}")
+            } else {
+                format!("the image is not in the local store and pulling it failed: {error}")
+            };
+            return Err(BuildError::BaseImageMissing { reference, reason });
+        }
         sink(&BuildEvent::BuildStarted {
             context_files: summary.files,
             context_bytes: summary.bytes,

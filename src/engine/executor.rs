@@ -32,6 +32,9 @@ use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
 use crate::store::{ImageStore, LayerBlob, PutImage, StoredImage};
 
+/// Why a base image that lowering could not pull is missing when its stage runs.
+const NOT_IN_STORE: &str = "the image is not in the local store";
+
 /// Where events go: called from every stage thread.
 pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
 
@@ -199,10 +202,10 @@ impl StageExecutor<'_> {
                 .map(|s| (**s).clone())
                 .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
             StageBase::Image { reference } => {
-                let stored = self
-                    .store
-                    .resolve(reference)
-                    .map_err(|_| BuildError::BaseImageMissing { reference: reference.clone() })?;
+                let stored = self.store.resolve(reference).map_err(|_| BuildError::BaseImageMissing {
+                    reference: reference.clone(),
+                    reason: NOT_IN_STORE.into(),
+                })?;
                 let mut state = self.state_of(stored)?;
                 // The base's ONBUILD triggers run in this stage (lowering put them after the
                 // FROM); the new image does not carry them on, as Docker clears them.
@@ -645,8 +648,10 @@ impl StageExecutor<'_> {
                 }
             }
         }
-        let stored =
-            self.store.resolve(from).map_err(|_| BuildError::BaseImageMissing { reference: from.to_string() })?;
+        let stored = self
+            .store
+            .resolve(from)
+            .map_err(|_| BuildError::BaseImageMissing { reference: from.to_string(), reason: NOT_IN_STORE.into() })?;
         self.state_of(stored)
     }
 

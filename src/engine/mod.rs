@@ -38,8 +38,9 @@ pub enum BuildError {
     Cache(#[from] cache::CacheError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    #[error("pull access denied for {reference}: the image is not in the local store and no registry is configured (use `rbuild import` or `rbuild load` to add it)")]
-    BaseImageMissing { reference: String },
+    /// A base image is not in the store and could not be pulled (or `--pull` failed).
+    #[error("pull access denied for {reference}: {reason}")]
+    BaseImageMissing { reference: String, reason: String },
     /// A RUN exited non-zero: Docker's wording.
     #[error("The command '{command}' returned a non-zero code: {code}")]
     RunFailed { step: usize, command: String, code: i32, last_image: Option<String> },

@@ -468,6 +468,57 @@ impl ImageStore {
         self.resolve(&config_digest.to_string())
     }
 
+    /// Adds an image whose manifest was made elsewhere (a registry), keeping the manifest
+    /// byte for byte so its digest stays the one the registry serves. The config and layer
+    /// blobs must already be in the store, pinned by `work`; the config's diff IDs must match
+    /// the layers.
+    pub fn put_manifest_raw(&self, work: &WorkDir, manifest_json: &[u8], opts: &PutImage) -> Result<StoredImage> {
+        let digest = Sha256Digest::of(manifest_json);
+        let manifest: ImageManifest = serde_json::from_slice(manifest_json).map_err(|source| StoreError::Json {
+            what: "manifest",
+            path: digest.to_string(),
+            source,
+        })?;
+        let id = Sha256Digest::from(manifest.config().digest());
+        let config_raw = self.read_blob(&id)?;
+        let config: ImageConfiguration = serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
+            what: "image config",
+            path: id.to_string(),
+            source,
+        })?;
+        if config.rootfs().diff_ids().len() != manifest.layers().len() {
+            return Err(StoreError::BadImage {
+                id: id.to_string(),
+                reason: format!(
+                    "{} diff_ids for {} layers in manifest {digest}",
+                    config.rootfs().diff_ids().len(),
+                    manifest.layers().len()
+                ),
+            });
+        }
+        self.put_blob_bytes(work, manifest_json)?;
+        self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
+        let images = self.images()?;
+        // The image whose tags (or, untagged, whose manifest) are this manifest's.
+        images
+            .iter()
+            .find(|i| i.manifest_digest == digest)
+            .or_else(|| images.iter().find(|i| i.id == id))
+            .cloned()
+            .ok_or_else(|| StoreError::NoSuchImage(digest.to_string()))
+    }
+
+    /// The manifest digest a tag points at in the index (`busybox` means `busybox:latest`).
+    pub fn tagged_manifest(&self, reference: &ImageReference) -> Result<Option<Sha256Digest>> {
+        let familiar = reference.clone().with_default_tag().familiar();
+        let index = self.read_index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .find(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION)) == Some(&familiar))
+            .map(|d| Sha256Digest::from(d.digest())))
+    }
+
     /// Adds (or re-tags) a manifest in the index: every tag moves to this manifest; with no
     /// tags the image is kept untagged unless it already has an entry.
     pub(crate) fn add_to_index(
@@ -487,6 +538,9 @@ impl ImageStore {
                 return Err(StoreError::MissingBlob { path: self.blob_path(&d), digest: d });
             }
         }
+        // A registry's Docker schema2 manifest keeps its media type, so readers of the layout
+        // (skopeo) parse it as what it is.
+        let media_type = manifest.media_type().clone().unwrap_or(MediaType::ImageManifest);
         let index = self.read_index()?;
         let mut entries: Vec<Descriptor> = index.manifests().clone();
         let familiar: Vec<String> = tags.iter().map(|t| t.clone().with_default_tag().familiar()).collect();
@@ -519,7 +573,7 @@ impl ImageStore {
             if let Some(n) = name {
                 ann.insert(REF_NAME_ANNOTATION.into(), n.clone());
             }
-            let mut d = Descriptor::new(MediaType::ImageManifest, size, manifest_digest.to_oci());
+            let mut d = Descriptor::new(media_type.clone(), size, manifest_digest.to_oci());
             d.set_annotations(Some(ann));
             d
         };
@@ -663,6 +717,10 @@ impl ImageStore {
                     .iter()
                     .find(|i| i.manifest_digest == *d && i.tags.iter().any(|t| t.full_name() == r.full_name()))
                 {
+                    return Ok(i);
+                }
+                // Pulled by digest (untagged): the digest names the content whatever the repo.
+                if let Some(i) = images.iter().find(|i| i.manifest_digest == *d) {
                     return Ok(i);
                 }
             } else {

@@ -63,9 +63,14 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default) or zstd
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression: String,
-    /// Always pull a newer base image (needs a registry client, which rbuild does not have yet)
+    /// Always check the registry for a newer base image and pull it (without it, only base
+    /// images missing from the store are pulled)
     #[arg(long)]
     pull: bool,
+    /// Require HTTPS for registries (false: plain HTTP to any registry; default: plain HTTP
+    /// only to localhost, 127.0.0.0/8 and RBUILD_INSECURE_REGISTRIES)
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    tls_verify: Option<bool>,
     /// The build context: a directory, or `-` for a tar archive on stdin
     #[arg(default_value = ".")]
     context: PathBuf,
@@ -171,9 +176,6 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
-    if args.pull {
-        bail!("--pull: rbuild has no registry client yet, so it cannot pull base images; build from images in the store (rbuild import / rbuild load) without --pull");
-    }
     // `-`: the context is a tar archive on stdin, extracted (safely) into a temp dir.
     let stdin_context = if args.context == Path::new("-") {
         if args.file.as_deref() == Some(Path::new("-")) {
@@ -198,6 +200,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.no_cache = args.no_cache;
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.pull = args.pull;
+    opts.registry = crate::registry::RegistryOptions { tls_verify: args.tls_verify };
     opts.network =
         if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
     opts.compression = if args.compression == "zstd" {

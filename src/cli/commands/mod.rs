@@ -13,6 +13,8 @@ pub mod load;
 pub mod logs;
 pub mod parse;
 pub mod ps;
+pub mod pull;
+pub mod push;
 pub mod rm;
 pub mod rmi;
 pub mod run;
