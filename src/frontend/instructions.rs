@@ -729,7 +729,7 @@ fn key_value_triples(node: &Node, src: &SourceRef) -> Result<Vec<(String, String
     if node.args.is_empty() {
         return Err(src.error_at(node, &node.keyword, format!("{upper} requires at least one argument")));
     }
-    if node.args.len() % 3 != 0 {
+    if !node.args.len().is_multiple_of(3) {
         return Err(src.error_at(node, &node.keyword, format!("{upper} requires key=value pairs")));
     }
     let mut pairs = Vec::new();
@@ -883,7 +883,7 @@ fn go_duration(d: Duration) -> String {
     if ns == 0 {
         return "0s".into();
     }
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         let secs = ns / 1_000_000_000;
         let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
         let mut out = String::new();
@@ -895,7 +895,7 @@ fn go_duration(d: Duration) -> String {
         }
         out.push_str(&format!("{s}s"));
         out
-    } else if ns % 1_000_000 == 0 {
+    } else if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
     } else {
         format!("{ns}ns")
