@@ -1,0 +1,270 @@
+//! One test per Dockerfile instruction family, asserting the exact image config (Docker's JSON
+//! field names, read from the stored config blob) and rootfs a build produces, as the
+//! Dockerfile reference and BuildKit (`docker build`'s default builder) produce them.
+//! tests/build_engine.rs covers the basics of each instruction; this file pins the corners:
+//! forms, flags, defaults and what a step must not do.
+//!
+//! Needs root and /bin/busybox; skips with a message otherwise, fails under CI=true.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use common::store_with_busybox;
+use rbuild::engine::{BuildError, BuildOptions, Builder};
+use serde_json::{json, Value};
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Fixture {
+    /// A store with busybox imported, or None when this machine cannot run builds.
+    fn new() -> Option<Fixture> {
+        let (dir, root) = store_with_busybox()?;
+        Some(Fixture { dir, root })
+    }
+
+    /// A context dir with `files` (path, content) and the Dockerfile `text`.
+    fn context(&self, name: &str, text: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.dir.path().join(name);
+        std::fs::create_dir_all(&ctx).expect("mkdir");
+        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
+        for (path, content) in files {
+            let p = ctx.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, content).expect("write");
+        }
+        ctx
+    }
+
+    fn build(&self, ctx: &Path) -> String {
+        self.build_with(&BuildOptions::new(ctx))
+    }
+
+    fn build_with(&self, opts: &BuildOptions) -> String {
+        let builder = Builder::open(&self.root).expect("store");
+        match builder.build(opts) {
+            Ok(out) => out.image_id,
+            Err(e) => panic!("build of {} failed: {e}", opts.context.display()),
+        }
+    }
+
+    fn build_err(&self, ctx: &Path) -> BuildError {
+        let builder = Builder::open(&self.root).expect("store");
+        builder.build(&BuildOptions::new(ctx)).expect_err("the build should fail")
+    }
+
+    /// The image config exactly as stored (the blob whose digest is the image ID).
+    fn config(&self, id: &str) -> Value {
+        let store = rbuild::store::ImageStore::open(&self.root).expect("store");
+        let image = store.resolve(id).expect("image");
+        serde_json::from_slice(&image.config_raw).expect("config JSON")
+    }
+
+    fn rootfs(&self, id: &str) -> PathBuf {
+        let store = rbuild::store::ImageStore::open(&self.root).expect("store");
+        let image = store.resolve(id).expect("image");
+        let dest = self.dir.path().join(format!("flat-{}", &id[7..19]));
+        if !dest.exists() {
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            store.flatten_into(&image, &dest).expect("flatten");
+        }
+        dest
+    }
+}
+
+fn read(root: &Path, path: &str) -> String {
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// (uid, gid, permission bits) of a path, not following a final symlink.
+fn owner_mode(root: &Path, path: &str) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// `history[].empty_layer` of the steps after the base image's own history.
+fn empty_layers(config: &Value, base_entries: usize) -> Vec<bool> {
+    config["history"].as_array().expect("history").iter().skip(base_entries).map(|h| h["empty_layer"] == true).collect()
+}
+
+fn diff_ids(config: &Value) -> usize {
+    config["rootfs"]["diff_ids"].as_array().expect("diff_ids").len()
+}
+
+fn base_history(fx: &Fixture) -> usize {
+    fx.config("busybox")["history"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn run_shell_form_exec_form_and_shell() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "run",
+        "FROM busybox\nENV X=1\nRUN echo \"shell $X $0\" > /shell\nRUN [\"/bin/touch\", \"/exec-$X\"]\nSHELL [\"/usr/bin/env\", \"VIA_SHELL=yes\", \"/bin/sh\", \"-c\"]\nRUN echo \"$VIA_SHELL\" > /shelled\nRUN [\"/bin/sh\", \"-c\", \"echo ${VIA_SHELL:-unset} > /exec-no-shell\"]\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "shell"), "shell 1 /bin/sh\n", "shell form runs through /bin/sh -c");
+    assert!(root.join("exec-$X").is_file(), "exec form does no variable substitution");
+    assert_eq!(read(&root, "shelled"), "yes\n", "SHELL wraps later shell-form RUNs");
+    assert_eq!(read(&root, "exec-no-shell"), "unset\n", "SHELL does not touch exec form");
+    let config = fx.config(&id);
+    assert_eq!(config["config"]["Shell"], json!(["/usr/bin/env", "VIA_SHELL=yes", "/bin/sh", "-c"]));
+    let created_by: Vec<&str> =
+        config["history"].as_array().expect("history").iter().filter_map(|h| h["created_by"].as_str()).collect();
+    assert!(
+        created_by.contains(&"/usr/bin/env VIA_SHELL=yes /bin/sh -c echo \"$VIA_SHELL\" > /shelled"),
+        "{created_by:?}"
+    );
+    assert_eq!(
+        empty_layers(&config, base_history(&fx)),
+        [true, false, false, true, false, false],
+        "ENV and SHELL add no layer; each RUN that writes adds one"
+    );
+}
+
+#[test]
+fn env_forms_and_expansion() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "env",
+        "FROM busybox\nENV LEGACY a value with spaces\nENV A=1 B=\"two words\" C=$A\nENV A=3 D=${A}-${B}\nENV E=\"$A\" F='$A'\nRUN echo \"$D|$E|$F\" > /seen\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let config = fx.config(&id);
+    assert_eq!(
+        config["config"]["Env"],
+        json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LEGACY=a value with spaces",
+            "A=3",
+            "B=two words",
+            "C=",
+            "D=1-two words",
+            "E=3",
+            "F=$A"
+        ]),
+        "a line sees the values from before it; a replaced variable keeps its place"
+    );
+    assert_eq!(read(&fx.rootfs(&id), "seen"), "1-two words|3|$A\n");
+}
+
+#[test]
+fn label_and_maintainer() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "label",
+        "FROM busybox\nARG REV=abc\nMAINTAINER Jane Doe <jane@example.com>\nLABEL a=1 \"b c\"=\"two words\" d='single $REV' e=\"double $REV\"\nLABEL multi.line=\"one \\\ntwo\"\nLABEL a=override\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let config = fx.config(&id);
+    assert_eq!(config["author"], "Jane Doe <jane@example.com>");
+    assert_eq!(
+        config["config"]["Labels"],
+        json!({"a": "override", "b c": "two words", "d": "single $REV", "e": "double abc", "multi.line": "one two"})
+    );
+}
+
+#[test]
+fn expose_volume_user_stopsignal() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "misc",
+        "FROM busybox\nARG PORT=9090\nEXPOSE 80 80/udp 8000-8002 ${PORT}/tcp 53/UDP\nVOLUME [\"/json-a\", \"/json b\"]\nVOLUME /plain1 /plain2\nUSER 1000:1000\nSTOPSIGNAL SIGKILL\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let config = fx.config(&id);
+    let c = &config["config"];
+    assert_eq!(
+        c["ExposedPorts"],
+        json!({"80/tcp": {}, "80/udp": {}, "8000/tcp": {}, "8001/tcp": {}, "8002/tcp": {}, "9090/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(c["Volumes"], json!({"/json-a": {}, "/json b": {}, "/plain1": {}, "/plain2": {}}));
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["StopSignal"], "SIGKILL");
+    assert_eq!(empty_layers(&config, base_history(&fx)), [true; 6]);
+    assert_eq!(diff_ids(&config), 1);
+    // A VOLUME path is not created in the rootfs by BuildKit.
+    assert!(!fx.rootfs(&id).join("plain1").exists());
+}
+
+#[test]
+fn cmd_and_entrypoint_forms_and_inheritance() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "cmd",
+        "FROM busybox AS base\nCMD [\"base-cmd\"]\nFROM base AS shellform\nCMD echo $HOME\nENTRYPOINT exec top -b\nFROM base AS inherits\nLABEL x=y\nFROM base AS reset\nENTRYPOINT [\"/bin/echo\"]\nFROM base AS both\nENTRYPOINT [\"/bin/echo\"]\nCMD [\"later\"]\n",
+        &[],
+    );
+    let config_of = |target: &str| {
+        let mut opts = BuildOptions::new(&ctx);
+        opts.target = Some(target.to_string());
+        fx.config(&fx.build_with(&opts))["config"].clone()
+    };
+    let c = config_of("shellform");
+    assert_eq!(c["Cmd"], json!(["/bin/sh", "-c", "echo $HOME"]), "a CMD of this stage survives ENTRYPOINT");
+    assert_eq!(c["Entrypoint"], json!(["/bin/sh", "-c", "exec top -b"]));
+    let c = config_of("inherits");
+    assert_eq!(c["Cmd"], json!(["base-cmd"]));
+    let c = config_of("reset");
+    assert_eq!((c["Entrypoint"].clone(), c["Cmd"].clone()), (json!(["/bin/echo"]), Value::Null), "inherited CMD reset");
+    let c = config_of("both");
+    assert_eq!((c["Entrypoint"].clone(), c["Cmd"].clone()), (json!(["/bin/echo"]), json!(["later"])));
+}
+
+#[test]
+fn healthcheck_forms_and_durations() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "health",
+        "FROM busybox AS exec\nHEALTHCHECK --interval=1m30s --timeout=5s --start-period=2s --start-interval=500ms --retries=4 CMD [\"/bin/true\", \"arg\"]\nFROM busybox AS shell\nHEALTHCHECK CMD wget -q -O- http://localhost/ || exit 1\nFROM shell AS none\nHEALTHCHECK NONE\n",
+        &[],
+    );
+    let health_of = |target: &str| {
+        let mut opts = BuildOptions::new(&ctx);
+        opts.target = Some(target.to_string());
+        fx.config(&fx.build_with(&opts))["config"]["Healthcheck"].clone()
+    };
+    assert_eq!(
+        health_of("exec"),
+        json!({
+            "Test": ["CMD", "/bin/true", "arg"],
+            "Interval": 90_000_000_000u64,
+            "Timeout": 5_000_000_000u64,
+            "StartPeriod": 2_000_000_000u64,
+            "StartInterval": 500_000_000u64,
+            "Retries": 4
+        })
+    );
+    assert_eq!(health_of("shell"), json!({"Test": ["CMD-SHELL", "wget -q -O- http://localhost/ || exit 1"]}));
+    assert_eq!(health_of("none"), json!({"Test": ["NONE"]}));
+}
+
+#[test]
+fn onbuild_triggers_are_stored_verbatim_and_run_in_the_child() {
+    let Some(fx) = Fixture::new() else { return };
+    let parent = fx.context(
+        "onbuild-parent",
+        "FROM busybox\nARG WHO=parent\nONBUILD ARG WHO=child\nONBUILD RUN echo \"hello $WHO\" > /greeting\n",
+        &[],
+    );
+    let mut opts = BuildOptions::new(&parent);
+    opts.tags = vec!["onbuild-parent:1".into()];
+    let id = fx.build_with(&opts);
+    let config = fx.config(&id);
+    assert_eq!(config["config"]["OnBuild"], json!(["ARG WHO=child", "RUN echo \"hello $WHO\" > /greeting"]));
+    assert!(!fx.rootfs(&id).join("greeting").exists());
+    let child = fx.context("onbuild-child", "FROM onbuild-parent:1\n", &[]);
+    let id = fx.build(&child);
+    assert_eq!(read(&fx.rootfs(&id), "greeting"), "hello child\n");
+    assert_eq!(fx.config(&id)["config"]["OnBuild"], Value::Null, "triggers do not pass to grandchildren");
+}
