@@ -101,6 +101,51 @@ fn base_history(fx: &Fixture) -> usize {
 }
 
 #[test]
+fn from_an_image_scratch_a_stage_and_platforms() {
+    let Some(fx) = Fixture::new() else { return };
+    // A missing base image: the error names it.
+    let missing = fx.context("missing", "FROM no-such-image:1.2\nRUN true\n", &[]);
+    let err = fx.build_err(&missing).to_string();
+    assert!(err.contains("no-such-image:1.2"), "{err}");
+
+    // ARG before FROM picks the base; FROM an earlier stage inherits its config and files;
+    // FROM scratch starts with no layer, Docker's default PATH and nothing else.
+    let native = rbuild::frontend::lower::Platform::native().to_string();
+    let ctx = fx.context(
+        "stages",
+        &format!("ARG BASE=busybox\nFROM --platform={native} $BASE AS base\nENV FROM_BASE=1\nRUN echo base > /base\nFROM base AS child\nRUN echo child > /child\nFROM scratch AS empty\nCOPY f /f\nFROM --platform=$BUILDPLATFORM base AS last\n"),
+        &[("f", "scratch file\n")],
+    );
+    let mut opts = BuildOptions::new(&ctx);
+    opts.target = Some("child".into());
+    let child = fx.build_with(&opts);
+    let root = fx.rootfs(&child);
+    assert_eq!((read(&root, "base"), read(&root, "child")), ("base\n".into(), "child\n".into()));
+    let config = fx.config(&child);
+    assert!(config["config"]["Env"].as_array().expect("Env").contains(&json!("FROM_BASE=1")), "{config}");
+    assert_eq!(diff_ids(&config), 3, "busybox + RUN + RUN");
+
+    opts.target = Some("empty".into());
+    let scratch = fx.build_with(&opts);
+    let config = fx.config(&scratch);
+    assert_eq!(diff_ids(&config), 1, "only the COPY's layer");
+    assert_eq!(config["config"]["Env"], json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]));
+    let listing = common::tree_listing(&fx.rootfs(&scratch));
+    assert_eq!(listing.len(), 1, "{listing:?}");
+    assert!(listing[0].starts_with("f file "), "{listing:?}");
+
+    opts.target = None;
+    fx.build_with(&opts);
+
+    // A foreign --platform cannot run here: a clear error naming the platform, not a build
+    // that silently uses the native image.
+    let foreign = if cfg!(target_arch = "s390x") { "linux/amd64" } else { "linux/s390x" };
+    let ctx = fx.context("foreign", &format!("FROM --platform={foreign} busybox\nRUN true\n"), &[]);
+    let err = fx.build_err(&ctx).to_string();
+    assert!(err.contains(foreign), "{err}");
+}
+
+#[test]
 fn run_shell_form_exec_form_and_shell() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.context(

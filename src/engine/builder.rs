@@ -182,6 +182,9 @@ impl Builder {
             sources: Some(&sources),
         };
         let plan = lower(&df, &text, &lower_opts)?;
+        for stage in plan.planned_stages() {
+            check_stage_platform(stage, &platform)?;
+        }
         sink(&BuildEvent::BuildStarted {
             context_files: summary.files,
             context_bytes: summary.bytes,
@@ -257,6 +260,21 @@ impl Builder {
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
     }
+}
+
+/// `FROM --platform=…` must name the platform the build runs on: steps run natively, and
+/// without emulation a foreign image's RUN could not run (Docker would pull the foreign
+/// variant and emulate it). A build that quietly used the native image instead would produce
+/// an image for the wrong platform.
+fn check_stage_platform(stage: &crate::plan::Stage, native: &Platform) -> Result<(), BuildError> {
+    let Some(text) = &stage.platform else { return Ok(()) };
+    let step = stage.steps.first().map_or(0, |s| s.number);
+    let wanted = Platform::parse(text).map_err(|message| BuildError::Step { step, message })?;
+    let variant_differs = matches!((&wanted.variant, &native.variant), (Some(a), Some(b)) if a != b);
+    if wanted.os != native.os || wanted.arch != native.arch || variant_differs {
+        return Err(BuildError::ForeignPlatform { step, platform: wanted.to_string(), native: native.to_string() });
+    }
+    Ok(())
 }
 
 /// A tag as `docker build` prints it (`app:1`, `app:latest`).
