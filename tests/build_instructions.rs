@@ -202,6 +202,42 @@ fn env_forms_and_expansion() {
 }
 
 #[test]
+fn arg_defaults_overrides_scope_and_proxies() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "args",
+        "ARG GLOBAL=g\nFROM busybox\nARG V=default\nARG EMPTY\nRUN echo \"[$GLOBAL][$V][$EMPTY][${HTTP_PROXY:-}]\" > /one\nARG GLOBAL\nRUN echo \"[$GLOBAL]\" > /two\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    // The host's proxy variables reach RUN (as the docker CLI passes its configured proxies).
+    let host_proxy = std::env::var("HTTP_PROXY").unwrap_or_default();
+    assert_eq!(
+        read(&root, "one"),
+        format!("[][default][][{host_proxy}]\n"),
+        "a global ARG is not visible until redeclared"
+    );
+    assert_eq!(read(&root, "two"), "[g]\n");
+    let config = fx.config(&id);
+    assert!(!config["config"]["Env"].to_string().contains("default"), "ARG values stay out of Env: {config}");
+
+    let mut opts = BuildOptions::new(&ctx);
+    opts.build_args = BTreeMap::from([
+        ("V".to_string(), "override".to_string()),
+        ("GLOBAL".to_string(), "G2".to_string()),
+        ("HTTP_PROXY".to_string(), "http://proxy.invalid:3128".to_string()),
+    ]);
+    let id = fx.build_with(&opts);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "one"), "[][override][][http://proxy.invalid:3128]\n", "a proxy arg needs no ARG");
+    assert_eq!(read(&root, "two"), "[G2]\n");
+    let history = fx.config(&id)["history"].to_string();
+    assert!(history.contains("V=override"), "RUN history names the build args it saw: {history}");
+    assert!(!history.contains("proxy.invalid"), "proxy args stay out of the history: {history}");
+}
+
+#[test]
 fn label_and_maintainer() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.context(

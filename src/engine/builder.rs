@@ -225,6 +225,12 @@ impl Builder {
                     _ => None,
                 })
                 .collect(),
+            proxy_args: opts
+                .build_args
+                .iter()
+                .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             secrets: &opts.secrets,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;

@@ -68,6 +68,8 @@ pub struct StageExecutor<'a> {
     /// Stages that other stages build on or copy from: their layers are unpacked as soon as
     /// they are made.
     pub stages_read_by_others: BTreeSet<usize>,
+    /// `--build-arg`s that are proxy variables (`HTTP_PROXY`…): every RUN sees them.
+    pub proxy_args: BTreeMap<String, String>,
     /// `--secret`s, for `RUN --mount=type=secret`.
     pub secrets: &'a [crate::engine::secrets::BuildSecret],
 }
@@ -353,8 +355,10 @@ impl StageExecutor<'_> {
                 env.push(format!("{k}={v}"));
             }
         }
+        // Proxy args need no ARG and stay out of the history and the cache key; a
+        // `--build-arg` beats the builder's own environment.
         for name in PROXY_ARGS {
-            if let Ok(v) = std::env::var(name) {
+            if let Some(v) = self.proxy_args.get(*name).cloned().or_else(|| std::env::var(name).ok()) {
                 env.push(format!("{name}={v}"));
             }
         }
