@@ -303,6 +303,36 @@ fn cmd_and_entrypoint_forms_and_inheritance() {
 }
 
 #[test]
+fn workdir_is_created_owned_by_user_and_stacks() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "workdir",
+        "FROM busybox\nRUN mkdir -p /run /var && ln -s ../run /var/run\nWORKDIR /tmp\nUSER nobody\nWORKDIR /srv/app\nWORKDIR sub/../data\nUSER 12:34\nWORKDIR /numeric\nRUN pwd > /tmp/pwd\nWORKDIR /tmp/sub\nWORKDIR /var/run/app\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let config = fx.config(&id);
+    assert_eq!(config["config"]["WorkingDir"], "/var/run/app");
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "tmp/pwd"), "/numeric\n");
+    // BuildKit makes the directory (and missing parents) 0755, owned by the USER in effect.
+    assert_eq!(owner_mode(&root, "srv"), (65534, 65534, 0o755));
+    assert_eq!(owner_mode(&root, "srv/app"), (65534, 65534, 0o755));
+    assert_eq!(owner_mode(&root, "srv/app/data"), (65534, 65534, 0o755));
+    assert!(!root.join("srv/app/sub").exists(), "`..` is resolved before the directory is made");
+    assert_eq!(owner_mode(&root, "numeric"), (12, 34, 0o755));
+    assert_eq!(owner_mode(&root, "tmp"), (0, 0, 0o1777), "an existing directory is left alone");
+    assert_eq!(owner_mode(&root, "tmp/sub"), (12, 34, 0o755));
+    assert!(std::fs::symlink_metadata(root.join("var/run")).expect("var/run").is_symlink(), "a parent symlink is kept");
+    assert_eq!(owner_mode(&root, "run/app"), (12, 34, 0o755), "made through the parent symlink");
+    assert_eq!(
+        empty_layers(&config, base_history(&fx)),
+        [false, true, true, false, false, true, false, false, false, false],
+        "a WORKDIR that makes a directory adds a layer"
+    );
+}
+
+#[test]
 fn healthcheck_forms_and_durations() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.context(

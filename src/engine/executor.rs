@@ -229,7 +229,8 @@ impl StageExecutor<'_> {
     ) -> Result<(ImageState, Option<u64>), BuildError> {
         let mut config = state.config.clone();
         config.created = Some(self.created.clone());
-        if apply_config_instruction(&mut config, config_state, &step.instruction) {
+        let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
+        if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
             let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
             return Ok((self.commit(state, config, None, created_by)?, None));
         }
@@ -237,6 +238,13 @@ impl StageExecutor<'_> {
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
         let (created_by, tree) = match &step.instruction {
+            Instruction::Workdir { .. } => {
+                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                if !self.make_workdir(step, state, &config.config, &upper)? {
+                    return Ok((self.commit(state, config, None, created_by)?, None));
+                }
+                (created_by, None)
+            }
             Instruction::Run(run) => {
                 let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                 (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
@@ -401,6 +409,66 @@ impl StageExecutor<'_> {
             });
         }
         Ok(argv)
+    }
+
+    /// WORKDIR makes its directory, as BuildKit does: every missing component is created in
+    /// `upper` with mode 0755, owned by the USER in effect (names looked up in the image).
+    /// Returns whether anything was created.
+    fn make_workdir(
+        &self,
+        step: &Step,
+        state: &ImageState,
+        config: &crate::engine::config::ContainerConfig,
+        upper: &std::path::Path,
+    ) -> Result<bool, BuildError> {
+        let path = &config.working_dir;
+        let view = MergedView::new(&self.unpacked(state)?);
+        if path.is_empty() || path == "/" || view.is_dir(path) {
+            return Ok(false);
+        }
+        let (uid, gid) = if config.user.is_empty() {
+            (0, 0)
+        } else {
+            resolve_chown(&config.user, &view).map_err(|what| BuildError::Step {
+                step: step.number,
+                message: format!("WORKDIR {path}: USER {}: {what}", config.user),
+            })?
+        };
+        // The longest prefix that exists, resolved through symlinks (`/var/run` -> `/run`), is
+        // repeated in `upper` with its own metadata so the layer leaves it as it was.
+        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let existing = (0..=components.len())
+            .rev()
+            .find(|n| view.is_dir(&format!("/{}", components[..*n].join("/"))))
+            .unwrap_or(0);
+        let (real, _) = view
+            .resolve(&format!("/{}", components[..existing].join("/")), true)
+            .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        let mut host = upper.to_path_buf();
+        let mut times = Vec::new();
+        for n in 1..=real.len() {
+            host.push(&real[n - 1]);
+            let lower = view
+                .stat(&format!("/{}", real[..n].join("/")))
+                .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+            let meta = fs::symlink_metadata(&lower.host_path)?;
+            fs::create_dir_all(&host)?;
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
+            times.push((host.clone(), meta.modified()?));
+        }
+        for component in &components[existing..] {
+            host.push(component);
+            fs::create_dir(&host)?;
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        // Last, as creating the children touched them.
+        for (dir, modified) in times.iter().rev() {
+            fs::File::open(dir)?.set_modified(*modified)?;
+        }
+        Ok(true)
     }
 
     /// COPY/ADD into `upper`; returns the history summary (`dir:<digest> in /dest`).
