@@ -379,3 +379,34 @@ fn onbuild_triggers_are_stored_verbatim_and_run_in_the_child() {
     assert_eq!(read(&fx.rootfs(&id), "greeting"), "hello child\n");
     assert_eq!(fx.config(&id)["config"]["OnBuild"], Value::Null, "triggers do not pass to grandchildren");
 }
+
+#[test]
+fn copy_sources_destinations_and_flags() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "copy",
+        "FROM busybox\nWORKDIR /app\nCOPY *.txt notes/\nCOPY dir /flat\nCOPY dir/sub/deep.txt renamed.txt\nCOPY one.txt /etc\nCOPY --chown=nobody one.txt /owned-by-name\nCOPY --chown=12:34 --chmod=751 one.txt /owned-by-id\nCOPY --exclude=*.md dir /filtered/\nCOPY --link dir/sub /linked/\nCOPY --from=busybox /etc/group /from-image\n",
+        &[("one.txt", "1\n"), ("two.txt", "2\n"), ("dir/a.md", "a\n"), ("dir/b.txt", "b\n"), ("dir/sub/deep.txt", "deep\n")],
+    );
+    std::os::unix::fs::symlink("b.txt", ctx.join("dir/inner-link")).expect("symlink");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    // Wildcards into a directory relative to WORKDIR.
+    assert_eq!((read(&root, "app/notes/one.txt"), read(&root, "app/notes/two.txt")), ("1\n".into(), "2\n".into()));
+    // A directory source copies its contents, not itself; a symlink inside it stays one.
+    assert_eq!(read(&root, "flat/b.txt"), "b\n");
+    assert_eq!(read(&root, "flat/sub/deep.txt"), "deep\n");
+    assert!(!root.join("flat/dir").exists());
+    assert_eq!(std::fs::read_link(root.join("flat/inner-link")).expect("a symlink"), Path::new("b.txt"));
+    // A destination without a trailing slash names the file...
+    assert_eq!(read(&root, "app/renamed.txt"), "deep\n");
+    // ...unless it is a directory already.
+    assert_eq!(read(&root, "etc/one.txt"), "1\n");
+    assert_eq!(owner_mode(&root, "owned-by-name"), (65534, 65534, 0o644), "a user name takes its primary group");
+    assert_eq!(owner_mode(&root, "owned-by-id"), (12, 34, 0o751));
+    assert!(root.join("filtered/b.txt").is_file() && !root.join("filtered/a.md").exists(), "--exclude");
+    assert_eq!(read(&root, "linked/deep.txt"), "deep\n", "--link copies like COPY");
+    assert_eq!(read(&root, "from-image"), read(&root, "etc/group"));
+    // Directories COPY creates are root's, 0755.
+    assert_eq!(owner_mode(&root, "app/notes"), (0, 0, 0o755));
+}
