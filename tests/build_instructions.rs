@@ -380,6 +380,47 @@ fn onbuild_triggers_are_stored_verbatim_and_run_in_the_child() {
     assert_eq!(fx.config(&id)["config"]["OnBuild"], Value::Null, "triggers do not pass to grandchildren");
 }
 
+/// A tar of a one-file tree (`pkg/file` holding `content`), compressed by the system tar's
+/// `flag` (`-z`, `-j`, `-J`; empty for none).
+fn archive(fx: &Fixture, ctx: &Path, name: &str, flag: &str, content: &str) {
+    let payload = fx.dir.path().join(format!("payload-{name}"));
+    std::fs::create_dir_all(payload.join("pkg")).expect("mkdir");
+    std::fs::write(payload.join("pkg/file"), content).expect("write");
+    let mut cmd = std::process::Command::new("tar");
+    if !flag.is_empty() {
+        cmd.arg(flag);
+    }
+    let status = cmd.arg("-cf").arg(ctx.join(name)).arg("-C").arg(&payload).arg("pkg").status().expect("tar");
+    assert!(status.success(), "tar {flag} for {name}");
+}
+
+#[test]
+fn add_extracts_every_archive_format_the_reference_lists() {
+    let Some(fx) = Fixture::new() else { return };
+    let have = |tool: &str| common::have_tool(tool);
+    if !common::require(have("bzip2") && have("xz") && have("gzip"), "bzip2, xz and gzip (to make test archives)") {
+        return;
+    }
+    let ctx = fx.context(
+        "add",
+        "FROM busybox\nADD plain.tar /plain/\nADD gz.tar.gz /gz/\nADD bz.tar.bz2 /bz/\nADD xz.tar.xz /xz/\nADD notatar.gz /copied/\nCOPY plain.tar /kept/\n",
+        &[],
+    );
+    archive(&fx, &ctx, "plain.tar", "", "plain\n");
+    archive(&fx, &ctx, "gz.tar.gz", "-z", "gzip\n");
+    archive(&fx, &ctx, "bz.tar.bz2", "-j", "bzip2\n");
+    archive(&fx, &ctx, "xz.tar.xz", "-J", "xz\n");
+    std::fs::write(ctx.join("notatar.gz"), "not an archive\n").expect("write");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "plain/pkg/file"), "plain\n");
+    assert_eq!(read(&root, "gz/pkg/file"), "gzip\n");
+    assert_eq!(read(&root, "bz/pkg/file"), "bzip2\n");
+    assert_eq!(read(&root, "xz/pkg/file"), "xz\n");
+    assert_eq!(read(&root, "copied/notatar.gz"), "not an archive\n", "a file that is no archive is copied");
+    assert!(root.join("kept/plain.tar").is_file(), "COPY never extracts");
+}
+
 #[test]
 fn copy_sources_destinations_and_flags() {
     let Some(fx) = Fixture::new() else { return };

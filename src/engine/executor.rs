@@ -665,7 +665,7 @@ impl StageExecutor<'_> {
         Ok((host, name))
     }
 
-    /// ADD of a local tar (plain, gzip or zstd): extracted into `upper` at `dest` through the
+    /// ADD of a local tar (plain, gzip, bzip2, xz or zstd): extracted into `upper` at `dest` through the
     /// store's hardened applier (no path escapes the destination), owners from the archive
     /// unless `--chown` is given.
     fn extract_archive(
@@ -678,12 +678,26 @@ impl StageExecutor<'_> {
     ) -> Result<(), BuildError> {
         let target = upper.join(dest.trim_start_matches('/'));
         fs::create_dir_all(&target)?;
-        let file = fs::File::open(archive)?;
+        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
+            step: step.number,
+            message: format!("ADD {}: {e}", archive.display()),
+        };
         let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
-            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
-        apply
-            .apply(file)
-            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
+            .map_err(|e| fail(&e))?;
+        // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
+        let mut file = std::io::BufReader::new(fs::File::open(archive)?);
+        match archive_kind(archive) {
+            Some(ArchiveKind::Bzip2) => apply.apply(bzip2::read::MultiBzDecoder::new(file)),
+            Some(ArchiveKind::Xz) => {
+                let scratch = upper.parent().unwrap_or(upper);
+                let mut tar = tempfile::tempfile_in(scratch)?;
+                lzma_rs::xz_decompress(&mut file, &mut tar).map_err(|e| fail(&e))?;
+                std::io::Seek::rewind(&mut tar)?;
+                apply.apply(tar)
+            }
+            _ => apply.apply(file),
+        }
+        .map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = chown {
             chown_tree(&target, uid, gid)?;
         }
@@ -803,16 +817,41 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// Whether a file is a tar archive ADD extracts: plain tar (`ustar` at 257), gzip or zstd.
-fn is_archive(path: &std::path::Path) -> bool {
+/// The archive formats ADD extracts: the reference's identity, gzip, bzip2 and xz, and zstd
+/// (which Docker's decompressor also reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Tar,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+/// Which archive a file is, by its magic bytes (`ustar` at 257 for a plain tar).
+fn archive_kind(path: &std::path::Path) -> Option<ArchiveKind> {
     use std::io::Read;
     let mut head = [0u8; 262];
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut file = std::fs::File::open(path).ok()?;
     let n = file.read(&mut head).unwrap_or(0);
     let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.get(257..262) == Some(b"ustar")
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(ArchiveKind::Gzip)
+    } else if head.starts_with(b"BZh") {
+        Some(ArchiveKind::Bzip2)
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(ArchiveKind::Xz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(ArchiveKind::Zstd)
+    } else if head.get(257..262) == Some(b"ustar") {
+        Some(ArchiveKind::Tar)
+    } else {
+        None
+    }
+}
+
+fn is_archive(path: &std::path::Path) -> bool {
+    archive_kind(path).is_some()
 }
 
 /// `lchown -R`.
