@@ -239,6 +239,9 @@ impl Builder {
             };
             return Err(BuildError::BaseImageMissing { reference, reason });
         }
+        for stage in plan.planned_stages() {
+            check_stage_platform(stage, &platform)?;
+        }
         sink(&BuildEvent::BuildStarted {
             context_files: summary.files,
             context_bytes: summary.bytes,
@@ -279,6 +282,12 @@ impl Builder {
                     _ => None,
                 })
                 .collect(),
+            proxy_args: opts
+                .build_args
+                .iter()
+                .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             secrets: &opts.secrets,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
@@ -314,6 +323,21 @@ impl Builder {
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
     }
+}
+
+/// `FROM --platform=…` must name the platform the build runs on: steps run natively, and
+/// without emulation a foreign image's RUN could not run (Docker would pull the foreign
+/// variant and emulate it). A build that quietly used the native image instead would produce
+/// an image for the wrong platform.
+fn check_stage_platform(stage: &crate::plan::Stage, native: &Platform) -> Result<(), BuildError> {
+    let Some(text) = &stage.platform else { return Ok(()) };
+    let step = stage.steps.first().map_or(0, |s| s.number);
+    let wanted = Platform::parse(text).map_err(|message| BuildError::Step { step, message })?;
+    let variant_differs = matches!((&wanted.variant, &native.variant), (Some(a), Some(b)) if a != b);
+    if wanted.os != native.os || wanted.arch != native.arch || variant_differs {
+        return Err(BuildError::ForeignPlatform { step, platform: wanted.to_string(), native: native.to_string() });
+    }
+    Ok(())
 }
 
 /// A tag as `docker build` prints it (`app:1`, `app:latest`).

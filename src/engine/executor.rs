@@ -71,6 +71,8 @@ pub struct StageExecutor<'a> {
     /// Stages that other stages build on or copy from: their layers are unpacked as soon as
     /// they are made.
     pub stages_read_by_others: BTreeSet<usize>,
+    /// `--build-arg`s that are proxy variables (`HTTP_PROXY`…): every RUN sees them.
+    pub proxy_args: BTreeMap<String, String>,
     /// `--secret`s, for `RUN --mount=type=secret`.
     pub secrets: &'a [crate::engine::secrets::BuildSecret],
 }
@@ -230,7 +232,8 @@ impl StageExecutor<'_> {
     ) -> Result<(ImageState, Option<u64>), BuildError> {
         let mut config = state.config.clone();
         config.created = Some(self.created.clone());
-        if apply_config_instruction(&mut config, config_state, &step.instruction) {
+        let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
+        if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
             let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
             return Ok((self.commit(state, config, None, created_by)?, None));
         }
@@ -238,6 +241,13 @@ impl StageExecutor<'_> {
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
         let (created_by, tree) = match &step.instruction {
+            Instruction::Workdir { .. } => {
+                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                if !self.make_workdir(step, state, &config.config, &upper)? {
+                    return Ok((self.commit(state, config, None, created_by)?, None));
+                }
+                (created_by, None)
+            }
             Instruction::Run(run) => {
                 let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                 (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
@@ -356,8 +366,10 @@ impl StageExecutor<'_> {
                 env.push(format!("{k}={v}"));
             }
         }
+        // Proxy args need no ARG and stay out of the history and the cache key; a
+        // `--build-arg` beats the builder's own environment.
         for name in PROXY_ARGS {
-            if let Ok(v) = std::env::var(name) {
+            if let Some(v) = self.proxy_args.get(*name).cloned().or_else(|| std::env::var(name).ok()) {
                 env.push(format!("{name}={v}"));
             }
         }
@@ -400,6 +412,66 @@ impl StageExecutor<'_> {
             });
         }
         Ok(argv)
+    }
+
+    /// WORKDIR makes its directory, as BuildKit does: every missing component is created in
+    /// `upper` with mode 0755, owned by the USER in effect (names looked up in the image).
+    /// Returns whether anything was created.
+    fn make_workdir(
+        &self,
+        step: &Step,
+        state: &ImageState,
+        config: &crate::engine::config::ContainerConfig,
+        upper: &std::path::Path,
+    ) -> Result<bool, BuildError> {
+        let path = &config.working_dir;
+        let view = MergedView::new(&self.unpacked(state)?);
+        if path.is_empty() || path == "/" || view.is_dir(path) {
+            return Ok(false);
+        }
+        let (uid, gid) = if config.user.is_empty() {
+            (0, 0)
+        } else {
+            resolve_chown(&config.user, &view).map_err(|what| BuildError::Step {
+                step: step.number,
+                message: format!("WORKDIR {path}: USER {}: {what}", config.user),
+            })?
+        };
+        // The longest prefix that exists, resolved through symlinks (`/var/run` -> `/run`), is
+        // repeated in `upper` with its own metadata so the layer leaves it as it was.
+        let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+        let existing = (0..=components.len())
+            .rev()
+            .find(|n| view.is_dir(&format!("/{}", components[..*n].join("/"))))
+            .unwrap_or(0);
+        let (real, _) = view
+            .resolve(&format!("/{}", components[..existing].join("/")), true)
+            .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        let mut host = upper.to_path_buf();
+        let mut times = Vec::new();
+        for n in 1..=real.len() {
+            host.push(&real[n - 1]);
+            let lower = view
+                .stat(&format!("/{}", real[..n].join("/")))
+                .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+            let meta = fs::symlink_metadata(&lower.host_path)?;
+            fs::create_dir_all(&host)?;
+            use std::os::unix::fs::MetadataExt;
+            std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
+            times.push((host.clone(), meta.modified()?));
+        }
+        for component in &components[existing..] {
+            host.push(component);
+            fs::create_dir(&host)?;
+            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        }
+        // Last, as creating the children touched them.
+        for (dir, modified) in times.iter().rev() {
+            fs::File::open(dir)?.set_modified(*modified)?;
+        }
+        Ok(true)
     }
 
     /// COPY/ADD into `upper`; returns the history summary (`dir:<digest> in /dest`).
@@ -596,7 +668,7 @@ impl StageExecutor<'_> {
         Ok((host, name))
     }
 
-    /// ADD of a local tar (plain, gzip or zstd): extracted into `upper` at `dest` through the
+    /// ADD of a local tar (plain, gzip, bzip2, xz or zstd): extracted into `upper` at `dest` through the
     /// store's hardened applier (no path escapes the destination), owners from the archive
     /// unless `--chown` is given.
     fn extract_archive(
@@ -609,12 +681,26 @@ impl StageExecutor<'_> {
     ) -> Result<(), BuildError> {
         let target = upper.join(dest.trim_start_matches('/'));
         fs::create_dir_all(&target)?;
-        let file = fs::File::open(archive)?;
+        let fail = |e: &dyn std::fmt::Display| BuildError::Step {
+            step: step.number,
+            message: format!("ADD {}: {e}", archive.display()),
+        };
         let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
-            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
-        apply
-            .apply(file)
-            .map_err(|e| BuildError::Step { step: step.number, message: format!("ADD {}: {e}", archive.display()) })?;
+            .map_err(|e| fail(&e))?;
+        // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
+        let mut file = std::io::BufReader::new(fs::File::open(archive)?);
+        match archive_kind(archive) {
+            Some(ArchiveKind::Bzip2) => apply.apply(bzip2::read::MultiBzDecoder::new(file)),
+            Some(ArchiveKind::Xz) => {
+                let scratch = upper.parent().unwrap_or(upper);
+                let mut tar = tempfile::tempfile_in(scratch)?;
+                lzma_rs::xz_decompress(&mut file, &mut tar).map_err(|e| fail(&e))?;
+                std::io::Seek::rewind(&mut tar)?;
+                apply.apply(tar)
+            }
+            _ => apply.apply(file),
+        }
+        .map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = chown {
             chown_tree(&target, uid, gid)?;
         }
@@ -736,16 +822,41 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
-/// Whether a file is a tar archive ADD extracts: plain tar (`ustar` at 257), gzip or zstd.
-fn is_archive(path: &std::path::Path) -> bool {
+/// The archive formats ADD extracts: the reference's identity, gzip, bzip2 and xz, and zstd
+/// (which Docker's decompressor also reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Tar,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+/// Which archive a file is, by its magic bytes (`ustar` at 257 for a plain tar).
+fn archive_kind(path: &std::path::Path) -> Option<ArchiveKind> {
     use std::io::Read;
     let mut head = [0u8; 262];
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let mut file = std::fs::File::open(path).ok()?;
     let n = file.read(&mut head).unwrap_or(0);
     let head = &head[..n];
-    head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
-        || head.get(257..262) == Some(b"ustar")
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(ArchiveKind::Gzip)
+    } else if head.starts_with(b"BZh") {
+        Some(ArchiveKind::Bzip2)
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Some(ArchiveKind::Xz)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(ArchiveKind::Zstd)
+    } else if head.get(257..262) == Some(b"ustar") {
+        Some(ArchiveKind::Tar)
+    } else {
+        None
+    }
+}
+
+fn is_archive(path: &std::path::Path) -> bool {
+    archive_kind(path).is_some()
 }
 
 /// `lchown -R`.

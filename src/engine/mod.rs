@@ -51,6 +51,9 @@ pub enum BuildError {
     SecretMissing { step: usize, id: String },
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
+    /// `FROM --platform=` names a platform other than the one the build runs on.
+    #[error("step {step}: FROM --platform={platform}: rbuild runs steps natively and can only build for {native} here (no emulation)")]
+    ForeignPlatform { step: usize, platform: String, native: String },
     #[error("step {step}: {what} is not supported yet")]
     Unsupported { step: usize, what: String },
     #[error("build interrupted")]
@@ -66,7 +69,8 @@ impl BuildError {
             BuildError::RunFailed { step, .. }
             | BuildError::Step { step, .. }
             | BuildError::SecretMissing { step, .. }
-            | BuildError::Unsupported { step, .. } => Some(*step),
+            | BuildError::Unsupported { step, .. }
+            | BuildError::ForeignPlatform { step, .. } => Some(*step),
             _ => None,
         }
     }
