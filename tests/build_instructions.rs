@@ -453,13 +453,34 @@ fn copy_sources_destinations_and_flags() {
 }
 
 #[test]
-#[ignore = "rbuild copies a named symlink source as a symlink; following it needs the context digest and COPY planning to resolve links (see the branch report)"]
 fn copy_follows_a_source_that_is_a_symlink() {
     let Some(fx) = Fixture::new() else { return };
-    let ctx = fx.context("copylink", "FROM busybox\nCOPY link /link\n", &[("one.txt", "1\n")]);
+    let ctx = fx.context(
+        "copylink",
+        "FROM busybox\nCOPY link /link\nCOPY dirlink /fromdir/\nCOPY link dirlink/ /both/\n",
+        &[("one.txt", "1\n"), ("dir/inner.txt", "inner\n")],
+    );
     std::os::unix::fs::symlink("one.txt", ctx.join("link")).expect("symlink");
-    let root = fx.rootfs(&fx.build(&ctx));
-    // BuildKit copies with FollowSymlinks: the named source is resolved in the context.
+    // A chain, absolute from the context root: dirlink -> /dir2 -> dir.
+    std::os::unix::fs::symlink("/dir2", ctx.join("dirlink")).expect("symlink");
+    std::os::unix::fs::symlink("dir", ctx.join("dir2")).expect("symlink");
+    let first = fx.build(&ctx);
+    let root = fx.rootfs(&first);
+    // BuildKit copies with FollowSymlinks: the named source is resolved in the context and
+    // copied under the link's name; a link to a directory copies the directory's contents.
     assert!(!std::fs::symlink_metadata(root.join("link")).expect("link").is_symlink(), "copied as a symlink");
     assert_eq!(read(&root, "link"), "1\n");
+    assert_eq!(read(&root, "fromdir/inner.txt"), "inner\n");
+    assert_eq!(read(&root, "both/link"), "1\n");
+    assert_eq!(read(&root, "both/inner.txt"), "inner\n");
+    // The target's content is part of the cache key.
+    std::fs::write(ctx.join("one.txt"), "2\n").expect("edit the link's target");
+    let second = fx.build(&ctx);
+    assert_ne!(second, first, "an edited link target must miss the cache");
+    assert_eq!(read(&fx.rootfs(&second), "link"), "2\n");
+    // A link that leads out of the context is not followed out of it.
+    std::fs::remove_file(ctx.join("link")).expect("rm");
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", ctx.join("link")).expect("symlink");
+    let err = fx.build_err(&ctx).to_string();
+    assert!(err.contains("link"), "{err}");
 }

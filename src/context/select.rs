@@ -46,8 +46,8 @@ impl BuildContext {
     pub fn select(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
         let entries = self.walk()?;
         let mut selected: BTreeSet<usize> = BTreeSet::new();
-        for group in self.select_groups(&entries, srcs, exclude)? {
-            selected.extend(group.1);
+        for (_, _, members) in self.select_groups(&entries, srcs, exclude)? {
+            selected.extend(members);
         }
         Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
     }
@@ -60,21 +60,23 @@ impl BuildContext {
         let groups = self.select_groups(&entries, srcs, exclude)?;
         Ok(groups
             .into_iter()
-            .map(|(root, members)| SelectedRoot {
+            .map(|(root, name, members)| SelectedRoot {
                 root: root.map(|idx| entries[idx].clone()),
+                name,
                 entries: members.into_iter().map(|idx| entries[idx].clone()).collect(),
             })
             .collect())
     }
 
-    /// (root index, selected entry indices) for every match of every source.
+    /// (root index, name of a followed link, selected entry indices) for every match of every
+    /// source.
     #[allow(clippy::type_complexity)]
     fn select_groups(
         &self,
         entries: &[ContextEntry],
         srcs: &[String],
         exclude: &[String],
-    ) -> Result<Vec<(Option<usize>, BTreeSet<usize>)>, ContextError> {
+    ) -> Result<Vec<(Option<usize>, Option<String>, BTreeSet<usize>)>, ContextError> {
         let mut groups = Vec::new();
         let exclude = PatternMatcher::new(exclude)?;
         let index: HashMap<&str, usize> =
@@ -103,9 +105,21 @@ impl BuildContext {
                 return Err(ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() });
             }
             for root in roots {
+                // Like BuildKit, a matched source that is a symlink is followed (inside the
+                // context) and copied under the link's own name.
+                let (root, name) = match root {
+                    Some(idx) if matches!(entries[idx].kind, EntryKind::Symlink { .. }) => {
+                        let target = resolve_link(entries, &index, idx).ok_or_else(|| {
+                            ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() }
+                        })?;
+                        let path = &entries[idx].path;
+                        (Some(target), Some(path.rsplit('/').next().unwrap_or(path).to_string()))
+                    }
+                    other => (other, None),
+                };
                 let mut selected = BTreeSet::new();
                 select_below(entries, root, &exclude, &mut selected)?;
-                groups.push((root, selected));
+                groups.push((root, name, selected));
             }
         }
         Ok(groups)
@@ -117,7 +131,36 @@ impl BuildContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SelectedRoot {
     pub root: Option<ContextEntry>,
+    /// When the source named a symlink that was followed to `root`: the link's base name,
+    /// which the copy keeps.
+    pub name: Option<String>,
     pub entries: Vec<ContextEntry>,
+}
+
+/// The entry a symlink entry leads to, following chains (at most 40 links, as the kernel
+/// does): relative targets from the link's directory, absolute ones from the context root,
+/// `..` never above the root. `None` when it leads nowhere in the (filtered) context.
+fn resolve_link(entries: &[ContextEntry], index: &HashMap<&str, usize>, mut idx: usize) -> Option<usize> {
+    for _ in 0..40 {
+        let EntryKind::Symlink { target } = &entries[idx].kind else {
+            return Some(idx);
+        };
+        let path = &entries[idx].path;
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut parts: Vec<&str> =
+            if target.starts_with('/') { Vec::new() } else { dir.split('/').filter(|p| !p.is_empty()).collect() };
+        for part in target.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                other => parts.push(other),
+            }
+        }
+        idx = *index.get(parts.join("/").as_str())?;
+    }
+    None
 }
 
 /// Add the entries under one selected root (`None` = the context root) to `selected`.

@@ -141,7 +141,8 @@ pub fn plan_from_context(
                 }
             }
             Some(root) => {
-                let target = if dest_is_dir { join(dest, basename(&root.path)) } else { dest.to_string() };
+                let name = selected.name.as_deref().unwrap_or_else(|| basename(&root.path));
+                let target = if dest_is_dir { join(dest, name) } else { dest.to_string() };
                 for e in &selected.entries {
                     items.push(CopyItem {
                         host: context_root.join(&e.path),
