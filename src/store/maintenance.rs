@@ -363,8 +363,7 @@ impl ImageStore {
             let image = if corrupt.contains(&mdg) {
                 Err(format!("manifest {mdg} is corrupt"))
             } else {
-                self.load_image(&mdg, desc.size(), &desc.annotations().clone().unwrap_or_default())
-                    .map_err(|e| e.to_string())
+                self.read_image(&mdg, desc.size()).map_err(|e| e.to_string())
             };
             match image {
                 Err(e) => bad = Some(e),

@@ -54,6 +54,7 @@ pub use reference::{ImageReference, ReferenceError};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const PARENT_ANNOTATION: &str = "io.rbuild.image.parent";
@@ -160,6 +161,61 @@ pub struct PutImage {
 #[derive(Clone, Debug)]
 pub struct ImageStore {
     root: PathBuf,
+    /// Images already read, by manifest digest. Manifests and configs are content-addressed
+    /// and never change, so what was read once stays true; only the index (tags, which
+    /// manifests are present) is read again for every lookup. Without this, every lookup
+    /// read and verified two blobs per image in the store.
+    loaded: Arc<Mutex<HashMap<Sha256Digest, Arc<StoredImage>>>>,
+}
+
+/// An image of the index as lookups see it: the shared content plus what the index says.
+struct IndexedImage {
+    content: Arc<StoredImage>,
+    tags: Vec<ImageReference>,
+    parent: Option<Sha256Digest>,
+    added: Option<String>,
+}
+
+impl IndexedImage {
+    fn to_stored(&self) -> StoredImage {
+        StoredImage {
+            tags: self.tags.clone(),
+            parent: self.parent.clone(),
+            added: self.added.clone(),
+            ..(*self.content).clone()
+        }
+    }
+}
+
+/// What a lookup by name compares: the same for a full [`StoredImage`] and an index entry.
+trait ImageNames {
+    fn image_id(&self) -> &Sha256Digest;
+    fn manifest(&self) -> &Sha256Digest;
+    fn tag_list(&self) -> &[ImageReference];
+}
+
+impl ImageNames for StoredImage {
+    fn image_id(&self) -> &Sha256Digest {
+        &self.id
+    }
+    fn manifest(&self) -> &Sha256Digest {
+        &self.manifest_digest
+    }
+    fn tag_list(&self) -> &[ImageReference] {
+        &self.tags
+    }
+}
+
+impl ImageNames for IndexedImage {
+    fn image_id(&self) -> &Sha256Digest {
+        &self.content.id
+    }
+    fn manifest(&self) -> &Sha256Digest {
+        &self.content.manifest_digest
+    }
+    fn tag_list(&self) -> &[ImageReference] {
+        &self.tags
+    }
 }
 
 /// Writes a blob into `tmp/`, hashing it; [`BlobWriter::commit`] fsyncs and renames it into
@@ -284,7 +340,7 @@ impl ImageStore {
 
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self { root: root.to_path_buf() };
+        let store = Self { root: root.to_path_buf(), loaded: Arc::default() };
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
         }
@@ -498,13 +554,13 @@ impl ImageStore {
         }
         self.put_blob_bytes(work, manifest_json)?;
         self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
-        let images = self.images()?;
+        let images = self.indexed_images()?;
         // The image whose tags (or, untagged, whose manifest) are this manifest's.
         images
             .iter()
-            .find(|i| i.manifest_digest == digest)
-            .or_else(|| images.iter().find(|i| i.id == id))
-            .cloned()
+            .find(|i| i.content.manifest_digest == digest)
+            .or_else(|| images.iter().find(|i| i.content.id == id))
+            .map(IndexedImage::to_stored)
             .ok_or_else(|| StoreError::NoSuchImage(digest.to_string()))
     }
 
@@ -606,9 +662,14 @@ impl ImageStore {
 
     /// Every image in the index (one per config digest), in index order.
     pub fn images(&self) -> Result<Vec<StoredImage>> {
+        Ok(self.indexed_images()?.iter().map(IndexedImage::to_stored).collect())
+    }
+
+    /// The index's images, one per config digest, with their tags gathered.
+    fn indexed_images(&self) -> Result<Vec<IndexedImage>> {
         let index = self.read_index()?;
         let mut by_manifest: BTreeMap<String, usize> = BTreeMap::new();
-        let mut out: Vec<StoredImage> = Vec::new();
+        let mut out: Vec<IndexedImage> = Vec::new();
         let mut by_id: HashMap<Sha256Digest, usize> = HashMap::new();
         for d in index.manifests() {
             let mdg = Sha256Digest::from(d.digest());
@@ -617,12 +678,17 @@ impl ImageStore {
             let slot = match by_manifest.get(mdg.hex()) {
                 Some(i) => *i,
                 None => {
-                    let img = self.load_image(&mdg, d.size(), &ann)?;
-                    let i = match by_id.get(&img.id) {
+                    let content = self.load_image(&mdg, d.size())?;
+                    let i = match by_id.get(&content.id) {
                         Some(i) => *i,
                         None => {
-                            out.push(img);
-                            by_id.insert(out[out.len() - 1].id.clone(), out.len() - 1);
+                            by_id.insert(content.id.clone(), out.len());
+                            out.push(IndexedImage {
+                                content,
+                                tags: Vec::new(),
+                                parent: ann.get(PARENT_ANNOTATION).and_then(|p| p.parse().ok()),
+                                added: ann.get(ADDED_ANNOTATION).cloned(),
+                            });
                             out.len() - 1
                         }
                     };
@@ -639,12 +705,17 @@ impl ImageStore {
         Ok(out)
     }
 
-    fn load_image(
-        &self,
-        manifest_digest: &Sha256Digest,
-        manifest_size: u64,
-        ann: &HashMap<String, String>,
-    ) -> Result<StoredImage> {
+    /// The image a manifest describes, read (and verified) once per store handle.
+    fn load_image(&self, manifest_digest: &Sha256Digest, manifest_size: u64) -> Result<Arc<StoredImage>> {
+        if let Some(image) = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).get(manifest_digest) {
+            return Ok(Arc::clone(image));
+        }
+        let image = Arc::new(self.read_image(manifest_digest, manifest_size)?);
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner()).insert(manifest_digest.clone(), Arc::clone(&image));
+        Ok(image)
+    }
+
+    pub(crate) fn read_image(&self, manifest_digest: &Sha256Digest, manifest_size: u64) -> Result<StoredImage> {
         let mbytes = self.read_blob(manifest_digest)?;
         let manifest: ImageManifest = serde_json::from_slice(&mbytes).map_err(|source| StoreError::Json {
             what: "manifest",
@@ -689,8 +760,8 @@ impl ImageStore {
             config,
             config_raw,
             tags: Vec::new(),
-            parent: ann.get(PARENT_ANNOTATION).and_then(|p| p.parse().ok()),
-            added: ann.get(ADDED_ANNOTATION).cloned(),
+            parent: None,
+            added: None,
             layers,
         })
     }
@@ -698,46 +769,12 @@ impl ImageStore {
     /// Finds an image by reference (`busybox`, `app:1`, `name@sha256:<manifest>`), full ID
     /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
-        let images = self.images()?;
-        self.resolve_in(&images, name).cloned()
+        let images = self.indexed_images()?;
+        find_image(&images, name).map(|i| images[i].to_stored()).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
     }
 
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
-        let not_found = || StoreError::NoSuchImage(name.to_owned());
-        if let Some(hex) = name.strip_prefix("sha256:") {
-            if let Some(i) = images.iter().find(|i| i.id.hex() == hex) {
-                return Ok(i);
-            }
-            let matches: Vec<_> = images.iter().filter(|i| hex.len() >= 3 && i.id.hex().starts_with(hex)).collect();
-            return if matches.len() == 1 { Ok(matches[0]) } else { Err(not_found()) };
-        }
-        if let Ok(r) = ImageReference::parse(name) {
-            if let Some(d) = r.digest() {
-                if let Some(i) = images
-                    .iter()
-                    .find(|i| i.manifest_digest == *d && i.tags.iter().any(|t| t.full_name() == r.full_name()))
-                {
-                    return Ok(i);
-                }
-                // Pulled by digest (untagged): the digest names the content whatever the repo.
-                if let Some(i) = images.iter().find(|i| i.manifest_digest == *d) {
-                    return Ok(i);
-                }
-            } else {
-                let r = r.with_default_tag();
-                if let Some(i) = images.iter().find(|i| i.tags.contains(&r)) {
-                    return Ok(i);
-                }
-            }
-        }
-        if name.len() >= 3 && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            let matches: Vec<_> = images.iter().filter(|i| i.id.hex().starts_with(name)).collect();
-            if matches.len() == 1 {
-                return Ok(matches[0]);
-            }
-        }
-        Err(not_found())
+        find_image(images, name).map(|i| &images[i]).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
     }
 
     /// Adds a tag to an image.
@@ -898,6 +935,41 @@ impl Read for VerifiedBlob {
 }
 
 /// Compression of a layer from its media type (for writing archives).
+/// Where `name` is in `images`: a reference (`busybox`, `app:1`, `name@sha256:<manifest>`), a
+/// full ID (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
+fn find_image<T: ImageNames>(images: &[T], name: &str) -> Option<usize> {
+    let unique = |hits: Vec<usize>| if hits.len() == 1 { Some(hits[0]) } else { None };
+    if let Some(hex) = name.strip_prefix("sha256:") {
+        if let Some(i) = images.iter().position(|i| i.image_id().hex() == hex) {
+            return Some(i);
+        }
+        if hex.len() < 3 {
+            return None;
+        }
+        return unique((0..images.len()).filter(|&i| images[i].image_id().hex().starts_with(hex)).collect());
+    }
+    if let Ok(r) = ImageReference::parse(name) {
+        if let Some(d) = r.digest() {
+            let tagged = images
+                .iter()
+                .position(|i| i.manifest() == d && i.tag_list().iter().any(|t| t.full_name() == r.full_name()));
+            // Pulled by digest (untagged): the digest names the content whatever the repo.
+            if let Some(i) = tagged.or_else(|| images.iter().position(|i| i.manifest() == d)) {
+                return Some(i);
+            }
+        } else {
+            let r = r.with_default_tag();
+            if let Some(i) = images.iter().position(|i| i.tag_list().contains(&r)) {
+                return Some(i);
+            }
+        }
+    }
+    if name.len() >= 3 && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return unique((0..images.len()).filter(|&i| images[i].image_id().hex().starts_with(name)).collect());
+    }
+    None
+}
+
 pub fn compression_of(media_type: &MediaType) -> Compression {
     let s = media_type.to_string();
     if s.ends_with("gzip") {
@@ -906,5 +978,42 @@ pub fn compression_of(media_type: &MediaType) -> Compression {
         Compression::Zstd
     } else {
         Compression::None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_json(label: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": { "Labels": { "n": label } },
+            "rootfs": { "type": "layers", "diff_ids": [] },
+            "history": [],
+        }))
+        .expect("json")
+    }
+
+    #[test]
+    fn lookups_read_each_image_once_per_handle_and_the_index_every_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let tag = ImageReference::parse("app:1").expect("reference");
+        let image =
+            store.put_image_raw(&config_json("a"), &[], &PutImage { tags: vec![tag], parent: None }).expect("put");
+        assert_eq!(store.resolve("app:1").expect("by tag").id, image.id);
+        // The blobs are not read again by this handle: lookups cost an index read, not two
+        // blob reads per image in the store.
+        std::fs::remove_file(store.blob_path(&image.manifest_digest)).expect("rm manifest");
+        std::fs::remove_file(store.blob_path(&image.id)).expect("rm config");
+        assert_eq!(store.resolve(&image.id.to_string()).expect("by id").tags.len(), 1);
+        // A new handle reads them, and notices.
+        assert!(ImageStore::open(dir.path()).expect("open").resolve("app:1").is_err());
+        // The index is read every time: an untag by another handle shows at once.
+        let other = ImageStore::open(dir.path()).expect("open");
+        other.write_index(&[]).expect("empty the index");
+        assert!(matches!(store.resolve("app:1"), Err(StoreError::NoSuchImage(_))));
     }
 }
