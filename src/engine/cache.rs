@@ -2,6 +2,11 @@
 //! image the step produced (`"image"`, which keeps it alive for the store's gc) and the key's
 //! inputs (so a later miss can be explained against the closest record).
 //!
+//! Beside each record, `cache/<hex>.latest` names the newest record made on the same parent
+//! for the same kind of instruction (its key hex), so explaining a miss reads one pointer and
+//! one record, however many records the store holds. It is a hint: a missing or stale pointer
+//! only makes a miss "no cache record".
+//!
 //! Records are written to a temporary name in the same directory, fsynced and renamed, so a
 //! reader never sees half a record; a record naming an image the store no longer has is
 //! treated as absent by the engine.
@@ -85,11 +90,37 @@ impl CacheIndex {
         if let Ok(dir) = std::fs::File::open(&self.dir) {
             let _ = dir.sync_all();
         }
+        // The sibling pointer: renamed into place like the record, not synced (a hint).
+        let pointer = self.sibling_pointer(&record.inputs);
+        let temp = self.dir.join(format!(".{}.{}-{n}.latest.tmp", record.key.hex(), std::process::id()));
+        fs::write(&temp, record.key.hex().as_bytes())?;
+        if let Err(e) = fs::rename(&temp, &pointer) {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// `cache/<sha256 of parent and keyword>.latest`.
+    fn sibling_pointer(&self, inputs: &CacheKeyInputs) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let keyword = inputs.instruction.split_whitespace().next().unwrap_or_default();
+        let mut h = Sha256::new();
+        h.update(inputs.parent.as_bytes());
+        h.update([0]);
+        h.update(keyword.to_ascii_uppercase().as_bytes());
+        self.dir.join(format!("{}.latest", hex::encode(h.finalize())))
     }
 
     /// Removes the record for `key` (when the image it names is gone).
     pub fn remove(&self, key: &CacheKey) -> Result<(), CacheError> {
+        // Its sibling pointer goes too when it names this record.
+        if let Ok(Some(record)) = self.get(key) {
+            let pointer = self.sibling_pointer(&record.inputs);
+            if std::fs::read_to_string(&pointer).is_ok_and(|hex| hex.trim() == key.hex()) {
+                let _ = std::fs::remove_file(&pointer);
+            }
+        }
         match std::fs::remove_file(self.path_of(key)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
@@ -117,12 +148,12 @@ impl CacheIndex {
     /// for the same kind of instruction (the previous build of this step), else "no cache
     /// record" (a RUN after the same FROM in another Dockerfile is not "this step changed").
     pub fn explain(&self, current: &CacheKeyInputs) -> Result<MissReason, CacheError> {
-        let keyword = |i: &CacheKeyInputs| i.instruction.split_whitespace().next().map(str::to_string);
-        let sibling = self
-            .all()?
-            .into_iter()
-            .filter(|r| r.inputs.parent == current.parent && keyword(&r.inputs) == keyword(current))
-            .max_by(|a, b| a.created.cmp(&b.created));
+        let sibling = std::fs::read_to_string(self.sibling_pointer(current))
+            .ok()
+            .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|hex| std::fs::read(self.dir.join(format!("{hex}.json"))).ok())
+            .and_then(|bytes| serde_json::from_slice::<CacheRecord>(&bytes).ok())
+            .filter(|r| r.inputs.parent == current.parent);
         Ok(sibling.and_then(|r| explain_miss(&r.inputs, current)).unwrap_or(MissReason::NoRecord))
     }
 }
@@ -155,11 +186,20 @@ mod tests {
         assert_eq!(index.get(&i.key()).expect("get").map(|r| r.image), Some("sha256:1".into()));
         index.put(&record(&i, "sha256:2", "2026-01-02T00:00:00Z")).expect("put");
         assert_eq!(index.get(&i.key()).expect("get").map(|r| r.image), Some("sha256:2".into()));
-        let names: Vec<_> =
-            std::fs::read_dir(dir.path().join("cache")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
-        assert_eq!(names.len(), 1, "no temp file is left behind: {names:?}");
+        let names = || -> Vec<String> {
+            let entries = std::fs::read_dir(dir.path().join("cache")).expect("ls");
+            let mut names: Vec<String> =
+                entries.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+            names.sort();
+            names
+        };
+        let written = names();
+        assert_eq!(written.len(), 2, "the record and its sibling pointer, no temp file: {written:?}");
+        assert_eq!(written.iter().filter(|n| n.ends_with(".json") || n.ends_with(".latest")).count(), 2, "{written:?}");
+        assert!(written.iter().any(|n| n.ends_with(".latest")), "{written:?}");
         index.remove(&i.key()).expect("remove");
         assert_eq!(index.get(&i.key()).expect("get"), None);
+        assert_eq!(names(), Vec::<String>::new(), "the pointer goes with the record it names");
     }
 
     #[test]
