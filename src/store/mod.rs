@@ -344,6 +344,9 @@ impl ImageStore {
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
         }
+        for d in ["layers", "tmp"] {
+            mark_top_dir(&root.join(d));
+        }
         if !root.join("oci-layout").exists() || !root.join("index.json").exists() {
             let _lock = store.lock()?;
             if !root.join("oci-layout").exists() {
@@ -935,6 +938,26 @@ impl Read for VerifiedBlob {
 }
 
 /// Compression of a layer from its media type (for writing archives).
+/// Marks `dir` as the top of unrelated trees (ext4's `FS_TOPDIR_FL`, `chattr +T`): the
+/// block allocator then spreads the directories made in it (a step's work dir, an unpacked
+/// layer) over block groups instead of packing them next to their parent. Besides locality,
+/// this keeps new files away from groups full of just-deleted inodes, which ext4 without a
+/// journal scans past one by one when it allocates an inode (`recently_deleted`): on such a
+/// disk, right after a store was emptied, a RUN creating 2,000 files took 1.5-2.8 s instead
+/// of 1.25 s. Best effort: other filesystems do not have the flag, and nothing depends on it.
+fn mark_top_dir(dir: &Path) {
+    let result = std::fs::File::open(dir).and_then(|f| {
+        let flags = rustix::fs::ioctl_getflags(&f)?;
+        if !flags.contains(rustix::fs::IFlags::TOPDIR) {
+            rustix::fs::ioctl_setflags(&f, flags | rustix::fs::IFlags::TOPDIR)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        tracing::debug!(dir = %dir.display(), error = %e, "no top-dir hint");
+    }
+}
+
 /// Where `name` is in `images`: a reference (`busybox`, `app:1`, `name@sha256:<manifest>`), a
 /// full ID (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
 fn find_image<T: ImageNames>(images: &[T], name: &str) -> Option<usize> {
