@@ -12,35 +12,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::store_with_busybox;
+use common::Fixture;
 use rbuild::engine::{BuildError, BuildOptions, Builder};
 use serde_json::{json, Value};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-}
-
 impl Fixture {
-    /// A store with busybox imported, or None when this machine cannot run builds.
-    fn new() -> Option<Fixture> {
-        let (dir, root) = store_with_busybox()?;
-        Some(Fixture { dir, root })
-    }
-
-    /// A context dir with `files` (path, content) and the Dockerfile `text`.
-    fn context(&self, name: &str, text: &str, files: &[(&str, &str)]) -> PathBuf {
-        let ctx = self.dir.path().join(name);
-        std::fs::create_dir_all(&ctx).expect("mkdir");
-        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
-        for (path, content) in files {
-            let p = ctx.join(path);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, content).expect("write");
-        }
-        ctx
-    }
-
     fn build(&self, ctx: &Path) -> String {
         self.build_with(&BuildOptions::new(ctx))
     }

@@ -10,32 +10,9 @@ mod common;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use common::{rbuild, rbuild_ok, store_with_busybox};
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    root: PathBuf,
-}
+use common::{rbuild, rbuild_ok, Fixture};
 
 impl Fixture {
-    fn new() -> Option<Fixture> {
-        let (dir, root) = store_with_busybox()?;
-        Some(Fixture { dir, root })
-    }
-
-    /// A context dir with `files` (path, content) and the Dockerfile `text`.
-    fn context(&self, name: &str, text: &str, files: &[(&str, &str)]) -> PathBuf {
-        let ctx = self.dir.path().join(name);
-        std::fs::create_dir_all(&ctx).expect("mkdir");
-        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
-        for (path, content) in files {
-            let p = ctx.join(path);
-            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
-            std::fs::write(p, content).expect("write");
-        }
-        ctx
-    }
-
     /// `rbuild build --progress=json -t tag [extra] ctx`; returns the JSON event lines.
     fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Vec<String> {
         let mut args = vec!["build", "--progress=json", "-t", tag];

@@ -533,28 +533,8 @@ impl ImageStore {
     /// the layers.
     pub fn put_manifest_raw(&self, work: &WorkDir, manifest_json: &[u8], opts: &PutImage) -> Result<StoredImage> {
         let digest = Sha256Digest::of(manifest_json);
-        let manifest: ImageManifest = serde_json::from_slice(manifest_json).map_err(|source| StoreError::Json {
-            what: "manifest",
-            path: digest.to_string(),
-            source,
-        })?;
-        let id = Sha256Digest::from(manifest.config().digest());
-        let config_raw = self.read_blob(&id)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
-            what: "image config",
-            path: id.to_string(),
-            source,
-        })?;
-        if config.rootfs().diff_ids().len() != manifest.layers().len() {
-            return Err(StoreError::BadImage {
-                id: id.to_string(),
-                reason: format!(
-                    "{} diff_ids for {} layers in manifest {digest}",
-                    config.rootfs().diff_ids().len(),
-                    manifest.layers().len()
-                ),
-            });
-        }
+        // Checked (config present, diff IDs matching the layers) before anything is written.
+        let id = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?.id;
         self.put_blob_bytes(work, manifest_json)?;
         self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
         let images = self.indexed_images()?;
@@ -720,7 +700,18 @@ impl ImageStore {
 
     pub(crate) fn read_image(&self, manifest_digest: &Sha256Digest, manifest_size: u64) -> Result<StoredImage> {
         let mbytes = self.read_blob(manifest_digest)?;
-        let manifest: ImageManifest = serde_json::from_slice(&mbytes).map_err(|source| StoreError::Json {
+        self.image_of_manifest(manifest_digest, manifest_size, &mbytes)
+    }
+
+    /// The image `mbytes` (a manifest) describes, its config read from the store and checked
+    /// against the layers.
+    fn image_of_manifest(
+        &self,
+        manifest_digest: &Sha256Digest,
+        manifest_size: u64,
+        mbytes: &[u8],
+    ) -> Result<StoredImage> {
+        let manifest: ImageManifest = serde_json::from_slice(mbytes).map_err(|source| StoreError::Json {
             what: "manifest",
             path: manifest_digest.to_string(),
             source,
@@ -737,7 +728,11 @@ impl ImageStore {
         if diff_ids.len() != manifest.layers().len() {
             return Err(StoreError::BadImage {
                 id: id.to_string(),
-                reason: format!("{} diff_ids for {} layers", diff_ids.len(), manifest.layers().len()),
+                reason: format!(
+                    "{} diff_ids for {} layers in manifest {manifest_digest}",
+                    diff_ids.len(),
+                    manifest.layers().len()
+                ),
             });
         }
         let chains = chain_ids(&diff_ids);

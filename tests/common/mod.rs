@@ -176,3 +176,31 @@ pub fn store_with_busybox() -> Option<(tempfile::TempDir, PathBuf)> {
     rbuild_ok(&root, &["import", tar.to_str().unwrap(), "busybox"]);
     Some((t, root))
 }
+
+/// A store with busybox imported and a place for build contexts: what the build tests start
+/// from. Each test file adds the methods it needs in its own `impl Fixture` block.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Fixture {
+    /// A store with busybox imported, or None when this machine cannot run builds.
+    pub fn new() -> Option<Fixture> {
+        let (dir, root) = store_with_busybox()?;
+        Some(Fixture { dir, root })
+    }
+
+    /// A context dir with `files` (path, content) and the Dockerfile `text`.
+    pub fn context(&self, name: &str, text: &str, files: &[(&str, &str)]) -> PathBuf {
+        let ctx = self.dir.path().join(name);
+        std::fs::create_dir_all(&ctx).expect("mkdir");
+        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
+        for (path, content) in files {
+            let p = ctx.join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, content).expect("write");
+        }
+        ctx
+    }
+}
