@@ -345,6 +345,16 @@ fn build_pulls_a_missing_base_and_pull_flag_refreshes_it() {
     let builds = t.path().join("builds");
     let first = json_events(&ok(rb(&builds, &[], &["build", "--progress", "json", ctx_s]), "build"));
     assert_eq!(image_id(&builds, &base), image_id(&root, "busybox"));
+    // The pull is shown, as docker build shows it, before the first step.
+    let pull_lines: Vec<&str> =
+        first.iter().filter(|e| e["event"] == "pull").filter_map(|e| e["message"].as_str()).collect();
+    // Docker names the repository without the registry host here.
+    assert!(pull_lines.contains(&"latest: Pulling from busybox"), "{pull_lines:?}");
+    assert!(pull_lines.iter().any(|l| l.ends_with("Pull complete")), "{pull_lines:?}");
+    assert_eq!(pull_lines.last().copied(), Some(format!("Status: Downloaded newer image for {base}").as_str()));
+    let first_pull = first.iter().position(|e| e["event"] == "pull").expect("a pull event");
+    let first_step = first.iter().position(|e| e["event"] == "step_started").expect("a step");
+    assert!(first_pull < first_step, "{first:?}");
     let second = json_events(&ok(rb(&builds, &[], &["build", "--progress", "json", ctx_s]), "rebuild"));
     assert_eq!(hits(&second), vec![2], "{second:?}");
     assert_eq!(step_key(&first, 1), step_key(&second, 1));
@@ -365,6 +375,8 @@ fn build_pulls_a_missing_base_and_pull_flag_refreshes_it() {
     // Up to date now: --pull keeps the cache.
     let again = json_events(&ok(rb(&builds, &[], &["build", "--pull", "--progress", "json", ctx_s]), "build --pull"));
     assert_eq!(hits(&again), vec![2], "{again:?}");
+    let status = again.iter().filter(|e| e["event"] == "pull").filter_map(|e| e["message"].as_str()).next_back();
+    assert_eq!(status, Some(format!("Status: Image is up to date for {base}").as_str()));
     assert_clean(&builds);
 }
 

@@ -104,6 +104,8 @@ struct StoreImages<'a> {
     registry: RegistryOptions,
     /// reference -> the pull's error, for every reference a pull was tried for.
     pulls: Mutex<BTreeMap<String, Option<String>>>,
+    /// Where the pull's progress goes (`pull` events).
+    events: EventSink,
 }
 
 impl StoreImages<'_> {
@@ -113,7 +115,18 @@ impl StoreImages<'_> {
         if pulls.contains_key(reference) {
             return;
         }
-        let result = crate::registry::pull(self.store, reference, &self.registry, &mut |_| {});
+        let events = &self.events;
+        let mut on = |e: &crate::registry::PullEvent| {
+            if let Some(message) = e.message() {
+                events(&BuildEvent::Pull { reference: reference.to_string(), message });
+            }
+        };
+        let result = crate::registry::pull(self.store, reference, &self.registry, &mut on);
+        if let Ok(outcome) = &result {
+            let status = if outcome.up_to_date { "Image is up to date for" } else { "Downloaded newer image for" };
+            let message = format!("Status: {status} {}", outcome.reference.familiar());
+            events(&BuildEvent::Pull { reference: reference.to_string(), message });
+        }
         pulls.insert(reference.to_string(), result.err().map(|e| e.to_string()));
     }
 
@@ -220,6 +233,7 @@ impl Builder {
             always_pull: opts.pull,
             registry: opts.registry.clone(),
             pulls: Mutex::new(BTreeMap::new()),
+            events: Arc::clone(sink),
         };
         let platform = Platform::native();
         let lower_opts = LowerOptions {

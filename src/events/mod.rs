@@ -19,6 +19,7 @@
 //! | `container_removed` | `step`, `container_id` |
 //! | `step_done` | `step`, `image_id`, `layer_size` (bytes, null for a config-only step), `duration_ms`, `cached` |
 //! | `warning` | `message` |
+//! | `pull` | `reference` (as the Dockerfile names it), `message` (a line `docker pull` prints) |
 //! | `build_failed` | `step` (null before the first step), `message`, `exit_code` (of a failed RUN), `last_image_id` |
 //! | `build_done` | `image_id`, `tags`, `duration_ms` |
 //!
@@ -50,17 +51,66 @@ pub enum OutputStream {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum BuildEvent {
-    BuildStarted { context_files: u64, context_bytes: u64, total_steps: usize },
-    StepStarted { step: usize, total: usize, stage: usize, instruction: String, cache_key: String },
-    CacheHit { step: usize, image_id: String },
-    CacheMiss { step: usize, reason: MissReason, message: String },
-    ContainerStarted { step: usize, container_id: String },
-    Output { step: usize, stream: OutputStream, line: String },
-    ContainerRemoved { step: usize, container_id: String },
-    StepDone { step: usize, image_id: String, layer_size: Option<u64>, duration_ms: u64, cached: bool },
-    Warning { message: String },
-    BuildFailed { step: Option<usize>, message: String, exit_code: Option<i32>, last_image_id: Option<String> },
-    BuildDone { image_id: String, tags: Vec<String>, duration_ms: u64 },
+    BuildStarted {
+        context_files: u64,
+        context_bytes: u64,
+        total_steps: usize,
+    },
+    StepStarted {
+        step: usize,
+        total: usize,
+        stage: usize,
+        instruction: String,
+        cache_key: String,
+    },
+    CacheHit {
+        step: usize,
+        image_id: String,
+    },
+    CacheMiss {
+        step: usize,
+        reason: MissReason,
+        message: String,
+    },
+    ContainerStarted {
+        step: usize,
+        container_id: String,
+    },
+    Output {
+        step: usize,
+        stream: OutputStream,
+        line: String,
+    },
+    ContainerRemoved {
+        step: usize,
+        container_id: String,
+    },
+    StepDone {
+        step: usize,
+        image_id: String,
+        layer_size: Option<u64>,
+        duration_ms: u64,
+        cached: bool,
+    },
+    Warning {
+        message: String,
+    },
+    /// A base image is being pulled (before the first step: lowering needs its digest).
+    Pull {
+        reference: String,
+        message: String,
+    },
+    BuildFailed {
+        step: Option<usize>,
+        message: String,
+        exit_code: Option<i32>,
+        last_image_id: Option<String>,
+    },
+    BuildDone {
+        image_id: String,
+        tags: Vec<String>,
+        duration_ms: u64,
+    },
 }
 
 impl BuildEvent {

@@ -35,6 +35,19 @@ pub enum PullEvent {
     LayerPulled(Sha256Digest),
 }
 
+impl PullEvent {
+    /// The line `docker pull` prints for this event (`None` for those it does not print).
+    pub fn message(&self) -> Option<String> {
+        Some(match self {
+            PullEvent::DefaultTag(t) => format!("Using default tag: {t}"),
+            PullEvent::Pulling { what, repository } => format!("{what}: Pulling from {repository}"),
+            PullEvent::LayerExists(d) => format!("{}: Already exists", d.short()),
+            PullEvent::Downloading { .. } => return None,
+            PullEvent::LayerPulled(d) => format!("{}: Pull complete", d.short()),
+        })
+    }
+}
+
 /// A finished pull.
 #[derive(Clone, Debug)]
 pub struct PullOutcome {

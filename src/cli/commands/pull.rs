@@ -27,13 +27,7 @@ pub fn run(args: PullArgs, p: &mut Printer) -> anyhow::Result<()> {
         if quiet || print_err.is_some() {
             return;
         }
-        let line = match e {
-            PullEvent::DefaultTag(t) => format!("Using default tag: {t}"),
-            PullEvent::Pulling { what, repository } => format!("{what}: Pulling from {repository}"),
-            PullEvent::LayerExists(d) => format!("{}: Already exists", d.short()),
-            PullEvent::Downloading { .. } => return,
-            PullEvent::LayerPulled(d) => format!("{}: Pull complete", d.short()),
-        };
+        let Some(line) = e.message() else { return };
         if let Err(err) = p.line(line).and_then(|()| p.flush()) {
             print_err = Some(err);
         }
