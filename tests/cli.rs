@@ -219,3 +219,20 @@ fn a_base_image_that_cannot_be_pulled_is_a_clear_error() {
         assert!(err.contains("Connection refused"), "{err}");
     }
 }
+
+#[test]
+fn a_stage_the_target_does_not_need_is_not_pulled() {
+    // The unused stage's base cannot be pulled (nothing listens on port 1); the target's
+    // stage is FROM scratch, so the build needs no image at all.
+    let dir = context_with("FROM 127.0.0.1:1/nothing AS unused\nRUN true\n\nFROM scratch AS app\nLABEL a=b\n");
+    let store = tempfile::tempdir().expect("temp dir");
+    for extra in [&[][..], &["--pull"][..]] {
+        let (code, out, err) = run(rbuild()
+            .env("RBUILD_ROOT", store.path())
+            .args(["build", "--progress", "json", "--target", "app"])
+            .args(extra)
+            .arg(dir.path()));
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains("\"event\":\"pull\""), "nothing is pulled: {out}");
+    }
+}

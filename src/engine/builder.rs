@@ -13,8 +13,7 @@
 //! # Ok::<(), rbuild::engine::BuildError>(())
 //! ```
 
-use crate::plan::Dependency;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +29,7 @@ use crate::frontend::lower::{lower, ImageResolver, LowerOptions, Platform, Resol
 use crate::frontend::parser;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
+use crate::plan::{Dependency, StageBase};
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
 use crate::store::{ImageReference, ImageStore, PutImage};
@@ -96,8 +96,9 @@ pub struct Builder {
 }
 
 /// Looks base images up in the store for lowering (manifest digest for the FROM step's cache
-/// key, ENV for expansion), pulling those missing from the store (all of them with `--pull`)
-/// once per build. Pull failures are kept for [`Builder::run`] to report.
+/// key, ENV for expansion). [`StoreImages::pull_needed`] pulls those the planned stages need
+/// that are missing from the store (all of them with `--pull`), once per build; failures are
+/// kept for [`Builder::run`] to report.
 struct StoreImages<'a> {
     store: &'a ImageStore,
     always_pull: bool,
@@ -137,13 +138,38 @@ impl StoreImages<'_> {
     }
 }
 
+impl StoreImages<'_> {
+    /// Pulls the images the planned stages build on or copy from, where needed. Returns
+    /// whether anything was tried (the plan must then be lowered again: digests, ENV and
+    /// ONBUILD triggers of the bases may have changed).
+    fn pull_needed(&self, plan: &crate::plan::BuildPlan) -> bool {
+        let mut references = BTreeSet::new();
+        for stage in plan.planned_stages() {
+            if let StageBase::Image { reference } = &stage.base {
+                references.insert(reference.clone());
+            }
+            for dep in &stage.dependencies {
+                if let Dependency::Image { reference } = dep {
+                    references.insert(reference.clone());
+                }
+            }
+        }
+        let mut tried = false;
+        for reference in references {
+            // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
+            let name = ImageReference::parse(&reference).ok();
+            if name.is_some() && (self.always_pull || self.store.resolve(&reference).is_err()) {
+                self.pull_once(&reference);
+                tried = true;
+            }
+        }
+        tried
+    }
+}
+
 impl ImageResolver for StoreImages<'_> {
     fn resolve(&self, reference: &str) -> Option<ResolvedImage> {
-        // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
         let name = ImageReference::parse(reference).ok();
-        if name.is_some() && (self.always_pull || self.store.resolve(reference).is_err()) {
-            self.pull_once(reference);
-        }
         let image = self.store.resolve(reference).ok()?;
         // The manifest the tag points at: a newer pulled base changes it, and so the key.
         let digest = name
@@ -244,7 +270,12 @@ impl Builder {
             images: Some(&images),
             sources: Some(&sources),
         };
-        let plan = lower(&df, &text, &lower_opts)?;
+        // Lowered once to know which stages (and so which base images) the target needs, and
+        // again if pulling them changed the store.
+        let mut plan = lower(&df, &text, &lower_opts)?;
+        if images.pull_needed(&plan) {
+            plan = lower(&df, &text, &lower_opts)?;
+        }
         if let Some((reference, error)) = images.failed_pull() {
             let reason = if self.store.resolve(&reference).is_ok() {
                 format!("--pull could not check the registry for a newer image: {error}")
