@@ -293,3 +293,130 @@ fn run_network_none_sees_only_loopback() {
     let host_ifaces = std::fs::read_to_string("/proc/net/dev").expect("dev").lines().count() - 2;
     assert_eq!(host.lines().count(), host_ifaces, "host network: {host}");
 }
+
+/// A real `ssh-agent` holding one new key, stopped on drop.
+struct SshAgentProcess {
+    child: std::process::Child,
+    socket: PathBuf,
+    fingerprint: String,
+}
+
+impl SshAgentProcess {
+    fn start(dir: &Path) -> SshAgentProcess {
+        let socket = dir.join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let mut agent = SshAgentProcess { child, socket, fingerprint: String::new() };
+        for _ in 0..100 {
+            if agent.socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let key = dir.join("id_ed25519");
+        let keygen = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test-key", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(keygen.success());
+        let add = std::process::Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent.socket).output();
+        assert!(add.expect("ssh-add").status.success());
+        agent.fingerprint = listed_keys(&agent.socket);
+        assert!(agent.fingerprint.contains("rbuild-test-key"), "{}", agent.fingerprint);
+        agent
+    }
+}
+
+impl Drop for SshAgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh-add -l` against the agent at `socket`.
+fn listed_keys(socket: &Path) -> String {
+    let out = std::process::Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", socket).output().expect("ssh-add");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The forwarding sockets a running build made in its work dirs.
+fn forwarding_sockets(root: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut found = Vec::new();
+    for work in std::fs::read_dir(root.join("tmp")).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(work.path()).into_iter().flatten().flatten() {
+            let is_socket = e.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && e.file_name().to_string_lossy().starts_with("ssh-") {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ssh_mounts_forward_the_agent_and_leave_nothing_behind() {
+    let Some(fx) = Fixture::new() else { return };
+    if !common::require(common::have_tool("ssh-agent") && common::have_tool("ssh-keygen"), "openssh-client") {
+        return;
+    }
+    let agent = SshAgentProcess::start(fx.dir.path());
+    let ctx = fx.context(
+        "ssh",
+        "FROM busybox\n\
+         RUN --mount=type=ssh echo \"$SSH_AUTH_SOCK\" > /sock-env && test -S \"$SSH_AUTH_SOCK\" \
+             && stat -c '%a %u:%g' \"$SSH_AUTH_SOCK\" > /sock-stat && sleep 3\n\
+         RUN --mount=type=ssh,id=deploy,target=/tmp/agent,uid=1000,gid=1000,mode=0660 \
+             stat -c '%a %u:%g' /tmp/agent > /deploy-stat\n\
+         RUN --mount=type=ssh,id=absent test ! -e /run/buildkit/ssh_agent.0 && echo none > /absent\n",
+        &[],
+    );
+    let deploy = format!("deploy={}", agent.socket.display());
+    let build = std::process::Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env("RBUILD_ROOT", &fx.root)
+        .env("SSH_AUTH_SOCK", &agent.socket)
+        .args(["build", "-q", "-t", "ssh:1", "--ssh", "default", "--ssh", &deploy])
+        .arg(&ctx)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rbuild build");
+    // While the first RUN sleeps, its forwarding socket answers for the real agent.
+    let mut listed = String::new();
+    for _ in 0..200 {
+        if let Some(socket) = forwarding_sockets(&fx.root).first() {
+            listed = listed_keys(socket);
+            if !listed.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = build.wait_with_output().expect("build");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(listed, agent.fingerprint, "the step's socket reaches the agent");
+    let rootfs = fx.rootfs("ssh:1");
+    let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).expect(name);
+    assert_eq!(read("sock-env"), "/run/buildkit/ssh_agent.0\n");
+    assert_eq!(read("sock-stat"), "600 0:0\n");
+    assert_eq!(read("deploy-stat"), "660 1000:1000\n");
+    assert_eq!(read("absent"), "none\n", "an optional agent that was not given is not mounted");
+    assert!(!rootfs.join("run/buildkit").exists() && !rootfs.join("tmp/agent").exists(), "mount points left");
+    assert_eq!(forwarding_sockets(&fx.root), Vec::<PathBuf>::new(), "forwarding sockets left behind");
+
+    // A required agent that was not given, and a key file instead of a socket: clear errors.
+    let ctx2 = fx.context("ssh-required", "FROM busybox\nRUN --mount=type=ssh,required true\n", &[]);
+    let out = rbuild(&fx.root, &["build", "-t", "ssh:2", ctx2.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("ssh agent default is required"), "{stderr}");
+    let key = format!("default={}", fx.dir.path().join("id_ed25519").display());
+    let out = rbuild(&fx.root, &["build", "--ssh", &key, "-t", "ssh:2", ctx2.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is not an agent socket"), "{stderr}");
+}

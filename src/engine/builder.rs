@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// `--secret`s for `RUN --mount=type=secret`.
     pub secrets: Vec<crate::engine::secrets::BuildSecret>,
+    /// `--ssh` agents for `RUN --mount=type=ssh`.
+    pub ssh: Vec<crate::engine::ssh::SshAgent>,
     /// `--pull`: check the registry for every base image, even one already in the store.
     /// Without it, only a base image missing from the store is pulled (Docker's behaviour).
     pub pull: bool,
@@ -75,6 +77,7 @@ impl BuildOptions {
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             secrets: Vec::new(),
+            ssh: Vec::new(),
             pull: false,
             registry: RegistryOptions::default(),
         }
@@ -249,6 +252,9 @@ impl Builder {
         for secret in &opts.secrets {
             secret.check()?;
         }
+        for agent in &opts.ssh {
+            agent.check()?;
+        }
         let df = parser::parse(&text, &name)?;
         let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
         let context = BuildContext::open(&opts.context, anchor)?;
@@ -334,6 +340,7 @@ impl Builder {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             secrets: &opts.secrets,
+            ssh_agents: &opts.ssh,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
         let target = outputs

@@ -75,6 +75,8 @@ pub struct StageExecutor<'a> {
     pub proxy_args: BTreeMap<String, String>,
     /// `--secret`s, for `RUN --mount=type=secret`.
     pub secrets: &'a [crate::engine::secrets::BuildSecret],
+    /// `--ssh` agents, for `RUN --mount=type=ssh`.
+    pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
 }
 
 static CONTAINER_COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -15,6 +15,7 @@ pub mod run_mounts;
 pub mod scheduler;
 pub mod secrets;
 pub mod sources;
+pub mod ssh;
 
 pub use builder::{BuildOptions, BuildOutput, Builder};
 
@@ -51,6 +52,11 @@ pub enum BuildError {
     SecretMissing { step: usize, id: String },
     #[error(transparent)]
     Secret(#[from] secrets::SecretError),
+    /// `RUN --mount=type=ssh,required` without a matching `--ssh`.
+    #[error("step {step}: ssh agent {id} is required but was not provided (use --ssh {id}[=SOCKET])")]
+    SshMissing { step: usize, id: String },
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
     /// `FROM --platform=` names a platform other than the one the build runs on.
     #[error("step {step}: FROM --platform={platform}: rbuild runs steps natively and can only build for {native} here (no emulation)")]
     ForeignPlatform { step: usize, platform: String, native: String },
@@ -69,6 +75,7 @@ impl BuildError {
             BuildError::RunFailed { step, .. }
             | BuildError::Step { step, .. }
             | BuildError::SecretMissing { step, .. }
+            | BuildError::SshMissing { step, .. }
             | BuildError::Unsupported { step, .. }
             | BuildError::ForeignPlatform { step, .. } => Some(*step),
             _ => None,

@@ -15,6 +15,10 @@
 //!   `/run/secrets/<id>`, mode 0400) and/or an environment variable (`env=`). A missing
 //!   required secret is an error; a missing optional one is not mounted.
 //!
+//! - `type=ssh`: a socket (default `/run/buildkit/ssh_agent.<N>`, mode 0600) forwarding to the
+//!   `--ssh` agent with that id (default `default`), see [`crate::engine::ssh`]; the first one
+//!   is `SSH_AUTH_SOCK` unless the image sets it. A missing required agent is an error.
+//!
 //! Targets that do not exist in the image are created by the runtime in its init layer, so
 //! they leave no trace in the committed layer (as BuildKit removes its mount stubs).
 
@@ -30,6 +34,7 @@ use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{materialize, plan_from_context, plan_from_image, CopyItem, CopyOptions};
 use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::merged::{EntryType, MergedView};
+use crate::engine::ssh::{AgentProxy, DEFAULT_SSH_ID};
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
 use crate::layer::digest::Sha256Digest;
@@ -41,9 +46,12 @@ use crate::runtime::{Mount, MountKind};
 #[derive(Debug, Default)]
 pub struct RunMounts {
     pub mounts: Vec<Mount>,
-    /// `NAME=value` entries for secrets mounted as environment variables.
+    /// `NAME=value` entries for secrets mounted as environment variables, and
+    /// `SSH_AUTH_SOCK` for the first ssh mount.
     pub env: Vec<String>,
     locks: Vec<std::fs::File>,
+    /// The ssh agent sockets the mounts show, forwarding until the step is over.
+    proxies: Vec<AgentProxy>,
 }
 
 impl RunMounts {
@@ -146,7 +154,33 @@ impl StageExecutor<'_> {
                     }
                 }
                 MountType::Ssh => {
-                    return Err(BuildError::Unsupported { step: step.number, what: "RUN --mount=type=ssh".into() })
+                    let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| DEFAULT_SSH_ID.to_string());
+                    let Some(agent) = self.ssh_agents.iter().find(|a| a.id == id) else {
+                        if spec.required.unwrap_or(false) {
+                            return Err(BuildError::SshMissing { step: step.number, id });
+                        }
+                        continue;
+                    };
+                    let target = target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{}", out.proxies.len()));
+                    let socket = work.join(format!("ssh-{n}.sock"));
+                    let proxy = AgentProxy::start(
+                        &agent.socket,
+                        &socket,
+                        spec.mode.unwrap_or(0o600),
+                        spec.uid.unwrap_or(0),
+                        spec.gid.unwrap_or(0),
+                    )
+                    .map_err(|e| fail(format!("forwarding ssh agent {id} ({}): {e}", agent.socket.display())))?;
+                    // Like BuildKit, the first agent is SSH_AUTH_SOCK unless the image sets one.
+                    let env_has_sock = |env: &[String]| env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="));
+                    if out.proxies.is_empty() && !env_has_sock(&state.config.config.env) && !env_has_sock(&out.env) {
+                        out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                    }
+                    out.mounts.push(Mount {
+                        target,
+                        kind: MountKind::Bind { source: proxy.path().to_path_buf(), readonly: false },
+                    });
+                    out.proxies.push(proxy);
                 }
             }
         }

@@ -57,6 +57,10 @@ pub struct BuildArgs {
     /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
     secrets: Vec<String>,
+    /// An ssh agent for `RUN --mount=type=ssh[,id=ID]`: `default` (the agent in
+    /// $SSH_AUTH_SOCK) or `ID=SOCKET`. Only the agent protocol reaches the step, never a key.
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
+    ssh: Vec<String>,
     /// Set a label on the image (`KEY=VALUE`); may be repeated
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -200,6 +204,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.no_cache = args.no_cache;
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
     opts.registry = crate::registry::RegistryOptions { tls_verify: args.tls_verify };
     opts.network =
