@@ -310,6 +310,31 @@ fn basic_auth_uses_docker_config_credentials() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("unauthorized") && err.contains("auth.json"), "{err}");
+
+    // A credential helper named by credsStore, found on PATH, as docker runs it.
+    let helper_config = t.path().join("helper-config");
+    let bin = t.path().join("bin");
+    std::fs::create_dir_all(&helper_config).unwrap();
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(helper_config.join("config.json"), r#"{"auths":{},"credsStore":"rbuildtest"}"#).unwrap();
+    let script = bin.join("docker-credential-rbuildtest");
+    let answer = format!(r#"{{"ServerURL":"{}","Username":"user","Secret":"pass"}}"#, reg.host());
+    let body = format!(
+        "#!/bin/sh\nread server\n[ \"$server\" = \"{}\" ] && echo '{answer}' && exit 0\necho 'credentials not found in native keychain'\nexit 1\n",
+        reg.host()
+    );
+    std::fs::write(&script, body).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = std::path::PathBuf::from(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
+    let helper_env: &[(&str, &Path)] = &[("DOCKER_CONFIG", &helper_config), ("PATH", &path)];
+    let third = t.path().join("third");
+    ok(rb(&third, helper_env, &["pull", &dest]), "pull with a credential helper");
+    assert_eq!(image_id(&third, &dest), image_id(&root, "busybox"));
+    // A helper that is not installed is an error naming it and the config file.
+    let out = rb(&third, &[("DOCKER_CONFIG", &helper_config)], &["pull", &dest]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("docker-credential-rbuildtest") && err.contains("config.json"), "{err}");
 }
 
 fn json_events(out: &str) -> Vec<Value> {

@@ -2,9 +2,12 @@
 //! podman's order and the first one with an entry for the host wins:
 //! `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
 //! `$DOCKER_CONFIG/config.json` (else `~/.docker/config.json`).
-//! An entry is `auths.<host>` with `auth` = base64 `user:pass` (or `username`/`password`);
-//! keys may carry a scheme or path (`https://index.docker.io/v1/`). Credential helpers
-//! (`credsStore`, `credHelpers`) are not run.
+//! In a file, `credHelpers.<host>` names the credential helper for that registry, else
+//! `credsStore` the one for all of them, as docker reads it: `docker-credential-<name> get` is
+//! run with the server on stdin and answers `{"Username", "Secret"}` (a helper that has nothing
+//! for the server sends the search on to the file's `auths`). An `auths.<host>` entry has
+//! `auth` = base64 `user:pass` (or `username`/`password`); keys may carry a scheme or path
+//! (`https://index.docker.io/v1/`).
 
 use super::{RegistryError, Result};
 use base64::Engine as _;
@@ -68,20 +71,97 @@ pub fn credentials_for(registry: &str) -> Result<Option<Credentials>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(RegistryError::AuthFile { path, reason: e.to_string() }),
         };
-        if let Some(c) = lookup(&bytes, registry, &path)? {
+        if let Some(c) = lookup(&bytes, registry, &path, &run_helper)? {
             return Ok(Some(c));
         }
     }
     Ok(None)
 }
 
-fn lookup(bytes: &[u8], registry: &str, path: &std::path::Path) -> Result<Option<Credentials>> {
+/// What the server is called to a credential helper: docker's historical URL for Docker Hub,
+/// the host for the others.
+fn helper_server(registry: &str) -> String {
+    if aliases(registry).len() > 1 {
+        "https://index.docker.io/v1/".to_owned()
+    } else {
+        registry.to_owned()
+    }
+}
+
+/// `docker-credential-<name> get`, with `server` on stdin, from `$PATH`.
+fn run_helper(name: &str, server: &str, config: &std::path::Path) -> Result<Option<Credentials>> {
+    run_helper_program(std::path::Path::new(&format!("docker-credential-{name}")), server, config)
+}
+
+fn run_helper_program(
+    program: &std::path::Path,
+    server: &str,
+    config: &std::path::Path,
+) -> Result<Option<Credentials>> {
+    use std::io::Write;
+    let failed = |reason: String| RegistryError::AuthFile {
+        path: config.to_path_buf(),
+        reason: format!("credential helper {}: {reason}", program.display()),
+    };
+    let mut child = std::process::Command::new(program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(server.as_bytes()).map_err(|e| failed(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
+        // The helpers' own wording for "nothing stored for this server".
+        if text.to_ascii_lowercase().contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(failed(format!("{} ({text})", out.status)));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("answered something not JSON: {e}")))?;
+    let field = |name: &str| answer.get(name).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
+    match (field("Username"), field("Secret")) {
+        // An identity token (OAuth refresh token) is not a password: rbuild cannot use it.
+        (Some("<token>"), _) => Err(failed("answered an identity token, which rbuild cannot use".into())),
+        (Some(u), Some(p)) => {
+            Ok(Some(Credentials { username: u.to_owned(), password: p.to_owned(), source: config.into() }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Runs a credential helper: (helper name, server, config file) to what it has, if anything.
+type HelperRunner<'a> = dyn Fn(&str, &str, &std::path::Path) -> Result<Option<Credentials>> + 'a;
+
+fn lookup(
+    bytes: &[u8],
+    registry: &str,
+    path: &std::path::Path,
+    helper: &HelperRunner<'_>,
+) -> Result<Option<Credentials>> {
     let bad = |reason: String| RegistryError::AuthFile { path: path.to_path_buf(), reason };
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+    let names = aliases(registry);
+    let per_registry = v.get("credHelpers").and_then(|h| h.as_object()).and_then(|helpers| {
+        helpers
+            .iter()
+            .find(|(k, _)| names.contains(&k.as_str()) || names.contains(&key_host(k)))
+            .and_then(|(_, name)| name.as_str())
+    });
+    let store = v.get("credsStore").and_then(|s| s.as_str());
+    if let Some(name) = per_registry.or(store).filter(|n| !n.is_empty()) {
+        if let Some(c) = helper(name, &helper_server(registry), path)? {
+            return Ok(Some(c));
+        }
+    }
     let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
-    let names = aliases(registry);
     // An exact key first, then one with a scheme or path.
     let entry = auths
         .iter()
@@ -113,19 +193,71 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    fn no_helper(name: &str, _: &str, _: &Path) -> Result<Option<Credentials>> {
+        panic!("no helper should run, asked for {name}")
+    }
+
+    #[test]
+    fn helpers_come_before_auths_per_registry_then_for_all() {
+        let file = br#"{"auths":{"127.0.0.1:5000":{"auth":"dXNlcjpwYXNz"},"quay.io":{"auth":"cTp3"}},
+            "credsStore":"desktop","credHelpers":{"gcr.io":"gcloud","https://index.docker.io/v1/":"hub"}}"#;
+        let p = Path::new("config.json");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let helper = |name: &str, server: &str, _: &Path| -> Result<Option<Credentials>> {
+            asked.borrow_mut().push(format!("{name} {server}"));
+            Ok((name != "desktop" || server == "127.0.0.1:5000").then(|| Credentials {
+                username: name.to_owned(),
+                password: "s".to_owned(),
+                source: "config.json".into(),
+            }))
+        };
+        assert_eq!(lookup(file, "gcr.io", p, &helper).unwrap().unwrap().username, "gcloud");
+        assert_eq!(lookup(file, "docker.io", p, &helper).unwrap().unwrap().username, "hub");
+        assert_eq!(lookup(file, "127.0.0.1:5000", p, &helper).unwrap().unwrap().username, "desktop");
+        // The store has nothing for quay.io: the file's own entry answers.
+        assert_eq!(lookup(file, "quay.io", p, &helper).unwrap().unwrap().username, "q");
+        assert_eq!(
+            *asked.borrow(),
+            ["gcloud gcr.io", "hub https://index.docker.io/v1/", "desktop 127.0.0.1:5000", "desktop quay.io"]
+        );
+    }
+
+    #[test]
+    fn runs_a_helper_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("docker-credential-rbuildtest");
+        let body = r#"#!/bin/sh
+[ "$1" = get ] || exit 2
+read server
+case "$server" in
+  reg.example) echo '{"ServerURL":"reg.example","Username":"u","Secret":"p"}' ;;
+  *) echo 'credentials not found in native keychain'; exit 1 ;;
+esac
+"#;
+        std::fs::write(&script, body).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let config = Path::new("config.json");
+        let c = run_helper_program(&script, "reg.example", config).unwrap().unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p"));
+        assert!(run_helper_program(&script, "other.example", config).unwrap().is_none(), "not found: none");
+        let missing = run_helper("rbuild-no-such-helper", "x", Path::new("/home/u/.docker/config.json")).unwrap_err();
+        let text = missing.to_string();
+        assert!(text.contains("docker-credential-rbuild-no-such-helper") && text.contains("config.json"), "{text}");
+    }
+
     #[test]
     fn finds_entries_by_host() {
         let file = br#"{"auths":{"127.0.0.1:5000":{"auth":"dXNlcjpwYTpzcw=="},
             "https://index.docker.io/v1/":{"auth":"ZDpo"},
             "quay.io":{"username":"q","password":"w"}}}"#;
         let p = Path::new("config.json");
-        let c = lookup(file, "127.0.0.1:5000", p).unwrap().unwrap();
+        let c = lookup(file, "127.0.0.1:5000", p, &no_helper).unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("user", "pa:ss"));
-        let c = lookup(file, "docker.io", p).unwrap().unwrap();
+        let c = lookup(file, "docker.io", p, &no_helper).unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("d", "h"));
-        assert_eq!(lookup(file, "quay.io", p).unwrap().unwrap().username, "q");
-        assert!(lookup(file, "127.0.0.1:5001", p).unwrap().is_none());
-        assert!(lookup(br#"{"auths":{"h":{"auth":"!!"}}}"#, "h", p).is_err());
-        assert!(lookup(b"{}", "h", p).unwrap().is_none());
+        assert_eq!(lookup(file, "quay.io", p, &no_helper).unwrap().unwrap().username, "q");
+        assert!(lookup(file, "127.0.0.1:5001", p, &no_helper).unwrap().is_none());
+        assert!(lookup(br#"{"auths":{"h":{"auth":"!!"}}}"#, "h", p, &no_helper).is_err());
+        assert!(lookup(b"{}", "h", p, &no_helper).unwrap().is_none());
     }
 }

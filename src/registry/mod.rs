@@ -13,7 +13,8 @@
 //!   mapping oci-client's errors to [`RegistryError`] (reference, host, HTTP status, digest).
 //! - [`auth`]: credentials from `$REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`
 //!   (podman) and `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (docker): the
-//!   `auths.<host>.auth` base64 `user:pass`. oci-client turns them into basic auth or a bearer
+//!   credential helper `credHelpers.<host>` or `credsStore` names, else `auths.<host>.auth`
+//!   base64 `user:pass`. oci-client turns them into basic auth or a bearer
 //!   token as the registry's `WWW-Authenticate` challenge asks.
 //! - [`pull`]: manifest (OCI or Docker schema2; an index or manifest list picks
 //!   `linux/<host arch>`), config and layers (gzip, zstd or plain, stored as served). Every blob
