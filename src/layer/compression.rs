@@ -1,38 +1,9 @@
-//! Layer compression: detection by magic bytes (gzip, zstd, or a plain tar) and the matching
-//! decompressing reader.
+//! Reading compressed layers: the decompressing reader for whatever [`Compression`] a blob's
+//! magic bytes say (the one `Compression` type lives in [`crate::layer::media`]).
 
 use std::io::{self, BufRead, BufReader, Read};
 
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    /// Detects the compression from the first bytes of a blob.
-    pub fn detect(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Compression::Zstd
-        } else {
-            Compression::None
-        }
-    }
-
-    /// The OCI layer media type for a blob with this compression.
-    pub fn oci_layer_media_type(self) -> oci_spec::image::MediaType {
-        use oci_spec::image::MediaType;
-        match self {
-            Compression::None => MediaType::ImageLayer,
-            Compression::Gzip => MediaType::ImageLayerGzip,
-            Compression::Zstd => MediaType::ImageLayerZstd,
-        }
-    }
-}
+pub use crate::layer::media::Compression;
 
 /// Wraps `reader` in the decompressor its magic bytes ask for.
 pub fn decompressing_reader<'a, R: Read + 'a>(reader: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
