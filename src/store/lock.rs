@@ -30,6 +30,16 @@ impl StoreLock {
             .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("locking {}: {e}", path.display())))?;
         Ok(Self { _file: file })
     }
+
+    /// The store lock if nobody holds it now (this process included), else `None`.
+    pub fn try_acquire(path: &Path) -> io::Result<Option<Self>> {
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?.into_parts().0;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io::Error::new(io::Error::from(e).kind(), format!("locking {}: {e}", path.display()))),
+        }
+    }
 }
 
 /// What a live writer has pinned.

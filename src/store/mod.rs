@@ -51,7 +51,7 @@ use fs_err as fs;
 pub use lock::{StoreLock, WorkDir};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 pub use reference::{ImageReference, ReferenceError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,6 +59,9 @@ use std::sync::{Arc, Mutex};
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const PARENT_ANNOTATION: &str = "io.rbuild.image.parent";
 pub const ADDED_ANNOTATION: &str = "io.rbuild.image.added";
+/// The image ID (config digest) of an index entry, so that lookups by ID need not read every
+/// manifest. Entries written by other tools lack it; their manifest is read instead.
+pub const IMAGE_ID_ANNOTATION: &str = "io.rbuild.image.id";
 
 /// What went wrong in the store; every variant names the path, digest or reference involved.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +171,28 @@ pub struct ImageStore {
     loaded: Arc<Mutex<HashMap<Sha256Digest, Arc<StoredImage>>>>,
 }
 
+/// An image of the index before its content is read: what lookups by name compare.
+struct IndexEntry {
+    manifest: Sha256Digest,
+    size: u64,
+    id: Sha256Digest,
+    tags: Vec<ImageReference>,
+    parent: Option<Sha256Digest>,
+    added: Option<String>,
+}
+
+impl ImageNames for IndexEntry {
+    fn image_id(&self) -> &Sha256Digest {
+        &self.id
+    }
+    fn manifest(&self) -> &Sha256Digest {
+        &self.manifest
+    }
+    fn tag_list(&self) -> &[ImageReference] {
+        &self.tags
+    }
+}
+
 /// An image of the index as lookups see it: the shared content plus what the index says.
 struct IndexedImage {
     content: Arc<StoredImage>,
@@ -200,18 +225,6 @@ impl ImageNames for StoredImage {
     }
     fn manifest(&self) -> &Sha256Digest {
         &self.manifest_digest
-    }
-    fn tag_list(&self) -> &[ImageReference] {
-        &self.tags
-    }
-}
-
-impl ImageNames for IndexedImage {
-    fn image_id(&self) -> &Sha256Digest {
-        &self.content.id
-    }
-    fn manifest(&self) -> &Sha256Digest {
-        &self.content.manifest_digest
     }
     fn tag_list(&self) -> &[ImageReference] {
         &self.tags
@@ -366,6 +379,11 @@ impl ImageStore {
     /// Takes the store lock (blocking).
     pub fn lock(&self) -> Result<StoreLock> {
         Ok(StoreLock::acquire(&self.root.join("lock"))?)
+    }
+
+    /// The store lock when it is free now, else `None` (never waits).
+    pub fn try_lock(&self) -> Result<Option<StoreLock>> {
+        Ok(StoreLock::try_acquire(&self.root.join("lock"))?)
     }
 
     /// A new work dir in `tmp/`. It is created under the store lock, so a concurrent `gc`
@@ -537,14 +555,14 @@ impl ImageStore {
         let id = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?.id;
         self.put_blob_bytes(work, manifest_json)?;
         self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
-        let images = self.indexed_images()?;
+        let entries = self.index_entries()?;
         // The image whose tags (or, untagged, whose manifest) are this manifest's.
-        images
+        let entry = entries
             .iter()
-            .find(|i| i.content.manifest_digest == digest)
-            .or_else(|| images.iter().find(|i| i.content.id == id))
-            .map(IndexedImage::to_stored)
-            .ok_or_else(|| StoreError::NoSuchImage(digest.to_string()))
+            .find(|e| e.manifest == digest)
+            .or_else(|| entries.iter().find(|e| e.id == id))
+            .ok_or_else(|| StoreError::NoSuchImage(digest.to_string()))?;
+        Ok(self.indexed(entry)?.to_stored())
     }
 
     /// The manifest digest a tag points at in the index (`busybox` means `busybox:latest`).
@@ -604,6 +622,7 @@ impl ImageStore {
         let mut base: HashMap<String, String> =
             existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
         base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
+        base.insert(IMAGE_ID_ANNOTATION.into(), manifest.config().digest().to_string());
         if let Some(p) = parent {
             base.insert(PARENT_ANNOTATION.into(), p.to_string());
         }
@@ -650,24 +669,40 @@ impl ImageStore {
 
     /// The index's images, one per config digest, with their tags gathered.
     fn indexed_images(&self) -> Result<Vec<IndexedImage>> {
+        self.index_entries()?.iter().map(|e| self.indexed(e)).collect()
+    }
+
+    /// The index grouped as [`ImageStore::images`] groups it (one entry per image ID, tags
+    /// gathered), reading a manifest only for entries without [`IMAGE_ID_ANNOTATION`].
+    fn index_entries(&self) -> Result<Vec<IndexEntry>> {
         let index = self.read_index()?;
-        let mut by_manifest: BTreeMap<String, usize> = BTreeMap::new();
-        let mut out: Vec<IndexedImage> = Vec::new();
+        let mut by_manifest: HashMap<Sha256Digest, usize> = HashMap::new();
         let mut by_id: HashMap<Sha256Digest, usize> = HashMap::new();
+        let mut out: Vec<IndexEntry> = Vec::new();
+        let mut learned: HashMap<Sha256Digest, Sha256Digest> = HashMap::new();
         for d in index.manifests() {
             let mdg = Sha256Digest::from(d.digest());
             let ann = d.annotations().clone().unwrap_or_default();
             let tag = ann.get(REF_NAME_ANNOTATION).and_then(|n| ImageReference::parse(n).ok());
-            let slot = match by_manifest.get(mdg.hex()) {
+            let slot = match by_manifest.get(&mdg) {
                 Some(i) => *i,
                 None => {
-                    let content = self.load_image(&mdg, d.size())?;
-                    let i = match by_id.get(&content.id) {
+                    let id = match ann.get(IMAGE_ID_ANNOTATION).and_then(|v| v.parse::<Sha256Digest>().ok()) {
+                        Some(id) => id,
+                        None => {
+                            let id = self.load_image(&mdg, d.size())?.id.clone();
+                            learned.insert(mdg.clone(), id.clone());
+                            id
+                        }
+                    };
+                    let i = match by_id.get(&id) {
                         Some(i) => *i,
                         None => {
-                            by_id.insert(content.id.clone(), out.len());
-                            out.push(IndexedImage {
-                                content,
+                            by_id.insert(id.clone(), out.len());
+                            out.push(IndexEntry {
+                                manifest: mdg.clone(),
+                                size: d.size(),
+                                id,
                                 tags: Vec::new(),
                                 parent: ann.get(PARENT_ANNOTATION).and_then(|p| p.parse().ok()),
                                 added: ann.get(ADDED_ANNOTATION).cloned(),
@@ -675,7 +710,7 @@ impl ImageStore {
                             out.len() - 1
                         }
                     };
-                    by_manifest.insert(mdg.hex().to_owned(), i);
+                    by_manifest.insert(mdg, i);
                     i
                 }
             };
@@ -685,7 +720,49 @@ impl ImageStore {
                 }
             }
         }
+        if !learned.is_empty() {
+            self.annotate_image_ids(&learned);
+        }
         Ok(out)
+    }
+
+    /// Writes the image IDs read from manifests into the index entries that lacked them
+    /// (written by an older rbuild or another tool), so that later lookups need not read those
+    /// manifests again. Best effort: skipped when the store lock is busy or the write fails.
+    fn annotate_image_ids(&self, ids: &HashMap<Sha256Digest, Sha256Digest>) {
+        let Ok(Some(_lock)) = self.try_lock() else { return };
+        let Ok(index) = self.read_index() else { return };
+        let mut entries: Vec<Descriptor> = index.manifests().clone();
+        let mut changed = false;
+        for d in &mut entries {
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            if ann.contains_key(IMAGE_ID_ANNOTATION) {
+                continue;
+            }
+            if let Some(id) = ids.get(&Sha256Digest::from(d.digest())) {
+                ann.insert(IMAGE_ID_ANNOTATION.into(), id.to_string());
+                d.set_annotations(Some(ann));
+                changed = true;
+            }
+        }
+        if changed {
+            if let Err(e) = self.write_index(&entries) {
+                tracing::debug!(error = %e, "could not record image IDs in the index");
+            }
+        }
+    }
+
+    /// The image an index entry names, its content read (once per handle) and checked against
+    /// the entry's ID.
+    fn indexed(&self, entry: &IndexEntry) -> Result<IndexedImage> {
+        let content = self.load_image(&entry.manifest, entry.size)?;
+        if content.id != entry.id {
+            return Err(StoreError::BadImage {
+                id: entry.id.to_string(),
+                reason: format!("index entry for manifest {} names config {}", entry.manifest, content.id),
+            });
+        }
+        Ok(IndexedImage { content, tags: entry.tags.clone(), parent: entry.parent.clone(), added: entry.added.clone() })
     }
 
     /// The image a manifest describes, read (and verified) once per store handle.
@@ -767,8 +844,9 @@ impl ImageStore {
     /// Finds an image by reference (`busybox`, `app:1`, `name@sha256:<manifest>`), full ID
     /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
-        let images = self.indexed_images()?;
-        find_image(&images, name).map(|i| images[i].to_stored()).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
+        let entries = self.index_entries()?;
+        let i = find_image(&entries, name).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))?;
+        Ok(self.indexed(&entries[i])?.to_stored())
     }
 
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
@@ -1012,6 +1090,60 @@ mod tests {
             "history": [],
         }))
         .expect("json")
+    }
+
+    #[test]
+    fn a_lookup_reads_only_the_image_it_finds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let put = |label: &str, tag: &str| {
+            let tags = vec![ImageReference::parse(tag).expect("reference")];
+            store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
+        };
+        let a = put("a", "a:1");
+        let b = put("b", "b:1");
+        // b's blobs are gone: a fresh handle finds a by tag and by ID without reading them.
+        std::fs::remove_file(store.blob_path(&b.manifest_digest)).expect("rm manifest");
+        std::fs::remove_file(store.blob_path(&b.id)).expect("rm config");
+        let fresh = ImageStore::open(dir.path()).expect("open");
+        assert_eq!(fresh.resolve("a:1").expect("by tag").id, a.id);
+        assert_eq!(fresh.resolve(&a.id.to_string()).expect("by ID").tags.len(), 1);
+        assert_eq!(fresh.resolve(&a.id.hex()[..12]).expect("by short ID").id, a.id);
+        assert!(fresh.resolve("b:1").is_err(), "b itself cannot be read");
+    }
+
+    #[test]
+    fn index_entries_without_an_image_id_get_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let tags = vec![ImageReference::parse("old:1").expect("reference")];
+        let image = store.put_image_raw(&config_json("old"), &[], &PutImage { tags, parent: None }).expect("put");
+        // As an older rbuild (or skopeo) wrote it: no image ID annotation.
+        let strip = |store: &ImageStore| {
+            let mut entries = store.read_index().expect("index").manifests().clone();
+            for d in &mut entries {
+                let mut ann = d.annotations().clone().unwrap_or_default();
+                ann.remove(IMAGE_ID_ANNOTATION);
+                d.set_annotations(Some(ann));
+            }
+            store.write_index(&entries).expect("write index");
+        };
+        strip(&store);
+        let id_of = |store: &ImageStore| {
+            store.read_index().expect("index").manifests()[0]
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(IMAGE_ID_ANNOTATION).cloned())
+        };
+        assert_eq!(id_of(&store), None);
+        // A lookup reads the manifest once and records the ID...
+        assert_eq!(ImageStore::open(dir.path()).expect("open").resolve("old:1").expect("resolve").id, image.id);
+        assert_eq!(id_of(&store), Some(image.id.to_string()));
+        // ...but never waits for the lock to do it.
+        strip(&store);
+        let _held = store.lock().expect("lock");
+        assert_eq!(ImageStore::open(dir.path()).expect("open").resolve("old:1").expect("resolve").id, image.id);
+        assert_eq!(id_of(&store), None);
     }
 
     #[test]
