@@ -13,9 +13,9 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
-use crate::engine::config::resolve_workdir;
 use crate::engine::config::{
-    apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
+    apply_config_instruction, history_created_by, resolve_workdir, HistoryEntry, ImageConfigFile, StageConfigState,
+    DEFAULT_PATH,
 };
 use crate::engine::copy::{
     layer_tree, materialize, names_directory, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
@@ -606,7 +606,8 @@ impl StageExecutor<'_> {
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
-    /// stage runs on them, or another stage builds on or copies from this one.
+    /// stage runs on them, a later WORKDIR looks for its directory in them, or another stage
+    /// builds on or copies from this one.
     fn unpacked_soon(&self, stage: &Stage, step: &Step) -> bool {
         self.stages_read_by_others.contains(&stage.index)
             || stage
@@ -614,7 +615,7 @@ impl StageExecutor<'_> {
                 .iter()
                 .skip_while(|s| s.number != step.number)
                 .skip(1)
-                .any(|s| matches!(s.instruction, Instruction::Run(_)))
+                .any(|s| matches!(s.instruction, Instruction::Run(_) | Instruction::Workdir { .. }))
     }
 
     /// Downloads `url` into `work` for ADD: the file is named after the URL's last path
