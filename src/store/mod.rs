@@ -169,7 +169,12 @@ pub struct ImageStore {
     /// manifests are present) is read again for every lookup. Without this, every lookup
     /// read and verified two blobs per image in the store.
     loaded: Arc<Mutex<HashMap<Sha256Digest, Arc<StoredImage>>>>,
+    /// The index as last parsed, with the stamp (device, inode, size, mtime) of the file it
+    /// was read from; a build reads it several times per step.
+    index_cache: Arc<Mutex<Option<(IndexStamp, ImageIndex)>>>,
 }
+
+type IndexStamp = (u64, u64, u64, i64, i64);
 
 /// An image of the index before its content is read: what lookups by name compare.
 struct IndexEntry {
@@ -353,7 +358,7 @@ impl ImageStore {
 
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self { root: root.to_path_buf(), loaded: Arc::default() };
+        let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default() };
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
         }
@@ -479,13 +484,27 @@ impl ImageStore {
     // ---- index.json ----
 
     pub(crate) fn read_index(&self) -> Result<ImageIndex> {
+        use std::os::unix::fs::MetadataExt;
         let path = self.root.join("index.json");
-        let bytes = fs::read(&path)?;
-        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+        // The stamp and the bytes come from the same open file: every write renames a new
+        // file into place, so a stamp names one content.
+        let mut file = fs::File::open(&path)?;
+        let meta = file.metadata()?;
+        let stamp = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        if let Some((cached, index)) = self.index_cache.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if *cached == stamp {
+                return Ok(index.clone());
+            }
+        }
+        let mut bytes = Vec::with_capacity(meta.size() as usize);
+        file.read_to_end(&mut bytes)?;
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
             what: "index",
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        *self.index_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((stamp, index.clone()));
+        Ok(index)
     }
 
     pub(crate) fn write_index(&self, manifests: &[Descriptor]) -> Result<()> {
