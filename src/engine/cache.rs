@@ -127,23 +127,6 @@ impl CacheIndex {
         }
     }
 
-    /// Every readable record (unreadable ones are skipped here; `get` reports them).
-    pub fn all(&self) -> Result<Vec<CacheRecord>, CacheError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            if let Ok(bytes) = std::fs::read(&path) {
-                if let Ok(record) = serde_json::from_slice::<CacheRecord>(&bytes) {
-                    out.push(record);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Why `current` has no record: compared with the newest record made on the same parent
     /// for the same kind of instruction (the previous build of this step), else "no cache
     /// record" (a RUN after the same FROM in another Dockerfile is not "this step changed").

@@ -198,25 +198,6 @@ impl ImageNames for IndexEntry {
     }
 }
 
-/// An image of the index as lookups see it: the shared content plus what the index says.
-struct IndexedImage {
-    content: Arc<StoredImage>,
-    tags: Vec<ImageReference>,
-    parent: Option<Sha256Digest>,
-    added: Option<String>,
-}
-
-impl IndexedImage {
-    fn to_stored(&self) -> StoredImage {
-        StoredImage {
-            tags: self.tags.clone(),
-            parent: self.parent.clone(),
-            added: self.added.clone(),
-            ..(*self.content).clone()
-        }
-    }
-}
-
 /// What a lookup by name compares: the same for a full [`StoredImage`] and an index entry.
 trait ImageNames {
     fn image_id(&self) -> &Sha256Digest;
@@ -581,7 +562,7 @@ impl ImageStore {
             .find(|e| e.manifest == digest)
             .or_else(|| entries.iter().find(|e| e.id == id))
             .ok_or_else(|| StoreError::NoSuchImage(digest.to_string()))?;
-        Ok(self.indexed(entry)?.to_stored())
+        self.stored(entry)
     }
 
     /// The manifest digest a tag points at in the index (`busybox` means `busybox:latest`).
@@ -683,12 +664,7 @@ impl ImageStore {
 
     /// Every image in the index (one per config digest), in index order.
     pub fn images(&self) -> Result<Vec<StoredImage>> {
-        Ok(self.indexed_images()?.iter().map(IndexedImage::to_stored).collect())
-    }
-
-    /// The index's images, one per config digest, with their tags gathered.
-    fn indexed_images(&self) -> Result<Vec<IndexedImage>> {
-        self.index_entries()?.iter().map(|e| self.indexed(e)).collect()
+        self.index_entries()?.iter().map(|e| self.stored(e)).collect()
     }
 
     /// The index grouped as [`ImageStore::images`] groups it (one entry per image ID, tags
@@ -771,9 +747,9 @@ impl ImageStore {
         }
     }
 
-    /// The image an index entry names, its content read (once per handle) and checked against
-    /// the entry's ID.
-    fn indexed(&self, entry: &IndexEntry) -> Result<IndexedImage> {
+    /// The image an index entry names: its content read (once per handle) and checked against
+    /// the entry's ID, with the entry's tags, parent and time added.
+    fn stored(&self, entry: &IndexEntry) -> Result<StoredImage> {
         let content = self.load_image(&entry.manifest, entry.size)?;
         if content.id != entry.id {
             return Err(StoreError::BadImage {
@@ -781,7 +757,12 @@ impl ImageStore {
                 reason: format!("index entry for manifest {} names config {}", entry.manifest, content.id),
             });
         }
-        Ok(IndexedImage { content, tags: entry.tags.clone(), parent: entry.parent.clone(), added: entry.added.clone() })
+        Ok(StoredImage {
+            tags: entry.tags.clone(),
+            parent: entry.parent.clone(),
+            added: entry.added.clone(),
+            ..(*content).clone()
+        })
     }
 
     /// The image a manifest describes, read (and verified) once per store handle.
@@ -865,7 +846,7 @@ impl ImageStore {
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
         let entries = self.index_entries()?;
         let i = find_image(&entries, name).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))?;
-        Ok(self.indexed(&entries[i])?.to_stored())
+        self.stored(&entries[i])
     }
 
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
