@@ -53,18 +53,17 @@ pub fn parse_chmod(text: &str) -> Result<u32, CopyError> {
 }
 
 /// The absolute destination (relative ones are under WORKDIR) and whether it names a
-/// directory: it ends in `/` or already is one in the image. (Several sources into anything
-/// else is an error, raised by the planners.)
-pub fn destination(workdir: &str, dest: &str, image: &MergedView) -> (String, bool) {
+/// directory: it ends in `/` (or is `.`), or already is one in the image. The image is asked
+/// (`is_dir_in_image`, which may have to unpack it) only when the text does not say.
+/// (Several sources into anything else is an error, raised by the planners.)
+pub fn destination<E>(
+    workdir: &str,
+    dest: &str,
+    is_dir_in_image: impl FnOnce(&str) -> Result<bool, E>,
+) -> Result<(String, bool), E> {
     let absolute = resolve_workdir(workdir, dest);
-    let is_dir = names_directory(dest) || image.is_dir(&absolute);
-    (absolute, is_dir)
-}
-
-/// Whether the destination's text alone says it is a directory (`dir/`, `dir/.`, `.`), so the
-/// image need not be looked at.
-pub fn names_directory(dest: &str) -> bool {
-    dest.ends_with('/') || dest.ends_with("/.") || dest == "."
+    let is_dir = dest.ends_with('/') || dest.ends_with("/.") || dest == "." || is_dir_in_image(&absolute)?;
+    Ok((absolute, is_dir))
 }
 
 fn join(dest: &str, rel: &str) -> String {
@@ -440,6 +439,13 @@ mod tests {
         unsafe { libc::geteuid() == 0 }
     }
 
+    /// A destination whose image lookup cannot fail.
+    fn in_image(found: Result<(String, bool), std::convert::Infallible>) -> (String, bool) {
+        match found {
+            Ok(found) => found,
+        }
+    }
+
     fn context() -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path();
@@ -456,7 +462,7 @@ mod tests {
         let ctx = BuildContext::with_patterns(root, &[]).expect("context");
         let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
         let roots = ctx.select_roots(&srcs, &[]).expect("select");
-        let (abs, is_dir) = destination("/work", dest, image);
+        let (abs, is_dir) = in_image(destination("/work", dest, |p| Ok(image.is_dir(p))));
         Ok(plan_from_context("COPY", root, &roots, &abs, is_dir, false)?
             .into_iter()
             .map(|i| (i.dest, i.kind))
@@ -522,7 +528,7 @@ mod tests {
         let empty = MergedView::new(&[]);
         let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
         let roots = c.select_roots(&["app".to_string()], &[]).expect("select");
-        let (abs, is_dir) = destination("/", "/srv/app", &empty);
+        let (abs, is_dir) = in_image(destination("/", "/srv/app", |p| Ok(empty.is_dir(p))));
         let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir, false).expect("plan");
         materialize(upper.path(), &items, &CopyOptions { chown: Some((1000, 1001)), chmod: Some(0o640) })
             .expect("copy");
@@ -581,7 +587,7 @@ mod tests {
         for (srcs, dest, copy) in cases {
             let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
             let roots = c.select_roots(&srcs, &[]).expect("select");
-            let (abs, is_dir) = destination("/", dest, &empty);
+            let (abs, is_dir) = in_image(destination("/", dest, |p| Ok(empty.is_dir(p))));
             let items = plan_from_context("COPY", ctx.path(), &roots, &abs, is_dir, false).expect("plan");
             let work = tempfile::tempdir().expect("tempdir");
             let upper = work.path().join("upper");

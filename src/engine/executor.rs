@@ -14,11 +14,10 @@ use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
-    apply_config_instruction, history_created_by, resolve_workdir, HistoryEntry, ImageConfigFile, StageConfigState,
-    DEFAULT_PATH,
+    apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
 };
 use crate::engine::copy::{
-    layer_tree, materialize, names_directory, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
+    destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
 use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
@@ -511,8 +510,8 @@ impl StageExecutor<'_> {
             let view = MergedView::new(&self.unpacked(state)?);
             Ok(target_view.get_or_init(|| view))
         };
-        let dest = resolve_workdir(&state.config.config.working_dir, &fc.dest);
-        let dest_is_dir = names_directory(&fc.dest) || target_view()?.is_dir(&dest);
+        let (dest, dest_is_dir) =
+            destination(&state.config.config.working_dir, &fc.dest, |p| target_view().map(|v| v.is_dir(p)))?;
         let chown = match &fc.chown {
             Some(spec) => {
                 let numeric = spec.split(':').all(|id| id.parse::<u32>().is_ok());
