@@ -200,27 +200,6 @@ fn heredoc_trials(root: &Path) -> Vec<Trial> {
         .collect()
 }
 
-const KNOWN_KEYWORDS: &[&str] = &[
-    "add",
-    "arg",
-    "cmd",
-    "copy",
-    "entrypoint",
-    "env",
-    "expose",
-    "from",
-    "healthcheck",
-    "label",
-    "maintainer",
-    "onbuild",
-    "run",
-    "shell",
-    "stopsignal",
-    "user",
-    "volume",
-    "workdir",
-];
-
 /// An independent count of instructions: non-blank, non-comment physical lines that do not
 /// continue a previous line (trailing escape char) and are not heredoc bodies.
 fn count_logical_lines(text: &str) -> usize {
@@ -294,8 +273,10 @@ fn real_world_trials(root: &Path) -> Vec<Trial> {
             Trial::test(format!("real-world/{name}"), move || {
                 let text = read(&path)?;
                 let df = parse(&text, &name).map_err(|e| format!("parse failed:\n{e}"))?;
-                if let Some(node) =
-                    df.instructions.iter().find(|n| !KNOWN_KEYWORDS.contains(&n.keyword_lower().as_str()))
+                if let Some(node) = df
+                    .instructions
+                    .iter()
+                    .find(|n| !rbuild::frontend::instructions::KEYWORDS.contains(&n.keyword_lower().as_str()))
                 {
                     return Err(format!("unknown keyword {:?} at line {}", node.keyword, node.start_line).into());
                 }

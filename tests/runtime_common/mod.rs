@@ -62,19 +62,23 @@ pub fn busybox_rootfs(dir: &Path) {
     }
 }
 
-/// Applies an OCI layer blob onto `root` the way the image spec describes, using the `tar`
-/// crate's reader (not rbuild's writer): `.wh..wh..opq` empties the directory of what lower
-/// layers had, `.wh.<name>` removes `<name>`, everything else is created with its metadata.
-pub fn apply_layer(blob: &Path, media_type: &str, root: &Path) {
+/// The uncompressed tar of a layer blob, decompressed as its media type says.
+fn layer_reader(blob: &Path, media_type: &str) -> Box<dyn Read> {
     let file = std::fs::File::open(blob).expect("open blob");
-    let reader: Box<dyn Read> = if media_type.ends_with("+gzip") {
+    if media_type.ends_with("+gzip") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else if media_type.ends_with("+zstd") {
         Box::new(zstd::stream::read::Decoder::new(file).expect("zstd"))
     } else {
         Box::new(file)
-    };
-    let mut archive = tar::Archive::new(reader);
+    }
+}
+
+/// Applies an OCI layer blob onto `root` the way the image spec describes, using the `tar`
+/// crate's reader (not rbuild's writer): `.wh..wh..opq` empties the directory of what lower
+/// layers had, `.wh.<name>` removes `<name>`, everything else is created with its metadata.
+pub fn apply_layer(blob: &Path, media_type: &str, root: &Path) {
+    let mut archive = tar::Archive::new(layer_reader(blob, media_type));
     let mut dir_times = Vec::new();
     for entry in archive.entries().expect("entries") {
         let mut entry = entry.expect("entry");
@@ -299,15 +303,7 @@ pub fn assert_same_tree(expected: &BTreeMap<PathBuf, EntrySnap>, actual: &BTreeM
 
 /// Lists the entry names of a layer blob in order, with the type flag of each.
 pub fn layer_entries(blob: &Path, media_type: &str) -> Vec<(String, char)> {
-    let file = std::fs::File::open(blob).expect("open blob");
-    let reader: Box<dyn Read> = if media_type.ends_with("+gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else if media_type.ends_with("+zstd") {
-        Box::new(zstd::stream::read::Decoder::new(file).expect("zstd"))
-    } else {
-        Box::new(file)
-    };
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(layer_reader(blob, media_type));
     archive
         .entries()
         .expect("entries")
