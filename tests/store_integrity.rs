@@ -232,3 +232,40 @@ fn a_killed_build_leaves_nothing_pinned_and_its_tmp_is_reclaimed() {
     let rmi = rbuild_ok(&f.root, &["rmi", "busybox"]);
     assert!(rmi.contains("Deleted: sha256:"), "{rmi}");
 }
+
+#[test]
+fn an_archive_whose_layer_is_not_a_whole_tar_is_refused_at_load() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path().join("store");
+    // A layer cut in the middle of a file's data; the config's diff ID is that of the cut
+    // bytes, so every digest matches and only reading the tar finds the damage.
+    let whole = raw_tar(&[Raw::Dir("etc/"), Raw::File("etc/data", &[7u8; 8192])]);
+    let layer = whole[..512 * 2 + 3000].to_vec();
+    let diff_id = rbuild::layer::digest::Sha256Digest::of(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] }, "history": [],
+    }))
+    .expect("json");
+    let manifest = serde_json::to_vec(
+        &serde_json::json!([{ "Config": "config.json", "RepoTags": ["cut:1"], "Layers": ["layer.tar"] }]),
+    )
+    .expect("json");
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, data) in [("config.json", &config), ("layer.tar", &layer), ("manifest.json", &manifest)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        archive.append_data(&mut h, name, data.as_slice()).expect("append");
+    }
+    let file = t.path().join("cut.tar");
+    std::fs::write(&file, archive.into_inner().expect("tar")).expect("write");
+
+    let out = rbuild(&root, &["load", "-i", file.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(file.to_str().expect("utf-8")) && err.contains("etc/data"), "{err}");
+    assert_eq!(rbuild_ok(&root, &["images", "-q"]), "");
+    rbuild_ok(&root, &["store", "check"]);
+}

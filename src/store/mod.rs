@@ -93,6 +93,13 @@ pub enum StoreError {
     BadArchive { path: String, reason: String },
     #[error("{0}")]
     Damaged(Box<DamagedImage>),
+    #[error("the disk holding the store {root} is full while {during}: {source}")]
+    DiskFull { root: PathBuf, during: String, source: io::Error },
+}
+
+/// Whether `e` says the disk is full (ENOSPC, or EDQUOT: a quota is as full as a disk).
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
 /// An image in the index whose manifest, config or layer list cannot be read.
@@ -1001,6 +1008,11 @@ impl ImageStore {
                             path: self.blob_path(&layer.digest),
                         }
                     }
+                    ApplyError::Io { source, .. } if is_disk_full(&source) => StoreError::DiskFull {
+                        root: self.root.clone(),
+                        during: format!("unpacking layer {}", layer.digest),
+                        source,
+                    },
                     source => StoreError::Apply { digest: layer.digest.clone(), source },
                 })?;
                 if applied.diff_id != layer.diff_id {
