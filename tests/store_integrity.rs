@@ -269,3 +269,27 @@ fn an_archive_whose_layer_is_not_a_whole_tar_is_refused_at_load() {
     assert_eq!(rbuild_ok(&root, &["images", "-q"]), "");
     rbuild_ok(&root, &["store", "check"]);
 }
+
+#[test]
+fn a_running_container_keeps_its_image_through_rmi_f_prune_and_gc() {
+    let Some(f) = Fixture::new() else { return };
+    let id = rbuild_ok(&f.root, &["run", "-d", "busybox", "sleep", "100"]).trim().to_owned();
+    let layers = || std::fs::read_dir(f.root.join("layers")).expect("layers").count();
+    let unpacked = layers();
+    assert!(unpacked > 0, "run unpacked the image");
+
+    let rmi = rbuild(&f.root, &["rmi", "-f", "busybox"]);
+    assert!(rmi.status.success(), "{rmi:?}");
+    assert!(String::from_utf8_lossy(&rmi.stderr).contains("in use by container (pid"), "{rmi:?}");
+    let prune = rbuild(&f.root, &["image", "prune", "-a", "-f"]);
+    assert!(prune.status.success(), "{prune:?}");
+    rbuild_ok(&f.root, &["store", "gc"]);
+    assert_eq!(layers(), unpacked, "the running container's lower dirs were deleted");
+
+    rbuild_ok(&f.root, &["rm", "-f", &id]);
+    // Its monitor is gone, and so is its lease: the image can go now.
+    rbuild_ok(&f.root, &["image", "prune", "-a", "-f"]);
+    assert_eq!(rbuild_ok(&f.root, &["images", "-a", "-q"]), "");
+    rbuild_ok(&f.root, &["store", "gc"]);
+    assert_eq!(layers(), 0);
+}

@@ -7,8 +7,15 @@
 //! layers/<chain-id hex>/                          unpacked layer trees (overlay lower dirs)
 //! containers/<id>.json  cache/<key>.json          records that keep images alive
 //! tmp/work-*/                                     writers' work dirs (see `lock`)
+//! tmp/lease-*/                                    leases of running builds, containers, pushes, saves (see `lease`)
 //! lock                                            the store lock
 //! ```
+//! The root and the dirs holding unpacked layers, containers, runtime state and work dirs are
+//! owner-only (0700), and made so again when an existing store is opened: a setuid file or a
+//! device node in a layer is never reachable by another user. Opening a store also removes
+//! the work dirs and leases of commands that died (`kill -9`), when the lock is free.
+//! One damaged image (a corrupt or missing manifest or config) is reported by name and
+//! digest ([`DamagedImage`]); the rest of the store keeps working.
 //! Every image is one manifest descriptor per tag in `index.json`, annotated with
 //! `org.opencontainers.image.ref.name` = the familiar reference (`busybox:latest`, so
 //! `skopeo inspect oci:$RBUILD_ROOT:busybox:latest` works); an untagged image has one
@@ -31,6 +38,8 @@
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
 //! store.container_users() / store.cache_users()             image ID -> who uses it
 //! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
+//! store.leased("build") -> ImageStore                         a handle leasing what it resolves and writes
+//! store.catalog() -> (Vec<StoredImage>, Vec<DamagedImage>)    images() without the damaged ones
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
 //! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
