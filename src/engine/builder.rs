@@ -195,9 +195,9 @@ impl Builder {
         Builder { store, cancel: Cancel::new() }
     }
 
-    /// A builder on the store at `root` (created if missing).
+    /// A builder on the store at `root` (created if missing), leasing what it uses.
     pub fn open(root: &Path) -> Result<Self, BuildError> {
-        Ok(Builder::new(ImageStore::open(root)?))
+        Ok(Builder::new(ImageStore::open(root)?.leased("build")))
     }
 
     pub fn store(&self) -> &ImageStore {

@@ -942,6 +942,14 @@ impl ImageStore {
     /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
     /// On a leased handle the image is leased before it is returned.
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
+        let image = self.resolve_unleased(name)?;
+        self.lease_image(&image)?;
+        Ok(image)
+    }
+
+    /// [`ImageStore::resolve`] without taking a lease (so without the store lock: callable
+    /// under it).
+    fn resolve_unleased(&self, name: &str) -> Result<StoredImage> {
         let (entries, damaged) = self.index_entries()?;
         let Some(i) = find_image(&entries, name) else {
             // A damaged entry without an image ID annotation is known by its tags only.
@@ -966,7 +974,6 @@ impl ImageStore {
                 ))))
             }
         };
-        self.lease_image(&image)?;
         Ok(image)
     }
 
@@ -979,7 +986,7 @@ impl ImageStore {
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
         match find_image(images, name) {
             Some(i) => Ok(&images[i]),
-            None => Err(self.resolve(name).err().unwrap_or_else(|| StoreError::NoSuchImage(name.to_owned()))),
+            None => Err(self.resolve_unleased(name).err().unwrap_or_else(|| StoreError::NoSuchImage(name.to_owned()))),
         }
     }
 
