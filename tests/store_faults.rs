@@ -240,6 +240,10 @@ fn full_disk_leaves_the_store_consistent() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("No space left on device"), "{args:?}: {err}");
+        assert!(
+            err.contains("is full") && !err.contains("corrupt"),
+            "{args:?}: a full disk is not a bad archive: {err}"
+        );
         assert!(err.contains(&b.dir.display().to_string()), "{args:?}: error does not name the file: {err}");
         assert_healthy(&root, &format!("{args:?} on a full disk"));
         let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);

@@ -29,7 +29,7 @@ use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
-use crate::store::{ImageStore, LayerBlob, PutImage, StoredImage};
+use crate::store::{ImageStore, LayerBlob, PutImage, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
 const NOT_IN_STORE: &str = "the image is not in the local store";
@@ -205,9 +205,12 @@ impl StageExecutor<'_> {
                 .map(|s| (**s).clone())
                 .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
             StageBase::Image { reference } => {
-                let stored = self.store.resolve(reference).map_err(|_| BuildError::BaseImageMissing {
-                    reference: reference.clone(),
-                    reason: NOT_IN_STORE.into(),
+                let stored = self.store.resolve(reference).map_err(|e| match e {
+                    StoreError::NoSuchImage(_) => {
+                        BuildError::BaseImageMissing { reference: reference.clone(), reason: NOT_IN_STORE.into() }
+                    }
+                    // Damaged: say so (and how to repair) rather than blame a registry.
+                    e => BuildError::Store(e),
                 })?;
                 let mut state = self.state_of(stored)?;
                 // The base's ONBUILD triggers run in this stage (lowering put them after the

@@ -7,8 +7,15 @@
 //! layers/<chain-id hex>/                          unpacked layer trees (overlay lower dirs)
 //! containers/<id>.json  cache/<key>.json          records that keep images alive
 //! tmp/work-*/                                     writers' work dirs (see `lock`)
+//! tmp/lease-*/                                    leases of running builds, containers, pushes, saves (see `lease`)
 //! lock                                            the store lock
 //! ```
+//! The root and the dirs holding unpacked layers, containers, runtime state and work dirs are
+//! owner-only (0700), and made so again when an existing store is opened: a setuid file or a
+//! device node in a layer is never reachable by another user. Opening a store also removes
+//! the work dirs and leases of commands that died (`kill -9`), when the lock is free.
+//! One damaged image (a corrupt or missing manifest or config) is reported by name and
+//! digest ([`DamagedImage`]); the rest of the store keeps working.
 //! Every image is one manifest descriptor per tag in `index.json`, annotated with
 //! `org.opencontainers.image.ref.name` = the familiar reference (`busybox:latest`, so
 //! `skopeo inspect oci:$RBUILD_ROOT:busybox:latest` works); an untagged image has one
@@ -31,6 +38,8 @@
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
 //! store.container_users() / store.cache_users()             image ID -> who uses it
 //! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
+//! store.leased("build") -> ImageStore                         a handle leasing what it resolves and writes
+//! store.catalog() -> (Vec<StoredImage>, Vec<DamagedImage>)    images() without the damaged ones
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
 //! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
@@ -40,6 +49,7 @@
 
 pub mod archive;
 pub mod import;
+pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod reference;
@@ -90,6 +100,50 @@ pub enum StoreError {
     Conflict(String),
     #[error("{path}: {reason}")]
     BadArchive { path: String, reason: String },
+    #[error("{0}")]
+    Damaged(Box<DamagedImage>),
+    #[error("the disk holding the store {root} is full while {during}: {source}")]
+    DiskFull { root: PathBuf, during: String, source: io::Error },
+}
+
+/// Whether `e` says the disk is full (ENOSPC, or EDQUOT: a quota is as full as a disk).
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// An image in the index whose manifest, config or layer list cannot be read.
+#[derive(Debug)]
+pub struct DamagedImage {
+    /// Its tags (empty when untagged).
+    pub tags: Vec<ImageReference>,
+    pub manifest: Sha256Digest,
+    pub error: StoreError,
+}
+
+impl DamagedImage {
+    fn new(tags: Vec<ImageReference>, manifest: Sha256Digest, error: StoreError) -> Self {
+        DamagedImage { tags, manifest, error }
+    }
+
+    /// Its tags, or `<none>` for an untagged image.
+    pub fn name(&self) -> String {
+        match self.tags.as_slice() {
+            [] => "<none>".to_owned(),
+            tags => tags.iter().map(|t| t.familiar()).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+impl std::fmt::Display for DamagedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "image {} (manifest {}) is damaged: {}; `rbuild store check --repair` removes it",
+            self.name(),
+            self.manifest,
+            self.error
+        )
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -172,6 +226,8 @@ pub struct ImageStore {
     /// The index as last parsed, with the stamp (device, inode, size, mtime) of the file it
     /// was read from; a build reads it several times per step.
     index_cache: Arc<Mutex<Option<(IndexStamp, ImageIndex)>>>,
+    /// Set by [`ImageStore::leased`]: what this handle hands out is leased (see `lease`).
+    lease: Option<Arc<lease::Lease>>,
 }
 
 type IndexStamp = (u64, u64, u64, i64, i64);
@@ -339,9 +395,13 @@ impl ImageStore {
 
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default() };
+        let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default(), lease: None };
+        make_private_dir(root)?;
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
+        }
+        for d in PRIVATE_DIRS {
+            make_private_dir(&root.join(d))?;
         }
         for d in ["layers", "tmp"] {
             mark_top_dir(&root.join(d));
@@ -355,6 +415,7 @@ impl ImageStore {
                 store.write_index(&[])?;
             }
         }
+        store.reclaim_dead_work_dirs();
         Ok(store)
     }
 
@@ -541,6 +602,14 @@ impl ImageStore {
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = self.put_blob_bytes(&work, &manifest_bytes)?;
+        if self.lease.is_some() {
+            // Leased before it is in the index, so no `prune` can take it in between.
+            self.lease_image(&self.image_of_manifest(
+                &manifest_digest,
+                manifest_bytes.len() as u64,
+                &manifest_bytes,
+            )?)?;
+        }
         self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
         self.resolve(&config_digest.to_string())
     }
@@ -552,10 +621,12 @@ impl ImageStore {
     pub fn put_manifest_raw(&self, work: &WorkDir, manifest_json: &[u8], opts: &PutImage) -> Result<StoredImage> {
         let digest = Sha256Digest::of(manifest_json);
         // Checked (config present, diff IDs matching the layers) before anything is written.
-        let id = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?.id;
+        let image = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?;
+        let id = image.id.clone();
         self.put_blob_bytes(work, manifest_json)?;
+        self.lease_image(&image)?;
         self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
-        let entries = self.index_entries()?;
+        let (entries, _) = self.index_entries()?;
         // The image whose tags (or, untagged, whose manifest) are this manifest's.
         let entry = entries
             .iter()
@@ -662,18 +733,36 @@ impl ImageStore {
         Ok(dangling)
     }
 
-    /// Every image in the index (one per config digest), in index order.
+    /// Every readable image in the index (one per config digest), in index order. Damaged
+    /// images (a blob missing, corrupt or unparsable) are left out: [`ImageStore::catalog`]
+    /// names them.
     pub fn images(&self) -> Result<Vec<StoredImage>> {
-        self.index_entries()?.iter().map(|e| self.stored(e)).collect()
+        Ok(self.catalog()?.0)
+    }
+
+    /// Every image in the index, readable ones first and then the damaged ones, each with
+    /// what is wrong: one bad blob does not hide the rest of the store.
+    pub fn catalog(&self) -> Result<(Vec<StoredImage>, Vec<DamagedImage>)> {
+        let (entries, mut damaged) = self.index_entries()?;
+        let mut good = Vec::with_capacity(entries.len());
+        for e in &entries {
+            match self.stored(e) {
+                Ok(image) => good.push(image),
+                Err(error) => damaged.push(DamagedImage::new(e.tags.clone(), e.manifest.clone(), error)),
+            }
+        }
+        Ok((good, damaged))
     }
 
     /// The index grouped as [`ImageStore::images`] groups it (one entry per image ID, tags
-    /// gathered), reading a manifest only for entries without [`IMAGE_ID_ANNOTATION`].
-    fn index_entries(&self) -> Result<Vec<IndexEntry>> {
+    /// gathered), reading a manifest only for entries without [`IMAGE_ID_ANNOTATION`]; such
+    /// entries whose manifest cannot be read come back as damaged.
+    fn index_entries(&self) -> Result<(Vec<IndexEntry>, Vec<DamagedImage>)> {
         let index = self.read_index()?;
         let mut by_manifest: HashMap<Sha256Digest, usize> = HashMap::new();
         let mut by_id: HashMap<Sha256Digest, usize> = HashMap::new();
         let mut out: Vec<IndexEntry> = Vec::new();
+        let mut damaged: Vec<DamagedImage> = Vec::new();
         let mut learned: HashMap<Sha256Digest, Sha256Digest> = HashMap::new();
         for d in index.manifests() {
             let mdg = Sha256Digest::from(d.digest());
@@ -684,11 +773,19 @@ impl ImageStore {
                 None => {
                     let id = match ann.get(IMAGE_ID_ANNOTATION).and_then(|v| v.parse::<Sha256Digest>().ok()) {
                         Some(id) => id,
-                        None => {
-                            let id = self.load_image(&mdg, d.size())?.id.clone();
-                            learned.insert(mdg.clone(), id.clone());
-                            id
-                        }
+                        None => match self.load_image(&mdg, d.size()) {
+                            Ok(image) => {
+                                learned.insert(mdg.clone(), image.id.clone());
+                                image.id.clone()
+                            }
+                            Err(error) => {
+                                match damaged.iter_mut().find(|x| x.manifest == mdg) {
+                                    Some(x) => x.tags.extend(tag),
+                                    None => damaged.push(DamagedImage::new(tag.into_iter().collect(), mdg, error)),
+                                }
+                                continue;
+                            }
+                        },
                     };
                     let i = match by_id.get(&id) {
                         Some(i) => *i,
@@ -718,7 +815,7 @@ impl ImageStore {
         if !learned.is_empty() {
             self.annotate_image_ids(&learned);
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Writes the image IDs read from manifests into the index entries that lacked them
@@ -843,14 +940,54 @@ impl ImageStore {
 
     /// Finds an image by reference (`busybox`, `app:1`, `name@sha256:<manifest>`), full ID
     /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
+    /// On a leased handle the image is leased before it is returned.
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
-        let entries = self.index_entries()?;
-        let i = find_image(&entries, name).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))?;
-        self.stored(&entries[i])
+        let image = self.resolve_unleased(name)?;
+        self.lease_image(&image)?;
+        Ok(image)
     }
 
+    /// [`ImageStore::resolve`] without taking a lease (so without the store lock: callable
+    /// under it).
+    fn resolve_unleased(&self, name: &str) -> Result<StoredImage> {
+        let (entries, damaged) = self.index_entries()?;
+        let Some(i) = find_image(&entries, name) else {
+            // A damaged entry without an image ID annotation is known by its tags only.
+            let wanted = ImageReference::parse(name).ok().map(|r| r.with_default_tag());
+            return Err(match damaged.into_iter().find(|d| wanted.as_ref().is_some_and(|w| d.tags.contains(w))) {
+                Some(d) => StoreError::Damaged(Box::new(d)),
+                None => StoreError::NoSuchImage(name.to_owned()),
+            });
+        };
+        let image = match self.stored(&entries[i]) {
+            Ok(image) => image,
+            // Removed by another command since the index was read: not damage.
+            Err(_) if !self.index_has_manifest(&entries[i].manifest)? => {
+                return Err(StoreError::NoSuchImage(name.to_owned()))
+            }
+            Err(StoreError::Io(e)) => return Err(StoreError::Io(e)),
+            Err(e) => {
+                return Err(StoreError::Damaged(Box::new(DamagedImage::new(
+                    entries[i].tags.clone(),
+                    entries[i].manifest.clone(),
+                    e,
+                ))))
+            }
+        };
+        Ok(image)
+    }
+
+    fn index_has_manifest(&self, manifest: &Sha256Digest) -> Result<bool> {
+        Ok(self.read_index()?.manifests().iter().any(|d| Sha256Digest::from(d.digest()) == *manifest))
+    }
+
+    /// Finds `name` in `images` (from [`ImageStore::images`]); when it is not there, says why
+    /// (no such image, or the image is damaged).
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
-        find_image(images, name).map(|i| &images[i]).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
+        match find_image(images, name) {
+            Some(i) => Ok(&images[i]),
+            None => Err(self.resolve_unleased(name).err().unwrap_or_else(|| StoreError::NoSuchImage(name.to_owned()))),
+        }
     }
 
     /// Adds a tag to an image.
@@ -869,6 +1006,7 @@ impl ImageStore {
     /// Unpacks every layer of `image` not yet in `layers/` and returns the lower dirs,
     /// bottom layer first. Diff IDs are verified while unpacking.
     pub fn ensure_unpacked(&self, image: &StoredImage) -> Result<Vec<PathBuf>> {
+        self.lease_image(image)?;
         let work = self.work_dir()?;
         let mut out = Vec::new();
         for layer in &image.layers {
@@ -886,6 +1024,11 @@ impl ImageStore {
                             path: self.blob_path(&layer.digest),
                         }
                     }
+                    ApplyError::Io { source, .. } if is_disk_full(&source) => StoreError::DiskFull {
+                        root: self.root.clone(),
+                        during: format!("unpacking layer {}", layer.digest),
+                        source,
+                    },
                     source => StoreError::Apply { digest: layer.digest.clone(), source },
                 })?;
                 if applied.diff_id != layer.diff_id {
@@ -1008,6 +1151,33 @@ impl Read for VerifiedBlob {
         }
         Ok(n)
     }
+}
+
+/// Directories under the root that hold unpacked layers (with whatever setuid files, file
+/// capabilities and device nodes their images carry), container roots and work dirs: each is
+/// owner-only like the root itself, so a store whose root was opened up by hand still does not
+/// expose them (the class of CVE-2021-41091, which Docker fixed by making its dirs 0710).
+const PRIVATE_DIRS: [&str; 6] = ["layers", "tmp", "containers", "run", "cache-mounts", "cache"];
+
+/// Creates `dir` owner-only (0700), or makes an existing one so: no other user may traverse
+/// it. A user namespace's root is the owner (rootless mode maps it to the caller), and overlay
+/// reaches its lower dirs with the mounter's credentials, so containers are not affected.
+/// A dir owned by someone else (a root given by the user) is left as it is.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())).into()),
+    }
+    let meta = fs::metadata(dir)?;
+    if meta.mode() & 0o077 != 0 && meta.uid() == rustix::process::geteuid().as_raw() {
+        fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+    }
+    Ok(())
 }
 
 /// Compression of a layer from its media type (for writing archives).

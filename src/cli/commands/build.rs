@@ -218,7 +218,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
-    let store = crate::store::ImageStore::open_default()?;
+    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
+    let store = crate::store::ImageStore::open_default()?.leased("build");
     let builder = Builder::new(store);
     printer.flush()?;
     use std::io::IsTerminal;

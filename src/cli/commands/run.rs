@@ -54,9 +54,10 @@ pub struct MonitorArgs {
     pub id: String,
 }
 
-/// The store's containers, with stale runtime state cleaned up.
+/// The store's containers, with stale runtime state cleaned up, on a leased handle: the image a container runs from
+/// stays while this command (`run`, `start -a`, a detached container's monitor) lives.
 pub fn open_containers() -> anyhow::Result<Containers> {
-    Ok(Containers::open(ImageStore::open_default()?)?)
+    Ok(Containers::open(ImageStore::open_default()?.leased("container"))?)
 }
 
 /// Turns a finished foreground run into the command's result: exit with the container's code.
