@@ -14,9 +14,10 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::runtime::error::{RuntimeError, SetupFailure};
-use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport};
+use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
+use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
 use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
 use crate::runtime::state::ContainerDir;
@@ -355,6 +356,12 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
         user: spec.user.clone(),
         allow_setgroups: id_map.is_none_or(IdMap::allows_setgroups),
         privileged: spec.privileged,
+        seccomp: if spec.privileged {
+            None
+        } else {
+            SeccompProgram::for_policy(&spec.seccomp, &DEFAULT_CAPABILITIES)
+                .map_err(|source| RuntimeError::Seccomp { id: spec.id.clone(), source })?
+        },
     })
 }
 
