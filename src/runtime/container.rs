@@ -20,7 +20,7 @@ use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
 use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
-use crate::runtime::state::ContainerDir;
+use crate::runtime::state::{children_of, ContainerDir};
 use crate::runtime::userns::IdMap;
 
 /// A container ready to run.
@@ -65,6 +65,12 @@ impl SetupProcess {
 
     fn kill(&mut self) {
         if self.status.is_none() {
+            // The container's PID 1 dies with the setup process (parent-death signal), but a
+            // set-user-ID workload loses that signal at exec: kill it first, which ends its
+            // whole PID namespace.
+            for init in children_of(self.pid.as_raw()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(init), Signal::SIGKILL);
+            }
             let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
             let _ = self.wait();
         }
