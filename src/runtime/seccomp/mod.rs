@@ -136,7 +136,11 @@ impl Profile {
             path: path.to_path_buf(),
             line: e.line(),
             column: e.column(),
-            message: e.to_string(),
+            // serde_json's message ends with "at line L column C", said already.
+            message: {
+                let text = e.to_string();
+                text.rfind(" at line ").map_or(text.clone(), |i| text[..i].to_string())
+            },
         })
     }
 }
