@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Exit, Printer};
 use crate::runtime::lifecycle::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
-use crate::runtime::NetworkMode;
+use crate::runtime::{NetworkMode, SeccompPolicy};
 use crate::store::ImageStore;
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     pub entrypoint: Option<String>,
+    /// Security options: seccomp=unconfined, seccomp=builtin or seccomp=PROFILE.json
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
     pub image: String,
     /// The command and its arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -73,7 +76,25 @@ pub fn finish(outcome: Result<RunOutcome, LifecycleError>, p: &mut Printer) -> a
     }
 }
 
+/// The seccomp policy `--security-opt` asks for (Docker's default without one).
+fn seccomp_policy(options: &[String]) -> anyhow::Result<SeccompPolicy> {
+    let mut policy = SeccompPolicy::Default;
+    for option in options {
+        // Docker takes `seccomp=VALUE` and the older `seccomp:VALUE`.
+        let value = option.strip_prefix("seccomp=").or_else(|| option.strip_prefix("seccomp:"));
+        let Some(value) = value else {
+            anyhow::bail!(
+                "invalid --security-opt {option:?}: only seccomp=unconfined, seccomp=builtin and \
+                 seccomp=PROFILE.json are supported"
+            );
+        };
+        policy = SeccompPolicy::from_option(value)?;
+    }
+    Ok(policy)
+}
+
 pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
+    let seccomp = seccomp_policy(&args.security_opt)?;
     let containers = open_containers()?;
     let opts = CreateOptions {
         image: args.image.clone(),
@@ -87,6 +108,7 @@ pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
         tty: args.tty,
         interactive: args.interactive,
         auto_remove: args.rm,
+        seccomp,
     };
     let mut record = containers.create(&opts)?;
     if args.detach {
