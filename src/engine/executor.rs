@@ -28,7 +28,7 @@ use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
-use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
+use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
 use crate::store::{ImageStore, LayerBlob, PutImage, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
@@ -244,6 +244,8 @@ impl StageExecutor<'_> {
         let work = self.store.work_dir()?;
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
+        // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a name is refused.
+        let mut whiteout_files = false;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
                 let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
@@ -253,7 +255,8 @@ impl StageExecutor<'_> {
                 (created_by, None)
             }
             Instruction::Run(run) => {
-                let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
+                let (argv, overlay) = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
+                whiteout_files = overlay == OverlayKind::Fuse;
                 (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
@@ -263,9 +266,10 @@ impl StageExecutor<'_> {
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
         let committing = Instant::now();
+        let diff = DiffOptions { whiteout_files, ..self.diff.clone() };
         let layer = match &tree {
-            Some(tree) => write_layer_tree(tree, work.path(), &self.diff)?,
-            None => write_layer(&upper, work.path(), &self.diff)?,
+            Some(tree) => write_layer_tree(tree, work.path(), &diff)?,
+            None => write_layer(&upper, work.path(), &diff)?,
         };
         tracing::debug!(
             step = step.number,
@@ -351,7 +355,7 @@ impl StageExecutor<'_> {
         work: &std::path::Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
-    ) -> Result<Vec<String>, BuildError> {
+    ) -> Result<(Vec<String>, OverlayKind), BuildError> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
@@ -415,7 +419,7 @@ impl StageExecutor<'_> {
                 last_image: state.id(),
             });
         }
-        Ok(argv)
+        Ok((argv, exit.overlay))
     }
 
     /// WORKDIR makes its directory, as BuildKit does: every missing component is created in
