@@ -13,7 +13,9 @@ use crate::frontend::ast::{Dockerfile, Node};
 use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, MountType, RunInstruction, SourceRef};
 use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
-use crate::plan::{BuildPlan, CacheKey, CacheKeyInputs, Dependency, SourceInputs, Stage, StageBase, Step};
+use crate::plan::{
+    BuildPlan, CacheKey, CacheKeyInputs, Dependency, GlobalArgStep, SourceInputs, Stage, StageBase, Step,
+};
 
 /// Docker's default PATH, given to every stage whose base sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -646,7 +648,17 @@ impl<'a> Lowering<'a> {
                 }
             }
         }
-        let mut number = 0;
+        let first_from = self.df.instructions.iter().position(|n| n.keyword.eq_ignore_ascii_case("from"));
+        let global_arg_steps: Vec<GlobalArgStep> = self.df.instructions[..first_from.unwrap_or(0)]
+            .iter()
+            .enumerate()
+            .map(|(i, node)| GlobalArgStep {
+                number: i + 1,
+                line: node.start_line,
+                original: node.original.trim().to_string(),
+            })
+            .collect();
+        let mut number = global_arg_steps.len();
         for stage in self.stages.iter_mut().filter(|s| needed[s.index]) {
             for step in &mut stage.steps {
                 number += 1;
@@ -671,6 +683,7 @@ impl<'a> Lowering<'a> {
             needed,
             target,
             global_args: self.global_declared,
+            global_arg_steps,
             unconsumed_build_args: unconsumed,
             warnings: self.warnings,
         })
