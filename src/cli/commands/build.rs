@@ -157,6 +157,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
     for item in raw {
         match item.split_once('=') {
             Some(("", _)) => bail!("invalid --build-arg {item:?}: the name is empty"),
+            None if item.trim().is_empty() => bail!("invalid --build-arg {item:?}: expected NAME=VALUE or NAME"),
             Some((k, v)) => {
                 out.insert(k.to_string(), v.to_string());
             }

@@ -73,6 +73,8 @@ pub fn finish(outcome: Result<RunOutcome, LifecycleError>, p: &mut Printer) -> a
 }
 
 pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
+    // `UPPER:tag` is no name at all: say so rather than that no image has it.
+    crate::store::reference::ImageReference::parse(&args.image)?;
     let containers = open_containers()?;
     let opts = CreateOptions {
         image: args.image.clone(),
