@@ -303,6 +303,16 @@ impl Builder {
         for warning in &plan.warnings {
             sink(&BuildEvent::Warning { message: warning.clone() });
         }
+        // ARGs before the first FROM are steps in classic output, with nothing to run.
+        for arg in &plan.global_arg_steps {
+            sink(&BuildEvent::StepStarted {
+                step: arg.number,
+                total: plan.step_count(),
+                stage: 0,
+                instruction: arg.original.clone(),
+                cache_key: String::new(),
+            });
+        }
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;

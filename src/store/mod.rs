@@ -61,7 +61,7 @@ use fs_err as fs;
 pub use lock::{StoreLock, WorkDir};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 pub use reference::{ImageReference, ReferenceError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -155,6 +155,22 @@ pub struct LayerBlob {
     pub diff_id: Sha256Digest,
     pub size: u64,
     pub media_type: MediaType,
+}
+
+/// Images written but not yet in the index (see [`ImageStore::image_batch`]); its work dir
+/// pins their blobs and layers until [`ImageStore::commit_batch`] or drop.
+pub struct ImageBatch {
+    work: WorkDir,
+    /// (manifest digest, manifest size, parent image ID), in the order written.
+    pending: Vec<(Sha256Digest, u64, Option<Sha256Digest>)>,
+    pinned: HashSet<Sha256Digest>,
+}
+
+impl ImageBatch {
+    /// Whether no image waits for the index.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
 }
 
 /// One layer of a stored image.
@@ -574,6 +590,86 @@ impl ImageStore {
     /// the image ID is the digest of exactly these bytes).
     pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
         let work = self.work_dir()?;
+        let (manifest_digest, manifest_bytes) = self.write_image_blobs(&work, config_json, layers)?;
+        if self.lease.is_some() {
+            // Leased before it is in the index, so no `prune` can take it in between.
+            self.lease_image(&self.image_of_manifest(&manifest_digest, manifest_bytes.len() as u64, &manifest_bytes)?)?;
+        }
+        self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
+        self.resolve(&Sha256Digest::of(config_json).to_string())
+    }
+
+    /// A batch of untagged images (a build's steps) whose index entries are written together
+    /// by [`ImageStore::commit_batch`]: one index rewrite per batch instead of one per image,
+    /// so a stage of N steps costs O(N) index work, not O(N²).
+    pub fn image_batch(&self) -> Result<ImageBatch> {
+        Ok(ImageBatch { work: self.work_dir()?, pending: Vec::new(), pinned: HashSet::new() })
+    }
+
+    /// Like [`ImageStore::put_image_raw`] without tags: the blobs are written (and, with the
+    /// image's layers, pinned by the batch) now; the index entry waits for
+    /// [`ImageStore::commit_batch`]. The image can be used (as a parent, unpacked, run) at
+    /// once, but [`ImageStore::resolve`] finds it only after the commit.
+    pub fn put_image_in_batch(
+        &self,
+        batch: &mut ImageBatch,
+        config_json: &[u8],
+        layers: &[LayerBlob],
+        parent: Option<Sha256Digest>,
+    ) -> Result<StoredImage> {
+        for l in layers {
+            if batch.pinned.insert(l.digest.clone()) {
+                batch.work.pin("blob", &l.digest)?;
+            }
+        }
+        let (manifest_digest, manifest_bytes) = self.write_image_blobs(&batch.work, config_json, layers)?;
+        let size = manifest_bytes.len() as u64;
+        let mut image = self.image_of_manifest(&manifest_digest, size, &manifest_bytes)?;
+        // A build's lease keeps the image once the batch's pins are gone.
+        self.lease_image(&image)?;
+        image.parent = parent.clone();
+        batch.pending.push((manifest_digest, size, parent));
+        Ok(image)
+    }
+
+    /// Adds every image of `batch` to the index in one write, then releases its pins.
+    pub fn commit_batch(&self, batch: ImageBatch) -> Result<()> {
+        if batch.pending.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        let mut entries: Vec<Descriptor> = self.read_index()?.manifests().clone();
+        let present: HashSet<Sha256Digest> = entries.iter().map(|d| Sha256Digest::from(d.digest())).collect();
+        for (manifest_digest, size, parent) in &batch.pending {
+            if present.contains(manifest_digest) {
+                continue;
+            }
+            let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(manifest_digest)?)
+                .map_err(|source| StoreError::Json { what: "manifest", path: manifest_digest.to_string(), source })?;
+            let mut ann = HashMap::from([
+                (ADDED_ANNOTATION.to_string(), now_rfc3339()),
+                (IMAGE_ID_ANNOTATION.to_string(), manifest.config().digest().to_string()),
+            ]);
+            if let Some(p) = parent {
+                ann.insert(PARENT_ANNOTATION.into(), p.to_string());
+            }
+            let mut d = Descriptor::new(MediaType::ImageManifest, *size, manifest_digest.to_oci());
+            d.set_annotations(Some(ann));
+            entries.push(d);
+        }
+        self.write_index(&entries)?;
+        drop(batch);
+        Ok(())
+    }
+
+    /// Writes the config blob and an OCI manifest over `layers` (whose blobs must be in the
+    /// store), pinned by `work`; returns the manifest's digest and bytes.
+    fn write_image_blobs(
+        &self,
+        work: &WorkDir,
+        config_json: &[u8],
+        layers: &[LayerBlob],
+    ) -> Result<(Sha256Digest, Vec<u8>)> {
         let config: ImageConfiguration = serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
             what: "image config",
             path: "(new image)".into(),
@@ -591,7 +687,7 @@ impl ImageStore {
                 return Err(StoreError::MissingBlob { digest: l.digest.clone(), path: self.blob_path(&l.digest) });
             }
         }
-        let config_digest = self.put_blob_bytes(&work, config_json)?;
+        let config_digest = self.put_blob_bytes(work, config_json)?;
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -601,17 +697,8 @@ impl ImageStore {
             })).collect::<Vec<_>>(),
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-        let manifest_digest = self.put_blob_bytes(&work, &manifest_bytes)?;
-        if self.lease.is_some() {
-            // Leased before it is in the index, so no `prune` can take it in between.
-            self.lease_image(&self.image_of_manifest(
-                &manifest_digest,
-                manifest_bytes.len() as u64,
-                &manifest_bytes,
-            )?)?;
-        }
-        self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
-        self.resolve(&config_digest.to_string())
+        let manifest_digest = self.put_blob_bytes(work, &manifest_bytes)?;
+        Ok((manifest_digest, manifest_bytes))
     }
 
     /// Adds an image whose manifest was made elsewhere (a registry), keeping the manifest
@@ -1260,6 +1347,27 @@ mod tests {
             "history": [],
         }))
         .expect("json")
+    }
+
+    #[test]
+    fn a_batch_enters_the_index_in_one_write_with_parents() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let mut batch = store.image_batch().expect("batch");
+        let a = store.put_image_in_batch(&mut batch, &config_json("a"), &[], None).expect("a");
+        let b = store.put_image_in_batch(&mut batch, &config_json("b"), &[], Some(a.id.clone())).expect("b");
+        assert_eq!(b.parent.as_ref(), Some(&a.id));
+        assert!(store.resolve(&b.id.to_string()).is_err(), "not listed before the commit");
+        store.commit_batch(batch).expect("commit");
+        let found = store.resolve(&b.id.to_string()).expect("b after the commit");
+        assert_eq!(found.parent, Some(a.id.clone()));
+        assert!(found.tags.is_empty());
+        assert_eq!(store.images().expect("images").len(), 2);
+        // A second batch with the same image adds no duplicate entry.
+        let mut again = store.image_batch().expect("batch");
+        store.put_image_in_batch(&mut again, &config_json("a"), &[], None).expect("a again");
+        store.commit_batch(again).expect("commit");
+        assert_eq!(store.read_index().expect("index").manifests().len(), 2);
     }
 
     #[test]

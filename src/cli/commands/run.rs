@@ -94,6 +94,8 @@ fn seccomp_policy(options: &[String]) -> anyhow::Result<SeccompPolicy> {
 }
 
 pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
+    // `UPPER:tag` is no name at all: say so rather than that no image has it.
+    crate::store::reference::ImageReference::parse(&args.image)?;
     let seccomp = seccomp_policy(&args.security_opt)?;
     let containers = open_containers()?;
     let opts = CreateOptions {
