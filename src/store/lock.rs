@@ -174,3 +174,23 @@ impl Drop for WorkDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_atomic_write_in_progress_is_not_garbage() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let live = format!(".index.json-{}-3", std::process::id());
+        // Above any pid_max (at most 2^22): that writer is dead.
+        let dead = ".index.json-999999999-3";
+        for name in [live.as_str(), dead] {
+            std::fs::write(tmp.path().join(name), b"{}").expect("write");
+        }
+        let work = WorkDir::create(tmp.path()).expect("work dir");
+        let (_, garbage) = WorkDir::scan(tmp.path()).expect("scan");
+        assert_eq!(garbage, vec![tmp.path().join(dead)]);
+        drop(work);
+    }
+}

@@ -1425,6 +1425,42 @@ mod tests {
     }
 
     #[test]
+    fn a_corrupt_manifest_damages_its_image_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let put = |label: &str, tag: &str| {
+            let tags = vec![ImageReference::parse(tag).expect("reference")];
+            store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
+        };
+        let a = put("a", "a:1");
+        let b = put("b", "b:1");
+        // As another tool writes the index (no image IDs), so b's manifest must be read to
+        // know its ID at all.
+        let mut entries = store.read_index().expect("index").manifests().clone();
+        for d in &mut entries {
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.remove(IMAGE_ID_ANNOTATION);
+            d.set_annotations(Some(ann));
+        }
+        store.write_index(&entries).expect("write index");
+        std::fs::write(store.blob_path(&b.manifest_digest), b"{}").expect("corrupt the manifest");
+
+        let fresh = ImageStore::open(dir.path()).expect("open");
+        let (good, damaged) = fresh.catalog().expect("catalog");
+        assert_eq!(good.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].name(), "b:1");
+        assert_eq!(damaged[0].manifest, b.manifest_digest);
+        assert!(matches!(&damaged[0].error, StoreError::CorruptBlob { .. }), "{}", damaged[0].error);
+        match fresh.resolve("b:1") {
+            Err(StoreError::Damaged(d)) => assert!(d.to_string().contains("store check --repair"), "{d}"),
+            other => panic!("b:1 resolved as {other:?}"),
+        }
+        assert_eq!(fresh.resolve("a:1").expect("a is served").id, a.id);
+        assert!(matches!(fresh.resolve("c:1"), Err(StoreError::NoSuchImage(_))));
+    }
+
+    #[test]
     fn lookups_read_each_image_once_per_handle_and_the_index_every_time() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ImageStore::open(dir.path()).expect("open");
