@@ -231,8 +231,8 @@ impl StageExecutor<'_> {
                 .get(index)
                 .map(|s| (**s).clone())
                 .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
-            StageBase::Image { reference } => {
-                let stored = self.store.resolve(reference).map_err(|e| match e {
+            StageBase::Image { reference, id } => {
+                let stored = self.store.resolve(id.as_deref().unwrap_or(reference)).map_err(|e| match e {
                     StoreError::NoSuchImage(_) => {
                         BuildError::BaseImageMissing { reference: reference.clone(), reason: NOT_IN_STORE.into() }
                     }
