@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use fs_err as fs;
 
+use crate::context::digest::classic_source_hash;
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
@@ -200,10 +201,15 @@ impl StageExecutor<'_> {
                 config.set_env("PATH", DEFAULT_PATH);
                 Ok(ImageState { stored: None, config })
             }
-            StageBase::Stage { index } => done
-                .get(index)
-                .map(|s| (**s).clone())
-                .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
+            StageBase::Stage { index } => {
+                let mut state = done
+                    .get(index)
+                    .map(|s| (**s).clone())
+                    .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built")))?;
+                // As in Docker, an image does not inherit its base's MAINTAINER.
+                state.config.author = None;
+                Ok(state)
+            }
             StageBase::Image { reference } => {
                 let stored = self.store.resolve(reference).map_err(|_| BuildError::BaseImageMissing {
                     reference: reference.clone(),
@@ -213,6 +219,8 @@ impl StageExecutor<'_> {
                 // The base's ONBUILD triggers run in this stage (lowering put them after the
                 // FROM); the new image does not carry them on, as Docker clears them.
                 state.config.config.on_build.clear();
+                // Nor its MAINTAINER.
+                state.config.author = None;
                 if state.config.env_var("PATH").is_none() {
                     state.config.set_env("PATH", DEFAULT_PATH);
                 }
@@ -235,7 +243,7 @@ impl StageExecutor<'_> {
         config.created = Some(self.created.clone());
         let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
         if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
-            let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+            let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
             return Ok((self.commit(state, config, None, created_by)?, None));
         }
         let work = self.store.work_dir()?;
@@ -243,7 +251,7 @@ impl StageExecutor<'_> {
         fs::create_dir_all(&upper)?;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
-                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
                 if !self.make_workdir(step, state, &config.config, &upper)? {
                     return Ok((self.commit(state, config, None, created_by)?, None));
                 }
@@ -251,11 +259,11 @@ impl StageExecutor<'_> {
             }
             Instruction::Run(run) => {
                 let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
-                (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
+                (history_created_by(&step.instruction, &config, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
                 let (summary, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
-                (history_created_by(&step.instruction, None, &step.build_args, Some(&summary)), tree)
+                (history_created_by(&step.instruction, &config, None, &step.build_args, Some(&summary)), tree)
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
@@ -307,7 +315,7 @@ impl StageExecutor<'_> {
         config.history.push(HistoryEntry {
             created: Some(self.created.clone()),
             created_by: Some(created_by),
-            author: None,
+            author: config.author.clone(),
             comment: None,
             empty_layer: layer.is_none(),
         });
@@ -554,6 +562,7 @@ impl StageExecutor<'_> {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
         let mut extracted = false;
+        let mut classic_hash = None;
         if !files.is_empty() {
             match &fc.from {
                 None => {
@@ -561,6 +570,9 @@ impl StageExecutor<'_> {
                         .context
                         .select_roots(&files, &fc.exclude)
                         .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+                    if urls.is_empty() && heredoc_sources.is_empty() {
+                        classic_hash = Some(classic_source_hash(&self.context.root, &roots)?);
+                    }
                     // ADD extracts local archives into the destination, keeping their owners.
                     let unpack = keyword == "ADD" && fc.unpack != Some(false);
                     let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
@@ -599,9 +611,14 @@ impl StageExecutor<'_> {
             Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
         };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
-        let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
-        let kind = if items.len() == 1 { "file" } else { "dir" };
-        Ok((format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)), tree))
+        // Classic docker names context sources by their tarsum; other sources (another image or
+        // stage, URLs, heredocs) by the digest of the step's sources.
+        let hash = classic_hash.unwrap_or_else(|| {
+            let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
+            let kind = if items.len() == 1 { "file" } else { "dir" };
+            format!("{kind}:{}", digest.strip_prefix("sha256:").unwrap_or(&digest))
+        });
+        Ok((format!("{hash} in {}", fc.dest), tree))
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
