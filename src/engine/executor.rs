@@ -456,6 +456,9 @@ impl StageExecutor<'_> {
         let (real, _) = view
             .resolve(&format!("/{}", components[..existing].join("/")), true)
             .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // Unprivileged, what rbuild creates is the caller's, which is root in the container:
+        // other owners cannot be set from outside the container's namespace.
+        let unprivileged = self.diff.host_ids.is_some();
         let mut host = upper.to_path_buf();
         let mut times = Vec::new();
         for n in 1..=real.len() {
@@ -466,14 +469,18 @@ impl StageExecutor<'_> {
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
             use std::os::unix::fs::MetadataExt;
-            std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
             times.push((host.clone(), meta.modified()?));
         }
         for component in &components[existing..] {
             host.push(component);
             fs::create_dir(&host)?;
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         }
         // Last, as creating the children touched them.
@@ -603,7 +610,11 @@ impl StageExecutor<'_> {
         let opts = CopyOptions { chown, chmod };
         // Creating files is most of a COPY's time, so when no RUN of this stage or other
         // stage reads the result soon, the layer is written straight from the sources.
-        let tree = if extracted || self.unpacked_soon(stage, step) {
+        // Unprivileged, files cannot be given their owners on the host (a subordinate id needs
+        // the container's namespace), so the layer is always written from the tree, with
+        // container ids, and the store unpacks it when something reads it.
+        let unprivileged = self.diff.host_ids.is_some();
+        let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
             materialize(upper, &items, &opts).map_err(step_error)?;
             None
         } else {
