@@ -617,8 +617,14 @@ impl ImageStore {
             }
         });
         let same_manifest = |d: &Descriptor| Sha256Digest::from(d.digest()) == *manifest_digest;
-        let existing_annotations =
-            entries.iter().find(|d| same_manifest(d)).and_then(|d| d.annotations().clone()).unwrap_or_default();
+        // Looked up in the index as it was: re-tagging an image with the tag it already has
+        // removed its only entry above, and its parent and time must survive.
+        let existing_annotations = index
+            .manifests()
+            .iter()
+            .find(|d| same_manifest(d))
+            .and_then(|d| d.annotations().clone())
+            .unwrap_or_default();
         let mut base: HashMap<String, String> =
             existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
         base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
@@ -1144,6 +1150,21 @@ mod tests {
         let _held = store.lock().expect("lock");
         assert_eq!(ImageStore::open(dir.path()).expect("open").resolve("old:1").expect("resolve").id, image.id);
         assert_eq!(id_of(&store), None);
+    }
+
+    /// A fully cached rebuild tags the image it already tagged: its parent link stays.
+    #[test]
+    fn re_tagging_an_image_keeps_its_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let parent = store.put_image_raw(&config_json("p"), &[], &PutImage::default()).expect("put parent");
+        let tags = vec![ImageReference::parse("app:1").expect("reference")];
+        let opts = PutImage { tags: tags.clone(), parent: Some(parent.id.clone()) };
+        let child = store.put_image_raw(&config_json("c"), &[], &opts).expect("put child");
+        assert_eq!(child.parent.as_ref(), Some(&parent.id));
+        store.put_image_raw(&config_json("c"), &[], &PutImage { tags, parent: None }).expect("re-tag");
+        let again = store.resolve("app:1").expect("by tag");
+        assert_eq!(again.parent.as_ref(), Some(&parent.id));
     }
 
     #[test]
