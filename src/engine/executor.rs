@@ -294,7 +294,13 @@ impl StageExecutor<'_> {
         if tree.is_none() {
             work.commit_layer_dir(self.store, &upper, &chain_id)?;
         }
-        let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
+        let blob = LayerBlob {
+            digest,
+            diff_id,
+            size: layer.compressed_size,
+            media_type: layer.media_type.into(),
+            unpacked_size: Some(layer.unpacked_size),
+        };
         let size = layer.uncompressed_size;
         let image = self.commit(state, config, Some(blob), created_by)?;
         drop(work);
