@@ -520,3 +520,38 @@ fn history_reads_as_classic_docker_writes_it() {
     let id = fx.build(&child);
     assert_eq!(fx.config(&id)["author"], Value::Null);
 }
+
+/// RUN gets the user's supplementary groups from the image's /etc/group as BuildKit gives
+/// them (the groups listing the user; none with an explicit group), and Docker's open-files
+/// limit whatever the caller's is.
+#[test]
+fn run_gets_the_image_groups_and_the_container_nofile_limit() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "groups",
+        "FROM busybox\nRUN echo app:x:1000:1000::/:/bin/sh >> /etc/passwd && printf 'app:x:1000:\\nwheel:x:10:app,root\\nadm:x:4:app\\n' >> /etc/group\nUSER app\nRUN id > /tmp/id-app\nUSER app:wheel\nRUN id > /tmp/id-app-wheel\nUSER root\nRUN id > /tmp/id-root && ulimit -Sn > /tmp/nofile && ulimit -Hn >> /tmp/nofile\n",
+        &[],
+    );
+    // The caller's own soft limit must not leak into RUN.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -Sn 512 && exec {} build -q \"$0\"", env!("CARGO_BIN_EXE_rbuild")))
+        .arg(&ctx)
+        .env("RBUILD_ROOT", &fx.root)
+        .output()
+        .expect("rbuild");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = fx.rootfs(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(read(&root, "tmp/id-app"), "uid=1000(app) gid=1000(app) groups=4(adm),10(wheel)\n");
+    assert_eq!(read(&root, "tmp/id-app-wheel"), "uid=1000(app) gid=10(wheel)\n");
+    assert_eq!(read(&root, "tmp/id-root"), "uid=0(root) gid=0(root) groups=10(wheel)\n");
+    // Docker's 1048576; without CAP_SYS_RESOURCE (some sandboxes) the hard limit cannot be
+    // raised and both become the caller's hard limit.
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).unwrap_or("0");
+    const CAP_SYS_RESOURCE: u32 = 24; // linux/capability.h
+    let may_raise = u64::from_str_radix(cap_eff, 16).unwrap_or(0) & (1 << CAP_SYS_RESOURCE) != 0;
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    let nofile = if may_raise { 1 << 20 } else { hard.min(1 << 20) };
+    assert_eq!(read(&root, "tmp/nofile"), format!("{nofile}\n{nofile}\n"));
+}

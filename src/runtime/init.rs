@@ -221,6 +221,9 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
         fail(report, os_failure("mkdir", cwd, e.errno));
     }
+    if let Err(e) = crate::runtime::rlimits::apply_container_rlimits() {
+        fail(report, os_failure("setrlimit", "RLIMIT_NOFILE", nix::errno::Errno::from_raw(e.raw_os_error())));
+    }
     let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
     let path_var =
         env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::runtime::spec::DEFAULT_PATH).to_string();

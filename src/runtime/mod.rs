@@ -28,6 +28,7 @@ mod init;
 pub mod lifecycle;
 mod mounts;
 mod pty;
+mod rlimits;
 mod signals;
 mod spec;
 mod state;
