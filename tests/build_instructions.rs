@@ -468,7 +468,7 @@ fn history_reads_as_classic_docker_writes_it() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.context(
         "history",
-        "FROM busybox\nMAINTAINER Jane Doe <jane@example.com>\nCOPY f1 /dst/\nCOPY d /ddir\nCOPY f1 f2 /multi/\nADD f1 /addf\nWORKDIR app\nWORKDIR ../srv\nEXPOSE 443/udp 80 8000-8002 53/UDP\nVOLUME /data\nVOLUME [\"/a\", \"/b\"]\nSHELL [\"/bin/sh\", \"-xc\"]\nENV A=1\nRUN echo hi > /hi\nENTRYPOINT [\"/bin/echo\"]\nENTRYPOINT []\nCMD [\"x\"]\n",
+        "FROM busybox\nMAINTAINER Jane Doe <jane@example.com>\nCOPY f1 /dst/\nCOPY d /ddir\nCOPY f1 f2 /multi/\nADD f1 /addf\nWORKDIR app\nWORKDIR ../srv\nEXPOSE 443/udp 80 8000-8002 53/UDP\nSHELL [\"/bin/sh\", \"-xc\"]\nENV A=1\nRUN echo hi > /hi\nVOLUME /data\nVOLUME [\"/a\", \"/b\"]\nENTRYPOINT [\"/bin/echo\"]\nENTRYPOINT []\nCMD [\"x\"]\n",
         &[("f1", "a\n"), ("f2", "b\n"), ("d/x", "c\n")],
     );
     for (path, mode) in [("f1", 0o644), ("f2", 0o644), ("d/x", 0o644), ("d", 0o755)] {
@@ -493,11 +493,11 @@ fn history_reads_as_classic_docker_writes_it() {
             "/bin/sh -c #(nop) WORKDIR /app".into(),
             "/bin/sh -c #(nop) WORKDIR /srv".into(),
             "/bin/sh -c #(nop)  EXPOSE 443/udp 53/UDP 80 8000-8002".into(),
-            "/bin/sh -c #(nop)  VOLUME [/data]".into(),
-            "/bin/sh -c #(nop)  VOLUME [/a /b]".into(),
             "/bin/sh -xc #(nop)  SHELL [/bin/sh -xc]".into(),
             "/bin/sh -xc #(nop)  ENV A=1".into(),
             "/bin/sh -xc echo hi > /hi".into(),
+            "/bin/sh -xc #(nop)  VOLUME [/data]".into(),
+            "/bin/sh -xc #(nop)  VOLUME [/a /b]".into(),
             "/bin/sh -xc #(nop)  ENTRYPOINT [\"/bin/echo\"]".into(),
             "/bin/sh -xc #(nop)  ENTRYPOINT []".into(),
             "/bin/sh -xc #(nop)  CMD [\"x\"]".into(),

@@ -372,9 +372,10 @@ pub fn history_created_by(
                 format!("|{} {} {argv}", args.len(), args.join(" "))
             }
         }
-        // The trailing space is classic docker's.
-        Instruction::Copy(_) | Instruction::Add(_) => {
-            format!("{shell} #(nop) {} {} ", instruction.keyword(), copy_summary.unwrap_or_default())
+        // Classic docker's, to the byte: `--chown` glued to the sources, a trailing space.
+        Instruction::Copy(fc) | Instruction::Add(fc) => {
+            let chown = fc.chown.as_deref().map(|c| format!("--chown={c}")).unwrap_or_default();
+            format!("{shell} #(nop) {} {chown}{} ", instruction.keyword(), copy_summary.unwrap_or_default())
         }
         Instruction::Workdir { .. } => format!("{shell} #(nop) WORKDIR {}", image.config.working_dir),
         Instruction::Cmd { command } | Instruction::Entrypoint { command } => {
@@ -501,6 +502,11 @@ mod tests {
                 "/bin/sh -xc #(nop) COPY file:503d in /dst/ ",
                 "/bin/sh -xc #(nop)  MAINTAINER Jane Doe <jane@example.com>",
             ]
+        );
+        let chown = instructions("FROM x\nCOPY --chown=1000:1000 app.conf /tmp/\n").remove(0);
+        assert_eq!(
+            history_created_by(&chown, &image, None, &none, Some("file:f591 in /tmp/")),
+            "/bin/sh -xc #(nop) COPY --chown=1000:1000file:f591 in /tmp/ "
         );
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), "apt-get update".to_string()];
         let run = instructions("FROM x\nRUN apt-get update\n").remove(0);
