@@ -345,6 +345,28 @@ fn go_plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
+/// Go's `%q` of Docker 20.10's `*HealthConfig`, as classic docker prints HEALTHCHECK in
+/// history: `&{["CMD-SHELL" "curl x"] "30s" "0s" "0s" '\x03'}` (durations through their
+/// `String()`, the retry count as a quoted rune).
+fn go_healthcheck(hc: &HealthConfig) -> String {
+    use crate::frontend::instructions::go_duration;
+    let duration = |ns: u64| crate::frontend::parser::dump::go_quote(&go_duration(std::time::Duration::from_nanos(ns)));
+    let retries = char::from_u32(hc.retries).unwrap_or(char::REPLACEMENT_CHARACTER);
+    let quoted = crate::frontend::parser::dump::go_quote(&retries.to_string());
+    let rune = match retries {
+        '"' => "\"".to_string(),
+        '\'' => "\\'".to_string(),
+        _ => quoted[1..quoted.len() - 1].to_string(),
+    };
+    format!(
+        "&{{{} {} {} {} '{rune}'}}",
+        go_quoted_list(&hc.test),
+        duration(hc.interval),
+        duration(hc.timeout),
+        duration(hc.start_period)
+    )
+}
+
 /// The history line classic `docker build` writes for an instruction.
 ///
 /// `image` is the config after the instruction was applied: its SHELL prefixes every
@@ -393,6 +415,10 @@ pub fn history_created_by(
         }
         Instruction::Volume { paths } => nop(format!("VOLUME {}", go_plain_list(paths))),
         Instruction::Shell { shell } => nop(format!("SHELL {}", go_plain_list(shell))),
+        Instruction::Healthcheck(_) => match &image.config.healthcheck {
+            Some(hc) => nop(format!("HEALTHCHECK {}", go_healthcheck(hc))),
+            None => nop(instruction.canonical()),
+        },
         other => nop(other.canonical()),
     }
 }
@@ -502,6 +528,14 @@ mod tests {
                 "/bin/sh -xc #(nop) COPY file:503d in /dst/ ",
                 "/bin/sh -xc #(nop)  MAINTAINER Jane Doe <jane@example.com>",
             ]
+        );
+        let mut hc_image = image.clone();
+        let hc =
+            instructions("FROM x\nHEALTHCHECK --interval=30s --retries=3 CMD wget -q localhost || exit 1\n").remove(0);
+        apply_config_instruction(&mut hc_image, &mut state, &hc);
+        assert_eq!(
+            history_created_by(&hc, &hc_image, None, &none, None),
+            "/bin/sh -xc #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost || exit 1\"] \"30s\" \"0s\" \"0s\" '\\x03'}"
         );
         let chown = instructions("FROM x\nCOPY --chown=1000:1000 app.conf /tmp/\n").remove(0);
         assert_eq!(
