@@ -322,8 +322,13 @@ impl Builder {
             None => chrono::Utc::now(),
         }
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let diff = DiffOptions { compression: opts.compression, ..DiffOptions::default() }
-            .with_source_date_epoch_from_env()?;
+        let diff = DiffOptions {
+            compression: opts.compression,
+            // Layers record container ids in every mode.
+            host_ids: crate::runtime::unprivileged_host_ids(),
+            ..DiffOptions::default()
+        }
+        .with_source_date_epoch_from_env()?;
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?,
