@@ -3,7 +3,8 @@
 //! is on (`Seccomp: 2`, `unshare -U` refused), a block device made with mknod cannot be
 //! opened, PID 1 is the step's own command and no `--build-arg` value shows in any
 //! `/proc/*/cmdline` the step can see; `run --security-opt seccomp=unconfined` turns the
-//! filter off and `seccomp=PROFILE.json` applies a profile, a bad one refused with its line.
+//! filter off and `seccomp=PROFILE.json` applies a profile, a bad one refused with its line;
+//! the workload ignores no signal (an ignored SIGPIPE would survive execve).
 //! Needs root, busybox-static, and for the rootless case setpriv and newuidmap (uidmap).
 
 mod common;
@@ -15,7 +16,7 @@ use std::process::{Command, Output};
 use common::{rbuild, rbuild_ok, Fixture};
 
 /// What the probe prints, one line each.
-const PROBE: &str = "grep Seccomp: /proc/self/status; \
+const PROBE: &str = "grep -E '^(Seccomp|SigIgn):' /proc/self/status; \
     echo \"pid1=$(tr '\\0' ' ' < /proc/1/cmdline)\"; \
     echo \"all=$(cat /proc/[0-9]*/cmdline | tr '\\0' ' ')\"; \
     mknod /tmp/blk b 7 0 2>/dev/null; \
@@ -31,6 +32,8 @@ fn check_probe(out: &str, pid1: &str) {
         out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} line in:\n{out}")).to_string()
     };
     assert_eq!(line("Seccomp:"), "Seccomp:\t2");
+    // No ignored signal leaks in from rbuild (it ignores SIGPIPE, as every Rust program does).
+    assert_eq!(line("SigIgn:"), "SigIgn:\t0000000000000000");
     assert_eq!(line("pid1="), format!("pid1={pid1} "));
     let all = line("all=");
     assert!(all.contains(pid1), "{all}");

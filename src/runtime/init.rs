@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
@@ -108,12 +108,21 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
         // SAFETY: see `fail`.
         unsafe { libc::_exit(SETUP_FAILED) };
     }
-    // Every signal back to its default action, as runc does: an ignored disposition survives
-    // execve, and Rust ignores SIGPIPE, so `yes | head` in a RUN would spin forever.
-    for sig in Signal::iterator() {
-        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        // SAFETY: restoring the default action (SIGKILL and SIGSTOP refuse; that is fine).
-        let _ = unsafe { sigaction(sig, &default) };
+    // Every signal back to its default action: an ignored disposition survives execve, and
+    // Rust ignores SIGPIPE (so `yes | head` in a RUN would spin forever); whatever rbuild's own
+    // parent ignored, real-time signals included, must not reach the workload either. The raw
+    // syscall, because libc refuses the two signals it reserves (32, 33).
+    let default_action = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: the kernel reads a `struct sigaction` (handler, flags, restorer, mask: at
+        // most 32 bytes on every Linux architecture); all zeros is SIG_DFL, no flags, an empty
+        // mask. The old action is not asked for (null); 8 is the kernel's sigset size.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, sig, default_action.as_ptr(), std::ptr::null_mut::<u64>(), 8usize)
+        };
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let mut keep = vec![0, 1, 2, report, args.go, args.ready];
