@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use fs_err as fs;
 
+use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
@@ -567,7 +568,7 @@ impl StageExecutor<'_> {
                         unpack
                             && r.root.as_ref().is_some_and(|e| {
                                 e.kind == crate::context::EntryKind::File
-                                    && is_archive(&self.context.root.join(&e.path))
+                                    && is_tar_archive(&self.context.root.join(&e.path))
                             })
                     });
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
@@ -689,20 +690,10 @@ impl StageExecutor<'_> {
         };
         let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
             .map_err(|e| fail(&e))?;
-        // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
-        let mut file = std::io::BufReader::new(fs::File::open(archive)?);
-        match archive_kind(archive) {
-            Some(ArchiveKind::Bzip2) => apply.apply(bzip2::read::MultiBzDecoder::new(file)),
-            Some(ArchiveKind::Xz) => {
-                let scratch = upper.parent().unwrap_or(upper);
-                let mut tar = tempfile::tempfile_in(scratch)?;
-                lzma_rs::xz_decompress(&mut file, &mut tar).map_err(|e| fail(&e))?;
-                std::io::Seek::rewind(&mut tar)?;
-                apply.apply(tar)
-            }
-            _ => apply.apply(file),
-        }
-        .map_err(|e| fail(&e))?;
+        let scratch = upper.parent().unwrap_or(upper);
+        let tar = decompressed(std::io::BufReader::new(fs::File::open(archive)?), Some(scratch), None)
+            .map_err(|e| fail(&e))?;
+        apply.apply(tar).map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = chown {
             chown_tree(&target, uid, gid)?;
         }
@@ -822,43 +813,6 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
-}
-
-/// The archive formats ADD extracts: the reference's identity, gzip, bzip2 and xz, and zstd
-/// (which Docker's decompressor also reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ArchiveKind {
-    Tar,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Which archive a file is, by its magic bytes (`ustar` at 257 for a plain tar).
-fn archive_kind(path: &std::path::Path) -> Option<ArchiveKind> {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let mut file = std::fs::File::open(path).ok()?;
-    let n = file.read(&mut head).unwrap_or(0);
-    let head = &head[..n];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some(ArchiveKind::Gzip)
-    } else if head.starts_with(b"BZh") {
-        Some(ArchiveKind::Bzip2)
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Some(ArchiveKind::Xz)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(ArchiveKind::Zstd)
-    } else if head.get(257..262) == Some(b"ustar") {
-        Some(ArchiveKind::Tar)
-    } else {
-        None
-    }
-}
-
-fn is_archive(path: &std::path::Path) -> bool {
-    archive_kind(path).is_some()
 }
 
 /// `lchown -R`.
