@@ -536,7 +536,7 @@ impl StageExecutor<'_> {
             let (host, name) = self.download(step, url, work, n, fc.checksum.as_deref())?;
             let to_dir = dest_is_dir || fc.sources.len() > 1;
             let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.clone() };
-            items.push(CopyItem { host, dest: target, kind: EntryType::File });
+            items.push(CopyItem::new(host, target, EntryType::File));
         }
         // A heredoc source is a file named after its heredoc.
         for (n, src) in heredoc_sources.iter().enumerate() {
@@ -548,7 +548,7 @@ impl StageExecutor<'_> {
                 fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
                 let to_dir = dest_is_dir || fc.sources.len() > 1;
                 let target = if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.clone() };
-                items.push(CopyItem { host, dest: target, kind: EntryType::File });
+                items.push(CopyItem::new(host, target, EntryType::File));
             }
         }
         if fc.sources.len() > 1 && !dest_is_dir {
