@@ -225,3 +225,32 @@ fn a_tar_context_on_stdin_builds_the_same_image() {
     assert_eq!(cached_steps(&from_stdin), 6, "same content, same keys: {from_stdin}");
     assert_eq!(built_id(&from_stdin), from_dir);
 }
+
+#[test]
+fn copy_from_a_stage_is_keyed_on_the_files_it_copies() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = t.path().join("fromkey");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    let dockerfile = |run: &str| {
+        let text = format!(
+            "FROM busybox AS build\nRUN {run}\nFROM busybox\nCOPY --from=build /out/app.txt /app/\nRUN cat /app/app.txt > /seen\n"
+        );
+        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
+    };
+    dockerfile("mkdir /out && echo hi > /out/app.txt");
+    assert!(misses(&events(&root, &ctx, &[])).len() >= 3);
+    // Whitespace in the stage's RUN: that RUN misses, the copied file is the same, so the
+    // COPY --from and everything after it hit (as in Docker).
+    dockerfile("mkdir /out &&  echo hi > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2], "{m:?}");
+    // Other content: the COPY misses, naming the stage and the path that changed.
+    dockerfile("mkdir /out && echo ho > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2, 4, 5], "{m:?}");
+    assert_eq!(m[1].1, "source changed: /out/app.txt in stage build", "{m:?}");
+    // The classic output names it too.
+    dockerfile("mkdir /out && echo hu > /out/app.txt");
+    let out = build(&root, &[ctx.to_str().expect("utf8")]);
+    assert!(out.contains(" ---> Cache miss: source changed: /out/app.txt in stage build\n"), "{out}");
+}

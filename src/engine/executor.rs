@@ -28,7 +28,7 @@ use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkM
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
-use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
+use crate::plan::{CacheKey, Dependency, MissReason, SourceInputs, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
 use crate::store::{ImageStore, LayerBlob, PutImage, StoredImage};
 
@@ -101,10 +101,15 @@ impl StageRunner for StageExecutor<'_> {
         let mut state = self.base_state(stage, done)?;
         let mut config_state = StageConfigState::default();
         let mut missed = false;
-        for step in &stage.steps {
+        // (planned, effective) key of the previous step, when they differ.
+        let mut rekeyed_parent: Option<(String, CacheKey)> = None;
+        for planned in &stage.steps {
             if cancel.is_cancelled() {
                 return Err(BuildError::Cancelled { last_image: state.id() });
             }
+            let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
+            let step = rekeyed.as_ref().unwrap_or(planned);
+            rekeyed_parent = rekeyed.as_ref().map(|s| (planned.cache_key.to_string(), s.cache_key.clone()));
             let started = Instant::now();
             self.emit(BuildEvent::StepStarted {
                 step: step.number,
@@ -172,6 +177,67 @@ impl StageRunner for StageExecutor<'_> {
 impl StageExecutor<'_> {
     fn emit(&self, event: BuildEvent) {
         (self.events)(&event);
+    }
+
+    /// `step` with the key it really has, when that is not the planned one: a COPY/ADD
+    /// `--from` an earlier stage is keyed on what it copies (the selected files' paths,
+    /// content, modes and link targets in that stage), not on the stage's key, so a change
+    /// there that leaves them the same still hits, as in Docker; and a step after a re-keyed
+    /// one chains on its new key. `rekeyed_parent`: (planned, effective) key of the step
+    /// before.
+    fn rekey(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        rekeyed_parent: Option<&(String, CacheKey)>,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<Option<Step>, BuildError> {
+        let mut inputs = step.key_inputs.clone();
+        if let Some((planned, effective)) = rekeyed_parent {
+            if &inputs.parent == planned {
+                inputs.parent = effective.to_string();
+            }
+        }
+        if let Instruction::Copy(fc) | Instruction::Add(fc) = &step.instruction {
+            // No sources in the plan: the COPY has only heredocs.
+            if let (Some(from), Some(_)) = (&fc.from, &inputs.sources) {
+                if let Some(index) = self.stage_dependency(stage, from, done) {
+                    inputs.sources = Some(self.stage_sources(step, fc, from, &done[&index])?);
+                }
+            }
+        }
+        if inputs == step.key_inputs {
+            return Ok(None);
+        }
+        Ok(Some(Step { cache_key: inputs.key(), key_inputs: inputs, ..step.clone() }))
+    }
+
+    /// The digest of the files a `COPY --from=<stage>` selects in that stage's image, each
+    /// named `<path> in stage <from>` so that a miss says which one changed.
+    fn stage_sources(
+        &self,
+        step: &Step,
+        fc: &FileCopy,
+        from: &str,
+        source: &ImageState,
+    ) -> Result<SourceInputs, BuildError> {
+        let keyword = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
+        let fail = |message: String| BuildError::Step { step: step.number, message };
+        let files: Vec<String> = fc.sources.iter().filter(|s| fc.heredoc_for(s).is_none()).cloned().collect();
+        let view = MergedView::new(&self.unpacked(source)?);
+        let items = plan_from_image(keyword, from, &view, &files, "/", true).map_err(|e| fail(e.to_string()))?;
+        let mut located = Vec::with_capacity(items.len());
+        for item in items {
+            let path = view
+                .image_path(&item.host)
+                .ok_or_else(|| BuildError::Internal(format!("{} is outside stage {from}", item.host.display())))?;
+            let meta = fs::symlink_metadata(&item.host)?;
+            located.push((crate::context::walk::entry_from_metadata(path, &item.host, &meta)?, item.host));
+        }
+        // Owners are what --chown says (it is in the instruction), never the stage's.
+        let digest = crate::context::located_digest(&located, Some((0, 0)))?;
+        let files = digest.files.into_iter().map(|(path, d)| (format!("{path} in stage {from}"), d)).collect();
+        Ok(SourceInputs { digest: digest.digest, files })
     }
 
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
@@ -714,24 +780,28 @@ impl StageExecutor<'_> {
         from: &str,
         done: &BTreeMap<usize, Arc<ImageState>>,
     ) -> Result<ImageState, BuildError> {
-        for dep in &stage.dependencies {
-            if let Dependency::Stage { index } = dep {
-                let matches_name = done.contains_key(index)
-                    && (from.parse::<usize>().ok() == Some(*index)
-                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase()));
-                if matches_name {
-                    return done
-                        .get(index)
-                        .map(|s| (**s).clone())
-                        .ok_or_else(|| BuildError::Internal(format!("stage {index} not built")));
-                }
-            }
+        if let Some(index) = self.stage_dependency(stage, from, done) {
+            return Ok((*done[&index]).clone());
         }
         let stored = self
             .store
             .resolve(from)
             .map_err(|_| BuildError::BaseImageMissing { reference: from.to_string(), reason: NOT_IN_STORE.into() })?;
         self.state_of(stored)
+    }
+
+    /// The built stage a `--from` names, if it names one (else it names an image).
+    fn stage_dependency(&self, stage: &Stage, from: &str, done: &BTreeMap<usize, Arc<ImageState>>) -> Option<usize> {
+        stage.dependencies.iter().find_map(|dep| match dep {
+            Dependency::Stage { index }
+                if done.contains_key(index)
+                    && (from.parse::<usize>().ok() == Some(*index)
+                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase())) =>
+            {
+                Some(*index)
+            }
+            _ => None,
+        })
     }
 
     fn stage_name(&self, index: usize) -> Option<String> {
