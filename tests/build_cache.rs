@@ -233,21 +233,21 @@ fn copy_from_a_stage_is_keyed_on_the_files_it_copies() {
     std::fs::create_dir_all(&ctx).expect("mkdir");
     let dockerfile = |run: &str| {
         let text = format!(
-            "FROM busybox AS build\nRUN {run}\nFROM busybox\nCOPY --from=build /out/app.txt /app/\nRUN cat /app/app.txt > /seen\n"
+            "FROM busybox AS build\nRUN {run}\nFROM busybox AS app\nCOPY --from=build /out/app.txt /app/\nRUN cat /app/app.txt > /seen\nFROM app\nRUN cat /seen > /final\n"
         );
         std::fs::write(ctx.join("Dockerfile"), text).expect("write");
     };
     dockerfile("mkdir /out && echo hi > /out/app.txt");
     assert!(misses(&events(&root, &ctx, &[])).len() >= 3);
     // Whitespace in the stage's RUN: that RUN misses, the copied file is the same, so the
-    // COPY --from and everything after it hit (as in Docker).
+    // COPY --from, everything after it and a stage built FROM that stage hit (as in Docker).
     dockerfile("mkdir /out &&  echo hi > /out/app.txt");
     let m = misses(&events(&root, &ctx, &[]));
     assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2], "{m:?}");
     // Other content: the COPY misses, naming the stage and the path that changed.
     dockerfile("mkdir /out && echo ho > /out/app.txt");
     let m = misses(&events(&root, &ctx, &[]));
-    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2, 4, 5], "{m:?}");
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2, 4, 5, 7], "{m:?}");
     assert_eq!(m[1].1, "source changed: /out/app.txt in stage build", "{m:?}");
     // The classic output names it too.
     dockerfile("mkdir /out && echo hu > /out/app.txt");

@@ -44,6 +44,9 @@ pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
 pub struct ImageState {
     pub stored: Option<StoredImage>,
     pub config: ImageConfigFile,
+    /// For a finished stage: the cache key its last step really had (see
+    /// [`StageExecutor::rekey`]), which a stage built FROM it chains on.
+    pub key: Option<CacheKey>,
 }
 
 impl ImageState {
@@ -103,6 +106,7 @@ impl StageRunner for StageExecutor<'_> {
         let mut missed = false;
         // (planned, effective) key of the previous step, when they differ.
         let mut rekeyed_parent: Option<(String, CacheKey)> = None;
+        let mut last_key = None;
         for planned in &stage.steps {
             if cancel.is_cancelled() {
                 return Err(BuildError::Cancelled { last_image: state.id() });
@@ -110,6 +114,7 @@ impl StageRunner for StageExecutor<'_> {
             let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
             let step = rekeyed.as_ref().unwrap_or(planned);
             rekeyed_parent = rekeyed.as_ref().map(|s| (planned.cache_key.to_string(), s.cache_key.clone()));
+            last_key = Some(step.cache_key.clone());
             let started = Instant::now();
             self.emit(BuildEvent::StepStarted {
                 step: step.number,
@@ -170,6 +175,7 @@ impl StageRunner for StageExecutor<'_> {
                 cached: false,
             });
         }
+        state.key = last_key;
         Ok(state)
     }
 }
@@ -182,9 +188,9 @@ impl StageExecutor<'_> {
     /// `step` with the key it really has, when that is not the planned one: a COPY/ADD
     /// `--from` an earlier stage is keyed on what it copies (the selected files' paths,
     /// content, modes and link targets in that stage), not on the stage's key, so a change
-    /// there that leaves them the same still hits, as in Docker; and a step after a re-keyed
-    /// one chains on its new key. `rekeyed_parent`: (planned, effective) key of the step
-    /// before.
+    /// there that leaves them the same still hits, as in Docker; a step after a re-keyed one
+    /// chains on its new key, and so does a FROM of a stage whose last key changed.
+    /// `rekeyed_parent`: (planned, effective) key of the step before.
     fn rekey(
         &self,
         stage: &Stage,
@@ -196,6 +202,12 @@ impl StageExecutor<'_> {
         if let Some((planned, effective)) = rekeyed_parent {
             if &inputs.parent == planned {
                 inputs.parent = effective.to_string();
+            }
+        }
+        // FROM an earlier stage chains on the key that stage really had.
+        if let (Instruction::From { .. }, StageBase::Stage { index }) = (&step.instruction, &stage.base) {
+            if let Some(key) = done.get(index).and_then(|s| s.key.as_ref()) {
+                inputs.parent = format!("stage:{key}");
             }
         }
         if let Instruction::Copy(fc) | Instruction::Add(fc) = &step.instruction {
@@ -243,7 +255,7 @@ impl StageExecutor<'_> {
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
         let config = ImageConfigFile::from_json(&stored.config_raw)
             .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The image a cache record names, if the record and the image are both there.
@@ -265,7 +277,7 @@ impl StageExecutor<'_> {
                 let (os, arch, variant) = &self.platform;
                 let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
                 config.set_env("PATH", DEFAULT_PATH);
-                Ok(ImageState { stored: None, config })
+                Ok(ImageState { stored: None, config, key: None })
             }
             StageBase::Stage { index } => done
                 .get(index)
@@ -385,7 +397,7 @@ impl StageExecutor<'_> {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
         let stored = self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent: parent_id })?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The lower dirs of an image, top-most first as the runtime takes them.
