@@ -32,7 +32,7 @@ use crate::layer::media::Compression;
 use crate::plan::{Dependency, StageBase};
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
-use crate::store::{ImageReference, ImageStore, PutImage};
+use crate::store::{ImageReference, ImageStore, PutImage, StoreError};
 
 /// What to build and how; the same knobs as `docker build`.
 #[derive(Debug, Clone)]
@@ -161,7 +161,9 @@ impl StoreImages<'_> {
         for reference in references {
             // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
             let name = ImageReference::parse(&reference).ok();
-            if name.is_some() && (self.always_pull || self.store.resolve(&reference).is_err()) {
+            // A damaged local image is reported (by the resolve in the executor), not pulled over.
+            let missing = || matches!(self.store.resolve(&reference), Err(StoreError::NoSuchImage(_)));
+            if name.is_some() && (self.always_pull || missing()) {
                 self.pull_once(&reference);
                 tried = true;
             }
@@ -193,9 +195,9 @@ impl Builder {
         Builder { store, cancel: Cancel::new() }
     }
 
-    /// A builder on the store at `root` (created if missing).
+    /// A builder on the store at `root` (created if missing), leasing what it uses.
     pub fn open(root: &Path) -> Result<Self, BuildError> {
-        Ok(Builder::new(ImageStore::open(root)?))
+        Ok(Builder::new(ImageStore::open(root)?.leased("build")))
     }
 
     pub fn store(&self) -> &ImageStore {
@@ -300,6 +302,16 @@ impl Builder {
         });
         for warning in &plan.warnings {
             sink(&BuildEvent::Warning { message: warning.clone() });
+        }
+        // ARGs before the first FROM are steps in classic output, with nothing to run.
+        for arg in &plan.global_arg_steps {
+            sink(&BuildEvent::StepStarted {
+                step: arg.number,
+                total: plan.step_count(),
+                stage: 0,
+                instruction: arg.original.clone(),
+                cache_key: String::new(),
+            });
         }
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
