@@ -282,3 +282,37 @@ fn a_failing_run_exits_with_its_status_and_global_args_are_steps() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), "{err}");
 }
+
+/// A fully cached rebuild leaves the image as the first build made it: its parent link, so
+/// `history` names every step's image and no intermediate image shows up as dangling; and
+/// sizes count file content, as Docker's do.
+#[test]
+fn a_cached_rebuild_keeps_the_parent_link_and_sizes_count_file_content() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = example_context(t.path());
+    let ctx = ctx.to_str().expect("utf8");
+    let first = built_id(&build(&root, &["-t", "example", ctx]));
+    let parent = rbuild_ok(&root, &["inspect", "--format", "{{.Parent}}", "example"]);
+    assert!(parent.trim().starts_with("sha256:"), "{parent:?}");
+    let again = build(&root, &["-t", "example", ctx]);
+    assert_eq!((built_id(&again), cached_steps(&again)), (first, 6), "{again}");
+    assert_eq!(rbuild_ok(&root, &["inspect", "--format", "{{.Parent}}", "example"]), parent);
+    let history = rbuild_ok(&root, &["history", "-q", "example"]);
+    assert!(!history.contains("<missing>"), "{history}");
+    let images = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);
+    assert_eq!(images.lines().filter(|l| *l == "<none>").count(), 0, "{images}");
+
+    // The RUN wrote index.html (27 bytes), the COPY app.conf and start.sh (29 + 99 bytes).
+    let sizes =
+        rbuild_ok(&root, &["history", "--no-trunc", "-H=false", "--format", "{{.Size}} {{.CreatedBy}}", "example"]);
+    let size_of = |what: &str| {
+        let line = sizes.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what} in {sizes}"));
+        line.split(' ').next().unwrap_or_default().to_string()
+    };
+    assert_eq!(size_of("index.html"), "27");
+    assert_eq!(size_of("COPY dir:"), "128");
+    let inspect_size = |image: &str| -> u64 {
+        rbuild_ok(&root, &["inspect", "--format", "{{.Size}}", image]).trim().parse().expect("a number")
+    };
+    assert_eq!(inspect_size("example") - inspect_size("busybox"), 27 + 128);
+}

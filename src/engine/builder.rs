@@ -148,7 +148,7 @@ impl StoreImages<'_> {
     fn pull_needed(&self, plan: &crate::plan::BuildPlan) -> bool {
         let mut references = BTreeSet::new();
         for stage in plan.planned_stages() {
-            if let StageBase::Image { reference } = &stage.base {
+            if let StageBase::Image { reference, .. } = &stage.base {
                 references.insert(reference.clone());
             }
             for dep in &stage.dependencies {
@@ -184,6 +184,7 @@ impl ImageResolver for StoreImages<'_> {
         let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
         Some(ResolvedImage {
             digest: digest.to_string(),
+            id: image.id.to_string(),
             env: config.env_pairs(),
             on_build: config.config.on_build.clone(),
         })
@@ -321,8 +322,13 @@ impl Builder {
             None => chrono::Utc::now(),
         }
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let diff = DiffOptions { compression: opts.compression, ..DiffOptions::default() }
-            .with_source_date_epoch_from_env()?;
+        let diff = DiffOptions {
+            compression: opts.compression,
+            // Layers record container ids in every mode.
+            host_ids: crate::runtime::unprivileged_host_ids(),
+            ..DiffOptions::default()
+        }
+        .with_source_date_epoch_from_env()?;
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?,

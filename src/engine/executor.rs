@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use fs_err as fs;
 
+use crate::context::digest::classic_source_hash;
 use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
@@ -306,12 +307,17 @@ impl StageExecutor<'_> {
                 config.set_env("PATH", DEFAULT_PATH);
                 Ok(ImageState { stored: None, config, key: None })
             }
-            StageBase::Stage { index } => done
-                .get(index)
-                .map(|s| (**s).clone())
-                .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
-            StageBase::Image { reference } => {
-                let stored = self.store.resolve(reference).map_err(|e| match e {
+            StageBase::Stage { index } => {
+                let mut state = done
+                    .get(index)
+                    .map(|s| (**s).clone())
+                    .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built")))?;
+                // As in Docker, an image does not inherit its base's MAINTAINER.
+                state.config.author = None;
+                Ok(state)
+            }
+            StageBase::Image { reference, id } => {
+                let stored = self.store.resolve(id.as_deref().unwrap_or(reference)).map_err(|e| match e {
                     StoreError::NoSuchImage(_) => {
                         BuildError::BaseImageMissing { reference: reference.clone(), reason: NOT_IN_STORE.into() }
                     }
@@ -322,6 +328,8 @@ impl StageExecutor<'_> {
                 // The base's ONBUILD triggers run in this stage (lowering put them after the
                 // FROM); the new image does not carry them on, as Docker clears them.
                 state.config.config.on_build.clear();
+                // Nor its MAINTAINER.
+                state.config.author = None;
                 if state.config.env_var("PATH").is_none() {
                     state.config.set_env("PATH", DEFAULT_PATH);
                 }
@@ -346,7 +354,7 @@ impl StageExecutor<'_> {
         config.created = Some(self.created.clone());
         let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
         if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
-            let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+            let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
             return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
         }
         let work = self.store.work_dir()?;
@@ -356,7 +364,7 @@ impl StageExecutor<'_> {
         let mut whiteout_files = false;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
-                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
                 if !self.make_workdir(step, state, &config.config, &upper)? {
                     return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
                 }
@@ -365,11 +373,11 @@ impl StageExecutor<'_> {
             Instruction::Run(run) => {
                 let (argv, overlay) = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                 whiteout_files = overlay == OverlayKind::Fuse;
-                (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
+                (history_created_by(&step.instruction, &config, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
                 let (summary, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
-                (history_created_by(&step.instruction, None, &step.build_args, Some(&summary)), tree)
+                (history_created_by(&step.instruction, &config, None, &step.build_args, Some(&summary)), tree)
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
@@ -401,7 +409,13 @@ impl StageExecutor<'_> {
         if tree.is_none() {
             work.commit_layer_dir(self.store, &upper, &chain_id)?;
         }
-        let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
+        let blob = LayerBlob {
+            digest,
+            diff_id,
+            size: layer.compressed_size,
+            media_type: layer.media_type.into(),
+            unpacked_size: Some(layer.unpacked_size),
+        };
         let size = layer.uncompressed_size;
         let image = self.commit(&mut pending.batch, state, config, Some(blob), created_by)?;
         drop(work);
@@ -423,7 +437,7 @@ impl StageExecutor<'_> {
         config.history.push(HistoryEntry {
             created: Some(self.created.clone()),
             created_by: Some(created_by),
-            author: None,
+            author: config.author.clone(),
             comment: None,
             empty_layer: layer.is_none(),
         });
@@ -564,6 +578,9 @@ impl StageExecutor<'_> {
         let (real, _) = view
             .resolve(&format!("/{}", components[..existing].join("/")), true)
             .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // Unprivileged, what rbuild creates is the caller's, which is root in the container:
+        // other owners cannot be set from outside the container's namespace.
+        let unprivileged = self.diff.host_ids.is_some();
         let mut host = upper.to_path_buf();
         let mut times = Vec::new();
         for n in 1..=real.len() {
@@ -574,14 +591,18 @@ impl StageExecutor<'_> {
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
             use std::os::unix::fs::MetadataExt;
-            std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
             times.push((host.clone(), meta.modified()?));
         }
         for component in &components[existing..] {
             host.push(component);
             fs::create_dir(&host)?;
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         }
         // Last, as creating the children touched them.
@@ -670,6 +691,7 @@ impl StageExecutor<'_> {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
         let mut extracted = false;
+        let mut classic_hash = None;
         if !files.is_empty() {
             match &fc.from {
                 None => {
@@ -677,6 +699,9 @@ impl StageExecutor<'_> {
                         .context
                         .select_roots(&files, &fc.exclude)
                         .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+                    if urls.is_empty() && heredoc_sources.is_empty() {
+                        classic_hash = Some(classic_source_hash(&self.context.root, &roots)?);
+                    }
                     // ADD extracts local archives into the destination, keeping their owners.
                     let unpack = keyword == "ADD" && fc.unpack != Some(false);
                     let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
@@ -707,7 +732,11 @@ impl StageExecutor<'_> {
         let opts = CopyOptions { chown, chmod };
         // Creating files is most of a COPY's time, so when no RUN of this stage or other
         // stage reads the result soon, the layer is written straight from the sources.
-        let tree = if extracted || self.unpacked_soon(stage, step) {
+        // Unprivileged, files cannot be given their owners on the host (a subordinate id needs
+        // the container's namespace), so the layer is always written from the tree, with
+        // container ids, and the store unpacks it when something reads it.
+        let unprivileged = self.diff.host_ids.is_some();
+        let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
             materialize(upper, &items, &opts).map_err(step_error)?;
             None
         } else {
@@ -715,9 +744,14 @@ impl StageExecutor<'_> {
             Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
         };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
-        let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
-        let kind = if items.len() == 1 { "file" } else { "dir" };
-        Ok((format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)), tree))
+        // Classic docker names context sources by their tarsum; other sources (another image or
+        // stage, URLs, heredocs) by the digest of the step's sources.
+        let hash = classic_hash.unwrap_or_else(|| {
+            let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
+            let kind = if items.len() == 1 { "file" } else { "dir" };
+            format!("{kind}:{}", digest.strip_prefix("sha256:").unwrap_or(&digest))
+        });
+        Ok((format!("{hash} in {}", fc.dest), tree))
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the

@@ -60,6 +60,47 @@ pub struct DiffOptions {
     /// as a device as a `.wh.<name>` file (and refuses such names from the container): such
     /// files are whiteouts. Otherwise a `.wh.` name in the upper dir is refused.
     pub whiteout_files: bool,
+    /// The unprivileged mode's id mapping: an upper dir's files carry host ids, and the layer
+    /// records the container ids they map back to. `None`: ids are written as they are.
+    pub host_ids: Option<HostIdMap>,
+}
+
+/// Id a host id outside every range becomes, as the kernel shows an unmapped id.
+pub const OVERFLOW_ID: u32 = 65534;
+
+/// One range of a user namespace's uid or gid map: container ids `container..container+count`
+/// are host ids `host..host+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+/// A user namespace's uid and gid maps, read backwards: host id -> container id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostIdMap {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+impl HostIdMap {
+    /// The container uid of host uid `host` ([`OVERFLOW_ID`] when it is not mapped).
+    pub fn uid(&self, host: u32) -> u32 {
+        to_container(&self.uids, host)
+    }
+
+    /// The container gid of host gid `host` ([`OVERFLOW_ID`] when it is not mapped).
+    pub fn gid(&self, host: u32) -> u32 {
+        to_container(&self.gids, host)
+    }
+}
+
+fn to_container(ranges: &[IdRange], host: u32) -> u32 {
+    ranges
+        .iter()
+        .find(|r| host >= r.host && host - r.host < r.count)
+        .map_or(OVERFLOW_ID, |r| r.container + (host - r.host))
 }
 
 impl DiffOptions {
@@ -88,6 +129,9 @@ pub struct CommittedLayer {
     pub diff_id: String,
     pub compressed_size: u64,
     pub uncompressed_size: u64,
+    /// Bytes the layer's files take once unpacked: regular file contents plus symlink
+    /// targets, as Docker's overlay2 counts a layer's size (`docker history`, `docker images`).
+    pub unpacked_size: u64,
     pub media_type: &'static str,
     /// The upper dir had no entries: the step changed nothing and adds no layer. The blob
     /// (an empty tar) is still written so that the fields above are valid.
@@ -187,9 +231,11 @@ fn write_blob(
         blob_path: blob.path.clone(),
         entries: 0,
         whiteout_files: opts.whiteout_files,
+        content_bytes: 0,
+        host_ids: opts.host_ids.clone(),
     };
     feed(&mut walk)?;
-    let entries = walk.entries;
+    let (entries, unpacked_size) = (walk.entries, walk.content_bytes);
     let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
     let tar_hashing = walk.tar.finish().map_err(write_err)?;
     let (encoder, diff_id, uncompressed_size) = tar_hashing.finish();
@@ -205,6 +251,7 @@ fn write_blob(
         diff_id: format!("sha256:{diff_id}"),
         compressed_size,
         uncompressed_size,
+        unpacked_size,
         media_type: opts.compression.media_type(),
         empty: entries == 0,
     })
@@ -422,6 +469,10 @@ struct UpperWalk<W: Write> {
     entries: u64,
     /// See [`DiffOptions::whiteout_files`].
     whiteout_files: bool,
+    /// [`CommittedLayer::unpacked_size`] of the entries written so far.
+    content_bytes: u64,
+    /// Maps the host ids of an upper dir's files to container ids.
+    host_ids: Option<HostIdMap>,
 }
 
 impl<W: Write> UpperWalk<W> {
@@ -436,8 +487,21 @@ impl<W: Write> UpperWalk<W> {
         move |source| LayerError::Write { path: self.blob_path.clone(), source }
     }
 
+    /// The container (uid, gid) of a file of an upper dir.
+    fn owner(&self, meta: &Metadata) -> (u64, u64) {
+        match &self.host_ids {
+            Some(map) => (u64::from(map.uid(meta.uid())), u64::from(map.gid(meta.gid()))),
+            None => (u64::from(meta.uid()), u64::from(meta.gid())),
+        }
+    }
+
     fn header(&mut self, header: &EntryHeader) -> Result<(), LayerError> {
         self.entries += 1;
+        match &header.kind {
+            EntryKind::File { size } => self.content_bytes += size,
+            EntryKind::Symlink { target } => self.content_bytes += target.len() as u64,
+            _ => {}
+        }
         let result = self.tar.write_header(header);
         result.map_err(self.write_err())
     }
@@ -447,8 +511,8 @@ impl<W: Write> UpperWalk<W> {
             path,
             kind: EntryKind::File { size: 0 },
             mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
+            uid: self.owner(meta).0,
+            gid: self.owner(meta).1,
             mtime: self.mtime(meta),
             xattrs: Vec::new(),
         };
@@ -532,8 +596,8 @@ impl<W: Write> UpperWalk<W> {
             path: tar_path.clone(),
             kind: kind.clone(),
             mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
+            uid: self.owner(meta).0,
+            gid: self.owner(meta).1,
             mtime: self.mtime(meta),
             xattrs: layer_xattrs(path)?,
         };

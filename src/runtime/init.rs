@@ -9,7 +9,7 @@ use std::os::fd::RawFd;
 use std::path::Path;
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::error::SetupFailure;
 use crate::runtime::mounts::{enter_rootfs, mount_rootfs, OverlayKind, RootfsPlan};
 use crate::runtime::seccomp::SeccompProgram;
-use crate::runtime::signals::WATCHED;
+
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
 use crate::runtime::user::resolve_user;
 
@@ -108,9 +108,11 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
         // SAFETY: see `fail`.
         unsafe { libc::_exit(SETUP_FAILED) };
     }
-    for sig in WATCHED {
+    // Every signal back to its default action, as runc does: an ignored disposition survives
+    // execve, and Rust ignores SIGPIPE, so `yes | head` in a RUN would spin forever.
+    for sig in Signal::iterator() {
         let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        // SAFETY: restoring the default action.
+        // SAFETY: restoring the default action (SIGKILL and SIGSTOP refuse; that is fine).
         let _ = unsafe { sigaction(sig, &default) };
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
@@ -212,6 +214,9 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     let cwd = &args.process.cwd;
     if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
         fail(report, os_failure("mkdir", cwd, e.errno));
+    }
+    if let Err(e) = crate::runtime::rlimits::apply_container_rlimits() {
+        fail(report, os_failure("setrlimit", "RLIMIT_NOFILE", nix::errno::Errno::from_raw(e.raw_os_error())));
     }
     let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
     let path_var =

@@ -29,6 +29,7 @@ mod init;
 pub mod lifecycle;
 mod mounts;
 mod pty;
+mod rlimits;
 mod seccomp;
 mod signals;
 mod spec;
@@ -48,3 +49,4 @@ pub use spec::{
 pub use state::{cleanup_stale, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{resolve_user, ExecUser};
+pub use userns::unprivileged_host_ids;

@@ -442,7 +442,10 @@ pub fn load<R: Read>(
                 .clone()
                 .filter(|m| compression_of(m) == compression)
                 .unwrap_or_else(|| compression.oci_layer_media_type());
-            layers.push((f.file.clone(), LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type }));
+            layers.push((
+                f.file.clone(),
+                LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type, unpacked_size: None },
+            ));
         }
         ready.push(Ready { config_raw, layers, tags: p.tags.clone() });
     }

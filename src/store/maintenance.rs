@@ -373,13 +373,20 @@ impl ImageStore {
 
     fn remove_dead_work_dirs(&self, out: &mut Removal) -> Result<()> {
         let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
+        // A dead dir may vanish under us: its owner drops it right after releasing the pin.
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
         for d in dead {
-            let m = std::fs::symlink_metadata(&d)?;
-            out.reclaimed += if m.is_dir() { dir_size(&d) } else { m.len() };
-            if m.is_dir() {
-                fs::remove_dir_all(&d)?;
-            } else {
-                fs::remove_file(&d)?;
+            let m = match std::fs::symlink_metadata(&d) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let size = if m.is_dir() { dir_size(&d) } else { m.len() };
+            let removed = if m.is_dir() { std::fs::remove_dir_all(&d) } else { std::fs::remove_file(&d) };
+            match removed {
+                Ok(()) => out.reclaimed += size,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(StoreError::Io(io::Error::new(e.kind(), format!("{}: {e}", d.display())))),
             }
         }
         Ok(())

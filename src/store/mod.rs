@@ -68,6 +68,8 @@ use std::sync::{Arc, Mutex};
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const PARENT_ANNOTATION: &str = "io.rbuild.image.parent";
+/// Layer descriptor annotation: [`LayerBlob::unpacked_size`].
+pub const UNPACKED_SIZE_ANNOTATION: &str = "io.rbuild.layer.unpacked-size";
 pub const ADDED_ANNOTATION: &str = "io.rbuild.image.added";
 /// The image ID (config digest) of an index entry, so that lookups by ID need not read every
 /// manifest. Entries written by other tools lack it; their manifest is read instead.
@@ -155,6 +157,9 @@ pub struct LayerBlob {
     pub diff_id: Sha256Digest,
     pub size: u64,
     pub media_type: MediaType,
+    /// What the layer's files take unpacked, when known (recorded as the layer was written;
+    /// see `CommittedLayer::unpacked_size`): the size `images` and `history` show, as Docker does.
+    pub unpacked_size: Option<u64>,
 }
 
 /// Images written but not yet in the index (see [`ImageStore::image_batch`]); its work dir
@@ -180,9 +185,18 @@ pub struct StoredLayer {
     pub diff_id: Sha256Digest,
     pub size: u64,
     pub media_type: MediaType,
+    /// See [`LayerBlob::unpacked_size`].
+    pub unpacked_size: Option<u64>,
     pub chain_id: Sha256Digest,
     /// `layers/<chain-id hex>/`; exists once [`ImageStore::ensure_unpacked`] ran.
     pub unpacked_dir: PathBuf,
+}
+
+impl StoredLayer {
+    /// The size `history` shows: [`LayerBlob::unpacked_size`], else the blob size.
+    pub fn shown_size(&self) -> u64 {
+        self.unpacked_size.unwrap_or(self.size)
+    }
 }
 
 /// An image in the store.
@@ -213,6 +227,7 @@ impl StoredImage {
                 diff_id: l.diff_id.clone(),
                 size: l.size,
                 media_type: l.media_type.clone(),
+                unpacked_size: l.unpacked_size,
             })
             .collect()
     }
@@ -220,6 +235,12 @@ impl StoredImage {
     /// Sum of the layer blob sizes.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// The image's size as Docker shows it: the file content of its layers (a layer whose
+    /// content size was not recorded counts its blob size).
+    pub fn unpacked_size(&self) -> u64 {
+        self.layers.iter().map(StoredLayer::shown_size).sum()
     }
 }
 
@@ -696,9 +717,15 @@ impl ImageStore {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_json.len() },
-            "layers": layers.iter().map(|l| serde_json::json!({
-                "mediaType": l.media_type.to_string(), "digest": l.digest.to_string(), "size": l.size,
-            })).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|l| {
+                let mut d = serde_json::json!({
+                    "mediaType": l.media_type.to_string(), "digest": l.digest.to_string(), "size": l.size,
+                });
+                if let Some(n) = l.unpacked_size {
+                    d["annotations"] = serde_json::json!({ UNPACKED_SIZE_ANNOTATION: n.to_string() });
+                }
+                d
+            }).collect::<Vec<_>>(),
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = self.put_blob_bytes(work, &manifest_bytes)?;
@@ -779,8 +806,14 @@ impl ImageStore {
             }
         });
         let same_manifest = |d: &Descriptor| Sha256Digest::from(d.digest()) == *manifest_digest;
-        let existing_annotations =
-            entries.iter().find(|d| same_manifest(d)).and_then(|d| d.annotations().clone()).unwrap_or_default();
+        // Looked up in the index as it was: re-tagging an image with the tag it already has
+        // removed its only entry above, and its parent and time must survive.
+        let existing_annotations = index
+            .manifests()
+            .iter()
+            .find(|d| same_manifest(d))
+            .and_then(|d| d.annotations().clone())
+            .unwrap_or_default();
         let mut base: HashMap<String, String> =
             existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
         base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
@@ -1011,6 +1044,11 @@ impl ImageStore {
                 diff_id,
                 size: l.size(),
                 media_type: l.media_type().clone(),
+                unpacked_size: l
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(UNPACKED_SIZE_ANNOTATION))
+                    .and_then(|v| v.parse().ok()),
                 unpacked_dir: self.layer_dir(&chain_id),
                 chain_id,
             })
@@ -1392,6 +1430,21 @@ mod tests {
         assert_eq!(fresh.resolve(&a.id.to_string()).expect("by ID").tags.len(), 1);
         assert_eq!(fresh.resolve(&a.id.hex()[..12]).expect("by short ID").id, a.id);
         assert!(fresh.resolve("b:1").is_err(), "b itself cannot be read");
+    }
+
+    /// A fully cached rebuild tags the image it already tagged: its parent link stays.
+    #[test]
+    fn re_tagging_an_image_keeps_its_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let parent = store.put_image_raw(&config_json("p"), &[], &PutImage::default()).expect("put parent");
+        let tags = vec![ImageReference::parse("app:1").expect("reference")];
+        let opts = PutImage { tags: tags.clone(), parent: Some(parent.id.clone()) };
+        let child = store.put_image_raw(&config_json("c"), &[], &opts).expect("put child");
+        assert_eq!(child.parent.as_ref(), Some(&parent.id));
+        store.put_image_raw(&config_json("c"), &[], &PutImage { tags, parent: None }).expect("re-tag");
+        let again = store.resolve("app:1").expect("by tag");
+        assert_eq!(again.parent.as_ref(), Some(&parent.id));
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let needed = plan.needed.get(stage.index).copied().unwrap_or(false);
         let base = match &stage.base {
             crate::plan::StageBase::Scratch => "scratch".to_string(),
-            crate::plan::StageBase::Image { reference } => reference.clone(),
+            crate::plan::StageBase::Image { reference, .. } => reference.clone(),
             crate::plan::StageBase::Stage { index } => format!("stage {index}"),
         };
         let status = if needed { "" } else { " (skipped: the target does not need it)" };

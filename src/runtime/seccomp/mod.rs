@@ -1,5 +1,6 @@
-//! The seccomp filter of a container's workload: Docker's default profile (derived from
-//! Moby's `profiles/seccomp/default.json`, Apache-2.0, see `NOTICE` beside this file) or a
+//! The seccomp filter of a container's workload: Docker's default profile (Moby's
+//! `seccomp/default.json` from github.com/moby/profiles, Apache-2.0, copied unchanged as
+//! `docker-default.json`; see `NOTICE` beside this file) or a
 //! profile file in the same JSON format (`--security-opt seccomp=PROFILE.json`), resolved
 //! against the capabilities the workload gets and the host's architecture and kernel, and
 //! compiled to a BPF program before the container starts. The workload installs the program
