@@ -165,9 +165,9 @@ pub fn plan_from_context(
 
 /// What to create for sources read from another image or stage (`COPY --from`). A source's
 /// last component may hold wildcards; a wildcard source that matches nothing is skipped, and
-/// only when no source matches at all is that an error (as BuildKit). A source that is a
-/// symlink is followed and copied under the link's own name (`/bin/sh` into `/bin/` is
-/// `/bin/sh`, with the content of what it points to).
+/// only when no source matches at all is that an error (as BuildKit). A source (or wildcard
+/// match) that is a symlink is followed and copied under the link's own name (`/bin/sh` into
+/// `/bin/` is `/bin/sh`, with the content of what it points to).
 pub fn plan_from_image(
     keyword: &'static str,
     from: &str,
@@ -195,7 +195,14 @@ pub fn plan_from_image(
                         let name = n.to_string_lossy().into_owned();
                         let mut c = comps.clone();
                         c.push(name.clone());
-                        (c, name, e.metadata_kind, e.host_path)
+                        // A matched symlink is followed too (one that leads nowhere stays a link).
+                        let followed = (e.metadata_kind == EntryType::Symlink)
+                            .then(|| view.resolve(&format!("/{}", c.join("/")), true))
+                            .flatten();
+                        match followed {
+                            Some((target, entry)) => (target, name, entry.metadata_kind, entry.host_path),
+                            None => (c, name, e.metadata_kind, e.host_path),
+                        }
                     })
                     .collect(),
                 None => Vec::new(),
@@ -630,6 +637,8 @@ mod tests {
         let items = plan_from_image("COPY", "base", &view, &["/bin/cat".to_string()], "/test/", true).expect("plan");
         assert_eq!(items, [CopyItem::new(layer.path().join("bin/busybox"), "/test/cat".into(), EntryType::File)]);
         assert_eq!(view.image_path(&items[0].host).as_deref(), Some("/bin/busybox"));
+        let items = plan_from_image("COPY", "base", &view, &["/bin/ca*".to_string()], "/w/", true).expect("plan");
+        assert_eq!(items, [CopyItem::new(layer.path().join("bin/busybox"), "/w/cat".into(), EntryType::File)]);
     }
 
     #[test]
