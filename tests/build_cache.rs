@@ -227,6 +227,35 @@ fn a_tar_context_on_stdin_builds_the_same_image() {
 }
 
 #[test]
+fn copy_from_a_stage_is_keyed_on_the_files_it_copies() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = t.path().join("fromkey");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    let dockerfile = |run: &str| {
+        let text = format!(
+            "FROM busybox AS build\nRUN {run}\nFROM busybox AS app\nCOPY --from=build /out/app.txt /app/\nRUN cat /app/app.txt > /seen\nFROM app\nRUN cat /seen > /final\n"
+        );
+        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
+    };
+    dockerfile("mkdir /out && echo hi > /out/app.txt");
+    assert!(misses(&events(&root, &ctx, &[])).len() >= 3);
+    // Whitespace in the stage's RUN: that RUN misses, the copied file is the same, so the
+    // COPY --from, everything after it and a stage built FROM that stage hit (as in Docker).
+    dockerfile("mkdir /out &&  echo hi > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2], "{m:?}");
+    // Other content: the COPY misses, naming the stage and the path that changed.
+    dockerfile("mkdir /out && echo ho > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2, 4, 5, 7], "{m:?}");
+    assert_eq!(m[1].1, "source changed: /out/app.txt in stage build", "{m:?}");
+    // The classic output names it too.
+    dockerfile("mkdir /out && echo hu > /out/app.txt");
+    let out = build(&root, &[ctx.to_str().expect("utf8")]);
+    assert!(out.contains(" ---> Cache miss: source changed: /out/app.txt in stage build\n"), "{out}");
+}
+
+#[test]
 fn a_failing_run_exits_with_its_status_and_global_args_are_steps() {
     // As `DOCKER_BUILDKIT=0 docker build`: the ARGs before FROM are steps 1 and 2 (printing
     // nothing more), and the build exits with the failing command's status.

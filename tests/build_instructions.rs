@@ -461,6 +461,112 @@ fn copy_follows_a_source_that_is_a_symlink() {
     assert!(err.contains("link"), "{err}");
 }
 
+/// `data` gzip-compressed.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn add_copies_a_gzip_file_that_is_not_a_tar_unchanged() {
+    let Some(fx) = Fixture::new() else { return };
+    // Docker extracts only what decompresses to a tar; a gzipped text is copied as it is,
+    // whatever its name says.
+    let ctx =
+        fx.context("addgz", "FROM busybox\nADD notes.txt.gz /z/\nADD fake.tar.gz /y/\nADD real.tar.gz /x/\n", &[]);
+    let notes = gzip(b"some notes\n");
+    let fake = gzip(b"not a tar at all\n");
+    std::fs::write(ctx.join("notes.txt.gz"), &notes).expect("write");
+    std::fs::write(ctx.join("fake.tar.gz"), &fake).expect("write");
+    archive(&fx, &ctx, "real.tar.gz", "-z", "inside\n");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(std::fs::read(root.join("z/notes.txt.gz")).expect("copied"), notes);
+    assert_eq!(std::fs::read(root.join("y/fake.tar.gz")).expect("copied"), fake);
+    assert_eq!(read(&root, "x/pkg/file"), "inside\n", "a real tarball is still extracted");
+}
+
+#[test]
+fn copy_keeps_hard_links_within_a_source() {
+    let Some(fx) = Fixture::new() else { return };
+    // First a COPY written straight from the sources (nothing reads it soon), then, with a
+    // RUN after it, one made as files: both keep the links. Separate sources are separate
+    // files, as in Docker.
+    let first = "FROM busybox\nCOPY data/ /data/\nCOPY data/a data/c /pair/\n";
+    let ctx = fx.context("hardlinks", first, &[("data/a", "shared\n"), ("data/d", "alone\n")]);
+    std::fs::hard_link(ctx.join("data/a"), ctx.join("data/b")).expect("link");
+    std::fs::hard_link(ctx.join("data/a"), ctx.join("data/c")).expect("link");
+    fx.build(&ctx);
+    let second = format!("{first}COPY data/ /again/\nRUN stat -c %h /data/a /again/a > /links\n");
+    std::fs::write(ctx.join("Dockerfile"), second).expect("write");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    let inode = |p: &str| std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")).ino();
+    for dir in ["data", "again"] {
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|f| inode(&format!("{dir}/{f}")));
+        assert!(a == b && b == c && a != d, "{dir}: one inode with three names");
+        assert_eq!(read(&root, &format!("{dir}/c")), "shared\n");
+    }
+    assert_eq!(read(&root, "links"), "3\n3\n", "the RUN sees three links in both copies");
+    assert_ne!(inode("pair/a"), inode("pair/c"));
+    // Breaking the link (same content, same mode) misses the cache from the first COPY on.
+    std::fs::remove_file(ctx.join("data/c")).expect("rm");
+    std::fs::write(ctx.join("data/c"), "shared\n").expect("write");
+    let broken = fx.build(&ctx);
+    assert_ne!(broken, id, "a broken hard link must miss the cache");
+    let root = fx.rootfs(&broken);
+    let inode = |p: &str| std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")).ino();
+    assert_ne!(inode("data/c"), inode("data/a"));
+    assert_eq!(read(&root, "links"), "2\n2\n");
+}
+
+#[test]
+fn copy_from_a_symlink_keeps_the_link_name() {
+    let Some(fx) = Fixture::new() else { return };
+    // BuildKit follows a source (or wildcard match) that is a symlink and copies its target
+    // under the link's name: /bin/cat (-> busybox) into /test/ is /test/cat.
+    let ctx = fx.context(
+        "fromlink",
+        "FROM busybox AS base\nFROM scratch\nCOPY --from=base /bin/cat /test/\nCOPY --from=base /bin/sh /bin/\nCOPY --from=base /bin/ca* /wild/\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    let base = rbuild::store::ImageStore::open(&fx.root).expect("store").resolve("busybox").expect("busybox").id;
+    let busybox = std::fs::read(fx.rootfs(&base.to_string()).join("bin/busybox")).expect("busybox");
+    for path in ["test/cat", "bin/sh", "wild/cat"] {
+        let meta = std::fs::symlink_metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(meta.is_file(), "{path} is the link's target, copied");
+        assert_eq!(std::fs::read(root.join(path)).expect("read"), busybox, "{path}");
+    }
+    assert!(!root.join("test/busybox").exists() && !root.join("bin/busybox").exists());
+}
+
+#[test]
+fn a_wildcard_that_matches_nothing_is_skipped_among_others() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "wild",
+        "FROM busybox AS base\nFROM busybox\nCOPY *foo *.txt /d/\nCOPY --from=base /etc/*foo /etc/pass* /e/\n",
+        &[("a.txt", "a\n")],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "d/a.txt"), "a\n");
+    assert!(root.join("e/passwd").is_file());
+    // When no source matches at all, the build fails and says the wildcard matched nothing.
+    for (name, text) in [
+        ("nothing", "FROM busybox\nCOPY *foo *bar /d/\n"),
+        ("nothing-from", "FROM busybox AS base\nFROM busybox\nCOPY --from=base /etc/*foo /etc/*bar /d/\n"),
+    ] {
+        let ctx = fx.context(name, text, &[("a.txt", "a\n")]);
+        let err = fx.build_err(&ctx).to_string();
+        assert!(err.contains("wildcard \"") && err.contains("*foo\" matched nothing"), "{name}: {err}");
+    }
+}
+
 /// History reads as `DOCKER_BUILDKIT=0 docker build` (20.10) wrote it for this Dockerfile and
 /// these files (`docker history --no-trunc`), and the config carries what Docker stores.
 #[test]

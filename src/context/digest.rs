@@ -4,8 +4,9 @@
 //! in parallel and streamed.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -55,7 +56,14 @@ fn hash_file_into(path: &Path, hasher: &mut Sha256) -> Result<(), ContextError> 
     })
 }
 
-fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) -> Result<String, ContextError> {
+/// `link_to`: for the second and later names of a hard-linked file, the first name (in sorted
+/// order) of that file in the selection.
+fn entry_digest(
+    host: &Path,
+    entry: &ContextEntry,
+    chown: Option<(u32, u32)>,
+    link_to: Option<&str>,
+) -> Result<String, ContextError> {
     let (uid, gid) = chown.unwrap_or((entry.uid, entry.gid));
     let mut hasher = Sha256::new();
     hasher.update(entry.path.as_bytes());
@@ -72,30 +80,62 @@ fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) ->
     hasher.update(uid.to_be_bytes());
     hasher.update(gid.to_be_bytes());
     match &entry.kind {
-        EntryKind::File => hasher.update(hash_file_content(&root.join(&entry.path))?),
+        EntryKind::File => hasher.update(hash_file_content(host)?),
         EntryKind::Symlink { target } => hasher.update(target.as_bytes()),
         EntryKind::Dir | EntryKind::Other => {}
+    }
+    if let Some(first) = link_to {
+        hasher.update(b"\0hardlink\0");
+        hasher.update(first.as_bytes());
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// Digest of a COPY/ADD source selection: sha256 over, per entry in sorted path order, its
 /// relative path, kind, permission bits, ownership (`chown` overrides it: what COPY --chown
-/// writes), content sha256 for files and link target for symlinks. Never mtime/atime/ctime or
-/// inode. File contents are hashed in parallel and streamed.
+/// writes), content sha256 for files and link target for symlinks, and which files are hard
+/// links to one another (COPY keeps them so). Never mtime/atime/ctime or inode numbers. File
+/// contents are hashed in parallel and streamed.
 pub fn source_digest(
     root: &Path,
     entries: &[ContextEntry],
     chown: Option<(u32, u32)>,
 ) -> Result<SourceDigest, ContextError> {
-    let mut ordered: Vec<&ContextEntry> = entries.iter().collect();
-    ordered.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    ordered.dedup_by(|a, b| a.path == b.path);
-    let digests: Vec<String> =
-        ordered.par_iter().map(|entry| entry_digest(root, entry, chown)).collect::<Result<_, _>>()?;
+    let located: Vec<(ContextEntry, PathBuf)> = entries.iter().map(|e| (e.clone(), root.join(&e.path))).collect();
+    located_digest(&located, chown)
+}
+
+/// The same digest for entries whose content lives elsewhere than under one root (the files
+/// `COPY --from` selects in an image's layers): each entry with the host path to read.
+pub fn located_digest(
+    entries: &[(ContextEntry, PathBuf)],
+    chown: Option<(u32, u32)>,
+) -> Result<SourceDigest, ContextError> {
+    let mut ordered: Vec<&(ContextEntry, PathBuf)> = entries.iter().collect();
+    ordered.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    ordered.dedup_by(|a, b| a.0.path == b.0.path);
+    let mut first_names: HashMap<(u64, u64), &str> = HashMap::new();
+    let link_to: Vec<Option<&str>> = ordered
+        .iter()
+        .map(|(entry, _)| {
+            let inode = entry.hardlink?;
+            match first_names.get(&inode) {
+                Some(first) => Some(*first),
+                None => {
+                    first_names.insert(inode, &entry.path);
+                    None
+                }
+            }
+        })
+        .collect();
+    let digests: Vec<String> = ordered
+        .par_iter()
+        .zip(link_to.par_iter())
+        .map(|((entry, host), link_to)| entry_digest(host, entry, chown, *link_to))
+        .collect::<Result<_, _>>()?;
     let mut total = Sha256::new();
     let mut files = Vec::with_capacity(ordered.len());
-    for (entry, digest) in ordered.into_iter().zip(digests) {
+    for ((entry, _), digest) in ordered.into_iter().zip(digests) {
         total.update(entry.path.as_bytes());
         total.update([0]);
         total.update(digest.as_bytes());
@@ -235,6 +275,25 @@ mod tests {
 
         std::fs::rename(root.join("d/f"), root.join("d/g")).unwrap();
         assert_ne!(digest_of(root, None).digest, base.digest);
+    }
+
+    #[test]
+    fn breaking_or_making_a_hard_link_changes_it() {
+        let dir = setup();
+        let root = dir.path();
+        std::fs::hard_link(root.join("d/f"), root.join("d/g")).unwrap();
+        let linked = digest_of(root, None);
+        // The same content as a separate file: another digest, named on the second name.
+        std::fs::remove_file(root.join("d/g")).unwrap();
+        std::fs::write(root.join("d/g"), b"hello").unwrap();
+        let separate = digest_of(root, None);
+        assert_ne!(separate.digest, linked.digest);
+        let changed: Vec<_> =
+            linked.files.iter().zip(&separate.files).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+        assert_eq!(changed, ["d/g"]);
+        std::fs::remove_file(root.join("d/g")).unwrap();
+        std::fs::hard_link(root.join("d/f"), root.join("d/g")).unwrap();
+        assert_eq!(digest_of(root, None), linked);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::context::digest::classic_source_hash;
+use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
@@ -28,7 +29,7 @@ use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkM
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
-use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
+use crate::plan::{CacheKey, Dependency, MissReason, SourceInputs, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
 use crate::store::{ImageBatch, ImageStore, LayerBlob, StoreError, StoredImage};
 
@@ -44,6 +45,9 @@ pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
 pub struct ImageState {
     pub stored: Option<StoredImage>,
     pub config: ImageConfigFile,
+    /// For a finished stage: the cache key its last step really had (see
+    /// [`StageExecutor::rekey`]), which a stage built FROM it chains on.
+    pub key: Option<CacheKey>,
 }
 
 impl ImageState {
@@ -128,10 +132,17 @@ impl StageExecutor<'_> {
         let mut state = self.base_state(stage, done)?;
         let mut config_state = StageConfigState::default();
         let mut missed = false;
-        for step in &stage.steps {
+        // (planned, effective) key of the previous step, when they differ.
+        let mut rekeyed_parent: Option<(String, CacheKey)> = None;
+        let mut last_key = None;
+        for planned in &stage.steps {
             if cancel.is_cancelled() {
                 return Err(BuildError::Cancelled { last_image: state.id() });
             }
+            let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
+            let step = rekeyed.as_ref().unwrap_or(planned);
+            rekeyed_parent = rekeyed.as_ref().map(|s| (planned.cache_key.to_string(), s.cache_key.clone()));
+            last_key = Some(step.cache_key.clone());
             let started = Instant::now();
             self.emit(BuildEvent::StepStarted {
                 step: step.number,
@@ -192,6 +203,7 @@ impl StageExecutor<'_> {
                 cached: false,
             });
         }
+        state.key = last_key;
         Ok(state)
     }
 }
@@ -201,10 +213,77 @@ impl StageExecutor<'_> {
         (self.events)(&event);
     }
 
+    /// `step` with the key it really has, when that is not the planned one: a COPY/ADD
+    /// `--from` an earlier stage is keyed on what it copies (the selected files' paths,
+    /// content, modes and link targets in that stage), not on the stage's key, so a change
+    /// there that leaves them the same still hits, as in Docker; a step after a re-keyed one
+    /// chains on its new key, and so does a FROM of a stage whose last key changed.
+    /// `rekeyed_parent`: (planned, effective) key of the step before.
+    fn rekey(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        rekeyed_parent: Option<&(String, CacheKey)>,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<Option<Step>, BuildError> {
+        let mut inputs = step.key_inputs.clone();
+        if let Some((planned, effective)) = rekeyed_parent {
+            if &inputs.parent == planned {
+                inputs.parent = effective.to_string();
+            }
+        }
+        // FROM an earlier stage chains on the key that stage really had.
+        if let (Instruction::From { .. }, StageBase::Stage { index }) = (&step.instruction, &stage.base) {
+            if let Some(key) = done.get(index).and_then(|s| s.key.as_ref()) {
+                inputs.parent = format!("stage:{key}");
+            }
+        }
+        if let Instruction::Copy(fc) | Instruction::Add(fc) = &step.instruction {
+            // No sources in the plan: the COPY has only heredocs.
+            if let (Some(from), Some(_)) = (&fc.from, &inputs.sources) {
+                if let Some(index) = self.stage_dependency(stage, from, done) {
+                    inputs.sources = Some(self.stage_sources(step, fc, from, &done[&index])?);
+                }
+            }
+        }
+        if inputs == step.key_inputs {
+            return Ok(None);
+        }
+        Ok(Some(Step { cache_key: inputs.key(), key_inputs: inputs, ..step.clone() }))
+    }
+
+    /// The digest of the files a `COPY --from=<stage>` selects in that stage's image, each
+    /// named `<path> in stage <from>` so that a miss says which one changed.
+    fn stage_sources(
+        &self,
+        step: &Step,
+        fc: &FileCopy,
+        from: &str,
+        source: &ImageState,
+    ) -> Result<SourceInputs, BuildError> {
+        let keyword = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
+        let fail = |message: String| BuildError::Step { step: step.number, message };
+        let files: Vec<String> = fc.sources.iter().filter(|s| fc.heredoc_for(s).is_none()).cloned().collect();
+        let view = MergedView::new(&self.unpacked(source)?);
+        let items = plan_from_image(keyword, from, &view, &files, "/", true).map_err(|e| fail(e.to_string()))?;
+        let mut located = Vec::with_capacity(items.len());
+        for item in items {
+            let path = view
+                .image_path(&item.host)
+                .ok_or_else(|| BuildError::Internal(format!("{} is outside stage {from}", item.host.display())))?;
+            let meta = fs::symlink_metadata(&item.host)?;
+            located.push((crate::context::walk::entry_from_metadata(path, &item.host, &meta)?, item.host));
+        }
+        // Owners are what --chown says (it is in the instruction), never the stage's.
+        let digest = crate::context::located_digest(&located, Some((0, 0)))?;
+        let files = digest.files.into_iter().map(|(path, d)| (format!("{path} in stage {from}"), d)).collect();
+        Ok(SourceInputs { digest: digest.digest, files })
+    }
+
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
         let config = ImageConfigFile::from_json(&stored.config_raw)
             .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The image a cache record names, if the record and the image are both there.
@@ -226,7 +305,7 @@ impl StageExecutor<'_> {
                 let (os, arch, variant) = &self.platform;
                 let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
                 config.set_env("PATH", DEFAULT_PATH);
-                Ok(ImageState { stored: None, config })
+                Ok(ImageState { stored: None, config, key: None })
             }
             StageBase::Stage { index } => {
                 let mut state = done
@@ -369,7 +448,7 @@ impl StageExecutor<'_> {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
         let stored = self.store.put_image_in_batch(batch, &json, &layers, parent_id)?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The lower dirs of an image, top-most first as the runtime takes them.
@@ -593,7 +672,7 @@ impl StageExecutor<'_> {
             let (host, name) = self.download(step, url, work, n, fc.checksum.as_deref())?;
             let to_dir = dest_is_dir || fc.sources.len() > 1;
             let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.clone() };
-            items.push(CopyItem { host, dest: target, kind: EntryType::File });
+            items.push(CopyItem::new(host, target, EntryType::File));
         }
         // A heredoc source is a file named after its heredoc.
         for (n, src) in heredoc_sources.iter().enumerate() {
@@ -605,7 +684,7 @@ impl StageExecutor<'_> {
                 fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
                 let to_dir = dest_is_dir || fc.sources.len() > 1;
                 let target = if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.clone() };
-                items.push(CopyItem { host, dest: target, kind: EntryType::File });
+                items.push(CopyItem::new(host, target, EntryType::File));
             }
         }
         if fc.sources.len() > 1 && !dest_is_dir {
@@ -629,7 +708,7 @@ impl StageExecutor<'_> {
                         unpack
                             && r.root.as_ref().is_some_and(|e| {
                                 e.kind == crate::context::EntryKind::File
-                                    && is_archive(&self.context.root.join(&e.path))
+                                    && is_tar_archive(&self.context.root.join(&e.path))
                             })
                     });
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
@@ -760,20 +839,10 @@ impl StageExecutor<'_> {
         };
         let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
             .map_err(|e| fail(&e))?;
-        // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
-        let mut file = std::io::BufReader::new(fs::File::open(archive)?);
-        match archive_kind(archive) {
-            Some(ArchiveKind::Bzip2) => apply.apply(bzip2::read::MultiBzDecoder::new(file)),
-            Some(ArchiveKind::Xz) => {
-                let scratch = upper.parent().unwrap_or(upper);
-                let mut tar = tempfile::tempfile_in(scratch)?;
-                lzma_rs::xz_decompress(&mut file, &mut tar).map_err(|e| fail(&e))?;
-                std::io::Seek::rewind(&mut tar)?;
-                apply.apply(tar)
-            }
-            _ => apply.apply(file),
-        }
-        .map_err(|e| fail(&e))?;
+        let scratch = upper.parent().unwrap_or(upper);
+        let tar = decompressed(std::io::BufReader::new(fs::File::open(archive)?), Some(scratch), None)
+            .map_err(|e| fail(&e))?;
+        apply.apply(tar).map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = chown {
             chown_tree(&target, uid, gid)?;
         }
@@ -794,24 +863,28 @@ impl StageExecutor<'_> {
         from: &str,
         done: &BTreeMap<usize, Arc<ImageState>>,
     ) -> Result<ImageState, BuildError> {
-        for dep in &stage.dependencies {
-            if let Dependency::Stage { index } = dep {
-                let matches_name = done.contains_key(index)
-                    && (from.parse::<usize>().ok() == Some(*index)
-                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase()));
-                if matches_name {
-                    return done
-                        .get(index)
-                        .map(|s| (**s).clone())
-                        .ok_or_else(|| BuildError::Internal(format!("stage {index} not built")));
-                }
-            }
+        if let Some(index) = self.stage_dependency(stage, from, done) {
+            return Ok((*done[&index]).clone());
         }
         let stored = self
             .store
             .resolve(from)
             .map_err(|_| BuildError::BaseImageMissing { reference: from.to_string(), reason: NOT_IN_STORE.into() })?;
         self.state_of(stored)
+    }
+
+    /// The built stage a `--from` names, if it names one (else it names an image).
+    fn stage_dependency(&self, stage: &Stage, from: &str, done: &BTreeMap<usize, Arc<ImageState>>) -> Option<usize> {
+        stage.dependencies.iter().find_map(|dep| match dep {
+            Dependency::Stage { index }
+                if done.contains_key(index)
+                    && (from.parse::<usize>().ok() == Some(*index)
+                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase())) =>
+            {
+                Some(*index)
+            }
+            _ => None,
+        })
     }
 
     fn stage_name(&self, index: usize) -> Option<String> {
@@ -893,43 +966,6 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
-}
-
-/// The archive formats ADD extracts: the reference's identity, gzip, bzip2 and xz, and zstd
-/// (which Docker's decompressor also reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ArchiveKind {
-    Tar,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Which archive a file is, by its magic bytes (`ustar` at 257 for a plain tar).
-fn archive_kind(path: &std::path::Path) -> Option<ArchiveKind> {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let mut file = std::fs::File::open(path).ok()?;
-    let n = file.read(&mut head).unwrap_or(0);
-    let head = &head[..n];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some(ArchiveKind::Gzip)
-    } else if head.starts_with(b"BZh") {
-        Some(ArchiveKind::Bzip2)
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Some(ArchiveKind::Xz)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(ArchiveKind::Zstd)
-    } else if head.get(257..262) == Some(b"ustar") {
-        Some(ArchiveKind::Tar)
-    } else {
-        None
-    }
-}
-
-fn is_archive(path: &std::path::Path) -> bool {
-    archive_kind(path).is_some()
 }
 
 /// `lchown -R`.

@@ -226,6 +226,7 @@ fn write_blob(
         tar,
         epoch: opts.source_date_epoch,
         hard_links: HashMap::new(),
+        tree_links: HashMap::new(),
         buf: vec![0u8; 1 << 20],
         blob_path: blob.path.clone(),
         entries: 0,
@@ -280,10 +281,12 @@ pub struct TreeEntry {
 pub enum TreeEntryKind {
     Dir(BTreeMap<Vec<u8>, TreeEntry>),
     /// A regular file whose content is read from `source`, which must still be `size` bytes
-    /// long when the layer is written.
+    /// long when the layer is written. Files with the same `link` number are one file with
+    /// several names: the first written carries the content, the others are hard links to it.
     File {
         source: PathBuf,
         size: u64,
+        link: Option<u64>,
     },
     Symlink {
         target: Vec<u8>,
@@ -459,6 +462,8 @@ struct UpperWalk<W: Write> {
     epoch: Option<i64>,
     /// (dev, ino) of multiply-linked files already written -> their tar path.
     hard_links: HashMap<(u64, u64), Vec<u8>>,
+    /// The same for a [`LayerTree`]: `link` number of a file already written -> its tar path.
+    tree_links: HashMap<u64, Vec<u8>>,
     buf: Vec<u8>,
     blob_path: PathBuf,
     entries: u64,
@@ -621,12 +626,20 @@ impl<W: Write> UpperWalk<W> {
             }
             let kind = match &entry.kind {
                 TreeEntryKind::Dir(_) => EntryKind::Dir,
-                TreeEntryKind::File { size, .. } => EntryKind::File { size: *size },
+                TreeEntryKind::File { link: Some(link), .. } if self.tree_links.contains_key(link) => {
+                    EntryKind::HardLink { target: self.tree_links[link].clone() }
+                }
+                TreeEntryKind::File { size, link, .. } => {
+                    if let Some(link) = link {
+                        self.tree_links.insert(*link, tar_path.clone());
+                    }
+                    EntryKind::File { size: *size }
+                }
                 TreeEntryKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
             };
             let header = EntryHeader {
                 path: tar_path.clone(),
-                kind,
+                kind: kind.clone(),
                 mode: entry.mode & 0o7777,
                 uid: u64::from(entry.uid),
                 gid: u64::from(entry.gid),
@@ -634,10 +647,10 @@ impl<W: Write> UpperWalk<W> {
                 xattrs: Vec::new(),
             };
             self.header(&header)?;
-            match &entry.kind {
-                TreeEntryKind::Dir(grandchildren) => self.tree_dir(grandchildren, &tar_path)?,
-                TreeEntryKind::File { source, size } => self.copy_file(source, *size)?,
-                TreeEntryKind::Symlink { .. } => {}
+            match (&entry.kind, kind) {
+                (TreeEntryKind::Dir(grandchildren), _) => self.tree_dir(grandchildren, &tar_path)?,
+                (TreeEntryKind::File { source, size, .. }, EntryKind::File { .. }) => self.copy_file(source, *size)?,
+                _ => {}
             }
         }
         Ok(())
