@@ -24,32 +24,67 @@ pub fn default_shell() -> Vec<String> {
 /// The `config` object of an image config (the container defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerConfig {
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "User", default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
     pub user: String,
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub exposed_ports: BTreeMap<String, Map<String, Value>>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Env", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Volumes",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub volumes: BTreeMap<String, Map<String, Value>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub stop_signal: String,
     #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "OnBuild", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub on_build: Vec<String>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Shell", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub shell: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Docker writes `null` for an unset list, map or string (`"Env": null`, `"OnBuild": null` in
+/// what `docker save` and registries serve): read it as the empty value.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Docker's `Healthcheck` (durations in nanoseconds).
@@ -339,18 +374,91 @@ fn go_quoted_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
+/// Go's `%v` of a string slice, as classic docker prints VOLUME and SHELL: `[/a /b]`.
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `time.Duration.String()` of `nanos`: `0s`, `1.5s`, `1m30s`, `500ms`, `1h0m0s`.
+fn go_duration(nanos: u64) -> String {
+    // Go prints up to nine fractional digits, trailing zeros dropped.
+    fn fraction(value: u64, unit: u64) -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let text = format!("{rest:0digits$}");
+        format!("{whole}.{}", text.trim_end_matches('0'))
+    }
+    const SECOND: u64 = 1_000_000_000;
+    match nanos {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", fraction(n, 1_000)),
+        n if n < SECOND => format!("{}ms", fraction(n, 1_000_000)),
+        n => {
+            let (hours, minutes) = (n / (3600 * SECOND), n / (60 * SECOND) % 60);
+            let seconds = format!("{}s", fraction(n % (60 * SECOND), SECOND));
+            match (hours, minutes) {
+                (0, 0) => seconds,
+                (0, m) => format!("{m}m{seconds}"),
+                (h, m) => format!("{h}h{m}m{seconds}"),
+            }
+        }
+    }
+}
+
+/// Go's `%q` of an int (a quoted rune), as classic docker prints HEALTHCHECK's retries.
+fn go_quoted_rune(value: u32) -> String {
+    match char::from_u32(value) {
+        Some('\\') => "'\\\\'".to_string(),
+        Some('\'') => "'\\''".to_string(),
+        Some('\x07') => "'\\a'".to_string(),
+        Some('\x08') => "'\\b'".to_string(),
+        Some('\t') => "'\\t'".to_string(),
+        Some('\n') => "'\\n'".to_string(),
+        Some('\x0b') => "'\\v'".to_string(),
+        Some('\x0c') => "'\\f'".to_string(),
+        Some('\r') => "'\\r'".to_string(),
+        Some(c) if (' '..='~').contains(&c) => format!("'{c}'"),
+        _ if value < 0x80 => format!("'\\x{value:02x}'"),
+        Some(c) if !c.is_control() => format!("'{c}'"),
+        _ if value < 0x10000 => format!("'\\u{value:04x}'"),
+        _ => format!("'\\U{value:08x}'"),
+    }
+}
+
+/// Classic docker's `HEALTHCHECK %q` of its (20.10) health config:
+/// `&{["CMD-SHELL" "curl -f x"] "5s" "0s" "0s" '\x03'}`.
+fn go_healthcheck(health: &HealthConfig) -> String {
+    format!(
+        "&{{{} \"{}\" \"{}\" \"{}\" {}}}",
+        go_quoted_list(&health.test),
+        go_duration(health.interval),
+        go_duration(health.timeout),
+        go_duration(health.start_period),
+        go_quoted_rune(health.retries)
+    )
+}
+
 /// The history line classic `docker build` writes for an instruction.
 ///
-/// `run_argv` is the command a RUN executed and `build_args` the build args it saw (classic
-/// docker prefixes them: `|1 V=1 /bin/sh -c …`); `copy_summary` describes COPY/ADD sources
-/// (`dir:<digest> in /dest`).
+/// `after` is the container config once the step applied (classic words metadata steps with
+/// its SHELL, resolved WORKDIR, CMD and HEALTHCHECK); `run_argv` is the command a RUN executed
+/// and `build_args` the build args it saw (classic docker prefixes them: `|1 V=1 /bin/sh -c …`);
+/// `copy_summary` describes COPY/ADD sources (`dir:<digest> in /dest/ `).
 pub fn history_created_by(
     instruction: &Instruction,
+    after: &ContainerConfig,
     run_argv: Option<&[String]>,
     build_args: &BTreeMap<String, String>,
     copy_summary: Option<&str>,
 ) -> String {
-    let nop = |text: String| format!("/bin/sh -c #(nop)  {text}");
+    let shell = if after.shell.is_empty() { default_shell() } else { after.shell.clone() };
+    let prefix = format!("{} #(nop)", shell.join(" "));
+    let nop = |text: String| format!("{prefix}  {text}");
     match instruction {
         Instruction::Run(_) => {
             let argv = run_argv.map(|a| a.join(" ")).unwrap_or_default();
@@ -362,26 +470,29 @@ pub fn history_created_by(
             }
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
-            format!("/bin/sh -c #(nop) {} {}", instruction.keyword(), copy_summary.unwrap_or_default())
+            format!("{prefix} {} {}", instruction.keyword(), copy_summary.unwrap_or_default())
         }
-        Instruction::Workdir { path } => format!("/bin/sh -c #(nop) WORKDIR {path}"),
-        Instruction::Cmd { command } | Instruction::Entrypoint { command } => {
-            let text = match command {
-                CommandForm::Exec(v) => go_quoted_list(v),
-                CommandForm::Shell(s) => go_quoted_list(&["/bin/sh".to_string(), "-c".to_string(), s.clone()]),
-            };
-            nop(format!("{} {text}", instruction.keyword()))
+        Instruction::Workdir { .. } => format!("{prefix} WORKDIR {}", after.working_dir),
+        Instruction::Cmd { .. } | Instruction::Entrypoint { .. } => {
+            let command = if matches!(instruction, Instruction::Cmd { .. }) { &after.cmd } else { &after.entrypoint };
+            nop(format!("{} {}", instruction.keyword(), go_quoted_list(command.as_deref().unwrap_or_default())))
         }
         Instruction::Env { pairs } | Instruction::Label { pairs } => {
             let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             nop(format!("{} {}", instruction.keyword(), body.join(" ")))
         }
         Instruction::Expose { ports } => {
-            let all: Vec<String> = ports.iter().flat_map(|p| expand_port(p)).collect();
-            nop(format!("EXPOSE {}", all.join(" ")))
+            // Classic docker (20.10) writes the words as given, sorted: `EXPOSE 53/UDP 80 8000-8001`.
+            let mut words = ports.clone();
+            words.sort();
+            nop(format!("EXPOSE {}", words.join(" ")))
         }
-        Instruction::Volume { paths } => nop(format!("VOLUME {}", go_quoted_list(paths))),
-        Instruction::Shell { shell } => nop(format!("SHELL {}", go_quoted_list(shell))),
+        Instruction::Volume { paths } => nop(format!("VOLUME {}", go_plain_list(paths))),
+        Instruction::Shell { shell } => nop(format!("SHELL {}", go_plain_list(shell))),
+        Instruction::Healthcheck(_) => match &after.healthcheck {
+            Some(health) => nop(format!("HEALTHCHECK {}", go_healthcheck(health))),
+            None => nop(instruction.canonical()),
+        },
         other => nop(other.canonical()),
     }
 }
@@ -406,6 +517,15 @@ mod tests {
             apply_config_instruction(&mut image, &mut state, &i);
         }
         image
+    }
+
+    #[test]
+    fn docker_nulls_read_as_empty() {
+        let text = r#"{"architecture":"amd64","os":"linux","config":{"User":"","Env":null,"Cmd":null,
+            "Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null,"Shell":null}}"#;
+        let image: ImageConfigFile = serde_json::from_str(text).expect("docker's nulls are valid");
+        assert!(image.config.env.is_empty() && image.config.on_build.is_empty() && image.config.labels.is_empty());
+        assert_eq!(image.config.cmd, None);
     }
 
     #[test]
@@ -456,23 +576,64 @@ mod tests {
         assert_eq!(back["rootfs"]["diff_ids"][0], "sha256:aa");
     }
 
+    /// Each step's history line, the config applied step by step as the executor does.
+    fn history(text: &str, run_argv: Option<&[String]>, args: &BTreeMap<String, String>) -> Vec<String> {
+        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+        let mut state = StageConfigState::default();
+        instructions(text)
+            .iter()
+            .map(|i| {
+                apply_config_instruction(&mut image, &mut state, i);
+                history_created_by(i, &image.config, run_argv, args, None)
+            })
+            .collect()
+    }
+
     #[test]
     fn history_lines_read_like_classic_docker() {
-        let steps = instructions(
-            "FROM x\nENV REFRESHED_AT 2016-11-09\nCMD [\"/bin/sh\", \"/opt/app/start.sh\"]\nEXPOSE 80\nWORKDIR /opt/app\nRUN apt-get update\n",
-        );
         let none = BTreeMap::new();
-        assert_eq!(history_created_by(&steps[0], None, &none, None), "/bin/sh -c #(nop)  ENV REFRESHED_AT=2016-11-09");
-        assert_eq!(
-            history_created_by(&steps[1], None, &none, None),
-            "/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"/opt/app/start.sh\"]"
+        let lines = history(
+            "FROM x\nENV REFRESHED_AT 2016-11-09\nCMD [\"/bin/sh\", \"/opt/app/start.sh\"]\nEXPOSE 80 53/udp\nWORKDIR /opt/app\nWORKDIR ../srv\nVOLUME /a /b\n",
+            None,
+            &none,
         );
-        assert_eq!(history_created_by(&steps[2], None, &none, None), "/bin/sh -c #(nop)  EXPOSE 80/tcp");
-        assert_eq!(history_created_by(&steps[3], None, &none, None), "/bin/sh -c #(nop) WORKDIR /opt/app");
+        assert_eq!(
+            lines,
+            [
+                "/bin/sh -c #(nop)  ENV REFRESHED_AT=2016-11-09",
+                "/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"/opt/app/start.sh\"]",
+                "/bin/sh -c #(nop)  EXPOSE 53/udp 80",
+                "/bin/sh -c #(nop) WORKDIR /opt/app",
+                "/bin/sh -c #(nop) WORKDIR /opt/srv",
+                "/bin/sh -c #(nop)  VOLUME [/a /b]",
+            ]
+        );
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), "apt-get update".to_string()];
-        assert_eq!(history_created_by(&steps[4], Some(&argv), &none, None), "/bin/sh -c apt-get update");
+        assert_eq!(history("FROM x\nRUN apt-get update\n", Some(&argv), &none), ["/bin/sh -c apt-get update"]);
         let args = BTreeMap::from([("V".to_string(), "1".to_string())]);
-        assert_eq!(history_created_by(&steps[4], Some(&argv), &args, None), "|1 V=1 /bin/sh -c apt-get update");
+        assert_eq!(history("FROM x\nRUN apt-get update\n", Some(&argv), &args), ["|1 V=1 /bin/sh -c apt-get update"]);
+    }
+
+    #[test]
+    fn metadata_history_uses_the_current_shell_and_go_formats() {
+        let lines = history(
+            "FROM x\nSHELL [\"/bin/sh\", \"-ec\"]\nCMD echo hi\nHEALTHCHECK --interval=90s --timeout=1500ms --retries=4 CMD wget x || exit 1\nHEALTHCHECK NONE\n",
+            None,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            lines,
+            [
+                "/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]",
+                "/bin/sh -ec #(nop)  CMD [\"/bin/sh\" \"-ec\" \"echo hi\"]",
+                "/bin/sh -ec #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget x || exit 1\"] \"1m30s\" \"1.5s\" \"0s\" '\\x04'}",
+                "/bin/sh -ec #(nop)  HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}",
+            ]
+        );
+        assert_eq!(go_quoted_rune(10), "'\\n'");
+        assert_eq!(go_quoted_rune(65), "'A'");
+        assert_eq!(go_duration(500_000_000), "500ms");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
     }
 
     #[test]
