@@ -19,6 +19,7 @@ use crate::engine::config::{
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
+use crate::engine::destination::{apply_to_tree, apply_to_upper, DestinationResolver, DirOwnerMode};
 use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::BuildError;
@@ -235,7 +236,7 @@ impl StageExecutor<'_> {
         config.created = Some(self.created.clone());
         let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
         if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
-            let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+            let created_by = history_created_by(&step.instruction, &config.config, None, &step.build_args, None);
             return Ok((self.commit(state, config, None, created_by)?, None));
         }
         let work = self.store.work_dir()?;
@@ -243,7 +244,7 @@ impl StageExecutor<'_> {
         fs::create_dir_all(&upper)?;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
-                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                let created_by = history_created_by(&step.instruction, &config.config, None, &step.build_args, None);
                 if !self.make_workdir(step, state, &config.config, &upper)? {
                     return Ok((self.commit(state, config, None, created_by)?, None));
                 }
@@ -251,11 +252,11 @@ impl StageExecutor<'_> {
             }
             Instruction::Run(run) => {
                 let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
-                (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
+                (history_created_by(&step.instruction, &config.config, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
                 let (summary, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
-                (history_created_by(&step.instruction, None, &step.build_args, Some(&summary)), tree)
+                (history_created_by(&step.instruction, &config.config, None, &step.build_args, Some(&summary)), tree)
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
@@ -445,9 +446,14 @@ impl StageExecutor<'_> {
             .rev()
             .find(|n| view.is_dir(&format!("/{}", components[..*n].join("/"))))
             .unwrap_or(0);
-        let (real, _) = view
-            .resolve(&format!("/{}", components[..existing].join("/")), true)
-            .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // `/` always exists, even in an image without layers (FROM scratch).
+        let real = if existing == 0 {
+            Vec::new()
+        } else {
+            view.resolve(&format!("/{}", components[..existing].join("/")), true)
+                .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?
+                .0
+        };
         let mut host = upper.to_path_buf();
         let mut times = Vec::new();
         for n in 1..=real.len() {
@@ -525,6 +531,9 @@ impl StageExecutor<'_> {
             Some(m) => Some(parse_chmod(m).map_err(step_error)?),
             None => None,
         };
+        let uid_gid = chown.unwrap_or((0, 0));
+        let mut resolver = DestinationResolver::new(target_view()?);
+        let mut created: Vec<(String, DirOwnerMode)> = Vec::new();
         let (heredoc_sources, files): (Vec<&String>, Vec<&String>) =
             fc.sources.iter().partition(|s| fc.heredoc_for(s).is_some());
         let (urls, files): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|s| is_url(s));
@@ -553,6 +562,8 @@ impl StageExecutor<'_> {
         if fc.sources.len() > 1 && !dest_is_dir {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
+        // Whether each source (after wildcards) is a directory, for the history line.
+        let mut sources_copied: Vec<bool> = vec![false; urls.len() + heredoc_sources.len()];
         let mut extracted = false;
         if !files.is_empty() {
             match &fc.from {
@@ -570,22 +581,48 @@ impl StageExecutor<'_> {
                                     && is_archive(&self.context.root.join(&e.path))
                             })
                     });
+                    sources_copied.extend(archives.iter().map(|_| false));
+                    sources_copied.extend(
+                        plain.iter().map(|r| r.root.as_ref().is_none_or(|e| e.kind == crate::context::EntryKind::Dir)),
+                    );
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
-                        self.extract_archive(step, &self.context.root.join(&archive.path), upper, &dest, chown)?;
+                        let real = resolver.directory(&dest);
+                        let made = DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 };
+                        created.extend(created_components(&real, &resolver).into_iter().map(|p| (p, made)));
+                        self.extract_archive(step, &self.context.root.join(&archive.path), upper, &real, chown)?;
                         extracted = true;
                     }
-                    items.extend(
+                    // With no `.` among the sources, the destination directory is only made
+                    // to hold them: 0755, as Docker makes it, not the context root's mode.
+                    let copies_context_root = plain.iter().any(|r| r.root.is_none());
+                    let planned =
                         plan_from_context(keyword, &self.context.root, &plain, &dest, dest_is_dir, fc.parents)
-                            .map_err(step_error)?,
-                    );
+                            .map_err(step_error)?;
+                    if let Some(first) = planned.first() {
+                        if first.kind == EntryType::Dir && first.host == self.context.root && !copies_context_root {
+                            let real = resolver.directory(&first.dest);
+                            created.push((real, DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 }));
+                        }
+                    }
+                    items.extend(planned);
                 }
                 Some(from) => {
                     let source = self.copy_source_image(stage, from, done)?;
                     let view = MergedView::new(&self.unpacked(&source)?);
+                    sources_copied.extend(files.iter().map(|f| view.is_dir(f)));
                     items
                         .extend(plan_from_image(keyword, from, &view, &files, &dest, dest_is_dir).map_err(step_error)?);
                 }
             }
+        }
+        // Destinations go through the image's symlinks; directories it has keep their owner
+        // and mode, and made ones get theirs (see `engine::destination`).
+        for item in items.iter_mut() {
+            resolver.item(item);
+        }
+        let mut rules = resolver.into_existing();
+        for (path, made) in created {
+            rules.entry(path).or_insert(made);
         }
         let copying = Instant::now();
         let opts = CopyOptions { chown, chmod };
@@ -593,15 +630,25 @@ impl StageExecutor<'_> {
         // stage reads the result soon, the layer is written straight from the sources.
         let tree = if extracted || self.unpacked_soon(stage, step) {
             materialize(upper, &items, &opts).map_err(step_error)?;
+            apply_to_upper(upper, &rules)?;
             None
         } else {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
+            let mut tree = layer_tree(&items, &opts, now as i64).map_err(step_error)?;
+            apply_to_tree(&mut tree, &rules);
+            Some(tree)
         };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
+        // Classic's words: `[--chown=U]<file|dir|multi>:<hex> in <dest as written> `.
         let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
-        let kind = if items.len() == 1 { "file" } else { "dir" };
-        Ok((format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)), tree))
+        let hex = digest.rsplit(':').next().unwrap_or_default();
+        let kind = match sources_copied.as_slice() {
+            [] | [false] => "file",
+            [true] => "dir",
+            _ => "multi",
+        };
+        let chown_text = fc.chown.as_ref().map(|spec| format!("--chown={spec}")).unwrap_or_default();
+        Ok((format!("{chown_text}{kind}:{hex} in {} ", fc.dest), tree))
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
@@ -873,4 +920,19 @@ fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// The components of the directory `real` that `resolver` did not find in the image (the ones
+/// a copy into it creates), outermost first.
+fn created_components(real: &str, resolver: &DestinationResolver) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut path = String::new();
+    for comp in real.split('/').filter(|c| !c.is_empty()) {
+        path.push('/');
+        path.push_str(comp);
+        if !resolver.has_directory(&path) {
+            out.push(path.clone());
+        }
+    }
+    out
 }
