@@ -179,4 +179,33 @@ pub struct CaseOptions {
     pub rootless: bool,
     #[serde(default)]
     pub allow: Vec<String>,
+    /// For what Docker 20.10 cannot build (`builders = []`): files rbuild's image must hold,
+    /// by path, with this content, as the cited BuildKit documentation says.
+    pub documented: Option<Documented>,
+}
+
+/// Expected files taken from BuildKit's documentation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Documented {
+    /// Where the semantics are documented.
+    pub source: String,
+    pub files: BTreeMap<String, String>,
+}
+
+/// What differs between rbuild's image and the documented files.
+pub fn documented_differences(ours: &Image, documented: &Documented) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, content) in &documented.files {
+        let want = crate::image::sha256_hex(content.as_bytes());
+        match ours.files.get(path) {
+            Some(node) if node.kind == "file" && node.sha256.as_deref() == Some(want.as_str()) => {}
+            other => out.push(format!(
+                "{path}: rbuild {} vs documented file with {content:?} ({})",
+                describe(other),
+                documented.source
+            )),
+        }
+    }
+    out
 }
