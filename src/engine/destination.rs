@@ -108,9 +108,14 @@ impl<'v> DestinationResolver<'v> {
         self.existing.contains_key(path)
     }
 
-    /// The directories seen so far that the image already has, with their owner and mode.
-    pub fn into_existing(self) -> DirRules {
-        self.existing
+    /// The directories that keep their owner and mode: the destination directory `dir` (as
+    /// the text names it) and its ancestors, where the image has them. A directory copied from
+    /// the sources onto one the image has takes the source's, as BuildKit's copy does.
+    pub fn into_kept(mut self, dir: &str) -> DirRules {
+        let real = self.directory(dir);
+        let mut kept = self.existing;
+        kept.retain(|path, _| path == "/" || *path == real || real.starts_with(&format!("{path}/")));
+        kept
     }
 }
 
@@ -198,9 +203,8 @@ mod tests {
             resolver.item(&mut it);
             assert_eq!(it.dest, want, "{dest}");
         }
-        let existing = resolver.into_existing();
-        assert_eq!(existing["/realdir"].mode, 0o755);
-        assert!(existing.contains_key("/data/real") && !existing.contains_key("/new"));
+        let kept = resolver.into_kept("/data/rel/sub");
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["/data", "/data/real"]);
     }
 
     #[test]
@@ -208,8 +212,7 @@ mod tests {
         let layer = layer();
         let view = MergedView::new(&[layer.path().to_path_buf()]);
         let mut resolver = DestinationResolver::new(&view);
-        resolver.directory("/tmp");
-        let rules = resolver.into_existing();
+        let rules = resolver.into_kept("/tmp");
         assert_eq!(rules["/tmp"].mode, 0o1777);
         let upper = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(upper.path().join("tmp")).expect("mkdir");

@@ -620,7 +620,8 @@ impl StageExecutor<'_> {
         for item in items.iter_mut() {
             resolver.item(item);
         }
-        let mut rules = resolver.into_existing();
+        let dest_dir = if dest_is_dir { dest.as_str() } else { dest.rsplit_once('/').map_or("/", |(p, _)| p) };
+        let mut rules = resolver.into_kept(if dest_dir.is_empty() { "/" } else { dest_dir });
         for (path, made) in created {
             rules.entry(path).or_insert(made);
         }
