@@ -211,7 +211,7 @@ mod tests {
     fn existing_directories_keep_owner_and_mode() {
         let layer = layer();
         let view = MergedView::new(&[layer.path().to_path_buf()]);
-        let mut resolver = DestinationResolver::new(&view);
+        let resolver = DestinationResolver::new(&view);
         let rules = resolver.into_kept("/tmp");
         assert_eq!(rules["/tmp"].mode, 0o1777);
         let upper = tempfile::tempdir().expect("tempdir");
