@@ -225,3 +225,31 @@ fn a_tar_context_on_stdin_builds_the_same_image() {
     assert_eq!(cached_steps(&from_stdin), 6, "same content, same keys: {from_stdin}");
     assert_eq!(built_id(&from_stdin), from_dir);
 }
+
+#[test]
+fn a_failing_run_exits_with_its_status_and_global_args_are_steps() {
+    // As `DOCKER_BUILDKIT=0 docker build`: the ARGs before FROM are steps 1 and 2 (printing
+    // nothing more), and the build exits with the failing command's status.
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = t.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("Dockerfile"), "ARG X=1\nARG Y=2\nFROM busybox\nRUN echo hi\nRUN exit 3\n").expect("write");
+    let out = rbuild(&root, &["build", ctx.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let steps: Vec<&str> = text.lines().filter(|l| l.starts_with("Step ")).collect();
+    assert_eq!(
+        steps,
+        [
+            "Step 1/5 : ARG X=1",
+            "Step 2/5 : ARG Y=2",
+            "Step 3/5 : FROM busybox",
+            "Step 4/5 : RUN echo hi",
+            "Step 5/5 : RUN exit 3"
+        ]
+    );
+    assert!(text.starts_with("Sending build context"), "{text}");
+    assert!(text.contains("Step 2/5 : ARG Y=2\nStep 3/5 : FROM busybox\n ---> "), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), "{err}");
+}

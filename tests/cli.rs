@@ -236,3 +236,53 @@ fn a_stage_the_target_does_not_need_is_not_pulled() {
         assert!(!out.contains("\"event\":\"pull\""), "nothing is pulled: {out}");
     }
 }
+
+#[test]
+fn invalid_references_are_refused_before_any_registry() {
+    assert_user_error("FROM UPPER:tag\n", 1, 6, "invalid reference format \"UPPER:tag\"");
+    assert_user_error("FROM a:b:c\n", 1, 6, "invalid reference format \"a:b:c\"");
+    assert_user_error("FROM x@sha256:1234\nRUN true\n", 1, 6, "invalid reference format \"x@sha256:1234\"");
+    assert_user_error("FROM busybox\nCOPY --from=Bad:Tag / /\n", 2, 13, "invalid reference format \"Bad:Tag\"");
+}
+
+#[test]
+fn a_stage_that_names_itself_is_refused() {
+    assert_user_error("FROM a AS a\nRUN true\n", 1, 6, "stage a refers to itself");
+}
+
+#[test]
+fn an_unset_arg_in_from_or_an_empty_mount_from_says_so() {
+    assert_user_error("ARG X\nFROM platform-${X}\n", 2, 6, "($X not set: declare it with ARG before the first FROM");
+    assert_user_error(
+        "FROM busybox\nARG S\nRUN --mount=from=$S,target=/x true\n",
+        3,
+        1,
+        "from= is empty: name an earlier stage",
+    );
+}
+
+#[test]
+fn an_empty_build_arg_is_an_error() {
+    let dir = context_with("FROM busybox\n");
+    let (code, _, err) = run(rbuild().args(["build", "--dry-run", "--build-arg", ""]).arg(dir.path()));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("invalid --build-arg \"\": expected NAME=VALUE or NAME"), "{err}");
+}
+
+#[test]
+fn run_and_rmi_say_the_cause_once_and_blame_no_daemon() {
+    let store = tempfile::tempdir().expect("temp dir");
+    let rb = || {
+        let mut c = rbuild();
+        c.env("RBUILD_ROOT", store.path());
+        c
+    };
+    let (code, _, err) = run(rb().args(["rmi", "nothere"]));
+    assert_eq!((code, err.as_str()), (1, "Error: No such image: nothere\n"));
+    let (code, _, err) = run(rb().args(["run", "--rm", "UPPER:tag", "true"]));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("Error: invalid reference format \"UPPER:tag\""), "{err}");
+    let (code, _, err) = run(rb().args(["run", "--rm", "nothere", "true"]));
+    assert_eq!((code, err.as_str()), (1, "Error: No such image: nothere\n"));
+}

@@ -217,6 +217,27 @@ fn write_layer_leaves_no_file_when_the_upper_dir_is_missing() {
 }
 
 #[test]
+fn wh_files_are_whiteouts_only_from_fuse_overlayfs_and_refused_otherwise() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upper = tmp.path().join("upper");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(upper.join("d")).expect("mkdir");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(upper.join("d/.wh.gone"), "").expect("write");
+    std::fs::write(upper.join("d/.wh..wh..opq"), "").expect("write");
+    // A kernel-overlay upper dir or a COPY: a file with that name is refused, naming it.
+    let err = write_layer(&upper, &out, &DiffOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("/d/.wh.") && err.to_string().contains("reserved"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).expect("read_dir").count(), 0, "a partial blob was left");
+    // fuse-overlayfs writes such files as its whiteouts: they are encoded as whiteouts.
+    let opts = DiffOptions { compression: Compression::None, whiteout_files: true, ..DiffOptions::default() };
+    let layer = commit(&upper, &out, &opts);
+    let listing = std::process::Command::new("tar").arg("-tf").arg(&layer.path).output().expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert_eq!(names.lines().collect::<Vec<_>>(), vec!["d/", "d/.wh..wh..opq", "d/.wh.gone"], "{names}");
+}
+
+#[test]
 fn changes_lists_added_changed_and_deleted_paths() {
     if !common::require(common::is_root(), "root (mknod 0/0, trusted.* xattrs)") {
         return;

@@ -207,3 +207,16 @@ fn escape_directive_applies_to_expansion() {
     let p = plan("# escape=`\nFROM busybox\nENV A=x`$B\n");
     assert_eq!(p.stages[0].steps[1].canonical, "ENV A=\"x\\$B\"");
 }
+
+#[test]
+fn a_self_doubling_variable_stops_with_the_line_that_overflows() {
+    // 16 bytes doubled 16 times is exactly the limit (1 MiB); the 17th doubling is one too many.
+    let text = format!("FROM busybox\nENV A=0123456789abcdef\n{}", "ENV A=${A}${A}\n".repeat(40));
+    let error = match parse_and_lower(&text, "Dockerfile", &LowerOptions::default()) {
+        Ok(_) => panic!("a 2^40-fold expansion was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!((error.file.as_str(), error.line), ("Dockerfile", 19), "{}", error.render());
+    assert!(error.headline().starts_with("Dockerfile:19:"), "{}", error.headline());
+    assert!(error.message.contains("variable expansion is too long"), "{}", error.message);
+}

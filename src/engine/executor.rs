@@ -29,8 +29,8 @@ use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
-use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
-use crate::store::{ImageStore, LayerBlob, PutImage, StoredImage};
+use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
+use crate::store::{ImageBatch, ImageStore, LayerBlob, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
 const NOT_IN_STORE: &str = "the image is not in the local store";
@@ -98,6 +98,33 @@ impl StageRunner for StageExecutor<'_> {
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
     ) -> Result<ImageState, BuildError> {
+        // The stage's images enter the index together, and their cache records after them,
+        // however the stage ends: a failed step's last good image can be run.
+        let mut pending = PendingImages { batch: self.store.image_batch()?, records: Vec::new() };
+        let result = self.run_steps(stage, done, cancel, &mut pending);
+        let committed = self.store.commit_batch(pending.batch).map_err(BuildError::from).and_then(|()| {
+            pending.records.iter().try_for_each(|record| self.cache.put(record).map_err(BuildError::from))
+        });
+        let state = result?;
+        committed?;
+        Ok(state)
+    }
+}
+
+/// What a stage made that the store and the cache do not list yet.
+struct PendingImages {
+    batch: ImageBatch,
+    records: Vec<CacheRecord>,
+}
+
+impl StageExecutor<'_> {
+    fn run_steps(
+        &self,
+        stage: &Stage,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+        cancel: &Cancel,
+        pending: &mut PendingImages,
+    ) -> Result<ImageState, BuildError> {
         let mut state = self.base_state(stage, done)?;
         let mut config_state = StageConfigState::default();
         let mut missed = false;
@@ -148,14 +175,14 @@ impl StageRunner for StageExecutor<'_> {
             };
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
-            let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel)?;
+            let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel, pending)?;
             let image_id = next.id().unwrap_or_default();
-            self.cache.put(&CacheRecord {
+            pending.records.push(CacheRecord {
                 image: image_id.clone(),
                 key: step.cache_key.clone(),
                 inputs: step.key_inputs.clone(),
                 created: chrono::Utc::now().to_rfc3339(),
-            })?;
+            });
             state = next;
             self.emit(BuildEvent::StepDone {
                 step: step.number,
@@ -205,10 +232,13 @@ impl StageExecutor<'_> {
                 .get(index)
                 .map(|s| (**s).clone())
                 .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
-            StageBase::Image { reference } => {
-                let stored = self.store.resolve(reference).map_err(|_| BuildError::BaseImageMissing {
-                    reference: reference.clone(),
-                    reason: NOT_IN_STORE.into(),
+            StageBase::Image { reference, id } => {
+                let stored = self.store.resolve(id.as_deref().unwrap_or(reference)).map_err(|e| match e {
+                    StoreError::NoSuchImage(_) => {
+                        BuildError::BaseImageMissing { reference: reference.clone(), reason: NOT_IN_STORE.into() }
+                    }
+                    // Damaged: say so (and how to repair) rather than blame a registry.
+                    e => BuildError::Store(e),
                 })?;
                 let mut state = self.state_of(stored)?;
                 // The base's ONBUILD triggers run in this stage (lowering put them after the
@@ -223,6 +253,7 @@ impl StageExecutor<'_> {
     }
 
     /// Runs a step that missed the cache and stores the image it makes.
+    #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
         stage: &Stage,
@@ -231,27 +262,31 @@ impl StageExecutor<'_> {
         config_state: &mut StageConfigState,
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
+        pending: &mut PendingImages,
     ) -> Result<(ImageState, Option<u64>), BuildError> {
         let mut config = state.config.clone();
         config.created = Some(self.created.clone());
         let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
         if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
             let created_by = history_created_by(&step.instruction, &config.config, None, &step.build_args, None);
-            return Ok((self.commit(state, config, None, created_by)?, None));
+            return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
         }
         let work = self.store.work_dir()?;
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
+        // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a name is refused.
+        let mut whiteout_files = false;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
                 let created_by = history_created_by(&step.instruction, &config.config, None, &step.build_args, None);
                 if !self.make_workdir(step, state, &config.config, &upper)? {
-                    return Ok((self.commit(state, config, None, created_by)?, None));
+                    return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
                 }
                 (created_by, None)
             }
             Instruction::Run(run) => {
-                let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
+                let (argv, overlay) = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
+                whiteout_files = overlay == OverlayKind::Fuse;
                 (history_created_by(&step.instruction, &config.config, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
@@ -261,9 +296,10 @@ impl StageExecutor<'_> {
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
         let committing = Instant::now();
+        let diff = DiffOptions { whiteout_files, ..self.diff.clone() };
         let layer = match &tree {
-            Some(tree) => write_layer_tree(tree, work.path(), &self.diff)?,
-            None => write_layer(&upper, work.path(), &self.diff)?,
+            Some(tree) => write_layer_tree(tree, work.path(), &diff)?,
+            None => write_layer(&upper, work.path(), &diff)?,
         };
         tracing::debug!(
             step = step.number,
@@ -273,7 +309,7 @@ impl StageExecutor<'_> {
         );
         if layer.empty {
             let _ = std::fs::remove_file(&layer.path);
-            return Ok((self.commit(state, config, None, created_by)?, Some(0)));
+            return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, Some(0)));
         }
         let digest: Sha256Digest = layer.digest.parse().map_err(|e| BuildError::Internal(format!("{e}")))?;
         let diff_id: Sha256Digest = layer.diff_id.parse().map_err(|e| BuildError::Internal(format!("{e}")))?;
@@ -289,7 +325,7 @@ impl StageExecutor<'_> {
         }
         let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
         let size = layer.uncompressed_size;
-        let image = self.commit(state, config, Some(blob), created_by)?;
+        let image = self.commit(&mut pending.batch, state, config, Some(blob), created_by)?;
         drop(work);
         Ok((image, Some(size)))
     }
@@ -298,6 +334,7 @@ impl StageExecutor<'_> {
     /// with a history entry for the step.
     fn commit(
         &self,
+        batch: &mut ImageBatch,
         parent: &ImageState,
         mut config: ImageConfigFile,
         layer: Option<LayerBlob>,
@@ -318,7 +355,7 @@ impl StageExecutor<'_> {
         config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
-        let stored = self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent: parent_id })?;
+        let stored = self.store.put_image_in_batch(batch, &json, &layers, parent_id)?;
         Ok(ImageState { stored: Some(stored), config })
     }
 
@@ -349,7 +386,7 @@ impl StageExecutor<'_> {
         work: &std::path::Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
-    ) -> Result<Vec<String>, BuildError> {
+    ) -> Result<(Vec<String>, OverlayKind), BuildError> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
@@ -413,7 +450,7 @@ impl StageExecutor<'_> {
                 last_image: state.id(),
             });
         }
-        Ok(argv)
+        Ok((argv, exit.overlay))
     }
 
     /// WORKDIR makes its directory, as BuildKit does: every missing component is created in

@@ -11,7 +11,7 @@
 //! | `event` | fields |
 //! |---|---|
 //! | `build_started` | `context_files`, `context_bytes`, `total_steps` |
-//! | `step_started` | `step`, `total`, `stage`, `instruction` (as written), `cache_key` |
+//! | `step_started` | `step`, `total`, `stage`, `instruction` (as written), `cache_key` (empty for an ARG before the first FROM: a step that runs nothing and has no `step_done`) |
 //! | `cache_hit` | `step`, `image_id` |
 //! | `cache_miss` | `step`, `reason` (object: `reason` plus its details, see below), `message` (human text) |
 //! | `container_started` | `step`, `container_id` |

@@ -44,6 +44,13 @@ impl TtyRenderer {
 impl Renderer for TtyRenderer {
     fn render(&mut self, event: &BuildEvent) -> io::Result<()> {
         match event {
+            BuildEvent::StepStarted { step, total, instruction, cache_key, .. } if cache_key.is_empty() => {
+                // An ARG before the first FROM: nothing runs, nothing follows.
+                let bar = self.bars.add(ProgressBar::new_spinner());
+                bar.set_style(self.finished.clone());
+                bar.set_prefix(format!("[{step}/{total}]"));
+                bar.finish_with_message(instruction.clone());
+            }
             BuildEvent::StepStarted { step, total, instruction, .. } => {
                 let bar = self.bars.add(ProgressBar::new_spinner());
                 bar.set_style(self.running.clone());

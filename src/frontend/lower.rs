@@ -13,7 +13,9 @@ use crate::frontend::ast::{Dockerfile, Node};
 use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, MountType, RunInstruction, SourceRef};
 use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
-use crate::plan::{BuildPlan, CacheKey, CacheKeyInputs, Dependency, SourceInputs, Stage, StageBase, Step};
+use crate::plan::{
+    BuildPlan, CacheKey, CacheKeyInputs, Dependency, GlobalArgStep, SourceInputs, Stage, StageBase, Step,
+};
 
 /// Docker's default PATH, given to every stage whose base sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -99,6 +101,8 @@ impl std::fmt::Display for Platform {
 pub struct ResolvedImage {
     /// The manifest digest: it enters the FROM step's cache key.
     pub digest: String,
+    /// The image ID (config digest): what the stage runs on.
+    pub id: String,
     /// The image's ENV, visible to expansion in the stage.
     pub env: Vec<(String, String)>,
     /// The image's ONBUILD triggers: they run as the first steps of a stage built FROM it.
@@ -334,6 +338,14 @@ impl<'a> Lowering<'a> {
                 format!("stage {value:?} is defined after this instruction: a stage can only use earlier stages"),
             ));
         }
+        if value.is_empty() {
+            return Err(self.src.error_at(
+                node,
+                &node.keyword,
+                "from= is empty: name an earlier stage, a stage index or an image (did a variable expand to nothing?)",
+            ));
+        }
+        check_reference(value).map_err(|e| self.src.error_at(node, value, e))?;
         Ok(Dependency::Image { reference: value.to_string() })
     }
 
@@ -347,8 +359,23 @@ impl<'a> Lowering<'a> {
         };
         let global_args = self.global_scope_args();
         let global_scope = Scope { env: &[], args: &global_args };
-        let (image, used) = self.expand_word(from_node, &image, &global_scope)?;
+        let written = image;
+        let (image, used) = self.expand_word(from_node, &written, &global_scope)?;
         self.consumed.extend(used);
+        // Say which variables were unset: `FROM platform-${X}` with no X is the user's doing,
+        // not a registry's.
+        let unset: Vec<String> = self
+            .lex
+            .process_word_with_matches(&written, &global_scope)
+            .map(|e| e.unmatched.into_iter().collect())
+            .unwrap_or_default();
+        let unset_note = match unset.as_slice() {
+            [] => String::new(),
+            names => format!(
+                " ({} not set: declare it with ARG before the first FROM, or pass --build-arg)",
+                names.iter().map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+            ),
+        };
         if image.trim().is_empty() {
             return Err(self.src.error_at(
                 from_node,
@@ -360,6 +387,14 @@ impl<'a> Lowering<'a> {
             Some(p) => Some(self.expand_word(from_node, &p, &global_scope)?.0),
             None => None,
         };
+        let refers_to_itself = stage_name.as_deref().is_some_and(|name| name.eq_ignore_ascii_case(&image));
+        if let (true, Some(name)) = (refers_to_itself && self.find_stage(&image).is_none(), &stage_name) {
+            return Err(self.src.error_at(
+                from_node,
+                &image,
+                format!("stage {name} refers to itself: FROM {image} AS {name} names no earlier stage, and a stage cannot build on itself"),
+            ));
+        }
         if let Some(name) = &stage_name {
             if self.find_stage(name).is_some() {
                 return Err(self.src.error_at(from_node, name, format!("duplicate stage name {name:?}")));
@@ -382,14 +417,20 @@ impl<'a> Lowering<'a> {
             let env = self.final_env.get(base_index).cloned().unwrap_or_default();
             (StageBase::Stage { index: base_index }, format!("stage:{key}"), env)
         } else {
+            check_reference(&image).map_err(|e| self.src.error_at(from_node, &written, format!("{e}{unset_note}")))?;
+            if !unset_note.is_empty() {
+                self.warnings
+                    .push(format!("{}:{}: FROM {written} is {image}{unset_note}", self.df.file, from_node.start_line));
+            }
             let resolved = self.opts.images.and_then(|r| r.resolve(&image));
             let parent = match &resolved {
                 Some(r) => format!("image:{}", r.digest),
                 None => format!("image:{image}"),
             };
+            let id = resolved.as_ref().map(|r| r.id.clone());
             let (env, triggers) = resolved.map(|r| (r.env, r.on_build)).unwrap_or_default();
             on_build = triggers;
-            (StageBase::Image { reference: image.clone() }, parent, env)
+            (StageBase::Image { reference: image.clone(), id }, parent, env)
         };
         let mut env = env;
         // Like BuildKit, a stage whose base sets no PATH gets Docker's default one, and
@@ -646,7 +687,17 @@ impl<'a> Lowering<'a> {
                 }
             }
         }
-        let mut number = 0;
+        let first_from = self.df.instructions.iter().position(|n| n.keyword.eq_ignore_ascii_case("from"));
+        let global_arg_steps: Vec<GlobalArgStep> = self.df.instructions[..first_from.unwrap_or(0)]
+            .iter()
+            .enumerate()
+            .map(|(i, node)| GlobalArgStep {
+                number: i + 1,
+                line: node.start_line,
+                original: node.original.trim().to_string(),
+            })
+            .collect();
+        let mut number = global_arg_steps.len();
         for stage in self.stages.iter_mut().filter(|s| needed[s.index]) {
             for step in &mut stage.steps {
                 number += 1;
@@ -671,10 +722,19 @@ impl<'a> Lowering<'a> {
             needed,
             target,
             global_args: self.global_declared,
+            global_arg_steps,
             unconsumed_build_args: unconsumed,
             warnings: self.warnings,
         })
     }
+}
+
+/// Refuses an image name Docker would refuse (`UPPER:tag`, `a:b:c`, `x@sha256:1234`) before
+/// anything asks a registry for it. The grammar is the store's [`ImageReference`] (one owner).
+///
+/// [`ImageReference`]: crate::store::reference::ImageReference
+fn check_reference(reference: &str) -> Result<(), String> {
+    crate::store::reference::ImageReference::parse(reference).map(drop).map_err(|e| e.to_string())
 }
 
 fn is_url(s: &str) -> bool {

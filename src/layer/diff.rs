@@ -5,7 +5,10 @@
 //! with an `overlay.whiteout` xattr) become `.wh.<name>` entries; a directory marked opaque
 //! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` in userxattr mode, or
 //! `user.fuseoverlayfs.opaque=y`) is followed by a `.wh..wh..opq` entry, as the OCI image spec
-//! describes. Within each directory the opaque marker comes first, then whiteouts, then the
+//! describes. The `.wh.` prefix is reserved for those markers: a file so named in an upper
+//! dir or a COPY tree is refused (it would be a file where it was built and a whiteout wherever
+//! the image is unpacked), except in an upper dir written by fuse-overlayfs, whose own whiteout
+//! files use that name ([`DiffOptions::whiteout_files`]). Within each directory the opaque marker comes first, then whiteouts, then the
 //! other entries, each group sorted by name bytes, so the same tree always gives the same tar.
 //!
 //! [`write_layer`] makes one streaming pass: tar bytes -> sha256 (diff_id) -> compressor
@@ -53,6 +56,10 @@ pub struct DiffOptions {
     pub threads: usize,
     /// `SOURCE_DATE_EPOCH`: when set, every timestamp later than it is clamped to it.
     pub source_date_epoch: Option<i64>,
+    /// The upper dir was written by fuse-overlayfs, which records a whiteout it cannot make
+    /// as a device as a `.wh.<name>` file (and refuses such names from the container): such
+    /// files are whiteouts. Otherwise a `.wh.` name in the upper dir is refused.
+    pub whiteout_files: bool,
 }
 
 impl DiffOptions {
@@ -126,6 +133,17 @@ pub enum LayerError {
     FileChanged { path: PathBuf, expected: u64 },
     #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
     SourceDateEpoch { value: String },
+    #[error(
+        "{}{}: names starting with {WHITEOUT_PREFIX:?} are reserved for whiteouts in image layers; rename it",
+        shown_layer_path(layer_path),
+        host_file.as_ref().map(|s| format!(" (from {})", s.display())).unwrap_or_default()
+    )]
+    ReservedName { layer_path: Vec<u8>, host_file: Option<PathBuf> },
+}
+
+/// `/a/b` for the layer path `a/b`, as a user sees it in the image.
+fn shown_layer_path(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
@@ -167,6 +185,7 @@ fn write_blob(
         buf: vec![0u8; 1 << 20],
         blob_path: blob.path.clone(),
         entries: 0,
+        whiteout_files: opts.whiteout_files,
     };
     feed(&mut walk)?;
     let entries = walk.entries;
@@ -241,7 +260,7 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
         let child_rel = rel.join(&name);
         let abs = dir.join(&name);
         let shown = Path::new("/").join(&child_rel);
-        if let Some(hidden) = whiteout_target(&abs, &name, &meta) {
+        if let Some(hidden) = whiteout_target(&abs, &name, &meta, true) {
             out.push(Change { kind: ChangeKind::Deleted, path: Path::new("/").join(rel).join(hidden) });
             continue;
         }
@@ -251,7 +270,7 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
         let in_lower = lower_has(lowers, &child_rel);
         out.push(Change { kind: if in_lower { ChangeKind::Changed } else { ChangeKind::Added }, path: shown.clone() });
         if meta.is_dir() {
-            if in_lower && is_opaque(&abs)? {
+            if in_lower && is_opaque(&abs, true)? {
                 let upper_names: BTreeSet<OsString> = sorted_children(&abs)?.into_iter().map(|(n, _)| n).collect();
                 for hidden in lower_children(lowers, &child_rel) {
                     if !upper_names.contains(&hidden) {
@@ -279,7 +298,7 @@ fn lower_has(lowers: &[PathBuf], rel: &Path) -> bool {
                 return false;
             }
             prefix.push(component);
-            if prefix != rel && is_opaque(&lower.join(&prefix)).unwrap_or(false) {
+            if prefix != rel && is_opaque(&lower.join(&prefix), true).unwrap_or(false) {
                 return false;
             }
         }
@@ -292,7 +311,7 @@ fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
     for lower in lowers {
         if let Ok(children) = sorted_children(&lower.join(rel)) {
             for (name, meta) in children {
-                if whiteout_target(&lower.join(rel).join(&name), &name, &meta).is_none()
+                if whiteout_target(&lower.join(rel).join(&name), &name, &meta, true).is_none()
                     && name.as_bytes() != OPAQUE_MARKER.as_bytes()
                 {
                     names.insert(name);
@@ -313,14 +332,15 @@ fn is_whiteout_node(path: &Path) -> bool {
     match path.symlink_metadata() {
         Ok(meta) => {
             let name = path.file_name().unwrap_or_default().to_os_string();
-            whiteout_target(path, &name, &meta).is_some()
+            whiteout_target(path, &name, &meta, true).is_some()
         }
         Err(_) => false,
     }
 }
 
-/// If the upper-dir entry at `path` is a whiteout, the name it hides.
-fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsString> {
+/// If the upper-dir entry at `path` is a whiteout, the name it hides. `whiteout_files`: a
+/// `.wh.<name>` file is a whiteout (see [`DiffOptions::whiteout_files`]).
+fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata, whiteout_files: bool) -> Option<OsString> {
     let ft = meta.file_type();
     if ft.is_char_device() && meta.rdev() == 0 {
         return Some(name.clone());
@@ -328,7 +348,7 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsSt
     if ft.is_file() {
         let bytes = name.as_bytes();
         // fuse-overlayfs without mknod rights writes OCI-style whiteout files.
-        if bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
+        if whiteout_files && bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
             return Some(OsString::from_vec(bytes[WHITEOUT_PREFIX.len()..].to_vec()));
         }
         if meta.len() == 0 && WHITEOUT_XATTRS.iter().any(|x| matches!(xattr::get(path, x), Ok(Some(_)))) {
@@ -338,7 +358,7 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsSt
     None
 }
 
-fn is_opaque(dir: &Path) -> Result<bool, LayerError> {
+fn is_opaque(dir: &Path, whiteout_files: bool) -> Result<bool, LayerError> {
     for key in OPAQUE_XATTRS {
         match xattr::get(dir, key) {
             Ok(Some(v)) if v == b"y" => return Ok(true),
@@ -348,7 +368,7 @@ fn is_opaque(dir: &Path) -> Result<bool, LayerError> {
             Err(source) => return Err(LayerError::Read { path: dir.to_path_buf(), source }),
         }
     }
-    Ok(dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
+    Ok(whiteout_files && dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<(OsString, Metadata)>, LayerError> {
@@ -395,6 +415,8 @@ struct UpperWalk<W: Write> {
     buf: Vec<u8>,
     blob_path: PathBuf,
     entries: u64,
+    /// See [`DiffOptions::whiteout_files`].
+    whiteout_files: bool,
 }
 
 impl<W: Write> UpperWalk<W> {
@@ -438,7 +460,7 @@ impl<W: Write> UpperWalk<W> {
             p.extend_from_slice(name);
             p
         };
-        if !rel.is_empty() && is_opaque(dir)? {
+        if !rel.is_empty() && is_opaque(dir, self.whiteout_files)? {
             let meta = dir.symlink_metadata().map_err(read_err(dir))?;
             self.marker(join(OPAQUE_MARKER.as_bytes()), &meta)?;
         }
@@ -446,11 +468,14 @@ impl<W: Write> UpperWalk<W> {
         let mut whiteouts = Vec::new();
         for (name, meta) in children {
             let path = dir.join(&name);
-            if name.as_bytes() == OPAQUE_MARKER.as_bytes() {
+            if self.whiteout_files && name.as_bytes() == OPAQUE_MARKER.as_bytes() {
                 continue; // already written above (fuse-overlayfs marker file)
             }
-            match whiteout_target(&path, &name, &meta) {
+            match whiteout_target(&path, &name, &meta, self.whiteout_files) {
                 Some(hidden) => whiteouts.push((whiteout_name(&hidden), meta)),
+                None if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) => {
+                    return Err(LayerError::ReservedName { layer_path: join(name.as_bytes()), host_file: None })
+                }
                 None => regular.push((name, path, meta)),
             }
         }
@@ -523,6 +548,13 @@ impl<W: Write> UpperWalk<W> {
                 tar_path.push(b'/');
             }
             tar_path.extend_from_slice(name);
+            if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                let host_file = match &entry.kind {
+                    TreeEntryKind::File { source, .. } => Some(source.clone()),
+                    _ => None,
+                };
+                return Err(LayerError::ReservedName { layer_path: tar_path, host_file });
+            }
             let kind = match &entry.kind {
                 TreeEntryKind::Dir(_) => EntryKind::Dir,
                 TreeEntryKind::File { size, .. } => EntryKind::File { size: *size },

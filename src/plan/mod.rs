@@ -19,8 +19,10 @@ use crate::frontend::instructions::Instruction;
 pub enum StageBase {
     /// `FROM scratch`: an empty filesystem and an empty config.
     Scratch,
-    /// An image reference, as written after expansion (`busybox`, `localhost:5000/a/b:t`).
-    Image { reference: String },
+    /// An image reference, as written after expansion (`busybox`, `localhost:5000/a/b:t`), and
+    /// the image ID it named when the plan was made: the stage runs on that image even if the
+    /// tag moves or is removed meanwhile (a leased image outlives `rmi -f` of its tag).
+    Image { reference: String, id: Option<String> },
     /// An earlier stage of the same Dockerfile, by index.
     Stage { index: usize },
 }
@@ -83,6 +85,17 @@ pub struct Step {
     pub key_inputs: CacheKeyInputs,
 }
 
+/// An ARG before the first FROM. Classic `docker build` counts it as a step (`Step 1/5 : ARG
+/// X=1`) that prints nothing more; it has no image and no cache key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GlobalArgStep {
+    /// 1-based, before every stage's steps.
+    pub number: usize,
+    pub line: usize,
+    /// The instruction as written (the logical line).
+    pub original: String,
+}
+
 /// A lowered Dockerfile: the stages the target needs, in Dockerfile order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct BuildPlan {
@@ -97,6 +110,8 @@ pub struct BuildPlan {
     pub target: usize,
     /// ARGs declared before the first FROM, with their values after `--build-arg`.
     pub global_args: BTreeMap<String, Option<String>>,
+    /// The ARG instructions before the first FROM, numbered as the first steps.
+    pub global_arg_steps: Vec<GlobalArgStep>,
     /// `--build-arg` names that no planned stage declared (Docker's "were not consumed").
     pub unconsumed_build_args: Vec<String>,
     /// Non-fatal findings: parser warnings and lowering warnings, already formatted.
@@ -109,8 +124,9 @@ impl BuildPlan {
         self.stages.iter().filter(|s| self.needed.get(s.index).copied().unwrap_or(false))
     }
 
-    /// Number of steps that will run (the `M` in `Step N/M`).
+    /// Number of steps that will run (the `M` in `Step N/M`), counting the ARGs before the
+    /// first FROM as classic `docker build` does.
     pub fn step_count(&self) -> usize {
-        self.planned_stages().map(|s| s.steps.len()).sum()
+        self.global_arg_steps.len() + self.planned_stages().map(|s| s.steps.len()).sum::<usize>()
     }
 }

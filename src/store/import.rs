@@ -60,7 +60,18 @@ pub fn import_rootfs<R: Read>(
         let mut count = 0usize;
         for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
-            io::copy(&mut entry, &mut io::sink()).map_err(|e| bad(format!("truncated or corrupt tar archive: {e}")))?;
+            // Reading also writes the layer (the tee): a full disk is not a bad archive.
+            io::copy(&mut entry, &mut io::sink()).map_err(|e| {
+                if super::is_disk_full(&e) {
+                    StoreError::DiskFull {
+                        root: store.root().to_owned(),
+                        during: format!("importing {}", opts.source),
+                        source: e,
+                    }
+                } else {
+                    bad(format!("truncated or corrupt tar archive: {e}"))
+                }
+            })?;
             count += 1;
         }
         if count == 0 {

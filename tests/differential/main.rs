@@ -281,12 +281,28 @@ fn check_case(name: &str, case_dir: &Path) -> Result<(), Failed> {
     let work = suite.dir.path().join("cases").join(name);
     let context = work.join("context");
     make_context(case_dir, &context)?;
-    let flags = build_flags(&options);
+    let outcome = build_and_compare(name, suite, &options, &builders, allowed, &work, &context);
+    // The case's archives and context are not needed any more, whatever the outcome.
+    let _ = std::fs::remove_dir_all(&work);
+    outcome
+}
+
+/// Builds one case with rbuild and the Docker builders it names and compares the images.
+fn build_and_compare(
+    name: &str,
+    suite: &Suite,
+    options: &CaseOptions,
+    builders: &[String],
+    allowed: Vec<&Allowance>,
+    work: &Path,
+    context: &Path,
+) -> Result<(), Failed> {
+    let flags = build_flags(options);
     let tag = |builder: &str| format!("{PREFIX}-{name}:{builder}");
-    let ours = rbuild_build(&suite.store, &context, &tag("rbuild"), &flags, &work)?;
+    let ours = rbuild_build(&suite.store, context, &tag("rbuild"), &flags, work)?;
     let mut theirs: BTreeMap<&str, Built> = BTreeMap::new();
-    for builder in &builders {
-        let built = docker_build(builder == "buildkit", &context, &tag(builder), &flags, &work);
+    for builder in builders {
+        let built = docker_build(builder == "buildkit", context, &tag(builder), &flags, work);
         theirs.insert(builder.as_str(), built?);
     }
     if options.expect_fail {
@@ -301,6 +317,14 @@ fn check_case(name: &str, case_dir: &Path) -> Result<(), Failed> {
         if let Some(want) = options.exit_code {
             if code != Some(want) {
                 return Err(format!("{name}: rbuild exited {code:?}, want {want}:\n{output}").into());
+            }
+            // rbuild's exit code is classic docker's (BuildKit's CLI always exits 1).
+            if let Some(Built::Failed(classic, _)) = theirs.get("classic") {
+                if *classic != Some(want) {
+                    return Err(
+                        format!("{name}: classic docker exited {classic:?}: exit_code = {want} is wrong").into()
+                    );
+                }
             }
         }
         return Ok(());
@@ -331,7 +355,7 @@ fn check_case(name: &str, case_dir: &Path) -> Result<(), Failed> {
         return Err(format!("{name}: rbuild differs from docker:\n{}", problems.join("\n")).into());
     }
     if options.rootless {
-        sequence::check_rootless(name, &context, &flags, &suite.base_archive)?;
+        sequence::check_rootless(name, context, &flags, &suite.base_archive)?;
     }
     Ok(())
 }
@@ -376,8 +400,12 @@ fn main() {
         );
     }
     let conclusion = libtest_mimic::run(&arguments, trials);
-    if SUITE.get().is_some() {
+    if let Some(suite) = SUITE.get() {
         remove_docker_images();
+        // A static is never dropped: its temp dir (stores, contexts, archives) goes here.
+        if let Ok(suite) = suite {
+            let _ = std::fs::remove_dir_all(suite.dir.path());
+        }
     }
     conclusion.exit();
 }

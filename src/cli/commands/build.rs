@@ -15,6 +15,7 @@ use crate::cli::units::human_size_4 as human_size;
 use crate::cli::{Exit, Printer};
 use crate::context::BuildContext;
 use crate::engine::sources::ContextSources;
+use crate::engine::BuildError;
 use crate::frontend::lower::{lower, LowerOptions, Platform};
 use crate::frontend::parser;
 
@@ -116,11 +117,14 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         human_size(summary.bytes)
     ))?;
     let total = plan.step_count();
+    for arg in &plan.global_arg_steps {
+        printer.line(format!("Step {}/{} : {}", arg.number, total, arg.original))?;
+    }
     for stage in &plan.stages {
         let needed = plan.needed.get(stage.index).copied().unwrap_or(false);
         let base = match &stage.base {
             crate::plan::StageBase::Scratch => "scratch".to_string(),
-            crate::plan::StageBase::Image { reference } => reference.clone(),
+            crate::plan::StageBase::Image { reference, .. } => reference.clone(),
             crate::plan::StageBase::Stage { index } => format!("stage {index}"),
         };
         let status = if needed { "" } else { " (skipped: the target does not need it)" };
@@ -153,6 +157,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
     for item in raw {
         match item.split_once('=') {
             Some(("", _)) => bail!("invalid --build-arg {item:?}: the name is empty"),
+            None if item.trim().is_empty() => bail!("invalid --build-arg {item:?}: expected NAME=VALUE or NAME"),
             Some((k, v)) => {
                 out.insert(k.to_string(), v.to_string());
             }
@@ -218,7 +223,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
-    let store = crate::store::ImageStore::open_default()?;
+    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
+    let store = crate::store::ImageStore::open_default()?.leased("build");
     let builder = Builder::new(store);
     printer.flush()?;
     use std::io::IsTerminal;
@@ -273,8 +279,18 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
                     "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
                 );
             }
-            Err(Exit(if e.is_interrupted() { 130 } else { 1 }).into())
+            Err(Exit(build_exit_code(&e)).into())
         }
+    }
+}
+
+/// The exit status of a failed build: a failing RUN's own status, as `docker build` exits
+/// with it (`RUN exit 3` exits 3); 130 after Ctrl-C; 1 for anything else.
+fn build_exit_code(error: &BuildError) -> i32 {
+    match error {
+        _ if error.is_interrupted() => 130,
+        BuildError::RunFailed { code, .. } if (1..=255).contains(code) => *code,
+        _ => 1,
     }
 }
 

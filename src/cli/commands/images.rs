@@ -65,7 +65,10 @@ struct Row {
 
 pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
-    let images = store.images()?;
+    let (images, damaged) = store.catalog()?;
+    for d in &damaged {
+        p.warn(format!("Error: {d}"));
+    }
     let has_child = |i: &StoredImage| images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
 
     let mut dangling: Option<bool> = None;

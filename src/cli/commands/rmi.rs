@@ -1,6 +1,6 @@
 //! `rbuild rmi [-f] IMAGE...`: `Untagged:` and `Deleted:` lines as Docker prints them.
 
-use crate::cli::Printer;
+use crate::cli::{Exit, Printer};
 use crate::store::maintenance::Removal;
 use crate::store::ImageStore;
 
@@ -22,24 +22,28 @@ pub fn print_removal(r: &Removal, p: &mut Printer, lower: bool) -> std::io::Resu
     for id in &r.deleted {
         p.line(format!("{d}: {id}"))?;
     }
+    for k in &r.kept {
+        p.warn(format!("Note: {k}"));
+    }
     Ok(())
 }
 
 pub fn run(args: RmiArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
-    let mut failed = Vec::new();
+    let mut failed = false;
     for name in &args.images {
         match store.remove_image(name, args.force) {
             Ok(r) => print_removal(&r, p, false)?,
             Err(e) => {
+                // Each cause once, as it happens; there is no daemon to blame.
                 p.flush()?;
-                eprintln!("Error response from daemon: {e}");
-                failed.push(name.clone());
+                eprintln!("Error: {e}");
+                failed = true;
             }
         }
     }
-    if !failed.is_empty() {
-        anyhow::bail!("failed to remove {}", failed.join(", "));
+    if failed {
+        return Err(Exit(1).into());
     }
     Ok(())
 }

@@ -7,7 +7,9 @@
 //! one word (or a word list) and a [`VarLookup`] holding the variables in scope.
 //!
 //! Deliberate limits beyond BuildKit: `${...}` may nest at most [`MAX_NESTING`] deep (BuildKit
-//! has no limit, but a Rust stack does), and a `${` cut off right after the name reports
+//! has no limit, but a Rust stack does), one expanded word may be at most
+//! [`MAX_EXPANDED_BYTES`] long (BuildKit has no limit, so `ENV A=${A}${A}` repeated doubles
+//! until memory runs out), and a `${` cut off right after the name reports
 //! `syntax error: missing '}'` where BuildKit prints a replacement character as the modifier.
 
 mod pattern;
@@ -23,6 +25,12 @@ use regex::Regex;
 
 /// How deep `${...}` substitutions may nest inside one another.
 pub const MAX_NESTING: usize = 200;
+
+/// How long one expanded word may get, in bytes. Linux refuses a single environment string
+/// over 128 KiB (`MAX_ARG_STRLEN`), so no RUN could use a longer value; the limit is well
+/// above that to leave room for COPY heredoc bodies, and low enough that a doubling bomb stops
+/// long before memory does.
+pub const MAX_EXPANDED_BYTES: usize = 1 << 20;
 
 /// Where expansion looks variables up. `None` means unset; `Some("")` is set but empty.
 pub trait VarLookup {
@@ -152,6 +160,14 @@ impl ShellLex {
     }
 }
 
+/// The message for a word longer than [`MAX_EXPANDED_BYTES`].
+fn too_long(len: usize) -> String {
+    format!(
+        "variable expansion is too long: {len} bytes or more, over the limit of {} bytes (does a variable refer to itself, as in A=${{A}}${{A}}?)",
+        MAX_EXPANDED_BYTES
+    )
+}
+
 /// Shell special parameters (`$@`, `$*`, `$#`, ...): one character names. They are never set
 /// by a Dockerfile but are looked up like any other name.
 fn is_special_parameter(c: char) -> bool {
@@ -266,6 +282,14 @@ impl<'env> Expander<'env> {
         ShellError { message: message.into(), offset: self.position }
     }
 
+    /// Refuses a word that would grow past [`MAX_EXPANDED_BYTES`].
+    fn check_size(&self, len: usize) -> Result<(), ShellError> {
+        if len > MAX_EXPANDED_BYTES {
+            return Err(self.error(too_long(len)));
+        }
+        Ok(())
+    }
+
     fn missing_closing_brace(&self) -> ShellError {
         self.error("syntax error: missing '}'")
     }
@@ -298,6 +322,7 @@ impl<'env> Expander<'env> {
             match current {
                 '$' => {
                     let substituted = self.expand_dollar()?;
+                    self.check_size(value.len() + substituted.len())?;
                     words.push_splitting_str(&substituted);
                     value.push_str(&substituted);
                 }
@@ -380,6 +405,7 @@ impl<'env> Expander<'env> {
                 }
                 Some('$') => {
                     let substituted = self.expand_dollar()?;
+                    self.check_size(quoted.len() + substituted.len())?;
                     quoted.push_str(&substituted);
                 }
                 Some(current) => {
@@ -568,6 +594,7 @@ impl<'env> Expander<'env> {
             return Ok(format!("${{{name}/{pattern_text}/{replacement}}}"));
         }
         let value = value.unwrap_or_default();
-        pattern::replace(&pattern_text, &replacement, &value, replace_all).map_err(|message| self.error(message))
+        pattern::replace(&pattern_text, &replacement, &value, replace_all, MAX_EXPANDED_BYTES)
+            .map_err(|message| self.error(message))
     }
 }

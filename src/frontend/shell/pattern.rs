@@ -106,8 +106,14 @@ fn reverse_pattern(pattern: &str) -> String {
 /// Wildcards are greedy. The single replacement is inserted literally; replace-all follows Go's
 /// `Regexp.ReplaceAllString`, so `$0` / `${0}` in the replacement stand for the matched text,
 /// `$$` for `$`, other `$name` references for nothing, and empty matches right after a match
-/// are skipped.
-pub(super) fn replace(pattern: &str, replacement: &str, value: &str, all: bool) -> Result<String, PatternError> {
+/// are skipped. A result longer than `limit` bytes is an error.
+pub(super) fn replace(
+    pattern: &str,
+    replacement: &str,
+    value: &str,
+    all: bool,
+    limit: usize,
+) -> Result<String, PatternError> {
     let regex = pattern_to_regex(pattern, true, false).map_err(|reason| invalid_pattern(pattern, &reason))?;
     if !all {
         let Some(found) = regex.find(value) else {
@@ -130,6 +136,9 @@ pub(super) fn replace(pattern: &str, replacement: &str, value: &str, all: bool) 
         replaced.push_str(value.get(last_match_end..found.start()).unwrap_or_default());
         if found.end() > last_match_end || found.start() == 0 {
             expand_replacement_template(&mut replaced, replacement, found.as_str());
+            if replaced.len() > limit {
+                return Err(super::too_long(replaced.len()));
+            }
         }
         last_match_end = found.end();
         let next_char_width = value.get(search_from..).and_then(|rest| rest.chars().next()).map_or(0, char::len_utf8);
@@ -242,24 +251,24 @@ mod tests {
 
     #[test]
     fn replace_all_follows_go_empty_match_rules() -> Result<(), PatternError> {
-        assert_eq!(replace("", "-", "ab", true)?, "-a-b-");
-        assert_eq!(replace("*", "-", "ab", true)?, "-");
-        assert_eq!(replace("", "", "xxyy", true)?, "xxyy");
-        assert_eq!(replace("", "ww", "xxyy", false)?, "wwxxyy");
+        assert_eq!(replace("", "-", "ab", true, usize::MAX)?, "-a-b-");
+        assert_eq!(replace("*", "-", "ab", true, usize::MAX)?, "-");
+        assert_eq!(replace("", "", "xxyy", true, usize::MAX)?, "xxyy");
+        assert_eq!(replace("", "ww", "xxyy", false, usize::MAX)?, "wwxxyy");
         Ok(())
     }
 
     #[test]
     fn replace_all_expands_go_templates() -> Result<(), PatternError> {
-        assert_eq!(replace("b", "[$0]", "abc", true)?, "a[b]c");
-        assert_eq!(replace("b", "[${0}]", "abc", true)?, "a[b]c");
-        assert_eq!(replace("b", "$$", "abc", true)?, "a$c");
-        assert_eq!(replace("b", "$1x", "abc", true)?, "ac");
-        assert_eq!(replace("b", "${1}x", "abc", true)?, "axc");
-        assert_eq!(replace("b", "$.", "abc", true)?, "a$.c");
-        assert_eq!(replace("b", "${x", "abc", true)?, "a${xc");
+        assert_eq!(replace("b", "[$0]", "abc", true, usize::MAX)?, "a[b]c");
+        assert_eq!(replace("b", "[${0}]", "abc", true, usize::MAX)?, "a[b]c");
+        assert_eq!(replace("b", "$$", "abc", true, usize::MAX)?, "a$c");
+        assert_eq!(replace("b", "$1x", "abc", true, usize::MAX)?, "ac");
+        assert_eq!(replace("b", "${1}x", "abc", true, usize::MAX)?, "axc");
+        assert_eq!(replace("b", "$.", "abc", true, usize::MAX)?, "a$.c");
+        assert_eq!(replace("b", "${x", "abc", true, usize::MAX)?, "a${xc");
         // The single replacement is literal.
-        assert_eq!(replace("b", "$0", "abc", false)?, "a$0c");
+        assert_eq!(replace("b", "$0", "abc", false, usize::MAX)?, "a$0c");
         Ok(())
     }
 }

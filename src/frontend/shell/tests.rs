@@ -258,6 +258,22 @@ fn deep_nesting_is_an_error_not_a_crash() {
 }
 
 #[test]
+fn an_expansion_longer_than_the_limit_is_an_error() {
+    let lex = ShellLex::new('\\');
+    let half = "x".repeat(MAX_EXPANDED_BYTES / 2);
+    let vars = env(&[("A", &half)]);
+    // Exactly at the limit is fine, one byte over is not, quoted or not.
+    assert_eq!(lex.process_word("${A}$A", &vars).map(|v| v.len()), Ok(MAX_EXPANDED_BYTES));
+    for input in ["x${A}${A}", "\"${A}$A$A\"", "${B:-$A$A$A}"] {
+        let error = lex.process_word(input, &vars).err();
+        assert!(error.is_some_and(|e| e.message.contains("variable expansion is too long")), "{input}");
+    }
+    // A global replacement that multiplies the value stops at the limit too.
+    let error = lex.process_word("${A//x/yyy}", &vars).err();
+    assert!(error.is_some_and(|e| e.message.contains("too long")));
+}
+
+#[test]
 fn matches_are_tracked() {
     let lex = ShellLex::new('\\');
     let vars = env(&[("FOO", "xxx"), ("BAR", "")]);
