@@ -7,11 +7,12 @@
 //! image built FROM another tool's image loses nothing.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::frontend::instructions::{CommandForm, Healthcheck, Instruction};
+use crate::frontend::instructions::{go_duration, CommandForm, Healthcheck, Instruction};
 
 /// Docker's default PATH, set in every image that has none, as `docker build` does.
 pub use crate::frontend::lower::DEFAULT_PATH;
@@ -24,32 +25,67 @@ pub fn default_shell() -> Vec<String> {
 /// The `config` object of an image config (the container defaults).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContainerConfig {
-    #[serde(rename = "User", default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "User", default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
     pub user: String,
-    #[serde(rename = "ExposedPorts", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "ExposedPorts",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub exposed_ports: BTreeMap<String, Map<String, Value>>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Env", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
     #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "Volumes", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Volumes",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub volumes: BTreeMap<String, Map<String, Value>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
-    #[serde(rename = "Labels", default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        rename = "Labels",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub stop_signal: String,
     #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
-    #[serde(rename = "OnBuild", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "OnBuild", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub on_build: Vec<String>,
-    #[serde(rename = "Shell", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "Shell", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
     pub shell: Vec<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Docker writes `null` for an unset list, map or string (`"Env": null`, `"OnBuild": null` in
+/// what `docker save` and registries serve): read it as the empty value.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Docker's `Healthcheck` (durations in nanoseconds).
@@ -345,25 +381,36 @@ fn go_plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// Go's `%q` of Docker 20.10's `*HealthConfig`, as classic docker prints HEALTHCHECK in
-/// history: `&{["CMD-SHELL" "curl x"] "30s" "0s" "0s" '\x03'}` (durations through their
-/// `String()`, the retry count as a quoted rune).
-fn go_healthcheck(hc: &HealthConfig) -> String {
-    use crate::frontend::instructions::go_duration;
-    let duration = |ns: u64| crate::frontend::parser::dump::go_quote(&go_duration(std::time::Duration::from_nanos(ns)));
-    let retries = char::from_u32(hc.retries).unwrap_or(char::REPLACEMENT_CHARACTER);
-    let quoted = crate::frontend::parser::dump::go_quote(&retries.to_string());
-    let rune = match retries {
-        '"' => "\"".to_string(),
-        '\'' => "\\'".to_string(),
-        _ => quoted[1..quoted.len() - 1].to_string(),
-    };
+/// Go's `%q` of an int (a quoted rune), as classic docker prints HEALTHCHECK's retries.
+fn go_quoted_rune(value: u32) -> String {
+    match char::from_u32(value) {
+        Some('\\') => "'\\\\'".to_string(),
+        Some('\'') => "'\\''".to_string(),
+        Some('\x07') => "'\\a'".to_string(),
+        Some('\x08') => "'\\b'".to_string(),
+        Some('\t') => "'\\t'".to_string(),
+        Some('\n') => "'\\n'".to_string(),
+        Some('\x0b') => "'\\v'".to_string(),
+        Some('\x0c') => "'\\f'".to_string(),
+        Some('\r') => "'\\r'".to_string(),
+        Some(c) if (' '..='~').contains(&c) => format!("'{c}'"),
+        _ if value < 0x80 => format!("'\\x{value:02x}'"),
+        Some(c) if !c.is_control() => format!("'{c}'"),
+        _ if value < 0x10000 => format!("'\\u{value:04x}'"),
+        _ => format!("'\\U{value:08x}'"),
+    }
+}
+
+/// Classic docker's `HEALTHCHECK %q` of its (20.10) health config:
+/// `&{["CMD-SHELL" "curl -f x"] "5s" "0s" "0s" '\x03'}`.
+fn go_healthcheck(health: &HealthConfig) -> String {
     format!(
-        "&{{{} {} {} {} '{rune}'}}",
-        go_quoted_list(&hc.test),
-        duration(hc.interval),
-        duration(hc.timeout),
-        duration(hc.start_period)
+        "&{{{} \"{}\" \"{}\" \"{}\" {}}}",
+        go_quoted_list(&health.test),
+        go_duration(Duration::from_nanos(health.interval)),
+        go_duration(Duration::from_nanos(health.timeout)),
+        go_duration(Duration::from_nanos(health.start_period)),
+        go_quoted_rune(health.retries)
     )
 }
 
@@ -443,6 +490,15 @@ mod tests {
             apply_config_instruction(&mut image, &mut state, &i);
         }
         image
+    }
+
+    #[test]
+    fn docker_nulls_read_as_empty() {
+        let text = r#"{"architecture":"amd64","os":"linux","config":{"User":"","Env":null,"Cmd":null,
+            "Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null,"Shell":null}}"#;
+        let image: ImageConfigFile = serde_json::from_str(text).expect("docker's nulls are valid");
+        assert!(image.config.env.is_empty() && image.config.on_build.is_empty() && image.config.labels.is_empty());
+        assert_eq!(image.config.cmd, None);
     }
 
     #[test]
@@ -554,6 +610,42 @@ mod tests {
         assert_eq!(image.config.entrypoint, None);
         let json: Value = serde_json::from_slice(&image.to_json().expect("json")).expect("json");
         assert!(json["config"].get("Entrypoint").is_none_or(Value::is_null), "{json}");
+    }
+
+    /// Each step's history line, the config applied step by step as the executor does.
+    fn history(text: &str, run_argv: Option<&[String]>, args: &BTreeMap<String, String>) -> Vec<String> {
+        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+        let mut state = StageConfigState::default();
+        instructions(text)
+            .iter()
+            .map(|i| {
+                apply_config_instruction(&mut image, &mut state, i);
+                history_created_by(i, &image, run_argv, args, None)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn metadata_history_uses_the_current_shell_and_go_formats() {
+        let lines = history(
+            "FROM x\nSHELL [\"/bin/sh\", \"-ec\"]\nCMD echo hi\nHEALTHCHECK --interval=90s --timeout=1500ms --retries=4 CMD wget x || exit 1\nHEALTHCHECK NONE\n",
+            None,
+            &BTreeMap::new(),
+        );
+        assert_eq!(
+            lines,
+            [
+                "/bin/sh -ec #(nop)  SHELL [/bin/sh -ec]",
+                "/bin/sh -ec #(nop)  CMD [\"/bin/sh\" \"-ec\" \"echo hi\"]",
+                "/bin/sh -ec #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget x || exit 1\"] \"1m30s\" \"1.5s\" \"0s\" '\\x04'}",
+                "/bin/sh -ec #(nop)  HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}",
+            ]
+        );
+        assert_eq!(go_quoted_rune(10), "'\\n'");
+        assert_eq!(go_quoted_rune(65), "'A'");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::engine::config::{
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
+use crate::engine::destination::{apply_to_tree, apply_to_upper, DestinationResolver, DirOwnerMode};
 use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::BuildError;
@@ -575,9 +576,14 @@ impl StageExecutor<'_> {
             .rev()
             .find(|n| view.is_dir(&format!("/{}", components[..*n].join("/"))))
             .unwrap_or(0);
-        let (real, _) = view
-            .resolve(&format!("/{}", components[..existing].join("/")), true)
-            .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // `/` always exists, even in an image without layers (FROM scratch).
+        let real = if existing == 0 {
+            Vec::new()
+        } else {
+            view.resolve(&format!("/{}", components[..existing].join("/")), true)
+                .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?
+                .0
+        };
         // Unprivileged, what rbuild creates is the caller's, which is root in the container:
         // other owners cannot be set from outside the container's namespace.
         let unprivileged = self.diff.host_ids.is_some();
@@ -662,6 +668,9 @@ impl StageExecutor<'_> {
             Some(m) => Some(parse_chmod(m).map_err(step_error)?),
             None => None,
         };
+        let uid_gid = chown.unwrap_or((0, 0));
+        let mut resolver = DestinationResolver::new(target_view()?);
+        let mut created: Vec<(String, DirOwnerMode)> = Vec::new();
         let (heredoc_sources, files): (Vec<&String>, Vec<&String>) =
             fc.sources.iter().partition(|s| fc.heredoc_for(s).is_some());
         let (urls, files): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|s| is_url(s));
@@ -690,6 +699,8 @@ impl StageExecutor<'_> {
         if fc.sources.len() > 1 && !dest_is_dir {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
+        // Whether each source (after wildcards) is a directory, for the history line.
+        let mut sources_copied: Vec<bool> = vec![false; urls.len() + heredoc_sources.len()];
         let mut extracted = false;
         let mut classic_hash = None;
         if !files.is_empty() {
@@ -711,22 +722,49 @@ impl StageExecutor<'_> {
                                     && is_tar_archive(&self.context.root.join(&e.path))
                             })
                     });
+                    sources_copied.extend(archives.iter().map(|_| false));
+                    sources_copied.extend(
+                        plain.iter().map(|r| r.root.as_ref().is_none_or(|e| e.kind == crate::context::EntryKind::Dir)),
+                    );
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
-                        self.extract_archive(step, &self.context.root.join(&archive.path), upper, &dest, chown)?;
+                        let real = resolver.directory(&dest);
+                        let made = DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 };
+                        created.extend(created_components(&real, &resolver).into_iter().map(|p| (p, made)));
+                        self.extract_archive(step, &self.context.root.join(&archive.path), upper, &real, chown)?;
                         extracted = true;
                     }
-                    items.extend(
+                    // With no `.` among the sources, the destination directory is only made
+                    // to hold them: 0755, as Docker makes it, not the context root's mode.
+                    let copies_context_root = plain.iter().any(|r| r.root.is_none());
+                    let planned =
                         plan_from_context(keyword, &self.context.root, &plain, &dest, dest_is_dir, fc.parents)
-                            .map_err(step_error)?,
-                    );
+                            .map_err(step_error)?;
+                    if let Some(first) = planned.first() {
+                        if first.kind == EntryType::Dir && first.host == self.context.root && !copies_context_root {
+                            let real = resolver.directory(&first.dest);
+                            created.push((real, DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 }));
+                        }
+                    }
+                    items.extend(planned);
                 }
                 Some(from) => {
                     let source = self.copy_source_image(stage, from, done)?;
                     let view = MergedView::new(&self.unpacked(&source)?);
+                    sources_copied.extend(files.iter().map(|f| view.is_dir(f)));
                     items
                         .extend(plan_from_image(keyword, from, &view, &files, &dest, dest_is_dir).map_err(step_error)?);
                 }
             }
+        }
+        // Destinations go through the image's symlinks; directories it has keep their owner
+        // and mode, and made ones get theirs (see `engine::destination`).
+        for item in items.iter_mut() {
+            resolver.item(item);
+        }
+        let dest_dir = if dest_is_dir { dest.as_str() } else { dest.rsplit_once('/').map_or("/", |(p, _)| p) };
+        let mut rules = resolver.into_kept(if dest_dir.is_empty() { "/" } else { dest_dir });
+        for (path, made) in created {
+            rules.entry(path).or_insert(made);
         }
         let copying = Instant::now();
         let opts = CopyOptions { chown, chmod };
@@ -738,18 +776,25 @@ impl StageExecutor<'_> {
         let unprivileged = self.diff.host_ids.is_some();
         let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
             materialize(upper, &items, &opts).map_err(step_error)?;
+            apply_to_upper(upper, &rules)?;
             None
         } else {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
+            let mut tree = layer_tree(&items, &opts, now as i64).map_err(step_error)?;
+            apply_to_tree(&mut tree, &rules);
+            Some(tree)
         };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
         // Classic docker names context sources by their tarsum; other sources (another image or
         // stage, URLs, heredocs) by the digest of the step's sources.
         let hash = classic_hash.unwrap_or_else(|| {
             let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
-            let kind = if items.len() == 1 { "file" } else { "dir" };
-            format!("{kind}:{}", digest.strip_prefix("sha256:").unwrap_or(&digest))
+            let kind = match sources_copied.as_slice() {
+                [] | [false] => "file",
+                [true] => "dir",
+                _ => "multi",
+            };
+            format!("{kind}:{}", digest.rsplit(':').next().unwrap_or_default())
         });
         Ok((format!("{hash} in {}", fc.dest), tree))
     }
@@ -980,4 +1025,19 @@ fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// The components of the directory `real` that `resolver` did not find in the image (the ones
+/// a copy into it creates), outermost first.
+fn created_components(real: &str, resolver: &DestinationResolver) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut path = String::new();
+    for comp in real.split('/').filter(|c| !c.is_empty()) {
+        path.push('/');
+        path.push_str(comp);
+        if !resolver.has_directory(&path) {
+            out.push(path.clone());
+        }
+    }
+    out
 }

@@ -10,6 +10,7 @@ pub mod builder;
 pub mod cache;
 pub mod config;
 pub mod copy;
+pub mod destination;
 pub mod executor;
 pub mod merged;
 pub mod run_mounts;

@@ -878,28 +878,33 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
-/// Go's `time.Duration` text for whole seconds or milliseconds (`1m30s`, `500ms`, `0s`).
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `500ms`, `1h0m0s` (up to nine
+/// fractional digits, trailing zeros dropped).
 pub fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
+    fn fraction(value: u128, unit: u128) -> String {
+        let (whole, rest) = (value / unit, value % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.ilog10() as usize;
+        let text = format!("{rest:0digits$}");
+        format!("{whole}.{}", text.trim_end_matches('0'))
     }
-    if ns.is_multiple_of(1_000_000_000) {
-        let secs = ns / 1_000_000_000;
-        let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-        let mut out = String::new();
-        if h > 0 {
-            out.push_str(&format!("{h}h"));
+    const SECOND: u128 = 1_000_000_000;
+    match d.as_nanos() {
+        0 => "0s".to_string(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}\u{b5}s", fraction(n, 1_000)),
+        n if n < SECOND => format!("{}ms", fraction(n, 1_000_000)),
+        n => {
+            let (hours, minutes) = (n / (3600 * SECOND), n / (60 * SECOND) % 60);
+            let seconds = format!("{}s", fraction(n % (60 * SECOND), SECOND));
+            match (hours, minutes) {
+                (0, 0) => seconds,
+                (0, m) => format!("{m}m{seconds}"),
+                (h, m) => format!("{h}h{m}m{seconds}"),
+            }
         }
-        if h > 0 || m > 0 {
-            out.push_str(&format!("{m}m"));
-        }
-        out.push_str(&format!("{s}s"));
-        out
-    } else if ns.is_multiple_of(1_000_000) {
-        format!("{}ms", ns / 1_000_000)
-    } else {
-        format!("{ns}ns")
     }
 }
 

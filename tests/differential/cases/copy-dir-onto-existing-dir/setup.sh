@@ -1,0 +1,1 @@
+chmod 750 dir && chmod 711 dir/sub
