@@ -143,7 +143,8 @@ fn history(config: &Value) -> Vec<HistoryEntry> {
 fn layer_tar(data: &[u8]) -> Result<Vec<u8>, String> {
     if data.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut out).map_err(|e| format!("gunzip: {e}"))?;
+        // rbuild compresses big layers in parallel, as pigz does: several gzip members.
+        flate2::read::MultiGzDecoder::new(data).read_to_end(&mut out).map_err(|e| format!("gunzip: {e}"))?;
         Ok(out)
     } else {
         Ok(data.to_vec())
