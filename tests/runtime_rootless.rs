@@ -135,11 +135,13 @@ impl Rootless {
         (lines, outcome)
     }
 
-    /// The layer names the upper dir commits to (read as root).
-    fn layer_names(&self) -> Vec<String> {
+    /// The layer names the upper dir commits to (read as root); `fuse`: fuse-overlayfs wrote
+    /// it (its `.wh.` files are whiteouts).
+    fn layer_names(&self, fuse: bool) -> Vec<String> {
         let out = self.base().join("blobs");
         std::fs::create_dir_all(&out).expect("mkdir");
-        let layer = write_layer(&self.base().join("upper"), &out, &DiffOptions::default()).expect("commit");
+        let opts = DiffOptions { whiteout_files: fuse, ..DiffOptions::default() };
+        let layer = write_layer(&self.base().join("upper"), &out, &opts).expect("commit");
         common::layer_entries(&layer.path, layer.media_type).into_iter().map(|(n, _)| n).collect()
     }
 }
@@ -162,7 +164,7 @@ fn rootless_kernel_overlay_with_a_subuid_range() {
     let (lines, outcome) = r.run(SCRIPT, "kernel", None);
     assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-ok"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(false));
     // Same upper and work dirs again: the volatile marker of the first run is gone.
     let (lines, outcome) = r.run("id -u; id -g", "kernel", Some("app"));
     assert_eq!(outcome, "code=0 overlay=Kernel userns=true");
@@ -177,7 +179,7 @@ fn rootless_single_id_map_without_subuid() {
     let (lines, outcome) = r.run(SCRIPT, "auto", None);
     assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-failed"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(false));
 }
 
 #[test]
@@ -195,5 +197,5 @@ fn rootless_fuse_overlayfs() {
     let (lines, outcome) = r.run(SCRIPT, "fuse", None);
     assert_eq!(outcome, "code=3 overlay=Fuse userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-ok"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(true));
 }

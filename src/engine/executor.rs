@@ -691,7 +691,7 @@ impl StageExecutor<'_> {
             step: step.number,
             message: format!("ADD {}: {e}", archive.display()),
         };
-        let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
+        let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Literal)
             .map_err(|e| fail(&e))?;
         // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
         let mut file = std::io::BufReader::new(fs::File::open(archive)?);
