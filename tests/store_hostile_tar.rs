@@ -1,6 +1,6 @@
 //! Hostile archives: one table of crafted tars (traversal, absolute names, symlink and hard
 //! link escapes, whiteouts of `.` and `..`, device nodes, long names...), each refused with an
-//! error naming the entry or contained by `LayerApply`, in both whiteout modes, with nothing
+//! error naming the entry or contained by `LayerApply`, in every whiteout mode, with nothing
 //! written outside the target directory. The same table goes through the store in-process and
 //! through the real binary (`import`, `load` of docker-archive and OCI layout, `build -`, `ADD`)
 //! with canaries beside and above every extraction root.
@@ -233,7 +233,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_hostile_tar_is_refused_or_contained() {
-    for mode in [WhiteoutMode::Overlay, WhiteoutMode::Delete] {
+    for mode in [WhiteoutMode::Overlay, WhiteoutMode::Delete, WhiteoutMode::Literal] {
         let probe = tempfile::tempdir().unwrap();
         for case in cases(&probe.path().join("outside")) {
             let t = tempfile::tempdir().unwrap();
