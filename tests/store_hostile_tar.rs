@@ -1,6 +1,6 @@
 //! Hostile archives: one table of crafted tars (traversal, absolute names, symlink and hard
 //! link escapes, whiteouts of `.` and `..`, device nodes, long names...), each refused with an
-//! error naming the entry or contained by `LayerApply`, in both whiteout modes, with nothing
+//! error naming the entry or contained by `LayerApply`, in every whiteout mode, with nothing
 //! written outside the target directory. The same table goes through the store in-process and
 //! through the real binary (`import`, `load` of docker-archive and OCI layout, `build -`, `ADD`)
 //! with canaries beside and above every extraction root.
@@ -233,7 +233,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn every_hostile_tar_is_refused_or_contained() {
-    for mode in [WhiteoutMode::Overlay, WhiteoutMode::Delete] {
+    for mode in [WhiteoutMode::Overlay, WhiteoutMode::Delete, WhiteoutMode::Literal] {
         let probe = tempfile::tempdir().unwrap();
         for case in cases(&probe.path().join("outside")) {
             let t = tempfile::tempdir().unwrap();
@@ -446,6 +446,20 @@ fn reserved_whiteout_names_are_refused_at_commit() {
         assert!(text.contains(expected) && text.contains("reserved for whiteouts"), "{name}: {text}");
         assert!(common::rbuild(&fx.root, &["inspect", "reserved"]).status.code() != Some(0), "{name}: tagged");
     }
+    // A context tar on stdin and an ADDed tar are not layers: their `.wh.` entries are files,
+    // as in Docker, and refused when a step would commit one.
+    let wh_tar = raw_tar(&[Raw::Dir("d"), Raw::File("d/keep", b"k"), Raw::File("d/.wh.keep", b"")]);
+    let mut context = raw_tar(&[Raw::File("Dockerfile", b"FROM busybox\nCOPY d /x/\n")]);
+    context.truncate(context.len() - 1024); // drop the end-of-archive blocks
+    context.extend_from_slice(&wh_tar);
+    let tmpdir = fx.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmpdir).unwrap();
+    let err = run_binary(&fx.root, &tmpdir, &["build", "-"], Some(&context)).unwrap_err();
+    assert!(err.contains("/x/.wh.keep") && err.contains("reserved for whiteouts"), "build -: {err}");
+    let ctx = fx.context("add-tar", "FROM busybox\nADD w.tar /a/\n", &[]);
+    std::fs::write(ctx.join("w.tar"), &wh_tar).unwrap();
+    let err = run_binary(&fx.root, &tmpdir, &["build", ctx.to_str().unwrap()], None).unwrap_err();
+    assert!(err.contains("/a/d/.wh.keep") && err.contains("reserved for whiteouts"), "ADD: {err}");
     // A name that only contains the prefix is an ordinary file.
     let ctx = fx.context("ordinary", "FROM busybox\nCOPY . /x/\nRUN test -f /x/a.wh.b\n", &[("a.wh.b", "x")]);
     common::rbuild_ok(&fx.root, &["build", ctx.to_str().unwrap()]);

@@ -882,7 +882,7 @@ impl StageExecutor<'_> {
             step: step.number,
             message: format!("ADD {}: {e}", archive.display()),
         };
-        let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
+        let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Literal)
             .map_err(|e| fail(&e))?;
         let scratch = upper.parent().unwrap_or(upper);
         let tar = decompressed(std::io::BufReader::new(fs::File::open(archive)?), Some(scratch), None)

@@ -1,15 +1,17 @@
 //! Applying a layer tar to a directory (`LayerApply`): compression detected by magic, entries
 //! confined to the target directory, whiteouts turned into overlay whiteouts (or applied by
-//! deletion when flattening a rootfs), and modes, ownership, xattrs, mtimes, hard links,
-//! symlinks and device nodes preserved.
+//! deletion when flattening a rootfs, or kept as ordinary names for a tar that is not a
+//! layer), and modes, ownership, xattrs, mtimes, hard links, symlinks and device nodes
+//! preserved.
 //!
 //! Confinement: every entry name is split into components; `..` is refused and a leading `/`
-//! is dropped; a whiteout of `.` or `..` (`.wh..`, `.wh...`) is refused too. Parent directories are opened with `openat2(RESOLVE_IN_ROOT)`, so a symlink in
-//! the tar that points outside (`evil -> /`, `evil -> ../..`) is resolved as if the layer dir
-//! were `/`: a later `evil/x` lands inside the layer dir, never outside it. The final component
-//! is created with `*at` calls on that parent fd and never followed. Hard-link targets are
-//! resolved the same way and must already exist in the layer. Duplicate entries replace the
-//! earlier one (a directory over a directory keeps its contents), as tar does.
+//! is dropped; a whiteout of `.` or `..` (`.wh..`, `.wh...`) is refused in every mode. Parent
+//! directories are opened with `openat2(RESOLVE_IN_ROOT)`, so a symlink in the tar that points
+//! outside (`evil -> /`, `evil -> ../..`) is resolved as if the layer dir were `/`: a later
+//! `evil/x` lands inside the layer dir, never outside it. The final component is created with
+//! `*at` calls on that parent fd and never followed. Hard-link targets are resolved the same
+//! way and must already exist in the layer. Duplicate entries replace the earlier one (a
+//! directory over a directory keeps its contents), as tar does.
 
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, Sha256Digest};
@@ -29,6 +31,10 @@ pub enum WhiteoutMode {
     Overlay,
     /// Layers are applied one over the other into one rootfs: whiteouts delete.
     Delete,
+    /// The archive is not a layer (a build context, an `ADD`ed tar): `.wh.` entries are
+    /// ordinary names, as in Docker, and the commit of a layer refuses them later. A whiteout
+    /// of `.` or `..` is still refused.
+    Literal,
 }
 
 /// Why a layer could not be applied.
@@ -211,6 +217,20 @@ impl LayerApply {
 
         // Whiteouts.
         if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
+            // `.wh..` and `.wh...` would name the directory itself or the one above it: on the
+            // parent fd, `..` is resolved by the kernel, outside the root.
+            if hidden == b"." || hidden == b".." {
+                return Err(refuse("whiteout of '.' or '..'"));
+            }
+            if hidden.is_empty() {
+                return Err(refuse("whiteout without a name"));
+            }
+        }
+        let whiteout = match self.mode {
+            WhiteoutMode::Literal => None,
+            WhiteoutMode::Overlay | WhiteoutMode::Delete => name_bytes.strip_prefix(b".wh."),
+        };
+        if let Some(hidden) = whiteout {
             let parent_rel = join(parent_comps);
             if hidden == b".wh..opq" {
                 match self.mode {
@@ -222,20 +242,13 @@ impl LayerApply {
                         rfs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
                             .map_err(io_err(self.root.join(&parent_rel)))?;
                     }
-                    WhiteoutMode::Delete => self.make_opaque(parent_comps)?,
+                    // Literal mode has no whiteouts (see above).
+                    WhiteoutMode::Delete | WhiteoutMode::Literal => self.make_opaque(parent_comps)?,
                 }
                 return Ok(());
             }
             if hidden.starts_with(b".wh.") {
                 return Ok(()); // aufs metadata (.wh..wh.plnk etc.): not content
-            }
-            if hidden.is_empty() {
-                return Err(refuse("whiteout without a name"));
-            }
-            // `.wh..` and `.wh...` would name the directory itself or the one above it: on the
-            // parent fd, `..` is resolved by the kernel, outside the root.
-            if hidden == b"." || hidden == b".." {
-                return Err(refuse("whiteout of '.' or '..'"));
             }
             let hidden = OsStr::from_bytes(hidden);
             let parent = self.parent_dir(parent_comps)?;
@@ -496,6 +509,22 @@ mod tests {
         let n = rfs::lgetxattr(t.path().join("o"), "trusted.overlay.opaque", &mut buf).unwrap();
         assert_eq!(&buf[..n], b"y");
         assert!(t.path().join("o/kept").exists());
+    }
+
+    #[test]
+    fn literal_mode_keeps_wh_names_as_files_but_refuses_dot_and_dotdot() {
+        let t = tempfile::tempdir().unwrap();
+        let file = tar::EntryType::Regular;
+        let mut a = LayerApply::new(t.path(), WhiteoutMode::Literal).unwrap();
+        a.apply(&tar_of(&[("x", b"1", file), (".wh.x", b"2", file), ("d/.wh..wh..opq", b"", file)])[..]).unwrap();
+        assert_eq!(std::fs::read(t.path().join("x")).unwrap(), b"1");
+        assert_eq!(std::fs::read(t.path().join(".wh.x")).unwrap(), b"2");
+        assert!(t.path().join("d/.wh..wh..opq").is_file());
+        for name in [".wh...", "d/.wh..", ".wh."] {
+            let err = a.apply(&tar_of(&[(name, b"", file)])[..]).unwrap_err();
+            assert!(err.to_string().contains(&format!("{name:?}")), "{err}");
+        }
+        assert!(t.path().join("x").exists());
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! describes. The `.wh.` prefix is reserved for those markers: a file so named in an upper
 //! dir or a COPY tree is refused (it would be a file where it was built and a whiteout wherever
 //! the image is unpacked), except in an upper dir written by fuse-overlayfs, whose own whiteout
-//! files use that name ([`DiffOptions::whiteout_files`]). Within each directory the opaque marker comes first, then whiteouts, then the
-//! other entries, each group sorted by name bytes, so the same tree always gives the same tar.
+//! files use that name ([`DiffOptions::whiteout_files`]). Within each directory the opaque
+//! marker comes first, then whiteouts, then the other entries, each group sorted by name
+//! bytes, so the same tree always gives the same tar.
 //!
 //! [`write_layer`] makes one streaming pass: tar bytes -> sha256 (diff_id) -> compressor
 //! (gzip members compressed on all cores, or multithreaded zstd) -> sha256 (digest) -> blob file. No copy of the

@@ -299,7 +299,7 @@ fn build_exit_code(error: &BuildError) -> i32 {
 fn context_from_stdin() -> anyhow::Result<tempfile::TempDir> {
     let dir =
         tempfile::Builder::new().prefix("rbuild-context-").tempdir().context("creating a temp dir for the context")?;
-    let mut apply = crate::layer::apply::LayerApply::new(dir.path(), crate::layer::apply::WhiteoutMode::Delete)
+    let mut apply = crate::layer::apply::LayerApply::new(dir.path(), crate::layer::apply::WhiteoutMode::Literal)
         .context("preparing to read the build context from stdin")?;
     apply.apply(std::io::stdin().lock()).context("reading the build context (a tar archive) from stdin")?;
     Ok(dir)
