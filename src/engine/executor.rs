@@ -482,8 +482,10 @@ impl StageExecutor<'_> {
         let mut times = Vec::new();
         for n in 1..=real.len() {
             host.push(&real[n - 1]);
+            // `real` is resolved: look each prefix up as is, not from the root again (that
+            // made a deep WORKDIR cost the cube of its depth).
             let lower = view
-                .stat(&format!("/{}", real[..n].join("/")))
+                .lookup_exact(&real[..n])
                 .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
