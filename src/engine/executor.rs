@@ -382,13 +382,14 @@ impl StageExecutor<'_> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
+        let script = shebang_script(run);
         let overlay_work = work.join("work");
         fs::create_dir_all(&overlay_work)?;
         let id = container_id();
         let mut spec = ContainerSpec::new(
             &id,
             Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work },
-            argv.clone(),
+            script.as_ref().map_or_else(|| argv.clone(), |m| vec![m.target.clone()]),
             self.state_dir.clone(),
         );
         let mut env = state.config.config.env.clone();
@@ -407,6 +408,7 @@ impl StageExecutor<'_> {
         env.extend(mounts.env.iter().cloned());
         spec.env = env;
         spec.mounts = mounts.mounts.clone();
+        spec.mounts.extend(script);
         let wd = &state.config.config.working_dir;
         spec.working_dir = Some(if wd.is_empty() { "/".to_string() } else { wd.clone() });
         let user = &state.config.config.user;
@@ -787,19 +789,10 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
     match &run.command {
         CommandForm::Exec(v) => v.clone(),
         CommandForm::Shell(cmd) => {
-            let script = match run.heredocs.as_slice() {
-                [only]
-                    if cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
-                        && cmd.split_whitespace().count() == 1 =>
-                {
-                    if only.chomp {
-                        crate::frontend::parser::chomp_heredoc(&only.content)
-                    } else {
-                        only.content.clone()
-                    }
-                }
-                [] => cmd.clone(),
-                docs => {
+            let script = match (sole_heredoc(run), run.heredocs.as_slice()) {
+                (Some(body), _) => body,
+                (None, []) => cmd.clone(),
+                (None, docs) => {
                     let mut text = cmd.clone();
                     for d in docs {
                         text.push('\n');
@@ -812,6 +805,27 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
             config.argv(&CommandForm::Shell(script))
         }
     }
+}
+
+/// The body of a RUN that is one heredoc and nothing else (`RUN <<EOF`), chomped if `<<-`.
+fn sole_heredoc(run: &RunInstruction) -> Option<String> {
+    let CommandForm::Shell(cmd) = &run.command else { return None };
+    let [only] = run.heredocs.as_slice() else { return None };
+    let alone = cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
+        && cmd.split_whitespace().count() == 1;
+    alone.then(|| if only.chomp { crate::frontend::parser::chomp_heredoc(&only.content) } else { only.content.clone() })
+}
+
+/// BuildKit runs a sole heredoc that starts with `#!` as a program, not through the shell:
+/// its body becomes an executable file at `/dev/pipes/<name>` (read-only, never in the image)
+/// and that file is the command, so the kernel starts the interpreter the shebang names.
+fn shebang_script(run: &RunInstruction) -> Option<crate::runtime::Mount> {
+    let body = sole_heredoc(run).filter(|b| b.starts_with("#!"))?;
+    let name = &run.heredocs.first()?.name;
+    Some(crate::runtime::Mount {
+        target: format!("/dev/pipes/{name}"),
+        kind: crate::runtime::MountKind::File { contents: body.into_bytes(), mode: 0o755, uid: 0, gid: 0 },
+    })
 }
 
 /// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`.
