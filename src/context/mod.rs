@@ -39,4 +39,7 @@ pub enum ContextError {
     /// A COPY/ADD source that matches nothing in the filtered context.
     #[error("failed to compute cache key: {src:?} not found in build context {context}")]
     SourceNotFound { src: String, context: PathBuf },
+    /// A COPY/ADD wildcard that matches no file of the filtered context.
+    #[error("failed to compute cache key: the wildcard {src:?} matched no file in build context {context} (after .dockerignore)")]
+    WildcardMatchedNothing { src: String, context: PathBuf },
 }

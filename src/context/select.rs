@@ -102,7 +102,12 @@ impl BuildContext {
                 index.get(source.as_str()).map(|idx| vec![Some(*idx)]).unwrap_or_default()
             };
             if roots.is_empty() {
-                return Err(ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() });
+                let context = self.root.clone();
+                return Err(if has_glob_meta(&source) {
+                    ContextError::WildcardMatchedNothing { src: src.clone(), context }
+                } else {
+                    ContextError::SourceNotFound { src: src.clone(), context }
+                });
             }
             for root in roots {
                 // Like BuildKit, a matched source that is a symlink is followed (inside the

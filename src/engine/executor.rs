@@ -828,10 +828,11 @@ fn shebang_script(run: &RunInstruction) -> Option<crate::runtime::Mount> {
     })
 }
 
-/// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`.
+/// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`; a
+/// heredoc RUN shows the script it ran, not just `<<EOF`.
 fn docker_command_text(config: &ImageConfigFile, run: &RunInstruction) -> String {
     match &run.command {
-        CommandForm::Shell(s) => format!("{} {s}", config.shell().join(" ")),
+        CommandForm::Shell(_) => run_argv(config, run).join(" "),
         CommandForm::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
     }
 }
