@@ -283,6 +283,6 @@ mod tests {
         let err = ctx.select(&["a".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("\"a\""), "{err}");
         let err = ctx.select(&["*.none".into()], &[]).unwrap_err();
-        assert!(err.to_string().contains("not found"), "{err}");
+        assert!(err.to_string().contains("the wildcard \"*.none\" matched no file"), "{err}");
     }
 }
