@@ -127,9 +127,13 @@ impl StageExecutor<'_> {
         let mut state = self.base_state(stage, done)?;
         let mut config_state = StageConfigState::default();
         let mut missed = false;
+        // A run of cache hits only needs its last image loaded: each hit's image is checked
+        // by its config blob, and the image is read when a miss builds on it or the stage
+        // ends (reading every hit made a cached rebuild of N steps cost O(N^2) time and memory).
+        let mut last_hit: Option<String> = None;
         for step in &stage.steps {
             if cancel.is_cancelled() {
-                return Err(BuildError::Cancelled { last_image: state.id() });
+                return Err(BuildError::Cancelled { last_image: last_hit.or_else(|| state.id()) });
             }
             let started = Instant::now();
             self.emit(BuildEvent::StepStarted {
@@ -151,13 +155,13 @@ impl StageExecutor<'_> {
             }
             if !self.no_cache {
                 if let Some(hit) = self.cached(step)? {
-                    self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.id.to_string() });
-                    state = self.state_of(hit)?;
+                    self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
+                    last_hit = Some(hit.clone());
                     // The config comes from the cached image; keep track of what the stage set.
                     config_state.observe(&step.instruction);
                     self.emit(BuildEvent::StepDone {
                         step: step.number,
-                        image_id: state.id().unwrap_or_default(),
+                        image_id: hit,
                         layer_size: None,
                         duration_ms: started.elapsed().as_millis() as u64,
                         cached: true,
@@ -174,6 +178,9 @@ impl StageExecutor<'_> {
             };
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
+            if let Some(hit) = last_hit.take() {
+                state = self.hit_state(&hit)?;
+            }
             let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel, pending)?;
             let image_id = next.id().unwrap_or_default();
             pending.records.push(CacheRecord {
@@ -191,7 +198,10 @@ impl StageExecutor<'_> {
                 cached: false,
             });
         }
-        Ok(state)
+        match last_hit {
+            Some(hit) => self.hit_state(&hit),
+            None => Ok(state),
+        }
     }
 }
 
@@ -206,17 +216,26 @@ impl StageExecutor<'_> {
         Ok(ImageState { stored: Some(stored), config })
     }
 
-    /// The image a cache record names, if the record and the image are both there.
-    fn cached(&self, step: &Step) -> Result<Option<StoredImage>, BuildError> {
+    /// The image ID a cache record names, if the record is there and the store still has the
+    /// image's config (a file check: the index is read once, by [`Self::hit_state`]).
+    fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
         let Some(record) = self.cache.get(&step.cache_key)? else { return Ok(None) };
-        match self.store.resolve(&record.image) {
-            Ok(image) => Ok(Some(image)),
+        match record.image.parse::<Sha256Digest>() {
+            Ok(id) if self.store.has_blob(&id) => Ok(Some(record.image)),
             // The image was removed (rmi, prune): the record is stale.
-            Err(_) => {
+            _ => {
                 self.cache.remove(&step.cache_key)?;
                 Ok(None)
             }
         }
+    }
+
+    /// The state after a cache hit: the recorded image, read from the store.
+    fn hit_state(&self, image_id: &str) -> Result<ImageState, BuildError> {
+        let stored = self.store.resolve(image_id).map_err(|e| {
+            BuildError::Internal(format!("cache hit on image {image_id}, which the store cannot read: {e}"))
+        })?;
+        self.state_of(stored)
     }
 
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
