@@ -227,6 +227,35 @@ fn a_tar_context_on_stdin_builds_the_same_image() {
 }
 
 #[test]
+fn copy_from_a_stage_is_keyed_on_the_files_it_copies() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = t.path().join("fromkey");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    let dockerfile = |run: &str| {
+        let text = format!(
+            "FROM busybox AS build\nRUN {run}\nFROM busybox AS app\nCOPY --from=build /out/app.txt /app/\nRUN cat /app/app.txt > /seen\nFROM app\nRUN cat /seen > /final\n"
+        );
+        std::fs::write(ctx.join("Dockerfile"), text).expect("write");
+    };
+    dockerfile("mkdir /out && echo hi > /out/app.txt");
+    assert!(misses(&events(&root, &ctx, &[])).len() >= 3);
+    // Whitespace in the stage's RUN: that RUN misses, the copied file is the same, so the
+    // COPY --from, everything after it and a stage built FROM that stage hit (as in Docker).
+    dockerfile("mkdir /out &&  echo hi > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2], "{m:?}");
+    // Other content: the COPY misses, naming the stage and the path that changed.
+    dockerfile("mkdir /out && echo ho > /out/app.txt");
+    let m = misses(&events(&root, &ctx, &[]));
+    assert_eq!(m.iter().map(|(step, _)| *step).collect::<Vec<_>>(), [2, 4, 5, 7], "{m:?}");
+    assert_eq!(m[1].1, "source changed: /out/app.txt in stage build", "{m:?}");
+    // The classic output names it too.
+    dockerfile("mkdir /out && echo hu > /out/app.txt");
+    let out = build(&root, &[ctx.to_str().expect("utf8")]);
+    assert!(out.contains(" ---> Cache miss: source changed: /out/app.txt in stage build\n"), "{out}");
+}
+
+#[test]
 fn a_failing_run_exits_with_its_status_and_global_args_are_steps() {
     // As `DOCKER_BUILDKIT=0 docker build`: the ARGs before FROM are steps 1 and 2 (printing
     // nothing more), and the build exits with the failing command's status.
@@ -279,4 +308,38 @@ fn a_miss_is_explained_only_against_the_same_dockerfile() {
         misses(&events(&root, &app, &[])),
         [(2, "instruction changed: RUN echo app -> RUN echo app v2".to_string())]
     );
+}
+
+/// A fully cached rebuild leaves the image as the first build made it: its parent link, so
+/// `history` names every step's image and no intermediate image shows up as dangling; and
+/// sizes count file content, as Docker's do.
+#[test]
+fn a_cached_rebuild_keeps_the_parent_link_and_sizes_count_file_content() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let ctx = example_context(t.path());
+    let ctx = ctx.to_str().expect("utf8");
+    let first = built_id(&build(&root, &["-t", "example", ctx]));
+    let parent = rbuild_ok(&root, &["inspect", "--format", "{{.Parent}}", "example"]);
+    assert!(parent.trim().starts_with("sha256:"), "{parent:?}");
+    let again = build(&root, &["-t", "example", ctx]);
+    assert_eq!((built_id(&again), cached_steps(&again)), (first, 6), "{again}");
+    assert_eq!(rbuild_ok(&root, &["inspect", "--format", "{{.Parent}}", "example"]), parent);
+    let history = rbuild_ok(&root, &["history", "-q", "example"]);
+    assert!(!history.contains("<missing>"), "{history}");
+    let images = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);
+    assert_eq!(images.lines().filter(|l| *l == "<none>").count(), 0, "{images}");
+
+    // The RUN wrote index.html (27 bytes), the COPY app.conf and start.sh (29 + 99 bytes).
+    let sizes =
+        rbuild_ok(&root, &["history", "--no-trunc", "-H=false", "--format", "{{.Size}} {{.CreatedBy}}", "example"]);
+    let size_of = |what: &str| {
+        let line = sizes.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what} in {sizes}"));
+        line.split(' ').next().unwrap_or_default().to_string()
+    };
+    assert_eq!(size_of("index.html"), "27");
+    assert_eq!(size_of("COPY dir:"), "128");
+    let inspect_size = |image: &str| -> u64 {
+        rbuild_ok(&root, &["inspect", "--format", "{{.Size}}", image]).trim().parse().expect("a number")
+    };
+    assert_eq!(inspect_size("example") - inspect_size("busybox"), 27 + 128);
 }

@@ -478,3 +478,204 @@ fn copy_follows_a_source_that_is_a_symlink() {
     let err = fx.build_err(&ctx).to_string();
     assert!(err.contains("link"), "{err}");
 }
+
+/// `data` gzip-compressed.
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn add_copies_a_gzip_file_that_is_not_a_tar_unchanged() {
+    let Some(fx) = Fixture::new() else { return };
+    // Docker extracts only what decompresses to a tar; a gzipped text is copied as it is,
+    // whatever its name says.
+    let ctx =
+        fx.context("addgz", "FROM busybox\nADD notes.txt.gz /z/\nADD fake.tar.gz /y/\nADD real.tar.gz /x/\n", &[]);
+    let notes = gzip(b"some notes\n");
+    let fake = gzip(b"not a tar at all\n");
+    std::fs::write(ctx.join("notes.txt.gz"), &notes).expect("write");
+    std::fs::write(ctx.join("fake.tar.gz"), &fake).expect("write");
+    archive(&fx, &ctx, "real.tar.gz", "-z", "inside\n");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(std::fs::read(root.join("z/notes.txt.gz")).expect("copied"), notes);
+    assert_eq!(std::fs::read(root.join("y/fake.tar.gz")).expect("copied"), fake);
+    assert_eq!(read(&root, "x/pkg/file"), "inside\n", "a real tarball is still extracted");
+}
+
+#[test]
+fn copy_keeps_hard_links_within_a_source() {
+    let Some(fx) = Fixture::new() else { return };
+    // First a COPY written straight from the sources (nothing reads it soon), then, with a
+    // RUN after it, one made as files: both keep the links. Separate sources are separate
+    // files, as in Docker.
+    let first = "FROM busybox\nCOPY data/ /data/\nCOPY data/a data/c /pair/\n";
+    let ctx = fx.context("hardlinks", first, &[("data/a", "shared\n"), ("data/d", "alone\n")]);
+    std::fs::hard_link(ctx.join("data/a"), ctx.join("data/b")).expect("link");
+    std::fs::hard_link(ctx.join("data/a"), ctx.join("data/c")).expect("link");
+    fx.build(&ctx);
+    let second = format!("{first}COPY data/ /again/\nRUN stat -c %h /data/a /again/a > /links\n");
+    std::fs::write(ctx.join("Dockerfile"), second).expect("write");
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    let inode = |p: &str| std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")).ino();
+    for dir in ["data", "again"] {
+        let [a, b, c, d] = ["a", "b", "c", "d"].map(|f| inode(&format!("{dir}/{f}")));
+        assert!(a == b && b == c && a != d, "{dir}: one inode with three names");
+        assert_eq!(read(&root, &format!("{dir}/c")), "shared\n");
+    }
+    assert_eq!(read(&root, "links"), "3\n3\n", "the RUN sees three links in both copies");
+    assert_ne!(inode("pair/a"), inode("pair/c"));
+    // Breaking the link (same content, same mode) misses the cache from the first COPY on.
+    std::fs::remove_file(ctx.join("data/c")).expect("rm");
+    std::fs::write(ctx.join("data/c"), "shared\n").expect("write");
+    let broken = fx.build(&ctx);
+    assert_ne!(broken, id, "a broken hard link must miss the cache");
+    let root = fx.rootfs(&broken);
+    let inode = |p: &str| std::fs::metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")).ino();
+    assert_ne!(inode("data/c"), inode("data/a"));
+    assert_eq!(read(&root, "links"), "2\n2\n");
+}
+
+#[test]
+fn copy_from_a_symlink_keeps_the_link_name() {
+    let Some(fx) = Fixture::new() else { return };
+    // BuildKit follows a source (or wildcard match) that is a symlink and copies its target
+    // under the link's name: /bin/cat (-> busybox) into /test/ is /test/cat.
+    let ctx = fx.context(
+        "fromlink",
+        "FROM busybox AS base\nFROM scratch\nCOPY --from=base /bin/cat /test/\nCOPY --from=base /bin/sh /bin/\nCOPY --from=base /bin/ca* /wild/\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    let base = rbuild::store::ImageStore::open(&fx.root).expect("store").resolve("busybox").expect("busybox").id;
+    let busybox = std::fs::read(fx.rootfs(&base.to_string()).join("bin/busybox")).expect("busybox");
+    for path in ["test/cat", "bin/sh", "wild/cat"] {
+        let meta = std::fs::symlink_metadata(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(meta.is_file(), "{path} is the link's target, copied");
+        assert_eq!(std::fs::read(root.join(path)).expect("read"), busybox, "{path}");
+    }
+    assert!(!root.join("test/busybox").exists() && !root.join("bin/busybox").exists());
+}
+
+#[test]
+fn a_wildcard_that_matches_nothing_is_skipped_among_others() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "wild",
+        "FROM busybox AS base\nFROM busybox\nCOPY *foo *.txt /d/\nCOPY --from=base /etc/*foo /etc/pass* /e/\n",
+        &[("a.txt", "a\n")],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "d/a.txt"), "a\n");
+    assert!(root.join("e/passwd").is_file());
+    // When no source matches at all, the build fails and says the wildcard matched nothing.
+    for (name, text) in [
+        ("nothing", "FROM busybox\nCOPY *foo *bar /d/\n"),
+        ("nothing-from", "FROM busybox AS base\nFROM busybox\nCOPY --from=base /etc/*foo /etc/*bar /d/\n"),
+    ] {
+        let ctx = fx.context(name, text, &[("a.txt", "a\n")]);
+        let err = fx.build_err(&ctx).to_string();
+        assert!(err.contains("wildcard \"") && err.contains("*foo\" matched nothing"), "{name}: {err}");
+    }
+}
+
+/// History reads as `DOCKER_BUILDKIT=0 docker build` (20.10) wrote it for this Dockerfile and
+/// these files (`docker history --no-trunc`), and the config carries what Docker stores.
+#[test]
+fn history_reads_as_classic_docker_writes_it() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "history",
+        "FROM busybox\nMAINTAINER Jane Doe <jane@example.com>\nCOPY f1 /dst/\nCOPY d /ddir\nCOPY f1 f2 /multi/\nADD f1 /addf\nWORKDIR app\nWORKDIR ../srv\nEXPOSE 443/udp 80 8000-8002 53/UDP\nSHELL [\"/bin/sh\", \"-xc\"]\nENV A=1\nRUN echo hi > /hi\nVOLUME /data\nVOLUME [\"/a\", \"/b\"]\nENTRYPOINT [\"/bin/echo\"]\nENTRYPOINT []\nCMD [\"x\"]\n",
+        &[("f1", "a\n"), ("f2", "b\n"), ("d/x", "c\n")],
+    );
+    for (path, mode) in [("f1", 0o644), ("f2", 0o644), ("d/x", 0o644), ("d", 0o755)] {
+        std::fs::set_permissions(ctx.join(path), std::os::unix::fs::PermissionsExt::from_mode(mode)).expect("chmod");
+    }
+    let out = common::rbuild_ok(&fx.root, &["build", "-q", ctx.to_str().expect("utf-8")]);
+    let config = fx.config(out.trim());
+    let history = config["history"].as_array().expect("history");
+    let base = base_history(&fx);
+    let created_by: Vec<&str> = history[base..].iter().map(|h| h["created_by"].as_str().unwrap_or("")).collect();
+    let file_f1 = "file:503d1c26d43ecb89daff3a6152da7e578c1e6cdc29d19999e9372774459f5459";
+    assert_eq!(
+        created_by,
+        [
+            "/bin/sh -c #(nop)  MAINTAINER Jane Doe <jane@example.com>".to_string(),
+            format!("/bin/sh -c #(nop) COPY {file_f1} in /dst/ "),
+            "/bin/sh -c #(nop) COPY dir:a543d25e8fff3abb7032f9b1a4038b9bf652e4007e780791a706f609779903f3 in /ddir "
+                .into(),
+            "/bin/sh -c #(nop) COPY multi:c5fda14f8973ea3e7c4e3f97ae14c3144d875cc3e5afd0ad72c2969d5253838f in /multi/ "
+                .into(),
+            format!("/bin/sh -c #(nop) ADD {file_f1} in /addf "),
+            "/bin/sh -c #(nop) WORKDIR /app".into(),
+            "/bin/sh -c #(nop) WORKDIR /srv".into(),
+            "/bin/sh -c #(nop)  EXPOSE 443/udp 53/UDP 80 8000-8002".into(),
+            "/bin/sh -xc #(nop)  SHELL [/bin/sh -xc]".into(),
+            "/bin/sh -xc #(nop)  ENV A=1".into(),
+            "/bin/sh -xc echo hi > /hi".into(),
+            "/bin/sh -xc #(nop)  VOLUME [/data]".into(),
+            "/bin/sh -xc #(nop)  VOLUME [/a /b]".into(),
+            "/bin/sh -xc #(nop)  ENTRYPOINT [\"/bin/echo\"]".into(),
+            "/bin/sh -xc #(nop)  ENTRYPOINT []".into(),
+            "/bin/sh -xc #(nop)  CMD [\"x\"]".into(),
+        ]
+    );
+    assert!(
+        history[base..].iter().all(|h| h["author"] == "Jane Doe <jane@example.com>"),
+        "MAINTAINER's author is on every later entry: {history:?}"
+    );
+    assert_eq!(config["author"], "Jane Doe <jane@example.com>");
+    assert_eq!(config["config"]["Entrypoint"], Value::Null, "ENTRYPOINT [] is stored as null");
+    assert_eq!(config["config"]["Cmd"], json!(["x"]));
+
+    // A child, of an image or of a stage, does not inherit the Author.
+    let child = fx.context(
+        "history-child",
+        "FROM busybox AS base\nMAINTAINER Jane Doe <jane@example.com>\nENV A=1\nFROM base\nENV B=2\n",
+        &[],
+    );
+    let id = fx.build(&child);
+    assert_eq!(fx.config(&id)["author"], Value::Null);
+}
+
+/// RUN gets the user's supplementary groups from the image's /etc/group as BuildKit gives
+/// them (the groups listing the user; none with an explicit group), and Docker's open-files
+/// limit whatever the caller's is.
+#[test]
+fn run_gets_the_image_groups_and_the_container_nofile_limit() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "groups",
+        "FROM busybox\nRUN echo app:x:1000:1000::/:/bin/sh >> /etc/passwd && printf 'app:x:1000:\\nwheel:x:10:app,root\\nadm:x:4:app\\n' >> /etc/group\nUSER app\nRUN id > /tmp/id-app\nUSER app:wheel\nRUN id > /tmp/id-app-wheel\nUSER root\nRUN id > /tmp/id-root && ulimit -Sn > /tmp/nofile && ulimit -Hn >> /tmp/nofile\n",
+        &[],
+    );
+    // The caller's own soft limit must not leak into RUN.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -Sn 512 && exec {} build -q \"$0\"", env!("CARGO_BIN_EXE_rbuild")))
+        .arg(&ctx)
+        .env("RBUILD_ROOT", &fx.root)
+        .output()
+        .expect("rbuild");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = fx.rootfs(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(read(&root, "tmp/id-app"), "uid=1000(app) gid=1000(app) groups=4(adm),10(wheel)\n");
+    assert_eq!(read(&root, "tmp/id-app-wheel"), "uid=1000(app) gid=10(wheel)\n");
+    assert_eq!(read(&root, "tmp/id-root"), "uid=0(root) gid=0(root) groups=10(wheel)\n");
+    // Docker's 1048576; without CAP_SYS_RESOURCE (some sandboxes) the hard limit cannot be
+    // raised and both become the caller's hard limit.
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim).unwrap_or("0");
+    const CAP_SYS_RESOURCE: u32 = 24; // linux/capability.h
+    let may_raise = u64::from_str_radix(cap_eff, 16).unwrap_or(0) & (1 << CAP_SYS_RESOURCE) != 0;
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum.unwrap_or(u64::MAX);
+    let nofile = if may_raise { 1 << 20 } else { hard.min(1 << 20) };
+    assert_eq!(read(&root, "tmp/nofile"), format!("{nofile}\n{nofile}\n"));
+}

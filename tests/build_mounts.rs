@@ -420,3 +420,26 @@ fn ssh_mounts_forward_the_agent_and_leave_nothing_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("is not an agent socket"), "{stderr}");
 }
+
+#[test]
+fn a_cache_mount_is_keyed_by_its_id_and_its_from_source() {
+    let Some(fx) = Fixture::new() else { return };
+    // As BuildKit: the same target (so the same default id) seeded from another stage is
+    // another cache; without `from` the earlier plain cache is not reused either.
+    let ctx = fx.context(
+        "cachefrom",
+        "FROM busybox AS a\n\
+         RUN mkdir /seed && echo a > /seed/which\n\
+         FROM busybox AS b\n\
+         RUN mkdir /seed && echo b > /seed/which\n\
+         FROM busybox\n\
+         RUN --mount=type=cache,from=a,source=/seed,target=/cache cat /cache/which > /from-a\n\
+         RUN --mount=type=cache,from=b,source=/seed,target=/cache cat /cache/which > /from-b\n\
+         RUN --mount=type=cache,target=/cache ls /cache > /plain\n",
+        &[],
+    );
+    fx.build(&ctx, "cachefrom", &[]);
+    let root = fx.rootfs("cachefrom");
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    assert_eq!((read("from-a"), read("from-b"), read("plain")), ("a\n".into(), "b\n".into(), String::new()));
+}

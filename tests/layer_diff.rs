@@ -217,6 +217,27 @@ fn write_layer_leaves_no_file_when_the_upper_dir_is_missing() {
 }
 
 #[test]
+fn wh_files_are_whiteouts_only_from_fuse_overlayfs_and_refused_otherwise() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upper = tmp.path().join("upper");
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(upper.join("d")).expect("mkdir");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(upper.join("d/.wh.gone"), "").expect("write");
+    std::fs::write(upper.join("d/.wh..wh..opq"), "").expect("write");
+    // A kernel-overlay upper dir or a COPY: a file with that name is refused, naming it.
+    let err = write_layer(&upper, &out, &DiffOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("/d/.wh.") && err.to_string().contains("reserved"), "{err}");
+    assert_eq!(std::fs::read_dir(&out).expect("read_dir").count(), 0, "a partial blob was left");
+    // fuse-overlayfs writes such files as its whiteouts: they are encoded as whiteouts.
+    let opts = DiffOptions { compression: Compression::None, whiteout_files: true, ..DiffOptions::default() };
+    let layer = commit(&upper, &out, &opts);
+    let listing = std::process::Command::new("tar").arg("-tf").arg(&layer.path).output().expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert_eq!(names.lines().collect::<Vec<_>>(), vec!["d/", "d/.wh..wh..opq", "d/.wh.gone"], "{names}");
+}
+
+#[test]
 fn changes_lists_added_changed_and_deleted_paths() {
     if !common::require(common::is_root(), "root (mknod 0/0, trusted.* xattrs)") {
         return;
@@ -239,4 +260,41 @@ fn changes_lists_added_changed_and_deleted_paths() {
     has(ChangeKind::Added, "/new/sym");
     has(ChangeKind::Changed, "/keep/mode");
     assert_eq!(ChangeKind::Deleted.letter(), 'D');
+}
+
+/// A layer's unpacked size is what Docker's overlay2 counts: file contents and symlink
+/// targets, a hard link's data once, nothing for directories; and with a host id map the
+/// entries carry the container ids the host ids map back to.
+#[test]
+fn unpacked_size_and_host_ids() {
+    use rbuild::layer::diff::{HostIdMap, IdRange, OVERFLOW_ID};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let upper = tmp.path().join("upper");
+    std::fs::create_dir_all(upper.join("d")).expect("mkdir");
+    std::fs::write(upper.join("d/a"), "12345").expect("write");
+    std::fs::hard_link(upper.join("d/a"), upper.join("d/a2")).expect("link");
+    std::os::unix::fs::symlink("../d/a", upper.join("l")).expect("symlink");
+    let layer = commit(&upper, tmp.path(), &DiffOptions::default());
+    assert_eq!(layer.unpacked_size, 5 + "../d/a".len() as u64);
+
+    if !common::require(common::is_root(), "root to give files other owners") {
+        return;
+    }
+    std::os::unix::fs::lchown(upper.join("d/a"), Some(100_999), Some(100_999)).expect("chown");
+    std::os::unix::fs::lchown(upper.join("l"), Some(4242), Some(4242)).expect("chown");
+    let ranges =
+        vec![IdRange { container: 0, host: 0, count: 1 }, IdRange { container: 1, host: 100_000, count: 65536 }];
+    let opts =
+        DiffOptions { host_ids: Some(HostIdMap { uids: ranges.clone(), gids: ranges }), ..DiffOptions::default() };
+    let layer = commit(&upper, tmp.path(), &opts);
+    let out =
+        std::process::Command::new("tar").arg("--numeric-owner").arg("-tvzf").arg(&layer.path).output().expect("tar");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let owner = |name: &str| {
+        let line = listing.lines().find(|l| l.ends_with(name) || l.contains(&format!("{name} ->"))).expect(name);
+        line.split_whitespace().nth(1).unwrap_or_default().to_string()
+    };
+    assert_eq!(owner("d/a"), "1000/1000", "{listing}");
+    assert_eq!(owner("l"), format!("{OVERFLOW_ID}/{OVERFLOW_ID}"), "{listing}");
+    assert_eq!(owner("d/"), "0/0", "{listing}");
 }

@@ -135,11 +135,13 @@ impl Rootless {
         (lines, outcome)
     }
 
-    /// The layer names the upper dir commits to (read as root).
-    fn layer_names(&self) -> Vec<String> {
+    /// The layer names the upper dir commits to (read as root). `fuse`: fuse-overlayfs wrote
+    /// it, so its `.wh.` files are whiteouts (the engine says so for a fuse step).
+    fn layer_names(&self, fuse: bool) -> Vec<String> {
         let out = self.base().join("blobs");
         std::fs::create_dir_all(&out).expect("mkdir");
-        let layer = write_layer(&self.base().join("upper"), &out, &DiffOptions::default()).expect("commit");
+        let opts = DiffOptions { whiteout_files: fuse, ..DiffOptions::default() };
+        let layer = write_layer(&self.base().join("upper"), &out, &opts).expect("commit");
         common::layer_entries(&layer.path, layer.media_type).into_iter().map(|(n, _)| n).collect()
     }
 }
@@ -162,7 +164,7 @@ fn rootless_kernel_overlay_with_a_subuid_range() {
     let (lines, outcome) = r.run(SCRIPT, "kernel", None);
     assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-ok"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(false));
     // Same upper and work dirs again: the volatile marker of the first run is gone.
     let (lines, outcome) = r.run("id -u; id -g", "kernel", Some("app"));
     assert_eq!(outcome, "code=0 overlay=Kernel userns=true");
@@ -177,7 +179,7 @@ fn rootless_single_id_map_without_subuid() {
     let (lines, outcome) = r.run(SCRIPT, "auto", None);
     assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-failed"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(false));
 }
 
 #[test]
@@ -195,5 +197,55 @@ fn rootless_fuse_overlayfs() {
     let (lines, outcome) = r.run(SCRIPT, "fuse", None);
     assert_eq!(outcome, "code=3 overlay=Fuse userns=true", "{lines:?}");
     assert_eq!(lines, ["0", "chown-ok"]);
-    check_layer(&r.layer_names());
+    check_layer(&r.layer_names(true));
+}
+
+/// The README example built by the unprivileged user and by root gives one image ID: what a
+/// RUN creates as container root is recorded as root (not as the user's host uid), and
+/// `COPY --chown=1000:1000` works and records 1000:1000.
+#[test]
+fn rootless_and_root_builds_of_the_example_give_one_image_id() {
+    let Some(r) = Rootless::new("rbuild-build", Some(700_000)) else {
+        return;
+    };
+    let base = r.base();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
+    assert!(sh(&format!("cp -a {} {}/example", example.display(), base.display())));
+    let dockerfile = std::fs::read_to_string(example.join("Dockerfile")).expect("Dockerfile");
+    let extra = "COPY --chown=1000:1000 app/app.conf /home/app/conf\nRUN cat /home/app/conf > /copied\n";
+    std::fs::write(base.join("example/Dockerfile.chown"), format!("{dockerfile}{extra}")).expect("write");
+    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), base.join("rbuild")).expect("copy rbuild");
+    // One import (its `created` is the import time), given to the user as a copy.
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    let import = format!("RBUILD_ROOT={0}/store-root {0}/rbuild import {0}/busybox.tar busybox", base.display());
+    let copy = format!("cp -a {0}/store-root {0}/store-user && chown -R {1}: {0}/store-user", base.display(), r.user);
+    assert!(sh(&format!("{tar} && {import} >/dev/null && {copy}")));
+    let build = |as_user: bool, store: &str, dockerfile: &str| -> String {
+        let script = format!("{0}/rbuild build -q -f {0}/example/{dockerfile} {0}/example", base.display());
+        let mut cmd = if as_user {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        let out = cmd
+            .env("RBUILD_ROOT", base.join(store))
+            .env("SOURCE_DATE_EPOCH", "0")
+            .env("HOME", base)
+            .env_remove("CI")
+            .output()
+            .expect("rbuild");
+        let who = if as_user { r.user.as_str() } else { "root" };
+        assert!(out.status.success(), "build as {who}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for dockerfile in ["Dockerfile", "Dockerfile.chown"] {
+        let rootless = build(true, "store-user", dockerfile);
+        let root = build(false, "store-root", dockerfile);
+        assert!(root.starts_with("sha256:"), "{root}");
+        assert_eq!(rootless, root, "{dockerfile}: the unprivileged build differs from root's");
+    }
 }

@@ -1,5 +1,6 @@
 //! Faults: `kill -9` at random points while `load` and `import` move a 300 MB image in
-//! (20 trials each), a full disk (the store on a small tmpfs), and truncated or corrupt
+//! (20 trials each), a full disk (the store on a small tmpfs) while loading, importing and
+//! unpacking (reported as a full disk, not a bad archive), and truncated or corrupt
 //! archives. Each must leave `rbuild store check` clean, earlier images intact, nothing
 //! half-written in `images`, and (for errors) a message naming the file.
 //! The 300 MB data is generated once into the cargo target tmp dir and reused. The tmpfs
@@ -240,6 +241,10 @@ fn full_disk_leaves_the_store_consistent() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains("No space left on device"), "{args:?}: {err}");
+        assert!(
+            err.contains("is full") && !err.contains("corrupt"),
+            "{args:?}: a full disk is not a bad archive: {err}"
+        );
         assert!(err.contains(&b.dir.display().to_string()), "{args:?}: error does not name the file: {err}");
         assert_healthy(&root, &format!("{args:?} on a full disk"));
         let names = rbuild_ok(&root, &["images", "--format", "{{.Repository}}"]);
@@ -247,4 +252,60 @@ fn full_disk_leaves_the_store_consistent() {
     }
     // The space is back: the failed writers removed their work dirs.
     assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_full_disk_while_unpacking_a_layer_is_reported_as_one() {
+    if !require(is_root(), "root (to mount a tmpfs and run a container)") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    // 48 MiB of zeros: a few KiB as a gzip layer, more than the disk holds once unpacked.
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(48 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    layer.append_data(&mut h, "zeros", std::io::repeat(0).take(48 << 20)).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let diff_id = rbuild::layer::digest::Sha256Digest::of(&layer);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [diff_id.to_string()] }, "history": [],
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(
+        &serde_json::json!([{ "Config": "config.json", "RepoTags": ["zeros:1"], "Layers": ["layer.tar.gz"] }]),
+    )
+    .unwrap();
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, data) in [("config.json", &config), ("layer.tar.gz", &gz), ("manifest.json", &manifest)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        archive.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    let file = t.path().join("zeros.tar");
+    std::fs::write(&file, archive.into_inner().unwrap()).unwrap();
+
+    let mnt = t.path().join("small-fs");
+    std::fs::create_dir(&mnt).unwrap();
+    let st = Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(st.success(), "mount tmpfs");
+    let _m = Mount(mnt.clone());
+    let root = mnt.join("store");
+    rbuild_ok(&root, &["load", "-i", file.to_str().unwrap()]);
+    let out = rbuild(&root, &["run", "--rm", "zeros:1", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is full while unpacking layer sha256:"), "{err}");
+    assert!(err.contains("No space left on device") && !err.contains("corrupt"), "{err}");
+    let check = rbuild(&root, &["store", "check"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+    assert_eq!(std::fs::read_dir(root.join("layers")).unwrap().count(), 0, "no half-unpacked layer");
+    assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0, "the space is back");
 }

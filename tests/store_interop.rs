@@ -96,6 +96,7 @@ fn build_image(t: &Path, root: &Path) -> Option<std::path::PathBuf> {
             digest,
             size,
             media_type: oci_spec::image::MediaType::ImageLayer,
+            unpacked_size: None,
         });
     }
     let config = serde_json::json!({

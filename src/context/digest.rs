@@ -4,12 +4,14 @@
 //! in parallel and streamed.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use super::select::SelectedRoot;
 use super::walk::{ContextEntry, EntryKind};
 use super::ContextError;
 
@@ -31,9 +33,15 @@ thread_local! {
 }
 
 fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
+    let mut hasher = Sha256::new();
+    hash_file_into(path, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Streams the content of `path` into `hasher`.
+fn hash_file_into(path: &Path, hasher: &mut Sha256) -> Result<(), ContextError> {
     let io_error = |err| ContextError::Io { path: path.to_path_buf(), source: err };
     let mut file = fs_err::File::open(path).map_err(io_error)?;
-    let mut hasher = Sha256::new();
     READ_BUFFER.with(|buffer| -> Result<(), ContextError> {
         let mut buffer = buffer.borrow_mut();
         loop {
@@ -45,11 +53,17 @@ fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
             };
             hasher.update(&buffer[..read]);
         }
-    })?;
-    Ok(hasher.finalize().into())
+    })
 }
 
-fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) -> Result<String, ContextError> {
+/// `link_to`: for the second and later names of a hard-linked file, the first name (in sorted
+/// order) of that file in the selection.
+fn entry_digest(
+    host: &Path,
+    entry: &ContextEntry,
+    chown: Option<(u32, u32)>,
+    link_to: Option<&str>,
+) -> Result<String, ContextError> {
     let (uid, gid) = chown.unwrap_or((entry.uid, entry.gid));
     let mut hasher = Sha256::new();
     hasher.update(entry.path.as_bytes());
@@ -66,30 +80,62 @@ fn entry_digest(root: &Path, entry: &ContextEntry, chown: Option<(u32, u32)>) ->
     hasher.update(uid.to_be_bytes());
     hasher.update(gid.to_be_bytes());
     match &entry.kind {
-        EntryKind::File => hasher.update(hash_file_content(&root.join(&entry.path))?),
+        EntryKind::File => hasher.update(hash_file_content(host)?),
         EntryKind::Symlink { target } => hasher.update(target.as_bytes()),
         EntryKind::Dir | EntryKind::Other => {}
+    }
+    if let Some(first) = link_to {
+        hasher.update(b"\0hardlink\0");
+        hasher.update(first.as_bytes());
     }
     Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
 }
 
 /// Digest of a COPY/ADD source selection: sha256 over, per entry in sorted path order, its
 /// relative path, kind, permission bits, ownership (`chown` overrides it: what COPY --chown
-/// writes), content sha256 for files and link target for symlinks. Never mtime/atime/ctime or
-/// inode. File contents are hashed in parallel and streamed.
+/// writes), content sha256 for files and link target for symlinks, and which files are hard
+/// links to one another (COPY keeps them so). Never mtime/atime/ctime or inode numbers. File
+/// contents are hashed in parallel and streamed.
 pub fn source_digest(
     root: &Path,
     entries: &[ContextEntry],
     chown: Option<(u32, u32)>,
 ) -> Result<SourceDigest, ContextError> {
-    let mut ordered: Vec<&ContextEntry> = entries.iter().collect();
-    ordered.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-    ordered.dedup_by(|a, b| a.path == b.path);
-    let digests: Vec<String> =
-        ordered.par_iter().map(|entry| entry_digest(root, entry, chown)).collect::<Result<_, _>>()?;
+    let located: Vec<(ContextEntry, PathBuf)> = entries.iter().map(|e| (e.clone(), root.join(&e.path))).collect();
+    located_digest(&located, chown)
+}
+
+/// The same digest for entries whose content lives elsewhere than under one root (the files
+/// `COPY --from` selects in an image's layers): each entry with the host path to read.
+pub fn located_digest(
+    entries: &[(ContextEntry, PathBuf)],
+    chown: Option<(u32, u32)>,
+) -> Result<SourceDigest, ContextError> {
+    let mut ordered: Vec<&(ContextEntry, PathBuf)> = entries.iter().collect();
+    ordered.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
+    ordered.dedup_by(|a, b| a.0.path == b.0.path);
+    let mut first_names: HashMap<(u64, u64), &str> = HashMap::new();
+    let link_to: Vec<Option<&str>> = ordered
+        .iter()
+        .map(|(entry, _)| {
+            let inode = entry.hardlink?;
+            match first_names.get(&inode) {
+                Some(first) => Some(*first),
+                None => {
+                    first_names.insert(inode, &entry.path);
+                    None
+                }
+            }
+        })
+        .collect();
+    let digests: Vec<String> = ordered
+        .par_iter()
+        .zip(link_to.par_iter())
+        .map(|((entry, host), link_to)| entry_digest(host, entry, chown, *link_to))
+        .collect::<Result<_, _>>()?;
     let mut total = Sha256::new();
     let mut files = Vec::with_capacity(ordered.len());
-    for (entry, digest) in ordered.into_iter().zip(digests) {
+    for ((entry, _), digest) in ordered.into_iter().zip(digests) {
         total.update(entry.path.as_bytes());
         total.update([0]);
         total.update(digest.as_bytes());
@@ -97,6 +143,78 @@ pub fn source_digest(
         files.push((entry.path.clone(), digest));
     }
     Ok(SourceDigest { digest: format!("sha256:{}", hex::encode(total.finalize())), files })
+}
+
+/// The name classic `docker build` gives the sources of a COPY/ADD in its history line
+/// (`COPY file:<hex> in /dst/ `): one match that is a file is `file:<hex>`, one directory
+/// `dir:<hex>`, several matches `multi:<hex>`.
+///
+/// Written here because no crate implements it: classic docker hashes each entry as tarsum v1
+/// does (moby `pkg/tarsum` over the header the docker CLI sends: the name, the mode with its
+/// file-type bits, owner 0:0 as the CLI sends it, size, type flag, link target, empty user and
+/// group names, device 0/0; no mtime), followed by the content; a directory's hash is sha256
+/// over the sorted hex hashes of itself and everything below it joined by `,`, a multi hash
+/// sha256 over the prefixed hashes of the matches, in source order. It reads the copied files
+/// once more, so it runs only when a COPY runs, never for a cache lookup.
+pub fn classic_source_hash(root: &Path, roots: &[SelectedRoot]) -> Result<String, ContextError> {
+    let hashes: Vec<String> = roots
+        .iter()
+        .map(|selected| {
+            let entries: Vec<&ContextEntry> = match &selected.root {
+                Some(top) if top.kind != EntryKind::Dir => vec![top],
+                // The context root itself is not hashed, only what is below it.
+                Some(_) | None => selected.entries.iter().filter(|e| !e.path.is_empty()).collect(),
+            };
+            let mut sums: Vec<String> =
+                entries.par_iter().map(|e| classic_entry_hash(root, e)).collect::<Result<_, _>>()?;
+            Ok(match &selected.root {
+                Some(top) if top.kind != EntryKind::Dir => format!("file:{}", sums.pop().unwrap_or_default()),
+                _ => {
+                    sums.sort_unstable();
+                    format!("dir:{}", hex::encode(Sha256::digest(sums.join(",").as_bytes())))
+                }
+            })
+        })
+        .collect::<Result<_, ContextError>>()?;
+    Ok(match hashes.as_slice() {
+        [one] => one.clone(),
+        _ => format!("multi:{}", hex::encode(Sha256::digest(hashes.join(",").as_bytes()))),
+    })
+}
+
+/// tarsum v1 of one context entry as the docker CLI puts it in the context tar.
+fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<String, ContextError> {
+    let (type_bits, flag, link, size) = match &entry.kind {
+        EntryKind::File => (0o100000, "0", "", entry.size),
+        EntryKind::Dir => (0o040000, "5", "", 0),
+        EntryKind::Symlink { target } => (0o120000, "2", target.as_str(), 0),
+        EntryKind::Other => (0o010000, "6", "", 0),
+    };
+    let name = if entry.kind == EntryKind::Dir { format!("{}/", entry.path) } else { entry.path.clone() };
+    let mut hasher = Sha256::new();
+    let mode = (type_bits | entry.mode).to_string();
+    let size = size.to_string();
+    let fields: [(&str, &str); 11] = [
+        ("name", &name),
+        ("mode", &mode),
+        ("uid", "0"),
+        ("gid", "0"),
+        ("size", &size),
+        ("typeflag", flag),
+        ("linkname", link),
+        ("uname", ""),
+        ("gname", ""),
+        ("devmajor", "0"),
+        ("devminor", "0"),
+    ];
+    for (key, value) in fields {
+        hasher.update(key.as_bytes());
+        hasher.update(value.as_bytes());
+    }
+    if entry.kind == EntryKind::File {
+        hash_file_into(&root.join(&entry.path), &mut hasher)?;
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]
@@ -160,9 +278,51 @@ mod tests {
     }
 
     #[test]
+    fn breaking_or_making_a_hard_link_changes_it() {
+        let dir = setup();
+        let root = dir.path();
+        std::fs::hard_link(root.join("d/f"), root.join("d/g")).unwrap();
+        let linked = digest_of(root, None);
+        // The same content as a separate file: another digest, named on the second name.
+        std::fs::remove_file(root.join("d/g")).unwrap();
+        std::fs::write(root.join("d/g"), b"hello").unwrap();
+        let separate = digest_of(root, None);
+        assert_ne!(separate.digest, linked.digest);
+        let changed: Vec<_> =
+            linked.files.iter().zip(&separate.files).filter(|(a, b)| a != b).map(|(a, _)| a.0.as_str()).collect();
+        assert_eq!(changed, ["d/g"]);
+        std::fs::remove_file(root.join("d/g")).unwrap();
+        std::fs::hard_link(root.join("d/f"), root.join("d/g")).unwrap();
+        assert_eq!(digest_of(root, None), linked);
+    }
+
+    #[test]
     fn large_files_are_streamed_consistently() {
         let dir = setup();
         let expected: [u8; 32] = Sha256::digest(vec![7u8; READ_BUFFER_SIZE * 2 + 3]).into();
         assert_eq!(hash_file_content(&dir.path().join("big")).unwrap(), expected);
+    }
+
+    /// The hashes `DOCKER_BUILDKIT=0 docker build` (20.10) wrote for these very files:
+    /// `COPY f1 /dst/`, `COPY d /ddir`, `COPY f1 f2 /multi/`.
+    #[test]
+    fn classic_source_hashes_match_docker() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        for (path, content) in [("f1", "a\n"), ("f2", "b\n"), ("d/x", "c\n")] {
+            std::fs::write(root.join(path), content).unwrap();
+            std::fs::set_permissions(root.join(path), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ctx = BuildContext::with_patterns(root, &[]).unwrap();
+        let hash = |srcs: &[&str]| {
+            let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+            classic_source_hash(root, &ctx.select_roots(&srcs, &[]).unwrap()).unwrap()
+        };
+        assert_eq!(hash(&["f1"]), "file:503d1c26d43ecb89daff3a6152da7e578c1e6cdc29d19999e9372774459f5459");
+        assert_eq!(hash(&["d"]), "dir:a543d25e8fff3abb7032f9b1a4038b9bf652e4007e780791a706f609779903f3");
+        assert_eq!(hash(&["f1", "f2"]), "multi:c5fda14f8973ea3e7c4e3f97ae14c3144d875cc3e5afd0ad72c2969d5253838f");
+        assert_eq!(hash(&["f*"]), hash(&["f1", "f2"]));
     }
 }

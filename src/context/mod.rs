@@ -14,7 +14,7 @@ pub mod pattern;
 pub mod select;
 pub mod walk;
 
-pub use digest::{source_digest, SourceDigest};
+pub use digest::{located_digest, source_digest, SourceDigest};
 pub use ignorefile::{find_ignore_file, read_ignore_file, read_ignore_file_lines};
 pub use pattern::{IgnoreMatch, IgnorePattern, PatternMatcher};
 pub use select::SelectedRoot;
@@ -39,7 +39,7 @@ pub enum ContextError {
     /// A COPY/ADD source that matches nothing in the filtered context.
     #[error("failed to compute cache key: {src:?} not found in build context {context}")]
     SourceNotFound { src: String, context: PathBuf },
-    /// A COPY/ADD wildcard that matches no file of the filtered context.
-    #[error("failed to compute cache key: the wildcard {src:?} matched no file in build context {context} (after .dockerignore)")]
-    WildcardMatchedNothing { src: String, context: PathBuf },
+    /// Every COPY/ADD source is a wildcard and none matches anything.
+    #[error("failed to compute cache key: no source files were specified: wildcard {src:?} matched nothing in build context {context}")]
+    NoWildcardMatch { src: String, context: PathBuf },
 }

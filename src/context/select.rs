@@ -38,7 +38,8 @@ fn matches_source_glob(source: &str, path: &str) -> Result<bool, &'static str> {
 impl BuildContext {
     /// COPY/ADD source selection. Each `src` is cleaned and confined to the context, may hold
     /// Go `filepath.Match` wildcards (matched per path component against the entries that
-    /// survived `.dockerignore`); a directory selects itself and everything below it.
+    /// survived `.dockerignore`); a directory selects itself and everything below it. A
+    /// wildcard that matches nothing is skipped unless nothing is selected at all.
     /// `exclude` patterns (COPY --exclude, `.dockerignore` syntax) are matched against paths
     /// relative to each selected source (a selected file is matched by its base name) and drop
     /// entries; an excluded directory stays only if something below it is kept. A source that
@@ -81,6 +82,7 @@ impl BuildContext {
         let exclude = PatternMatcher::new(exclude)?;
         let index: HashMap<&str, usize> =
             entries.iter().enumerate().map(|(idx, entry)| (entry.path.as_str(), idx)).collect();
+        let mut unmatched_wildcard = None;
         for src in srcs {
             let source = confine_source(src);
             let roots: Vec<Option<usize>> = if source == "." {
@@ -102,12 +104,13 @@ impl BuildContext {
                 index.get(source.as_str()).map(|idx| vec![Some(*idx)]).unwrap_or_default()
             };
             if roots.is_empty() {
-                let context = self.root.clone();
-                return Err(if has_glob_meta(&source) {
-                    ContextError::WildcardMatchedNothing { src: src.clone(), context }
-                } else {
-                    ContextError::SourceNotFound { src: src.clone(), context }
-                });
+                if has_glob_meta(&source) {
+                    // Like BuildKit, a wildcard that matches nothing is skipped: only a
+                    // selection with nothing at all is an error.
+                    unmatched_wildcard.get_or_insert(src);
+                    continue;
+                }
+                return Err(ContextError::SourceNotFound { src: src.clone(), context: self.root.clone() });
             }
             for root in roots {
                 // Like BuildKit, a matched source that is a symlink is followed (inside the
@@ -126,6 +129,9 @@ impl BuildContext {
                 select_below(entries, root, &exclude, &mut selected)?;
                 groups.push((root, name, selected));
             }
+        }
+        if let (true, Some(src)) = (groups.is_empty(), unmatched_wildcard) {
+            return Err(ContextError::NoWildcardMatch { src: src.clone(), context: self.root.clone() });
         }
         Ok(groups)
     }
@@ -279,10 +285,19 @@ mod tests {
 
     #[test]
     fn missing_source_is_an_error_naming_it() {
-        let (_dir, ctx) = context(&["a"], &["a"]);
+        let (_dir, ctx) = context(&["a", "b.txt"], &["a"]);
         let err = ctx.select(&["a".into()], &[]).unwrap_err();
         assert!(err.to_string().contains("\"a\""), "{err}");
-        let err = ctx.select(&["*.none".into()], &[]).unwrap_err();
-        assert!(err.to_string().contains("the wildcard \"*.none\" matched no file"), "{err}");
+        let err = ctx.select(&["*.none".into(), "*.nix".into()], &[]).unwrap_err();
+        assert!(err.to_string().contains("wildcard \"*.none\" matched nothing"), "{err}");
+        // A literal source that is missing fails even when others match.
+        assert!(ctx.select(&["b.txt".into(), "a".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn a_wildcard_matching_nothing_is_skipped_among_others() {
+        let (_dir, ctx) = context(&["a.txt", "b.txt"], &[]);
+        assert_eq!(paths(&ctx, &["*foo", "*.txt"], &[]), ["a.txt", "b.txt"]);
+        assert_eq!(ctx.select_roots(&["*foo".into(), "a.txt".into()], &[]).unwrap().len(), 1);
     }
 }

@@ -33,6 +33,9 @@ pub struct ContextEntry {
     pub gid: u32,
     /// Size in bytes for regular files, 0 otherwise.
     pub size: u64,
+    /// (device, inode) of a regular file with more than one link: entries with the same value
+    /// are hard links to one file, which COPY keeps and the source digest records.
+    pub hardlink: Option<(u64, u64)>,
 }
 
 /// Totals of a filtered context.
@@ -86,7 +89,8 @@ pub(crate) fn entry_from_metadata(
         EntryKind::Other
     };
     let size = if kind == EntryKind::File { meta.len() } else { 0 };
-    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size })
+    let hardlink = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size, hardlink })
 }
 
 /// State carried down one level of the walk.

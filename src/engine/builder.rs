@@ -32,7 +32,7 @@ use crate::layer::media::Compression;
 use crate::plan::{Dependency, StageBase};
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
-use crate::store::{ImageReference, ImageStore, PutImage};
+use crate::store::{ImageReference, ImageStore, PutImage, StoreError};
 
 /// What to build and how; the same knobs as `docker build`.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ impl StoreImages<'_> {
     fn pull_needed(&self, plan: &crate::plan::BuildPlan) -> bool {
         let mut references = BTreeSet::new();
         for stage in plan.planned_stages() {
-            if let StageBase::Image { reference } = &stage.base {
+            if let StageBase::Image { reference, .. } = &stage.base {
                 references.insert(reference.clone());
             }
             for dep in &stage.dependencies {
@@ -161,7 +161,9 @@ impl StoreImages<'_> {
         for reference in references {
             // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
             let name = ImageReference::parse(&reference).ok();
-            if name.is_some() && (self.always_pull || self.store.resolve(&reference).is_err()) {
+            // A damaged local image is reported (by the resolve in the executor), not pulled over.
+            let missing = || matches!(self.store.resolve(&reference), Err(StoreError::NoSuchImage(_)));
+            if name.is_some() && (self.always_pull || missing()) {
                 self.pull_once(&reference);
                 tried = true;
             }
@@ -182,6 +184,7 @@ impl ImageResolver for StoreImages<'_> {
         let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
         Some(ResolvedImage {
             digest: digest.to_string(),
+            id: image.id.to_string(),
             env: config.env_pairs(),
             on_build: config.config.on_build.clone(),
         })
@@ -193,9 +196,9 @@ impl Builder {
         Builder { store, cancel: Cancel::new() }
     }
 
-    /// A builder on the store at `root` (created if missing).
+    /// A builder on the store at `root` (created if missing), leasing what it uses.
     pub fn open(root: &Path) -> Result<Self, BuildError> {
-        Ok(Builder::new(ImageStore::open(root)?))
+        Ok(Builder::new(ImageStore::open(root)?.leased("build")))
     }
 
     pub fn store(&self) -> &ImageStore {
@@ -319,8 +322,13 @@ impl Builder {
             None => chrono::Utc::now(),
         }
         .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let diff = DiffOptions { compression: opts.compression, ..DiffOptions::default() }
-            .with_source_date_epoch_from_env()?;
+        let diff = DiffOptions {
+            compression: opts.compression,
+            // Layers record container ids in every mode.
+            host_ids: crate::runtime::unprivileged_host_ids(),
+            ..DiffOptions::default()
+        }
+        .with_source_date_epoch_from_env()?;
         // Misses are explained against this Dockerfile's earlier builds only.
         let lineage = match &opts.dockerfile_text {
             Some(_) => {

@@ -249,8 +249,9 @@ pub fn apply_config_instruction(
             state.observe(instruction);
         }
         Instruction::Entrypoint { command } => {
+            // `ENTRYPOINT []` clears it: Docker stores null.
             let argv = image.argv(command);
-            image.config.entrypoint = Some(argv);
+            image.config.entrypoint = (!argv.is_empty()).then_some(argv);
             if !state.cmd_set_here {
                 image.config.cmd = None;
             }
@@ -339,18 +340,50 @@ fn go_quoted_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
+/// Go's `%v` of a string slice, as classic docker prints VOLUME and SHELL: `[/a /b]`.
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+/// Go's `%q` of Docker 20.10's `*HealthConfig`, as classic docker prints HEALTHCHECK in
+/// history: `&{["CMD-SHELL" "curl x"] "30s" "0s" "0s" '\x03'}` (durations through their
+/// `String()`, the retry count as a quoted rune).
+fn go_healthcheck(hc: &HealthConfig) -> String {
+    use crate::frontend::instructions::go_duration;
+    let duration = |ns: u64| crate::frontend::parser::dump::go_quote(&go_duration(std::time::Duration::from_nanos(ns)));
+    let retries = char::from_u32(hc.retries).unwrap_or(char::REPLACEMENT_CHARACTER);
+    let quoted = crate::frontend::parser::dump::go_quote(&retries.to_string());
+    let rune = match retries {
+        '"' => "\"".to_string(),
+        '\'' => "\\'".to_string(),
+        _ => quoted[1..quoted.len() - 1].to_string(),
+    };
+    format!(
+        "&{{{} {} {} {} '{rune}'}}",
+        go_quoted_list(&hc.test),
+        duration(hc.interval),
+        duration(hc.timeout),
+        duration(hc.start_period)
+    )
+}
+
 /// The history line classic `docker build` writes for an instruction.
 ///
-/// `run_argv` is the command a RUN executed and `build_args` the build args it saw (classic
-/// docker prefixes them: `|1 V=1 /bin/sh -c …`); `copy_summary` describes COPY/ADD sources
-/// (`dir:<digest> in /dest`).
+/// `image` is the config after the instruction was applied: its SHELL prefixes every
+/// `#(nop)` line and its WORKDIR is the resolved one. `run_argv` is the command a RUN
+/// executed and `build_args` the build args it saw (classic docker prefixes them:
+/// `|1 V=1 /bin/sh -c …`); `copy_summary` names COPY/ADD sources (`dir:<hex> in /dest/`).
 pub fn history_created_by(
     instruction: &Instruction,
+    image: &ImageConfigFile,
     run_argv: Option<&[String]>,
     build_args: &BTreeMap<String, String>,
     copy_summary: Option<&str>,
 ) -> String {
-    let nop = |text: String| format!("/bin/sh -c #(nop)  {text}");
+    let shell = image.shell().join(" ");
+    // Classic docker appends "#(nop) " and the text as two argv words (two spaces), except
+    // for COPY/ADD and WORKDIR, whose text is one word with the marker.
+    let nop = |text: String| format!("{shell} #(nop)  {text}");
     match instruction {
         Instruction::Run(_) => {
             let argv = run_argv.map(|a| a.join(" ")).unwrap_or_default();
@@ -361,27 +394,31 @@ pub fn history_created_by(
                 format!("|{} {} {argv}", args.len(), args.join(" "))
             }
         }
-        Instruction::Copy(_) | Instruction::Add(_) => {
-            format!("/bin/sh -c #(nop) {} {}", instruction.keyword(), copy_summary.unwrap_or_default())
+        // Classic docker's, to the byte: `--chown` glued to the sources, a trailing space.
+        Instruction::Copy(fc) | Instruction::Add(fc) => {
+            let chown = fc.chown.as_deref().map(|c| format!("--chown={c}")).unwrap_or_default();
+            format!("{shell} #(nop) {} {chown}{} ", instruction.keyword(), copy_summary.unwrap_or_default())
         }
-        Instruction::Workdir { path } => format!("/bin/sh -c #(nop) WORKDIR {path}"),
+        Instruction::Workdir { .. } => format!("{shell} #(nop) WORKDIR {}", image.config.working_dir),
         Instruction::Cmd { command } | Instruction::Entrypoint { command } => {
-            let text = match command {
-                CommandForm::Exec(v) => go_quoted_list(v),
-                CommandForm::Shell(s) => go_quoted_list(&["/bin/sh".to_string(), "-c".to_string(), s.clone()]),
-            };
-            nop(format!("{} {text}", instruction.keyword()))
+            nop(format!("{} {}", instruction.keyword(), go_quoted_list(&image.argv(command))))
         }
         Instruction::Env { pairs } | Instruction::Label { pairs } => {
             let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             nop(format!("{} {}", instruction.keyword(), body.join(" ")))
         }
+        // As written, sorted as Go's sort.Strings sorts them.
         Instruction::Expose { ports } => {
-            let all: Vec<String> = ports.iter().flat_map(|p| expand_port(p)).collect();
-            nop(format!("EXPOSE {}", all.join(" ")))
+            let mut sorted = ports.clone();
+            sorted.sort_unstable();
+            nop(format!("EXPOSE {}", sorted.join(" ")))
         }
-        Instruction::Volume { paths } => nop(format!("VOLUME {}", go_quoted_list(paths))),
-        Instruction::Shell { shell } => nop(format!("SHELL {}", go_quoted_list(shell))),
+        Instruction::Volume { paths } => nop(format!("VOLUME {}", go_plain_list(paths))),
+        Instruction::Shell { shell } => nop(format!("SHELL {}", go_plain_list(shell))),
+        Instruction::Healthcheck(_) => match &image.config.healthcheck {
+            Some(hc) => nop(format!("HEALTHCHECK {}", go_healthcheck(hc))),
+            None => nop(instruction.canonical()),
+        },
         other => nop(other.canonical()),
     }
 }
@@ -456,23 +493,67 @@ mod tests {
         assert_eq!(back["rootfs"]["diff_ids"][0], "sha256:aa");
     }
 
+    /// What `DOCKER_BUILDKIT=0 docker build` (20.10) wrote for each (`docker history --no-trunc`).
     #[test]
     fn history_lines_read_like_classic_docker() {
-        let steps = instructions(
-            "FROM x\nENV REFRESHED_AT 2016-11-09\nCMD [\"/bin/sh\", \"/opt/app/start.sh\"]\nEXPOSE 80\nWORKDIR /opt/app\nRUN apt-get update\n",
-        );
+        let text = "FROM x\nENV REFRESHED_AT 2016-11-09\nCMD [\"/bin/sh\", \"/opt/app/start.sh\"]\n\
+                    EXPOSE 443/udp 80 8000-8002 53/UDP\nWORKDIR app\nWORKDIR ../srv\nRUN apt-get update\n\
+                    VOLUME /data\nVOLUME [\"/a\", \"/b\"]\nSHELL [\"/bin/sh\", \"-xc\"]\nENV A=1\nCMD []\n\
+                    COPY f1 /dst/\nMAINTAINER Jane Doe <jane@example.com>\n";
+        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+        let mut state = StageConfigState::default();
         let none = BTreeMap::new();
-        assert_eq!(history_created_by(&steps[0], None, &none, None), "/bin/sh -c #(nop)  ENV REFRESHED_AT=2016-11-09");
+        let mut lines = Vec::new();
+        for i in instructions(text) {
+            apply_config_instruction(&mut image, &mut state, &i);
+            let argv =
+                matches!(i, Instruction::Run(_)).then(|| vec!["/bin/sh".into(), "-c".into(), "apt-get update".into()]);
+            let summary = matches!(i, Instruction::Copy(_)).then_some("file:503d in /dst/");
+            lines.push(history_created_by(&i, &image, argv.as_deref(), &none, summary));
+        }
         assert_eq!(
-            history_created_by(&steps[1], None, &none, None),
-            "/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"/opt/app/start.sh\"]"
+            lines,
+            [
+                "/bin/sh -c #(nop)  ENV REFRESHED_AT=2016-11-09",
+                "/bin/sh -c #(nop)  CMD [\"/bin/sh\" \"/opt/app/start.sh\"]",
+                "/bin/sh -c #(nop)  EXPOSE 443/udp 53/UDP 80 8000-8002",
+                "/bin/sh -c #(nop) WORKDIR /app",
+                "/bin/sh -c #(nop) WORKDIR /srv",
+                "/bin/sh -c apt-get update",
+                "/bin/sh -c #(nop)  VOLUME [/data]",
+                "/bin/sh -c #(nop)  VOLUME [/a /b]",
+                "/bin/sh -xc #(nop)  SHELL [/bin/sh -xc]",
+                "/bin/sh -xc #(nop)  ENV A=1",
+                "/bin/sh -xc #(nop)  CMD []",
+                "/bin/sh -xc #(nop) COPY file:503d in /dst/ ",
+                "/bin/sh -xc #(nop)  MAINTAINER Jane Doe <jane@example.com>",
+            ]
         );
-        assert_eq!(history_created_by(&steps[2], None, &none, None), "/bin/sh -c #(nop)  EXPOSE 80/tcp");
-        assert_eq!(history_created_by(&steps[3], None, &none, None), "/bin/sh -c #(nop) WORKDIR /opt/app");
+        let mut hc_image = image.clone();
+        let hc =
+            instructions("FROM x\nHEALTHCHECK --interval=30s --retries=3 CMD wget -q localhost || exit 1\n").remove(0);
+        apply_config_instruction(&mut hc_image, &mut state, &hc);
+        assert_eq!(
+            history_created_by(&hc, &hc_image, None, &none, None),
+            "/bin/sh -xc #(nop)  HEALTHCHECK &{[\"CMD-SHELL\" \"wget -q localhost || exit 1\"] \"30s\" \"0s\" \"0s\" '\\x03'}"
+        );
+        let chown = instructions("FROM x\nCOPY --chown=1000:1000 app.conf /tmp/\n").remove(0);
+        assert_eq!(
+            history_created_by(&chown, &image, None, &none, Some("file:f591 in /tmp/")),
+            "/bin/sh -xc #(nop) COPY --chown=1000:1000file:f591 in /tmp/ "
+        );
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), "apt-get update".to_string()];
-        assert_eq!(history_created_by(&steps[4], Some(&argv), &none, None), "/bin/sh -c apt-get update");
+        let run = instructions("FROM x\nRUN apt-get update\n").remove(0);
         let args = BTreeMap::from([("V".to_string(), "1".to_string())]);
-        assert_eq!(history_created_by(&steps[4], Some(&argv), &args, None), "|1 V=1 /bin/sh -c apt-get update");
+        assert_eq!(history_created_by(&run, &image, Some(&argv), &args, None), "|1 V=1 /bin/sh -c apt-get update");
+    }
+
+    #[test]
+    fn an_empty_entrypoint_is_null() {
+        let image = apply("FROM x\nENTRYPOINT [\"/app\"]\nENTRYPOINT []\n");
+        assert_eq!(image.config.entrypoint, None);
+        let json: Value = serde_json::from_slice(&image.to_json().expect("json")).expect("json");
+        assert!(json["config"].get("Entrypoint").is_none_or(Value::is_null), "{json}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
-use crate::context::{EntryKind, SelectedRoot};
+use crate::context::{ContextEntry, EntryKind, SelectedRoot};
 use crate::engine::config::resolve_workdir;
 use crate::engine::merged::{EntryType, MergedView};
 use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};
@@ -24,6 +24,8 @@ pub enum CopyError {
     DestinationNotDirectory { keyword: &'static str },
     #[error("{keyword} failed: {path:?} not found in {from}")]
     SourceNotFound { keyword: &'static str, path: String, from: String },
+    #[error("{keyword} failed: no source files were specified: wildcard {path:?} matched nothing in {from}")]
+    NoWildcardMatch { keyword: &'static str, path: String, from: String },
     #[error("invalid --chmod {0:?}: expected an octal mode such as 755")]
     BadChmod(String),
 }
@@ -36,6 +38,23 @@ pub struct CopyItem {
     /// Its absolute path in the image.
     pub dest: String,
     pub kind: EntryType,
+    /// For a file that is one of several hard links to one inode within one source of the
+    /// instruction: (source number, device, inode). Items with the same value become hard
+    /// links to one file, as Docker copies them.
+    pub link: Option<(usize, u64, u64)>,
+}
+
+impl CopyItem {
+    /// An item that is not hard-linked to another.
+    pub fn new(host: PathBuf, dest: String, kind: EntryType) -> CopyItem {
+        CopyItem { host, dest, kind, link: None }
+    }
+
+    /// The item for a context entry of source number `source`.
+    fn from_context(context_root: &Path, entry: &ContextEntry, dest: String, source: usize) -> CopyItem {
+        let link = entry.hardlink.map(|(dev, ino)| (source, dev, ino));
+        CopyItem { host: context_root.join(&entry.path), dest, kind: entry_type(&entry.kind), link }
+    }
 }
 
 /// Ownership and mode COPY applies.
@@ -100,30 +119,24 @@ pub fn plan_from_context(
     if roots.len() > 1 && !dest_is_dir {
         return Err(CopyError::DestinationNotDirectory { keyword });
     }
+    let root_item = CopyItem::new(context_root.to_path_buf(), dest.to_string(), EntryType::Dir);
     if parents {
-        let mut items =
-            vec![CopyItem { host: context_root.to_path_buf(), dest: dest.to_string(), kind: EntryType::Dir }];
-        for e in roots.iter().flat_map(|r| &r.entries) {
-            items.push(CopyItem {
-                host: context_root.join(&e.path),
-                dest: join(dest, &e.path),
-                kind: entry_type(&e.kind),
-            });
+        let mut items = vec![root_item];
+        for (n, selected) in roots.iter().enumerate() {
+            for e in &selected.entries {
+                items.push(CopyItem::from_context(context_root, e, join(dest, &e.path), n));
+            }
         }
         return Ok(items);
     }
-    let mut items = vec![CopyItem { host: context_root.to_path_buf(), dest: dest.to_string(), kind: EntryType::Dir }];
+    let mut items = vec![root_item];
     let mut dest_dir_needed = dest_is_dir;
-    for selected in roots {
+    for (n, selected) in roots.iter().enumerate() {
         match &selected.root {
             None => {
                 dest_dir_needed = true;
                 for e in &selected.entries {
-                    items.push(CopyItem {
-                        host: context_root.join(&e.path),
-                        dest: join(dest, &e.path),
-                        kind: entry_type(&e.kind),
-                    });
+                    items.push(CopyItem::from_context(context_root, e, join(dest, &e.path), n));
                 }
             }
             Some(root) if root.kind == EntryKind::Dir => {
@@ -131,11 +144,7 @@ pub fn plan_from_context(
                 let prefix = format!("{}/", root.path);
                 for e in &selected.entries {
                     if let Some(rel) = e.path.strip_prefix(&prefix) {
-                        items.push(CopyItem {
-                            host: context_root.join(&e.path),
-                            dest: join(dest, rel),
-                            kind: entry_type(&e.kind),
-                        });
+                        items.push(CopyItem::from_context(context_root, e, join(dest, rel), n));
                     }
                 }
             }
@@ -143,11 +152,7 @@ pub fn plan_from_context(
                 let name = selected.name.as_deref().unwrap_or_else(|| basename(&root.path));
                 let target = if dest_is_dir { join(dest, name) } else { dest.to_string() };
                 for e in &selected.entries {
-                    items.push(CopyItem {
-                        host: context_root.join(&e.path),
-                        dest: target.clone(),
-                        kind: entry_type(&e.kind),
-                    });
+                    items.push(CopyItem::from_context(context_root, e, target.clone(), n));
                 }
             }
         }
@@ -159,7 +164,10 @@ pub fn plan_from_context(
 }
 
 /// What to create for sources read from another image or stage (`COPY --from`). A source's
-/// last component may hold wildcards.
+/// last component may hold wildcards; a wildcard source that matches nothing is skipped, and
+/// only when no source matches at all is that an error (as BuildKit). A source (or wildcard
+/// match) that is a symlink is followed and copied under the link's own name (`/bin/sh` into
+/// `/bin/` is `/bin/sh`, with the content of what it points to).
 pub fn plan_from_image(
     keyword: &'static str,
     from: &str,
@@ -168,46 +176,66 @@ pub fn plan_from_image(
     dest: &str,
     dest_is_dir: bool,
 ) -> Result<Vec<CopyItem>, CopyError> {
-    let mut matched: Vec<(Vec<String>, EntryType, PathBuf)> = Vec::new();
+    /// (components of the entry reached, the name it is copied under, kind, host path)
+    type Match = (Vec<String>, String, EntryType, PathBuf);
+    let mut matched: Vec<Match> = Vec::new();
+    let mut unmatched_wildcard = None;
     for src in sources {
         let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
             Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
             None => ("/", src.trim_end_matches('/')),
         };
-        let found: Vec<(Vec<String>, EntryType, PathBuf)> = if crate::context::pattern::has_glob_meta(name) {
-            match view.resolve(parent, true) {
+        if crate::context::pattern::has_glob_meta(name) {
+            let found: Vec<Match> = match view.resolve(parent, true) {
                 Some((comps, _)) => view
                     .read_dir(&comps)
                     .into_iter()
                     .filter(|(n, _)| crate::context::pattern::glob_match(name, &n.to_string_lossy()).unwrap_or(false))
                     .map(|(n, e)| {
+                        let name = n.to_string_lossy().into_owned();
                         let mut c = comps.clone();
-                        c.push(n.to_string_lossy().into_owned());
-                        (c, e.metadata_kind, e.host_path)
+                        c.push(name.clone());
+                        // A matched symlink is followed too (one that leads nowhere stays a link).
+                        let followed = (e.metadata_kind == EntryType::Symlink)
+                            .then(|| view.resolve(&format!("/{}", c.join("/")), true))
+                            .flatten();
+                        match followed {
+                            Some((target, entry)) => (target, name, entry.metadata_kind, entry.host_path),
+                            None => (c, name, e.metadata_kind, e.host_path),
+                        }
                     })
                     .collect(),
                 None => Vec::new(),
+            };
+            if found.is_empty() {
+                unmatched_wildcard.get_or_insert(src);
             }
+            matched.extend(found);
         } else {
-            view.resolve(src, true).map(|(c, e)| vec![(c, e.metadata_kind, e.host_path)]).unwrap_or_default()
-        };
-        if found.is_empty() {
-            return Err(CopyError::SourceNotFound { keyword, path: src.clone(), from: from.to_string() });
+            let (comps, entry) = view.resolve(src, true).ok_or_else(|| CopyError::SourceNotFound {
+                keyword,
+                path: src.clone(),
+                from: from.to_string(),
+            })?;
+            matched.push((comps, name.to_string(), entry.metadata_kind, entry.host_path));
         }
-        matched.extend(found);
+    }
+    if matched.is_empty() {
+        if let Some(src) = unmatched_wildcard {
+            return Err(CopyError::NoWildcardMatch { keyword, path: src.clone(), from: from.to_string() });
+        }
     }
     if matched.len() > 1 && !dest_is_dir {
         return Err(CopyError::DestinationNotDirectory { keyword });
     }
     let mut items = Vec::new();
-    for (comps, kind, host) in matched {
+    for (comps, name, kind, host) in matched {
         if kind == EntryType::Dir {
-            items.push(CopyItem { host, dest: dest.to_string(), kind });
+            items.push(CopyItem::new(host, dest.to_string(), kind));
             walk_image_dir(view, &comps, dest, &mut items);
         } else {
-            let name = comps.last().cloned().unwrap_or_default();
             let target = if dest_is_dir { join(dest, &name) } else { dest.to_string() };
-            items.push(CopyItem { host, dest: target, kind });
+            items.push(CopyItem::new(host, target, kind));
         }
     }
     Ok(items)
@@ -218,7 +246,7 @@ fn walk_image_dir(view: &MergedView, comps: &[String], dest: &str, items: &mut V
         let name = name.to_string_lossy().into_owned();
         let target = join(dest, &name);
         let kind = entry.metadata_kind;
-        items.push(CopyItem { host: entry.host_path, dest: target.clone(), kind });
+        items.push(CopyItem::new(entry.host_path, target.clone(), kind));
         if kind == EntryType::Dir {
             let mut child = comps.to_vec();
             child.push(name);
@@ -260,11 +288,36 @@ pub fn materialize(upper: &Path, items: &[CopyItem], opts: &CopyOptions) -> Resu
             }
         }
     }
-    items.par_iter().filter(|item| matches!(item.kind, EntryType::File | EntryType::Symlink)).try_for_each(
-        |item| -> Result<(), CopyError> {
+    // A later source replaces an earlier one at the same destination: only the last is made
+    // (copying both in parallel would race).
+    let mut last_at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (n, item) in items.iter().enumerate().filter(|(_, item)| item.kind != EntryType::Dir) {
+        last_at.insert(item.dest.as_str(), n);
+    }
+    let is_last = |n: usize, item: &CopyItem| last_at.get(item.dest.as_str()) == Some(&n);
+    // The second and later names of a hard-linked file are linked once the first is copied.
+    let mut first_names = std::collections::HashMap::new();
+    let mut links: Vec<(usize, usize)> = Vec::new();
+    for (n, item) in items.iter().enumerate().filter(|(n, item)| item.kind == EntryType::File && is_last(*n, item)) {
+        if let Some(link) = item.link {
+            let first = *first_names.entry(link).or_insert(n);
+            if first != n {
+                links.push((first, n));
+            }
+        }
+    }
+    let linked: std::collections::HashSet<usize> = links.iter().map(|(_, n)| *n).collect();
+    items
+        .par_iter()
+        .enumerate()
+        .filter(|(n, item)| {
+            matches!(item.kind, EntryType::File | EntryType::Symlink) && is_last(*n, item) && !linked.contains(n)
+        })
+        .map(|(_, item)| item)
+        .try_for_each(|item| -> Result<(), CopyError> {
             let target = target_of(item);
             let meta = fs::symlink_metadata(&item.host)?;
-            // A later source may replace an earlier one at the same destination.
+            // What is already there (an entry of an archive ADD extracted) is replaced.
             if target.symlink_metadata().is_ok() {
                 fs::remove_file(&target)?;
             }
@@ -275,8 +328,14 @@ pub fn materialize(upper: &Path, items: &[CopyItem], opts: &CopyOptions) -> Resu
                 fs::os::unix::fs::symlink(fs::read_link(&item.host)?, &target)?;
             }
             finish_entry(&target, &meta, item.kind, opts, uid, gid, true)
-        },
-    )?;
+        })?;
+    for (first, n) in links {
+        let target = target_of(&items[n]);
+        if target.symlink_metadata().is_ok() {
+            fs::remove_file(&target)?;
+        }
+        fs::hard_link(target_of(&items[first]), &target)?;
+    }
     for (target, meta) in dirs.iter().rev() {
         finish_entry(target, meta, EntryType::Dir, opts, uid, gid, false)?;
     }
@@ -310,6 +369,7 @@ pub fn layer_tree(items: &[CopyItem], opts: &CopyOptions, now: i64) -> Result<La
             }
         }
     }
+    let mut link_numbers = std::collections::HashMap::new();
     for item in items.iter().filter(|item| matches!(item.kind, EntryType::File | EntryType::Symlink)) {
         let comps = components(&item.dest);
         let Some((name, parents)) = comps.split_last() else {
@@ -317,8 +377,10 @@ pub fn layer_tree(items: &[CopyItem], opts: &CopyOptions, now: i64) -> Result<La
         };
         let meta = fs::symlink_metadata(&item.host)?;
         let entry = if item.kind == EntryType::File {
+            let next_number = link_numbers.len() as u64;
+            let link = item.link.map(|link| *link_numbers.entry(link).or_insert(next_number));
             TreeEntry {
-                kind: TreeEntryKind::File { source: item.host.clone(), size: meta.len() },
+                kind: TreeEntryKind::File { source: item.host.clone(), size: meta.len(), link },
                 mode: opts.chmod.unwrap_or(meta.mode() & 0o7777),
                 uid,
                 gid,
@@ -557,8 +619,28 @@ mod tests {
         assert_eq!(dests, ["/opt", "/opt/a.so", "/opt/b.so", "/opt/bin", "/opt/bin/tool"]);
         let err = plan_from_image("COPY", "build", &view, &["/missing".to_string()], "/x", false).expect_err("missing");
         assert_eq!(err.to_string(), "COPY failed: \"/missing\" not found in build");
+        // A wildcard matching nothing is skipped among others, an error alone.
+        let srcs = ["/out/*.none".to_string(), "/out/a.*".to_string()];
+        let items = plan_from_image("COPY", "build", &view, &srcs, "/lib/", true).expect("plan");
+        assert_eq!(items.iter().map(|i| i.dest.as_str()).collect::<Vec<_>>(), ["/lib/a.so"]);
+        let err = plan_from_image("COPY", "build", &view, &srcs[..1], "/lib/", true).expect_err("nothing");
+        assert!(err.to_string().contains("wildcard \"/out/*.none\" matched nothing in build"), "{err}");
         assert!(parse_chmod("755").is_ok() && parse_chmod("9").is_err());
     }
+    #[test]
+    fn copy_from_an_image_names_a_followed_symlink_after_the_link() {
+        let layer = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(layer.path().join("bin")).expect("mkdir");
+        std::fs::write(layer.path().join("bin/busybox"), b"bb").expect("write");
+        std::os::unix::fs::symlink("../bin/busybox", layer.path().join("bin/cat")).expect("symlink");
+        let view = MergedView::new(&[layer.path().to_path_buf()]);
+        let items = plan_from_image("COPY", "base", &view, &["/bin/cat".to_string()], "/test/", true).expect("plan");
+        assert_eq!(items, [CopyItem::new(layer.path().join("bin/busybox"), "/test/cat".into(), EntryType::File)]);
+        assert_eq!(view.image_path(&items[0].host).as_deref(), Some("/bin/busybox"));
+        let items = plan_from_image("COPY", "base", &view, &["/bin/ca*".to_string()], "/w/", true).expect("plan");
+        assert_eq!(items, [CopyItem::new(layer.path().join("bin/busybox"), "/w/cat".into(), EntryType::File)]);
+    }
+
     #[test]
     fn a_layer_tree_writes_the_same_layer_as_materialize() {
         if !is_root() {
@@ -570,6 +652,8 @@ mod tests {
         std::os::unix::fs::symlink("main.py", ctx.path().join("app/link")).expect("symlink");
         std::fs::set_permissions(ctx.path().join("app/sub"), std::fs::Permissions::from_mode(0o750)).expect("chmod");
         std::fs::write(ctx.path().join("app/sub/b.txt"), b"another b\n").expect("write");
+        // Hard links within a source are kept by both: the upper dir's walk finds them by inode.
+        std::fs::hard_link(ctx.path().join("app/main.py"), ctx.path().join("app/sub/main-link.py")).expect("link");
         let c = BuildContext::with_patterns(ctx.path(), &[]).expect("context");
         let empty = MergedView::new(&[]);
         let cases: [(&[&str], &str, CopyOptions); 4] = [
@@ -593,6 +677,10 @@ mod tests {
             let upper = work.path().join("upper");
             std::fs::create_dir(&upper).expect("mkdir");
             materialize(&upper, &items, &copy).expect("materialize");
+            if dest == "/srv/app" {
+                let linked = |p: &str| std::fs::metadata(upper.join(p)).expect("copied").ino();
+                assert_eq!(linked("srv/app/main.py"), linked("srv/app/sub/main-link.py"), "one inode");
+            }
             let from_dir = write_layer(&upper, work.path(), &opts).expect("layer from the upper dir");
             let tree = layer_tree(&items, &copy, 3_000_000).expect("tree");
             let from_tree = write_layer_tree(&tree, work.path(), &opts).expect("layer from the tree");

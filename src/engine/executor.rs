@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use fs_err as fs;
 
+use crate::context::digest::classic_source_hash;
+use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
     apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
@@ -27,9 +29,9 @@ use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkM
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
-use crate::plan::{Dependency, MissReason, Stage, StageBase, Step};
-use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, StdioMode};
-use crate::store::{ImageBatch, ImageStore, LayerBlob, StoredImage};
+use crate::plan::{CacheKey, Dependency, MissReason, SourceInputs, Stage, StageBase, Step};
+use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
+use crate::store::{ImageBatch, ImageStore, LayerBlob, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
 const NOT_IN_STORE: &str = "the image is not in the local store";
@@ -43,6 +45,9 @@ pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
 pub struct ImageState {
     pub stored: Option<StoredImage>,
     pub config: ImageConfigFile,
+    /// For a finished stage: the cache key its last step really had (see
+    /// [`StageExecutor::rekey`]), which a stage built FROM it chains on.
+    pub key: Option<CacheKey>,
 }
 
 impl ImageState {
@@ -131,10 +136,17 @@ impl StageExecutor<'_> {
         // by its config blob, and the image is read when a miss builds on it or the stage
         // ends (reading every hit made a cached rebuild of N steps cost O(N^2) time and memory).
         let mut last_hit: Option<String> = None;
-        for step in &stage.steps {
+        // (planned, effective) key of the previous step, when they differ.
+        let mut rekeyed_parent: Option<(String, CacheKey)> = None;
+        let mut last_key = None;
+        for planned in &stage.steps {
             if cancel.is_cancelled() {
                 return Err(BuildError::Cancelled { last_image: last_hit.or_else(|| state.id()) });
             }
+            let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
+            let step = rekeyed.as_ref().unwrap_or(planned);
+            rekeyed_parent = rekeyed.as_ref().map(|s| (planned.cache_key.to_string(), s.cache_key.clone()));
+            last_key = Some(step.cache_key.clone());
             let started = Instant::now();
             self.emit(BuildEvent::StepStarted {
                 step: step.number,
@@ -198,10 +210,12 @@ impl StageExecutor<'_> {
                 cached: false,
             });
         }
-        match last_hit {
-            Some(hit) => self.hit_state(&hit),
-            None => Ok(state),
-        }
+        let mut state = match last_hit {
+            Some(hit) => self.hit_state(&hit)?,
+            None => state,
+        };
+        state.key = last_key;
+        Ok(state)
     }
 }
 
@@ -210,10 +224,77 @@ impl StageExecutor<'_> {
         (self.events)(&event);
     }
 
+    /// `step` with the key it really has, when that is not the planned one: a COPY/ADD
+    /// `--from` an earlier stage is keyed on what it copies (the selected files' paths,
+    /// content, modes and link targets in that stage), not on the stage's key, so a change
+    /// there that leaves them the same still hits, as in Docker; a step after a re-keyed one
+    /// chains on its new key, and so does a FROM of a stage whose last key changed.
+    /// `rekeyed_parent`: (planned, effective) key of the step before.
+    fn rekey(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        rekeyed_parent: Option<&(String, CacheKey)>,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<Option<Step>, BuildError> {
+        let mut inputs = step.key_inputs.clone();
+        if let Some((planned, effective)) = rekeyed_parent {
+            if &inputs.parent == planned {
+                inputs.parent = effective.to_string();
+            }
+        }
+        // FROM an earlier stage chains on the key that stage really had.
+        if let (Instruction::From { .. }, StageBase::Stage { index }) = (&step.instruction, &stage.base) {
+            if let Some(key) = done.get(index).and_then(|s| s.key.as_ref()) {
+                inputs.parent = format!("stage:{key}");
+            }
+        }
+        if let Instruction::Copy(fc) | Instruction::Add(fc) = &step.instruction {
+            // No sources in the plan: the COPY has only heredocs.
+            if let (Some(from), Some(_)) = (&fc.from, &inputs.sources) {
+                if let Some(index) = self.stage_dependency(stage, from, done) {
+                    inputs.sources = Some(self.stage_sources(step, fc, from, &done[&index])?);
+                }
+            }
+        }
+        if inputs == step.key_inputs {
+            return Ok(None);
+        }
+        Ok(Some(Step { cache_key: inputs.key(), key_inputs: inputs, ..step.clone() }))
+    }
+
+    /// The digest of the files a `COPY --from=<stage>` selects in that stage's image, each
+    /// named `<path> in stage <from>` so that a miss says which one changed.
+    fn stage_sources(
+        &self,
+        step: &Step,
+        fc: &FileCopy,
+        from: &str,
+        source: &ImageState,
+    ) -> Result<SourceInputs, BuildError> {
+        let keyword = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
+        let fail = |message: String| BuildError::Step { step: step.number, message };
+        let files: Vec<String> = fc.sources.iter().filter(|s| fc.heredoc_for(s).is_none()).cloned().collect();
+        let view = MergedView::new(&self.unpacked(source)?);
+        let items = plan_from_image(keyword, from, &view, &files, "/", true).map_err(|e| fail(e.to_string()))?;
+        let mut located = Vec::with_capacity(items.len());
+        for item in items {
+            let path = view
+                .image_path(&item.host)
+                .ok_or_else(|| BuildError::Internal(format!("{} is outside stage {from}", item.host.display())))?;
+            let meta = fs::symlink_metadata(&item.host)?;
+            located.push((crate::context::walk::entry_from_metadata(path, &item.host, &meta)?, item.host));
+        }
+        // Owners are what --chown says (it is in the instruction), never the stage's.
+        let digest = crate::context::located_digest(&located, Some((0, 0)))?;
+        let files = digest.files.into_iter().map(|(path, d)| (format!("{path} in stage {from}"), d)).collect();
+        Ok(SourceInputs { digest: digest.digest, files })
+    }
+
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
         let config = ImageConfigFile::from_json(&stored.config_raw)
             .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The image ID a cache record names, if the record is there and the store still has the
@@ -244,21 +325,31 @@ impl StageExecutor<'_> {
                 let (os, arch, variant) = &self.platform;
                 let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
                 config.set_env("PATH", DEFAULT_PATH);
-                Ok(ImageState { stored: None, config })
+                Ok(ImageState { stored: None, config, key: None })
             }
-            StageBase::Stage { index } => done
-                .get(index)
-                .map(|s| (**s).clone())
-                .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built"))),
-            StageBase::Image { reference } => {
-                let stored = self.store.resolve(reference).map_err(|_| BuildError::BaseImageMissing {
-                    reference: reference.clone(),
-                    reason: NOT_IN_STORE.into(),
+            StageBase::Stage { index } => {
+                let mut state = done
+                    .get(index)
+                    .map(|s| (**s).clone())
+                    .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built")))?;
+                // As in Docker, an image does not inherit its base's MAINTAINER.
+                state.config.author = None;
+                Ok(state)
+            }
+            StageBase::Image { reference, id } => {
+                let stored = self.store.resolve(id.as_deref().unwrap_or(reference)).map_err(|e| match e {
+                    StoreError::NoSuchImage(_) => {
+                        BuildError::BaseImageMissing { reference: reference.clone(), reason: NOT_IN_STORE.into() }
+                    }
+                    // Damaged: say so (and how to repair) rather than blame a registry.
+                    e => BuildError::Store(e),
                 })?;
                 let mut state = self.state_of(stored)?;
                 // The base's ONBUILD triggers run in this stage (lowering put them after the
                 // FROM); the new image does not carry them on, as Docker clears them.
                 state.config.config.on_build.clear();
+                // Nor its MAINTAINER.
+                state.config.author = None;
                 if state.config.env_var("PATH").is_none() {
                     state.config.set_env("PATH", DEFAULT_PATH);
                 }
@@ -283,34 +374,38 @@ impl StageExecutor<'_> {
         config.created = Some(self.created.clone());
         let is_workdir = matches!(step.instruction, Instruction::Workdir { .. });
         if apply_config_instruction(&mut config, config_state, &step.instruction) && !is_workdir {
-            let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+            let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
             return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
         }
         let work = self.store.work_dir()?;
         let upper = work.path().join("upper");
         fs::create_dir_all(&upper)?;
+        // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a name is refused.
+        let mut whiteout_files = false;
         let (created_by, tree) = match &step.instruction {
             Instruction::Workdir { .. } => {
-                let created_by = history_created_by(&step.instruction, None, &step.build_args, None);
+                let created_by = history_created_by(&step.instruction, &config, None, &step.build_args, None);
                 if !self.make_workdir(step, state, &config.config, &upper)? {
                     return Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None));
                 }
                 (created_by, None)
             }
             Instruction::Run(run) => {
-                let argv = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
-                (history_created_by(&step.instruction, Some(&argv), &step.build_args, None), None)
+                let (argv, overlay) = self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
+                whiteout_files = overlay == OverlayKind::Fuse;
+                (history_created_by(&step.instruction, &config, Some(&argv), &step.build_args, None), None)
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
                 let (summary, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
-                (history_created_by(&step.instruction, None, &step.build_args, Some(&summary)), tree)
+                (history_created_by(&step.instruction, &config, None, &step.build_args, Some(&summary)), tree)
             }
             other => return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword()))),
         };
         let committing = Instant::now();
+        let diff = DiffOptions { whiteout_files, ..self.diff.clone() };
         let layer = match &tree {
-            Some(tree) => write_layer_tree(tree, work.path(), &self.diff)?,
-            None => write_layer(&upper, work.path(), &self.diff)?,
+            Some(tree) => write_layer_tree(tree, work.path(), &diff)?,
+            None => write_layer(&upper, work.path(), &diff)?,
         };
         tracing::debug!(
             step = step.number,
@@ -334,7 +429,13 @@ impl StageExecutor<'_> {
         if tree.is_none() {
             work.commit_layer_dir(self.store, &upper, &chain_id)?;
         }
-        let blob = LayerBlob { digest, diff_id, size: layer.compressed_size, media_type: layer.media_type.into() };
+        let blob = LayerBlob {
+            digest,
+            diff_id,
+            size: layer.compressed_size,
+            media_type: layer.media_type.into(),
+            unpacked_size: Some(layer.unpacked_size),
+        };
         let size = layer.uncompressed_size;
         let image = self.commit(&mut pending.batch, state, config, Some(blob), created_by)?;
         drop(work);
@@ -356,7 +457,7 @@ impl StageExecutor<'_> {
         config.history.push(HistoryEntry {
             created: Some(self.created.clone()),
             created_by: Some(created_by),
-            author: None,
+            author: config.author.clone(),
             comment: None,
             empty_layer: layer.is_none(),
         });
@@ -367,7 +468,7 @@ impl StageExecutor<'_> {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
         let stored = self.store.put_image_in_batch(batch, &json, &layers, parent_id)?;
-        Ok(ImageState { stored: Some(stored), config })
+        Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
     /// The lower dirs of an image, top-most first as the runtime takes them.
@@ -397,11 +498,11 @@ impl StageExecutor<'_> {
         work: &std::path::Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
-    ) -> Result<Vec<String>, BuildError> {
+    ) -> Result<(Vec<String>, OverlayKind), BuildError> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
-        let script = shebang_script(run);
+        let script = shebang_script(run, work)?;
         let overlay_work = work.join("work");
         fs::create_dir_all(&overlay_work)?;
         let id = container_id();
@@ -463,7 +564,7 @@ impl StageExecutor<'_> {
                 last_image: state.id(),
             });
         }
-        Ok(argv)
+        Ok((argv, exit.overlay))
     }
 
     /// WORKDIR makes its directory, as BuildKit does: every missing component is created in
@@ -499,6 +600,9 @@ impl StageExecutor<'_> {
         let (real, _) = view
             .resolve(&format!("/{}", components[..existing].join("/")), true)
             .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // Unprivileged, what rbuild creates is the caller's, which is root in the container:
+        // other owners cannot be set from outside the container's namespace.
+        let unprivileged = self.diff.host_ids.is_some();
         let mut host = upper.to_path_buf();
         let mut times = Vec::new();
         for n in 1..=real.len() {
@@ -511,14 +615,18 @@ impl StageExecutor<'_> {
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
             use std::os::unix::fs::MetadataExt;
-            std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(meta.uid()), Some(meta.gid()))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777))?;
             times.push((host.clone(), meta.modified()?));
         }
         for component in &components[existing..] {
             host.push(component);
             fs::create_dir(&host)?;
-            std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            if !unprivileged {
+                std::os::unix::fs::lchown(&host, Some(uid), Some(gid))?;
+            }
             fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         }
         // Last, as creating the children touched them.
@@ -588,7 +696,7 @@ impl StageExecutor<'_> {
             let (host, name) = self.download(step, url, work, n, fc.checksum.as_deref())?;
             let to_dir = dest_is_dir || fc.sources.len() > 1;
             let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.clone() };
-            items.push(CopyItem { host, dest: target, kind: EntryType::File });
+            items.push(CopyItem::new(host, target, EntryType::File));
         }
         // A heredoc source is a file named after its heredoc.
         for (n, src) in heredoc_sources.iter().enumerate() {
@@ -600,13 +708,14 @@ impl StageExecutor<'_> {
                 fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
                 let to_dir = dest_is_dir || fc.sources.len() > 1;
                 let target = if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.clone() };
-                items.push(CopyItem { host, dest: target, kind: EntryType::File });
+                items.push(CopyItem::new(host, target, EntryType::File));
             }
         }
         if fc.sources.len() > 1 && !dest_is_dir {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
         let mut extracted = false;
+        let mut classic_hash = None;
         if !files.is_empty() {
             match &fc.from {
                 None => {
@@ -614,13 +723,16 @@ impl StageExecutor<'_> {
                         .context
                         .select_roots(&files, &fc.exclude)
                         .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+                    if urls.is_empty() && heredoc_sources.is_empty() {
+                        classic_hash = Some(classic_source_hash(&self.context.root, &roots)?);
+                    }
                     // ADD extracts local archives into the destination, keeping their owners.
                     let unpack = keyword == "ADD" && fc.unpack != Some(false);
                     let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
                         unpack
                             && r.root.as_ref().is_some_and(|e| {
                                 e.kind == crate::context::EntryKind::File
-                                    && is_archive(&self.context.root.join(&e.path))
+                                    && is_tar_archive(&self.context.root.join(&e.path))
                             })
                     });
                     for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
@@ -644,7 +756,11 @@ impl StageExecutor<'_> {
         let opts = CopyOptions { chown, chmod };
         // Creating files is most of a COPY's time, so when no RUN of this stage or other
         // stage reads the result soon, the layer is written straight from the sources.
-        let tree = if extracted || self.unpacked_soon(stage, step) {
+        // Unprivileged, files cannot be given their owners on the host (a subordinate id needs
+        // the container's namespace), so the layer is always written from the tree, with
+        // container ids, and the store unpacks it when something reads it.
+        let unprivileged = self.diff.host_ids.is_some();
+        let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
             materialize(upper, &items, &opts).map_err(step_error)?;
             None
         } else {
@@ -652,9 +768,14 @@ impl StageExecutor<'_> {
             Some(layer_tree(&items, &opts, now as i64).map_err(step_error)?)
         };
         tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
-        let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
-        let kind = if items.len() == 1 { "file" } else { "dir" };
-        Ok((format!("{kind}:{} in {dest}", digest.strip_prefix("sha256:").unwrap_or(&digest)), tree))
+        // Classic docker names context sources by their tarsum; other sources (another image or
+        // stage, URLs, heredocs) by the digest of the step's sources.
+        let hash = classic_hash.unwrap_or_else(|| {
+            let digest = step.key_inputs.sources.as_ref().map(|s| s.digest.clone()).unwrap_or_default();
+            let kind = if items.len() == 1 { "file" } else { "dir" };
+            format!("{kind}:{}", digest.strip_prefix("sha256:").unwrap_or(&digest))
+        });
+        Ok((format!("{hash} in {}", fc.dest), tree))
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
@@ -742,20 +863,10 @@ impl StageExecutor<'_> {
         };
         let mut apply = crate::layer::apply::LayerApply::new(&target, crate::layer::apply::WhiteoutMode::Delete)
             .map_err(|e| fail(&e))?;
-        // The applier reads plain, gzip and zstd tars itself; bzip2 and xz are undone here.
-        let mut file = std::io::BufReader::new(fs::File::open(archive)?);
-        match archive_kind(archive) {
-            Some(ArchiveKind::Bzip2) => apply.apply(bzip2::read::MultiBzDecoder::new(file)),
-            Some(ArchiveKind::Xz) => {
-                let scratch = upper.parent().unwrap_or(upper);
-                let mut tar = tempfile::tempfile_in(scratch)?;
-                lzma_rs::xz_decompress(&mut file, &mut tar).map_err(|e| fail(&e))?;
-                std::io::Seek::rewind(&mut tar)?;
-                apply.apply(tar)
-            }
-            _ => apply.apply(file),
-        }
-        .map_err(|e| fail(&e))?;
+        let scratch = upper.parent().unwrap_or(upper);
+        let tar = decompressed(std::io::BufReader::new(fs::File::open(archive)?), Some(scratch), None)
+            .map_err(|e| fail(&e))?;
+        apply.apply(tar).map_err(|e| fail(&e))?;
         if let Some((uid, gid)) = chown {
             chown_tree(&target, uid, gid)?;
         }
@@ -776,24 +887,28 @@ impl StageExecutor<'_> {
         from: &str,
         done: &BTreeMap<usize, Arc<ImageState>>,
     ) -> Result<ImageState, BuildError> {
-        for dep in &stage.dependencies {
-            if let Dependency::Stage { index } = dep {
-                let matches_name = done.contains_key(index)
-                    && (from.parse::<usize>().ok() == Some(*index)
-                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase()));
-                if matches_name {
-                    return done
-                        .get(index)
-                        .map(|s| (**s).clone())
-                        .ok_or_else(|| BuildError::Internal(format!("stage {index} not built")));
-                }
-            }
+        if let Some(index) = self.stage_dependency(stage, from, done) {
+            return Ok((*done[&index]).clone());
         }
         let stored = self
             .store
             .resolve(from)
             .map_err(|_| BuildError::BaseImageMissing { reference: from.to_string(), reason: NOT_IN_STORE.into() })?;
         self.state_of(stored)
+    }
+
+    /// The built stage a `--from` names, if it names one (else it names an image).
+    fn stage_dependency(&self, stage: &Stage, from: &str, done: &BTreeMap<usize, Arc<ImageState>>) -> Option<usize> {
+        stage.dependencies.iter().find_map(|dep| match dep {
+            Dependency::Stage { index }
+                if done.contains_key(index)
+                    && (from.parse::<usize>().ok() == Some(*index)
+                        || self.stage_name(*index).as_deref() == Some(&from.to_ascii_lowercase())) =>
+            {
+                Some(*index)
+            }
+            _ => None,
+        })
     }
 
     fn stage_name(&self, index: usize) -> Option<String> {
@@ -837,14 +952,19 @@ fn sole_heredoc(run: &RunInstruction) -> Option<String> {
 
 /// BuildKit runs a sole heredoc that starts with `#!` as a program, not through the shell:
 /// its body becomes an executable file at `/dev/pipes/<name>` (read-only, never in the image)
-/// and that file is the command, so the kernel starts the interpreter the shebang names.
-fn shebang_script(run: &RunInstruction) -> Option<crate::runtime::Mount> {
-    let body = sole_heredoc(run).filter(|b| b.starts_with("#!"))?;
-    let name = &run.heredocs.first()?.name;
-    Some(crate::runtime::Mount {
+/// and that file is the command, so the kernel starts the interpreter the shebang names. The
+/// file lives in the step's work dir and is bind-mounted (the runtime's tmpfs-backed file
+/// mounts are `noexec`, rightly so for secrets).
+fn shebang_script(run: &RunInstruction, work: &std::path::Path) -> Result<Option<crate::runtime::Mount>, BuildError> {
+    let Some(body) = sole_heredoc(run).filter(|b| b.starts_with("#!")) else { return Ok(None) };
+    let Some(name) = run.heredocs.first().map(|d| d.name.clone()) else { return Ok(None) };
+    let source = work.join("heredoc-script");
+    fs::write(&source, body)?;
+    fs::set_permissions(&source, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(Some(crate::runtime::Mount {
         target: format!("/dev/pipes/{name}"),
-        kind: crate::runtime::MountKind::File { contents: body.into_bytes(), mode: 0o755, uid: 0, gid: 0 },
-    })
+        kind: crate::runtime::MountKind::Bind { source, readonly: true },
+    }))
 }
 
 /// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`; a
@@ -888,43 +1008,6 @@ fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
         },
     };
     Ok((uid, gid))
-}
-
-/// The archive formats ADD extracts: the reference's identity, gzip, bzip2 and xz, and zstd
-/// (which Docker's decompressor also reads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ArchiveKind {
-    Tar,
-    Gzip,
-    Bzip2,
-    Xz,
-    Zstd,
-}
-
-/// Which archive a file is, by its magic bytes (`ustar` at 257 for a plain tar).
-fn archive_kind(path: &std::path::Path) -> Option<ArchiveKind> {
-    use std::io::Read;
-    let mut head = [0u8; 262];
-    let mut file = std::fs::File::open(path).ok()?;
-    let n = file.read(&mut head).unwrap_or(0);
-    let head = &head[..n];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some(ArchiveKind::Gzip)
-    } else if head.starts_with(b"BZh") {
-        Some(ArchiveKind::Bzip2)
-    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Some(ArchiveKind::Xz)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(ArchiveKind::Zstd)
-    } else if head.get(257..262) == Some(b"ustar") {
-        Some(ArchiveKind::Tar)
-    } else {
-        None
-    }
-}
-
-fn is_archive(path: &std::path::Path) -> bool {
-    archive_kind(path).is_some()
 }
 
 /// `lchown -R`.

@@ -161,6 +161,13 @@ impl MergedView {
         Some((resolved, entry))
     }
 
+    /// The image path (`/a/b`) of a host path inside one of the view's layers, such as a
+    /// [`MergedEntry::host_path`].
+    pub fn image_path(&self, host: &Path) -> Option<String> {
+        let rel = self.layers.iter().find_map(|layer| host.strip_prefix(layer).ok())?;
+        Some(format!("/{}", rel.to_string_lossy()))
+    }
+
     /// The entry visible at `path`, following symlinks (including a final one).
     pub fn stat(&self, path: &str) -> Option<MergedEntry> {
         self.resolve(path, true).map(|(_, e)| e)

@@ -5,6 +5,7 @@
 //!
 //! [`Builder`] is the library entry point; `rbuild build` is a thin CLI over it.
 
+pub mod add;
 pub mod builder;
 pub mod cache;
 pub mod config;

@@ -7,7 +7,8 @@
 //!   would show files `.dockerignore` excludes, and `rw` writes would reach the user's
 //!   context (BuildKit discards them). The copy goes away with the work dir.
 //! - `type=cache`: a persistent dir `<store root>/cache-mounts/<sha256 of id>` (id defaults
-//!   to the target), kept across builds and never part of a layer; `sharing=locked` holds an
+//!   to the target; with `from=`, the sha256 of the id and the source image's ID, as BuildKit
+//!   keys such a cache by its id and its source), kept across builds and never part of a layer; `sharing=locked` holds an
 //!   flock on `<dir>.lock` for the step, `private` takes the first instance nobody holds
 //!   (`<hex>`, `<hex>-1`, ...), `shared` takes none. Delete the dir to drop a cache.
 //! - `type=tmpfs`: a fresh tmpfs, `size=` with Docker's units.
@@ -64,6 +65,16 @@ impl RunMounts {
 /// Where cache mounts live under a store root.
 pub fn cache_mounts_dir(store_root: &Path) -> PathBuf {
     store_root.join("cache-mounts")
+}
+
+/// The directory name of a cache mount under [`cache_mounts_dir`]: the sha256 of its id, and
+/// of the image ID it is seeded from (`from=`) when it has one.
+pub fn cache_name(id: &str, from_image: Option<&str>) -> String {
+    let key = match from_image {
+        None => id.to_string(),
+        Some(image) => format!("{id}\0from={image}"),
+    };
+    Sha256Digest::of(key.as_bytes()).hex().to_string()
 }
 
 /// Docker's size syntax (`go-units` RAMInBytes): a number with an optional `k`, `m`, `g`,
@@ -247,7 +258,16 @@ impl StageExecutor<'_> {
         let base = cache_mounts_dir(self.store.root());
         fs::create_dir_all(&base).map_err(|e| e.to_string())?;
         let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| target.to_string());
-        let hex = Sha256Digest::of(id.as_bytes()).hex().to_string();
+        let hex = match &spec.from {
+            // As BuildKit, a cache seeded `from` a stage or image is keyed by its id and that
+            // source: the same target from another stage is another cache.
+            Some(from) => {
+                let source = self.copy_source_image(stage, from, done).map_err(|e| e.to_string())?;
+                // An empty scratch stage has no image: it seeds nothing.
+                cache_name(&id, Some(source.id().as_deref().unwrap_or("scratch")))
+            }
+            None => cache_name(&id, None),
+        };
         let lock_file = |name: &str| -> Result<std::fs::File, String> {
             let path = base.join(format!("{name}.lock"));
             let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
@@ -314,5 +334,14 @@ mod tests {
         assert_eq!(parse_size("10mb"), Some(10 << 20));
         assert_eq!(parse_size("lots"), None);
         assert_eq!(parse_size("-1"), None);
+    }
+
+    #[test]
+    fn a_cache_from_a_source_is_not_the_cache_without_one() {
+        let plain = cache_name("/cache", None);
+        assert_eq!(plain, Sha256Digest::of(b"/cache").hex());
+        let from_a = cache_name("/cache", Some("sha256:aaaa"));
+        let from_b = cache_name("/cache", Some("sha256:bbbb"));
+        assert!(plain != from_a && from_a != from_b && from_a == cache_name("/cache", Some("sha256:aaaa")));
     }
 }

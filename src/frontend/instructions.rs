@@ -884,7 +884,8 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
-fn go_duration(d: Duration) -> String {
+/// Go's `time.Duration` text for whole seconds or milliseconds (`1m30s`, `500ms`, `0s`).
+pub fn go_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns == 0 {
         return "0s".into();

@@ -101,6 +101,8 @@ impl std::fmt::Display for Platform {
 pub struct ResolvedImage {
     /// The manifest digest: it enters the FROM step's cache key.
     pub digest: String,
+    /// The image ID (config digest): what the stage runs on.
+    pub id: String,
     /// The image's ENV, visible to expansion in the stage.
     pub env: Vec<(String, String)>,
     /// The image's ONBUILD triggers: they run as the first steps of a stage built FROM it.
@@ -425,9 +427,10 @@ impl<'a> Lowering<'a> {
                 Some(r) => format!("image:{}", r.digest),
                 None => format!("image:{image}"),
             };
+            let id = resolved.as_ref().map(|r| r.id.clone());
             let (env, triggers) = resolved.map(|r| (r.env, r.on_build)).unwrap_or_default();
             on_build = triggers;
-            (StageBase::Image { reference: image.clone() }, parent, env)
+            (StageBase::Image { reference: image.clone(), id }, parent, env)
         };
         let mut env = env;
         // Like BuildKit, a stage whose base sets no PATH gets Docker's default one, and

@@ -4,7 +4,7 @@
 //! symlinks and device nodes preserved.
 //!
 //! Confinement: every entry name is split into components; `..` is refused and a leading `/`
-//! is dropped. Parent directories are opened with `openat2(RESOLVE_IN_ROOT)`, so a symlink in
+//! is dropped; a whiteout of `.` or `..` (`.wh..`, `.wh...`) is refused too. Parent directories are opened with `openat2(RESOLVE_IN_ROOT)`, so a symlink in
 //! the tar that points outside (`evil -> /`, `evil -> ../..`) is resolved as if the layer dir
 //! were `/`: a later `evil/x` lands inside the layer dir, never outside it. The final component
 //! is created with `*at` calls on that parent fd and never followed. Hard-link targets are
@@ -231,6 +231,11 @@ impl LayerApply {
             }
             if hidden.is_empty() {
                 return Err(refuse("whiteout without a name"));
+            }
+            // `.wh..` and `.wh...` would name the directory itself or the one above it: on the
+            // parent fd, `..` is resolved by the kernel, outside the root.
+            if hidden == b"." || hidden == b".." {
+                return Err(refuse("whiteout of '.' or '..'"));
             }
             let hidden = OsStr::from_bytes(hidden);
             let parent = self.parent_dir(parent_comps)?;

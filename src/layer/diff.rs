@@ -5,7 +5,10 @@
 //! with an `overlay.whiteout` xattr) become `.wh.<name>` entries; a directory marked opaque
 //! (`trusted.overlay.opaque=y`, `user.overlay.opaque=y` in userxattr mode, or
 //! `user.fuseoverlayfs.opaque=y`) is followed by a `.wh..wh..opq` entry, as the OCI image spec
-//! describes. Within each directory the opaque marker comes first, then whiteouts, then the
+//! describes. The `.wh.` prefix is reserved for those markers: a file so named in an upper
+//! dir or a COPY tree is refused (it would be a file where it was built and a whiteout wherever
+//! the image is unpacked), except in an upper dir written by fuse-overlayfs, whose own whiteout
+//! files use that name ([`DiffOptions::whiteout_files`]). Within each directory the opaque marker comes first, then whiteouts, then the
 //! other entries, each group sorted by name bytes, so the same tree always gives the same tar.
 //!
 //! [`write_layer`] makes one streaming pass: tar bytes -> sha256 (diff_id) -> compressor
@@ -53,6 +56,51 @@ pub struct DiffOptions {
     pub threads: usize,
     /// `SOURCE_DATE_EPOCH`: when set, every timestamp later than it is clamped to it.
     pub source_date_epoch: Option<i64>,
+    /// The upper dir was written by fuse-overlayfs, which records a whiteout it cannot make
+    /// as a device as a `.wh.<name>` file (and refuses such names from the container): such
+    /// files are whiteouts. Otherwise a `.wh.` name in the upper dir is refused.
+    pub whiteout_files: bool,
+    /// The unprivileged mode's id mapping: an upper dir's files carry host ids, and the layer
+    /// records the container ids they map back to. `None`: ids are written as they are.
+    pub host_ids: Option<HostIdMap>,
+}
+
+/// Id a host id outside every range becomes, as the kernel shows an unmapped id.
+pub const OVERFLOW_ID: u32 = 65534;
+
+/// One range of a user namespace's uid or gid map: container ids `container..container+count`
+/// are host ids `host..host+count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub container: u32,
+    pub host: u32,
+    pub count: u32,
+}
+
+/// A user namespace's uid and gid maps, read backwards: host id -> container id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostIdMap {
+    pub uids: Vec<IdRange>,
+    pub gids: Vec<IdRange>,
+}
+
+impl HostIdMap {
+    /// The container uid of host uid `host` ([`OVERFLOW_ID`] when it is not mapped).
+    pub fn uid(&self, host: u32) -> u32 {
+        to_container(&self.uids, host)
+    }
+
+    /// The container gid of host gid `host` ([`OVERFLOW_ID`] when it is not mapped).
+    pub fn gid(&self, host: u32) -> u32 {
+        to_container(&self.gids, host)
+    }
+}
+
+fn to_container(ranges: &[IdRange], host: u32) -> u32 {
+    ranges
+        .iter()
+        .find(|r| host >= r.host && host - r.host < r.count)
+        .map_or(OVERFLOW_ID, |r| r.container + (host - r.host))
 }
 
 impl DiffOptions {
@@ -81,6 +129,9 @@ pub struct CommittedLayer {
     pub diff_id: String,
     pub compressed_size: u64,
     pub uncompressed_size: u64,
+    /// Bytes the layer's files take once unpacked: regular file contents plus symlink
+    /// targets, as Docker's overlay2 counts a layer's size (`docker history`, `docker images`).
+    pub unpacked_size: u64,
     pub media_type: &'static str,
     /// The upper dir had no entries: the step changed nothing and adds no layer. The blob
     /// (an empty tar) is still written so that the fields above are valid.
@@ -126,6 +177,17 @@ pub enum LayerError {
     FileChanged { path: PathBuf, expected: u64 },
     #[error("SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds")]
     SourceDateEpoch { value: String },
+    #[error(
+        "{}{}: names starting with {WHITEOUT_PREFIX:?} are reserved for whiteouts in image layers; rename it",
+        shown_layer_path(layer_path),
+        host_file.as_ref().map(|s| format!(" (from {})", s.display())).unwrap_or_default()
+    )]
+    ReservedName { layer_path: Vec<u8>, host_file: Option<PathBuf> },
+}
+
+/// `/a/b` for the layer path `a/b`, as a user sees it in the image.
+fn shown_layer_path(path: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(path))
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
@@ -164,12 +226,16 @@ fn write_blob(
         tar,
         epoch: opts.source_date_epoch,
         hard_links: HashMap::new(),
+        tree_links: HashMap::new(),
         buf: vec![0u8; 1 << 20],
         blob_path: blob.path.clone(),
         entries: 0,
+        whiteout_files: opts.whiteout_files,
+        content_bytes: 0,
+        host_ids: opts.host_ids.clone(),
     };
     feed(&mut walk)?;
-    let entries = walk.entries;
+    let (entries, unpacked_size) = (walk.entries, walk.content_bytes);
     let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
     let tar_hashing = walk.tar.finish().map_err(write_err)?;
     let (encoder, diff_id, uncompressed_size) = tar_hashing.finish();
@@ -185,6 +251,7 @@ fn write_blob(
         diff_id: format!("sha256:{diff_id}"),
         compressed_size,
         uncompressed_size,
+        unpacked_size,
         media_type: opts.compression.media_type(),
         empty: entries == 0,
     })
@@ -214,10 +281,12 @@ pub struct TreeEntry {
 pub enum TreeEntryKind {
     Dir(BTreeMap<Vec<u8>, TreeEntry>),
     /// A regular file whose content is read from `source`, which must still be `size` bytes
-    /// long when the layer is written.
+    /// long when the layer is written. Files with the same `link` number are one file with
+    /// several names: the first written carries the content, the others are hard links to it.
     File {
         source: PathBuf,
         size: u64,
+        link: Option<u64>,
     },
     Symlink {
         target: Vec<u8>,
@@ -241,7 +310,7 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
         let child_rel = rel.join(&name);
         let abs = dir.join(&name);
         let shown = Path::new("/").join(&child_rel);
-        if let Some(hidden) = whiteout_target(&abs, &name, &meta) {
+        if let Some(hidden) = whiteout_target(&abs, &name, &meta, true) {
             out.push(Change { kind: ChangeKind::Deleted, path: Path::new("/").join(rel).join(hidden) });
             continue;
         }
@@ -251,7 +320,7 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
         let in_lower = lower_has(lowers, &child_rel);
         out.push(Change { kind: if in_lower { ChangeKind::Changed } else { ChangeKind::Added }, path: shown.clone() });
         if meta.is_dir() {
-            if in_lower && is_opaque(&abs)? {
+            if in_lower && is_opaque(&abs, true)? {
                 let upper_names: BTreeSet<OsString> = sorted_children(&abs)?.into_iter().map(|(n, _)| n).collect();
                 for hidden in lower_children(lowers, &child_rel) {
                     if !upper_names.contains(&hidden) {
@@ -279,7 +348,7 @@ fn lower_has(lowers: &[PathBuf], rel: &Path) -> bool {
                 return false;
             }
             prefix.push(component);
-            if prefix != rel && is_opaque(&lower.join(&prefix)).unwrap_or(false) {
+            if prefix != rel && is_opaque(&lower.join(&prefix), true).unwrap_or(false) {
                 return false;
             }
         }
@@ -292,7 +361,7 @@ fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
     for lower in lowers {
         if let Ok(children) = sorted_children(&lower.join(rel)) {
             for (name, meta) in children {
-                if whiteout_target(&lower.join(rel).join(&name), &name, &meta).is_none()
+                if whiteout_target(&lower.join(rel).join(&name), &name, &meta, true).is_none()
                     && name.as_bytes() != OPAQUE_MARKER.as_bytes()
                 {
                     names.insert(name);
@@ -313,14 +382,15 @@ fn is_whiteout_node(path: &Path) -> bool {
     match path.symlink_metadata() {
         Ok(meta) => {
             let name = path.file_name().unwrap_or_default().to_os_string();
-            whiteout_target(path, &name, &meta).is_some()
+            whiteout_target(path, &name, &meta, true).is_some()
         }
         Err(_) => false,
     }
 }
 
-/// If the upper-dir entry at `path` is a whiteout, the name it hides.
-fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsString> {
+/// If the upper-dir entry at `path` is a whiteout, the name it hides. `whiteout_files`: a
+/// `.wh.<name>` file is a whiteout (see [`DiffOptions::whiteout_files`]).
+fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata, whiteout_files: bool) -> Option<OsString> {
     let ft = meta.file_type();
     if ft.is_char_device() && meta.rdev() == 0 {
         return Some(name.clone());
@@ -328,7 +398,7 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsSt
     if ft.is_file() {
         let bytes = name.as_bytes();
         // fuse-overlayfs without mknod rights writes OCI-style whiteout files.
-        if bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
+        if whiteout_files && bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
             return Some(OsString::from_vec(bytes[WHITEOUT_PREFIX.len()..].to_vec()));
         }
         if meta.len() == 0 && WHITEOUT_XATTRS.iter().any(|x| matches!(xattr::get(path, x), Ok(Some(_)))) {
@@ -338,7 +408,7 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata) -> Option<OsSt
     None
 }
 
-fn is_opaque(dir: &Path) -> Result<bool, LayerError> {
+fn is_opaque(dir: &Path, whiteout_files: bool) -> Result<bool, LayerError> {
     for key in OPAQUE_XATTRS {
         match xattr::get(dir, key) {
             Ok(Some(v)) if v == b"y" => return Ok(true),
@@ -348,7 +418,7 @@ fn is_opaque(dir: &Path) -> Result<bool, LayerError> {
             Err(source) => return Err(LayerError::Read { path: dir.to_path_buf(), source }),
         }
     }
-    Ok(dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
+    Ok(whiteout_files && dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
 }
 
 fn sorted_children(dir: &Path) -> Result<Vec<(OsString, Metadata)>, LayerError> {
@@ -392,9 +462,17 @@ struct UpperWalk<W: Write> {
     epoch: Option<i64>,
     /// (dev, ino) of multiply-linked files already written -> their tar path.
     hard_links: HashMap<(u64, u64), Vec<u8>>,
+    /// The same for a [`LayerTree`]: `link` number of a file already written -> its tar path.
+    tree_links: HashMap<u64, Vec<u8>>,
     buf: Vec<u8>,
     blob_path: PathBuf,
     entries: u64,
+    /// See [`DiffOptions::whiteout_files`].
+    whiteout_files: bool,
+    /// [`CommittedLayer::unpacked_size`] of the entries written so far.
+    content_bytes: u64,
+    /// Maps the host ids of an upper dir's files to container ids.
+    host_ids: Option<HostIdMap>,
 }
 
 impl<W: Write> UpperWalk<W> {
@@ -409,8 +487,21 @@ impl<W: Write> UpperWalk<W> {
         move |source| LayerError::Write { path: self.blob_path.clone(), source }
     }
 
+    /// The container (uid, gid) of a file of an upper dir.
+    fn owner(&self, meta: &Metadata) -> (u64, u64) {
+        match &self.host_ids {
+            Some(map) => (u64::from(map.uid(meta.uid())), u64::from(map.gid(meta.gid()))),
+            None => (u64::from(meta.uid()), u64::from(meta.gid())),
+        }
+    }
+
     fn header(&mut self, header: &EntryHeader) -> Result<(), LayerError> {
         self.entries += 1;
+        match &header.kind {
+            EntryKind::File { size } => self.content_bytes += size,
+            EntryKind::Symlink { target } => self.content_bytes += target.len() as u64,
+            _ => {}
+        }
         let result = self.tar.write_header(header);
         result.map_err(self.write_err())
     }
@@ -420,8 +511,8 @@ impl<W: Write> UpperWalk<W> {
             path,
             kind: EntryKind::File { size: 0 },
             mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
+            uid: self.owner(meta).0,
+            gid: self.owner(meta).1,
             mtime: self.mtime(meta),
             xattrs: Vec::new(),
         };
@@ -438,7 +529,7 @@ impl<W: Write> UpperWalk<W> {
             p.extend_from_slice(name);
             p
         };
-        if !rel.is_empty() && is_opaque(dir)? {
+        if !rel.is_empty() && is_opaque(dir, self.whiteout_files)? {
             let meta = dir.symlink_metadata().map_err(read_err(dir))?;
             self.marker(join(OPAQUE_MARKER.as_bytes()), &meta)?;
         }
@@ -446,11 +537,14 @@ impl<W: Write> UpperWalk<W> {
         let mut whiteouts = Vec::new();
         for (name, meta) in children {
             let path = dir.join(&name);
-            if name.as_bytes() == OPAQUE_MARKER.as_bytes() {
+            if self.whiteout_files && name.as_bytes() == OPAQUE_MARKER.as_bytes() {
                 continue; // already written above (fuse-overlayfs marker file)
             }
-            match whiteout_target(&path, &name, &meta) {
+            match whiteout_target(&path, &name, &meta, self.whiteout_files) {
                 Some(hidden) => whiteouts.push((whiteout_name(&hidden), meta)),
+                None if name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()) => {
+                    return Err(LayerError::ReservedName { layer_path: join(name.as_bytes()), host_file: None })
+                }
                 None => regular.push((name, path, meta)),
             }
         }
@@ -502,8 +596,8 @@ impl<W: Write> UpperWalk<W> {
             path: tar_path.clone(),
             kind: kind.clone(),
             mode: meta.mode() & 0o7777,
-            uid: u64::from(meta.uid()),
-            gid: u64::from(meta.gid()),
+            uid: self.owner(meta).0,
+            gid: self.owner(meta).1,
             mtime: self.mtime(meta),
             xattrs: layer_xattrs(path)?,
         };
@@ -523,14 +617,29 @@ impl<W: Write> UpperWalk<W> {
                 tar_path.push(b'/');
             }
             tar_path.extend_from_slice(name);
+            if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                let host_file = match &entry.kind {
+                    TreeEntryKind::File { source, .. } => Some(source.clone()),
+                    _ => None,
+                };
+                return Err(LayerError::ReservedName { layer_path: tar_path, host_file });
+            }
             let kind = match &entry.kind {
                 TreeEntryKind::Dir(_) => EntryKind::Dir,
-                TreeEntryKind::File { size, .. } => EntryKind::File { size: *size },
+                TreeEntryKind::File { link: Some(link), .. } if self.tree_links.contains_key(link) => {
+                    EntryKind::HardLink { target: self.tree_links[link].clone() }
+                }
+                TreeEntryKind::File { size, link, .. } => {
+                    if let Some(link) = link {
+                        self.tree_links.insert(*link, tar_path.clone());
+                    }
+                    EntryKind::File { size: *size }
+                }
                 TreeEntryKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
             };
             let header = EntryHeader {
                 path: tar_path.clone(),
-                kind,
+                kind: kind.clone(),
                 mode: entry.mode & 0o7777,
                 uid: u64::from(entry.uid),
                 gid: u64::from(entry.gid),
@@ -538,10 +647,10 @@ impl<W: Write> UpperWalk<W> {
                 xattrs: Vec::new(),
             };
             self.header(&header)?;
-            match &entry.kind {
-                TreeEntryKind::Dir(grandchildren) => self.tree_dir(grandchildren, &tar_path)?,
-                TreeEntryKind::File { source, size } => self.copy_file(source, *size)?,
-                TreeEntryKind::Symlink { .. } => {}
+            match (&entry.kind, kind) {
+                (TreeEntryKind::Dir(grandchildren), _) => self.tree_dir(grandchildren, &tar_path)?,
+                (TreeEntryKind::File { source, size, .. }, EntryKind::File { .. }) => self.copy_file(source, *size)?,
+                _ => {}
             }
         }
         Ok(())

@@ -19,8 +19,10 @@ use crate::frontend::instructions::Instruction;
 pub enum StageBase {
     /// `FROM scratch`: an empty filesystem and an empty config.
     Scratch,
-    /// An image reference, as written after expansion (`busybox`, `localhost:5000/a/b:t`).
-    Image { reference: String },
+    /// An image reference, as written after expansion (`busybox`, `localhost:5000/a/b:t`), and
+    /// the image ID it named when the plan was made: the stage runs on that image even if the
+    /// tag moves or is removed meanwhile (a leased image outlives `rmi -f` of its tag).
+    Image { reference: String, id: Option<String> },
     /// An earlier stage of the same Dockerfile, by index.
     Stage { index: usize },
 }

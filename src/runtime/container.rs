@@ -14,12 +14,13 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::runtime::error::{RuntimeError, SetupFailure};
-use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport};
+use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
+use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
 use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
-use crate::runtime::state::ContainerDir;
+use crate::runtime::state::{children_of, ContainerDir};
 use crate::runtime::userns::IdMap;
 
 /// A container ready to run.
@@ -64,6 +65,12 @@ impl SetupProcess {
 
     fn kill(&mut self) {
         if self.status.is_none() {
+            // The container's PID 1 dies with the setup process (parent-death signal), but a
+            // set-user-ID workload loses that signal at exec: kill it first, which ends its
+            // whole PID namespace.
+            for init in children_of(self.pid.as_raw()) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(init), Signal::SIGKILL);
+            }
             let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
             let _ = self.wait();
         }
@@ -355,6 +362,12 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
         user: spec.user.clone(),
         allow_setgroups: id_map.is_none_or(IdMap::allows_setgroups),
         privileged: spec.privileged,
+        seccomp: if spec.privileged {
+            None
+        } else {
+            SeccompProgram::for_policy(&spec.seccomp, &DEFAULT_CAPABILITIES)
+                .map_err(|source| RuntimeError::Seccomp { id: spec.id.clone(), source })?
+        },
     })
 }
 

@@ -39,6 +39,8 @@ pub enum RuntimeError {
     NotRoot,
     #[error("container {id} interrupted by signal {signal}; it was killed and torn down")]
     Interrupted { id: String, signal: i32 },
+    #[error("container {id}: {source}")]
+    Seccomp { id: String, source: crate::runtime::seccomp::SeccompError },
     #[error("reading state record {path}: {reason}")]
     StateRecord { path: PathBuf, reason: String },
 }

@@ -1,22 +1,23 @@
 //! The container side of a run: the setup process (forked by rbuild; enters the namespaces)
-//! and the container's PID 1 (mounts the root, pivots, starts the workload, reaps zombies and
-//! exits with the workload's status). Nothing here returns: each process ends in `_exit` or
-//! `execve`, and reports failures to rbuild as JSON lines on the report pipe.
+//! and the container's PID 1 (mounts the root, pivots, drops privileges, installs the seccomp
+//! filter and execs the workload: PID 1 is the workload, as in Docker). Nothing here returns:
+//! each process ends in `_exit` or `execve`, and reports failures to rbuild as JSON lines on
+//! the report pipe.
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Gid, Uid};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::SetupFailure;
 use crate::runtime::mounts::{enter_rootfs, mount_rootfs, OverlayKind, RootfsPlan};
-use crate::runtime::signals::WATCHED;
+use crate::runtime::seccomp::SeccompProgram;
+
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
 use crate::runtime::user::resolve_user;
 
@@ -45,6 +46,8 @@ pub(crate) struct ProcessPlan {
     pub user: Option<String>,
     pub allow_setgroups: bool,
     pub privileged: bool,
+    /// The filter installed just before the workload's `execve`; `None`: unconfined.
+    pub seccomp: Option<SeccompProgram>,
 }
 
 /// Everything the setup process needs.
@@ -105,10 +108,21 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
         // SAFETY: see `fail`.
         unsafe { libc::_exit(SETUP_FAILED) };
     }
-    for sig in WATCHED {
-        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        // SAFETY: restoring the default action.
-        let _ = unsafe { sigaction(sig, &default) };
+    // Every signal back to its default action: an ignored disposition survives execve, and
+    // Rust ignores SIGPIPE (so `yes | head` in a RUN would spin forever); whatever rbuild's own
+    // parent ignored, real-time signals included, must not reach the workload either. The raw
+    // syscall, because libc refuses the two signals it reserves (32, 33).
+    let default_action = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: the kernel reads a `struct sigaction` (handler, flags, restorer, mask: at
+        // most 32 bytes on every Linux architecture); all zeros is SIG_DFL, no flags, an empty
+        // mask. The old action is not asked for (null); 8 is the kernel's sigset size.
+        unsafe {
+            libc::syscall(libc::SYS_rt_sigaction, sig, default_action.as_ptr(), std::ptr::null_mut::<u64>(), 8usize)
+        };
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let mut keep = vec![0, 1, 2, report, args.go, args.ready];
@@ -177,18 +191,7 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     }
 }
 
-/// The workload's pid, for PID 1's signal forwarding.
-static WORKLOAD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward_signal(sig: libc::c_int) {
-    let pid = WORKLOAD.load(Ordering::Relaxed);
-    if pid > 0 {
-        // SAFETY: kill(2) is async-signal-safe.
-        unsafe { libc::kill(pid, sig) };
-    }
-}
-
-/// PID 1 of the container.
+/// PID 1 of the container: mounts the root, pivots, then becomes the workload.
 fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     let report = args.report;
     // SAFETY: prctl with an integer argument.
@@ -221,73 +224,46 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
         fail(report, os_failure("mkdir", cwd, e.errno));
     }
+    if let Err(e) = crate::runtime::rlimits::apply_container_rlimits() {
+        fail(report, os_failure("setrlimit", "RLIMIT_NOFILE", nix::errno::Errno::from_raw(e.raw_os_error())));
+    }
     let envp: Vec<CString> = env.iter().filter_map(|e| CString::new(e.as_bytes()).ok()).collect();
     let path_var =
         env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(crate::runtime::spec::DEFAULT_PATH).to_string();
 
-    // SAFETY: PID 1 is single-threaded.
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => fail(report, os_failure("fork", "workload", e)),
-        Ok(ForkResult::Child) => {
-            wire_stdio(args.stdio, report);
-            if !args.process.privileged {
-                drop_capabilities(report);
-            }
-            let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-            if args.process.allow_setgroups {
-                if let Err(e) = nix::unistd::setgroups(&groups) {
-                    fail(report, os_failure("setgroups", "", e));
-                }
-            }
-            if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
-                fail(report, os_failure("setgid", &user.gid.to_string(), e));
-            }
-            if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
-                fail(report, os_failure("setuid", &user.uid.to_string(), e));
-            }
-            if let Err(e) = nix::unistd::chdir(Path::new(cwd)) {
-                fail(report, os_failure("chdir", cwd, e));
-            }
-            exec_workload(&args.process.args, &envp, &path_var, report)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            WORKLOAD.store(child.as_raw(), Ordering::SeqCst);
-            // SAFETY: the workload has its own copy (close-on-exec).
-            unsafe { libc::close(report) };
-            let forward = SigAction::new(SigHandler::Handler(forward_signal), SaFlags::SA_RESTART, SigSet::empty());
-            for sig in [
-                Signal::SIGTERM,
-                Signal::SIGINT,
-                Signal::SIGHUP,
-                Signal::SIGQUIT,
-                Signal::SIGUSR1,
-                Signal::SIGUSR2,
-                Signal::SIGWINCH,
-            ] {
-                // SAFETY: the handler only calls kill(2).
-                let _ = unsafe { sigaction(sig, &forward) };
-            }
-            reap_until(child)
+    // PID 1 becomes the workload itself, as with Docker (no `--init`): its cmdline is the
+    // step's own command, not rbuild's, and reaping orphans is its business.
+    wire_stdio(args.stdio, report);
+    if !args.process.privileged {
+        drop_capabilities(report);
+    }
+    // Installed while still root in this namespace (it needs CAP_SYS_ADMIN without
+    // no_new_privs); the profile allows what follows (setgroups, setuid, chdir, execve).
+    if let Some(program) = &args.process.seccomp {
+        if let Err(e) = program.install() {
+            fail(report, os_failure("seccomp", "", e));
         }
     }
-}
-
-/// Reaps every child (orphans re-parent to PID 1) until the workload exits, then exits with
-/// its status; the kernel kills what is left of the PID namespace.
-fn reap_until(workload: nix::unistd::Pid) -> ! {
-    loop {
-        match waitpid(nix::unistd::Pid::from_raw(-1), None) {
-            Ok(status) if status.pid() == Some(workload) => {
-                if let Some(code) = exit_code(status) {
-                    // SAFETY: see `fail`.
-                    unsafe { libc::_exit(code) };
-                }
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            // SAFETY: see `fail`.
-            Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    if args.process.allow_setgroups {
+        if let Err(e) = nix::unistd::setgroups(&groups) {
+            fail(report, os_failure("setgroups", "", e));
         }
     }
+    if let Err(e) = nix::unistd::setgid(Gid::from_raw(user.gid)) {
+        fail(report, os_failure("setgid", &user.gid.to_string(), e));
+    }
+    if let Err(e) = nix::unistd::setuid(Uid::from_raw(user.uid)) {
+        fail(report, os_failure("setuid", &user.uid.to_string(), e));
+    }
+    // A change of credentials clears the parent-death signal: set it again, so that the
+    // container dies with the setup process (and so with rbuild).
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if let Err(e) = nix::unistd::chdir(Path::new(cwd)) {
+        fail(report, os_failure("chdir", cwd, e));
+    }
+    exec_workload(&args.process.args, &envp, &path_var, report)
 }
 
 fn wire_stdio(stdio: ChildStdio, report: RawFd) {

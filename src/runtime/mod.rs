@@ -10,7 +10,8 @@
 //! rbuild (caller thread)  ── fork ──► setup process: [unshare(USER), id maps by rbuild,]
 //!   polls output, signals,             unshare(NS, UTS, IPC, PID [, NET]) ── fork ──► init (PID 1)
 //!   the setup process's pidfd          waits for init, exits with its code        mounts rootfs, pivot_root,
-//!                                                                                  forks the workload, reaps
+//!                                                                                  drops privileges, seccomp,
+//!                                                                                  execs the workload (PID 1)
 //! ```
 //!
 //! Every mount is made inside the container's own mount namespace, so when the last process
@@ -28,6 +29,8 @@ mod init;
 pub mod lifecycle;
 mod mounts;
 mod pty;
+mod rlimits;
+mod seccomp;
 mod signals;
 mod spec;
 mod state;
@@ -38,6 +41,7 @@ mod userns;
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use seccomp::{SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
     DEFAULT_PATH,
@@ -45,3 +49,4 @@ pub use spec::{
 pub use state::{cleanup_stale, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{resolve_user, ExecUser};
+pub use userns::unprivileged_host_ids;

@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
-use nix::sys::stat::{Mode, SFlag};
 
 use crate::runtime::error::SetupFailure;
 use crate::runtime::spec::{MountKind, OverlayDriver, Rootfs};
@@ -63,9 +62,12 @@ pub struct PlannedMount {
 /// longer overlay stacks go through [`Syscall::mount_overlay_stack`].
 const MOUNT_DATA_MAX: usize = 4000;
 
-/// Device nodes of a minimal `/dev`: name, major, minor.
-pub(crate) const DEVICES: [(&str, u64, u64); 6] =
-    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+/// Device nodes of a minimal `/dev`, bind-mounted from the host's `/dev`. Every other
+/// filesystem the workload can write to (the root, `/dev` itself, tmpfs and bind mounts) is
+/// `nodev`, so a device node it makes there (it has CAP_MKNOD, as in Docker) cannot be
+/// opened: these are the only usable ones. Docker gets the same with a device cgroup; `nodev`
+/// also works without privileges and on cgroup v1 and v2 alike.
+pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 impl RootfsPlan {
     /// The kernel overlay mount options, or `None` for a plain dir.
@@ -170,6 +172,8 @@ pub(crate) fn mount_rootfs(
         }
         (Rootfs::Overlay { .. }, None) => unreachable!("overlay rootfs always has options"),
     };
+    // Device nodes in the image's layers or made by the workload must not open.
+    remount_nodev(sys, root, false, root).map_err(sys_failure)?;
     mount_pseudo_filesystems(sys, plan).map_err(sys_failure)?;
     if !plan.privileged {
         mask_kernel_paths(sys, plan).map_err(sys_failure)?;
@@ -194,21 +198,16 @@ fn mount_pseudo_filesystems(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), 
         Some(Path::new("tmpfs")),
         &dev,
         Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
-    for (name, major, minor) in DEVICES {
+    for name in DEVICES {
+        // A bind mount keeps the flags of the host's /dev mount, so the node works on the
+        // nodev tmpfs (and a user namespace may not mknod anyway).
         let node = dev.join(name);
-        if plan.user_namespace {
-            // mknod is not allowed in a user namespace: bind the host's node instead.
-            sys.touch(&node)?;
-            let host = Path::new("/dev").join(name);
-            sys.mount(Some(&host), &node, None, MsFlags::MS_BIND, None)?;
-        } else {
-            let perm = Mode::from_bits_truncate(0o666);
-            sys.mknod(&node, SFlag::S_IFCHR, perm, libc::makedev(major as u32, minor as u32))?;
-            sys.chmod(&node, 0o666)?;
-        }
+        sys.touch(&node)?;
+        let host = Path::new("/dev").join(name);
+        sys.mount(Some(&host), &node, None, MsFlags::MS_BIND, None)?;
     }
     sys.mkdir_all(&dev.join("pts"), 0o755)?;
     let pts_opts = if plan.user_namespace {
@@ -257,13 +256,20 @@ fn mount_pseudo_filesystems(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), 
     Ok(())
 }
 
-/// The spec's extra mounts. Read-only binds are a bind then a read-only bind remount; in a
-/// user namespace the remount keeps the flags the source's mount locks (nosuid, nodev...).
+/// Makes the mount at `target` `nodev` (and read-only if asked) with a bind remount that
+/// keeps the flags of the mount `source` is on (a user namespace may not clear them, and
+/// root should not).
+fn remount_nodev(sys: &dyn Syscall, target: &Path, readonly: bool, source: &Path) -> Result<(), SyscallError> {
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NODEV | host_mount_flags(source);
+    if readonly {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    sys.mount(None, target, None, flags, None)
+}
+
+/// The spec's extra mounts. Binds are a bind then a `nodev` (and maybe read-only) bind
+/// remount.
 fn mount_extra(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError> {
-    let remount_readonly = |target: &Path, source: &Path| {
-        let locked = if plan.user_namespace { host_mount_flags(source) } else { MsFlags::empty() };
-        sys.mount(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None)
-    };
     if plan.mounts.iter().any(|m| matches!(m.kind, MountKind::File { .. })) {
         sys.mount(
             Some(Path::new("tmpfs")),
@@ -279,9 +285,7 @@ fn mount_extra(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError>
         match &m.kind {
             MountKind::Bind { source, readonly } => {
                 sys.mount(Some(source), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-                if *readonly {
-                    remount_readonly(&target, source)?;
-                }
+                remount_nodev(sys, &target, *readonly, source)?;
             }
             MountKind::Tmpfs { size } => {
                 let opts = match size {
@@ -296,7 +300,7 @@ fn mount_extra(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError>
                 sys.write_file(&file, contents, *mode)?;
                 sys.lchown(&file, *uid, *gid)?;
                 sys.mount(Some(&file), &target, None, MsFlags::MS_BIND, None)?;
-                remount_readonly(&target, &plan.files_dir)?;
+                remount_nodev(sys, &target, true, &plan.files_dir)?;
             }
         }
     }
@@ -494,6 +498,7 @@ pub(crate) fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan, kind: OverlayKi
 mod tests {
     use super::*;
     use crate::runtime::syscall::RecordingSyscall;
+    use nix::sys::stat::{Mode, SFlag};
 
     fn plan(user_namespace: bool, overlay: OverlayDriver) -> RootfsPlan {
         RootfsPlan {
@@ -533,11 +538,14 @@ mod tests {
         let calls = sys.calls();
         assert_eq!(calls[0], "mount - / - [MS_REC MS_PRIVATE] -");
         assert!(calls[1].contains("overlay [] lowerdir=/s/c/init:/l/top:/l/base,upperdir=/u/upper,workdir=/u/work"));
-        assert!(index_of(&calls, "proc") < index_of(&calls, "mknod /s/c/rootfs/dev/null 1:3"));
+        assert_eq!(calls[2], "mount - /s/c/rootfs - [MS_NODEV MS_REMOUNT MS_BIND] -");
+        assert!(index_of(&calls, "proc") < index_of(&calls, "mount /dev/null /s/c/rootfs/dev/null - [MS_BIND]"));
+        index_of(&calls, "mount tmpfs /s/c/rootfs/dev tmpfs [MS_NOSUID MS_NODEV MS_STRICTATIME]");
+        assert!(!calls.iter().any(|c| c.starts_with("mknod")));
         assert!(index_of(&calls, "devpts") < index_of(&calls, "sysfs"));
         assert!(index_of(&calls, "/s/c/hosts /s/c/rootfs/etc/hosts") < index_of(&calls, "pivot_root"));
         assert!(index_of(&calls, "loopback_up") < index_of(&calls, "pivot_root"));
-        assert!(index_of(&calls, "/s/c/rootfs/dev/null /s/c/rootfs/proc/kcore") > index_of(&calls, "mknod"));
+        assert!(index_of(&calls, "/s/c/rootfs/dev/null /s/c/rootfs/proc/kcore") > index_of(&calls, "/dev/null"));
         index_of(&calls, "mount - /s/c/rootfs/proc/sys - [MS_RDONLY MS_NOSUID MS_NODEV MS_NOEXEC MS_REMOUNT MS_BIND]");
         let tail: Vec<&str> = calls[calls.len() - 4..].iter().map(String::as_str).collect();
         assert_eq!(tail, ["chdir /s/c/rootfs", "pivot_root . .", "umount .", "chdir /"]);
@@ -608,16 +616,16 @@ mod tests {
         let bind = index_of(&calls, "mount /ctx/app /s/c/rootfs/src - [MS_BIND MS_REC]");
         assert!(index_of(&calls, "/s/c/hosts /s/c/rootfs/etc/hosts") < bind);
         assert!(index_of(&calls, "mount_target /s/c/rootfs/src dir") < bind);
-        assert_eq!(calls[bind + 1], "mount - /s/c/rootfs/src - [MS_RDONLY MS_REMOUNT MS_BIND] -");
+        assert_eq!(calls[bind + 1], "mount - /s/c/rootfs/src - [MS_RDONLY MS_NODEV MS_REMOUNT MS_BIND] -");
         let cache = index_of(&calls, "mount /store/cache-mounts/x /s/c/rootfs/cache");
-        assert!(!calls[cache + 1].contains("MS_REMOUNT"), "a rw bind is not remounted: {calls:#?}");
+        assert_eq!(calls[cache + 1], "mount - /s/c/rootfs/cache - [MS_NODEV MS_REMOUNT MS_BIND] -");
         index_of(&calls, "mount tmpfs /s/c/rootfs/tmp tmpfs [MS_NOSUID MS_NODEV] mode=1777,size=4096");
         let files = index_of(&calls, "mount tmpfs /s/c/files tmpfs");
         let write = index_of(&calls, "write_file /s/c/files/file-3 7 bytes 400");
         assert!(files < write);
         index_of(&calls, "mount_target /s/c/rootfs/run/secrets/tok file");
         let secret = index_of(&calls, "mount /s/c/files/file-3 /s/c/rootfs/run/secrets/tok - [MS_BIND]");
-        assert!(calls[secret + 1].contains("MS_RDONLY MS_REMOUNT MS_BIND"));
+        assert!(calls[secret + 1].contains("MS_RDONLY MS_NODEV MS_REMOUNT MS_BIND"));
         assert!(secret < index_of(&calls, "pivot_root"));
         assert!(!calls.iter().any(|c| c.contains("hunter2")));
     }

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::runtime::seccomp::SeccompPolicy;
+
 /// Docker's default `PATH`, used when the environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -184,11 +186,14 @@ pub struct ContainerSpec {
     pub privileged: bool,
     /// Extra mounts, made in order of target depth (a parent before what is mounted inside it).
     pub mounts: Vec<Mount>,
+    /// The workload's seccomp filter (none when `privileged`, as in Docker).
+    pub seccomp: SeccompPolicy,
 }
 
 impl ContainerSpec {
     /// A spec with Docker's defaults: host network, no env, root, cwd `/`, hostname = id
-    /// (its first 12 characters), output inherited, auto isolation and overlay, volatile upper.
+    /// (its first 12 characters), output inherited, auto isolation and overlay, volatile upper,
+    /// Docker's default seccomp profile.
     pub fn new(id: &str, rootfs: Rootfs, args: Vec<String>, state_dir: PathBuf) -> Self {
         ContainerSpec {
             id: id.to_string(),
@@ -206,6 +211,7 @@ impl ContainerSpec {
             volatile_upper: true,
             privileged: false,
             mounts: Vec::new(),
+            seccomp: SeccompPolicy::Default,
         }
     }
 }

@@ -4,6 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::layer::diff::{HostIdMap, IdRange};
+
+/// How files an unprivileged build's containers write map back to container ids when their
+/// upper dirs are committed; `None` for root, whose containers use host ids as they are.
+pub fn unprivileged_host_ids() -> Option<HostIdMap> {
+    (!nix::unistd::geteuid().is_root()).then(|| IdMap::for_current_user().host_ids())
+}
+
 /// The uid and gid maps written for a container's user namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum IdMap {
@@ -29,6 +37,18 @@ impl IdMap {
                 IdMap::Ranges { uid, gid, sub_uid, sub_gid, newuidmap, newgidmap }
             }
             _ => IdMap::Single { uid, gid },
+        }
+    }
+
+    /// The maps read backwards (host id -> container id).
+    pub fn host_ids(&self) -> HostIdMap {
+        let root = |host| IdRange { container: 0, host, count: 1 };
+        let rest = |(host, count)| IdRange { container: 1, host, count };
+        match self {
+            IdMap::Ranges { uid, gid, sub_uid, sub_gid, .. } => {
+                HostIdMap { uids: vec![root(*uid), rest(*sub_uid)], gids: vec![root(*gid), rest(*sub_gid)] }
+            }
+            IdMap::Single { uid, gid } => HostIdMap { uids: vec![root(*uid)], gids: vec![root(*gid)] },
         }
     }
 
@@ -104,5 +124,23 @@ mod tests {
         assert_eq!(parse_subordinate(text, Some("alice"), 1000), Some((100000, 65536)));
         assert_eq!(parse_subordinate(text, Some("carol"), 1001), Some((200000, 1000)));
         assert_eq!(parse_subordinate(text, Some("bob"), 1002), None);
+    }
+
+    #[test]
+    fn host_ids_map_back_to_container_ids() {
+        let ranges = IdMap::Ranges {
+            uid: 1001,
+            gid: 1002,
+            sub_uid: (100_000, 65536),
+            sub_gid: (200_000, 65536),
+            newuidmap: PathBuf::new(),
+            newgidmap: PathBuf::new(),
+        }
+        .host_ids();
+        assert_eq!((ranges.uid(1001), ranges.gid(1002)), (0, 0));
+        assert_eq!((ranges.uid(100_999), ranges.gid(200_999)), (1000, 1000));
+        assert_eq!(ranges.uid(0), crate::layer::diff::OVERFLOW_ID);
+        let single = IdMap::Single { uid: 1001, gid: 1001 }.host_ids();
+        assert_eq!((single.uid(1001), single.uid(100_999)), (0, crate::layer::diff::OVERFLOW_ID));
     }
 }

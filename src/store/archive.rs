@@ -163,6 +163,42 @@ fn normalise(path: &str) -> String {
     parts.join("/")
 }
 
+/// Why a layer of an archive cannot be used.
+enum LayerReadError {
+    /// Reading the extracted file failed (the store's side).
+    Io(io::Error),
+    /// The layer is not a readable tar (the archive's side).
+    Tar(String),
+}
+
+/// The diff ID (sha256 of the uncompressed tar) of the layer blob in `file`, read as a tar to
+/// its last entry: a layer whose digests match but that is not a whole tar (truncated in an
+/// entry, garbage after a header) is refused by `load`, not found out by the `run` that
+/// unpacks it. Only readability is checked here; names and links are checked when the layer
+/// is applied.
+fn readable_layer_diff_id(file: &Path) -> Result<Sha256Digest, LayerReadError> {
+    let file = fs::File::open(file).map_err(LayerReadError::Io)?;
+    let (_, stream) = decompressing_reader(file).map_err(|e| LayerReadError::Tar(e.to_string()))?;
+    let mut hashing = HashingReader::new(stream);
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        let entries = archive.entries().map_err(|e| LayerReadError::Tar(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| LayerReadError::Tar(format!("corrupt tar header: {e}")))?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let expected = entry.size();
+            let read = io::copy(&mut entry, &mut io::sink())
+                .map_err(|e| LayerReadError::Tar(format!("truncated or corrupt tar at {name}: {e}")))?;
+            if read != expected {
+                return Err(LayerReadError::Tar(format!("truncated tar: {name} has {read} of its {expected} bytes")));
+            }
+        }
+    }
+    // The end-of-archive blocks and any padding are part of the diff ID.
+    let (digest, _) = hashing.finish().map_err(|e| LayerReadError::Tar(e.to_string()))?;
+    Ok(digest)
+}
+
 /// Loads every image in the archive read from `input` (named `source` in errors).
 pub fn load<R: Read>(
     store: &ImageStore,
@@ -194,7 +230,17 @@ pub fn load<R: Read>(
                     if k == 0 {
                         break;
                     }
-                    w.write_all(&buf[..k]).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                    w.write_all(&buf[..k]).map_err(|e| {
+                        if super::is_disk_full(&e) {
+                            StoreError::DiskFull {
+                                root: store.root().to_owned(),
+                                during: format!("loading {source}"),
+                                source: e,
+                            }
+                        } else {
+                            io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()
+                        }
+                    })?;
                 }
                 let (digest, size, file) = w.finish();
                 if size != entry.header().size().unwrap_or(size) {
@@ -385,13 +431,10 @@ pub fn load<R: Read>(
                 h[..k].to_vec()
             };
             let compression = Compression::detect(&head);
-            let diff_id = if compression == Compression::None {
-                f.digest.clone()
-            } else {
-                let (_, r) = decompressing_reader(fs::File::open(&f.file)?).map_err(|e| bad(e.to_string()))?;
-                let (d, _) = HashingReader::new(r).finish().map_err(|e| bad(format!("layer {}: {e}", f.digest)))?;
-                d
-            };
+            let diff_id = readable_layer_diff_id(&f.file).map_err(|e| match e {
+                LayerReadError::Io(e) => StoreError::Io(e),
+                LayerReadError::Tar(why) => bad(format!("layer {}: {why}", f.digest)),
+            })?;
             if diff_id != expected {
                 return Err(bad(format!("layer {} has diff ID {diff_id}, its image config says {expected}", f.digest)));
             }
@@ -399,7 +442,10 @@ pub fn load<R: Read>(
                 .clone()
                 .filter(|m| compression_of(m) == compression)
                 .unwrap_or_else(|| compression.oci_layer_media_type());
-            layers.push((f.file.clone(), LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type }));
+            layers.push((
+                f.file.clone(),
+                LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type, unpacked_size: None },
+            ));
         }
         ready.push(Ready { config_raw, layers, tags: p.tags.clone() });
     }

@@ -54,13 +54,33 @@ pub fn import_rootfs<R: Read>(
     let bad = |reason: String| StoreError::BadArchive { path: opts.source.clone(), reason };
     let (_, tar_stream) = decompressing_reader(progress.wrap_read(input)).map_err(|e| bad(e.to_string()))?;
     let mut writer = work.blob_writer(store)?;
+    // Summed while the tar is checked: the layer's size as `images` shows it (see
+    // `CommittedLayer::unpacked_size`).
+    let mut content_bytes = 0u64;
     {
         let mut tee = Tee { reader: tar_stream, writer: &mut writer, progress };
         let mut archive = tar::Archive::new(&mut tee);
         let mut count = 0usize;
         for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
             let mut entry = entry.map_err(|e| bad(format!("not a valid tar archive: {e}")))?;
-            io::copy(&mut entry, &mut io::sink()).map_err(|e| bad(format!("truncated or corrupt tar archive: {e}")))?;
+            // As the layer writer counts it: file contents and symlink targets.
+            if entry.header().entry_type().is_file() {
+                content_bytes += entry.size();
+            } else if entry.header().entry_type().is_symlink() {
+                content_bytes += entry.link_name_bytes().map_or(0, |l| l.len() as u64);
+            }
+            // Reading also writes the layer (the tee): a full disk is not a bad archive.
+            io::copy(&mut entry, &mut io::sink()).map_err(|e| {
+                if super::is_disk_full(&e) {
+                    StoreError::DiskFull {
+                        root: store.root().to_owned(),
+                        during: format!("importing {}", opts.source),
+                        source: e,
+                    }
+                } else {
+                    bad(format!("truncated or corrupt tar archive: {e}"))
+                }
+            })?;
             count += 1;
         }
         if count == 0 {
@@ -88,7 +108,13 @@ pub fn import_rootfs<R: Read>(
     config.insert("os".into(), "linux".into());
     config.insert("rootfs".into(), serde_json::json!({ "type": "layers", "diff_ids": [digest.to_string()] }));
     let raw = serde_json::to_vec(&serde_json::Value::Object(config)).map_err(io::Error::other)?;
-    let layer = LayerBlob { digest: digest.clone(), diff_id: digest, size, media_type: MediaType::ImageLayer };
+    let layer = LayerBlob {
+        digest: digest.clone(),
+        diff_id: digest,
+        size,
+        media_type: MediaType::ImageLayer,
+        unpacked_size: Some(content_bytes),
+    };
     let put = PutImage { tags: opts.tag.iter().cloned().collect(), parent: None };
     let image = store.put_image_raw(&raw, &[layer], &put)?;
     drop(work);

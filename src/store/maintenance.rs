@@ -3,7 +3,7 @@
 //! lock and keeps whatever an image in `index.json` or a live writer's pins still reference.
 
 use super::lock::WorkDir;
-use super::{ImageReference, ImageStore, Result, StoreError, StoredImage, REF_NAME_ANNOTATION};
+use super::{DamagedImage, ImageReference, ImageStore, Result, StoreError, StoredImage, REF_NAME_ANNOTATION};
 use crate::layer::digest::Sha256Digest;
 use fs_err as fs;
 use oci_spec::image::Descriptor;
@@ -20,6 +20,27 @@ pub struct Removal {
     pub deleted_blobs: Vec<Sha256Digest>,
     pub deleted_layers: Vec<Sha256Digest>,
     pub reclaimed: u64,
+    /// What was not removed because a live lease (a build, a container, a push, a save) or a
+    /// damaged image still needs it, one sentence each.
+    pub kept: Vec<String>,
+}
+
+impl Removal {
+    fn absorb(&mut self, other: Removal) {
+        self.untagged.extend(other.untagged);
+        self.deleted.extend(other.deleted);
+        self.deleted_blobs.extend(other.deleted_blobs);
+        self.deleted_layers.extend(other.deleted_layers);
+        self.reclaimed += other.reclaimed;
+        self.kept.extend(other.kept);
+    }
+}
+
+/// What the images left in the store still reference, readable or not.
+#[derive(Default)]
+struct Referenced {
+    blobs: HashSet<Sha256Digest>,
+    layers: HashSet<Sha256Digest>,
 }
 
 /// The result of `store check`.
@@ -74,20 +95,42 @@ impl ImageStore {
         (blobs, layers)
     }
 
+    /// What `images` and the `damaged` ones reference: a damaged image keeps its manifest and
+    /// whatever blobs that manifest names (even unverified), so that nothing `store check
+    /// --repair` or a re-pull could still use is deleted behind the user's back.
+    fn referenced_with_damaged(&self, images: &[StoredImage], damaged: &[DamagedImage]) -> Referenced {
+        let (mut blobs, layers) = self.referenced(images);
+        for d in damaged {
+            blobs.insert(d.manifest.clone());
+            let manifest = std::fs::read(self.blob_path(&d.manifest))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<oci_spec::image::ImageManifest>(&b).ok());
+            if let Some(m) = manifest {
+                blobs.extend(std::iter::once(m.config()).chain(m.layers()).map(|x| Sha256Digest::from(x.digest())));
+            }
+        }
+        Referenced { blobs, layers }
+    }
+
     /// Deletes the given blobs and layer dirs unless still referenced or pinned. Call with
-    /// the store lock held and `remaining` = the images left in the index.
+    /// the store lock held and `remaining` = what the images left in the index reference.
     fn delete_unreferenced(
         &self,
-        remaining: &[StoredImage],
+        remaining: &Referenced,
         blobs: &[Sha256Digest],
         layers: &[Sha256Digest],
         out: &mut Removal,
     ) -> Result<()> {
-        let (ref_blobs, ref_layers) = self.referenced(remaining);
+        let (ref_blobs, ref_layers) = (&remaining.blobs, &remaining.layers);
         let (pins, _) = WorkDir::scan(&self.root.join("tmp"))?;
+        let (mut kept_blobs, mut kept_layers) = (0, 0);
         let mut seen = HashSet::new();
         for b in blobs {
-            if ref_blobs.contains(b) || pins.blobs.contains(b) || !seen.insert(b.clone()) {
+            if ref_blobs.contains(b) || !seen.insert(b.clone()) {
+                continue;
+            }
+            if pins.blobs.contains(b) {
+                kept_blobs += usize::from(self.has_blob(b));
                 continue;
             }
             let path = self.blob_path(b);
@@ -99,7 +142,11 @@ impl ImageStore {
         }
         let mut seen = HashSet::new();
         for l in layers {
-            if ref_layers.contains(l) || pins.layers.contains(l) || !seen.insert(l.clone()) {
+            if ref_layers.contains(l) || !seen.insert(l.clone()) {
+                continue;
+            }
+            if pins.layers.contains(l) {
+                kept_layers += usize::from(self.layer_dir(l).is_dir());
                 continue;
             }
             let dir = self.layer_dir(l);
@@ -114,15 +161,23 @@ impl ImageStore {
                 out.deleted.push(l.clone());
             }
         }
+        if kept_blobs + kept_layers > 0 {
+            let users = if pins.owners.is_empty() { "writers".to_owned() } else { pins.owners.join(", ") };
+            out.kept.push(format!("kept {kept_blobs} blob(s) and {kept_layers} unpacked layer(s) in use by {users}"));
+        }
         Ok(())
     }
 
     /// `rmi`: removes a tag, or an image by ID, as Docker does.
+    /// A leased image (see [`super::lease`]) is only untagged: it stays, untagged, until
+    /// its lease ends, and [`Removal::kept`] says who holds it.
     pub fn remove_image(&self, name: &str, force: bool) -> Result<Removal> {
         let _lock = self.lock()?;
-        let images = self.images()?;
+        let (images, damaged) = self.catalog()?;
         let image = self.resolve_in(&images, name)?.clone();
         let users = self.container_users()?;
+        let (pins, _) = WorkDir::scan(&self.root.join("tmp"))?;
+        let leased_by = pins.images.get(&image.id).map(|owners| owners.join(", "));
         let by_tag = ImageReference::parse(name)
             .ok()
             .filter(|r| r.digest().is_none())
@@ -166,10 +221,18 @@ impl ImageStore {
                     "conflict: unable to delete {short} (cannot be forced) - image has dependent child images"
                 )));
             }
+            if let (Some(owners), true) = (&leased_by, image.tags.is_empty()) {
+                return Err(StoreError::Conflict(format!(
+                    "conflict: unable to delete {short} (cannot be forced) - image is in use by {owners}"
+                )));
+            }
             for t in &image.tags {
                 out.untagged.push(t.clone());
             }
-            if children.is_empty() {
+            if let Some(owners) = &leased_by {
+                out.kept.push(format!("kept {} untagged: in use by {owners}", image.id));
+            }
+            if children.is_empty() && leased_by.is_none() {
                 entries.retain(|d| Sha256Digest::from(d.digest()) != image.manifest_digest);
                 out.deleted.push(image.id.clone());
             } else {
@@ -193,6 +256,7 @@ impl ImageStore {
         self.write_index(&entries)?;
         if out.deleted.contains(&image.id) {
             let remaining: Vec<StoredImage> = images.into_iter().filter(|i| i.id != image.id).collect();
+            let remaining = self.referenced_with_damaged(&remaining, &damaged);
             let mut blobs = vec![image.manifest_digest.clone(), image.id.clone()];
             blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
             let layers: Vec<_> = image.layers.iter().rev().map(|l| l.chain_id.clone()).collect();
@@ -203,36 +267,56 @@ impl ImageStore {
 
     /// `image prune`: removes dangling images (untagged, no child), or with `all` every image
     /// no container uses.
+    /// Leased images are skipped, and [`Removal::kept`] says so.
     pub fn prune(&self, all: bool) -> Result<Removal> {
         let mut out = Removal::default();
+        let mut skipped: HashSet<Sha256Digest> = HashSet::new();
         loop {
             let images = self.images()?;
             let users = self.container_users()?;
             let cached = self.cache_users()?;
-            let victim = images.iter().find(|i| {
+            let leased = {
+                let _lock = self.lock()?;
+                WorkDir::scan(&self.root.join("tmp"))?.0.images
+            };
+            let candidate = |i: &&StoredImage| {
                 let has_child = images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
-                !has_child && !users.contains_key(&i.id) && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
-            });
-            let Some(v) = victim else { break };
-            let r = self.remove_image(&v.id.to_string(), true)?;
-            out.untagged.extend(r.untagged);
-            out.deleted.extend(r.deleted);
-            out.deleted_blobs.extend(r.deleted_blobs);
-            out.deleted_layers.extend(r.deleted_layers);
-            out.reclaimed += r.reclaimed;
+                !has_child
+                    && !users.contains_key(&i.id)
+                    && (all || (i.tags.is_empty() && !cached.contains_key(&i.id)))
+                    && !skipped.contains(&i.id)
+            };
+            let Some(v) = images.iter().find(candidate) else { break };
+            if let Some(owners) = leased.get(&v.id) {
+                out.kept.push(format!("skipped {}: in use by {}", v.id, owners.join(", ")));
+                skipped.insert(v.id.clone());
+                continue;
+            }
+            match self.remove_image(&v.id.to_string(), true) {
+                Ok(r) => out.absorb(r),
+                // Leased, or given a child, since the list was read: leave it.
+                Err(StoreError::Conflict(why)) => out.kept.push(format!("skipped {}: {why}", v.id)),
+                Err(StoreError::NoSuchImage(_)) => {}
+                Err(e) => return Err(e),
+            }
+            skipped.insert(v.id.clone());
         }
         Ok(out)
     }
 
     /// `store gc`: deletes every blob and unpacked layer no image references and no live
     /// writer has pinned, and the work dirs of dead writers.
+    /// A damaged image keeps what it references (see `referenced_with_damaged`) and is named
+    /// in [`Removal::kept`].
     pub fn gc(&self) -> Result<Removal> {
         let _lock = self.lock()?;
-        let images = self.images()?;
+        let (images, damaged) = self.catalog()?;
         let mut out = Removal::default();
         let blobs = self.list_blobs()?;
         let layers = self.list_layers()?;
-        self.delete_unreferenced(&images, &blobs, &layers, &mut out)?;
+        let referenced = self.referenced_with_damaged(&images, &damaged);
+        self.delete_unreferenced(&referenced, &blobs, &layers, &mut out)?;
+        out.kept.extend(damaged.iter().map(|d| format!("kept the blobs of {d}")));
         self.remove_dead_work_dirs(&mut out)?;
         let ids: HashSet<Sha256Digest> = images.iter().map(|i| i.id.clone()).collect();
         for (path, _) in self.bad_cache_records(&ids)? {
@@ -263,15 +347,46 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// Removes what killed commands left in `tmp/`: work dirs and leases whose `.pin` no
+    /// process holds, and half-deleted layers (`trash-*`). Every command does this when it
+    /// opens the store, if the store lock is free at that moment (it never waits), so the
+    /// leftovers of `kill -9` do not pile up until `store gc`. Best effort: what cannot be
+    /// removed now is left for the next command.
+    pub(crate) fn reclaim_dead_work_dirs(&self) {
+        let Ok(Some(_lock)) = self.try_lock() else { return };
+        let dead = match WorkDir::scan(&self.root.join("tmp")) {
+            Ok((_, dead)) => dead,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not scan tmp/");
+                return;
+            }
+        };
+        for d in dead {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if ["work-", "lease-", "trash-"].iter().any(|p| name.starts_with(p)) && d.is_dir() {
+                if let Err(e) = std::fs::remove_dir_all(&d) {
+                    tracing::debug!(dir = %d.display(), error = %e, "could not remove a dead work dir");
+                }
+            }
+        }
+    }
+
     fn remove_dead_work_dirs(&self, out: &mut Removal) -> Result<()> {
         let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
+        // A dead dir may vanish under us: its owner drops it right after releasing the pin.
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
         for d in dead {
-            let m = std::fs::symlink_metadata(&d)?;
-            out.reclaimed += if m.is_dir() { dir_size(&d) } else { m.len() };
-            if m.is_dir() {
-                fs::remove_dir_all(&d)?;
-            } else {
-                fs::remove_file(&d)?;
+            let m = match std::fs::symlink_metadata(&d) {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let size = if m.is_dir() { dir_size(&d) } else { m.len() };
+            let removed = if m.is_dir() { std::fs::remove_dir_all(&d) } else { std::fs::remove_file(&d) };
+            match removed {
+                Ok(()) => out.reclaimed += size,
+                Err(e) if gone(&e) => {}
+                Err(e) => return Err(StoreError::Io(io::Error::new(e.kind(), format!("{}: {e}", d.display())))),
             }
         }
         Ok(())

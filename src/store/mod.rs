@@ -7,8 +7,15 @@
 //! layers/<chain-id hex>/                          unpacked layer trees (overlay lower dirs)
 //! containers/<id>.json  cache/<key>.json          records that keep images alive
 //! tmp/work-*/                                     writers' work dirs (see `lock`)
+//! tmp/lease-*/                                    leases of running builds, containers, pushes, saves (see `lease`)
 //! lock                                            the store lock
 //! ```
+//! The root and the dirs holding unpacked layers, containers, runtime state and work dirs are
+//! owner-only (0700), and made so again when an existing store is opened: a setuid file or a
+//! device node in a layer is never reachable by another user. Opening a store also removes
+//! the work dirs and leases of commands that died (`kill -9`), when the lock is free.
+//! One damaged image (a corrupt or missing manifest or config) is reported by name and
+//! digest ([`DamagedImage`]); the rest of the store keeps working.
 //! Every image is one manifest descriptor per tag in `index.json`, annotated with
 //! `org.opencontainers.image.ref.name` = the familiar reference (`busybox:latest`, so
 //! `skopeo inspect oci:$RBUILD_ROOT:busybox:latest` works); an untagged image has one
@@ -31,6 +38,8 @@
 //! store.add_container(id, &image_id) / store.remove_container(id)   keep an image in use
 //! store.container_users() / store.cache_users()             image ID -> who uses it
 //! store.remove_image(name, force) / store.prune(all) / store.gc() / store.check(repair)
+//! store.leased("build") -> ImageStore                         a handle leasing what it resolves and writes
+//! store.catalog() -> (Vec<StoredImage>, Vec<DamagedImage>)    images() without the damaged ones
 //! store.read_blob(&digest) / store.open_blob(&digest)         digest verified on read
 //! ```
 //! A `WorkDir` pins what it commits until it is dropped, so put the image (which references
@@ -40,6 +49,7 @@
 
 pub mod archive;
 pub mod import;
+pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod reference;
@@ -58,6 +68,8 @@ use std::sync::{Arc, Mutex};
 
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 pub const PARENT_ANNOTATION: &str = "io.rbuild.image.parent";
+/// Layer descriptor annotation: [`LayerBlob::unpacked_size`].
+pub const UNPACKED_SIZE_ANNOTATION: &str = "io.rbuild.layer.unpacked-size";
 pub const ADDED_ANNOTATION: &str = "io.rbuild.image.added";
 /// The image ID (config digest) of an index entry, so that lookups by ID need not read every
 /// manifest. Entries written by other tools lack it; their manifest is read instead.
@@ -90,6 +102,50 @@ pub enum StoreError {
     Conflict(String),
     #[error("{path}: {reason}")]
     BadArchive { path: String, reason: String },
+    #[error("{0}")]
+    Damaged(Box<DamagedImage>),
+    #[error("the disk holding the store {root} is full while {during}: {source}")]
+    DiskFull { root: PathBuf, during: String, source: io::Error },
+}
+
+/// Whether `e` says the disk is full (ENOSPC, or EDQUOT: a quota is as full as a disk).
+pub(crate) fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// An image in the index whose manifest, config or layer list cannot be read.
+#[derive(Debug)]
+pub struct DamagedImage {
+    /// Its tags (empty when untagged).
+    pub tags: Vec<ImageReference>,
+    pub manifest: Sha256Digest,
+    pub error: StoreError,
+}
+
+impl DamagedImage {
+    fn new(tags: Vec<ImageReference>, manifest: Sha256Digest, error: StoreError) -> Self {
+        DamagedImage { tags, manifest, error }
+    }
+
+    /// Its tags, or `<none>` for an untagged image.
+    pub fn name(&self) -> String {
+        match self.tags.as_slice() {
+            [] => "<none>".to_owned(),
+            tags => tags.iter().map(|t| t.familiar()).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+impl std::fmt::Display for DamagedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "image {} (manifest {}) is damaged: {}; `rbuild store check --repair` removes it",
+            self.name(),
+            self.manifest,
+            self.error
+        )
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -101,6 +157,9 @@ pub struct LayerBlob {
     pub diff_id: Sha256Digest,
     pub size: u64,
     pub media_type: MediaType,
+    /// What the layer's files take unpacked, when known (recorded as the layer was written;
+    /// see `CommittedLayer::unpacked_size`): the size `images` and `history` show, as Docker does.
+    pub unpacked_size: Option<u64>,
 }
 
 /// Images written but not yet in the index (see [`ImageStore::image_batch`]); its work dir
@@ -126,9 +185,18 @@ pub struct StoredLayer {
     pub diff_id: Sha256Digest,
     pub size: u64,
     pub media_type: MediaType,
+    /// See [`LayerBlob::unpacked_size`].
+    pub unpacked_size: Option<u64>,
     pub chain_id: Sha256Digest,
     /// `layers/<chain-id hex>/`; exists once [`ImageStore::ensure_unpacked`] ran.
     pub unpacked_dir: PathBuf,
+}
+
+impl StoredLayer {
+    /// The size `history` shows: [`LayerBlob::unpacked_size`], else the blob size.
+    pub fn shown_size(&self) -> u64 {
+        self.unpacked_size.unwrap_or(self.size)
+    }
 }
 
 /// An image in the store.
@@ -159,6 +227,7 @@ impl StoredImage {
                 diff_id: l.diff_id.clone(),
                 size: l.size,
                 media_type: l.media_type.clone(),
+                unpacked_size: l.unpacked_size,
             })
             .collect()
     }
@@ -166,6 +235,12 @@ impl StoredImage {
     /// Sum of the layer blob sizes.
     pub fn size(&self) -> u64 {
         self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// The image's size as Docker shows it: the file content of its layers (a layer whose
+    /// content size was not recorded counts its blob size).
+    pub fn unpacked_size(&self) -> u64 {
+        self.layers.iter().map(StoredLayer::shown_size).sum()
     }
 }
 
@@ -188,6 +263,8 @@ pub struct ImageStore {
     /// The index as last parsed, with the stamp (device, inode, size, mtime) of the file it
     /// was read from; a build reads it several times per step.
     index_cache: Arc<Mutex<Option<(IndexStamp, ImageIndex)>>>,
+    /// Set by [`ImageStore::leased`]: what this handle hands out is leased (see `lease`).
+    lease: Option<Arc<lease::Lease>>,
 }
 
 type IndexStamp = (u64, u64, u64, i64, i64);
@@ -355,9 +432,13 @@ impl ImageStore {
 
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
-        let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default() };
+        let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default(), lease: None };
+        make_private_dir(root)?;
         for d in ["blobs/sha256", "layers", "containers", "cache", "tmp"] {
             fs::create_dir_all(root.join(d))?;
+        }
+        for d in PRIVATE_DIRS {
+            make_private_dir(&root.join(d))?;
         }
         for d in ["layers", "tmp"] {
             mark_top_dir(&root.join(d));
@@ -371,6 +452,7 @@ impl ImageStore {
                 store.write_index(&[])?;
             }
         }
+        store.reclaim_dead_work_dirs();
         Ok(store)
     }
 
@@ -530,6 +612,14 @@ impl ImageStore {
     pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
         let work = self.work_dir()?;
         let (manifest_digest, manifest_bytes, _) = self.write_image_blobs(&work, config_json, layers)?;
+        if self.lease.is_some() {
+            // Leased before it is in the index, so no `prune` can take it in between.
+            self.lease_image(&self.image_of_manifest(
+                &manifest_digest,
+                manifest_bytes.len() as u64,
+                &manifest_bytes,
+            )?)?;
+        }
         self.add_to_index(&manifest_digest, manifest_bytes.len() as u64, &opts.tags, opts.parent.as_ref())?;
         self.resolve(&Sha256Digest::of(config_json).to_string())
     }
@@ -567,6 +657,8 @@ impl ImageStore {
             source,
         })?;
         let mut image = self.image_from_parts(&manifest_digest, size, manifest, config_json.to_vec(), config)?;
+        // A build's lease keeps the image once the batch's pins are gone.
+        self.lease_image(&image)?;
         image.parent = parent.clone();
         batch.pending.push((manifest_digest, size, parent));
         Ok(image)
@@ -632,9 +724,15 @@ impl ImageStore {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config_json.len() },
-            "layers": layers.iter().map(|l| serde_json::json!({
-                "mediaType": l.media_type.to_string(), "digest": l.digest.to_string(), "size": l.size,
-            })).collect::<Vec<_>>(),
+            "layers": layers.iter().map(|l| {
+                let mut d = serde_json::json!({
+                    "mediaType": l.media_type.to_string(), "digest": l.digest.to_string(), "size": l.size,
+                });
+                if let Some(n) = l.unpacked_size {
+                    d["annotations"] = serde_json::json!({ UNPACKED_SIZE_ANNOTATION: n.to_string() });
+                }
+                d
+            }).collect::<Vec<_>>(),
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = self.put_blob_bytes(work, &manifest_bytes)?;
@@ -648,10 +746,12 @@ impl ImageStore {
     pub fn put_manifest_raw(&self, work: &WorkDir, manifest_json: &[u8], opts: &PutImage) -> Result<StoredImage> {
         let digest = Sha256Digest::of(manifest_json);
         // Checked (config present, diff IDs matching the layers) before anything is written.
-        let id = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?.id;
+        let image = self.image_of_manifest(&digest, manifest_json.len() as u64, manifest_json)?;
+        let id = image.id.clone();
         self.put_blob_bytes(work, manifest_json)?;
+        self.lease_image(&image)?;
         self.add_to_index(&digest, manifest_json.len() as u64, &opts.tags, opts.parent.as_ref())?;
-        let entries = self.index_entries()?;
+        let (entries, _) = self.index_entries()?;
         // The image whose tags (or, untagged, whose manifest) are this manifest's.
         let entry = entries
             .iter()
@@ -713,8 +813,14 @@ impl ImageStore {
             }
         });
         let same_manifest = |d: &Descriptor| Sha256Digest::from(d.digest()) == *manifest_digest;
-        let existing_annotations =
-            entries.iter().find(|d| same_manifest(d)).and_then(|d| d.annotations().clone()).unwrap_or_default();
+        // Looked up in the index as it was: re-tagging an image with the tag it already has
+        // removed its only entry above, and its parent and time must survive.
+        let existing_annotations = index
+            .manifests()
+            .iter()
+            .find(|d| same_manifest(d))
+            .and_then(|d| d.annotations().clone())
+            .unwrap_or_default();
         let mut base: HashMap<String, String> =
             existing_annotations.into_iter().filter(|(k, _)| k != REF_NAME_ANNOTATION).collect();
         base.entry(ADDED_ANNOTATION.into()).or_insert_with(now_rfc3339);
@@ -758,18 +864,36 @@ impl ImageStore {
         Ok(dangling)
     }
 
-    /// Every image in the index (one per config digest), in index order.
+    /// Every readable image in the index (one per config digest), in index order. Damaged
+    /// images (a blob missing, corrupt or unparsable) are left out: [`ImageStore::catalog`]
+    /// names them.
     pub fn images(&self) -> Result<Vec<StoredImage>> {
-        self.index_entries()?.iter().map(|e| self.stored(e)).collect()
+        Ok(self.catalog()?.0)
+    }
+
+    /// Every image in the index, readable ones first and then the damaged ones, each with
+    /// what is wrong: one bad blob does not hide the rest of the store.
+    pub fn catalog(&self) -> Result<(Vec<StoredImage>, Vec<DamagedImage>)> {
+        let (entries, mut damaged) = self.index_entries()?;
+        let mut good = Vec::with_capacity(entries.len());
+        for e in &entries {
+            match self.stored(e) {
+                Ok(image) => good.push(image),
+                Err(error) => damaged.push(DamagedImage::new(e.tags.clone(), e.manifest.clone(), error)),
+            }
+        }
+        Ok((good, damaged))
     }
 
     /// The index grouped as [`ImageStore::images`] groups it (one entry per image ID, tags
-    /// gathered), reading a manifest only for entries without [`IMAGE_ID_ANNOTATION`].
-    fn index_entries(&self) -> Result<Vec<IndexEntry>> {
+    /// gathered), reading a manifest only for entries without [`IMAGE_ID_ANNOTATION`]; such
+    /// entries whose manifest cannot be read come back as damaged.
+    fn index_entries(&self) -> Result<(Vec<IndexEntry>, Vec<DamagedImage>)> {
         let index = self.read_index()?;
         let mut by_manifest: HashMap<Sha256Digest, usize> = HashMap::new();
         let mut by_id: HashMap<Sha256Digest, usize> = HashMap::new();
         let mut out: Vec<IndexEntry> = Vec::new();
+        let mut damaged: Vec<DamagedImage> = Vec::new();
         let mut learned: HashMap<Sha256Digest, Sha256Digest> = HashMap::new();
         for d in index.manifests() {
             let mdg = Sha256Digest::from(d.digest());
@@ -780,11 +904,19 @@ impl ImageStore {
                 None => {
                     let id = match ann.get(IMAGE_ID_ANNOTATION).and_then(|v| v.parse::<Sha256Digest>().ok()) {
                         Some(id) => id,
-                        None => {
-                            let id = self.load_image(&mdg, d.size())?.id.clone();
-                            learned.insert(mdg.clone(), id.clone());
-                            id
-                        }
+                        None => match self.load_image(&mdg, d.size()) {
+                            Ok(image) => {
+                                learned.insert(mdg.clone(), image.id.clone());
+                                image.id.clone()
+                            }
+                            Err(error) => {
+                                match damaged.iter_mut().find(|x| x.manifest == mdg) {
+                                    Some(x) => x.tags.extend(tag),
+                                    None => damaged.push(DamagedImage::new(tag.into_iter().collect(), mdg, error)),
+                                }
+                                continue;
+                            }
+                        },
                     };
                     let i = match by_id.get(&id) {
                         Some(i) => *i,
@@ -814,7 +946,7 @@ impl ImageStore {
         if !learned.is_empty() {
             self.annotate_image_ids(&learned);
         }
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Writes the image IDs read from manifests into the index entries that lacked them
@@ -933,6 +1065,11 @@ impl ImageStore {
                 diff_id,
                 size: l.size(),
                 media_type: l.media_type().clone(),
+                unpacked_size: l
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(UNPACKED_SIZE_ANNOTATION))
+                    .and_then(|v| v.parse().ok()),
                 unpacked_dir: self.layer_dir(&chain_id),
                 chain_id,
             })
@@ -953,14 +1090,54 @@ impl ImageStore {
 
     /// Finds an image by reference (`busybox`, `app:1`, `name@sha256:<manifest>`), full ID
     /// (`sha256:…`), or an unambiguous ID prefix (the 12-digit short ID).
+    /// On a leased handle the image is leased before it is returned.
     pub fn resolve(&self, name: &str) -> Result<StoredImage> {
-        let entries = self.index_entries()?;
-        let i = find_image(&entries, name).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))?;
-        self.stored(&entries[i])
+        let image = self.resolve_unleased(name)?;
+        self.lease_image(&image)?;
+        Ok(image)
     }
 
+    /// [`ImageStore::resolve`] without taking a lease (so without the store lock: callable
+    /// under it).
+    fn resolve_unleased(&self, name: &str) -> Result<StoredImage> {
+        let (entries, damaged) = self.index_entries()?;
+        let Some(i) = find_image(&entries, name) else {
+            // A damaged entry without an image ID annotation is known by its tags only.
+            let wanted = ImageReference::parse(name).ok().map(|r| r.with_default_tag());
+            return Err(match damaged.into_iter().find(|d| wanted.as_ref().is_some_and(|w| d.tags.contains(w))) {
+                Some(d) => StoreError::Damaged(Box::new(d)),
+                None => StoreError::NoSuchImage(name.to_owned()),
+            });
+        };
+        let image = match self.stored(&entries[i]) {
+            Ok(image) => image,
+            // Removed by another command since the index was read: not damage.
+            Err(_) if !self.index_has_manifest(&entries[i].manifest)? => {
+                return Err(StoreError::NoSuchImage(name.to_owned()))
+            }
+            Err(StoreError::Io(e)) => return Err(StoreError::Io(e)),
+            Err(e) => {
+                return Err(StoreError::Damaged(Box::new(DamagedImage::new(
+                    entries[i].tags.clone(),
+                    entries[i].manifest.clone(),
+                    e,
+                ))))
+            }
+        };
+        Ok(image)
+    }
+
+    fn index_has_manifest(&self, manifest: &Sha256Digest) -> Result<bool> {
+        Ok(self.read_index()?.manifests().iter().any(|d| Sha256Digest::from(d.digest()) == *manifest))
+    }
+
+    /// Finds `name` in `images` (from [`ImageStore::images`]); when it is not there, says why
+    /// (no such image, or the image is damaged).
     pub fn resolve_in<'a>(&self, images: &'a [StoredImage], name: &str) -> Result<&'a StoredImage> {
-        find_image(images, name).map(|i| &images[i]).ok_or_else(|| StoreError::NoSuchImage(name.to_owned()))
+        match find_image(images, name) {
+            Some(i) => Ok(&images[i]),
+            None => Err(self.resolve_unleased(name).err().unwrap_or_else(|| StoreError::NoSuchImage(name.to_owned()))),
+        }
     }
 
     /// Adds a tag to an image.
@@ -979,6 +1156,7 @@ impl ImageStore {
     /// Unpacks every layer of `image` not yet in `layers/` and returns the lower dirs,
     /// bottom layer first. Diff IDs are verified while unpacking.
     pub fn ensure_unpacked(&self, image: &StoredImage) -> Result<Vec<PathBuf>> {
+        self.lease_image(image)?;
         let work = self.work_dir()?;
         let mut out = Vec::new();
         for layer in &image.layers {
@@ -996,6 +1174,11 @@ impl ImageStore {
                             path: self.blob_path(&layer.digest),
                         }
                     }
+                    ApplyError::Io { source, .. } if is_disk_full(&source) => StoreError::DiskFull {
+                        root: self.root.clone(),
+                        during: format!("unpacking layer {}", layer.digest),
+                        source,
+                    },
                     source => StoreError::Apply { digest: layer.digest.clone(), source },
                 })?;
                 if applied.diff_id != layer.diff_id {
@@ -1118,6 +1301,33 @@ impl Read for VerifiedBlob {
         }
         Ok(n)
     }
+}
+
+/// Directories under the root that hold unpacked layers (with whatever setuid files, file
+/// capabilities and device nodes their images carry), container roots and work dirs: each is
+/// owner-only like the root itself, so a store whose root was opened up by hand still does not
+/// expose them (the class of CVE-2021-41091, which Docker fixed by making its dirs 0710).
+const PRIVATE_DIRS: [&str; 6] = ["layers", "tmp", "containers", "run", "cache-mounts", "cache"];
+
+/// Creates `dir` owner-only (0700), or makes an existing one so: no other user may traverse
+/// it. A user namespace's root is the owner (rootless mode maps it to the caller), and overlay
+/// reaches its lower dirs with the mounter's credentials, so containers are not affected.
+/// A dir owned by someone else (a root given by the user) is left as it is.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())).into()),
+    }
+    let meta = fs::metadata(dir)?;
+    if meta.mode() & 0o077 != 0 && meta.uid() == rustix::process::geteuid().as_raw() {
+        fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+    }
+    Ok(())
 }
 
 /// Compression of a layer from its media type (for writing archives).
@@ -1243,6 +1453,21 @@ mod tests {
         assert!(fresh.resolve("b:1").is_err(), "b itself cannot be read");
     }
 
+    /// A fully cached rebuild tags the image it already tagged: its parent link stays.
+    #[test]
+    fn re_tagging_an_image_keeps_its_parent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let parent = store.put_image_raw(&config_json("p"), &[], &PutImage::default()).expect("put parent");
+        let tags = vec![ImageReference::parse("app:1").expect("reference")];
+        let opts = PutImage { tags: tags.clone(), parent: Some(parent.id.clone()) };
+        let child = store.put_image_raw(&config_json("c"), &[], &opts).expect("put child");
+        assert_eq!(child.parent.as_ref(), Some(&parent.id));
+        store.put_image_raw(&config_json("c"), &[], &PutImage { tags, parent: None }).expect("re-tag");
+        let again = store.resolve("app:1").expect("by tag");
+        assert_eq!(again.parent.as_ref(), Some(&parent.id));
+    }
+
     #[test]
     fn index_entries_without_an_image_id_get_one() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1275,6 +1500,42 @@ mod tests {
         let _held = store.lock().expect("lock");
         assert_eq!(ImageStore::open(dir.path()).expect("open").resolve("old:1").expect("resolve").id, image.id);
         assert_eq!(id_of(&store), None);
+    }
+
+    #[test]
+    fn a_corrupt_manifest_damages_its_image_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let put = |label: &str, tag: &str| {
+            let tags = vec![ImageReference::parse(tag).expect("reference")];
+            store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
+        };
+        let a = put("a", "a:1");
+        let b = put("b", "b:1");
+        // As another tool writes the index (no image IDs), so b's manifest must be read to
+        // know its ID at all.
+        let mut entries = store.read_index().expect("index").manifests().clone();
+        for d in &mut entries {
+            let mut ann = d.annotations().clone().unwrap_or_default();
+            ann.remove(IMAGE_ID_ANNOTATION);
+            d.set_annotations(Some(ann));
+        }
+        store.write_index(&entries).expect("write index");
+        std::fs::write(store.blob_path(&b.manifest_digest), b"{}").expect("corrupt the manifest");
+
+        let fresh = ImageStore::open(dir.path()).expect("open");
+        let (good, damaged) = fresh.catalog().expect("catalog");
+        assert_eq!(good.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), vec![a.id.clone()]);
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].name(), "b:1");
+        assert_eq!(damaged[0].manifest, b.manifest_digest);
+        assert!(matches!(&damaged[0].error, StoreError::CorruptBlob { .. }), "{}", damaged[0].error);
+        match fresh.resolve("b:1") {
+            Err(StoreError::Damaged(d)) => assert!(d.to_string().contains("store check --repair"), "{d}"),
+            other => panic!("b:1 resolved as {other:?}"),
+        }
+        assert_eq!(fresh.resolve("a:1").expect("a is served").id, a.id);
+        assert!(matches!(fresh.resolve("c:1"), Err(StoreError::NoSuchImage(_))));
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let needed = plan.needed.get(stage.index).copied().unwrap_or(false);
         let base = match &stage.base {
             crate::plan::StageBase::Scratch => "scratch".to_string(),
-            crate::plan::StageBase::Image { reference } => reference.clone(),
+            crate::plan::StageBase::Image { reference, .. } => reference.clone(),
             crate::plan::StageBase::Stage { index } => format!("stage {index}"),
         };
         let status = if needed { "" } else { " (skipped: the target does not need it)" };
@@ -223,7 +223,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
-    let store = crate::store::ImageStore::open_default()?;
+    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
+    let store = crate::store::ImageStore::open_default()?.leased("build");
     let builder = Builder::new(store);
     printer.flush()?;
     use std::io::IsTerminal;

@@ -74,8 +74,11 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     match image.config.history() {
         Some(hist) if !hist.is_empty() => {
             for (n, h) in hist.iter().enumerate() {
-                let size =
-                    if h.empty_layer().unwrap_or(false) { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+                let size = if h.empty_layer().unwrap_or(false) {
+                    0
+                } else {
+                    layers.next().map(|l| l.shown_size()).unwrap_or(0)
+                };
                 let id = ancestors
                     .iter()
                     .find(|(len, _)| *len == n + 1)
@@ -97,7 +100,7 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
                     id: if i + 1 == n { show_id(&image.id) } else { "<missing>".into() },
                     created: image.config.created().clone(),
                     created_by: String::new(),
-                    size: l.size,
+                    size: l.shown_size(),
                     comment: String::new(),
                 });
             }

@@ -47,6 +47,10 @@ pub fn run(args: ImageArgs, p: &mut Printer) -> anyhow::Result<()> {
         p.line("Deleted Images:")?;
         super::rmi::print_removal(&r, p, true)?;
         p.line("")?;
+    } else {
+        for k in &r.kept {
+            p.warn(format!("Note: {k}"));
+        }
     }
     p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
     Ok(())

@@ -65,7 +65,10 @@ struct Row {
 
 pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
-    let images = store.images()?;
+    let (images, damaged) = store.catalog()?;
+    for d in &damaged {
+        p.warn(format!("Error: {d}"));
+    }
     let has_child = |i: &StoredImage| images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
 
     let mut dangling: Option<bool> = None;
@@ -170,7 +173,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
                     "Repository": r.repo, "Tag": r.tag, "ID": id_of(&r.image), "Digest": r.digest,
                     "CreatedSince": since(r.image.config.created().as_deref()),
                     "CreatedAt": go_time(r.image.config.created().as_deref()),
-                    "Size": human_size(r.image.size()), "VirtualSize": human_size(r.image.size()),
+                    "Size": human_size(r.image.unpacked_size()), "VirtualSize": human_size(r.image.unpacked_size()),
                     "SharedSize": "N/A", "UniqueSize": "N/A", "Containers": "N/A",
                 })
             })
@@ -195,7 +198,11 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
         if args.digests {
             cells.push(r.digest.clone());
         }
-        cells.extend([id_of(&r.image), since(r.image.config.created().as_deref()), human_size(r.image.size())]);
+        cells.extend([
+            id_of(&r.image),
+            since(r.image.config.created().as_deref()),
+            human_size(r.image.unpacked_size()),
+        ]);
         t.row(cells);
     }
     for line in t.lines() {

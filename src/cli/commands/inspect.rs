@@ -81,7 +81,7 @@ pub fn inspect_value(image: &StoredImage) -> Value {
         "Architecture": raw.get("architecture").cloned().unwrap_or(json!("")),
         "Variant": raw.get("variant").cloned().unwrap_or(Value::Null),
         "Os": raw.get("os").cloned().unwrap_or(json!("")),
-        "Size": image.size(),
+        "Size": image.unpacked_size(),
         "GraphDriver": { "Data": { "LowerDirs": image.layers.iter().map(|l| l.unpacked_dir.display().to_string()).collect::<Vec<_>>() }, "Name": "overlay" },
         "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },
         "Metadata": { "LastTagTime": image.added.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()) },

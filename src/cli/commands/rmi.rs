@@ -22,6 +22,9 @@ pub fn print_removal(r: &Removal, p: &mut Printer, lower: bool) -> std::io::Resu
     for id in &r.deleted {
         p.line(format!("{d}: {id}"))?;
     }
+    for k in &r.kept {
+        p.warn(format!("Note: {k}"));
+    }
     Ok(())
 }
 

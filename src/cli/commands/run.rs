@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 use crate::cli::{Exit, Printer};
 use crate::runtime::lifecycle::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
-use crate::runtime::NetworkMode;
+use crate::runtime::{NetworkMode, SeccompPolicy};
 use crate::store::ImageStore;
 
 #[derive(clap::Args, Debug)]
@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     pub entrypoint: Option<String>,
+    /// Security options: seccomp=unconfined, seccomp=builtin or seccomp=PROFILE.json
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
     pub image: String,
     /// The command and its arguments (replace the image's CMD)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -54,9 +57,10 @@ pub struct MonitorArgs {
     pub id: String,
 }
 
-/// The store's containers, with stale runtime state cleaned up.
+/// The store's containers, with stale runtime state cleaned up, on a leased handle: the image a container runs from
+/// stays while this command (`run`, `start -a`, a detached container's monitor) lives.
 pub fn open_containers() -> anyhow::Result<Containers> {
-    Ok(Containers::open(ImageStore::open_default()?)?)
+    Ok(Containers::open(ImageStore::open_default()?.leased("container"))?)
 }
 
 /// Turns a finished foreground run into the command's result: exit with the container's code.
@@ -72,9 +76,27 @@ pub fn finish(outcome: Result<RunOutcome, LifecycleError>, p: &mut Printer) -> a
     }
 }
 
+/// The seccomp policy `--security-opt` asks for (Docker's default without one).
+fn seccomp_policy(options: &[String]) -> anyhow::Result<SeccompPolicy> {
+    let mut policy = SeccompPolicy::Default;
+    for option in options {
+        // Docker takes `seccomp=VALUE` and the older `seccomp:VALUE`.
+        let value = option.strip_prefix("seccomp=").or_else(|| option.strip_prefix("seccomp:"));
+        let Some(value) = value else {
+            anyhow::bail!(
+                "invalid --security-opt {option:?}: only seccomp=unconfined, seccomp=builtin and \
+                 seccomp=PROFILE.json are supported"
+            );
+        };
+        policy = SeccompPolicy::from_option(value)?;
+    }
+    Ok(policy)
+}
+
 pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
     // `UPPER:tag` is no name at all: say so rather than that no image has it.
     crate::store::reference::ImageReference::parse(&args.image)?;
+    let seccomp = seccomp_policy(&args.security_opt)?;
     let containers = open_containers()?;
     let opts = CreateOptions {
         image: args.image.clone(),
@@ -88,6 +110,7 @@ pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
         tty: args.tty,
         interactive: args.interactive,
         auto_remove: args.rm,
+        seccomp,
     };
     let mut record = containers.create(&opts)?;
     if args.detach {

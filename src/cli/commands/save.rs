@@ -19,11 +19,12 @@ pub struct SaveArgs {
 }
 
 pub fn run(args: SaveArgs, _p: &mut Printer) -> anyhow::Result<()> {
-    let store = ImageStore::open_default()?;
+    let store = ImageStore::open_default()?.leased("save");
     let images = store.images()?;
     let mut items: Vec<SaveItem> = Vec::new();
     for name in &args.images {
         let image = store.resolve_in(&images, name)?;
+        store.lease_image(image)?;
         let tag = ImageReference::parse(name)
             .ok()
             .filter(|r| r.digest().is_none())

@@ -55,6 +55,9 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
             for l in &r.deleted_layers {
                 p.line(format!("deleted layer: {l}"))?;
             }
+            for k in &r.kept {
+                p.warn(format!("Note: {k}"));
+            }
             p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
         }
     }

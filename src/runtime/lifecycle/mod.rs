@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::config::ImageConfigFile;
 use crate::layer::diff::LayerError;
-use crate::runtime::state::{process_start_time, StateRecord};
+use crate::runtime::state::{children_of, process_start_time, StateRecord};
 use crate::runtime::{
-    cleanup_stale, Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, RuntimeError, SetupFailure, StdioMode,
+    cleanup_stale, Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, RuntimeError, SeccompPolicy,
+    SetupFailure, StdioMode,
 };
 use crate::store::{ImageStore, StoreError, StoredImage};
 
@@ -144,6 +145,9 @@ pub struct ContainerRecord {
     pub upper: PathBuf,
     pub work: PathBuf,
     pub log: PathBuf,
+    /// `--security-opt seccomp=…` (a profile is kept with its text, as Docker does).
+    #[serde(default)]
+    pub seccomp: SeccompPolicy,
 }
 
 impl ContainerRecord {
@@ -190,6 +194,7 @@ pub struct CreateOptions {
     pub tty: bool,
     pub interactive: bool,
     pub auto_remove: bool,
+    pub seccomp: SeccompPolicy,
 }
 
 /// How a foreground run ended.
@@ -375,6 +380,7 @@ impl Containers {
             upper,
             work,
             log,
+            seccomp: opts.seccomp.clone(),
         };
         // The store's record first (under its lock), then ours over it.
         self.store.add_container(&id, &image.id)?;
@@ -404,6 +410,7 @@ impl Containers {
         spec.working_dir = (!record.working_dir.is_empty()).then(|| record.working_dir.clone());
         spec.user = (!record.user.is_empty()).then(|| record.user.clone());
         spec.network = record.network_mode();
+        spec.seccomp = record.seccomp.clone();
         spec.stdio = stdio;
         Ok(spec)
     }
@@ -501,8 +508,8 @@ impl Containers {
         children_of(setup).into_iter().next()
     }
 
-    /// Sends `signal` to the container's init (which passes SIGTERM, SIGINT, SIGHUP… to the
-    /// workload; SIGKILL ends the whole PID namespace). Without an init yet, SIGKILL goes to
+    /// Sends `signal` to the container's PID 1, the workload (as in Docker, a signal it has no
+    /// handler for does nothing, except SIGKILL, which ends the whole PID namespace). Without an init yet, SIGKILL goes to
     /// the monitor, whose death takes the container down.
     fn signal(&self, record: &ContainerRecord, signal: nix::sys::signal::Signal) {
         use nix::sys::signal::{kill, Signal};
@@ -665,23 +672,6 @@ fn is_alive(pid: i32, start: u64) -> bool {
     !matches!(state, Some("Z" | "X") | None)
 }
 
-/// Pids whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<i32> {
-    let listed = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"));
-    if let Ok(text) = listed {
-        return text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<i32>().ok());
-            ppid == Some(parent)
-        })
-        .collect()
-}
-
 fn clear_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
@@ -780,6 +770,7 @@ mod tests {
             upper: PathBuf::new(),
             work: PathBuf::new(),
             log: PathBuf::new(),
+            seccomp: SeccompPolicy::Default,
         };
         let settled = settle(record);
         assert_eq!(settled.state, ContainerState::Exited);

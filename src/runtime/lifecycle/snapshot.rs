@@ -102,6 +102,7 @@ impl Containers {
                 diff_id,
                 size: layer.compressed_size,
                 media_type: layer.media_type.into(),
+                unpacked_size: Some(layer.unpacked_size),
             });
         }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
