@@ -281,6 +281,33 @@ fn a_failing_run_exits_with_its_status_and_global_args_are_steps() {
     assert!(text.contains("Step 2/5 : ARG Y=2\nStep 3/5 : FROM busybox\n ---> "), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("The command '/bin/sh -c exit 3' returned a non-zero code: 3"), "{err}");
+    // A heredoc's failure shows the script that ran, not just `<<EOF`.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN <<EOF\necho start\nexit 4\nEOF\n").expect("write");
+    let out = rbuild(&root, &["build", ctx.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("The command '/bin/sh -c echo start\nexit 4\n' returned a non-zero code: 4"), "{err}");
+}
+
+#[test]
+fn a_miss_is_explained_only_against_the_same_dockerfile() {
+    let Some((t, root)) = store_with_busybox() else { return };
+    let context = |name: &str, run: &str| {
+        let ctx = t.path().join(name);
+        std::fs::create_dir_all(&ctx).expect("mkdir");
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nRUN {run}\n")).expect("write");
+        ctx
+    };
+    let app = context("app", "echo app");
+    events(&root, &app, &[]);
+    // Another project's first step after the same FROM is not "this instruction changed".
+    let other = context("other", "echo other");
+    assert_eq!(misses(&events(&root, &other, &[])), [(2, "no cache record".to_string())]);
+    let app = context("app", "echo app v2");
+    assert_eq!(
+        misses(&events(&root, &app, &[])),
+        [(2, "instruction changed: RUN echo app -> RUN echo app v2".to_string())]
+    );
 }
 
 /// A fully cached rebuild leaves the image as the first build made it: its parent link, so

@@ -151,6 +151,24 @@ fn run_shell_form_exec_form_and_shell() {
 }
 
 #[test]
+fn a_heredoc_with_a_shebang_runs_under_its_interpreter() {
+    // BuildKit: a sole `RUN <<EOF` whose body starts with `#!` is run as a program, so the
+    // kernel starts the named interpreter (here busybox awk); without one, /bin/sh runs it.
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "shebang",
+        "FROM busybox\nRUN <<EOF\n#!/usr/bin/awk -f\nBEGIN { print \"awk says \" 6*7 > \"/by-awk\" }\nEOF\nRUN <<EOF\necho \"sh says $0\" > /by-sh\nEOF\nRUN <<-EOF\n\t#!/bin/sh\n\techo \"chomped $0\" > /chomped\n\tEOF\n",
+        &[],
+    );
+    let id = fx.build(&ctx);
+    let root = fx.rootfs(&id);
+    assert_eq!(read(&root, "by-awk"), "awk says 42\n");
+    assert_eq!(read(&root, "by-sh"), "sh says /bin/sh\n");
+    assert_eq!(read(&root, "chomped"), "chomped /dev/pipes/EOF\n", "the script file is the program");
+    assert!(!root.join("dev/pipes").exists(), "the script never reaches the image");
+}
+
+#[test]
 fn env_forms_and_expansion() {
     let Some(fx) = Fixture::new() else { return };
     let ctx = fx.context(

@@ -286,3 +286,23 @@ fn run_and_rmi_say_the_cause_once_and_blame_no_daemon() {
     let (code, _, err) = run(rb().args(["run", "--rm", "nothere", "true"]));
     assert_eq!((code, err.as_str()), (1, "Error: No such image: nothere\n"));
 }
+
+#[test]
+fn a_variable_as_stage_name_is_shown_as_written_and_explained() {
+    assert_user_error(
+        "FROM busybox AS ${First_Stage}\n",
+        1,
+        17,
+        "invalid stage name \"${First_Stage}\": it must start with a letter",
+    );
+    assert_user_error("FROM busybox AS ${First_Stage}\n", 1, 17, "stage names are not expanded");
+}
+
+#[test]
+fn a_wildcard_that_matches_nothing_says_so() {
+    let dir = context_with("FROM busybox\nCOPY *foo /x/\n");
+    std::fs::write(dir.path().join("bar"), "b").expect("write");
+    let (code, _, err) = run(rbuild().args(["build", "--dry-run"]).arg(dir.path()));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("wildcard \"*foo\" matched nothing in build context"), "{err}");
+}

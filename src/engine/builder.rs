@@ -329,9 +329,16 @@ impl Builder {
             ..DiffOptions::default()
         }
         .with_source_date_epoch_from_env()?;
+        // Misses are explained against this Dockerfile's earlier builds only.
+        let lineage = match &opts.dockerfile_text {
+            Some(_) => {
+                format!("text:{}", opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone()).display())
+            }
+            None => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),
+        };
         let executor = StageExecutor {
             store: &self.store,
-            cache: CacheIndex::open(&self.store.root().join("cache"))?,
+            cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
             context: &context,
             events: Arc::clone(sink),
             total_steps: plan.step_count(),

@@ -3,9 +3,10 @@
 //! inputs (so a later miss can be explained against the closest record).
 //!
 //! Beside each record, `cache/<hex>.latest` names the newest record made on the same parent
-//! for the same kind of instruction (its key hex), so explaining a miss reads one pointer and
-//! one record, however many records the store holds. It is a hint: a missing or stale pointer
-//! only makes a miss "no cache record".
+//! for the same kind of instruction by the same Dockerfile (its lineage: the file's path), so
+//! explaining a miss reads one pointer and one record, however many records the store holds,
+//! and never compares with another project's step that happens to follow the same FROM. It is
+//! a hint: a missing or stale pointer only makes a miss "no cache record".
 //!
 //! Records are written to a temporary name in the same directory, fsynced and renamed, so a
 //! reader never sees half a record; a record naming an image the store no longer has is
@@ -42,6 +43,8 @@ pub enum CacheError {
 #[derive(Debug, Clone)]
 pub struct CacheIndex {
     dir: PathBuf,
+    /// Which Dockerfile's records a miss is explained against (never part of a key).
+    lineage: String,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -50,7 +53,13 @@ impl CacheIndex {
     /// The index in `dir` (created if missing).
     pub fn open(dir: &Path) -> Result<Self, CacheError> {
         fs::create_dir_all(dir)?;
-        Ok(CacheIndex { dir: dir.to_path_buf() })
+        Ok(CacheIndex { dir: dir.to_path_buf(), lineage: String::new() })
+    }
+
+    /// The same index, explaining misses only against records `lineage` (a Dockerfile's
+    /// identity, such as its absolute path) made. Lookups are unaffected.
+    pub fn with_lineage(self, lineage: impl Into<String>) -> Self {
+        CacheIndex { lineage: lineage.into(), ..self }
     }
 
     fn path_of(&self, key: &CacheKey) -> PathBuf {
@@ -109,6 +118,8 @@ impl CacheIndex {
         h.update(inputs.parent.as_bytes());
         h.update([0]);
         h.update(keyword.to_ascii_uppercase().as_bytes());
+        h.update([0]);
+        h.update(self.lineage.as_bytes());
         self.dir.join(format!("{}.latest", hex::encode(h.finalize())))
     }
 
@@ -205,5 +216,21 @@ mod tests {
         assert_eq!(reason.to_string(), "instruction changed: ENV A=2 -> ENV A=3");
         assert_eq!(index.explain(&inputs("sha256:other", "ENV A=3")).expect("explain"), MissReason::NoRecord);
         assert_eq!(index.explain(&inputs("sha256:p", "RUN make")).expect("explain"), MissReason::NoRecord);
+    }
+
+    #[test]
+    fn another_dockerfiles_step_on_the_same_parent_explains_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mine = CacheIndex::open(dir.path()).expect("open").with_lineage("/src/app/Dockerfile");
+        let other = CacheIndex::open(dir.path()).expect("open").with_lineage("/src/other/Dockerfile");
+        mine.put(&record(&inputs("sha256:p", "RUN make app"), "sha256:1", "2026-01-01T00:00:00Z")).expect("put");
+        other.put(&record(&inputs("sha256:p", "RUN make other"), "sha256:2", "2026-01-02T00:00:00Z")).expect("put");
+        let reason = mine.explain(&inputs("sha256:p", "RUN make app2")).expect("explain");
+        assert_eq!(reason.to_string(), "instruction changed: RUN make app -> RUN make app2");
+        let fresh = CacheIndex::open(dir.path()).expect("open").with_lineage("/src/new/Dockerfile");
+        assert_eq!(fresh.explain(&inputs("sha256:p", "RUN make")).expect("explain"), MissReason::NoRecord);
+        // Lookups ignore the lineage: the same step hits whoever built it.
+        let key = inputs("sha256:p", "RUN make other").key();
+        assert_eq!(fresh.get(&key).expect("get").map(|r| r.image), Some("sha256:2".into()));
     }
 }

@@ -133,12 +133,16 @@ impl StageExecutor<'_> {
         let mut state = self.base_state(stage, done)?;
         let mut config_state = StageConfigState::default();
         let mut missed = false;
+        // A run of cache hits only needs its last image loaded: each hit's image is checked
+        // by its config blob, and the image is read when a miss builds on it or the stage
+        // ends (reading every hit made a cached rebuild of N steps cost O(N^2) time and memory).
+        let mut last_hit: Option<String> = None;
         // (planned, effective) key of the previous step, when they differ.
         let mut rekeyed_parent: Option<(String, CacheKey)> = None;
         let mut last_key = None;
         for planned in &stage.steps {
             if cancel.is_cancelled() {
-                return Err(BuildError::Cancelled { last_image: state.id() });
+                return Err(BuildError::Cancelled { last_image: last_hit.or_else(|| state.id()) });
             }
             let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
             let step = rekeyed.as_ref().unwrap_or(planned);
@@ -164,13 +168,13 @@ impl StageExecutor<'_> {
             }
             if !self.no_cache {
                 if let Some(hit) = self.cached(step)? {
-                    self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.id.to_string() });
-                    state = self.state_of(hit)?;
+                    self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
+                    last_hit = Some(hit.clone());
                     // The config comes from the cached image; keep track of what the stage set.
                     config_state.observe(&step.instruction);
                     self.emit(BuildEvent::StepDone {
                         step: step.number,
-                        image_id: state.id().unwrap_or_default(),
+                        image_id: hit,
                         layer_size: None,
                         duration_ms: started.elapsed().as_millis() as u64,
                         cached: true,
@@ -187,6 +191,9 @@ impl StageExecutor<'_> {
             };
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
+            if let Some(hit) = last_hit.take() {
+                state = self.hit_state(&hit)?;
+            }
             let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel, pending)?;
             let image_id = next.id().unwrap_or_default();
             pending.records.push(CacheRecord {
@@ -204,6 +211,10 @@ impl StageExecutor<'_> {
                 cached: false,
             });
         }
+        let mut state = match last_hit {
+            Some(hit) => self.hit_state(&hit)?,
+            None => state,
+        };
         state.key = last_key;
         Ok(state)
     }
@@ -287,17 +298,26 @@ impl StageExecutor<'_> {
         Ok(ImageState { stored: Some(stored), config, key: None })
     }
 
-    /// The image a cache record names, if the record and the image are both there.
-    fn cached(&self, step: &Step) -> Result<Option<StoredImage>, BuildError> {
+    /// The image ID a cache record names, if the record is there and the store still has the
+    /// image's config (a file check: the index is read once, by [`Self::hit_state`]).
+    fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
         let Some(record) = self.cache.get(&step.cache_key)? else { return Ok(None) };
-        match self.store.resolve(&record.image) {
-            Ok(image) => Ok(Some(image)),
+        match record.image.parse::<Sha256Digest>() {
+            Ok(id) if self.store.has_blob(&id) => Ok(Some(record.image)),
             // The image was removed (rmi, prune): the record is stale.
-            Err(_) => {
+            _ => {
                 self.cache.remove(&step.cache_key)?;
                 Ok(None)
             }
         }
+    }
+
+    /// The state after a cache hit: the recorded image, read from the store.
+    fn hit_state(&self, image_id: &str) -> Result<ImageState, BuildError> {
+        let stored = self.store.resolve(image_id).map_err(|e| {
+            BuildError::Internal(format!("cache hit on image {image_id}, which the store cannot read: {e}"))
+        })?;
+        self.state_of(stored)
     }
 
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
@@ -483,13 +503,14 @@ impl StageExecutor<'_> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
+        let script = shebang_script(run, work)?;
         let overlay_work = work.join("work");
         fs::create_dir_all(&overlay_work)?;
         let id = container_id();
         let mut spec = ContainerSpec::new(
             &id,
             Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work },
-            argv.clone(),
+            script.as_ref().map_or_else(|| argv.clone(), |m| vec![m.target.clone()]),
             self.state_dir.clone(),
         );
         let mut env = state.config.config.env.clone();
@@ -508,6 +529,7 @@ impl StageExecutor<'_> {
         env.extend(mounts.env.iter().cloned());
         spec.env = env;
         spec.mounts = mounts.mounts.clone();
+        spec.mounts.extend(script);
         let wd = &state.config.config.working_dir;
         spec.working_dir = Some(if wd.is_empty() { "/".to_string() } else { wd.clone() });
         let user = &state.config.config.user;
@@ -591,8 +613,10 @@ impl StageExecutor<'_> {
         let mut times = Vec::new();
         for n in 1..=real.len() {
             host.push(&real[n - 1]);
+            // `real` is resolved: look each prefix up as is, not from the root again (that
+            // made a deep WORKDIR cost the cube of its depth).
             let lower = view
-                .stat(&format!("/{}", real[..n].join("/")))
+                .lookup_exact(&real[..n])
                 .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
@@ -944,19 +968,10 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
     match &run.command {
         CommandForm::Exec(v) => v.clone(),
         CommandForm::Shell(cmd) => {
-            let script = match run.heredocs.as_slice() {
-                [only]
-                    if cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
-                        && cmd.split_whitespace().count() == 1 =>
-                {
-                    if only.chomp {
-                        crate::frontend::parser::chomp_heredoc(&only.content)
-                    } else {
-                        only.content.clone()
-                    }
-                }
-                [] => cmd.clone(),
-                docs => {
+            let script = match (sole_heredoc(run), run.heredocs.as_slice()) {
+                (Some(body), _) => body,
+                (None, []) => cmd.clone(),
+                (None, docs) => {
                     let mut text = cmd.clone();
                     for d in docs {
                         text.push('\n');
@@ -971,10 +986,37 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
     }
 }
 
-/// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`.
+/// The body of a RUN that is one heredoc and nothing else (`RUN <<EOF`), chomped if `<<-`.
+fn sole_heredoc(run: &RunInstruction) -> Option<String> {
+    let CommandForm::Shell(cmd) = &run.command else { return None };
+    let [only] = run.heredocs.as_slice() else { return None };
+    let alone = cmd.trim().trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<")
+        && cmd.split_whitespace().count() == 1;
+    alone.then(|| if only.chomp { crate::frontend::parser::chomp_heredoc(&only.content) } else { only.content.clone() })
+}
+
+/// BuildKit runs a sole heredoc that starts with `#!` as a program, not through the shell:
+/// its body becomes an executable file at `/dev/pipes/<name>` (read-only, never in the image)
+/// and that file is the command, so the kernel starts the interpreter the shebang names. The
+/// file lives in the step's work dir and is bind-mounted (the runtime's tmpfs-backed file
+/// mounts are `noexec`, rightly so for secrets).
+fn shebang_script(run: &RunInstruction, work: &std::path::Path) -> Result<Option<crate::runtime::Mount>, BuildError> {
+    let Some(body) = sole_heredoc(run).filter(|b| b.starts_with("#!")) else { return Ok(None) };
+    let Some(name) = run.heredocs.first().map(|d| d.name.clone()) else { return Ok(None) };
+    let source = work.join("heredoc-script");
+    fs::write(&source, body)?;
+    fs::set_permissions(&source, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(Some(crate::runtime::Mount {
+        target: format!("/dev/pipes/{name}"),
+        kind: crate::runtime::MountKind::Bind { source, readonly: true },
+    }))
+}
+
+/// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`; a
+/// heredoc RUN shows the script it ran, not just `<<EOF`.
 fn docker_command_text(config: &ImageConfigFile, run: &RunInstruction) -> String {
     match &run.command {
-        CommandForm::Shell(s) => format!("{} {s}", config.shell().join(" ")),
+        CommandForm::Shell(_) => run_argv(config, run).join(" "),
         CommandForm::Exec(v) => serde_json::to_string(v).unwrap_or_default(),
     }
 }

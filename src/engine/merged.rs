@@ -84,8 +84,9 @@ impl MergedView {
     }
 
     /// The entry at exactly these components, without following a final symlink; parent
-    /// components must already be resolved (no symlinks among them).
-    fn lookup_exact(&self, comps: &[String]) -> Option<MergedEntry> {
+    /// components must already be resolved (no symlinks among them), as [`MergedView::resolve`]
+    /// returns them. Cheaper than [`MergedView::stat`], which resolves from the root again.
+    pub fn lookup_exact(&self, comps: &[String]) -> Option<MergedEntry> {
         for layer in &self.layers {
             let mut host = layer.clone();
             let mut stop_below = false;

@@ -545,12 +545,18 @@ pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Dia
                     ))
                 }
             };
-            if let Some(name) = &stage_name {
+            if let (Some(name), Some(written)) = (&stage_name, node.args.get(2)) {
                 if !valid_stage_name(name) {
+                    // The user's spelling, not the lower-cased name.
+                    let hint = if written.contains('$') {
+                        "; stage names are not expanded, so a variable cannot name a stage"
+                    } else {
+                        ""
+                    };
                     return Err(src.error_at(
                         node,
-                        name,
-                        format!("invalid stage name {name:?}: it must start with a letter and contain only letters, digits, '-', '_' and '.'"),
+                        written,
+                        format!("invalid stage name {written:?}: it must start with a letter and contain only letters, digits, '-', '_' and '.'{hint}"),
                     ));
                 }
             }

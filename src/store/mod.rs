@@ -611,7 +611,7 @@ impl ImageStore {
     /// the image ID is the digest of exactly these bytes).
     pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
         let work = self.work_dir()?;
-        let (manifest_digest, manifest_bytes) = self.write_image_blobs(&work, config_json, layers)?;
+        let (manifest_digest, manifest_bytes, _) = self.write_image_blobs(&work, config_json, layers)?;
         if self.lease.is_some() {
             // Leased before it is in the index, so no `prune` can take it in between.
             self.lease_image(&self.image_of_manifest(
@@ -647,9 +647,16 @@ impl ImageStore {
                 batch.work.pin("blob", &l.digest)?;
             }
         }
-        let (manifest_digest, manifest_bytes) = self.write_image_blobs(&batch.work, config_json, layers)?;
+        let (manifest_digest, manifest_bytes, config) = self.write_image_blobs(&batch.work, config_json, layers)?;
         let size = manifest_bytes.len() as u64;
-        let mut image = self.image_of_manifest(&manifest_digest, size, &manifest_bytes)?;
+        // Built from what was just written, not read back: the config can be large (a long
+        // history) and a stage writes one per step.
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|source| StoreError::Json {
+            what: "manifest",
+            path: manifest_digest.to_string(),
+            source,
+        })?;
+        let mut image = self.image_from_parts(&manifest_digest, size, manifest, config_json.to_vec(), config)?;
         // A build's lease keeps the image once the batch's pins are gone.
         self.lease_image(&image)?;
         image.parent = parent.clone();
@@ -688,13 +695,13 @@ impl ImageStore {
     }
 
     /// Writes the config blob and an OCI manifest over `layers` (whose blobs must be in the
-    /// store), pinned by `work`; returns the manifest's digest and bytes.
+    /// store), pinned by `work`; returns the manifest's digest and bytes, and the parsed config.
     fn write_image_blobs(
         &self,
         work: &WorkDir,
         config_json: &[u8],
         layers: &[LayerBlob],
-    ) -> Result<(Sha256Digest, Vec<u8>)> {
+    ) -> Result<(Sha256Digest, Vec<u8>, ImageConfiguration)> {
         let config: ImageConfiguration = serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
             what: "image config",
             path: "(new image)".into(),
@@ -729,7 +736,7 @@ impl ImageStore {
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
         let manifest_digest = self.put_blob_bytes(work, &manifest_bytes)?;
-        Ok((manifest_digest, manifest_bytes))
+        Ok((manifest_digest, manifest_bytes, config))
     }
 
     /// Adds an image whose manifest was made elsewhere (a registry), keeping the manifest
@@ -1021,6 +1028,20 @@ impl ImageStore {
             path: id.to_string(),
             source,
         })?;
+        self.image_from_parts(manifest_digest, manifest_size, manifest, config_raw, config)
+    }
+
+    /// The image made of a parsed manifest and its config (whose bytes are `config_raw`),
+    /// checked: as many diff IDs as layers.
+    fn image_from_parts(
+        &self,
+        manifest_digest: &Sha256Digest,
+        manifest_size: u64,
+        manifest: ImageManifest,
+        config_raw: Vec<u8>,
+        config: ImageConfiguration,
+    ) -> Result<StoredImage> {
+        let id = Sha256Digest::from(manifest.config().digest());
         let diff_ids =
             config.rootfs().diff_ids().iter().map(|d| d.parse::<Sha256Digest>()).collect::<Result<Vec<_>, _>>()?;
         if diff_ids.len() != manifest.layers().len() {
