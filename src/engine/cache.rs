@@ -8,9 +8,10 @@
 //! and never compares with another project's step that happens to follow the same FROM. It is
 //! a hint: a missing or stale pointer only makes a miss "no cache record".
 //!
-//! Records are written to a temporary name in the same directory, fsynced and renamed, so a
-//! reader never sees half a record; a record naming an image the store no longer has is
-//! treated as absent by the engine.
+//! Records are written to a temporary name in the same directory and renamed, so a reader
+//! never sees half a record, and a stage's records are made durable together by one `syncfs`
+//! (an empty record, left by a crash before it, reads as none); a record naming an image the
+//! store no longer has is treated as absent by the engine.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,6 +72,8 @@ impl CacheIndex {
     pub fn get(&self, key: &CacheKey) -> Result<Option<CacheRecord>, CacheError> {
         let path = self.path_of(key);
         match fs::read(&path) {
+            // Empty: a write cut short by a crash before its stage's sync; no record.
+            Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => {
                 serde_json::from_slice(&bytes).map(Some).map_err(|source| CacheError::Corrupt { path, source })
             }
@@ -81,25 +84,38 @@ impl CacheIndex {
 
     /// Records `record` atomically (write to a temp name, fsync, rename over any old record).
     pub fn put(&self, record: &CacheRecord) -> Result<(), CacheError> {
+        self.put_all(std::slice::from_ref(record))
+    }
+
+    /// Records every one of `records`, each written to a temp name and renamed over any old
+    /// record, then makes them durable with one `syncfs` (a stage's records together: one
+    /// sync, not two per step). A crash before the sync can leave a record empty; [`get`]
+    /// reads an empty record as none.
+    ///
+    /// [`get`]: CacheIndex::get
+    pub fn put_all(&self, records: &[CacheRecord]) -> Result<(), CacheError> {
+        for record in records {
+            self.put_unsynced(record)?;
+        }
+        if !records.is_empty() {
+            let dir = fs::File::open(&self.dir)?;
+            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn put_unsynced(&self, record: &CacheRecord) -> Result<(), CacheError> {
         let target = self.path_of(&record.key);
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = self.dir.join(format!(".{}.{}-{n}.tmp", record.key.hex(), std::process::id()));
         let bytes =
             serde_json::to_vec_pretty(record).map_err(|source| CacheError::Corrupt { path: target.clone(), source })?;
-        {
-            use std::io::Write;
-            let mut file = fs::File::create(&temp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-        }
+        fs::write(&temp, &bytes)?;
         if let Err(e) = fs::rename(&temp, &target) {
             let _ = std::fs::remove_file(&temp);
             return Err(e.into());
         }
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        // The sibling pointer: renamed into place like the record, not synced (a hint).
+        // The sibling pointer: renamed into place like the record (a hint).
         let pointer = self.sibling_pointer(&record.inputs);
         let temp = self.dir.join(format!(".{}.{}-{n}.latest.tmp", record.key.hex(), std::process::id()));
         fs::write(&temp, record.key.hex().as_bytes())?;
@@ -168,6 +184,20 @@ mod tests {
 
     fn record(i: &CacheKeyInputs, image: &str, created: &str) -> CacheRecord {
         CacheRecord { image: image.into(), key: i.key(), inputs: i.clone(), created: created.into() }
+    }
+
+    #[test]
+    fn a_record_left_empty_by_a_crash_reads_as_none_and_is_rewritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let index = CacheIndex::open(&dir.path().join("cache")).expect("open");
+        let (a, b) = (inputs("sha256:p", "RUN a"), inputs("sha256:p", "RUN b"));
+        index.put_all(&[record(&a, "sha256:1", "t1"), record(&b, "sha256:2", "t2")]).expect("put_all");
+        assert_eq!(index.get(&b.key()).expect("get").map(|r| r.image), Some("sha256:2".into()));
+        // What a crash between the rename and the stage's sync can leave.
+        std::fs::write(index.path_of(&a.key()), b"").expect("truncate");
+        assert_eq!(index.get(&a.key()).expect("an empty record is no error"), None);
+        index.put_all(&[record(&a, "sha256:3", "t3")]).expect("put_all");
+        assert_eq!(index.get(&a.key()).expect("get").map(|r| r.image), Some("sha256:3".into()));
     }
 
     #[test]

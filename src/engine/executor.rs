@@ -107,9 +107,11 @@ impl StageRunner for StageExecutor<'_> {
         // however the stage ends: a failed step's last good image can be run.
         let mut pending = PendingImages { batch: self.store.image_batch()?, records: Vec::new() };
         let result = self.run_steps(stage, done, cancel, &mut pending);
-        let committed = self.store.commit_batch(pending.batch).map_err(BuildError::from).and_then(|()| {
-            pending.records.iter().try_for_each(|record| self.cache.put(record).map_err(BuildError::from))
-        });
+        let committed = self
+            .store
+            .commit_batch(pending.batch)
+            .map_err(BuildError::from)
+            .and_then(|()| self.cache.put_all(&pending.records).map_err(BuildError::from));
         let state = result?;
         committed?;
         Ok(state)

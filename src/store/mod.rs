@@ -331,6 +331,10 @@ impl Write for BlobWriter<'_> {
 impl BlobWriter<'_> {
     /// Fsyncs and moves the blob into the store; with `expected`, refuses other content.
     pub fn commit(self, expected: Option<&Sha256Digest>) -> Result<(Sha256Digest, u64)> {
+        self.finish(expected, Durability::Now)
+    }
+
+    fn finish(self, expected: Option<&Sha256Digest>, durability: Durability) -> Result<(Sha256Digest, u64)> {
         let (digest, size, buf) = self.inner.finish();
         let file = buf.into_inner().map_err(|e| e.into_error())?;
         if let Some(exp) = expected {
@@ -339,11 +343,23 @@ impl BlobWriter<'_> {
                 return Err(StoreError::CorruptBlob { digest: exp.clone(), actual: digest, path: self.path });
             }
         }
-        file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", self.path.display())))?;
+        if durability == Durability::Now {
+            file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", self.path.display())))?;
+        }
         drop(file);
-        self.work.install_blob(&self.store, &self.path, &digest)?;
+        self.work.install_blob(&self.store, &self.path, &digest, durability)?;
         Ok((digest, size))
     }
+}
+
+/// When a new blob must be on disk: at once (fsync of the file and of `blobs/sha256`), or at
+/// the next [`ImageStore::commit_batch`], whose one `syncfs` covers every blob of the batch
+/// before the index names any of them (a build's config-only steps would otherwise cost two
+/// fsyncs each, most of such a step's time on a journaled disk).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    Now,
+    AtBatchCommit,
 }
 
 fn now_rfc3339() -> String {
@@ -372,22 +388,34 @@ impl WorkDir {
     /// Moves `file` (already written, fsynced and digested by the caller, on the store's
     /// filesystem) into `blobs/sha256/<digest>`.
     pub fn commit_blob_file(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
-        self.install_blob(store, file, digest)
+        self.install_blob(store, file, digest, Durability::Now)
     }
 
     /// Pin and rename happen under the store lock: a concurrent `rmi`/`gc` (which scans the
     /// pins and deletes under the same lock) either runs before, and cannot see the new file,
     /// or after, and sees the pin.
-    fn install_blob(&self, store: &ImageStore, file: &Path, digest: &Sha256Digest) -> Result<()> {
+    /// A blob already in place is kept unless its size differs from the new one: an
+    /// interrupted unsynced write (see [`Durability`]) leaves a short file, which is replaced.
+    fn install_blob(
+        &self,
+        store: &ImageStore,
+        file: &Path,
+        digest: &Sha256Digest,
+        durability: Durability,
+    ) -> Result<()> {
         let dest = store.blob_path(digest);
         let _lock = store.lock()?;
         self.pin("blob", digest)?;
-        if dest.exists() {
-            let _ = std::fs::remove_file(file);
-            return Ok(());
+        if let Ok(existing) = std::fs::metadata(&dest) {
+            if std::fs::metadata(file).is_ok_and(|new| new.len() == existing.len()) {
+                let _ = std::fs::remove_file(file);
+                return Ok(());
+            }
         }
         fs::rename(file, &dest)?;
-        fsync_dir(&store.root.join("blobs/sha256"))?;
+        if durability == Durability::Now {
+            fsync_dir(&store.root.join("blobs/sha256"))?;
+        }
         Ok(())
     }
 
@@ -546,17 +574,27 @@ impl ImageStore {
 
     /// Writes a small blob (config, manifest) from memory.
     pub fn put_blob_bytes(&self, work: &WorkDir, bytes: &[u8]) -> Result<Sha256Digest> {
+        self.put_small_blob(work, bytes, Durability::Now)
+    }
+
+    fn put_small_blob(&self, work: &WorkDir, bytes: &[u8], durability: Durability) -> Result<Sha256Digest> {
         let digest = Sha256Digest::of(bytes);
-        if self.has_blob(&digest) {
+        let path = self.blob_path(&digest);
+        let in_place = || std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64);
+        if in_place() {
             let _lock = self.lock()?;
-            if self.has_blob(&digest) {
+            if in_place() {
                 work.pin("blob", &digest)?;
+                if durability == Durability::Now {
+                    // Another build may have written it unsynced (its batch not committed yet).
+                    fs::File::open(&path)?.sync_all()?;
+                }
                 return Ok(digest);
             }
         }
         let mut w = work.blob_writer(self)?;
         w.write_all(bytes)?;
-        w.commit(Some(&digest))?;
+        w.finish(Some(&digest), durability)?;
         Ok(digest)
     }
 
@@ -611,7 +649,8 @@ impl ImageStore {
     /// the image ID is the digest of exactly these bytes).
     pub fn put_image_raw(&self, config_json: &[u8], layers: &[LayerBlob], opts: &PutImage) -> Result<StoredImage> {
         let work = self.work_dir()?;
-        let (manifest_digest, manifest_bytes, _) = self.write_image_blobs(&work, config_json, layers)?;
+        let (manifest_digest, manifest_bytes, _) =
+            self.write_image_blobs(&work, Durability::Now, config_json, layers)?;
         if self.lease.is_some() {
             // Leased before it is in the index, so no `prune` can take it in between.
             self.lease_image(&self.image_of_manifest(
@@ -647,7 +686,8 @@ impl ImageStore {
                 batch.work.pin("blob", &l.digest)?;
             }
         }
-        let (manifest_digest, manifest_bytes, config) = self.write_image_blobs(&batch.work, config_json, layers)?;
+        let (manifest_digest, manifest_bytes, config) =
+            self.write_image_blobs(&batch.work, Durability::AtBatchCommit, config_json, layers)?;
         let size = manifest_bytes.len() as u64;
         // Built from what was just written, not read back: the config can be large (a long
         // history) and a stage writes one per step.
@@ -689,6 +729,8 @@ impl ImageStore {
             d.set_annotations(Some(ann));
             entries.push(d);
         }
+        // One sync for every blob the batch wrote unsynced, before the index names them.
+        rustix::fs::syncfs(fs::File::open(&self.root)?.file()).map_err(io::Error::from)?;
         self.write_index(&entries)?;
         drop(batch);
         Ok(())
@@ -699,6 +741,7 @@ impl ImageStore {
     fn write_image_blobs(
         &self,
         work: &WorkDir,
+        durability: Durability,
         config_json: &[u8],
         layers: &[LayerBlob],
     ) -> Result<(Sha256Digest, Vec<u8>, ImageConfiguration)> {
@@ -719,7 +762,7 @@ impl ImageStore {
                 return Err(StoreError::MissingBlob { digest: l.digest.clone(), path: self.blob_path(&l.digest) });
             }
         }
-        let config_digest = self.put_blob_bytes(work, config_json)?;
+        let config_digest = self.put_small_blob(work, config_json, durability)?;
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -735,7 +778,7 @@ impl ImageStore {
             }).collect::<Vec<_>>(),
         });
         let manifest_bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-        let manifest_digest = self.put_blob_bytes(work, &manifest_bytes)?;
+        let manifest_digest = self.put_small_blob(work, &manifest_bytes, durability)?;
         Ok((manifest_digest, manifest_bytes, config))
     }
 
@@ -1410,6 +1453,23 @@ mod tests {
             "history": [],
         }))
         .expect("json")
+    }
+
+    #[test]
+    fn a_blob_cut_short_is_written_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let mut batch = store.image_batch().expect("batch");
+        let image = store.put_image_in_batch(&mut batch, &config_json("a"), &[], None).expect("a");
+        store.commit_batch(batch).expect("commit");
+        // A crash before a batch's sync can leave a renamed blob empty: the next write of the
+        // same content replaces it rather than trusting the name.
+        let path = store.blob_path(&image.id);
+        let good = std::fs::read(&path).expect("read");
+        std::fs::write(&path, b"").expect("truncate");
+        let work = store.work_dir().expect("work");
+        assert_eq!(store.put_blob_bytes(&work, &good).expect("put"), image.id);
+        assert_eq!(std::fs::read(&path).expect("read"), good);
     }
 
     #[test]
