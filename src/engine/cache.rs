@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
+use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};
 
 /// One cached step result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +80,37 @@ impl CacheIndex {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// What a `COPY --from=<stage>` selected in image `image`, remembered under `selection`
+    /// (the instruction's sources): an image ID names its content, so the two fix the answer,
+    /// and a cached rebuild need not read every copied file again. A hint: one that cannot be
+    /// read is none, and `store gc` drops it with the image (its `image` field, as a record's).
+    pub fn source_memo(&self, image: &str, selection: &str) -> Option<SourceInputs> {
+        let bytes = fs::read(self.memo_path(image, selection)).ok()?;
+        let memo: SourceMemo = serde_json::from_slice(&bytes).ok()?;
+        (memo.image == image).then_some(memo.sources)
+    }
+
+    /// Remembers `sources` for [`CacheIndex::source_memo`]; best effort, unsynced (a hint).
+    pub fn put_source_memo(&self, image: &str, selection: &str, sources: &SourceInputs) {
+        let memo = SourceMemo { image: image.to_owned(), sources: sources.clone() };
+        let Ok(bytes) = serde_json::to_vec(&memo) else { return };
+        let path = self.memo_path(image, selection);
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".memo.{}-{n}.tmp", std::process::id()));
+        if fs::write(&temp, &bytes).and_then(|()| fs::rename(&temp, &path)).is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+
+    fn memo_path(&self, image: &str, selection: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(image.as_bytes());
+        h.update([0]);
+        h.update(selection.as_bytes());
+        self.dir.join(format!("{}.sources.json", hex::encode(h.finalize())))
     }
 
     /// Records `record` atomically (write to a temp name, fsync, rename over any old record).
@@ -166,6 +197,13 @@ impl CacheIndex {
             .filter(|r| r.inputs.parent == current.parent);
         Ok(sibling.and_then(|r| explain_miss(&r.inputs, current)).unwrap_or(MissReason::NoRecord))
     }
+}
+
+/// A [`CacheIndex::source_memo`] on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SourceMemo {
+    image: String,
+    sources: SourceInputs,
 }
 
 #[cfg(test)]

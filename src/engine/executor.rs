@@ -278,6 +278,13 @@ impl StageExecutor<'_> {
         let keyword = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
         let fail = |message: String| BuildError::Step { step: step.number, message };
         let files: Vec<String> = fc.sources.iter().filter(|s| fc.heredoc_for(s).is_none()).cloned().collect();
+        // The image and the selection fix the answer: a cached rebuild reads it back instead
+        // of every copied file.
+        let image = source.stored.as_ref().map(|s| s.id.to_string());
+        let selection = format!("{keyword} --from={from} {}", files.join("\0"));
+        if let Some(memo) = image.as_deref().and_then(|id| self.cache.source_memo(id, &selection)) {
+            return Ok(memo);
+        }
         let view = MergedView::new(&self.unpacked(source)?);
         let items = plan_from_image(keyword, from, &view, &files, "/", true).map_err(|e| fail(e.to_string()))?;
         let mut located = Vec::with_capacity(items.len());
@@ -291,7 +298,11 @@ impl StageExecutor<'_> {
         // Owners are what --chown says (it is in the instruction), never the stage's.
         let digest = crate::context::located_digest(&located, Some((0, 0)))?;
         let files = digest.files.into_iter().map(|(path, d)| (format!("{path} in stage {from}"), d)).collect();
-        Ok(SourceInputs { digest: digest.digest, files })
+        let sources = SourceInputs { digest: digest.digest, files };
+        if let Some(id) = &image {
+            self.cache.put_source_memo(id, &selection, &sources);
+        }
+        Ok(sources)
     }
 
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
@@ -613,13 +624,13 @@ impl StageExecutor<'_> {
         let unprivileged = self.diff.host_ids.is_some();
         let mut host = upper.to_path_buf();
         let mut times = Vec::new();
-        for n in 1..=real.len() {
-            host.push(&real[n - 1]);
-            // `real` is resolved: look each prefix up as is, not from the root again (that
-            // made a deep WORKDIR cost the cube of its depth).
-            let lower = view
-                .lookup_exact(&real[..n])
-                .ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
+        // `real` is resolved: every prefix in one walk, not each from the root again (that
+        // made a deep WORKDIR cost the cube of its depth).
+        let lowers = view.lookup_prefixes(&real);
+        for (component, lower) in real.iter().zip(lowers) {
+            host.push(component);
+            let lower =
+                lower.ok_or_else(|| BuildError::Internal(format!("WORKDIR {path}: an existing parent vanished")))?;
             let meta = fs::symlink_metadata(&lower.host_path)?;
             fs::create_dir_all(&host)?;
             use std::os::unix::fs::MetadataExt;

@@ -30,6 +30,54 @@ pub enum EntryType {
     Other,
 }
 
+/// What one layer holds at a path being resolved component by component (see
+/// [`MergedView::resolve`]); it gives [`MergedView::lookup_exact`]'s answer without walking
+/// from the root again.
+#[derive(Debug, Clone)]
+enum LayerState {
+    /// The path is in this layer. `opaque_above`: a directory on the way is opaque, so no
+    /// lower layer shows through once this layer lacks a deeper component.
+    Found { host: PathBuf, kind: EntryType, opaque_above: bool },
+    /// A component is missing from this layer (after an opaque directory, when `opaque_above`).
+    Missing { opaque_above: bool },
+    /// A whiteout, or a file where a directory is needed, hides the path from here down.
+    Blocked,
+}
+
+impl LayerState {
+    /// This layer's state one component deeper. `below_root`: the current path is not the
+    /// root (the root's opaque marker never hides anything).
+    fn extend(&self, c: &str, below_root: bool) -> LayerState {
+        match self {
+            LayerState::Found { host, kind: EntryType::Dir, opaque_above } => {
+                let opaque_above = *opaque_above || (below_root && is_opaque(host));
+                let host = host.join(c);
+                match std::fs::symlink_metadata(&host) {
+                    Err(_) => LayerState::Missing { opaque_above },
+                    Ok(meta) if is_whiteout(&meta) => LayerState::Blocked,
+                    Ok(meta) => LayerState::Found { kind: kind_of(&meta), host, opaque_above },
+                }
+            }
+            LayerState::Found { .. } | LayerState::Blocked => LayerState::Blocked,
+            LayerState::Missing { opaque_above } => LayerState::Missing { opaque_above: *opaque_above },
+        }
+    }
+
+    /// The entry the merged image shows, given every layer's state (top first).
+    fn visible(states: &[LayerState]) -> Option<MergedEntry> {
+        for state in states {
+            match state {
+                LayerState::Found { host, kind, .. } => {
+                    return Some(MergedEntry { host_path: host.clone(), metadata_kind: *kind })
+                }
+                LayerState::Missing { opaque_above: true } | LayerState::Blocked => return None,
+                LayerState::Missing { opaque_above: false } => {}
+            }
+        }
+        None
+    }
+}
+
 /// The layers of an image, top-most first.
 #[derive(Debug, Clone)]
 pub struct MergedView {
@@ -125,21 +173,55 @@ impl MergedView {
         None
     }
 
+    /// The entry at each prefix of `comps` (`comps[..1]`, `comps[..2]`, ...), as
+    /// [`MergedView::lookup_exact`] gives it, in one walk: O(layers x depth), not squared.
+    /// `None` from the first prefix the image does not show.
+    pub fn lookup_prefixes(&self, comps: &[String]) -> Vec<Option<MergedEntry>> {
+        let mut states: Vec<LayerState> = self
+            .layers
+            .iter()
+            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
+            .collect();
+        let mut out = Vec::with_capacity(comps.len());
+        for (i, c) in comps.iter().enumerate() {
+            states = states.iter().map(|s| s.extend(c, i > 0)).collect();
+            out.push(LayerState::visible(&states));
+        }
+        out
+    }
+
     /// Resolves `path` (absolute inside the image) to its components with every symlink
     /// followed, confined to the image root as the kernel confines a chroot. `follow_last`
     /// decides whether a final symlink is followed.
+    ///
+    /// Each layer's state for the prefix resolved so far is kept, so one more component costs
+    /// one `stat` per layer that still has the prefix: O(layers x depth) for the whole path,
+    /// where [`MergedView::lookup_exact`] of every prefix from the root would cost O(layers x
+    /// depth^2) (100 nested WORKDIRs, each a layer, made that cubic).
     pub fn resolve(&self, path: &str, follow_last: bool) -> Option<(Vec<String>, MergedEntry)> {
         let mut pending: Vec<String> = components(path);
         pending.reverse();
         let mut resolved: Vec<String> = Vec::new();
+        // states[j]: every layer's state for resolved[..j].
+        let root: Vec<LayerState> = self
+            .layers
+            .iter()
+            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
+            .collect();
+        let mut states: Vec<Vec<LayerState>> = vec![root];
         let mut hops = 0;
         while let Some(c) = pending.pop() {
             if c == ".." {
-                resolved.pop();
+                if resolved.pop().is_some() {
+                    states.pop();
+                }
                 continue;
             }
+            let below_root = !resolved.is_empty();
+            let next: Vec<LayerState> = states.last()?.iter().map(|s| s.extend(&c, below_root)).collect();
             resolved.push(c);
-            let entry = self.lookup_exact(&resolved)?;
+            let entry = LayerState::visible(&next)?;
+            states.push(next);
             let is_last = pending.is_empty();
             if entry.metadata_kind == EntryType::Symlink && (!is_last || follow_last) {
                 hops += 1;
@@ -149,15 +231,18 @@ impl MergedView {
                 let target = std::fs::read_link(&entry.host_path).ok()?;
                 let target = target.to_string_lossy().into_owned();
                 resolved.pop();
+                states.pop();
                 if target.starts_with('/') {
                     resolved.clear();
+                    states.truncate(1);
                 }
                 let mut more = components(&target);
                 more.reverse();
                 pending.extend(more);
             }
         }
-        let entry = self.lookup_exact(&resolved)?;
+        let entry =
+            if resolved.is_empty() { self.lookup_exact(&resolved)? } else { LayerState::visible(states.last()?)? };
         Some((resolved, entry))
     }
 
@@ -301,6 +386,13 @@ mod tests {
         let names: Vec<String> =
             view.read_dir(&["a".to_string()]).keys().map(|n| n.to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["keep"]);
+        // The one-walk lookups agree with looking each prefix up from the root.
+        for path in ["/gone", "/a/old", "/a/keep", "/opq/inner", "/opq/fresh", "/a/keep/deeper", "/none/x"] {
+            let comps = components(path);
+            let each: Vec<Option<MergedEntry>> = (1..=comps.len()).map(|n| view.lookup_exact(&comps[..n])).collect();
+            assert_eq!(view.lookup_prefixes(&comps), each, "{path}");
+            assert_eq!(view.resolve(path, false).map(|(_, e)| e), each.last().cloned().flatten(), "{path}");
+        }
     }
 
     fn xattr_set(path: &Path, name: &str, value: &[u8]) {

@@ -1444,6 +1444,12 @@ pub fn compression_of(media_type: &MediaType) -> Compression {
 mod tests {
     use super::*;
 
+    /// An image with no layers, labelled `label`, tagged `tag`.
+    fn put_tagged(store: &ImageStore, label: &str, tag: &str) -> StoredImage {
+        let tags = vec![ImageReference::parse(tag).expect("reference")];
+        store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
+    }
+
     fn config_json(label: &str) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "architecture": "amd64",
@@ -1497,10 +1503,7 @@ mod tests {
     fn a_lookup_reads_only_the_image_it_finds() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ImageStore::open(dir.path()).expect("open");
-        let put = |label: &str, tag: &str| {
-            let tags = vec![ImageReference::parse(tag).expect("reference")];
-            store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
-        };
+        let put = |label: &str, tag: &str| put_tagged(&store, label, tag);
         let a = put("a", "a:1");
         let b = put("b", "b:1");
         // b's blobs are gone: a fresh handle finds a by tag and by ID without reading them.
@@ -1566,10 +1569,7 @@ mod tests {
     fn a_corrupt_manifest_damages_its_image_only() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = ImageStore::open(dir.path()).expect("open");
-        let put = |label: &str, tag: &str| {
-            let tags = vec![ImageReference::parse(tag).expect("reference")];
-            store.put_image_raw(&config_json(label), &[], &PutImage { tags, parent: None }).expect("put")
-        };
+        let put = |label: &str, tag: &str| put_tagged(&store, label, tag);
         let a = put("a", "a:1");
         let b = put("b", "b:1");
         // As another tool writes the index (no image IDs), so b's manifest must be read to
