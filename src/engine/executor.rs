@@ -16,7 +16,8 @@ use crate::context::digest::classic_source_hash;
 use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::config::{
-    apply_config_instruction, history_created_by, HistoryEntry, ImageConfigFile, StageConfigState, DEFAULT_PATH,
+    apply_config_instruction, history_created_by, resolve_workdir, HistoryEntry, ImageConfigFile, StageConfigState,
+    DEFAULT_PATH,
 };
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
@@ -49,6 +50,10 @@ pub struct ImageState {
     /// For a finished stage: the cache key its last step really had (see
     /// [`StageExecutor::rekey`]), which a stage built FROM it chains on.
     pub key: Option<CacheKey>,
+    /// Layers of `stored` this build wrote from a [`LayerTree`] and has not unpacked, by chain
+    /// ID, with the image paths each holds: COPY's destination side can leave them out of
+    /// its view when they cannot matter (see [`StageExecutor::destination_view`]).
+    pub tree_layers: Vec<(Sha256Digest, Arc<Vec<String>>)>,
 }
 
 impl ImageState {
@@ -308,7 +313,7 @@ impl StageExecutor<'_> {
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
         let config = ImageConfigFile::from_json(&stored.config_raw)
             .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
-        Ok(ImageState { stored: Some(stored), config, key: None })
+        Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
     }
 
     /// The image ID a cache record names, if the record is there and the store still has the
@@ -339,7 +344,7 @@ impl StageExecutor<'_> {
                 let (os, arch, variant) = &self.platform;
                 let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
                 config.set_env("PATH", DEFAULT_PATH);
-                Ok(ImageState { stored: None, config, key: None })
+                Ok(ImageState { stored: None, config, key: None, tree_layers: Vec::new() })
             }
             StageBase::Stage { index } => {
                 let mut state = done
@@ -451,7 +456,11 @@ impl StageExecutor<'_> {
             unpacked_size: Some(layer.unpacked_size),
         };
         let size = layer.uncompressed_size;
-        let image = self.commit(&mut pending.batch, state, config, Some(blob), created_by)?;
+        let mut image = self.commit(&mut pending.batch, state, config, Some(blob), created_by)?;
+        if let Some(tree) = &tree {
+            let paths = tree.root.keys().map(|k| format!("/{}", String::from_utf8_lossy(k))).collect();
+            image.tree_layers.push((chain_id, Arc::new(paths)));
+        }
         drop(work);
         Ok((image, Some(size)))
     }
@@ -482,7 +491,7 @@ impl StageExecutor<'_> {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent_id = parent.stored.as_ref().map(|s| s.id.clone());
         let stored = self.store.put_image_in_batch(batch, &json, &layers, parent_id)?;
-        Ok(ImageState { stored: Some(stored), config, key: None })
+        Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: parent.tree_layers.clone() })
     }
 
     /// The lower dirs of an image, top-most first as the runtime takes them.
@@ -687,7 +696,8 @@ impl StageExecutor<'_> {
             if let Some(view) = target_view.get() {
                 return Ok(view);
             }
-            let view = MergedView::new(&self.unpacked(state)?);
+            let view =
+                self.destination_view(state, &resolve_workdir(&state.config.config.working_dir, &fc.dest), fc)?;
             Ok(target_view.get_or_init(|| view))
         };
         let (dest, dest_is_dir) =
@@ -929,6 +939,54 @@ impl StageExecutor<'_> {
             chown_tree(&target, uid, gid)?;
         }
         Ok(())
+    }
+
+    /// The view COPY/ADD's destination side looks at. Layers this build wrote from a tree and
+    /// has not unpacked are left out when they cannot change what it sees: none of their
+    /// paths is on the lexical destination `dest`, under it or above it, nor `/etc/passwd` or
+    /// `/etc/group` when `--chown` names users, and the destination does not exist in the
+    /// other layers, whose view reaches it without a symlink. Then everything the copy writes
+    /// is new, as it is in the full image, and a COPY after a COPY does not create every file
+    /// of the first to answer "is there a /right?". Any doubt unpacks every layer.
+    fn destination_view(&self, state: &ImageState, dest: &str, fc: &FileCopy) -> Result<MergedView, BuildError> {
+        let full = || -> Result<MergedView, BuildError> { Ok(MergedView::new(&self.unpacked(state)?)) };
+        let Some(image) = &state.stored else { return full() };
+        let mut near = vec![dest.to_string()];
+        if fc.chown.is_some() {
+            near.extend(["/etc/passwd".to_string(), "/etc/group".to_string()]);
+        }
+        let apart = |p: &str, n: &str| {
+            !(p == n || p.starts_with(&format!("{}/", n.trim_end_matches('/'))) || n.starts_with(&format!("{p}/")))
+        };
+        let skip: Vec<&Sha256Digest> =
+            image.layers.iter().filter(|l| !l.unpacked_dir.is_dir()).map(|l| &l.chain_id).collect();
+        let all_apart = !skip.is_empty()
+            && !dest.split('/').any(|c| c == ".." || c == ".")
+            && skip.iter().all(|chain| {
+                state
+                    .tree_layers
+                    .iter()
+                    .find(|(c, _)| c == *chain)
+                    .is_some_and(|(_, paths)| paths.iter().all(|p| near.iter().all(|n| apart(p, n))))
+            });
+        if !all_apart {
+            return full();
+        }
+        self.store.lease_image(image)?;
+        let dirs: Vec<PathBuf> =
+            image.layers.iter().filter(|l| l.unpacked_dir.is_dir()).map(|l| l.unpacked_dir.clone()).collect();
+        let view = MergedView::new(&dirs);
+        // Every ancestor a plain directory or absent, the destination itself absent.
+        let comps: Vec<String> = dest.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
+        let found = view.lookup_prefixes(&comps);
+        let plain = found.split_last().is_some_and(|(last, ancestors)| {
+            last.is_none()
+                && ancestors.iter().flatten().all(|e| e.metadata_kind == crate::engine::merged::EntryType::Dir)
+        });
+        if !plain {
+            return full();
+        }
+        Ok(view)
     }
 
     pub(crate) fn unpacked(&self, state: &ImageState) -> Result<Vec<PathBuf>, BuildError> {
