@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};
+use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
 
 /// One cached step result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,19 +82,20 @@ impl CacheIndex {
         }
     }
 
-    /// What a `COPY --from=<stage>` selected in image `image`, remembered under `selection`
-    /// (the instruction's sources): an image ID names its content, so the two fix the answer,
-    /// and a cached rebuild need not read every copied file again. A hint: one that cannot be
-    /// read is none, and `store gc` drops it with the image (its `image` field, as a record's).
-    pub fn source_memo(&self, image: &str, selection: &str) -> Option<SourceInputs> {
+    /// The digest of what a `COPY --from=<stage>` selected in image `image`, remembered under
+    /// `selection` (the instruction's sources): an image ID names its content, so the two fix
+    /// the answer, and a cached rebuild need not read every copied file again. A hint: one that
+    /// cannot be read is none, and `store gc` drops it with the image (its `image` field, as a
+    /// record's).
+    pub fn source_memo(&self, image: &str, selection: &str) -> Option<String> {
         let bytes = fs::read(self.memo_path(image, selection)).ok()?;
         let memo: SourceMemo = serde_json::from_slice(&bytes).ok()?;
-        (memo.image == image).then_some(memo.sources)
+        (memo.image == image).then_some(memo.digest)
     }
 
-    /// Remembers `sources` for [`CacheIndex::source_memo`]; best effort, unsynced (a hint).
-    pub fn put_source_memo(&self, image: &str, selection: &str, sources: &SourceInputs) {
-        let memo = SourceMemo { image: image.to_owned(), sources: sources.clone() };
+    /// Remembers `digest` for [`CacheIndex::source_memo`]; best effort, unsynced (a hint).
+    pub fn put_source_memo(&self, image: &str, selection: &str, digest: &str) {
+        let memo = SourceMemo { image: image.to_owned(), digest: digest.to_owned() };
         let Ok(bytes) = serde_json::to_vec(&memo) else { return };
         let path = self.memo_path(image, selection);
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -203,7 +204,7 @@ impl CacheIndex {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SourceMemo {
     image: String,
-    sources: SourceInputs,
+    digest: String,
 }
 
 #[cfg(test)]

@@ -151,8 +151,9 @@ impl StageExecutor<'_> {
             if cancel.is_cancelled() {
                 return Err(BuildError::Cancelled { last_image: last_hit.or_else(|| state.id()) });
             }
-            let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done)?;
-            let step = rekeyed.as_ref().unwrap_or(planned);
+            let rekeyed = self.rekey(stage, planned, rekeyed_parent.as_ref(), done, true)?;
+            let mut step = rekeyed.as_ref().unwrap_or(planned);
+            let before = rekeyed_parent.take();
             rekeyed_parent = rekeyed.as_ref().map(|s| (planned.cache_key.to_string(), s.cache_key.clone()));
             last_key = Some(step.cache_key.clone());
             let started = Instant::now();
@@ -187,6 +188,15 @@ impl StageExecutor<'_> {
                         cached: true,
                     });
                     continue;
+                }
+            }
+            // A miss explains itself and records which files it copied: a memo gave only the
+            // digest of a COPY --from's selection, so it is read again in full (same key).
+            let full;
+            if step.key_inputs.sources.as_ref().is_some_and(|s| s.files.is_empty() && !s.digest.is_empty()) {
+                if let Some(again) = self.rekey(stage, planned, before.as_ref(), done, false)? {
+                    full = again;
+                    step = &full;
                 }
             }
             let reason = if self.no_cache {
@@ -244,6 +254,7 @@ impl StageExecutor<'_> {
         step: &Step,
         rekeyed_parent: Option<&(String, CacheKey)>,
         done: &BTreeMap<usize, Arc<ImageState>>,
+        memo: bool,
     ) -> Result<Option<Step>, BuildError> {
         let mut inputs = step.key_inputs.clone();
         if let Some((planned, effective)) = rekeyed_parent {
@@ -261,7 +272,7 @@ impl StageExecutor<'_> {
             // No sources in the plan: the COPY has only heredocs.
             if let (Some(from), Some(_)) = (&fc.from, &inputs.sources) {
                 if let Some(index) = self.stage_dependency(stage, from, done) {
-                    inputs.sources = Some(self.stage_sources(step, fc, from, &done[&index])?);
+                    inputs.sources = Some(self.stage_sources(step, fc, from, &done[&index], memo)?);
                 }
             }
         }
@@ -279,6 +290,7 @@ impl StageExecutor<'_> {
         fc: &FileCopy,
         from: &str,
         source: &ImageState,
+        memo: bool,
     ) -> Result<SourceInputs, BuildError> {
         let keyword = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
         let fail = |message: String| BuildError::Step { step: step.number, message };
@@ -287,8 +299,9 @@ impl StageExecutor<'_> {
         // of every copied file.
         let image = source.stored.as_ref().map(|s| s.id.to_string());
         let selection = format!("{keyword} --from={from} {}", files.join("\0"));
-        if let Some(memo) = image.as_deref().and_then(|id| self.cache.source_memo(id, &selection)) {
-            return Ok(memo);
+        if let Some(digest) = image.as_deref().filter(|_| memo).and_then(|id| self.cache.source_memo(id, &selection)) {
+            // The digest is the key; which files it covers is read only if the step misses.
+            return Ok(SourceInputs { digest, files: BTreeMap::new() });
         }
         let view = MergedView::new(&self.unpacked(source)?);
         let items = plan_from_image(keyword, from, &view, &files, "/", true).map_err(|e| fail(e.to_string()))?;
@@ -305,7 +318,7 @@ impl StageExecutor<'_> {
         let files = digest.files.into_iter().map(|(path, d)| (format!("{path} in stage {from}"), d)).collect();
         let sources = SourceInputs { digest: digest.digest, files };
         if let Some(id) = &image {
-            self.cache.put_source_memo(id, &selection, &sources);
+            self.cache.put_source_memo(id, &selection, &sources.digest);
         }
         Ok(sources)
     }
