@@ -173,15 +173,19 @@ impl MergedView {
         None
     }
 
+    /// Every layer's state at the image root: each layer's own top directory.
+    fn root_states(&self) -> Vec<LayerState> {
+        self.layers
+            .iter()
+            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
+            .collect()
+    }
+
     /// The entry at each prefix of `comps` (`comps[..1]`, `comps[..2]`, ...), as
     /// [`MergedView::lookup_exact`] gives it, in one walk: O(layers x depth), not squared.
     /// `None` from the first prefix the image does not show.
     pub fn lookup_prefixes(&self, comps: &[String]) -> Vec<Option<MergedEntry>> {
-        let mut states: Vec<LayerState> = self
-            .layers
-            .iter()
-            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
-            .collect();
+        let mut states = self.root_states();
         let mut out = Vec::with_capacity(comps.len());
         for (i, c) in comps.iter().enumerate() {
             states = states.iter().map(|s| s.extend(c, i > 0)).collect();
@@ -203,12 +207,7 @@ impl MergedView {
         pending.reverse();
         let mut resolved: Vec<String> = Vec::new();
         // states[j]: every layer's state for resolved[..j].
-        let root: Vec<LayerState> = self
-            .layers
-            .iter()
-            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
-            .collect();
-        let mut states: Vec<Vec<LayerState>> = vec![root];
+        let mut states: Vec<Vec<LayerState>> = vec![self.root_states()];
         let mut hops = 0;
         while let Some(c) = pending.pop() {
             if c == ".." {

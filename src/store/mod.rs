@@ -166,8 +166,8 @@ pub struct LayerBlob {
 /// pins their blobs and layers until [`ImageStore::commit_batch`] or drop.
 pub struct ImageBatch {
     work: WorkDir,
-    /// (manifest digest, manifest size, parent image ID), in the order written.
-    pending: Vec<(Sha256Digest, u64, Option<Sha256Digest>)>,
+    /// (manifest digest, manifest size, image ID, parent image ID), in the order written.
+    pending: Vec<(Sha256Digest, u64, Sha256Digest, Option<Sha256Digest>)>,
     pinned: HashSet<Sha256Digest>,
 }
 
@@ -700,7 +700,7 @@ impl ImageStore {
         // A build's lease keeps the image once the batch's pins are gone.
         self.lease_image(&image)?;
         image.parent = parent.clone();
-        batch.pending.push((manifest_digest, size, parent));
+        batch.pending.push((manifest_digest, size, image.id.clone(), parent));
         Ok(image)
     }
 
@@ -709,18 +709,19 @@ impl ImageStore {
         if batch.pending.is_empty() {
             return Ok(());
         }
+        // One sync for every blob the batch wrote unsynced, before the index names them; not
+        // under the store lock, which would hold every other rbuild process for its length.
+        rustix::fs::syncfs(fs::File::open(&self.root)?.file()).map_err(io::Error::from)?;
         let _lock = self.lock()?;
         let mut entries: Vec<Descriptor> = self.read_index()?.manifests().clone();
         let present: HashSet<Sha256Digest> = entries.iter().map(|d| Sha256Digest::from(d.digest())).collect();
-        for (manifest_digest, size, parent) in &batch.pending {
+        for (manifest_digest, size, id, parent) in &batch.pending {
             if present.contains(manifest_digest) {
                 continue;
             }
-            let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(manifest_digest)?)
-                .map_err(|source| StoreError::Json { what: "manifest", path: manifest_digest.to_string(), source })?;
             let mut ann = HashMap::from([
                 (ADDED_ANNOTATION.to_string(), now_rfc3339()),
-                (IMAGE_ID_ANNOTATION.to_string(), manifest.config().digest().to_string()),
+                (IMAGE_ID_ANNOTATION.to_string(), id.to_string()),
             ]);
             if let Some(p) = parent {
                 ann.insert(PARENT_ANNOTATION.into(), p.to_string());
@@ -729,8 +730,6 @@ impl ImageStore {
             d.set_annotations(Some(ann));
             entries.push(d);
         }
-        // One sync for every blob the batch wrote unsynced, before the index names them.
-        rustix::fs::syncfs(fs::File::open(&self.root)?.file()).map_err(io::Error::from)?;
         self.write_index(&entries)?;
         drop(batch);
         Ok(())
