@@ -12,7 +12,7 @@ use rbuild::context::{source_digest, BuildContext};
 use rbuild::frontend::lower::{parse_and_lower, LowerOptions};
 
 fn corpus() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/real-world");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/conformance/real-world");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -7,14 +7,14 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rbuild::context::{read_ignore_file, BuildContext, ContextEntry, EntryKind};
 use serde_json::Value;
 
-const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/dockerignore");
+const DATA_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/conformance/dockerignore");
 
 fn read_data(name: &str) -> String {
     let path = Path::new(DATA_DIR).join(name);
     match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) => {
-            panic!("conformance data missing: {}: {err} (expected the shared conformance checkout)", path.display())
+            panic!("conformance data missing: {}: {err} (testdata/conformance in this repository)", path.display())
         }
     }
 }

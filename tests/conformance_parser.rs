@@ -1,6 +1,6 @@
 //! Conformance of the Dockerfile parser against BuildKit's parser test data in
-//! `../shared/conformance/parser` (positive dumps, negatives, line spans, heredoc facts) and
-//! the real-world corpus in `../shared/conformance/real-world`. One named trial per case.
+//! `testdata/conformance/parser` (positive dumps, negatives, line spans, heredoc facts) and
+//! the real-world corpus in `testdata/conformance/real-world`. One named trial per case.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use rbuild::frontend::parser::{chomp_heredoc, heredoc_names_in_line, parse, pars
 use serde_json::Value;
 
 fn conformance_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/conformance")
 }
 
 fn read(path: &Path) -> Result<String, Failed> {
@@ -303,7 +303,7 @@ fn main() {
     } else {
         let shown = root.display().to_string();
         vec![Trial::test("conformance-data-present", move || {
-            Err(format!("shared conformance data not found at {shown}").into())
+            Err(format!("conformance data not found at {shown}").into())
         })]
     };
     libtest_mimic::run(&args, trials).exit();

@@ -1,4 +1,4 @@
-//! Every real-world Dockerfile in `../shared/conformance/real-world/` must parse and lower
+//! Every real-world Dockerfile in `testdata/conformance/real-world/` must parse and lower
 //! (no build args, no context), each file its own named case.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use rbuild::frontend::lower::{parse_and_lower, LowerOptions};
 
 fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/real-world")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/conformance/real-world")
 }
 
 fn check(path: &Path) -> Result<(), Failed> {
@@ -35,7 +35,7 @@ fn main() {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "Dockerfile"))
             .collect(),
-        Err(e) => panic!("conformance data missing at {}: {e} (CI lays ../shared beside the checkout)", dir.display()),
+        Err(e) => panic!("conformance data missing at {}: {e} (testdata/conformance in this repository)", dir.display()),
     };
     files.sort();
     assert!(!files.is_empty(), "no real-world Dockerfiles in {}", dir.display());

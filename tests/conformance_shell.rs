@@ -1,4 +1,4 @@
-//! BuildKit shell-expansion conformance: every case in `shared/conformance/shell` (`envVarTest`,
+//! BuildKit shell-expansion conformance: every case in `testdata/conformance/shell` (`envVarTest`,
 //! `wordsTest`, `word-expansion.json`, read as that folder's README specifies) runs as its own
 //! named trial, so a failure names its case. Windows-only (`W`) lines are listed as ignored.
 
@@ -11,7 +11,7 @@ use rbuild::frontend::shell::{ShellLex, VarLookup};
 use serde_json::Value;
 
 fn data_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/conformance/shell"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/conformance/shell"))
 }
 
 fn read(dir: &Path, file: &str) -> Result<String, String> {
