@@ -35,7 +35,9 @@ fn main() {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "Dockerfile"))
             .collect(),
-        Err(e) => panic!("conformance data missing at {}: {e} (testdata/conformance in this repository)", dir.display()),
+        Err(e) => {
+            panic!("conformance data missing at {}: {e} (testdata/conformance in this repository)", dir.display())
+        }
     };
     files.sort();
     assert!(!files.is_empty(), "no real-world Dockerfiles in {}", dir.display());
