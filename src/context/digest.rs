@@ -145,6 +145,12 @@ pub fn located_digest(
     Ok(SourceDigest { digest: format!("sha256:{}", hex::encode(total.finalize())), files })
 }
 
+/// Remembered classic entry hashes: the entry's selection digest (as in
+/// [`SourceDigest::files`]: path, kind, mode, content, link target) -> its tarsum. The first
+/// fixes the second, so a COPY that reruns because one file of thousands changed reads only
+/// that file again (see [`classic_source_hash`]).
+pub type TarsumMemo = HashMap<[u8; 32], [u8; 32]>;
+
 /// The name classic `docker build` gives the sources of a COPY/ADD in its history line
 /// (`COPY file:<hex> in /dst/ `): one match that is a file is `file:<hex>`, one directory
 /// `dir:<hex>`, several matches `multi:<hex>`.
@@ -154,9 +160,24 @@ pub fn located_digest(
 /// file-type bits, owner 0:0 as the CLI sends it, size, type flag, link target, empty user and
 /// group names, device 0/0; no mtime), followed by the content; a directory's hash is sha256
 /// over the sorted hex hashes of itself and everything below it joined by `,`, a multi hash
-/// sha256 over the prefixed hashes of the matches, in source order. It reads the copied files
-/// once more, so it runs only when a COPY runs, never for a cache lookup.
-pub fn classic_source_hash(root: &Path, roots: &[SelectedRoot]) -> Result<String, ContextError> {
+/// sha256 over the prefixed hashes of the matches, in source order.
+///
+/// It runs only when a COPY runs, never for a cache lookup. An entry whose selection digest is
+/// in `digests` (path -> `sha256:<hex>`, the step's key inputs) and in `memo` is not read
+/// again; the returned memo holds this selection's entries, for the next run.
+pub fn classic_source_hash(
+    root: &Path,
+    roots: &[SelectedRoot],
+    digests: &std::collections::BTreeMap<String, String>,
+    memo: &TarsumMemo,
+) -> Result<(String, TarsumMemo), ContextError> {
+    let remembered = |entry: &ContextEntry| -> Option<([u8; 32], Option<[u8; 32]>)> {
+        let hex_digest = digests.get(&entry.path)?.strip_prefix("sha256:")?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut key).ok()?;
+        Some((key, memo.get(&key).copied()))
+    };
+    let mut learned = TarsumMemo::new();
     let hashes: Vec<String> = roots
         .iter()
         .map(|selected| {
@@ -165,8 +186,16 @@ pub fn classic_source_hash(root: &Path, roots: &[SelectedRoot]) -> Result<String
                 // The context root itself is not hashed, only what is below it.
                 Some(_) | None => selected.entries.iter().filter(|e| !e.path.is_empty()).collect(),
             };
-            let mut sums: Vec<String> =
-                entries.par_iter().map(|e| classic_entry_hash(root, e)).collect::<Result<_, _>>()?;
+            let sums: Vec<(Option<[u8; 32]>, [u8; 32])> = entries
+                .par_iter()
+                .map(|e| match remembered(e) {
+                    Some((key, Some(sum))) => Ok((Some(key), sum)),
+                    Some((key, None)) => Ok((Some(key), classic_entry_hash(root, e)?)),
+                    None => Ok((None, classic_entry_hash(root, e)?)),
+                })
+                .collect::<Result<_, ContextError>>()?;
+            learned.extend(sums.iter().filter_map(|(key, sum)| key.map(|k| (k, *sum))));
+            let mut sums: Vec<String> = sums.into_iter().map(|(_, sum)| hex::encode(sum)).collect();
             Ok(match &selected.root {
                 Some(top) if top.kind != EntryKind::Dir => format!("file:{}", sums.pop().unwrap_or_default()),
                 _ => {
@@ -176,14 +205,15 @@ pub fn classic_source_hash(root: &Path, roots: &[SelectedRoot]) -> Result<String
             })
         })
         .collect::<Result<_, ContextError>>()?;
-    Ok(match hashes.as_slice() {
+    let hash = match hashes.as_slice() {
         [one] => one.clone(),
         _ => format!("multi:{}", hex::encode(Sha256::digest(hashes.join(",").as_bytes()))),
-    })
+    };
+    Ok((hash, learned))
 }
 
 /// tarsum v1 of one context entry as the docker CLI puts it in the context tar.
-fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<String, ContextError> {
+fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<[u8; 32], ContextError> {
     let (type_bits, flag, link, size) = match &entry.kind {
         EntryKind::File => (0o100000, "0", "", entry.size),
         EntryKind::Dir => (0o040000, "5", "", 0),
@@ -214,7 +244,7 @@ fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<String, Conte
     if entry.kind == EntryKind::File {
         hash_file_into(&root.join(&entry.path), &mut hasher)?;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(test)]
@@ -318,11 +348,41 @@ mod tests {
         let ctx = BuildContext::with_patterns(root, &[]).unwrap();
         let hash = |srcs: &[&str]| {
             let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
-            classic_source_hash(root, &ctx.select_roots(&srcs, &[]).unwrap()).unwrap()
+            classic_source_hash(root, &ctx.select_roots(&srcs, &[]).unwrap(), &Default::default(), &TarsumMemo::new())
+                .unwrap()
+                .0
         };
         assert_eq!(hash(&["f1"]), "file:503d1c26d43ecb89daff3a6152da7e578c1e6cdc29d19999e9372774459f5459");
         assert_eq!(hash(&["d"]), "dir:a543d25e8fff3abb7032f9b1a4038b9bf652e4007e780791a706f609779903f3");
         assert_eq!(hash(&["f1", "f2"]), "multi:c5fda14f8973ea3e7c4e3f97ae14c3144d875cc3e5afd0ad72c2969d5253838f");
         assert_eq!(hash(&["f*"]), hash(&["f1", "f2"]));
+    }
+
+    /// A remembered tarsum is used instead of reading the entry again, for exactly the entries
+    /// whose selection digest it was remembered under; the rest are read.
+    #[test]
+    fn classic_hash_reads_only_entries_the_memo_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("d")).unwrap();
+        std::fs::write(root.join("d/x"), "c\n").unwrap();
+        std::fs::write(root.join("d/y"), "d\n").unwrap();
+        let ctx = BuildContext::with_patterns(root, &[]).unwrap();
+        let srcs = ["d".to_string()];
+        let roots = ctx.select_roots(&srcs, &[]).unwrap();
+        let digests: std::collections::BTreeMap<String, String> =
+            source_digest(root, &ctx.select(&srcs, &[]).unwrap(), Some((0, 0))).unwrap().files.into_iter().collect();
+        let (fresh, learned) = classic_source_hash(root, &roots, &digests, &TarsumMemo::new()).unwrap();
+        assert_eq!(learned.len(), 3, "d, d/x and d/y are remembered");
+        assert_eq!(classic_source_hash(root, &roots, &digests, &learned).unwrap(), (fresh.clone(), learned.clone()));
+
+        // A file the memo covers is not read: delete it and the hash is still the same.
+        std::fs::remove_file(root.join("d/y")).unwrap();
+        assert_eq!(classic_source_hash(root, &roots, &digests, &learned).unwrap().0, fresh);
+        // Without its digest it is read, and its absence is an error naming it.
+        let mut partial = digests.clone();
+        partial.remove("d/y");
+        let err = classic_source_hash(root, &roots, &partial, &learned).unwrap_err();
+        assert!(err.to_string().contains("d/y"), "{err}");
     }
 }

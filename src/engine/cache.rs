@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
+use crate::context::digest::TarsumMemo;
 use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
 
 /// One cached step result.
@@ -97,12 +98,7 @@ impl CacheIndex {
     pub fn put_source_memo(&self, image: &str, selection: &str, digest: &str) {
         let memo = SourceMemo { image: image.to_owned(), digest: digest.to_owned() };
         let Ok(bytes) = serde_json::to_vec(&memo) else { return };
-        let path = self.memo_path(image, selection);
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".memo.{}-{n}.tmp", std::process::id()));
-        if fs::write(&temp, &bytes).and_then(|()| fs::rename(&temp, &path)).is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
+        self.write_hint(&self.memo_path(image, selection), &bytes);
     }
 
     fn memo_path(&self, image: &str, selection: &str) -> PathBuf {
@@ -112,6 +108,47 @@ impl CacheIndex {
         h.update([0]);
         h.update(selection.as_bytes());
         self.dir.join(format!("{}.sources.json", hex::encode(h.finalize())))
+    }
+
+    /// The classic history hashes remembered for the COPY whose sources are `selection` in
+    /// this Dockerfile (see [`crate::context::digest::TarsumMemo`]); empty when none was
+    /// written or it cannot be read. A hint, like [`CacheIndex::source_memo`].
+    pub fn tarsum_memo(&self, selection: &str) -> TarsumMemo {
+        let Ok(bytes) = fs::read(self.tarsum_memo_path(selection)) else { return TarsumMemo::new() };
+        bytes
+            .chunks_exact(64)
+            .filter_map(|pair| Some((pair[..32].try_into().ok()?, pair[32..].try_into().ok()?)))
+            .collect()
+    }
+
+    /// Replaces the memo for `selection` by `memo` (64 bytes an entry: selection digest, then
+    /// tarsum; one file per COPY of a Dockerfile, so it holds one selection and stays that
+    /// size); best effort, unsynced.
+    pub fn put_tarsum_memo(&self, selection: &str, memo: &TarsumMemo) {
+        let mut bytes = Vec::with_capacity(memo.len() * 64);
+        for (key, sum) in memo {
+            bytes.extend_from_slice(key);
+            bytes.extend_from_slice(sum);
+        }
+        self.write_hint(&self.tarsum_memo_path(selection), &bytes);
+    }
+
+    fn tarsum_memo_path(&self, selection: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.lineage.as_bytes());
+        h.update([0]);
+        h.update(selection.as_bytes());
+        self.dir.join(format!("{}.tarsums", hex::encode(h.finalize())))
+    }
+
+    /// Writes a hint file: temp name and rename, so a reader never sees half of one; no sync.
+    fn write_hint(&self, path: &Path, bytes: &[u8]) {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self.dir.join(format!(".memo.{}-{n}.tmp", std::process::id()));
+        if fs::write(&temp, bytes).and_then(|()| fs::rename(&temp, path)).is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
     }
 
     /// Records `record` atomically (write to a temp name, fsync, rename over any old record).
