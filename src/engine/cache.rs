@@ -83,6 +83,26 @@ impl CacheIndex {
         }
     }
 
+    /// The image the record for `key` names, if any: what a cache hit needs, read without
+    /// building the record's key inputs (a COPY's holds one entry per copied file), so a hit
+    /// costs a scan of the record, not a parse of thousands of paths. Empty and unreadable
+    /// records as in [`CacheIndex::get`].
+    pub fn image_of(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
+        #[derive(Deserialize)]
+        struct ImageOnly {
+            image: String,
+        }
+        let path = self.path_of(key);
+        match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => Ok(None),
+            Ok(bytes) => serde_json::from_slice::<ImageOnly>(&bytes)
+                .map(|r| Some(r.image))
+                .map_err(|source| CacheError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The digest of what a `COPY --from=<stage>` selected in image `image`, remembered under
     /// `selection` (the instruction's sources): an image ID names its content, so the two fix
     /// the answer, and a cached rebuild need not read every copied file again. A hint: one that
@@ -269,6 +289,7 @@ mod tests {
         let (a, b) = (inputs("sha256:p", "RUN a"), inputs("sha256:p", "RUN b"));
         index.put_all(&[record(&a, "sha256:1", "t1"), record(&b, "sha256:2", "t2")]).expect("put_all");
         assert_eq!(index.get(&b.key()).expect("get").map(|r| r.image), Some("sha256:2".into()));
+        assert_eq!(index.image_of(&b.key()).expect("image_of"), Some("sha256:2".into()));
         // What a crash between the rename and the stage's sync can leave.
         std::fs::write(index.path_of(&a.key()), b"").expect("truncate");
         assert_eq!(index.get(&a.key()).expect("an empty record is no error"), None);
