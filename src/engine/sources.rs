@@ -30,14 +30,16 @@ impl SourceResolver for ContextSources<'_> {
         // COPY and ADD write files owned by 0:0 unless --chown says otherwise, and --chown's
         // effect is already in the instruction text: the owners in the context never reach the
         // image, so they must not decide a cache miss.
-        let digest = source_digest(&self.context.root, &entries, Some((0, 0))).map_err(|e| e.to_string())?;
+        let digest = source_digest(&self.context.root, &entries, Some((0, 0)), self.context.memo())
+            .map_err(|e| e.to_string())?;
         Ok(SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() })
     }
 
     fn bind_digest(&self, source: &str) -> Result<SourceInputs, String> {
         let entries = self.context.select(&[source.to_string()], &[]).map_err(|e| e.to_string())?;
         // The mount shows a copy owned by 0:0 (see `engine::run_mounts`): context owners do not count.
-        let digest = source_digest(&self.context.root, &entries, Some((0, 0))).map_err(|e| e.to_string())?;
+        let digest = source_digest(&self.context.root, &entries, Some((0, 0)), self.context.memo())
+            .map_err(|e| e.to_string())?;
         Ok(SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() })
     }
 }
