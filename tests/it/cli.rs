@@ -29,10 +29,11 @@ fn example() -> PathBuf {
 }
 
 /// Runs a dry run of `dockerfile` and checks the error: exit 1, `Dockerfile:line:col: message`
-/// and the offending line quoted with a caret.
-fn assert_user_error(dockerfile: &str, line: usize, col: usize, message: &str) {
+/// and the offending line quoted with a caret; the whole message is snapshot `name`.
+fn assert_user_error(name: &str, dockerfile: &str, line: usize, col: usize, message: &str) {
     let dir = context_with(dockerfile);
     let (code, _out, err) = run(rbuild().args(["build", "--dry-run"]).arg(dir.path()));
+    crate::golden::assert_golden(name, &err, &[(dir.path(), "[CONTEXT]")]);
     assert_eq!(code, 1, "exit code for {message:?}; stderr:\n{err}");
     let file = dir.path().join("Dockerfile");
     let headline = format!("{}:{line}:{col}: ", file.display());
@@ -44,32 +45,44 @@ fn assert_user_error(dockerfile: &str, line: usize, col: usize, message: &str) {
 
 #[test]
 fn unterminated_heredoc() {
-    assert_user_error("FROM busybox\nRUN <<EOF\necho hi\n", 2, 5, "unterminated heredoc");
+    assert_user_error("error_unterminated_heredoc", "FROM busybox\nRUN <<EOF\necho hi\n", 2, 5, "unterminated heredoc");
 }
 
 #[test]
 fn bad_json_form() {
-    assert_user_error("FROM busybox\nCMD [\"echo\", [\"nested\"]]\n", 2, 5, "JSON");
+    assert_user_error("error_bad_json_form", "FROM busybox\nCMD [\"echo\", [\"nested\"]]\n", 2, 5, "JSON");
 }
 
 #[test]
 fn unknown_instruction() {
-    assert_user_error("FROM busybox\nFORM x\n", 2, 1, "unknown instruction: FORM (did you mean FROM?)");
+    assert_user_error(
+        "error_unknown_instruction",
+        "FROM busybox\nFORM x\n",
+        2,
+        1,
+        "unknown instruction: FORM (did you mean FROM?)",
+    );
 }
 
 #[test]
 fn bad_flag() {
-    assert_user_error("FROM busybox\nCOPY --chwon=1:1 a /a\n", 2, 6, "unknown flag: --chwon");
+    assert_user_error("error_bad_flag", "FROM busybox\nCOPY --chwon=1:1 a /a\n", 2, 6, "unknown flag: --chwon");
 }
 
 #[test]
 fn arg_without_name() {
-    assert_user_error("FROM busybox\nARG\n", 2, 1, "ARG requires at least one argument");
+    assert_user_error("error_arg_without_name", "FROM busybox\nARG\n", 2, 1, "ARG requires at least one argument");
 }
 
 #[test]
 fn mandatory_variable_unset() {
-    assert_user_error("FROM busybox\nWORKDIR ${APP_DIR:?APP_DIR must be set}\n", 2, 9, "APP_DIR must be set");
+    assert_user_error(
+        "error_mandatory_variable_unset",
+        "FROM busybox\nWORKDIR ${APP_DIR:?APP_DIR must be set}\n",
+        2,
+        9,
+        "APP_DIR must be set",
+    );
 }
 
 #[test]
@@ -78,6 +91,7 @@ fn missing_dockerfile_names_the_path() {
     let (code, _, err) = run(rbuild().args(["build", "--dry-run"]).arg(dir.path()));
     assert_eq!(code, 1);
     assert!(err.contains(&dir.path().join("Dockerfile").display().to_string()), "{err}");
+    crate::golden::assert_golden("error_missing_dockerfile", &err, &[(dir.path(), "[CONTEXT]")]);
 }
 
 #[test]
@@ -91,6 +105,7 @@ fn dry_run_of_the_example_shows_steps_keys_and_context() {
     }
     assert_eq!(out.matches("  cache key: sha256:").count(), 7, "{out}");
     assert!(out.contains("  expanded: ENV REFRESHED_AT=2016-11-09"), "{out}");
+    crate::golden::assert_golden("dry_run_example", &out, &[]);
     // Same input, same plan.
     let (_, again, _) = run(rbuild().args(["build", "--dry-run"]).arg(example()));
     assert_eq!(out, again);
@@ -239,21 +254,46 @@ fn a_stage_the_target_does_not_need_is_not_pulled() {
 
 #[test]
 fn invalid_references_are_refused_before_any_registry() {
-    assert_user_error("FROM UPPER:tag\n", 1, 6, "invalid reference format \"UPPER:tag\"");
-    assert_user_error("FROM a:b:c\n", 1, 6, "invalid reference format \"a:b:c\"");
-    assert_user_error("FROM x@sha256:1234\nRUN true\n", 1, 6, "invalid reference format \"x@sha256:1234\"");
-    assert_user_error("FROM busybox\nCOPY --from=Bad:Tag / /\n", 2, 13, "invalid reference format \"Bad:Tag\"");
+    assert_user_error(
+        "error_invalid_reference_upper",
+        "FROM UPPER:tag\n",
+        1,
+        6,
+        "invalid reference format \"UPPER:tag\"",
+    );
+    assert_user_error("error_invalid_reference_two_tags", "FROM a:b:c\n", 1, 6, "invalid reference format \"a:b:c\"");
+    assert_user_error(
+        "error_invalid_reference_short_digest",
+        "FROM x@sha256:1234\nRUN true\n",
+        1,
+        6,
+        "invalid reference format \"x@sha256:1234\"",
+    );
+    assert_user_error(
+        "error_invalid_reference_copy_from",
+        "FROM busybox\nCOPY --from=Bad:Tag / /\n",
+        2,
+        13,
+        "invalid reference format \"Bad:Tag\"",
+    );
 }
 
 #[test]
 fn a_stage_that_names_itself_is_refused() {
-    assert_user_error("FROM a AS a\nRUN true\n", 1, 6, "stage a refers to itself");
+    assert_user_error("error_stage_refers_to_itself", "FROM a AS a\nRUN true\n", 1, 6, "stage a refers to itself");
 }
 
 #[test]
 fn an_unset_arg_in_from_or_an_empty_mount_from_says_so() {
-    assert_user_error("ARG X\nFROM platform-${X}\n", 2, 6, "($X not set: declare it with ARG before the first FROM");
     assert_user_error(
+        "error_unset_arg_in_from",
+        "ARG X\nFROM platform-${X}\n",
+        2,
+        6,
+        "($X not set: declare it with ARG before the first FROM",
+    );
+    assert_user_error(
+        "error_empty_mount_from",
         "FROM busybox\nARG S\nRUN --mount=from=$S,target=/x true\n",
         3,
         1,
@@ -290,12 +330,19 @@ fn run_and_rmi_say_the_cause_once_and_blame_no_daemon() {
 #[test]
 fn a_variable_as_stage_name_is_shown_as_written_and_explained() {
     assert_user_error(
+        "error_invalid_stage_name",
         "FROM busybox AS ${First_Stage}\n",
         1,
         17,
         "invalid stage name \"${First_Stage}\": it must start with a letter",
     );
-    assert_user_error("FROM busybox AS ${First_Stage}\n", 1, 17, "stage names are not expanded");
+    assert_user_error(
+        "error_variable_as_stage_name",
+        "FROM busybox AS ${First_Stage}\n",
+        1,
+        17,
+        "stage names are not expanded",
+    );
 }
 
 #[test]

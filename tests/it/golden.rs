@@ -4,6 +4,7 @@
 //! the exit status). Under `CI=true` insta never writes a snapshot: a difference fails the
 //! test; review a change with `cargo insta review` (or `INSTA_UPDATE=always`) and commit it.
 //!
+//! The Dockerfile error snapshots are taken by `cli.rs`, beside its checks of the same errors.
 //! The build snapshots need root and /bin/busybox (as every build test); they skip otherwise
 //! and fail under CI=true.
 
@@ -40,7 +41,7 @@ fn shown(out: &Output) -> String {
     )
 }
 
-fn assert_golden(name: &str, text: &str, paths: &[(&Path, &str)]) {
+pub fn assert_golden(name: &str, text: &str, paths: &[(&Path, &str)]) {
     settings(paths).bind(|| insta::assert_snapshot!(name, text));
 }
 
@@ -58,41 +59,11 @@ fn dockerfile(text: &str) -> tempfile::TempDir {
 }
 
 #[test]
-fn dry_run_of_the_example() {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
-    frontend("dry_run_example", &["build", "--dry-run"], &example);
-}
-
-#[test]
 fn dry_run_with_stages_target_and_build_args() {
     let ctx = dockerfile(
         "ARG BASE=busybox\nFROM $BASE AS one\nARG V=1\nRUN echo $V > /v\nFROM busybox AS two\nCOPY --from=one /v /v\nFROM two\nCMD [\"cat\", \"/v\"]\n",
     );
     frontend("dry_run_stages", &["build", "--dry-run", "--target", "two", "--build-arg", "V=7"], ctx.path());
-}
-
-#[test]
-fn error_unknown_instruction_names_file_and_line() {
-    let ctx = dockerfile("FROM busybox\nRUN true\nFROBNICATE now\n");
-    frontend("error_unknown_instruction", &["build", "--dry-run"], ctx.path());
-}
-
-#[test]
-fn error_unterminated_heredoc() {
-    let ctx = dockerfile("FROM busybox\nRUN <<EOF\necho hi\n");
-    frontend("error_unterminated_heredoc", &["build", "--dry-run"], ctx.path());
-}
-
-#[test]
-fn error_bad_json_form() {
-    let ctx = dockerfile("FROM busybox\nCMD [\"sh\", \"-c\"\n");
-    frontend("error_bad_json_form", &["build", "--dry-run"], ctx.path());
-}
-
-#[test]
-fn error_missing_dockerfile() {
-    let ctx = tempfile::tempdir().expect("tempdir");
-    frontend("error_missing_dockerfile", &["build", "--dry-run"], ctx.path());
 }
 
 #[test]
