@@ -27,6 +27,12 @@ const DOCKER: &str = "/usr/bin/docker";
 /// Every Docker image the suite makes is named under this prefix, and removed at the end.
 const PREFIX: &str = "rbuild-differential";
 
+/// This run's tag prefix: `rbuild-differential-<pid>`, so two runs against one dockerd (two
+/// checkouts testing at once) never remove each other's images.
+fn run_prefix() -> String {
+    format!("{PREFIX}-{}", std::process::id())
+}
+
 fn suite_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/differential")
 }
@@ -106,7 +112,7 @@ impl Suite {
         remove_docker_images();
         // Sequences start from a busybox imported anew (a new image ID), so no classic cache
         // from earlier runs (their other stages' images, say) matches their steps.
-        let sequence_base = format!("{PREFIX}-base:{}", std::process::id());
+        let sequence_base = format!("{}-base:latest", run_prefix());
         docker_ok(&["import", &rootfs.to_string_lossy(), &sequence_base])?;
         let sequence_base_archive = dir.path().join("sequence-base.tar");
         docker_ok(&["save", "-o", &sequence_base_archive.to_string_lossy(), &sequence_base])?;
@@ -127,7 +133,15 @@ fn load_base(store: &Path, archive: &Path) -> Result<(), String> {
 /// also drops the classic builder's intermediate images and so its cache of them.
 fn remove_docker_images() {
     let listed = docker_ok(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).unwrap_or_default();
-    let ours: Vec<&str> = listed.lines().filter(|l| l.starts_with(PREFIX)).collect();
+    // Ours, and what runs that are no longer alive left (their pid is in the tag).
+    let left_or_ours = |tag: &str| {
+        let pid = tag.strip_prefix(PREFIX).and_then(|r| r.strip_prefix('-')).and_then(|r| r.split(['-', ':']).next());
+        match pid.and_then(|p| p.parse::<u32>().ok()) {
+            Some(pid) => pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists(),
+            None => true,
+        }
+    };
+    let ours: Vec<&str> = listed.lines().filter(|l| l.starts_with(PREFIX) && left_or_ours(l)).collect();
     if !ours.is_empty() {
         let mut args = vec!["rmi", "-f"];
         args.extend(ours);
@@ -297,7 +311,7 @@ fn build_and_compare(
     context: &Path,
 ) -> Result<(), Failed> {
     let flags = build_flags(options);
-    let tag = |builder: &str| format!("{PREFIX}-{name}:{builder}");
+    let tag = |builder: &str| format!("{}-{name}:{builder}", run_prefix());
     let ours = rbuild_build(&suite.store, context, &tag("rbuild"), &flags, work)?;
     let mut theirs: BTreeMap<&str, Built> = BTreeMap::new();
     for builder in builders {

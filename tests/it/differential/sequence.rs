@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::cases::Failed;
 
-use super::{classic_made_images, docker, docker_ok, load_base, make_context, remove_untagged, run, text, PREFIX};
+use super::{classic_made_images, docker, docker_ok, load_base, make_context, remove_untagged, run, run_prefix, text};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +126,7 @@ pub fn check_sequence(name: &str, dir: &Path, suite_dir: &Path, base_tag: &str, 
             if index == 0 {
                 flags.push("--no-cache".to_owned());
             }
-            let tag = format!("{PREFIX}-seq-{name}:{}", index + 1);
+            let tag = format!("{}-seq-{name}:{}", run_prefix(), index + 1);
             let mut args: Vec<&str> = vec!["build", "--progress", "plain", "-t", &tag];
             args.extend(flags.iter().map(String::as_str));
             let context_arg = context.to_string_lossy();
