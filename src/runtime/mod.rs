@@ -26,7 +26,6 @@
 mod container;
 mod error;
 mod init;
-pub mod lifecycle;
 mod mounts;
 mod pty;
 mod rlimits;
@@ -46,7 +45,7 @@ pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
     DEFAULT_PATH,
 };
-pub use state::{cleanup_stale, CleanupReport};
+pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{resolve_user, ExecUser};
 pub use userns::unprivileged_host_ids;

@@ -173,7 +173,7 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 }
 
 /// The start time (clock ticks since boot) of a process, `None` if it does not exist.
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+pub fn process_start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
@@ -219,6 +219,14 @@ fn unescape_mountinfo(field: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The init (PID 1 inside) of the container `id` whose state dir is under `state_dir`, if it
+/// runs: the child of the setup process its record names.
+pub fn container_init_pid(state_dir: &Path, id: &str) -> Option<i32> {
+    let path = state_dir.join(id).join(RECORD);
+    let state: StateRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    children_of(state.setup_pid?).into_iter().next()
 }
 
 /// Pids whose parent is `parent`.
