@@ -23,7 +23,6 @@ use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
 use crate::engine::destination::{apply_to_tree, apply_to_upper, DestinationResolver, DirOwnerMode};
-use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::BuildError;
 use crate::events::{BuildEvent, OutputStream as EventStream};
@@ -31,6 +30,7 @@ use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkM
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
+use crate::layer::stack::{EntryType, MergedView};
 use crate::plan::{CacheKey, Dependency, MissReason, SourceInputs, Stage, StageBase, Step};
 use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
 use crate::store::{ImageBatch, ImageStore, LayerBlob, StoreError, StoredImage};
@@ -1003,8 +1003,7 @@ impl StageExecutor<'_> {
         let comps: Vec<String> = dest.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
         let found = view.lookup_prefixes(&comps);
         let plain = found.split_last().is_some_and(|(last, ancestors)| {
-            last.is_none()
-                && ancestors.iter().flatten().all(|e| e.metadata_kind == crate::engine::merged::EntryType::Dir)
+            last.is_none() && ancestors.iter().flatten().all(|e| e.metadata_kind == crate::layer::stack::EntryType::Dir)
         });
         if !plain {
             return full();

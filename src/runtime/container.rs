@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
+use crate::layer::stack::MergedView;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
@@ -114,8 +115,7 @@ impl Container {
             Rootfs::Overlay { lower, upper, work } => {
                 let init = cdir.path().join("init");
                 build_init_layer(&init, lower)?;
-                let mut layers = vec![upper.clone()];
-                layers.extend(lower.iter().cloned());
+                let layers = MergedView::from_top_first(std::iter::once(upper).chain(lower).cloned().collect());
                 add_mount_targets(&spec.id, &init, &layers, &mounts)?;
                 let mut all = vec![init];
                 all.extend(lower.iter().cloned());
@@ -299,10 +299,10 @@ fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
 /// The spec's extra mounts with their targets resolved in the root's layers, parents first.
 fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> {
     let invalid = |reason: String| RuntimeError::InvalidSpec { id: spec.id.clone(), reason };
-    let layers: Vec<PathBuf> = match &spec.rootfs {
+    let layers = MergedView::from_top_first(match &spec.rootfs {
         Rootfs::Overlay { lower, upper, .. } => std::iter::once(upper).chain(lower).cloned().collect(),
         Rootfs::Dir(dir) => vec![dir.clone()],
-    };
+    });
     let mut planned = Vec::new();
     for m in &spec.mounts {
         if !m.target.starts_with('/') {
@@ -409,7 +409,7 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
 /// exist in the merged view without ever reaching the upper dir (BuildKit also removes the
 /// mount stubs it creates, moby/buildkit#3307). Directories that shadow one in the layers
 /// copy its mode, owner and mtime, so the merged view (and a copy-up) looks the same.
-fn add_mount_targets(id: &str, init: &Path, layers: &[PathBuf], mounts: &[PlannedMount]) -> Result<(), RuntimeError> {
+fn add_mount_targets(id: &str, init: &Path, layers: &MergedView, mounts: &[PlannedMount]) -> Result<(), RuntimeError> {
     for m in mounts {
         let names: Vec<&std::ffi::OsStr> = m.target.iter().collect();
         let mut rel = PathBuf::new();
