@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::RuntimeError;
+use crate::store::atomic::{write_atomic, Durability};
 
 const RECORD: &str = "container.json";
 
@@ -88,13 +89,14 @@ impl ContainerDir {
         self.write_record()
     }
 
+    /// Temp name and rename (a reader never sees half a record); never synced: the state dir
+    /// does not outlive a crash's cleanup.
     fn write_record(&self) -> Result<(), RuntimeError> {
-        let tmp = self.path.join(format!("{RECORD}.tmp"));
-        let text = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| RuntimeError::StateRecord { path: tmp.clone(), reason: e.to_string() })?;
-        fs_err::write(&tmp, text).map_err(RuntimeError::io("writing state record", &tmp))?;
         let dest = self.path.join(RECORD);
-        fs_err::rename(&tmp, &dest).map_err(RuntimeError::io("writing state record", &dest))
+        let text = serde_json::to_vec_pretty(&self.record)
+            .map_err(|e| RuntimeError::StateRecord { path: dest.clone(), reason: e.to_string() })?;
+        write_atomic(&self.path, &dest, &text, Durability::Unsynced)
+            .map_err(RuntimeError::io("writing state record", &dest))
     }
 }
 
