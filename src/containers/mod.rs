@@ -363,7 +363,7 @@ impl Containers {
             working_dir: opts.working_dir.clone().unwrap_or_else(|| config.config.working_dir.clone()),
             user: opts.user.clone().unwrap_or_else(|| config.config.user.clone()),
             network: match opts.network {
-                NetworkMode::Host => ContainerNetwork::Host,
+                NetworkMode::Host | NetworkMode::Default => ContainerNetwork::Host,
                 NetworkMode::None => ContainerNetwork::None,
             },
             tty: opts.tty,

@@ -129,7 +129,7 @@ impl Container {
             etc_files,
             hostname: spec.hostname.clone(),
             user_namespace,
-            new_network: spec.network == NetworkMode::None,
+            new_network: spec.network.is_isolated(),
             overlay: spec.overlay,
             volatile: spec.volatile_upper,
             privileged: spec.privileged,
@@ -376,7 +376,7 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
     let localhost =
         format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", spec.hostname);
     let (hosts, resolv) = match spec.network {
-        NetworkMode::Host => {
+        NetworkMode::Host | NetworkMode::Default => {
             let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(localhost);
             let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             if resolv.contains("nameserver 127.0.0.53") {
