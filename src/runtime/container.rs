@@ -196,7 +196,7 @@ impl Container {
         let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
         if ready == 1 {
             if let Some(map) = &id_map {
-                map.apply(child.as_raw()).map_err(|reason| RuntimeError::IdMapping { id: spec.id.clone(), reason })?;
+                map.apply(child.as_raw()).map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
             }
             let _ = nix::unistd::write(&go_w, b"g");
         }
