@@ -115,28 +115,19 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<OsString>> {
 /// One `llistxattr` for the usual directory without xattrs.
 pub fn is_opaque_dir(path: &Path) -> io::Result<bool> {
     let mut small = [0u8; 256];
-    match rustix::fs::llistxattr(path, &mut small[..]) {
+    // Which markers to read: those listed, or all of them when the names overflow the buffer.
+    let wanted: [bool; OPAQUE_XATTRS.len()] = match rustix::fs::llistxattr(path, &mut small[..]) {
         Ok(0) | Err(Errno::NOTSUP) => return Ok(false),
-        Ok(n) => {
-            let listed = |key: &str| small[..n].split(|b| *b == 0).any(|name| name == key.as_bytes());
-            for key in OPAQUE_XATTRS.into_iter().filter(|k| listed(k)) {
-                if get_xattr(path, key)?.is_some_and(|v| v == b"y") {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
+        Ok(n) => OPAQUE_XATTRS.map(|key| small[..n].split(|b| *b == 0).any(|name| name == key.as_bytes())),
+        Err(Errno::RANGE) => [true; OPAQUE_XATTRS.len()],
+        Err(e) => return Err(e.into()),
+    };
+    for (key, _) in OPAQUE_XATTRS.into_iter().zip(wanted).filter(|(_, wanted)| *wanted) {
+        if get_xattr(path, key)?.is_some_and(|v| v == b"y") {
+            return Ok(true);
         }
-        // Too many names for the buffer: ask for each marker.
-        Err(Errno::RANGE) => {
-            for key in OPAQUE_XATTRS {
-                if get_xattr(path, key)?.is_some_and(|v| v == b"y") {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
     }
+    Ok(false)
 }
 
 /// Whether an (empty, regular) file carries one of [`WHITEOUT_XATTRS`].
