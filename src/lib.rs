@@ -5,6 +5,7 @@
 //! it owns.
 
 pub mod cli;
+pub mod containers;
 pub mod context;
 pub mod engine;
 pub mod events;

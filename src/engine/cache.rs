@@ -14,13 +14,13 @@
 //! store no longer has is treated as absent by the engine.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
 use crate::context::ContentMemo;
 use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
+use crate::store::atomic::{sync_filesystem, write_atomic, Durability};
 
 /// One cached step result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +48,6 @@ pub struct CacheIndex {
     /// Which Dockerfile's records a miss is explained against (never part of a key).
     lineage: String,
 }
-
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl CacheIndex {
     /// The index in `dir` (created if missing).
@@ -152,11 +150,7 @@ impl CacheIndex {
 
     /// Writes a hint file: temp name and rename, so a reader never sees half of one; no sync.
     fn write_hint(&self, path: &Path, bytes: &[u8]) {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".memo.{}-{n}.tmp", std::process::id()));
-        if fs::write(&temp, bytes).and_then(|()| fs::rename(&temp, path)).is_err() {
-            let _ = std::fs::remove_file(&temp);
-        }
+        let _ = write_atomic(&self.dir, path, bytes, Durability::Unsynced);
     }
 
     /// Records `record` atomically (write to a temp name, fsync, rename over any old record).
@@ -175,31 +169,19 @@ impl CacheIndex {
             self.put_unsynced(record)?;
         }
         if !records.is_empty() {
-            let dir = fs::File::open(&self.dir)?;
-            rustix::fs::syncfs(&dir).map_err(std::io::Error::from)?;
+            sync_filesystem(&self.dir)?;
         }
         Ok(())
     }
 
     fn put_unsynced(&self, record: &CacheRecord) -> Result<(), CacheError> {
         let target = self.path_of(&record.key);
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let temp = self.dir.join(format!(".{}.{}-{n}.tmp", record.key.hex(), std::process::id()));
         let bytes =
             serde_json::to_vec_pretty(record).map_err(|source| CacheError::Corrupt { path: target.clone(), source })?;
-        fs::write(&temp, &bytes)?;
-        if let Err(e) = fs::rename(&temp, &target) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e.into());
-        }
+        write_atomic(&self.dir, &target, &bytes, Durability::Unsynced)?;
         // The sibling pointer: renamed into place like the record (a hint).
         let pointer = self.sibling_pointer(&record.inputs);
-        let temp = self.dir.join(format!(".{}.{}-{n}.latest.tmp", record.key.hex(), std::process::id()));
-        fs::write(&temp, record.key.hex().as_bytes())?;
-        if let Err(e) = fs::rename(&temp, &pointer) {
-            let _ = std::fs::remove_file(&temp);
-            return Err(e.into());
-        }
+        write_atomic(&self.dir, &pointer, record.key.hex().as_bytes(), Durability::Unsynced)?;
         Ok(())
     }
 

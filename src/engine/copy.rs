@@ -11,8 +11,8 @@ use fs_err as fs;
 
 use crate::context::{ContextEntry, EntryKind, SelectedRoot};
 use crate::engine::config::resolve_workdir;
-use crate::engine::merged::{EntryType, MergedView};
 use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};
+use crate::layer::stack::{EntryType, MergedView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {

@@ -11,8 +11,8 @@ use std::path::Path;
 use fs_err as fs;
 
 use crate::engine::copy::CopyItem;
-use crate::engine::merged::{EntryType, MergedView};
 use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};
+use crate::layer::stack::{EntryType, MergedView};
 
 /// Owner and permission bits a directory of the layer must end up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,16 +23,16 @@ use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
 use crate::engine::destination::{apply_to_tree, apply_to_upper, DestinationResolver, DirOwnerMode};
-use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::BuildError;
-use crate::events::{BuildEvent, OutputStream as EventStream};
-use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, NetworkMode as StepNetwork, RunInstruction};
+use crate::events::BuildEvent;
+use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, RunInstruction};
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
+use crate::layer::stack::{EntryType, MergedView};
 use crate::plan::{CacheKey, Dependency, MissReason, SourceInputs, Stage, StageBase, Step};
-use crate::runtime::{Container, ContainerSpec, NetworkMode, OutputStream, OverlayKind, Rootfs, StdioMode};
+use crate::runtime::{Container, ContainerSpec, NetworkMode, OverlayKind, Rootfs, StdioMode};
 use crate::store::{ImageBatch, ImageStore, LayerBlob, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
@@ -569,19 +569,11 @@ impl StageExecutor<'_> {
         spec.working_dir = Some(if wd.is_empty() { "/".to_string() } else { wd.clone() });
         let user = &state.config.config.user;
         spec.user = (!user.is_empty()).then(|| user.clone());
-        spec.network = match run.network {
-            Some(StepNetwork::None) => NetworkMode::None,
-            Some(StepNetwork::Host) => NetworkMode::Host,
-            Some(StepNetwork::Default) | None => self.network,
-        };
+        spec.network = run.network.unwrap_or_default().or(self.network);
         let events = Arc::clone(&self.events);
         let number = step.number;
         spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes| {
             let line = String::from_utf8_lossy(bytes).trim_end_matches(['\n', '\r']).to_string();
-            let stream = match stream {
-                OutputStream::Stdout => EventStream::Stdout,
-                OutputStream::Stderr => EventStream::Stderr,
-            };
             events(&BuildEvent::Output { step: number, stream, line });
         }));
         self.emit(BuildEvent::ContainerStarted { step: step.number, container_id: id.clone() });
@@ -993,8 +985,7 @@ impl StageExecutor<'_> {
         let comps: Vec<String> = dest.split('/').filter(|c| !c.is_empty()).map(String::from).collect();
         let found = view.lookup_prefixes(&comps);
         let plain = found.split_last().is_some_and(|(last, ancestors)| {
-            last.is_none()
-                && ancestors.iter().flatten().all(|e| e.metadata_kind == crate::engine::merged::EntryType::Dir)
+            last.is_none() && ancestors.iter().flatten().all(|e| e.metadata_kind == crate::layer::stack::EntryType::Dir)
         });
         if !plain {
             return full();

@@ -12,7 +12,6 @@ pub mod config;
 pub mod copy;
 pub mod destination;
 pub mod executor;
-pub mod merged;
 pub mod run_mounts;
 pub mod scheduler;
 pub mod secrets;

@@ -34,11 +34,11 @@ use crate::context::EntryKind;
 use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{materialize, plan_from_context, plan_from_image, CopyItem, CopyOptions};
 use crate::engine::executor::{ImageState, StageExecutor};
-use crate::engine::merged::{EntryType, MergedView};
 use crate::engine::ssh::{AgentProxy, DEFAULT_SSH_ID};
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
 use crate::layer::digest::Sha256Digest;
+use crate::layer::stack::{EntryType, MergedView};
 use crate::plan::{Stage, Step};
 use crate::runtime::{Mount, MountKind};
 

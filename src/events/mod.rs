@@ -39,13 +39,8 @@ use std::io;
 
 use crate::plan::MissReason;
 
-/// Which output stream a line of RUN output came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
+/// Which output stream a line of RUN output came from (the runtime's own type).
+pub use crate::plan::OutputStream;
 
 /// Something that happened during a build.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::frontend::ast::{Heredoc, Node};
 use crate::frontend::Diagnostic;
+use crate::plan::NetworkMode;
 
 /// Shell form (`RUN echo hi`, run through the SHELL) or exec form (`RUN ["echo", "hi"]`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -229,15 +230,6 @@ impl MountSpec {
         }
         parts.join(",")
     }
-}
-
-/// `RUN --network=…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NetworkMode {
-    Default,
-    None,
-    Host,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -575,18 +567,13 @@ pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Dia
             }
             let network = match flags.text("network") {
                 None => None,
-                Some(n) => Some(match n.as_str() {
-                    "default" => NetworkMode::Default,
-                    "none" => NetworkMode::None,
-                    "host" => NetworkMode::Host,
-                    other => {
-                        return Err(src.error_at(
-                            node,
-                            "--network",
-                            format!("unsupported network mode {other:?}: expected default, none or host"),
-                        ))
-                    }
-                }),
+                Some(n) => Some(NetworkMode::parse(&n).ok_or_else(|| {
+                    src.error_at(
+                        node,
+                        "--network",
+                        format!("unsupported network mode {n:?}: expected default, none or host"),
+                    )
+                })?),
             };
             let security = flags.text("security");
             if let Some(s) = &security {
@@ -1030,12 +1017,7 @@ impl Instruction {
                     parts.push(format!("--mount={}", m.canonical()));
                 }
                 if let Some(n) = run.network {
-                    let n = match n {
-                        NetworkMode::Default => "default",
-                        NetworkMode::None => "none",
-                        NetworkMode::Host => "host",
-                    };
-                    parts.push(format!("--network={n}"));
+                    parts.push(format!("--network={}", n.as_str()));
                 }
                 if let Some(s) = &run.security {
                     parts.push(format!("--security={s}"));

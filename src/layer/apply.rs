@@ -15,6 +15,7 @@
 
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, Sha256Digest};
+use crate::layer::overlay::{whiteout_hidden, OPAQUE_MARKER_SUFFIX, OPAQUE_XATTR};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use std::collections::HashSet;
@@ -95,6 +96,51 @@ fn join(comps: &[OsString]) -> PathBuf {
         p.push(c);
     }
     p
+}
+
+/// Refuses whiteout names that hide nothing or the directory itself or its parent, in every
+/// mode: `.wh..` and `.wh...` would name the directory itself or the one above it (on the
+/// parent fd, `..` is resolved by the kernel, outside the root).
+fn check_whiteout_name(name: &[u8]) -> Result<(), &'static str> {
+    match whiteout_hidden(name) {
+        Some(b"." | b"..") => Err("whiteout of '.' or '..'"),
+        Some(b"") => Err("whiteout without a name"),
+        _ => Ok(()),
+    }
+}
+
+/// An entry's owner and mtime (PAX records over the header's) and its `SCHILY.xattr.*`
+/// extended attributes.
+struct EntryMeta {
+    uid: u64,
+    gid: u64,
+    mtime: f64,
+    xattrs: Vec<(OsString, Vec<u8>)>,
+}
+
+fn entry_meta<R: Read>(entry: &mut tar::Entry<'_, R>, header: &tar::Header) -> EntryMeta {
+    let mut meta = EntryMeta {
+        uid: header.uid().unwrap_or(0),
+        gid: header.gid().unwrap_or(0),
+        mtime: header.mtime().unwrap_or(0) as f64,
+        xattrs: Vec::new(),
+    };
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let key = ext.key_bytes();
+            match key {
+                b"uid" => meta.uid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(meta.uid),
+                b"gid" => meta.gid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(meta.gid),
+                b"mtime" => meta.mtime = pax_number(ext.value_bytes()).unwrap_or(meta.mtime),
+                _ => {
+                    if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                        meta.xattrs.push((OsString::from_vec(x.to_vec()), ext.value_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    meta
 }
 
 fn pax_number(value: &[u8]) -> Option<f64> {
@@ -216,71 +262,17 @@ impl LayerApply {
         let name_bytes = name.as_bytes();
 
         // Whiteouts.
-        if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
-            // `.wh..` and `.wh...` would name the directory itself or the one above it: on the
-            // parent fd, `..` is resolved by the kernel, outside the root.
-            if hidden == b"." || hidden == b".." {
-                return Err(refuse("whiteout of '.' or '..'"));
-            }
-            if hidden.is_empty() {
-                return Err(refuse("whiteout without a name"));
-            }
-        }
+        check_whiteout_name(name_bytes).map_err(refuse)?;
         let whiteout = match self.mode {
             WhiteoutMode::Literal => None,
-            WhiteoutMode::Overlay | WhiteoutMode::Delete => name_bytes.strip_prefix(b".wh."),
+            WhiteoutMode::Overlay | WhiteoutMode::Delete => whiteout_hidden(name_bytes),
         };
         if let Some(hidden) = whiteout {
-            let parent_rel = join(parent_comps);
-            if hidden == b".wh..opq" {
-                match self.mode {
-                    WhiteoutMode::Overlay => {
-                        self.parent_dir(parent_comps)?;
-                        let dir = self
-                            .open_in_root(&parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)
-                            .map_err(io_err(self.root.join(&parent_rel)))?;
-                        rfs::fsetxattr(&dir, "trusted.overlay.opaque", b"y", rfs::XattrFlags::empty())
-                            .map_err(io_err(self.root.join(&parent_rel)))?;
-                    }
-                    // Literal mode has no whiteouts (see above).
-                    WhiteoutMode::Delete | WhiteoutMode::Literal => self.make_opaque(parent_comps)?,
-                }
-                return Ok(());
-            }
-            if hidden.starts_with(b".wh.") {
-                return Ok(()); // aufs metadata (.wh..wh.plnk etc.): not content
-            }
-            let hidden = OsStr::from_bytes(hidden);
-            let parent = self.parent_dir(parent_comps)?;
-            let target_rel = parent_rel.join(hidden);
-            self.clear(&parent, hidden, &target_rel, false)?;
-            if self.mode == WhiteoutMode::Overlay {
-                rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
-                    .map_err(io_err(self.root.join(&target_rel)))?;
-            }
-            return Ok(());
+            return self.apply_whiteout(hidden, parent_comps);
         }
 
         let header = entry.header().clone();
-        let mut uid = header.uid().unwrap_or(0);
-        let mut gid = header.gid().unwrap_or(0);
-        let mut mtime = header.mtime().unwrap_or(0) as f64;
-        let mut xattrs: Vec<(OsString, Vec<u8>)> = Vec::new();
-        if let Ok(Some(pax)) = entry.pax_extensions() {
-            for ext in pax.flatten() {
-                let key = ext.key_bytes();
-                match key {
-                    b"uid" => uid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(uid),
-                    b"gid" => gid = pax_number(ext.value_bytes()).map(|v| v as u64).unwrap_or(gid),
-                    b"mtime" => mtime = pax_number(ext.value_bytes()).unwrap_or(mtime),
-                    _ => {
-                        if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                            xattrs.push((OsString::from_vec(x.to_vec()), ext.value_bytes().to_vec()));
-                        }
-                    }
-                }
-            }
-        }
+        let EntryMeta { uid, gid, mtime, xattrs } = entry_meta(entry, &header);
         let perm = Mode::from_raw_mode(header.mode().unwrap_or(0o644) & 0o7777);
         let mtime = Timespec { tv_sec: mtime.trunc() as i64, tv_nsec: ((mtime.fract()) * 1e9) as _ };
         let times = Timestamps { last_access: mtime, last_modification: mtime };
@@ -305,24 +297,7 @@ impl LayerApply {
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 self.clear(&parent, name, &rel, false)?;
-                let fd = rfs::openat(
-                    &parent,
-                    name.as_os_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(path_err)?;
-                let mut file = std::fs::File::from(fd);
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let n = entry.read(&mut buf).map_err(ApplyError::Tar)?;
-                    if n == 0 {
-                        break;
-                    }
-                    file.write_all(&buf[..n])
-                        .map_err(|source| ApplyError::Io { path: self.root.join(&rel), source })?;
-                }
-                let fd = OwnedFd::from(file);
+                let fd = self.write_file(&parent, name, &rel, entry)?;
                 self.finish_fd(&fd, owner, perm, &xattrs, &rel)?;
                 rfs::futimens(&fd, &times).map_err(path_err)?;
             }
@@ -348,26 +323,9 @@ impl LayerApply {
             }
             tar::EntryType::Link => {
                 let target = entry.link_name_bytes().ok_or_else(|| refuse("hard link without a target"))?.into_owned();
-                let tcomps = confine(&target).map_err(refuse)?;
-                let Some((tname, tparent_comps)) = tcomps.split_last() else {
-                    return Err(refuse("hard link to the layer root"));
-                };
-                let tparent = self
-                    .open_in_root(&join(tparent_comps), OFlags::PATH | OFlags::DIRECTORY)
-                    .map_err(|_| refuse("hard link target is not in the layer"))?;
-                match rfs::statat(&tparent, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                        return Err(refuse("hard link to a directory"))
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Err(refuse("hard link target is not in the layer")),
-                }
-                if tcomps == comps {
+                if !self.hard_link(&target, &comps, &parent, &shown)? {
                     return Ok(());
                 }
-                self.clear(&parent, name, &rel, false)?;
-                rfs::linkat(&tparent, tname.as_os_str(), &parent, name.as_os_str(), AtFlags::empty())
-                    .map_err(path_err)?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 self.clear(&parent, name, &rel, false)?;
@@ -401,6 +359,97 @@ impl LayerApply {
         }
         self.written.insert(rel);
         Ok(())
+    }
+
+    /// A whiteout entry in Overlay or Delete mode; `hidden`: its name after `.wh.`, in the
+    /// directory `parent_comps`.
+    fn apply_whiteout(&mut self, hidden: &[u8], parent_comps: &[OsString]) -> Result<(), ApplyError> {
+        let parent_rel = join(parent_comps);
+        if hidden == OPAQUE_MARKER_SUFFIX.as_bytes() {
+            match self.mode {
+                WhiteoutMode::Overlay => {
+                    self.parent_dir(parent_comps)?;
+                    let dir = self
+                        .open_in_root(&parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)
+                        .map_err(io_err(self.root.join(&parent_rel)))?;
+                    rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
+                        .map_err(io_err(self.root.join(&parent_rel)))?;
+                }
+                // Literal mode has no whiteouts (see `apply_entry`).
+                WhiteoutMode::Delete | WhiteoutMode::Literal => self.make_opaque(parent_comps)?,
+            }
+            return Ok(());
+        }
+        if whiteout_hidden(hidden).is_some() {
+            return Ok(()); // aufs metadata (.wh..wh.plnk etc.): not content
+        }
+        let hidden = OsStr::from_bytes(hidden);
+        let parent = self.parent_dir(parent_comps)?;
+        let target_rel = parent_rel.join(hidden);
+        self.clear(&parent, hidden, &target_rel, false)?;
+        if self.mode == WhiteoutMode::Overlay {
+            rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
+                .map_err(io_err(self.root.join(&target_rel)))?;
+        }
+        Ok(())
+    }
+
+    /// Creates the regular file `name` in `parent` (absent: cleared by the caller) with the
+    /// entry's content; returns it open for its metadata.
+    fn write_file<R: Read>(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<OwnedFd, ApplyError> {
+        let fd = rfs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(io_err(self.root.join(rel)))?;
+        let mut file = std::fs::File::from(fd);
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = entry.read(&mut buf).map_err(ApplyError::Tar)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&buf[..n]).map_err(|source| ApplyError::Io { path: self.root.join(rel), source })?;
+        }
+        Ok(OwnedFd::from(file))
+    }
+
+    /// The hard link at `comps` (in `parent`) to `target`, which must be in the layer and not
+    /// a directory (`shown`: the entry's name, for a refusal). `false` for a link to itself:
+    /// nothing is written.
+    fn hard_link(&self, target: &[u8], comps: &[OsString], parent: &OwnedFd, shown: &str) -> Result<bool, ApplyError> {
+        let refuse = |reason| ApplyError::Refused { entry: shown.to_string(), reason };
+        let tcomps = confine(target).map_err(refuse)?;
+        let Some((tname, tparent_comps)) = tcomps.split_last() else {
+            return Err(refuse("hard link to the layer root"));
+        };
+        let tparent = self
+            .open_in_root(&join(tparent_comps), OFlags::PATH | OFlags::DIRECTORY)
+            .map_err(|_| refuse("hard link target is not in the layer"))?;
+        match rfs::statat(&tparent, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(refuse("hard link to a directory"))
+            }
+            Ok(_) => {}
+            Err(_) => return Err(refuse("hard link target is not in the layer")),
+        }
+        if tcomps == comps {
+            return Ok(false);
+        }
+        let Some(name) = comps.last() else { return Ok(false) };
+        let rel = join(comps);
+        self.clear(parent, name, &rel, false)?;
+        rfs::linkat(&tparent, tname.as_os_str(), parent, name.as_os_str(), AtFlags::empty())
+            .map_err(io_err(self.root.join(&rel)))?;
+        Ok(true)
     }
 
     fn finish_fd(
@@ -505,9 +554,7 @@ mod tests {
         assert_eq!(applied.diff_id, Sha256Digest::of(&tar));
         let m = std::fs::symlink_metadata(t.path().join("d/gone")).unwrap();
         assert!(m.file_type().is_char_device() && m.rdev() == 0);
-        let mut buf = [0u8; 2];
-        let n = rfs::lgetxattr(t.path().join("o"), "trusted.overlay.opaque", &mut buf).unwrap();
-        assert_eq!(&buf[..n], b"y");
+        assert!(crate::layer::overlay::is_opaque_dir(&t.path().join("o")).unwrap());
         assert!(t.path().join("o/kept").exists());
     }
 

@@ -32,19 +32,11 @@ use sha2::{Digest, Sha256};
 pub use crate::layer::media::Compression;
 use pax::{EntryHeader, EntryKind, PaxTarWriter, Xattr};
 
-/// Name prefix OCI layers use for a whiteout.
-pub const WHITEOUT_PREFIX: &str = ".wh.";
-/// Name of the OCI opaque-directory marker.
-pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
-
-/// Xattrs that mark an opaque directory in an upper dir (kernel overlay, kernel overlay with
-/// `userxattr`, fuse-overlayfs).
-const OPAQUE_XATTRS: [&str; 3] = ["trusted.overlay.opaque", "user.overlay.opaque", "user.fuseoverlayfs.opaque"];
-/// Xattrs that mark a regular file as a whiteout (overlay "xwhiteouts", Linux >= 6.7).
-const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
-/// Xattr namespaces private to the overlay implementation, never copied into a layer.
-const PRIVATE_XATTR_PREFIXES: [&str; 4] =
-    ["trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "security.selinux"];
+use crate::layer::overlay::{
+    get_xattr, has_whiteout_xattr, is_opaque_dir, is_whiteout_device, list_xattrs, whiteout_name,
+    PRIVATE_XATTR_PREFIXES,
+};
+pub use crate::layer::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// How [`write_layer`] encodes a layer.
 #[derive(Debug, Clone, Default)]
@@ -373,12 +365,6 @@ fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
     names.into_iter().filter(|n| lower_has(lowers, &rel.join(n))).collect()
 }
 
-fn whiteout_name(name: &std::ffi::OsStr) -> OsString {
-    let mut wh = OsString::from(WHITEOUT_PREFIX);
-    wh.push(name);
-    wh
-}
-
 fn is_whiteout_node(path: &Path) -> bool {
     match path.symlink_metadata() {
         Ok(meta) => {
@@ -393,7 +379,7 @@ fn is_whiteout_node(path: &Path) -> bool {
 /// `.wh.<name>` file is a whiteout (see [`DiffOptions::whiteout_files`]).
 fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata, whiteout_files: bool) -> Option<OsString> {
     let ft = meta.file_type();
-    if ft.is_char_device() && meta.rdev() == 0 {
+    if is_whiteout_device(meta) {
         return Some(name.clone());
     }
     if ft.is_file() {
@@ -402,7 +388,7 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata, whiteout_files
         if whiteout_files && bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) && bytes != OPAQUE_MARKER.as_bytes() {
             return Some(OsString::from_vec(bytes[WHITEOUT_PREFIX.len()..].to_vec()));
         }
-        if meta.len() == 0 && WHITEOUT_XATTRS.iter().any(|x| matches!(xattr::get(path, x), Ok(Some(_)))) {
+        if meta.len() == 0 && has_whiteout_xattr(path) {
             return Some(name.clone());
         }
     }
@@ -410,14 +396,9 @@ fn whiteout_target(path: &Path, name: &OsString, meta: &Metadata, whiteout_files
 }
 
 fn is_opaque(dir: &Path, whiteout_files: bool) -> Result<bool, LayerError> {
-    for key in OPAQUE_XATTRS {
-        match xattr::get(dir, key) {
-            Ok(Some(v)) if v == b"y" => return Ok(true),
-            Ok(_) => {}
-            // Reading trusted.* without CAP_SYS_ADMIN, or a filesystem without xattrs.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) => {}
-            Err(source) => return Err(LayerError::Read { path: dir.to_path_buf(), source }),
-        }
+    // Reading trusted.* without CAP_SYS_ADMIN, or a filesystem without xattrs, reads as unmarked.
+    if is_opaque_dir(dir).map_err(read_err(dir))? {
+        return Ok(true);
     }
     Ok(whiteout_files && dir.join(OPAQUE_MARKER).symlink_metadata().is_ok())
 }
@@ -435,22 +416,16 @@ fn sorted_children(dir: &Path) -> Result<Vec<(OsString, Metadata)>, LayerError> 
 }
 
 fn layer_xattrs(path: &Path) -> Result<Vec<Xattr>, LayerError> {
-    let names = match xattr::list(path) {
-        Ok(names) => names,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
-        Err(source) => return Err(LayerError::Read { path: path.to_path_buf(), source }),
-    };
+    let names = list_xattrs(path).map_err(read_err(path))?;
     let mut out = Vec::new();
     for name in names {
         let text = name.to_string_lossy();
         if PRIVATE_XATTR_PREFIXES.iter().any(|p| text.starts_with(p)) {
             continue;
         }
-        match xattr::get(path, &name) {
-            Ok(Some(value)) => out.push((name.into_vec(), value)),
-            Ok(None) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENODATA)) => {}
-            Err(source) => return Err(LayerError::Read { path: path.to_path_buf(), source }),
+        // Gone since the listing, or unreadable without privileges: not recorded.
+        if let Some(value) = get_xattr(path, name.as_os_str()).map_err(read_err(path))? {
+            out.push((name.into_vec(), value));
         }
     }
     out.sort();

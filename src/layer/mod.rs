@@ -1,8 +1,10 @@
-//! Layers: diff (overlay upper dir to OCI layer tar), apply (tar to dir), compression and
-//! digests.
+//! Layers: diff (overlay upper dir to OCI layer tar), apply (tar to dir), the overlay format
+//! (whiteouts, opaque dirs, xattrs), the merged view of a layer stack, compression and digests.
 
 pub mod apply;
 pub mod compression;
 pub mod diff;
 pub mod digest;
 pub mod media;
+pub mod overlay;
+pub mod stack;

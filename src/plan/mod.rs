@@ -6,8 +6,10 @@
 //! ([`explain_miss`]).
 
 mod cache_key;
+mod container;
 
 pub use cache_key::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};
+pub use container::{NetworkMode, OutputStream};
 
 use std::collections::BTreeMap;
 

@@ -13,6 +13,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
+use crate::layer::stack::MergedView;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
@@ -104,38 +105,7 @@ impl Container {
             Isolation::UserNamespace => true,
         };
         let mut cdir = ContainerDir::create(&spec.state_dir, &spec.id)?;
-        let etc_files = write_etc_files(cdir.path(), &spec)?;
-        let mount_point = cdir.path().join("rootfs");
-        fs_err::create_dir(&mount_point).map_err(RuntimeError::io("creating mount point", &mount_point))?;
-        let mounts = plan_mounts(&spec)?;
-        let files_dir = cdir.path().join("files");
-        fs_err::create_dir(&files_dir).map_err(RuntimeError::io("creating", &files_dir))?;
-        let rootfs = match &spec.rootfs {
-            Rootfs::Overlay { lower, upper, work } => {
-                let init = cdir.path().join("init");
-                build_init_layer(&init, lower)?;
-                let mut layers = vec![upper.clone()];
-                layers.extend(lower.iter().cloned());
-                add_mount_targets(&spec.id, &init, &layers, &mounts)?;
-                let mut all = vec![init];
-                all.extend(lower.iter().cloned());
-                Rootfs::Overlay { lower: all, upper: upper.clone(), work: work.clone() }
-            }
-            Rootfs::Dir(dir) => Rootfs::Dir(dir.clone()),
-        };
-        let plan = RootfsPlan {
-            rootfs,
-            mount_point,
-            etc_files,
-            hostname: spec.hostname.clone(),
-            user_namespace,
-            new_network: spec.network == NetworkMode::None,
-            overlay: spec.overlay,
-            volatile: spec.volatile_upper,
-            privileged: spec.privileged,
-            mounts,
-            files_dir,
-        };
+        let plan = rootfs_plan(&spec, cdir.path(), user_namespace)?;
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
 
@@ -144,26 +114,7 @@ impl Container {
         let (ready_r, ready_w) = pipe()?;
         let (go_r, go_w) = pipe()?;
         let mut stdio = std::mem::replace(&mut spec.stdio, StdioMode::Null);
-        let mut out_pipes = None;
-        let mut pty = None;
-        let child_stdio = match &stdio {
-            StdioMode::Inherit => ChildStdio::Inherit,
-            StdioMode::Null => ChildStdio::Null,
-            StdioMode::Lines(_) => {
-                let (out_r, out_w) = pipe()?;
-                let (err_r, err_w) = pipe()?;
-                let wiring = ChildStdio::Pipes { out: out_w.as_raw_fd(), err: err_w.as_raw_fd() };
-                out_pipes = Some((out_r, err_r, out_w, err_w));
-                wiring
-            }
-            StdioMode::Pty => {
-                let pair = PtyPair::open()?;
-                copy_window_size(std::io::stdin().as_fd(), pair.master.as_fd());
-                let wiring = ChildStdio::Pty { slave: pair.slave.as_raw_fd() };
-                pty = Some(pair);
-                wiring
-            }
-        };
+        let (child_stdio, out_pipes, pty) = stdio_wiring(&stdio)?;
         let args = SetupArgs {
             plan: &plan,
             process: &process,
@@ -196,7 +147,7 @@ impl Container {
         let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
         if ready == 1 {
             if let Some(map) = &id_map {
-                map.apply(child.as_raw()).map_err(|reason| RuntimeError::IdMapping { id: spec.id.clone(), reason })?;
+                map.apply(child.as_raw()).map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
             }
             let _ = nix::unistd::write(&go_w, b"g");
         }
@@ -229,19 +180,7 @@ impl Container {
                 return Err(RuntimeError::Interrupted { id: spec.id.clone(), signal });
             }
         }?;
-        let mut overlay = None;
-        for line in events.report_bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match serde_json::from_slice::<SetupReport>(line) {
-                Ok(SetupReport::Mounted(kind)) => overlay = Some(kind),
-                Ok(SetupReport::Failed(failure)) => return Err(RuntimeError::Setup { id: spec.id.clone(), failure }),
-                Err(e) => {
-                    return Err(RuntimeError::Setup {
-                        id: spec.id.clone(),
-                        failure: SetupFailure::Other { message: format!("unreadable setup report: {e}") },
-                    })
-                }
-            }
-        }
+        let overlay = read_setup_report(&events.report_bytes, &spec.id)?;
         let code = match status {
             WaitStatus::Exited(_, code) => code,
             WaitStatus::Signaled(_, sig, _) => 128 + sig as i32,
@@ -258,18 +197,101 @@ impl Container {
         drop(cdir);
         if let Rootfs::Overlay { work, .. } = &spec.rootfs {
             if spec.volatile_upper && overlay == OverlayKind::Kernel {
-                // The container ended and its mount namespace is gone: the upper dir is
-                // consistent, so the marker of an unclean volatile mount can go.
-                // The kernel makes these dirs with mode 0, which stops an unprivileged owner.
-                let inner = work.join("work");
-                for dir in [&inner, &inner.join("incompat"), &inner.join("incompat/volatile")] {
-                    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-                }
-                let _ = std::fs::remove_dir_all(inner.join("incompat"));
+                remove_volatile_marker(work);
             }
         }
         Ok(ContainerExit { code, overlay, user_namespace })
     }
+}
+
+/// Everything the setup process needs to mount the root, made in the state dir `cdir`: the
+/// `/etc` files, the mount point, the planned extra mounts and, for an overlay, the init
+/// layer with their targets.
+fn rootfs_plan(spec: &ContainerSpec, cdir: &Path, user_namespace: bool) -> Result<RootfsPlan, RuntimeError> {
+    let etc_files = write_etc_files(cdir, spec)?;
+    let mount_point = cdir.join("rootfs");
+    fs_err::create_dir(&mount_point).map_err(RuntimeError::io("creating mount point", &mount_point))?;
+    let mounts = plan_mounts(spec)?;
+    let files_dir = cdir.join("files");
+    fs_err::create_dir(&files_dir).map_err(RuntimeError::io("creating", &files_dir))?;
+    let rootfs = match &spec.rootfs {
+        Rootfs::Overlay { lower, upper, work } => {
+            let init = cdir.join("init");
+            build_init_layer(&init, lower)?;
+            let layers = MergedView::from_top_first(std::iter::once(upper).chain(lower).cloned().collect());
+            add_mount_targets(&spec.id, &init, &layers, &mounts)?;
+            let mut all = vec![init];
+            all.extend(lower.iter().cloned());
+            Rootfs::Overlay { lower: all, upper: upper.clone(), work: work.clone() }
+        }
+        Rootfs::Dir(dir) => Rootfs::Dir(dir.clone()),
+    };
+    Ok(RootfsPlan {
+        rootfs,
+        mount_point,
+        etc_files,
+        hostname: spec.hostname.clone(),
+        user_namespace,
+        new_network: spec.network.is_isolated(),
+        overlay: spec.overlay,
+        volatile: spec.volatile_upper,
+        privileged: spec.privileged,
+        mounts,
+        files_dir,
+    })
+}
+
+/// The output pipes of [`StdioMode::Lines`]: stdout's and stderr's read and write ends.
+type OutputPipes = (OwnedFd, OwnedFd, OwnedFd, OwnedFd);
+
+/// How the workload's streams are wired for `stdio`: what the setup process is told, and the
+/// pipes or pseudo-terminal rbuild keeps.
+fn stdio_wiring(stdio: &StdioMode) -> Result<(ChildStdio, Option<OutputPipes>, Option<PtyPair>), RuntimeError> {
+    Ok(match stdio {
+        StdioMode::Inherit => (ChildStdio::Inherit, None, None),
+        StdioMode::Null => (ChildStdio::Null, None, None),
+        StdioMode::Lines(_) => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let wiring = ChildStdio::Pipes { out: out_w.as_raw_fd(), err: err_w.as_raw_fd() };
+            (wiring, Some((out_r, err_r, out_w, err_w)), None)
+        }
+        StdioMode::Pty => {
+            let pair = PtyPair::open()?;
+            copy_window_size(std::io::stdin().as_fd(), pair.master.as_fd());
+            (ChildStdio::Pty { slave: pair.slave.as_raw_fd() }, None, Some(pair))
+        }
+    })
+}
+
+/// What the setup process reported: the root it mounted (`None` if it ended before), or
+/// the failure it reported.
+fn read_setup_report(report: &[u8], id: &str) -> Result<Option<OverlayKind>, RuntimeError> {
+    let mut overlay = None;
+    for line in report.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        match serde_json::from_slice::<SetupReport>(line) {
+            Ok(SetupReport::Mounted(kind)) => overlay = Some(kind),
+            Ok(SetupReport::Failed(failure)) => return Err(RuntimeError::Setup { id: id.to_string(), failure }),
+            Err(e) => {
+                return Err(RuntimeError::Setup {
+                    id: id.to_string(),
+                    failure: SetupFailure::Other { message: format!("unreadable setup report: {e}") },
+                })
+            }
+        }
+    }
+    Ok(overlay)
+}
+
+/// After a kernel overlay mounted `volatile` has gone with its container (the upper dir is
+/// consistent), removes the marker of an unclean volatile mount from its work dir.
+fn remove_volatile_marker(work: &Path) {
+    // The kernel makes these dirs with mode 0, which stops an unprivileged owner.
+    let inner = work.join("work");
+    for dir in [&inner, &inner.join("incompat"), &inner.join("incompat/volatile")] {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let _ = std::fs::remove_dir_all(inner.join("incompat"));
 }
 
 fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
@@ -299,10 +321,10 @@ fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
 /// The spec's extra mounts with their targets resolved in the root's layers, parents first.
 fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> {
     let invalid = |reason: String| RuntimeError::InvalidSpec { id: spec.id.clone(), reason };
-    let layers: Vec<PathBuf> = match &spec.rootfs {
+    let layers = MergedView::from_top_first(match &spec.rootfs {
         Rootfs::Overlay { lower, upper, .. } => std::iter::once(upper).chain(lower).cloned().collect(),
         Rootfs::Dir(dir) => vec![dir.clone()],
-    };
+    });
     let mut planned = Vec::new();
     for m in &spec.mounts {
         if !m.target.starts_with('/') {
@@ -376,7 +398,7 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
     let localhost =
         format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", spec.hostname);
     let (hosts, resolv) = match spec.network {
-        NetworkMode::Host => {
+        NetworkMode::Host | NetworkMode::Default => {
             let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(localhost);
             let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             if resolv.contains("nameserver 127.0.0.53") {
@@ -409,7 +431,7 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
 /// exist in the merged view without ever reaching the upper dir (BuildKit also removes the
 /// mount stubs it creates, moby/buildkit#3307). Directories that shadow one in the layers
 /// copy its mode, owner and mtime, so the merged view (and a copy-up) looks the same.
-fn add_mount_targets(id: &str, init: &Path, layers: &[PathBuf], mounts: &[PlannedMount]) -> Result<(), RuntimeError> {
+fn add_mount_targets(id: &str, init: &Path, layers: &MergedView, mounts: &[PlannedMount]) -> Result<(), RuntimeError> {
     for m in mounts {
         let names: Vec<&std::ffi::OsStr> = m.target.iter().collect();
         let mut rel = PathBuf::new();
@@ -524,6 +546,37 @@ enum Source {
 }
 
 impl EventLoop<'_> {
+    /// Reads output stream `i` and hands its complete lines to the sink; `false` once it is
+    /// closed (its partial last line handed on).
+    fn read_output(&mut self, i: usize, buf: &mut [u8]) -> bool {
+        let (stream, fd, partial) = &mut self.output[i];
+        let n = nix::unistd::read(&*fd, buf).unwrap_or(0);
+        if n == 0 {
+            if !partial.is_empty() {
+                if let Some(sink) = self.sink.as_mut() {
+                    sink(*stream, partial);
+                }
+                partial.clear();
+            }
+            return false;
+        }
+        partial.extend_from_slice(&buf[..n]);
+        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = partial.drain(..=pos).collect();
+            if let Some(sink) = self.sink.as_mut() {
+                sink(*stream, &line[..line.len() - 1]);
+            }
+        }
+        // Output that never ends a line is handed on in bounded pieces.
+        if partial.len() >= MAX_LINE {
+            if let Some(sink) = self.sink.as_mut() {
+                sink(*stream, partial);
+            }
+            partial.clear();
+        }
+        true
+    }
+
     /// Runs until the setup process has exited and every stream is drained. `Err(signal)`
     /// when rbuild was told to stop.
     fn run(&mut self, setup: &mut SetupProcess) -> Result<Result<WaitStatus, RuntimeError>, i32> {
@@ -605,31 +658,8 @@ impl EventLoop<'_> {
                         }
                     }
                     Source::Output(i) => {
-                        let (stream, fd, partial) = &mut self.output[*i];
-                        let n = nix::unistd::read(&*fd, &mut buf).unwrap_or(0);
-                        if n == 0 {
-                            if !partial.is_empty() {
-                                if let Some(sink) = self.sink.as_mut() {
-                                    sink(*stream, partial);
-                                }
-                                partial.clear();
-                            }
+                        if !self.read_output(*i, &mut buf) {
                             closed_outputs.push(*i);
-                            continue;
-                        }
-                        partial.extend_from_slice(&buf[..n]);
-                        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = partial.drain(..=pos).collect();
-                            if let Some(sink) = self.sink.as_mut() {
-                                sink(*stream, &line[..line.len() - 1]);
-                            }
-                        }
-                        // Output that never ends a line is handed on in bounded pieces.
-                        if partial.len() >= MAX_LINE {
-                            if let Some(sink) = self.sink.as_mut() {
-                                sink(*stream, partial);
-                            }
-                            partial.clear();
                         }
                     }
                     Source::PtyMaster => {

@@ -33,8 +33,8 @@ pub enum RuntimeError {
     Os { op: &'static str, source: nix::errno::Errno },
     #[error("container {id}: {failure}")]
     Setup { id: String, failure: SetupFailure },
-    #[error("user namespace for container {id}: {reason}")]
-    IdMapping { id: String, reason: String },
+    #[error("user namespace for container {id}: {source}")]
+    IdMapping { id: String, source: crate::runtime::userns::IdMapError },
     #[error("root mode needs root; run as root or use Isolation::UserNamespace")]
     NotRoot,
     #[error("container {id} interrupted by signal {signal}; it was killed and torn down")]

@@ -214,7 +214,11 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let user = match resolve_user(args.process.user.as_deref(), &passwd, &group) {
         Ok(user) => user,
-        Err(reason) => fail(report, SetupFailure::User { user: args.process.user.clone().unwrap_or_default(), reason }),
+        // The reason crosses the report pipe as text.
+        Err(e) => fail(
+            report,
+            SetupFailure::User { user: args.process.user.clone().unwrap_or_default(), reason: e.to_string() },
+        ),
     };
     let mut env = args.process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {

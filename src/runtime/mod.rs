@@ -26,7 +26,6 @@
 mod container;
 mod error;
 mod init;
-pub mod lifecycle;
 mod mounts;
 mod pty;
 mod rlimits;
@@ -41,12 +40,12 @@ mod userns;
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
-pub use seccomp::{SeccompError, SeccompPolicy};
+pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
     DEFAULT_PATH,
 };
-pub use state::{cleanup_stale, CleanupReport};
+pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
-pub use user::{resolve_user, ExecUser};
-pub use userns::unprivileged_host_ids;
+pub use user::{resolve_user, ExecUser, UserError};
+pub use userns::{unprivileged_host_ids, IdMapError};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
+use crate::layer::stack::MergedView;
 use crate::runtime::error::SetupFailure;
 use crate::runtime::spec::{MountKind, OverlayDriver, Rootfs};
 use crate::runtime::syscall::{Syscall, SyscallError};
@@ -307,88 +308,21 @@ fn mount_extra(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), SyscallError>
     Ok(())
 }
 
-/// What a path of the root is in its layers (top-most first; overlay whiteouts and opaque
-/// directories honoured): `None` when absent.
-fn layer_entry(layers: &[PathBuf], rel: &[String]) -> Option<(PathBuf, std::fs::Metadata)> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    for layer in layers {
-        let mut host = layer.clone();
-        let mut opaque = false;
-        for (i, name) in rel.iter().enumerate() {
-            host.push(name);
-            let Ok(meta) = host.symlink_metadata() else { break };
-            if meta.file_type().is_char_device() && meta.rdev() == 0 {
-                return None;
-            }
-            if i + 1 == rel.len() {
-                return Some((host, meta));
-            }
-            if !meta.is_dir() {
-                return None;
-            }
-            opaque |= ["trusted.overlay.opaque", "user.overlay.opaque"].iter().any(|x| xattr_is_y(&host, x));
-        }
-        if opaque {
-            return None;
-        }
-    }
-    None
-}
-
-fn xattr_is_y(path: &Path, name: &str) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name)) else {
-        return false;
-    };
-    let mut value = [0u8; 2];
-    // SAFETY: NUL-terminated strings that outlive the call; the buffer's length is passed.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-    len == 1 && value[0] == b'y'
-}
-
-/// Upper bound on symlinks followed while resolving one mount target (Linux's MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
-
 /// Resolves the absolute container path `target` through the root's `layers` (top-most
-/// first) as the kernel would inside the container: symlinks are followed (an absolute link
-/// restarts at the container's root) and `..` stops at the root. The result is relative to
-/// the root and has no symlink in it, so mounting on it cannot leave the root. `None` after
-/// too many symlinks.
-pub fn resolve_in_layers(layers: &[PathBuf], target: &str) -> Option<PathBuf> {
-    let mut pending: Vec<String> =
-        target.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).rev().collect();
-    let mut resolved: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(name) = pending.pop() {
-        if name == ".." {
-            resolved.pop();
-            continue;
-        }
-        resolved.push(name);
-        let Some((host, meta)) = layer_entry(layers, &resolved) else { continue };
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > MAX_SYMLINKS {
-                return None;
-            }
-            let link = std::fs::read_link(&host).ok()?.to_string_lossy().into_owned();
-            resolved.pop();
-            if link.starts_with('/') {
-                resolved.clear();
-            }
-            pending.extend(link.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).rev());
-        }
-    }
-    Some(resolved.iter().collect())
+/// first) as the kernel would inside the container (see [`MergedView::resolve_target`]). The
+/// result is relative to the root and has no symlink in it, so mounting on it cannot leave
+/// the root. `None` after too many symlinks.
+pub fn resolve_in_layers(layers: &MergedView, target: &str) -> Option<PathBuf> {
+    layers.resolve_target(target).map(|comps| comps.iter().collect())
 }
 
 /// The metadata of what the layers have at `rel` (relative, resolved), if anything.
-pub(crate) fn layer_metadata(layers: &[PathBuf], rel: &Path) -> Option<std::fs::Metadata> {
+pub(crate) fn layer_metadata(layers: &MergedView, rel: &Path) -> Option<std::fs::Metadata> {
     let names: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
     if names.is_empty() {
         return None;
     }
-    layer_entry(layers, &names).map(|(_, meta)| meta)
+    layers.lookup_exact(&names)?.host_path.symlink_metadata().ok()
 }
 
 /// Host kernel interfaces hidden from the container, as Docker does: files get `/dev/null`
@@ -648,7 +582,7 @@ mod tests {
         std::os::unix::fs::symlink("/run", base.join("var-run")).expect("symlink");
         std::os::unix::fs::symlink("../../etc", base.join("opt/real/up")).expect("symlink");
         std::os::unix::fs::symlink("real", top.join("opt-link")).expect("symlink");
-        let layers = vec![top.clone(), base.clone()];
+        let layers = MergedView::from_top_first(vec![top.clone(), base.clone()]);
         let r = |t: &str| resolve_in_layers(&layers, t).expect("resolves");
         assert_eq!(r("/var-run/secrets/x"), PathBuf::from("run/secrets/x"));
         assert_eq!(r("/opt/real/up/passwd"), PathBuf::from("etc/passwd"), "`..` stops at the root");

@@ -19,15 +19,7 @@ pub enum Rootfs {
     Dir(PathBuf),
 }
 
-/// The network a container sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum NetworkMode {
-    /// The host's network namespace (Docker's default for `RUN`).
-    #[default]
-    Host,
-    /// A new network namespace with only the loopback interface, up.
-    None,
-}
+pub use crate::plan::{NetworkMode, OutputStream};
 
 /// An extra filesystem mounted into the container after its root (and its `/proc`, `/dev`,
 /// `/etc` files) is set up and before `pivot_root`. Mounts live in the container's mount
@@ -88,13 +80,6 @@ impl MountKind {
             MountKind::File { .. } => false,
         }
     }
-}
-
-/// Which of the container's output streams a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
 }
 
 /// Receives output lines (without their `\n`) as the container writes them.

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::RuntimeError;
+use crate::store::atomic::{write_atomic, Durability};
 
 const RECORD: &str = "container.json";
 
@@ -88,13 +89,14 @@ impl ContainerDir {
         self.write_record()
     }
 
+    /// Temp name and rename (a reader never sees half a record); never synced: the state dir
+    /// does not outlive a crash's cleanup.
     fn write_record(&self) -> Result<(), RuntimeError> {
-        let tmp = self.path.join(format!("{RECORD}.tmp"));
-        let text = serde_json::to_vec_pretty(&self.record)
-            .map_err(|e| RuntimeError::StateRecord { path: tmp.clone(), reason: e.to_string() })?;
-        fs_err::write(&tmp, text).map_err(RuntimeError::io("writing state record", &tmp))?;
         let dest = self.path.join(RECORD);
-        fs_err::rename(&tmp, &dest).map_err(RuntimeError::io("writing state record", &dest))
+        let text = serde_json::to_vec_pretty(&self.record)
+            .map_err(|e| RuntimeError::StateRecord { path: dest.clone(), reason: e.to_string() })?;
+        write_atomic(&self.path, &dest, &text, Durability::Unsynced)
+            .map_err(RuntimeError::io("writing state record", &dest))
     }
 }
 
@@ -173,7 +175,7 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 }
 
 /// The start time (clock ticks since boot) of a process, `None` if it does not exist.
-pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
+pub fn process_start_time(pid: i32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
@@ -219,6 +221,14 @@ fn unescape_mountinfo(field: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The init (PID 1 inside) of the container `id` whose state dir is under `state_dir`, if it
+/// runs: the child of the setup process its record names.
+pub fn container_init_pid(state_dir: &Path, id: &str) -> Option<i32> {
+    let path = state_dir.join(id).join(RECORD);
+    let state: StateRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    children_of(state.setup_pid?).into_iter().next()
 }
 
 /// Pids whose parent is `parent`.

@@ -13,6 +13,17 @@ pub fn unprivileged_host_ids() -> Option<HostIdMap> {
 }
 
 /// The uid and gid maps written for a container's user namespace.
+/// Why the user namespace's id maps could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdMapError {
+    #[error("running {}: {source}", helper.display())]
+    Spawn { helper: PathBuf, source: std::io::Error },
+    #[error("{} failed: {stderr}", helper.display())]
+    Helper { helper: PathBuf, stderr: String },
+    #[error("writing {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum IdMap {
     /// `0 <uid> 1` and `1 <sub start> <sub count>`, written by the setuid helpers.
@@ -58,7 +69,7 @@ impl IdMap {
     }
 
     /// Writes the maps of the user namespace that process `pid` is in.
-    pub fn apply(&self, pid: i32) -> Result<(), String> {
+    pub fn apply(&self, pid: i32) -> Result<(), IdMapError> {
         match self {
             IdMap::Ranges { uid, gid, sub_uid, sub_gid, newuidmap, newgidmap } => {
                 for (helper, id, (start, count)) in [(newuidmap, uid, sub_uid), (newgidmap, gid, sub_gid)] {
@@ -66,13 +77,10 @@ impl IdMap {
                         .args([pid.to_string(), "0".into(), id.to_string(), "1".into()])
                         .args(["1".to_string(), start.to_string(), count.to_string()])
                         .output()
-                        .map_err(|e| format!("running {}: {e}", helper.display()))?;
+                        .map_err(|source| IdMapError::Spawn { helper: helper.clone(), source })?;
                     if !out.status.success() {
-                        return Err(format!(
-                            "{} failed: {}",
-                            helper.display(),
-                            String::from_utf8_lossy(&out.stderr).trim()
-                        ));
+                        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+                        return Err(IdMapError::Helper { helper: helper.clone(), stderr });
                     }
                 }
                 Ok(())
@@ -80,7 +88,8 @@ impl IdMap {
             IdMap::Single { uid, gid } => {
                 let proc = PathBuf::from(format!("/proc/{pid}"));
                 let write = |file: &str, text: String| {
-                    std::fs::write(proc.join(file), text).map_err(|e| format!("writing {}/{file}: {e}", proc.display()))
+                    let path = proc.join(file);
+                    std::fs::write(&path, text).map_err(|source| IdMapError::Write { path, source })
                 };
                 write("uid_map", format!("0 {uid} 1\n"))?;
                 write("setgroups", "deny\n".into())?;

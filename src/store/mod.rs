@@ -48,6 +48,7 @@
 //! as lower dirs. `flatten_into` applies all layers into one rootfs (whiteouts delete).
 
 pub mod archive;
+pub mod atomic;
 pub mod import;
 pub mod lease;
 pub mod lock;
@@ -57,6 +58,7 @@ pub mod reference;
 use crate::layer::apply::{ApplyError, LayerApply, WhiteoutMode};
 use crate::layer::compression::Compression;
 use crate::layer::digest::{chain_ids, DigestParseError, HashingWriter, Sha256Digest};
+use atomic::fsync_dir;
 use fs_err as fs;
 pub use lock::{StoreLock, WorkDir};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -367,11 +369,6 @@ fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-fn fsync_dir(path: &Path) -> io::Result<()> {
-    let dir = fs::File::open(path)?;
-    dir.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))
-}
-
 impl WorkDir {
     /// A writer for a new blob.
     pub fn blob_writer(&self, store: &ImageStore) -> Result<BlobWriter<'_>> {
@@ -423,7 +420,7 @@ impl WorkDir {
     /// Registers `dir` (complete, on the store's filesystem) as the unpacked layer for
     /// `chain_id`, by rename. If another process got there first, `dir` is removed.
     pub fn commit_layer_dir(&self, store: &ImageStore, dir: &Path, chain_id: &Sha256Digest) -> Result<PathBuf> {
-        rustix::fs::syncfs(fs::File::open(dir)?.file()).map_err(io::Error::from)?;
+        atomic::sync_filesystem(dir)?;
         let dest = store.layer_dir(chain_id);
         let _lock = store.lock()?;
         self.pin("layer", chain_id)?;
@@ -518,23 +515,9 @@ impl ImageStore {
         self.blob_path(digest).is_file()
     }
 
-    /// Writes `bytes` to `path` via `tmp/`, fsync and rename.
+    /// Writes `bytes` to `path` via `tmp/`, fsync and rename (see [`atomic::write_atomic`]).
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = self.root.join("tmp").join(format!(
-            ".{}-{}-{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            std::process::id(),
-            WORK_BLOB_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            fsync_dir(parent)?;
-        }
+        atomic::write_atomic(&self.root.join("tmp"), path, bytes, atomic::Durability::Synced)?;
         Ok(())
     }
 
@@ -716,7 +699,7 @@ impl ImageStore {
         }
         // One sync for every blob the batch wrote unsynced, before the index names them; not
         // under the store lock, which would hold every other rbuild process for its length.
-        rustix::fs::syncfs(fs::File::open(&self.root)?.file()).map_err(io::Error::from)?;
+        atomic::sync_filesystem(&self.root)?;
         let _lock = self.lock()?;
         let mut entries: Vec<Descriptor> = self.read_index()?.manifests().clone();
         let present: HashSet<Sha256Digest> = entries.iter().map(|d| Sha256Digest::from(d.digest())).collect();

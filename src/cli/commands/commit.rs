@@ -2,7 +2,7 @@
 //! image from a container's changes; prints its ID.
 
 use crate::cli::Printer;
-use crate::runtime::lifecycle::CommitOptions;
+use crate::containers::CommitOptions;
 
 #[derive(clap::Args, Debug)]
 pub struct CommitArgs {

@@ -10,11 +10,6 @@ pub struct LogsArgs {
 pub fn run(args: LogsArgs, p: &mut Printer) -> anyhow::Result<()> {
     let containers = super::run::open_containers()?;
     let record = containers.find(&args.container)?;
-    let bytes = match fs_err::read(&record.log) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
-    p.text(String::from_utf8_lossy(&bytes))?;
+    p.text(String::from_utf8_lossy(&containers.logs(&record)?))?;
     Ok(())
 }

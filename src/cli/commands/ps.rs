@@ -4,7 +4,7 @@
 use crate::cli::table::TableWriter;
 use crate::cli::units::{human_duration, since};
 use crate::cli::Printer;
-use crate::runtime::lifecycle::{ContainerRecord, ContainerState};
+use crate::containers::{ContainerRecord, ContainerState};
 
 #[derive(clap::Args, Debug)]
 pub struct PsArgs {

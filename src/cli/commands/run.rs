@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 
 use crate::cli::{Exit, Printer};
-use crate::runtime::lifecycle::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
+use crate::containers::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
 use crate::runtime::{NetworkMode, SeccompPolicy};
 use crate::store::ImageStore;
 
@@ -118,15 +118,8 @@ pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
         p.line(&record.id)?;
         return Ok(());
     }
-    let stdio = if args.tty {
-        RunStdio::Pty
-    } else if args.interactive {
-        RunStdio::Inherit
-    } else {
-        RunStdio::Log { echo: true }
-    };
     p.flush()?;
-    let outcome = containers.run_attached(&mut record, stdio);
+    let outcome = containers.run_attached(&mut record, RunStdio::attached(args.tty, args.interactive));
     if args.rm {
         containers.remove(&record, true).with_context(|| format!("removing container {}", record.id))?;
     }

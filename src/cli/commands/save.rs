@@ -2,6 +2,7 @@
 
 use crate::cli::Printer;
 use crate::store::archive::{save, ArchiveFormat, SaveItem};
+use crate::store::atomic::{AtomicFile, Durability};
 use crate::store::{ImageReference, ImageStore};
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Write};
@@ -41,20 +42,12 @@ pub fn run(args: SaveArgs, _p: &mut Printer) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
-            let tmp = dir.join(format!(".{name}.rbuild-{}", std::process::id()));
-            let file = fs_err::File::create(&tmp)?;
             let result = (|| -> anyhow::Result<()> {
-                let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+                let mut w = std::io::BufWriter::with_capacity(1 << 20, AtomicFile::create(dir, path)?);
                 save(&store, &items, format, &mut w, &bar)?;
-                let file = w.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                fs_err::rename(&tmp, path)?;
+                w.into_inner().map_err(|e| e.into_error())?.commit(Durability::Synced)?;
                 Ok(())
             })();
-            if result.is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
             result.with_context(|| format!("saving to {}", path.display()))?;
         }
         None => {

@@ -2,7 +2,7 @@
 //! detached (prints the name) or attached (`-a`: its output, its exit code).
 
 use crate::cli::Printer;
-use crate::runtime::lifecycle::{ContainerState, RunStdio};
+use crate::containers::{ContainerState, RunStdio};
 
 #[derive(clap::Args, Debug)]
 pub struct StartArgs {
@@ -23,24 +23,12 @@ pub fn run(args: StartArgs, p: &mut Printer) -> anyhow::Result<()> {
         if record.state == ContainerState::Running {
             return Ok(());
         }
-        let stdio = if record.tty {
-            RunStdio::Pty
-        } else if record.interactive {
-            RunStdio::Inherit
-        } else {
-            RunStdio::Log { echo: true }
-        };
+        let stdio = RunStdio::attached(record.tty, record.interactive);
         p.flush()?;
         let outcome = containers.run_attached(&mut record, stdio);
         return super::run::finish(outcome, p);
     }
     super::for_each_container(&args.containers, p, |name| {
-        containers.find(name).and_then(|r| {
-            if r.state == ContainerState::Running {
-                Ok(())
-            } else {
-                containers.spawn_monitor(&r)
-            }
-        })
+        containers.find(name).and_then(|r| containers.start_detached(&r))
     })
 }

@@ -61,10 +61,27 @@ pub enum SeccompError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("seccomp profile {path}:{line}:{column}: {message}")]
     Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("seccomp profile {path}: syscalls[{rule}]: {reason}")]
-    Rule { path: PathBuf, rule: usize, reason: String },
+    #[error("seccomp profile {path}: syscalls[{rule}]: {source}")]
+    Rule { path: PathBuf, rule: usize, source: RuleError },
+    #[error("seccomp profile {path}: defaultAction: {source}")]
+    DefaultAction { path: PathBuf, source: RuleError },
     #[error("seccomp profile {path}: {reason}")]
     Compile { path: PathBuf, reason: String },
+}
+
+/// What is wrong with one rule (or the default action) of a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("action {0} is not supported (ALLOW, ERRNO, KILL*, TRAP and LOG are)")]
+    UnsupportedAction(String),
+    #[error(transparent)]
+    Action(libseccomp::error::SeccompError),
+    #[error("comparison {0} is not known")]
+    UnknownComparison(String),
+    #[error("argument index {0} is out of range (0-5)")]
+    ArgumentIndex(u32),
+    #[error("minKernel {0:?} is not major.minor")]
+    MinKernel(String),
 }
 
 /// A profile in Docker's format (the fields rbuild applies; others are ignored as Docker's
@@ -239,7 +256,7 @@ struct ResolvedRule {
     args: Vec<ScmpArgCompare>,
 }
 
-fn action_of(name: &str, errno: Option<i32>, default_errno: Option<i32>) -> Result<ScmpAction, String> {
+fn action_of(name: &str, errno: Option<i32>, default_errno: Option<i32>) -> Result<ScmpAction, RuleError> {
     match name {
         "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(errno.or(default_errno).unwrap_or(libc::EPERM))),
         "SCMP_ACT_ALLOW"
@@ -247,12 +264,12 @@ fn action_of(name: &str, errno: Option<i32>, default_errno: Option<i32>) -> Resu
         | "SCMP_ACT_KILL_THREAD"
         | "SCMP_ACT_KILL_PROCESS"
         | "SCMP_ACT_TRAP"
-        | "SCMP_ACT_LOG" => ScmpAction::from_str(name, None).map_err(|e| e.to_string()),
-        other => Err(format!("action {other} is not supported (ALLOW, ERRNO, KILL*, TRAP and LOG are)")),
+        | "SCMP_ACT_LOG" => ScmpAction::from_str(name, None).map_err(RuleError::Action),
+        other => Err(RuleError::UnsupportedAction(other.to_string())),
     }
 }
 
-fn compare_of(arg: &ArgCondition) -> Result<ScmpArgCompare, String> {
+fn compare_of(arg: &ArgCondition) -> Result<ScmpArgCompare, RuleError> {
     let op = match arg.op.as_str() {
         "SCMP_CMP_NE" => ScmpCompareOp::NotEqual,
         "SCMP_CMP_LT" => ScmpCompareOp::Less,
@@ -264,10 +281,10 @@ fn compare_of(arg: &ArgCondition) -> Result<ScmpArgCompare, String> {
         "SCMP_CMP_MASKED_EQ" => {
             return Ok(ScmpArgCompare::new(arg.index, ScmpCompareOp::MaskedEqual(arg.value), arg.value_two))
         }
-        other => return Err(format!("comparison {other} is not known")),
+        other => return Err(RuleError::UnknownComparison(other.to_string())),
     };
     if arg.index > 5 {
-        return Err(format!("argument index {} is out of range (0-5)", arg.index));
+        return Err(RuleError::ArgumentIndex(arg.index));
     }
     Ok(ScmpArgCompare::new(arg.index, op, arg.value))
 }
@@ -275,7 +292,7 @@ fn compare_of(arg: &ArgCondition) -> Result<ScmpArgCompare, String> {
 /// Whether a rule applies to `target` (Docker's rules: every included capability present,
 /// no excluded one; the architecture listed in `includes.arches` when it has any and not in
 /// `excludes.arches`; the kernel at least `includes.minKernel`).
-fn applies(rule: &Rule, target: &Target) -> Result<bool, String> {
+fn applies(rule: &Rule, target: &Target) -> Result<bool, RuleError> {
     let has = |cap: &String| target.caps.iter().any(|c| c.eq_ignore_ascii_case(cap));
     if !rule.includes.caps.iter().all(has) || rule.excludes.caps.iter().any(has) {
         return Ok(false);
@@ -287,7 +304,7 @@ fn applies(rule: &Rule, target: &Target) -> Result<bool, String> {
         return Ok(false);
     }
     if let Some(min) = &rule.includes.min_kernel {
-        let min = parse_kernel_version(min).ok_or_else(|| format!("minKernel {min:?} is not major.minor"))?;
+        let min = parse_kernel_version(min).ok_or_else(|| RuleError::MinKernel(min.clone()))?;
         if target.kernel < min {
             return Ok(false);
         }
@@ -300,10 +317,9 @@ fn applies(rule: &Rule, target: &Target) -> Result<bool, String> {
 /// nothing). A condition list that compares one argument twice becomes one rule per
 /// condition (either may hold), as runc does.
 fn resolve(profile: &Profile, target: &Target, path: &Path) -> Result<(ScmpAction, Vec<ResolvedRule>), SeccompError> {
-    let rule_err = |rule: usize| move |reason: String| SeccompError::Rule { path: path.to_path_buf(), rule, reason };
-    let default = action_of(&profile.default_action, None, profile.default_errno_ret).map_err(|reason| {
-        SeccompError::Compile { path: path.to_path_buf(), reason: format!("defaultAction: {reason}") }
-    })?;
+    let rule_err = |rule: usize| move |source| SeccompError::Rule { path: path.to_path_buf(), rule, source };
+    let default = action_of(&profile.default_action, None, profile.default_errno_ret)
+        .map_err(|source| SeccompError::DefaultAction { path: path.to_path_buf(), source })?;
     let mut out = Vec::new();
     for (n, rule) in profile.syscalls.iter().enumerate() {
         if !applies(rule, target).map_err(rule_err(n))? {

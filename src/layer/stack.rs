@@ -1,18 +1,15 @@
-//! A read-only merged view of an image's unpacked layers, as overlayfs would show them, without
-//! mounting anything: path lookup through the layers top-down (a `0/0` character device is a
-//! whiteout, a directory with the opaque xattr hides what is below it), symlinks resolved inside
-//! the image root, and merged directory listings. COPY --from, `--chown` name lookup and the
-//! "is the destination a directory" check read images through it.
+//! A read-only merged view of a stack of unpacked layers, as overlayfs would show them,
+//! without mounting anything: path lookup through the layers top-down (whiteouts and opaque
+//! directories as [`crate::layer::overlay`] defines them), symlinks resolved inside the stack's
+//! root, and merged directory listings. The engine reads images through it (COPY --from,
+//! `--chown` name lookup, "is the destination a directory"); the runtime resolves mount
+//! targets through it ([`MergedView::resolve_target`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Kernel overlayfs's opaque-directory marker.
-pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-/// The same marker when the overlay runs with `userxattr` (rootless).
-pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
+use crate::layer::overlay::{is_opaque_dir, is_whiteout_device};
 
 /// Where a visible entry lives on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,22 +85,12 @@ pub struct MergedView {
 const MAX_SYMLINKS: usize = 40;
 
 fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    meta.file_type().is_char_device() && meta.rdev() == 0
+    is_whiteout_device(meta)
 }
 
+/// An unreadable marker reads as "not opaque", as overlayfs treats it.
 fn is_opaque(path: &Path) -> bool {
-    has_xattr(path, OPAQUE_XATTR) || has_xattr(path, USER_OPAQUE_XATTR)
-}
-
-fn has_xattr(path: &Path, name: &str) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let (Ok(p), Ok(n)) = (std::ffi::CString::new(path.as_os_str().as_bytes()), std::ffi::CString::new(name)) else {
-        return false;
-    };
-    let mut value = [0u8; 4];
-    // SAFETY: both strings are NUL-terminated and outlive the call; the buffer's length is passed.
-    let len = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-    len == 1 && value[0] == b'y'
+    is_opaque_dir(path).unwrap_or(false)
 }
 
 fn kind_of(meta: &std::fs::Metadata) -> EntryType {
@@ -129,6 +116,11 @@ impl MergedView {
     /// The view of `layers_bottom_first` (the order the store returns them in).
     pub fn new(layers_bottom_first: &[PathBuf]) -> Self {
         MergedView { layers: layers_bottom_first.iter().rev().cloned().collect() }
+    }
+
+    /// The view of `layers_top_first` (an overlay's upper dir, then its lower dirs).
+    pub fn from_top_first(layers_top_first: Vec<PathBuf>) -> Self {
+        MergedView { layers: layers_top_first }
     }
 
     /// The entry at exactly these components, without following a final symlink; parent
@@ -203,6 +195,25 @@ impl MergedView {
     /// where [`MergedView::lookup_exact`] of every prefix from the root would cost O(layers x
     /// depth^2) (100 nested WORKDIRs, each a layer, made that cubic).
     pub fn resolve(&self, path: &str, follow_last: bool) -> Option<(Vec<String>, MergedEntry)> {
+        let (resolved, states) = self.walk(path, follow_last, false)?;
+        let entry = if resolved.is_empty() { self.lookup_exact(&resolved)? } else { LayerState::visible(&states)? };
+        Some((resolved, entry))
+    }
+
+    /// Resolves a path that need not exist (a mount target the runtime will create) as the
+    /// kernel would inside the container: every symlink followed (an absolute one restarts at
+    /// the root), `..` stopping at the root, missing components kept as they are. The
+    /// components have no symlink in them, so mounting on them cannot leave the root. `None`
+    /// after too many symlinks.
+    pub fn resolve_target(&self, path: &str) -> Option<Vec<String>> {
+        self.walk(path, true, true).map(|(resolved, _)| resolved)
+    }
+
+    /// The walk behind [`MergedView::resolve`] and [`MergedView::resolve_target`]: the
+    /// resolved components and every layer's state at them. `missing_ok`: a component the
+    /// stack does not show is kept (and everything below it is missing too) instead of
+    /// ending the walk with `None`.
+    fn walk(&self, path: &str, follow_last: bool, missing_ok: bool) -> Option<(Vec<String>, Vec<LayerState>)> {
         let mut pending: Vec<String> = components(path);
         pending.reverse();
         let mut resolved: Vec<String> = Vec::new();
@@ -219,8 +230,13 @@ impl MergedView {
             let below_root = !resolved.is_empty();
             let next: Vec<LayerState> = states.last()?.iter().map(|s| s.extend(&c, below_root)).collect();
             resolved.push(c);
-            let entry = LayerState::visible(&next)?;
+            let visible = LayerState::visible(&next);
             states.push(next);
+            let entry = match visible {
+                Some(entry) => entry,
+                None if missing_ok => continue,
+                None => return None,
+            };
             let is_last = pending.is_empty();
             if entry.metadata_kind == EntryType::Symlink && (!is_last || follow_last) {
                 hops += 1;
@@ -240,9 +256,7 @@ impl MergedView {
                 pending.extend(more);
             }
         }
-        let entry =
-            if resolved.is_empty() { self.lookup_exact(&resolved)? } else { LayerState::visible(states.last()?)? };
-        Some((resolved, entry))
+        Some((resolved, states.pop()?))
     }
 
     /// The image path (`/a/b`) of a host path inside one of the view's layers, such as a
@@ -373,7 +387,7 @@ mod tests {
         whiteout(&l1.join("gone"));
         std::fs::create_dir_all(l1.join("opq")).expect("mkdir");
         std::fs::write(l1.join("opq/fresh"), b"f").expect("write");
-        xattr_set(&l1.join("opq"), OPAQUE_XATTR, b"y");
+        xattr_set(&l1.join("opq"), crate::layer::overlay::OPAQUE_XATTR, b"y");
         let view = MergedView::new(&[l0, l1]);
         assert!(view.stat("/gone").is_none());
         assert!(view.stat("/a/old").is_none());
@@ -395,11 +409,6 @@ mod tests {
     }
 
     fn xattr_set(path: &Path, name: &str, value: &[u8]) {
-        use std::os::unix::ffi::OsStrExt;
-        let p = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("path");
-        let n = std::ffi::CString::new(name).expect("name");
-        // SAFETY: NUL-terminated strings and a valid buffer with its length.
-        let rc = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-        assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+        rustix::fs::lsetxattr(path, name, value, rustix::fs::XattrFlags::empty()).expect("setxattr");
     }
 }

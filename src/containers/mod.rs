@@ -25,10 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::config::ImageConfigFile;
 use crate::layer::diff::LayerError;
-use crate::runtime::state::{children_of, process_start_time, StateRecord};
 use crate::runtime::{
-    cleanup_stale, Container, ContainerSpec, NetworkMode, OutputStream, Rootfs, RuntimeError, SeccompPolicy,
-    SetupFailure, StdioMode,
+    cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, LineSink, NetworkMode,
+    OutputStream, Rootfs, RuntimeError, SeccompPolicy, SetupFailure, StdioMode,
 };
 use crate::store::{ImageStore, StoreError, StoredImage};
 
@@ -364,7 +363,7 @@ impl Containers {
             working_dir: opts.working_dir.clone().unwrap_or_else(|| config.config.working_dir.clone()),
             user: opts.user.clone().unwrap_or_else(|| config.config.user.clone()),
             network: match opts.network {
-                NetworkMode::Host => ContainerNetwork::Host,
+                NetworkMode::Host | NetworkMode::Default => ContainerNetwork::Host,
                 NetworkMode::None => ContainerNetwork::None,
             },
             tty: opts.tty,
@@ -502,10 +501,7 @@ impl Containers {
 
     /// The container's init (PID 1 inside), if it runs.
     fn init_pid(&self, record: &ContainerRecord) -> Option<i32> {
-        let path = self.state_dir().join(&record.id).join("container.json");
-        let state: StateRecord = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let setup = state.setup_pid?;
-        children_of(setup).into_iter().next()
+        container_init_pid(&self.state_dir(), &record.id)
     }
 
     /// Sends `signal` to the container's PID 1, the workload (as in Docker, a signal it has no
@@ -587,6 +583,23 @@ impl Containers {
         Ok(())
     }
 
+    /// `start` without `-a`: a detached monitor runs the container; a running one is left as is.
+    pub fn start_detached(&self, record: &ContainerRecord) -> Result<()> {
+        if record.state == ContainerState::Running {
+            return Ok(());
+        }
+        self.spawn_monitor(record)
+    }
+
+    /// What the container wrote to stdout and stderr (nothing if it has no log yet).
+    pub fn logs(&self, record: &ContainerRecord) -> Result<Vec<u8>> {
+        match std::fs::read(&record.log) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(LifecycleError::Io { op: "reading", path: record.log.clone(), source }),
+        }
+    }
+
     /// The image a container was created from.
     pub fn image_of(&self, record: &ContainerRecord) -> Result<StoredImage> {
         Ok(self.store.resolve(&record.image)?)
@@ -605,7 +618,21 @@ pub enum RunStdio {
     Log { echo: bool },
 }
 
-fn log_sink(path: &Path, echo: bool) -> Result<crate::runtime::LineSink> {
+impl RunStdio {
+    /// How an attached run wires a container's streams: a pseudo-terminal for `-t`, rbuild's
+    /// own for `-i`, else the log (echoed).
+    pub fn attached(tty: bool, interactive: bool) -> Self {
+        if tty {
+            RunStdio::Pty
+        } else if interactive {
+            RunStdio::Inherit
+        } else {
+            RunStdio::Log { echo: true }
+        }
+    }
+}
+
+fn log_sink(path: &Path, echo: bool) -> Result<LineSink> {
     let mut log = fs_err::OpenOptions::new().append(true).create(true).open(path).map_err(io_err("opening", path))?;
     Ok(Box::new(move |stream, line| {
         let _ = log.write_all(line).and_then(|()| log.write_all(b"\n"));
