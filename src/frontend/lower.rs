@@ -13,12 +13,12 @@ use crate::frontend::ast::{Dockerfile, Node};
 use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, MountType, RunInstruction, SourceRef};
 use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
+/// Lowering's options name platforms; re-exported for callers of [`LowerOptions`].
+pub use crate::image::Platform;
+use crate::image::DEFAULT_PATH;
 use crate::plan::{
     BuildPlan, CacheKey, CacheKeyInputs, Dependency, GlobalArgStep, SourceInputs, Stage, StageBase, Step,
 };
-
-/// Docker's default PATH, given to every stage whose base sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Build args Docker accepts without an ARG declaration and keeps out of the cache key and
 /// the image history.
@@ -35,65 +35,14 @@ pub const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-/// `os/arch[/variant]`, as in `--platform`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this binary runs on, in OCI/Go naming (`linux/amd64`, `linux/arm64`).
-    pub fn native() -> Self {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            "arm" => "arm",
-            other => other,
-        };
-        let variant = (arch == "arm").then(|| "v7".to_string());
-        Platform { os: "linux".into(), arch: arch.into(), variant }
-    }
-
-    /// Parses `linux/amd64`, `linux/arm/v7`, or `amd64` (the OS defaults to linux).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.trim().split('/').collect();
-        let nonempty = |s: &&str| !s.is_empty();
-        match parts.as_slice() {
-            [arch] if nonempty(arch) => Ok(Platform { os: "linux".into(), arch: arch.to_string(), variant: None }),
-            [os, arch] if nonempty(os) && nonempty(arch) => {
-                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: None })
-            }
-            [os, arch, v] if nonempty(os) && nonempty(arch) && nonempty(v) => {
-                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: Some(v.to_string()) })
-            }
-            _ => Err(format!("invalid platform {text:?}: expected os/arch[/variant], e.g. linux/amd64")),
-        }
-    }
-
-    fn automatic_args(&self, prefix: &str) -> Vec<(String, String)> {
-        vec![
-            (format!("{prefix}PLATFORM"), self.to_string()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.arch.clone()),
-            (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
-        ]
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
+/// The platform's automatic args (`TARGETPLATFORM`, `TARGETOS`, ... with `prefix` `TARGET`).
+fn automatic_args(platform: &Platform, prefix: &str) -> Vec<(String, String)> {
+    vec![
+        (format!("{prefix}PLATFORM"), platform.to_string()),
+        (format!("{prefix}OS"), platform.os.clone()),
+        (format!("{prefix}ARCH"), platform.arch.clone()),
+        (format!("{prefix}VARIANT"), platform.variant.clone().unwrap_or_default()),
+    ]
 }
 
 /// A base image as the store knows it.
@@ -202,8 +151,8 @@ struct Lowering<'a> {
 
 impl<'a> Lowering<'a> {
     fn new(df: &'a Dockerfile, text: &'a str, opts: &'a LowerOptions<'a>) -> Self {
-        let mut automatic = opts.target_platform.automatic_args("TARGET");
-        automatic.extend(opts.build_platform.automatic_args("BUILD"));
+        let mut automatic = automatic_args(&opts.target_platform, "TARGET");
+        automatic.extend(automatic_args(&opts.build_platform, "BUILD"));
         Lowering {
             df,
             src: SourceRef { file: &df.file, text },

@@ -2,8 +2,8 @@
 //! them (`Up 2 seconds`, `Exited (3) 5 seconds ago`, `Created`).
 
 use crate::cli::table::TableWriter;
-use crate::cli::units::{human_duration, since};
 use crate::cli::Printer;
+use crate::events::units::{human_duration, since};
 use crate::runtime::lifecycle::{ContainerRecord, ContainerState};
 
 #[derive(clap::Args, Debug)]

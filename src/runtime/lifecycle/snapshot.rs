@@ -3,8 +3,9 @@
 
 use std::io::Write;
 
-use crate::engine::config::{apply_config_instruction, HistoryEntry, StageConfigState};
+use crate::engine::config::{apply_config_instruction, StageConfigState};
 use crate::frontend::instructions::{read_instruction, Instruction, SourceRef};
+use crate::image::HistoryEntry;
 use crate::layer::apply::{LayerApply, WhiteoutMode};
 use crate::layer::diff::{changes, write_layer, Change, DiffOptions};
 use crate::layer::digest::Sha256Digest;
