@@ -10,6 +10,7 @@ pub mod context;
 pub mod engine;
 pub mod events;
 pub mod frontend;
+pub mod image;
 pub mod layer;
 pub mod plan;
 pub mod registry;

@@ -6,7 +6,6 @@ pub mod commands;
 mod printer;
 pub mod table;
 pub mod template;
-pub mod units;
 
 use std::ffi::OsString;
 use std::io;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::config::ImageConfigFile;
+use crate::image::ImageConfig;
 use crate::layer::diff::LayerError;
 use crate::runtime::{
     cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, LineSink, NetworkMode,
@@ -708,14 +708,14 @@ fn clear_dir(dir: &Path) -> Result<()> {
     fs_err::create_dir_all(dir).map_err(io_err("creating", dir))
 }
 
-fn image_config(image: &StoredImage) -> Result<ImageConfigFile> {
-    ImageConfigFile::from_json(&image.config_raw)
+fn image_config(image: &StoredImage) -> Result<ImageConfig> {
+    ImageConfig::from_json(&image.config_raw)
         .map_err(|source| LifecycleError::ImageConfig { image: image.id.to_string(), source })
 }
 
 /// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT and drops its CMD; command
 /// arguments replace CMD.
-fn combine_command(config: &ImageConfigFile, opts: &CreateOptions) -> (Option<Vec<String>>, Option<Vec<String>>) {
+fn combine_command(config: &ImageConfig, opts: &CreateOptions) -> (Option<Vec<String>>, Option<Vec<String>>) {
     let entrypoint = match &opts.entrypoint {
         Some(e) if e.is_empty() => None,
         Some(e) => Some(vec![e.clone()]),
@@ -735,14 +735,14 @@ fn combine_command(config: &ImageConfigFile, opts: &CreateOptions) -> (Option<Ve
 mod tests {
     use super::*;
 
-    fn config(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfigFile {
-        let mut c = ImageConfigFile::scratch("linux", "amd64", None);
+    fn config(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfig {
+        let mut c = ImageConfig::scratch("linux", "amd64", None);
         c.config.entrypoint = entrypoint.map(|v| v.iter().map(|s| s.to_string()).collect());
         c.config.cmd = cmd.map(|v| v.iter().map(|s| s.to_string()).collect());
         c
     }
 
-    fn args(c: &ImageConfigFile, opts: &CreateOptions) -> Vec<String> {
+    fn args(c: &ImageConfig, opts: &CreateOptions) -> Vec<String> {
         let (e, c) = combine_command(c, opts);
         e.unwrap_or_default().into_iter().chain(c.unwrap_or_default()).collect()
     }

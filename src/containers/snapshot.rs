@@ -4,8 +4,9 @@
 use std::io::Write;
 
 use crate::containers::{image_config, io_err, ContainerRecord, Containers, LifecycleError, Result};
-use crate::engine::config::{apply_config_instruction, HistoryEntry, StageConfigState};
+use crate::engine::config::{apply_config_instruction, StageConfigState};
 use crate::frontend::instructions::{read_instruction, Instruction, SourceRef};
+use crate::image::HistoryEntry;
 use crate::layer::apply::{LayerApply, WhiteoutMode};
 use crate::layer::diff::{changes, write_layer, Change, DiffOptions};
 use crate::layer::digest::Sha256Digest;

@@ -249,7 +249,26 @@ enum Matcher {
     Suffix(String),
     Regex(Regex),
     /// The translated regexp does not compile: every match attempt fails with a bad-pattern error.
-    Invalid(String),
+    Invalid(RegexError),
+}
+
+/// Why a pattern's regexp cannot be used (the `reason` of [`ContextError::PatternMatch`]).
+#[derive(Debug, Clone, thiserror::Error)]
+enum RegexError {
+    #[error("trailing backslash at end of expression")]
+    TrailingBackslash,
+    #[error("invalid or unsupported escape sequence: \\{0}")]
+    UnsupportedEscape(char),
+    #[error("missing closing ]")]
+    MissingBracket,
+    #[error("invalid character class range: [:{0}:]")]
+    UnknownClass(String),
+    #[error("invalid character class range")]
+    SetInRange,
+    #[error("invalid character class range: {0}-{1}")]
+    ReversedRange(char, char),
+    #[error("invalid regexp: {0}")]
+    Compile(#[from] regex::Error),
 }
 
 /// One cleaned `.dockerignore` pattern.
@@ -341,9 +360,7 @@ fn translate(pattern: &str) -> (Matcher, String) {
         Kind::Suffix => Matcher::Suffix(chars.iter().skip(2).collect()),
         Kind::Regex => {
             regex_source.push('$');
-            match go_regex_to_rust(&regex_source)
-                .and_then(|source| Regex::new(&source).map_err(|err| format!("invalid regexp: {err}")))
-            {
+            match go_regex_to_rust(&regex_source).and_then(|source| Ok(Regex::new(&source)?)) {
                 Ok(regex) => Matcher::Regex(regex),
                 Err(reason) => Matcher::Invalid(reason),
             }
@@ -393,7 +410,7 @@ const POSIX_CLASSES: [&str; 14] = [
 /// Re-express the Go-syntax regexp produced by [`translate`] for the `regex` crate, keeping Go's
 /// parse: inside a class `[` is literal and there are no set operators. Escapes Go would accept
 /// but that have no use in file names (`\x`, `\p`, `\Q`, octal) are reported as unsupported.
-fn go_regex_to_rust(go: &str) -> Result<String, String> {
+fn go_regex_to_rust(go: &str) -> Result<String, RegexError> {
     let chars: Vec<char> = go.chars().collect();
     let mut out = String::with_capacity(go.len() * 2);
     let mut idx = 0;
@@ -402,7 +419,7 @@ fn go_regex_to_rust(go: &str) -> Result<String, String> {
         match ch {
             '\\' => {
                 let Some(&next) = chars.get(idx) else {
-                    return Err("trailing backslash at end of expression".into());
+                    return Err(RegexError::TrailingBackslash);
                 };
                 idx += 1;
                 if next.is_ascii() && !next.is_ascii_alphanumeric() {
@@ -417,7 +434,7 @@ fn go_regex_to_rust(go: &str) -> Result<String, String> {
                     out.push('\\');
                     out.push(next);
                 } else {
-                    return Err(format!("invalid or unsupported escape sequence: \\{next}"));
+                    return Err(RegexError::UnsupportedEscape(next));
                 }
             }
             '[' => {
@@ -431,7 +448,7 @@ fn go_regex_to_rust(go: &str) -> Result<String, String> {
 }
 
 /// Translate one Go character class starting just after its `[`; returns the index after `]`.
-fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usize, String> {
+fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usize, RegexError> {
     let mut idx = start;
     out.push('[');
     if chars.get(idx) == Some(&'^') {
@@ -441,7 +458,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
     let mut first = true;
     loop {
         let Some(&ch) = chars.get(idx) else {
-            return Err("missing closing ]".into());
+            return Err(RegexError::MissingBracket);
         };
         if ch == ']' && !first {
             out.push(']');
@@ -454,7 +471,7 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
                 let name = &rest[..end];
                 let bare = name.strip_prefix('^').unwrap_or(name);
                 if !POSIX_CLASSES.contains(&bare) {
-                    return Err(format!("invalid character class range: [:{name}:]"));
+                    return Err(RegexError::UnknownClass(name.to_string()));
                 }
                 out.push_str(&format!("[:{name}:]"));
                 idx += 2 + name.chars().count() + 2;
@@ -476,10 +493,10 @@ fn translate_class(chars: &[char], start: usize, out: &mut String) -> Result<usi
             let (hi, next) = class_item(chars, idx + 1)?;
             idx = next;
             let ClassItem::Char(hi) = hi else {
-                return Err("invalid character class range".into());
+                return Err(RegexError::SetInRange);
             };
             if hi < lo {
-                return Err(format!("invalid character class range: {lo}-{hi}"));
+                return Err(RegexError::ReversedRange(lo, hi));
             }
             out.push_str(&format!("\\x{{{:X}}}-\\x{{{:X}}}", u32::from(lo), u32::from(hi)));
         } else {
@@ -493,15 +510,15 @@ enum ClassItem {
     Set(&'static str, bool),
 }
 
-fn class_item(chars: &[char], idx: usize) -> Result<(ClassItem, usize), String> {
+fn class_item(chars: &[char], idx: usize) -> Result<(ClassItem, usize), RegexError> {
     let Some(&ch) = chars.get(idx) else {
-        return Err("missing closing ]".into());
+        return Err(RegexError::MissingBracket);
     };
     if ch != '\\' {
         return Ok((ClassItem::Char(ch), idx + 1));
     }
     let Some(&next) = chars.get(idx + 1) else {
-        return Err("trailing backslash at end of expression".into());
+        return Err(RegexError::TrailingBackslash);
     };
     if next.is_ascii() && !next.is_ascii_alphanumeric() {
         Ok((ClassItem::Char(next), idx + 2))
@@ -510,7 +527,7 @@ fn class_item(chars: &[char], idx: usize) -> Result<(ClassItem, usize), String> 
     } else if let Some((body, negated)) = perl_class_body(next) {
         Ok((ClassItem::Set(body, negated), idx + 2))
     } else {
-        Err(format!("invalid or unsupported escape sequence: \\{next}"))
+        Err(RegexError::UnsupportedEscape(next))
     }
 }
 
@@ -553,7 +570,7 @@ impl IgnorePattern {
                 origin: self.origin.clone(),
                 pattern: self.display_text(),
                 path: path.to_string(),
-                reason: reason.clone(),
+                reason: reason.to_string(),
             }),
         }
     }

@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::BuildContext;
 use crate::engine::cache::CacheIndex;
-use crate::engine::config::ImageConfigFile;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::scheduler::{run_stages, Cancel};
 use crate::engine::sources::ContextSources;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
-use crate::frontend::lower::{lower, ImageResolver, LowerOptions, Platform, ResolvedImage};
+use crate::frontend::lower::{lower, ImageResolver, LowerOptions, ResolvedImage};
 use crate::frontend::parser;
+use crate::image::Platform;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
 use crate::plan::{Dependency, StageBase};
@@ -181,7 +181,7 @@ impl ImageResolver for StoreImages<'_> {
             .filter(|n| n.digest().is_none())
             .and_then(|n| self.store.tagged_manifest(&n).ok().flatten())
             .unwrap_or_else(|| image.manifest_digest.clone());
-        let config = ImageConfigFile::from_json(&image.config_raw).ok()?;
+        let config = &image.config;
         Some(ResolvedImage {
             digest: digest.to_string(),
             id: image.id.to_string(),
@@ -351,7 +351,7 @@ impl Builder {
             diff,
             created,
             state_dir,
-            platform: (platform.os.clone(), platform.arch.clone(), platform.variant.clone()),
+            platform: platform.clone(),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
             stages_read_by_others: plan
                 .stages
@@ -415,7 +415,7 @@ impl Builder {
 fn check_stage_platform(stage: &crate::plan::Stage, native: &Platform) -> Result<(), BuildError> {
     let Some(text) = &stage.platform else { return Ok(()) };
     let step = stage.steps.first().map_or(0, |s| s.number);
-    let wanted = Platform::parse(text).map_err(|message| BuildError::Step { step, message })?;
+    let wanted = Platform::parse(text).map_err(|e| BuildError::Step { step, message: e.to_string() })?;
     let variant_differs = matches!((&wanted.variant, &native.variant), (Some(a), Some(b)) if a != b);
     if wanted.os != native.os || wanted.arch != native.arch || variant_differs {
         return Err(BuildError::ForeignPlatform { step, platform: wanted.to_string(), native: native.to_string() });

@@ -1,237 +1,20 @@
-//! The image config a build produces (Docker's image JSON: OCI fields plus Docker's
-//! `Healthcheck`, `OnBuild`, `Shell`), how each instruction changes it, and the history line it
-//! leaves, worded as the classic `docker build` words it (`/bin/sh -c #(nop)  ENV A=1`,
-//! `/bin/sh -c apt-get update`).
-//!
-//! Fields rbuild does not know are kept as they came from the base image (`extra`), so an
-//! image built FROM another tool's image loses nothing.
+//! How each Dockerfile instruction changes an image's config ([`crate::image::ImageConfig`],
+//! the one image model) and the history line it leaves, worded as the classic `docker build`
+//! words it (`/bin/sh -c #(nop)  ENV A=1`, `/bin/sh -c apt-get update`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Map;
 
 use crate::frontend::instructions::{go_duration, CommandForm, Healthcheck, Instruction};
+use crate::image::{HealthConfig, ImageConfig};
 
-/// Docker's default PATH, set in every image that has none, as `docker build` does.
-pub use crate::frontend::lower::DEFAULT_PATH;
-
-/// The default SHELL.
-pub fn default_shell() -> Vec<String> {
-    vec!["/bin/sh".to_string(), "-c".to_string()]
-}
-
-/// The `config` object of an image config (the container defaults).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ContainerConfig {
-    #[serde(rename = "User", default, deserialize_with = "null_as_default", skip_serializing_if = "String::is_empty")]
-    pub user: String,
-    #[serde(
-        rename = "ExposedPorts",
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub exposed_ports: BTreeMap<String, Map<String, Value>>,
-    #[serde(rename = "Env", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<String>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Vec<String>>,
-    #[serde(
-        rename = "Volumes",
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub volumes: BTreeMap<String, Map<String, Value>>,
-    #[serde(
-        rename = "WorkingDir",
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub working_dir: String,
-    #[serde(
-        rename = "Labels",
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "BTreeMap::is_empty"
-    )]
-    pub labels: BTreeMap<String, String>,
-    #[serde(
-        rename = "StopSignal",
-        default,
-        deserialize_with = "null_as_default",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub stop_signal: String,
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
-    pub healthcheck: Option<HealthConfig>,
-    #[serde(rename = "OnBuild", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
-    pub on_build: Vec<String>,
-    #[serde(rename = "Shell", default, deserialize_with = "null_as_default", skip_serializing_if = "Vec::is_empty")]
-    pub shell: Vec<String>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-/// Docker writes `null` for an unset list, map or string (`"Env": null`, `"OnBuild": null` in
-/// what `docker save` and registries serve): read it as the empty value.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// Docker's `Healthcheck` (durations in nanoseconds).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HealthConfig {
-    #[serde(rename = "Test", default)]
-    pub test: Vec<String>,
-    #[serde(rename = "Interval", default, skip_serializing_if = "is_zero")]
-    pub interval: u64,
-    #[serde(rename = "Timeout", default, skip_serializing_if = "is_zero")]
-    pub timeout: u64,
-    #[serde(rename = "StartPeriod", default, skip_serializing_if = "is_zero")]
-    pub start_period: u64,
-    #[serde(rename = "StartInterval", default, skip_serializing_if = "is_zero")]
-    pub start_interval: u64,
-    #[serde(rename = "Retries", default, skip_serializing_if = "is_zero_u32")]
-    pub retries: u32,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-
-/// One history entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub empty_layer: bool,
-}
-
-/// `rootfs` of an image config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootFs {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub diff_ids: Vec<String>,
-}
-
-impl Default for RootFs {
-    fn default() -> Self {
-        RootFs { kind: "layers".into(), diff_ids: Vec::new() }
-    }
-}
-
-/// A whole image config, as stored in the config blob (its sha256 is the image ID).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageConfigFile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    pub architecture: String,
-    pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    #[serde(default)]
-    pub config: ContainerConfig,
-    #[serde(default)]
-    pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<HistoryEntry>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-}
-
-impl ImageConfigFile {
-    /// The config of `FROM scratch` on `os/arch`.
-    pub fn scratch(os: &str, architecture: &str, variant: Option<&str>) -> Self {
-        ImageConfigFile {
-            created: None,
-            author: None,
-            architecture: architecture.to_string(),
-            os: os.to_string(),
-            variant: variant.map(str::to_string),
-            config: ContainerConfig::default(),
-            rootfs: RootFs::default(),
-            history: Vec::new(),
-            extra: Map::new(),
-        }
-    }
-
-    pub fn from_json(bytes: &[u8]) -> serde_json::Result<Self> {
-        serde_json::from_slice(bytes)
-    }
-
-    /// Canonical bytes: the image ID is the sha256 of exactly these.
-    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(self)
-    }
-
-    /// The value of an environment variable in the config.
-    pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.config.env.iter().rev().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-    }
-
-    /// The env as pairs, in order (for expansion and for a RUN's environment).
-    pub fn env_pairs(&self) -> Vec<(String, String)> {
-        self.config
-            .env
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv.clone(), String::new()),
-            })
-            .collect()
-    }
-
-    pub fn set_env(&mut self, name: &str, value: &str) {
-        let entry = format!("{name}={value}");
-        match self.config.env.iter_mut().find(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k) == name) {
-            Some(slot) => *slot = entry,
-            None => self.config.env.push(entry),
-        }
-    }
-
-    /// The SHELL in effect for shell-form commands.
-    pub fn shell(&self) -> Vec<String> {
-        if self.config.shell.is_empty() {
-            default_shell()
-        } else {
-            self.config.shell.clone()
-        }
-    }
-
-    /// argv for a command in `form`: exec form as is, shell form through the SHELL.
-    pub fn argv(&self, form: &CommandForm) -> Vec<String> {
-        match form {
-            CommandForm::Exec(v) => v.clone(),
-            CommandForm::Shell(s) => {
-                let mut argv = self.shell();
-                argv.push(s.clone());
-                argv
-            }
-        }
+/// argv for a command in `form`: exec form as is, shell form through the image's SHELL.
+pub fn command_argv(image: &ImageConfig, form: &CommandForm) -> Vec<String> {
+    match form {
+        CommandForm::Exec(v) => v.clone(),
+        CommandForm::Shell(s) => image.shell_argv(s),
     }
 }
 
@@ -255,7 +38,7 @@ impl StageConfigState {
 /// Applies a config-only instruction to `image`. Returns false for instructions that need the
 /// filesystem (RUN, COPY, ADD) or change nothing in the config (FROM, ARG).
 pub fn apply_config_instruction(
-    image: &mut ImageConfigFile,
+    image: &mut ImageConfig,
     state: &mut StageConfigState,
     instruction: &Instruction,
 ) -> bool {
@@ -280,13 +63,13 @@ pub fn apply_config_instruction(
             }
         }
         Instruction::Cmd { command } => {
-            let argv = image.argv(command);
+            let argv = command_argv(image, command);
             image.config.cmd = Some(argv);
             state.observe(instruction);
         }
         Instruction::Entrypoint { command } => {
             // `ENTRYPOINT []` clears it: Docker stores null.
-            let argv = image.argv(command);
+            let argv = command_argv(image, command);
             image.config.entrypoint = (!argv.is_empty()).then_some(argv);
             if !state.cmd_set_here {
                 image.config.cmd = None;
@@ -422,7 +205,7 @@ fn go_healthcheck(health: &HealthConfig) -> String {
 /// `|1 V=1 /bin/sh -c …`); `copy_summary` names COPY/ADD sources (`dir:<hex> in /dest/`).
 pub fn history_created_by(
     instruction: &Instruction,
-    image: &ImageConfigFile,
+    image: &ImageConfig,
     run_argv: Option<&[String]>,
     build_args: &BTreeMap<String, String>,
     copy_summary: Option<&str>,
@@ -448,7 +231,7 @@ pub fn history_created_by(
         }
         Instruction::Workdir { .. } => format!("{shell} #(nop) WORKDIR {}", image.config.working_dir),
         Instruction::Cmd { command } | Instruction::Entrypoint { command } => {
-            nop(format!("{} {}", instruction.keyword(), go_quoted_list(&image.argv(command))))
+            nop(format!("{} {}", instruction.keyword(), go_quoted_list(&command_argv(image, command))))
         }
         Instruction::Env { pairs } | Instruction::Label { pairs } => {
             let body: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -474,6 +257,8 @@ pub fn history_created_by(
 mod tests {
     use super::*;
     use crate::frontend::lower::{parse_and_lower, LowerOptions};
+    use crate::image::DEFAULT_PATH;
+    use serde_json::Value;
 
     /// The instructions of a one-stage Dockerfile after FROM, lowered.
     fn instructions(text: &str) -> Vec<Instruction> {
@@ -481,8 +266,8 @@ mod tests {
         plan.stages[0].steps.iter().skip(1).map(|s| s.instruction.clone()).collect()
     }
 
-    fn apply(text: &str) -> ImageConfigFile {
-        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+    fn apply(text: &str) -> ImageConfig {
+        let mut image = ImageConfig::scratch("linux", "amd64", None);
         image.set_env("PATH", DEFAULT_PATH);
         image.config.cmd = Some(vec!["sh".into()]);
         let mut state = StageConfigState::default();
@@ -490,15 +275,6 @@ mod tests {
             apply_config_instruction(&mut image, &mut state, &i);
         }
         image
-    }
-
-    #[test]
-    fn docker_nulls_read_as_empty() {
-        let text = r#"{"architecture":"amd64","os":"linux","config":{"User":"","Env":null,"Cmd":null,
-            "Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null,"Shell":null}}"#;
-        let image: ImageConfigFile = serde_json::from_str(text).expect("docker's nulls are valid");
-        assert!(image.config.env.is_empty() && image.config.on_build.is_empty() && image.config.labels.is_empty());
-        assert_eq!(image.config.cmd, None);
     }
 
     #[test]
@@ -539,24 +315,12 @@ mod tests {
     }
 
     #[test]
-    fn config_json_round_trips_and_keeps_unknown_fields() {
-        let json = br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Hostname":"x","ArgsEscaped":true},"rootfs":{"type":"layers","diff_ids":["sha256:aa"]},"history":[{"created_by":"x","empty_layer":true}],"container":"abc"}"#;
-        let image = ImageConfigFile::from_json(json).expect("parses");
-        assert_eq!(image.config.extra.get("Hostname"), Some(&Value::String("x".into())));
-        let back: Value = serde_json::from_slice(&image.to_json().expect("json")).expect("json");
-        assert_eq!(back["container"], "abc");
-        assert_eq!(back["config"]["ArgsEscaped"], true);
-        assert_eq!(back["rootfs"]["diff_ids"][0], "sha256:aa");
-    }
-
-    /// What `DOCKER_BUILDKIT=0 docker build` (20.10) wrote for each (`docker history --no-trunc`).
-    #[test]
     fn history_lines_read_like_classic_docker() {
         let text = "FROM x\nENV REFRESHED_AT 2016-11-09\nCMD [\"/bin/sh\", \"/opt/app/start.sh\"]\n\
                     EXPOSE 443/udp 80 8000-8002 53/UDP\nWORKDIR app\nWORKDIR ../srv\nRUN apt-get update\n\
                     VOLUME /data\nVOLUME [\"/a\", \"/b\"]\nSHELL [\"/bin/sh\", \"-xc\"]\nENV A=1\nCMD []\n\
                     COPY f1 /dst/\nMAINTAINER Jane Doe <jane@example.com>\n";
-        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+        let mut image = ImageConfig::scratch("linux", "amd64", None);
         let mut state = StageConfigState::default();
         let none = BTreeMap::new();
         let mut lines = Vec::new();
@@ -614,7 +378,7 @@ mod tests {
 
     /// Each step's history line, the config applied step by step as the executor does.
     fn history(text: &str, run_argv: Option<&[String]>, args: &BTreeMap<String, String>) -> Vec<String> {
-        let mut image = ImageConfigFile::scratch("linux", "amd64", None);
+        let mut image = ImageConfig::scratch("linux", "amd64", None);
         let mut state = StageConfigState::default();
         instructions(text)
             .iter()

@@ -15,10 +15,7 @@ use fs_err as fs;
 use crate::context::digest::classic_source_hash;
 use crate::engine::add::{decompressed, is_tar_archive};
 use crate::engine::cache::{CacheIndex, CacheRecord};
-use crate::engine::config::{
-    apply_config_instruction, history_created_by, resolve_workdir, HistoryEntry, ImageConfigFile, StageConfigState,
-    DEFAULT_PATH,
-};
+use crate::engine::config::{apply_config_instruction, history_created_by, resolve_workdir, StageConfigState};
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
 };
@@ -28,6 +25,7 @@ use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::instructions::{CommandForm, FileCopy, Instruction, RunInstruction};
 use crate::frontend::lower::PROXY_ARGS;
+use crate::image::{HistoryEntry, ImageConfig, Platform, DEFAULT_PATH};
 use crate::layer::diff::{write_layer, write_layer_tree, DiffOptions, LayerTree};
 use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::layer::stack::{EntryType, MergedView};
@@ -46,7 +44,7 @@ pub type EventSink = Arc<dyn Fn(&BuildEvent) + Send + Sync>;
 #[derive(Debug, Clone)]
 pub struct ImageState {
     pub stored: Option<StoredImage>,
-    pub config: ImageConfigFile,
+    pub config: ImageConfig,
     /// For a finished stage: the cache key its last step really had (see
     /// [`StageExecutor::rekey`]), which a stage built FROM it chains on.
     pub key: Option<CacheKey>,
@@ -75,7 +73,7 @@ pub struct StageExecutor<'a> {
     /// `SOURCE_DATE_EPOCH`, RFC 3339: the `created` time of everything the build writes.
     pub created: String,
     pub state_dir: PathBuf,
-    pub platform: (String, String, Option<String>),
+    pub platform: Platform,
     /// Stage names by index (for `COPY --from=<name>`).
     pub stage_names: Vec<Option<String>>,
     /// Stages that other stages build on or copy from: their layers are unpacked as soon as
@@ -324,8 +322,8 @@ impl StageExecutor<'_> {
     }
 
     fn state_of(&self, stored: StoredImage) -> Result<ImageState, BuildError> {
-        let config = ImageConfigFile::from_json(&stored.config_raw)
-            .map_err(|e| BuildError::Internal(format!("image {} has an unreadable config: {e}", stored.id)))?;
+        // Parsed once, when the store read the image.
+        let config = stored.config.clone();
         Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
     }
 
@@ -354,8 +352,7 @@ impl StageExecutor<'_> {
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
         match &stage.base {
             StageBase::Scratch => {
-                let (os, arch, variant) = &self.platform;
-                let mut config = ImageConfigFile::scratch(os, arch, variant.as_deref());
+                let mut config = ImageConfig::for_platform(&self.platform);
                 config.set_env("PATH", DEFAULT_PATH);
                 Ok(ImageState { stored: None, config, key: None, tree_layers: Vec::new() })
             }
@@ -484,7 +481,7 @@ impl StageExecutor<'_> {
         &self,
         batch: &mut ImageBatch,
         parent: &ImageState,
-        mut config: ImageConfigFile,
+        mut config: ImageConfig,
         layer: Option<LayerBlob>,
         created_by: String,
     ) -> Result<ImageState, BuildError> {
@@ -602,7 +599,7 @@ impl StageExecutor<'_> {
         &self,
         step: &Step,
         state: &ImageState,
-        config: &crate::engine::config::ContainerConfig,
+        config: &crate::image::ContainerConfig,
         upper: &std::path::Path,
     ) -> Result<bool, BuildError> {
         let path = &config.working_dir;
@@ -1039,7 +1036,7 @@ impl StageExecutor<'_> {
 /// argv of a RUN: exec form as is; shell form through the SHELL; a heredoc-only command runs
 /// the heredoc body as the script; a command with heredocs passes the whole text to the shell,
 /// which reads the heredocs itself.
-pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
+pub fn run_argv(config: &ImageConfig, run: &RunInstruction) -> Vec<String> {
     match &run.command {
         CommandForm::Exec(v) => v.clone(),
         CommandForm::Shell(cmd) => {
@@ -1056,7 +1053,7 @@ pub fn run_argv(config: &ImageConfigFile, run: &RunInstruction) -> Vec<String> {
                     text
                 }
             };
-            config.argv(&CommandForm::Shell(script))
+            config.shell_argv(&script)
         }
     }
 }
@@ -1089,7 +1086,7 @@ fn shebang_script(run: &RunInstruction, work: &std::path::Path) -> Result<Option
 
 /// How classic docker names a failed command: `'/bin/sh -c false'` or `'["false"]'`; a
 /// heredoc RUN shows the script it ran, not just `<<EOF`.
-fn docker_command_text(config: &ImageConfigFile, run: &RunInstruction) -> String {
+fn docker_command_text(config: &ImageConfig, run: &RunInstruction) -> String {
     match &run.command {
         CommandForm::Shell(_) => run_argv(config, run).join(" "),
         CommandForm::Exec(v) => serde_json::to_string(v).unwrap_or_default(),

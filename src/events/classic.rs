@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use super::{short_id, BuildEvent, OutputStream, Renderer};
-use crate::cli::units::human_size_4 as human_size;
+use crate::events::units::human_size_4 as human_size;
 
 /// Writes classic output; RUN output goes to the same writer, as docker prints it.
 pub struct ClassicRenderer<W: Write + Send> {

@@ -30,6 +30,7 @@
 mod classic;
 mod json;
 mod tty;
+pub mod units;
 
 pub use classic::ClassicRenderer;
 pub use json::JsonRenderer;

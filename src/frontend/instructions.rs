@@ -106,9 +106,28 @@ pub struct MountSpec {
     pub env: Option<String>,
 }
 
+/// Why a `--mount` value is invalid (shown after `invalid --mount: `, at the RUN's line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountSpecError {
+    #[error("unsupported mount type {0:?}")]
+    UnsupportedType(String),
+    #[error("mount option {key:?} needs a value")]
+    MissingValue { key: String },
+    #[error("invalid value {value:?} for mount option {key:?}: expected true or false")]
+    NotABoolean { key: String, value: String },
+    #[error("invalid number {value:?} for mount option {key:?}")]
+    NotANumber { key: String, value: String },
+    #[error("unsupported sharing value {0:?}")]
+    UnsupportedSharing(String),
+    #[error("unexpected key {key:?} in mount {mount:?}")]
+    UnexpectedKey { key: String, mount: String },
+    #[error("mount type {0} requires a target")]
+    MissingTarget(&'static str),
+}
+
 impl MountSpec {
     /// Parses the value of `--mount` (`type=cache,target=/root/.cache,sharing=locked`).
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, MountSpecError> {
         let mut spec = MountSpec {
             kind: MountType::Bind,
             target: None,
@@ -128,7 +147,7 @@ impl MountSpec {
         // The type decides the defaults, so find it first wherever it stands.
         for field in &fields {
             if let Some(t) = field.strip_prefix("type=") {
-                spec.kind = MountType::parse(t).ok_or_else(|| format!("unsupported mount type {t:?}"))?;
+                spec.kind = MountType::parse(t).ok_or_else(|| MountSpecError::UnsupportedType(t.to_string()))?;
             }
         }
         for field in fields {
@@ -136,20 +155,21 @@ impl MountSpec {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
                 None => (field.to_ascii_lowercase(), None),
             };
-            let text = |v: Option<&str>| -> Result<String, String> {
-                v.map(str::to_string).ok_or_else(|| format!("mount option {key:?} needs a value"))
-            };
-            let boolean = |v: Option<&str>| -> Result<bool, String> {
+            let missing = || MountSpecError::MissingValue { key: key.clone() };
+            let text =
+                |v: Option<&str>| -> Result<String, MountSpecError> { v.map(str::to_string).ok_or_else(missing) };
+            let boolean = |v: Option<&str>| -> Result<bool, MountSpecError> {
                 match v.map(|s| s.to_ascii_lowercase()) {
                     None => Ok(true),
                     Some(s) if s == "true" || s == "1" => Ok(true),
                     Some(s) if s == "false" || s == "0" => Ok(false),
-                    Some(s) => Err(format!("invalid value {s:?} for mount option {key:?}: expected true or false")),
+                    Some(s) => Err(MountSpecError::NotABoolean { key: key.clone(), value: s }),
                 }
             };
-            let number = |v: Option<&str>, radix: u32| -> Result<u32, String> {
-                let s = v.ok_or_else(|| format!("mount option {key:?} needs a value"))?;
-                u32::from_str_radix(s, radix).map_err(|_| format!("invalid number {s:?} for mount option {key:?}"))
+            let number = |v: Option<&str>, radix: u32| -> Result<u32, MountSpecError> {
+                let s = v.ok_or_else(missing)?;
+                u32::from_str_radix(s, radix)
+                    .map_err(|_| MountSpecError::NotANumber { key: key.clone(), value: s.to_string() })
             };
             match key.as_str() {
                 "type" => {}
@@ -164,7 +184,7 @@ impl MountSpec {
                         "shared" => CacheSharing::Shared,
                         "private" => CacheSharing::Private,
                         "locked" => CacheSharing::Locked,
-                        other => return Err(format!("unsupported sharing value {other:?}")),
+                        other => return Err(MountSpecError::UnsupportedSharing(other.to_string())),
                     })
                 }
                 "mode" => spec.mode = Some(number(val, 8)?),
@@ -173,14 +193,16 @@ impl MountSpec {
                 "size" => spec.size = Some(text(val)?),
                 "required" => spec.required = Some(boolean(val)?),
                 "env" => spec.env = Some(text(val)?),
-                other => return Err(format!("unexpected key {other:?} in mount {value:?}")),
+                other => {
+                    return Err(MountSpecError::UnexpectedKey { key: other.to_string(), mount: value.to_string() })
+                }
             }
         }
         // A bind mount without a target lands on the working directory (BuildKit behaviour);
         // cache and tmpfs mounts have no such default.
         let needs_target = matches!(spec.kind, MountType::Cache | MountType::Tmpfs);
         if needs_target && spec.target.as_deref().is_none_or(str::is_empty) {
-            return Err(format!("mount type {} requires a target", spec.kind.as_str()));
+            return Err(MountSpecError::MissingTarget(spec.kind.as_str()));
         }
         Ok(spec)
     }
@@ -827,18 +849,37 @@ fn read_healthcheck(node: &Node, flags: &FlagSet, src: &SourceRef) -> Result<Ins
     }
 }
 
+/// Why a HEALTHCHECK duration is invalid (shown after `invalid --interval "…": `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("durations cannot be negative")]
+    Negative,
+    #[error("expected a number")]
+    ExpectedNumber,
+    #[error("invalid number {0:?}")]
+    InvalidNumber(String),
+    #[error("missing unit in duration {0:?}")]
+    MissingUnit(String),
+    #[error("unknown unit {unit:?} in duration {text:?}")]
+    UnknownUnit { unit: String, text: String },
+    #[error("duration {0:?} is too large")]
+    TooLarge(String),
+}
+
 /// Go's `time.ParseDuration` syntax: a sequence of decimal numbers with units
 /// (`ns us µs ms s m h`), e.g. `30s`, `1m30s`, `1.5h`; a bare `0` is allowed.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(text: &str) -> Result<Duration, DurationError> {
     let s = text.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if s.starts_with('-') {
-        return Err("durations cannot be negative".into());
+        return Err(DurationError::Negative);
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     let mut total_ns: f64 = 0.0;
@@ -846,10 +887,10 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err("expected a number".into());
+            return Err(DurationError::ExpectedNumber);
         }
         let (num, after) = rest.split_at(num_len);
-        let value: f64 = num.parse().map_err(|_| format!("invalid number {num:?}"))?;
+        let value: f64 = num.parse().map_err(|_| DurationError::InvalidNumber(num.to_string()))?;
         let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_len);
         let scale = match unit {
@@ -859,14 +900,14 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("missing unit in duration {text:?}")),
-            other => return Err(format!("unknown unit {other:?} in duration {text:?}")),
+            "" => return Err(DurationError::MissingUnit(text.to_string())),
+            other => return Err(DurationError::UnknownUnit { unit: other.to_string(), text: text.to_string() }),
         };
         total_ns += value * scale;
         rest = after;
     }
     if !total_ns.is_finite() || total_ns > u64::MAX as f64 {
-        return Err(format!("duration {text:?} is too large"));
+        return Err(DurationError::TooLarge(text.to_string()));
     }
     Ok(Duration::from_nanos(total_ns.round() as u64))
 }

@@ -9,16 +9,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::context::ContextError;
 use crate::frontend::ast::{Dockerfile, Node};
 use crate::frontend::instructions::{read_instruction, FileCopy, Instruction, MountType, RunInstruction, SourceRef};
 use crate::frontend::shell::{ShellLex, VarLookup};
 use crate::frontend::Diagnostic;
+/// Lowering's options name platforms; re-exported for callers of [`LowerOptions`].
+pub use crate::image::Platform;
+use crate::image::DEFAULT_PATH;
 use crate::plan::{
     BuildPlan, CacheKey, CacheKeyInputs, Dependency, GlobalArgStep, SourceInputs, Stage, StageBase, Step,
 };
-
-/// Docker's default PATH, given to every stage whose base sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::store::ReferenceError;
 
 /// Build args Docker accepts without an ARG declaration and keeps out of the cache key and
 /// the image history.
@@ -35,65 +37,14 @@ pub const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-/// `os/arch[/variant]`, as in `--platform`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform this binary runs on, in OCI/Go naming (`linux/amd64`, `linux/arm64`).
-    pub fn native() -> Self {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            "s390x" => "s390x",
-            "riscv64" => "riscv64",
-            "arm" => "arm",
-            other => other,
-        };
-        let variant = (arch == "arm").then(|| "v7".to_string());
-        Platform { os: "linux".into(), arch: arch.into(), variant }
-    }
-
-    /// Parses `linux/amd64`, `linux/arm/v7`, or `amd64` (the OS defaults to linux).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = text.trim().split('/').collect();
-        let nonempty = |s: &&str| !s.is_empty();
-        match parts.as_slice() {
-            [arch] if nonempty(arch) => Ok(Platform { os: "linux".into(), arch: arch.to_string(), variant: None }),
-            [os, arch] if nonempty(os) && nonempty(arch) => {
-                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: None })
-            }
-            [os, arch, v] if nonempty(os) && nonempty(arch) && nonempty(v) => {
-                Ok(Platform { os: os.to_string(), arch: arch.to_string(), variant: Some(v.to_string()) })
-            }
-            _ => Err(format!("invalid platform {text:?}: expected os/arch[/variant], e.g. linux/amd64")),
-        }
-    }
-
-    fn automatic_args(&self, prefix: &str) -> Vec<(String, String)> {
-        vec![
-            (format!("{prefix}PLATFORM"), self.to_string()),
-            (format!("{prefix}OS"), self.os.clone()),
-            (format!("{prefix}ARCH"), self.arch.clone()),
-            (format!("{prefix}VARIANT"), self.variant.clone().unwrap_or_default()),
-        ]
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
+/// The platform's automatic args (`TARGETPLATFORM`, `TARGETOS`, ... with `prefix` `TARGET`).
+fn automatic_args(platform: &Platform, prefix: &str) -> Vec<(String, String)> {
+    vec![
+        (format!("{prefix}PLATFORM"), platform.to_string()),
+        (format!("{prefix}OS"), platform.os.clone()),
+        (format!("{prefix}ARCH"), platform.arch.clone()),
+        (format!("{prefix}VARIANT"), platform.variant.clone().unwrap_or_default()),
+    ]
 }
 
 /// A base image as the store knows it.
@@ -116,11 +67,12 @@ pub trait ImageResolver {
 
 /// Computes the digest of what a COPY/ADD reads from the build context.
 pub trait SourceResolver {
-    /// Errors are the user's (a source that matches nothing): the message is shown as is.
-    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, String>;
+    /// Errors are the user's (a source that matches nothing): the message is shown as is, at
+    /// the instruction's line.
+    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, ContextError>;
     /// The digest of what `RUN --mount=type=bind,source=…` (from the context) shows: the
     /// source path and everything below it that `.dockerignore` keeps.
-    fn bind_digest(&self, source: &str) -> Result<SourceInputs, String>;
+    fn bind_digest(&self, source: &str) -> Result<SourceInputs, ContextError>;
 }
 
 /// What lowering needs besides the Dockerfile.
@@ -202,8 +154,8 @@ struct Lowering<'a> {
 
 impl<'a> Lowering<'a> {
     fn new(df: &'a Dockerfile, text: &'a str, opts: &'a LowerOptions<'a>) -> Self {
-        let mut automatic = opts.target_platform.automatic_args("TARGET");
-        automatic.extend(opts.build_platform.automatic_args("BUILD"));
+        let mut automatic = automatic_args(&opts.target_platform, "TARGET");
+        automatic.extend(automatic_args(&opts.build_platform, "BUILD"));
         Lowering {
             df,
             src: SourceRef { file: &df.file, text },
@@ -345,7 +297,7 @@ impl<'a> Lowering<'a> {
                 "from= is empty: name an earlier stage, a stage index or an image (did a variable expand to nothing?)",
             ));
         }
-        check_reference(value).map_err(|e| self.src.error_at(node, value, e))?;
+        check_reference(value).map_err(|e| self.src.error_at(node, value, e.to_string()))?;
         Ok(Dependency::Image { reference: value.to_string() })
     }
 
@@ -553,7 +505,7 @@ impl<'a> Lowering<'a> {
                 // A variable may expand to several ports.
                 *ports = ports.iter().flat_map(|p| p.split_whitespace().map(str::to_string)).collect();
                 for p in ports.iter() {
-                    validate_port(p).map_err(|e| self.src.error_at(node, p, e))?;
+                    validate_port(p).map_err(|e| self.src.error_at(node, p, e.to_string()))?;
                 }
             }
             Instruction::Copy(fc) | Instruction::Add(fc) => {
@@ -608,10 +560,9 @@ impl<'a> Lowering<'a> {
         }
         let remote = context_sources.iter().all(|s| is_url(s));
         match self.opts.sources {
-            Some(resolver) if !remote => resolver
-                .digest(fc)
-                .map(Some)
-                .map_err(|e| self.src.error_at(node, context_sources.first().map(|s| s.as_str()).unwrap_or(""), e)),
+            Some(resolver) if !remote => resolver.digest(fc).map(Some).map_err(|e| {
+                self.src.error_at(node, context_sources.first().map(|s| s.as_str()).unwrap_or(""), e.to_string())
+            }),
             // No context (parse-only lowering) or only URLs (the engine fetches and checksums
             // them): the instruction text is all that is known.
             _ => Ok(None),
@@ -644,7 +595,8 @@ impl<'a> Lowering<'a> {
             let digest = match (&m.from, self.opts.sources) {
                 (Some(from), _) => self.digest_of_from(node, from)?,
                 (None, Some(resolver)) => {
-                    let inputs = resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e))?;
+                    let inputs =
+                        resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e.to_string()))?;
                     files.extend(inputs.files);
                     inputs.digest
                 }
@@ -733,25 +685,35 @@ impl<'a> Lowering<'a> {
 /// anything asks a registry for it. The grammar is the store's [`ImageReference`] (one owner).
 ///
 /// [`ImageReference`]: crate::store::reference::ImageReference
-fn check_reference(reference: &str) -> Result<(), String> {
-    crate::store::reference::ImageReference::parse(reference).map(drop).map_err(|e| e.to_string())
+fn check_reference(reference: &str) -> Result<(), ReferenceError> {
+    crate::store::reference::ImageReference::parse(reference).map(drop)
 }
 
 fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")
 }
 
+/// An EXPOSE port Docker would refuse (shown at the EXPOSE's line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PortError {
+    #[error("invalid protocol {protocol:?} in port {port:?}: expected tcp, udp or sctp")]
+    Protocol { protocol: String, port: String },
+    #[error("invalid port {0:?}: expected a number from 0 to 65535")]
+    Number(String),
+    #[error("invalid port range {0:?}: the start is after the end")]
+    Range(String),
+}
+
 /// `80`, `80/tcp`, `53/udp`, `8000-8010/sctp`.
-fn validate_port(p: &str) -> Result<(), String> {
+fn validate_port(p: &str) -> Result<(), PortError> {
     let (range, proto) = p.split_once('/').unwrap_or((p, "tcp"));
     if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid protocol {proto:?} in port {p:?}: expected tcp, udp or sctp"));
+        return Err(PortError::Protocol { protocol: proto.to_string(), port: p.to_string() });
     }
     let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-    let parse =
-        |s: &str| s.parse::<u16>().map_err(|_| format!("invalid port {p:?}: expected a number from 0 to 65535"));
+    let parse = |s: &str| s.parse::<u16>().map_err(|_| PortError::Number(p.to_string()));
     if parse(lo)? > parse(hi)? {
-        return Err(format!("invalid port range {p:?}: the start is after the end"));
+        return Err(PortError::Range(p.to_string()));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@
 
 use super::client::{chain, Remote};
 use super::{RegistryError, RegistryOptions, Result};
-use crate::frontend::lower::Platform;
+use crate::image::Platform;
 use crate::layer::digest::{HashingWriter, Sha256Digest};
 use crate::store::{ImageReference, ImageStore, PutImage, StoredImage};
 use futures_util::StreamExt as _;
@@ -96,10 +96,10 @@ pub fn pull(
         reason,
     };
     let manifest: ImageManifest = serde_json::from_slice(&fetched.bytes).map_err(|e| bad(e.to_string()))?;
-    let config = digest_of(manifest.config().digest().as_ref()).map_err(&bad)?;
+    let config = digest_of(manifest.config().digest().as_ref()).map_err(|e| bad(e.to_string()))?;
     let mut layers = Vec::new();
     for l in manifest.layers() {
-        layers.push((digest_of(l.digest().as_ref()).map_err(&bad)?, l.size()));
+        layers.push((digest_of(l.digest().as_ref()).map_err(|e| bad(e.to_string()))?, l.size()));
     }
     let tags: Vec<ImageReference> = if reference.digest().is_none() { vec![reference.clone()] } else { Vec::new() };
     let was_tagged_here =
@@ -152,8 +152,25 @@ pub fn pull(
     })
 }
 
-fn digest_of(s: &str) -> std::result::Result<Sha256Digest, String> {
-    s.parse::<Sha256Digest>().map_err(|_| format!("unsupported digest {s:?} (only sha256 is supported)"))
+/// A digest in a manifest that rbuild cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("unsupported digest {digest:?} (only sha256 is supported)")]
+struct UnsupportedDigest {
+    digest: String,
+}
+
+/// Why no entry of an image index was chosen for a platform.
+#[derive(Debug, thiserror::Error)]
+enum PlatformPickError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    /// The platforms the index has (`linux/amd64, linux/arm/v7`), or `nothing`.
+    #[error("{available}")]
+    NoMatch { available: String },
+}
+
+fn digest_of(s: &str) -> std::result::Result<Sha256Digest, UnsupportedDigest> {
+    s.parse::<Sha256Digest>().map_err(|_| UnsupportedDigest { digest: s.to_string() })
 }
 
 /// Fetches the manifest of `reference`; an index or manifest list is resolved to the entry
@@ -163,18 +180,17 @@ fn fetch_image_manifest(remote: &Remote, reference: &ImageReference) -> Result<F
     if top.media_type != OCI_INDEX && top.media_type != DOCKER_LIST {
         return Ok(top);
     }
-    let chosen =
-        pick_platform(&top.bytes, &Platform::native()).map_err(|available| RegistryError::NoMatchingPlatform {
-            reference: remote.shown.clone(),
-            registry: remote.registry.clone(),
-            platform: Platform::native().to_string(),
-            available,
-        })?;
-    let digest = digest_of(&chosen).map_err(|reason| RegistryError::BadManifest {
+    let chosen = pick_platform(&top.bytes, &Platform::native()).map_err(|e| RegistryError::NoMatchingPlatform {
+        reference: remote.shown.clone(),
+        registry: remote.registry.clone(),
+        platform: Platform::native().to_string(),
+        available: e.to_string(),
+    })?;
+    let digest = digest_of(&chosen).map_err(|e| RegistryError::BadManifest {
         reference: remote.shown.clone(),
         registry: remote.registry.clone(),
         digest: top.digest.to_string(),
-        reason,
+        reason: e.to_string(),
     })?;
     let by_digest = ImageReference::parse(&format!("{}@{digest}", reference.full_name()))?;
     let image = fetch_manifest(remote, &by_digest, Some(&digest))?;
@@ -229,8 +245,8 @@ fn fetch_manifest(remote: &Remote, reference: &ImageReference, expected: Option<
 }
 
 /// The digest of the index entry for `platform`, or (as the error) the platforms it has.
-fn pick_platform(index: &[u8], platform: &Platform) -> std::result::Result<String, String> {
-    let v: serde_json::Value = serde_json::from_slice(index).map_err(|e| format!("invalid JSON: {e}"))?;
+fn pick_platform(index: &[u8], platform: &Platform) -> std::result::Result<String, PlatformPickError> {
+    let v: serde_json::Value = serde_json::from_slice(index).map_err(PlatformPickError::InvalidJson)?;
     let entries = v.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
     let field = |e: &serde_json::Value, k: &str| {
         e.get("platform").and_then(|p| p.get(k)).and_then(|x| x.as_str()).map(str::to_owned)
@@ -266,7 +282,9 @@ fn pick_platform(index: &[u8], platform: &Platform) -> std::result::Result<Strin
                     s
                 })
                 .collect();
-            Err(if have.is_empty() { "nothing".into() } else { have.join(", ") })
+            Err(PlatformPickError::NoMatch {
+                available: if have.is_empty() { "nothing".into() } else { have.join(", ") },
+            })
         }
     }
 }
@@ -358,7 +376,7 @@ mod tests {
         assert_eq!(pick_platform(index, &p("amd64", None)).unwrap(), "sha256:bb");
         assert_eq!(pick_platform(index, &p("arm64", None)).unwrap(), "sha256:cc");
         assert_eq!(pick_platform(index, &p("arm", Some("v6"))).unwrap(), "sha256:aa");
-        let err = pick_platform(index, &p("s390x", None)).unwrap_err();
+        let err = pick_platform(index, &p("s390x", None)).unwrap_err().to_string();
         assert!(err.contains("linux/arm/v6") && err.contains("linux/amd64"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::runtime::seccomp::SeccompPolicy;
 
 /// Docker's default `PATH`, used when the environment has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::image::DEFAULT_PATH;
 
 /// The root filesystem of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,10 +14,11 @@
 //! its `index.json` entry is written, so a failed or killed load leaves at most garbage.
 
 use super::{compression_of, ImageReference, ImageStore, LayerBlob, PutImage, Result, StoreError, StoredImage};
+use crate::image::ImageConfig;
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, HashingWriter, Sha256Digest};
 use fs_err as fs;
-use oci_spec::image::{ImageConfiguration, MediaType};
+use oci_spec::image::MediaType;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -339,7 +340,7 @@ pub fn load<R: Read>(
                     let arch_ok = plat
                         .and_then(|p| p.get("architecture"))
                         .and_then(|a| a.as_str())
-                        .is_none_or(|a| a == super::import::go_arch());
+                        .is_none_or(|a| a == crate::image::platform::native_arch());
                     if arch_ok {
                         let mut m = m.clone();
                         if m.get("annotations").is_none() {
@@ -409,9 +410,9 @@ pub fn load<R: Read>(
     let mut ready = Vec::new();
     for p in &plans {
         let config_raw = fs::read(&p.config.file)?;
-        let config: ImageConfiguration =
-            serde_json::from_slice(&config_raw).map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
-        let diff_ids = config.rootfs().diff_ids();
+        let config =
+            ImageConfig::from_json(&config_raw).map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
+        let diff_ids = &config.rootfs.diff_ids;
         if diff_ids.len() != p.layers.len() {
             return Err(bad(format!(
                 "image config {} lists {} layers, the archive has {}",

@@ -2,6 +2,7 @@
 //! stored as an uncompressed tar, so its digest is its diff ID.
 
 use super::{ImageReference, ImageStore, LayerBlob, PutImage, Result, StoreError, StoredImage};
+use crate::image::{platform::native_arch, ContainerConfig, HistoryEntry, ImageConfig};
 use crate::layer::compression::decompressing_reader;
 use oci_spec::image::MediaType;
 use std::io::{self, Read, Write};
@@ -15,17 +16,6 @@ pub struct ImportOptions {
     pub message: Option<String>,
     /// Shown in the history comment: `Imported from <source>`.
     pub source: String,
-}
-
-/// The `GOARCH` name of this machine.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
 
 /// A tee that copies everything read into a writer.
@@ -92,22 +82,16 @@ pub fn import_rootfs<R: Read>(
     }
     let (digest, size) = writer.commit(None)?;
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let mut container_config = serde_json::Map::new();
+    let mut config = ImageConfig::scratch("linux", native_arch(), None);
     for change in &opts.changes {
-        apply_change(&mut container_config, change)
+        apply_change(&mut config.config, change)
             .map_err(|reason| StoreError::Conflict(format!("invalid change {change:?}: {reason}")))?;
     }
-    let mut config = serde_json::Map::new();
-    config.insert("architecture".into(), go_arch().into());
-    if !container_config.is_empty() {
-        config.insert("config".into(), serde_json::Value::Object(container_config));
-    }
-    config.insert("created".into(), now.clone().into());
+    config.created = Some(now.clone());
     let comment = opts.message.clone().unwrap_or_else(|| format!("Imported from {}", opts.source));
-    config.insert("history".into(), serde_json::json!([{ "created": now, "comment": comment }]));
-    config.insert("os".into(), "linux".into());
-    config.insert("rootfs".into(), serde_json::json!({ "type": "layers", "diff_ids": [digest.to_string()] }));
-    let raw = serde_json::to_vec(&serde_json::Value::Object(config)).map_err(io::Error::other)?;
+    config.history.push(HistoryEntry { created: Some(now), comment: Some(comment), ..HistoryEntry::default() });
+    config.rootfs.diff_ids.push(digest.to_string());
+    let raw = config.to_json().map_err(io::Error::other)?;
     let layer = LayerBlob {
         digest: digest.clone(),
         diff_id: digest,
@@ -138,67 +122,49 @@ fn key_values(rest: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Why a `--change` cannot be applied (shown after `invalid change "…": `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// An instruction with no arguments (`CMD`).
+    #[error("missing arguments")]
+    MissingArguments,
+    /// An instruction `docker import` does not take (`RUN`, `COPY`, ...).
+    #[error("{instruction} is not supported by import")]
+    Unsupported { instruction: String },
+}
+
 /// Applies one `--change` instruction to the container config (docker's subset for import).
-pub fn apply_change(
-    cfg: &mut serde_json::Map<String, serde_json::Value>,
-    change: &str,
-) -> std::result::Result<(), String> {
+pub fn apply_change(cfg: &mut ContainerConfig, change: &str) -> std::result::Result<(), ChangeError> {
     let change = change.trim();
-    let (instr, rest) = change.split_once(char::is_whitespace).ok_or("missing arguments")?;
+    let (instr, rest) = change.split_once(char::is_whitespace).ok_or(ChangeError::MissingArguments)?;
     let rest = rest.trim();
     match instr.to_ascii_uppercase().as_str() {
-        "CMD" => {
-            cfg.insert("Cmd".into(), json_or_shell(rest).into());
-        }
-        "ENTRYPOINT" => {
-            cfg.insert("Entrypoint".into(), json_or_shell(rest).into());
-        }
-        "WORKDIR" => {
-            cfg.insert("WorkingDir".into(), rest.into());
-        }
-        "USER" => {
-            cfg.insert("User".into(), rest.into());
-        }
-        "STOPSIGNAL" => {
-            cfg.insert("StopSignal".into(), rest.into());
-        }
+        "CMD" => cfg.cmd = Some(json_or_shell(rest)),
+        "ENTRYPOINT" => cfg.entrypoint = Some(json_or_shell(rest)),
+        "WORKDIR" => cfg.working_dir = rest.into(),
+        "USER" => cfg.user = rest.into(),
+        "STOPSIGNAL" => cfg.stop_signal = rest.into(),
         "ENV" => {
-            let env = cfg.entry("Env").or_insert_with(|| serde_json::json!([]));
-            if let Some(list) = env.as_array_mut() {
-                for (k, v) in key_values(rest) {
-                    list.retain(|e| e.as_str().and_then(|e| e.split_once('=')).map(|(ek, _)| ek != k).unwrap_or(true));
-                    list.push(format!("{k}={v}").into());
-                }
+            for (k, v) in key_values(rest) {
+                cfg.env.retain(|e| e.split_once('=').map(|(ek, _)| ek != k).unwrap_or(true));
+                cfg.env.push(format!("{k}={v}"));
             }
         }
-        "LABEL" => {
-            let labels = cfg.entry("Labels").or_insert_with(|| serde_json::json!({}));
-            if let Some(map) = labels.as_object_mut() {
-                for (k, v) in key_values(rest) {
-                    map.insert(k, v.into());
-                }
-            }
-        }
+        "LABEL" => cfg.labels.extend(key_values(rest)),
         "EXPOSE" => {
-            let ports = cfg.entry("ExposedPorts").or_insert_with(|| serde_json::json!({}));
-            if let Some(map) = ports.as_object_mut() {
-                for p in rest.split_whitespace() {
-                    let p = if p.contains('/') { p.to_owned() } else { format!("{p}/tcp") };
-                    map.insert(p, serde_json::json!({}));
-                }
+            for p in rest.split_whitespace() {
+                let p = if p.contains('/') { p.to_owned() } else { format!("{p}/tcp") };
+                cfg.exposed_ports.insert(p, serde_json::Map::new());
             }
         }
         "VOLUME" => {
-            let vols = cfg.entry("Volumes").or_insert_with(|| serde_json::json!({}));
-            if let Some(map) = vols.as_object_mut() {
-                let list = serde_json::from_str::<Vec<String>>(rest)
-                    .unwrap_or_else(|_| rest.split_whitespace().map(str::to_owned).collect());
-                for v in list {
-                    map.insert(v, serde_json::json!({}));
-                }
+            let list = serde_json::from_str::<Vec<String>>(rest)
+                .unwrap_or_else(|_| rest.split_whitespace().map(str::to_owned).collect());
+            for v in list {
+                cfg.volumes.insert(v, serde_json::Map::new());
             }
         }
-        other => return Err(format!("{other} is not supported by import")),
+        other => return Err(ChangeError::Unsupported { instruction: other.to_string() }),
     }
     Ok(())
 }
@@ -209,16 +175,20 @@ mod tests {
 
     #[test]
     fn changes_set_the_config() {
-        let mut cfg = serde_json::Map::new();
+        let mut cfg = ContainerConfig::default();
         apply_change(&mut cfg, r#"CMD ["sh"]"#).unwrap();
         apply_change(&mut cfg, "ENV A=1 B=2").unwrap();
         apply_change(&mut cfg, "ENV A 3").unwrap();
         apply_change(&mut cfg, "ENTRYPOINT echo hi").unwrap();
         apply_change(&mut cfg, "EXPOSE 80").unwrap();
-        assert_eq!(cfg["Cmd"], serde_json::json!(["sh"]));
-        assert_eq!(cfg["Env"], serde_json::json!(["B=2", "A=3"]));
-        assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c", "echo hi"]));
-        assert!(cfg["ExposedPorts"].get("80/tcp").is_some());
-        assert!(apply_change(&mut cfg, "RUN x").is_err());
+        apply_change(&mut cfg, "LABEL a=b").unwrap();
+        assert_eq!(cfg.cmd, Some(vec!["sh".to_string()]));
+        assert_eq!(cfg.env, ["B=2", "A=3"]);
+        assert_eq!(cfg.entrypoint, Some(vec!["/bin/sh".into(), "-c".into(), "echo hi".into()]));
+        assert!(cfg.exposed_ports.contains_key("80/tcp"));
+        assert_eq!(cfg.labels.get("a").map(String::as_str), Some("b"));
+        let err = apply_change(&mut cfg, "RUN x").unwrap_err();
+        assert_eq!(err.to_string(), "RUN is not supported by import");
+        assert_eq!(apply_change(&mut cfg, "CMD").unwrap_err().to_string(), "missing arguments");
     }
 }

@@ -55,13 +55,14 @@ pub mod lock;
 pub mod maintenance;
 pub mod reference;
 
+use crate::image::ImageConfig;
 use crate::layer::apply::{ApplyError, LayerApply, WhiteoutMode};
 use crate::layer::compression::Compression;
 use crate::layer::digest::{chain_ids, DigestParseError, HashingWriter, Sha256Digest};
 use atomic::fsync_dir;
 use fs_err as fs;
 pub use lock::{StoreLock, WorkDir};
-use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 pub use reference::{ImageReference, ReferenceError};
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
@@ -210,7 +211,9 @@ pub struct StoredImage {
     pub manifest_digest: Sha256Digest,
     pub manifest_size: u64,
     pub manifest: ImageManifest,
-    pub config: ImageConfiguration,
+    /// The config, parsed once when the image was read or written.
+    pub config: ImageConfig,
+    /// The config blob's bytes (whose sha256 is `id`).
     pub config_raw: Vec<u8>,
     /// Tags in the order they were added.
     pub tags: Vec<ImageReference>,
@@ -621,11 +624,11 @@ impl ImageStore {
     /// Builds the manifest and config blobs for an image and adds it to the index.
     pub fn put_image(
         &self,
-        config: &ImageConfiguration,
+        config: &ImageConfig,
         layers: &[LayerBlob],
         tags: &[ImageReference],
     ) -> Result<StoredImage> {
-        let raw = serde_json::to_vec(config).map_err(io::Error::other)?;
+        let raw = config.to_json().map_err(io::Error::other)?;
         self.put_image_raw(&raw, layers, &PutImage { tags: tags.to_vec(), parent: None })
     }
 
@@ -731,14 +734,14 @@ impl ImageStore {
         durability: Durability,
         config_json: &[u8],
         layers: &[LayerBlob],
-    ) -> Result<(Sha256Digest, Vec<u8>, ImageConfiguration)> {
-        let config: ImageConfiguration = serde_json::from_slice(config_json).map_err(|source| StoreError::Json {
+    ) -> Result<(Sha256Digest, Vec<u8>, ImageConfig)> {
+        let config = ImageConfig::from_json(config_json).map_err(|source| StoreError::Json {
             what: "image config",
             path: "(new image)".into(),
             source,
         })?;
-        let diff_ids: Vec<&String> = config.rootfs().diff_ids().iter().collect();
-        if diff_ids.len() != layers.len() || diff_ids.iter().zip(layers).any(|(d, l)| **d != l.diff_id.to_string()) {
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != layers.len() || diff_ids.iter().zip(layers).any(|(d, l)| *d != l.diff_id.to_string()) {
             return Err(StoreError::BadImage {
                 id: Sha256Digest::of(config_json).to_string(),
                 reason: "rootfs.diff_ids do not match the layers".into(),
@@ -1053,7 +1056,7 @@ impl ImageStore {
         })?;
         let id = Sha256Digest::from(manifest.config().digest());
         let config_raw = self.read_blob(&id)?;
-        let config: ImageConfiguration = serde_json::from_slice(&config_raw).map_err(|source| StoreError::Json {
+        let config = ImageConfig::from_json(&config_raw).map_err(|source| StoreError::Json {
             what: "image config",
             path: id.to_string(),
             source,
@@ -1069,11 +1072,11 @@ impl ImageStore {
         manifest_size: u64,
         manifest: ImageManifest,
         config_raw: Vec<u8>,
-        config: ImageConfiguration,
+        config: ImageConfig,
     ) -> Result<StoredImage> {
         let id = Sha256Digest::from(manifest.config().digest());
         let diff_ids =
-            config.rootfs().diff_ids().iter().map(|d| d.parse::<Sha256Digest>()).collect::<Result<Vec<_>, _>>()?;
+            config.rootfs.diff_ids.iter().map(|d| d.parse::<Sha256Digest>()).collect::<Result<Vec<_>, _>>()?;
         if diff_ids.len() != manifest.layers().len() {
             return Err(StoreError::BadImage {
                 id: id.to_string(),

@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use clap::Args;
 
-use crate::cli::units::human_size_4 as human_size;
 use crate::cli::{Exit, Printer};
 use crate::context::BuildContext;
 use crate::engine::sources::ContextSources;
 use crate::engine::BuildError;
-use crate::frontend::lower::{lower, LowerOptions, Platform};
+use crate::events::units::human_size_4 as human_size;
+use crate::frontend::lower::{lower, LowerOptions};
 use crate::frontend::parser;
+use crate::image::Platform;
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {

@@ -3,8 +3,8 @@
 
 use crate::cli::table::TableWriter;
 use crate::cli::template::render_rows;
-use crate::cli::units::{human_size, since};
 use crate::cli::Printer;
+use crate::events::units::{human_size, since};
 use crate::store::ImageStore;
 use anyhow::anyhow;
 
@@ -58,12 +58,12 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     };
 
     // Which history row ends at which ancestor image (built images record their parent).
-    let mut ancestors = vec![(image.config.history().as_ref().map(Vec::len).unwrap_or(0), show_id(&image.id))];
+    let mut ancestors = vec![(image.config.history.len(), show_id(&image.id))];
     let mut cur = image.parent.clone();
     while let Some(pid) = cur {
         match images.iter().find(|i| i.id == pid) {
             Some(parent) => {
-                ancestors.push((parent.config.history().as_ref().map(Vec::len).unwrap_or(0), show_id(&parent.id)));
+                ancestors.push((parent.config.history.len(), show_id(&parent.id)));
                 cur = parent.parent.clone();
             }
             None => break,
@@ -71,14 +71,10 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
     }
     let mut entries = Vec::new();
     let mut layers = image.layers.iter();
-    match image.config.history() {
-        Some(hist) if !hist.is_empty() => {
+    match image.config.history.as_slice() {
+        hist if !hist.is_empty() => {
             for (n, h) in hist.iter().enumerate() {
-                let size = if h.empty_layer().unwrap_or(false) {
-                    0
-                } else {
-                    layers.next().map(|l| l.shown_size()).unwrap_or(0)
-                };
+                let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.shown_size()).unwrap_or(0) };
                 let id = ancestors
                     .iter()
                     .find(|(len, _)| *len == n + 1)
@@ -86,10 +82,10 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "<missing>".into());
                 entries.push(Entry {
                     id,
-                    created: h.created().clone(),
-                    created_by: h.created_by().clone().unwrap_or_default(),
+                    created: h.created.clone(),
+                    created_by: h.created_by.clone().unwrap_or_default(),
                     size,
-                    comment: h.comment().clone().unwrap_or_default(),
+                    comment: h.comment.clone().unwrap_or_default(),
                 });
             }
         }
@@ -98,7 +94,7 @@ pub fn run(args: HistoryArgs, p: &mut Printer) -> anyhow::Result<()> {
             for (i, l) in image.layers.iter().enumerate() {
                 entries.push(Entry {
                     id: if i + 1 == n { show_id(&image.id) } else { "<missing>".into() },
-                    created: image.config.created().clone(),
+                    created: image.config.created.clone(),
                     created_by: String::new(),
                     size: l.shown_size(),
                     comment: String::new(),

@@ -1,7 +1,7 @@
 //! `rbuild image prune [-a] [-f]`.
 
-use crate::cli::units::human_size;
 use crate::cli::Printer;
+use crate::events::units::human_size;
 use crate::store::ImageStore;
 use std::io::BufRead;
 

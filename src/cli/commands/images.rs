@@ -2,8 +2,8 @@
 
 use crate::cli::table::TableWriter;
 use crate::cli::template::render_rows;
-use crate::cli::units::{human_size, since};
 use crate::cli::Printer;
+use crate::events::units::{human_size, since};
 use crate::store::{ImageStore, StoredImage};
 use anyhow::{anyhow, bail};
 
@@ -45,7 +45,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 fn created(i: &StoredImage) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    i.config.created().as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+    i.config.created.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
 }
 
 /// `2024-01-02 03:04:05 +0000 UTC`, Go's default time format as docker prints CreatedAt.
@@ -110,7 +110,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
                 continue;
             }
         }
-        let image_labels = img.config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+        let image_labels = &img.config.config.labels;
         if !labels.iter().all(|l| match l.split_once('=') {
             Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
             None => image_labels.contains_key(l.as_str()),
@@ -171,8 +171,8 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
             .map(|r| {
                 serde_json::json!({
                     "Repository": r.repo, "Tag": r.tag, "ID": id_of(&r.image), "Digest": r.digest,
-                    "CreatedSince": since(r.image.config.created().as_deref()),
-                    "CreatedAt": go_time(r.image.config.created().as_deref()),
+                    "CreatedSince": since(r.image.config.created.as_deref()),
+                    "CreatedAt": go_time(r.image.config.created.as_deref()),
                     "Size": human_size(r.image.unpacked_size()), "VirtualSize": human_size(r.image.unpacked_size()),
                     "SharedSize": "N/A", "UniqueSize": "N/A", "Containers": "N/A",
                 })
@@ -198,11 +198,7 @@ pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
         if args.digests {
             cells.push(r.digest.clone());
         }
-        cells.extend([
-            id_of(&r.image),
-            since(r.image.config.created().as_deref()),
-            human_size(r.image.unpacked_size()),
-        ]);
+        cells.extend([id_of(&r.image), since(r.image.config.created.as_deref()), human_size(r.image.unpacked_size())]);
         t.row(cells);
     }
     for line in t.lines() {

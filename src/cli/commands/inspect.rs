@@ -2,6 +2,7 @@
 
 use crate::cli::template::render;
 use crate::cli::Printer;
+use crate::image::ContainerConfig;
 use crate::store::{ImageStore, StoredImage};
 use anyhow::anyhow;
 use serde::Serialize;
@@ -17,9 +18,11 @@ pub struct InspectArgs {
 }
 
 /// The container config as Docker shows it: every field present, in Docker's order.
-fn docker_config(raw: Option<&Value>) -> Value {
-    let empty = Map::new();
-    let c = raw.and_then(Value::as_object).unwrap_or(&empty);
+fn docker_config(config: &ContainerConfig) -> Value {
+    let c = match serde_json::to_value(config) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
     let mut out = Map::new();
     let mut put = |k: &str, default: Value| {
         out.insert(k.to_owned(), c.get(k).cloned().unwrap_or(default));
@@ -60,27 +63,20 @@ fn docker_config(raw: Option<&Value>) -> Value {
 
 /// The inspect object of one image.
 pub fn inspect_value(image: &StoredImage) -> Value {
-    let raw: Value = serde_json::from_slice(&image.config_raw).unwrap_or(Value::Null);
-    let comment = raw
-        .get("history")
-        .and_then(Value::as_array)
-        .and_then(|h| h.last())
-        .and_then(|h| h.get("comment"))
-        .cloned()
-        .unwrap_or(json!(""));
+    let config = &image.config;
     json!({
         "Id": image.id.to_string(),
         "RepoTags": image.tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
         "RepoDigests": image.tags.iter().map(|t| format!("{}@{}", t.familiar_name(), image.manifest_digest)).collect::<std::collections::BTreeSet<_>>(),
         "Parent": image.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
-        "Comment": comment,
-        "Created": raw.get("created").cloned().unwrap_or(json!("0001-01-01T00:00:00Z")),
-        "DockerVersion": raw.get("docker_version").cloned().unwrap_or(json!("")),
-        "Author": raw.get("author").cloned().unwrap_or(json!("")),
-        "Config": docker_config(raw.get("config")),
-        "Architecture": raw.get("architecture").cloned().unwrap_or(json!("")),
-        "Variant": raw.get("variant").cloned().unwrap_or(Value::Null),
-        "Os": raw.get("os").cloned().unwrap_or(json!("")),
+        "Comment": config.last_comment().unwrap_or_default(),
+        "Created": config.created.as_deref().unwrap_or("0001-01-01T00:00:00Z"),
+        "DockerVersion": config.extra.get("docker_version").cloned().unwrap_or(json!("")),
+        "Author": config.author.as_deref().unwrap_or_default(),
+        "Config": docker_config(&config.config),
+        "Architecture": config.architecture,
+        "Variant": config.variant,
+        "Os": config.os,
         "Size": image.unpacked_size(),
         "GraphDriver": { "Data": { "LowerDirs": image.layers.iter().map(|l| l.unpacked_dir.display().to_string()).collect::<Vec<_>>() }, "Name": "overlay" },
         "RootFS": { "Type": "layers", "Layers": image.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>() },

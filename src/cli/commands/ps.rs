@@ -2,9 +2,9 @@
 //! them (`Up 2 seconds`, `Exited (3) 5 seconds ago`, `Created`).
 
 use crate::cli::table::TableWriter;
-use crate::cli::units::{human_duration, since};
 use crate::cli::Printer;
 use crate::containers::{ContainerRecord, ContainerState};
+use crate::events::units::{human_duration, since};
 
 #[derive(clap::Args, Debug)]
 pub struct PsArgs {

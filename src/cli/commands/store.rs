@@ -1,7 +1,7 @@
 //! `rbuild store check [--repair]` and `rbuild store gc`.
 
-use crate::cli::units::human_size;
 use crate::cli::Printer;
+use crate::events::units::human_size;
 use crate::store::ImageStore;
 
 #[derive(clap::Args, Debug)]

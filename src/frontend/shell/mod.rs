@@ -570,7 +570,7 @@ impl<'env> Expander<'env> {
         } else {
             pattern::remove_prefix(pattern_text, value, greedy)
         };
-        trimmed.map_err(|message| self.error(message))
+        trimmed.map_err(|e| self.error(e.to_string()))
     }
 
     /// `${NAME/pattern/replacement}` and `${NAME//pattern/replacement}`, positioned after the
@@ -595,6 +595,6 @@ impl<'env> Expander<'env> {
         }
         let value = value.unwrap_or_default();
         pattern::replace(&pattern_text, &replacement, &value, replace_all, MAX_EXPANDED_BYTES)
-            .map_err(|message| self.error(message))
+            .map_err(|e| self.error(e.to_string()))
     }
 }

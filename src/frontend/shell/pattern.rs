@@ -11,12 +11,31 @@
 
 use regex::Regex;
 
-/// Why a pattern could not be used; the text is the whole user-facing message.
-pub(super) type PatternError = String;
+/// Why a substitution with a pattern failed; the text is the whole user-facing message.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PatternError {
+    /// The pattern itself is unusable.
+    #[error("invalid pattern ({pattern}) in substitution: {reason}")]
+    Invalid { pattern: String, reason: PatternSyntaxError },
+    /// A replace-all result grew past the expansion limit.
+    #[error("{}", super::too_long(*.len))]
+    TooLong { len: usize },
+}
+
+/// What is wrong in a pattern's text.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PatternSyntaxError {
+    #[error("invalid escape '\\{0}'")]
+    InvalidEscape(char),
+    #[error("invalid escape '\\' at the end of the pattern")]
+    TrailingBackslash,
+    #[error("{0}")]
+    Regex(#[from] regex::Error),
+}
 
 /// Translates a shell pattern into a regular expression. `greedy` picks the longest match for
 /// `*`, otherwise the shortest; `anchored` pins the match to the start of the haystack.
-fn pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, String> {
+fn pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, PatternSyntaxError> {
     let mut chars = pattern.chars().peekable();
     // BuildKit reads patterns with Go's text/scanner, which skips a byte-order mark at the start.
     if chars.peek() == Some(&'\u{FEFF}') {
@@ -39,23 +58,23 @@ fn pattern_to_regex(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex
                     chars.next();
                     regex_text.push_str(&regex::escape(escaped.encode_utf8(&mut [0; 4])));
                 }
-                Some(other) => return Err(format!("invalid escape '\\{other}'")),
-                None => return Err("invalid escape '\\' at the end of the pattern".to_owned()),
+                Some(other) => return Err(PatternSyntaxError::InvalidEscape(other)),
+                None => return Err(PatternSyntaxError::TrailingBackslash),
             },
             literal => regex_text.push_str(&regex::escape(literal.encode_utf8(&mut [0; 4]))),
         }
     }
-    Regex::new(&regex_text).map_err(|error| error.to_string())
+    Ok(Regex::new(&regex_text)?)
 }
 
-fn invalid_pattern(pattern: &str, reason: &str) -> PatternError {
-    format!("invalid pattern ({pattern}) in substitution: {reason}")
+fn invalid_pattern(pattern: &str, reason: PatternSyntaxError) -> PatternError {
+    PatternError::Invalid { pattern: pattern.to_string(), reason }
 }
 
 /// `${VAR#pattern}` (shortest) / `${VAR##pattern}` (`greedy`, longest): removes the matching
 /// prefix of `value`, or returns `value` unchanged when the pattern does not match.
 pub(super) fn remove_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
-    let regex = pattern_to_regex(pattern, greedy, true).map_err(|reason| invalid_pattern(pattern, &reason))?;
+    let regex = pattern_to_regex(pattern, greedy, true).map_err(|reason| invalid_pattern(pattern, reason))?;
     Ok(without_anchored_match(&regex, value).to_owned())
 }
 
@@ -63,8 +82,8 @@ pub(super) fn remove_prefix(pattern: &str, value: &str, greedy: bool) -> Result<
 /// suffix of `value`. Like BuildKit, this searches the reversed value for a prefix matching the
 /// reversed pattern (so a lone trailing backslash in the pattern escapes its last character).
 pub(super) fn remove_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, PatternError> {
-    let regex = pattern_to_regex(&reverse_pattern(pattern), greedy, true)
-        .map_err(|reason| invalid_pattern(pattern, &reason))?;
+    let regex =
+        pattern_to_regex(&reverse_pattern(pattern), greedy, true).map_err(|reason| invalid_pattern(pattern, reason))?;
     let reversed_value: String = value.chars().rev().collect();
     Ok(without_anchored_match(&regex, &reversed_value).chars().rev().collect())
 }
@@ -114,7 +133,7 @@ pub(super) fn replace(
     all: bool,
     limit: usize,
 ) -> Result<String, PatternError> {
-    let regex = pattern_to_regex(pattern, true, false).map_err(|reason| invalid_pattern(pattern, &reason))?;
+    let regex = pattern_to_regex(pattern, true, false).map_err(|reason| invalid_pattern(pattern, reason))?;
     if !all {
         let Some(found) = regex.find(value) else {
             return Ok(value.to_owned());
@@ -137,7 +156,7 @@ pub(super) fn replace(
         if found.end() > last_match_end || found.start() == 0 {
             expand_replacement_template(&mut replaced, replacement, found.as_str());
             if replaced.len() > limit {
-                return Err(super::too_long(replaced.len()));
+                return Err(PatternError::TooLong { len: replaced.len() });
             }
         }
         last_match_end = found.end();

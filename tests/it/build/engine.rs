@@ -9,19 +9,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::fixture::Fixture;
-use rbuild::engine::config::ImageConfigFile;
 use rbuild::engine::{BuildOptions, Builder};
 use rbuild::events::{BuildEvent, OutputStream};
+use rbuild::image::ImageConfig;
 
 impl Fixture {
     fn builder(&self) -> Builder {
         Builder::open(&self.root).expect("store")
     }
 
-    fn config_file(&self, id: &str) -> ImageConfigFile {
+    fn config_file(&self, id: &str) -> ImageConfig {
         let store = rbuild::store::ImageStore::open(&self.root).expect("store");
         let image = store.resolve(id).expect("image");
-        ImageConfigFile::from_json(&image.config_raw).expect("config")
+        ImageConfig::from_json(&image.config_raw).expect("config")
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::fixture::{busybox_tree, have_tool, is_root, rbuild, rbuild_ok, require, tar_of, tree_listing};
-use rbuild::engine::config::ImageConfigFile;
+use rbuild::image::ImageConfig;
 use rbuild::store::ImageStore;
 
 struct Store {
@@ -116,7 +116,7 @@ fn commit_makes_an_image_with_the_changes_config_and_history() {
     let store = ImageStore::open(&s.root).unwrap();
     let image = store.resolve("name:tag").unwrap();
     assert_eq!(image.id.to_string(), id);
-    let config = ImageConfigFile::from_json(&image.config_raw).unwrap();
+    let config = ImageConfig::from_json(&image.config_raw).unwrap();
     assert_eq!(config.config.cmd, Some(vec!["sh".to_string()]));
     assert!(config.config.env.contains(&"A=1".to_string()), "{:?}", config.config.env);
     let last = config.history.last().unwrap();

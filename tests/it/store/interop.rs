@@ -99,7 +99,7 @@ fn build_image(t: &Path, root: &Path) -> Option<std::path::PathBuf> {
         });
     }
     let config = serde_json::json!({
-        "architecture": rbuild::store::import::go_arch(), "os": "linux",
+        "architecture": rbuild::image::platform::native_arch(), "os": "linux",
         "created": "2024-01-01T00:00:00Z",
         "config": {"Cmd": ["sh"], "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()},

@@ -1,5 +1,7 @@
 //! Docker's human-readable units: sizes (`4.26MB`, decimal, 3 significant digits as the
 //! docker CLI prints them) and durations (`2 weeks`, as `docker images` CREATED shows).
+//! The one owner of both: the classic renderer prints sizes with them, and the CLI's
+//! `images`, `history`, `ps` and `system df` tables use them too.
 
 /// `%.{precision}g` as Go prints it, for values below 1000.
 fn go_g(value: f64, precision: usize) -> String {
