@@ -305,7 +305,7 @@ impl Containers {
     /// Docker does, makes `containers/<id>/{upper,work,log}` and writes the record.
     pub fn create(&self, opts: &CreateOptions) -> Result<ContainerRecord> {
         let image = self.store.resolve(&opts.image)?;
-        let config = image_config(&image)?;
+        let config = image.config.clone();
         let existing = self.list()?;
         let name = match &opts.name {
             Some(name) => {
@@ -545,7 +545,7 @@ impl Containers {
         if current.state != ContainerState::Running {
             return Ok(current);
         }
-        let configured = self.image_of(&current).ok().and_then(|i| image_config(&i).ok());
+        let configured = self.image_of(&current).ok().map(|i| i.config);
         let signal = configured.and_then(|c| parse_signal(&c.config.stop_signal));
         self.signal(&current, signal.unwrap_or(nix::sys::signal::Signal::SIGTERM));
         if let Some(done) = self.wait_stopped(&record.id, timeout)? {
@@ -706,11 +706,6 @@ fn clear_dir(dir: &Path) -> Result<()> {
         Err(source) => return Err(LifecycleError::Io { op: "clearing", path: dir.to_path_buf(), source }),
     }
     fs_err::create_dir_all(dir).map_err(io_err("creating", dir))
-}
-
-fn image_config(image: &StoredImage) -> Result<ImageConfig> {
-    ImageConfig::from_json(&image.config_raw)
-        .map_err(|source| LifecycleError::ImageConfig { image: image.id.to_string(), source })
 }
 
 /// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT and drops its CMD; command

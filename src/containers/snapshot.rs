@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use crate::containers::{image_config, io_err, ContainerRecord, Containers, LifecycleError, Result};
+use crate::containers::{io_err, ContainerRecord, Containers, LifecycleError, Result};
 use crate::engine::config::{apply_config_instruction, StageConfigState};
 use crate::frontend::instructions::{read_instruction, Instruction, SourceRef};
 use crate::image::HistoryEntry;
@@ -76,7 +76,7 @@ impl Containers {
             None => Vec::new(),
         };
         let image = self.image_of(record)?;
-        let mut config = image_config(&image)?;
+        let mut config = image.config.clone();
         // The container's own config is what the image gets, as with docker commit.
         config.config.entrypoint = record.entrypoint.clone();
         config.config.cmd = record.cmd.clone();
