@@ -13,6 +13,7 @@
 //! verified before anything is moved into the store, and an image becomes visible only when
 //! its `index.json` entry is written, so a failed or killed load leaves at most garbage.
 
+use super::lock::WorkDir;
 use super::{compression_of, ImageReference, ImageStore, LayerBlob, PutImage, Result, StoreError, StoredImage};
 use crate::image::ImageConfig;
 use crate::layer::compression::{decompressing_reader, Compression};
@@ -200,6 +201,313 @@ fn readable_layer_diff_id(file: &Path) -> Result<Sha256Digest, LayerReadError> {
     Ok(digest)
 }
 
+/// The files of an archive being loaded, extracted into a work dir, and its links.
+struct ExtractedArchive<'a> {
+    source: &'a str,
+    files: HashMap<String, Extracted>,
+    links: HashMap<String, String>,
+}
+
+/// An image to assemble from an archive: config file, layer files, tags.
+struct LoadPlan<'a> {
+    config: &'a Extracted,
+    layers: Vec<(&'a Extracted, Option<MediaType>)>,
+    tags: Vec<ImageReference>,
+}
+
+/// An image whose config and layers were verified, ready to enter the store.
+struct VerifiedImage {
+    config_raw: Vec<u8>,
+    layers: Vec<(PathBuf, LayerBlob)>,
+    tags: Vec<ImageReference>,
+}
+
+impl<'a> ExtractedArchive<'a> {
+    fn bad(&self, reason: String) -> StoreError {
+        StoreError::BadArchive { path: self.source.to_owned(), reason }
+    }
+
+    /// Reads every entry of `archive`: regular files are written to `work` (hashed on the
+    /// way), links remembered; everything else is ignored.
+    fn extract<R: Read>(
+        store: &ImageStore,
+        work: &WorkDir,
+        archive: &mut tar::Archive<R>,
+        source: &'a str,
+    ) -> Result<Self> {
+        let mut out = ExtractedArchive { source, files: HashMap::new(), links: HashMap::new() };
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        for entry in archive.entries().map_err(|e| out.bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| out.bad(format!("corrupt archive: {e}")))?;
+            let name = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
+            match entry.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    n += 1;
+                    let path = work.path().join(format!("f{n}"));
+                    let extracted = out.extract_file(store, &mut entry, &name, path, &mut buf)?;
+                    out.files.insert(name, extracted);
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Some(target) = entry.link_name_bytes() {
+                        let target = String::from_utf8_lossy(&target).into_owned();
+                        let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
+                            let dir =
+                                Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                            normalise(&format!("{dir}/{target}"))
+                        } else {
+                            normalise(&target)
+                        };
+                        out.links.insert(name, resolved);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies one regular entry to `path`, hashing it, and syncs it.
+    fn extract_file<R: Read>(
+        &self,
+        store: &ImageStore,
+        entry: &mut tar::Entry<R>,
+        name: &str,
+        path: PathBuf,
+        buf: &mut [u8],
+    ) -> Result<Extracted> {
+        let file = fs::File::create(&path)?.into_parts().0;
+        let mut w = HashingWriter::new(file);
+        loop {
+            let k = entry.read(buf).map_err(|e| self.bad(format!("truncated or corrupt archive at {name}: {e}")))?;
+            if k == 0 {
+                break;
+            }
+            w.write_all(&buf[..k]).map_err(|e| {
+                if super::is_disk_full(&e) {
+                    StoreError::DiskFull {
+                        root: store.root().to_owned(),
+                        during: format!("loading {}", self.source),
+                        source: e,
+                    }
+                } else {
+                    io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()
+                }
+            })?;
+        }
+        let (digest, size, file) = w.finish();
+        if size != entry.header().size().unwrap_or(size) {
+            return Err(self.bad(format!("truncated archive: {name} is shorter than its header says")));
+        }
+        file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
+        Ok(Extracted { file: path, digest, size })
+    }
+
+    /// The file at `name`, following links (at most 16).
+    fn lookup(&self, name: &str) -> Option<&Extracted> {
+        let mut name = normalise(name);
+        for _ in 0..16 {
+            if let Some(f) = self.files.get(&name) {
+                return Some(f);
+            }
+            name = self.links.get(&name)?.clone();
+        }
+        None
+    }
+
+    fn read_small(&self, name: &str) -> Result<Vec<u8>> {
+        let f = self.lookup(name).ok_or_else(|| self.bad(format!("{name} is missing from the archive")))?;
+        Ok(fs::read(&f.file)?)
+    }
+
+    fn by_digest(&self, d: &Sha256Digest) -> Option<&Extracted> {
+        self.lookup(&format!("blobs/sha256/{}", d.hex()))
+    }
+
+    /// The images a docker-archive's `manifest.json` lists.
+    fn docker_plans(&self) -> Result<Vec<LoadPlan<'_>>> {
+        let bytes = self.read_small("manifest.json")?;
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("manifest.json: {e}")))?;
+        let mut plans = Vec::new();
+        for e in entries {
+            let cfg = e
+                .get("Config")
+                .and_then(|c| c.as_str())
+                .ok_or_else(|| self.bad("manifest.json: entry without Config".into()))?;
+            let config = self.lookup(cfg).ok_or_else(|| self.bad(format!("{cfg} is missing from the archive")))?;
+            let mut layers = Vec::new();
+            for l in e.get("Layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
+                let l = l.as_str().ok_or_else(|| self.bad("manifest.json: layer is not a string".into()))?.to_owned();
+                let file = self.lookup(&l).ok_or_else(|| self.bad(format!("layer {l} is missing from the archive")))?;
+                layers.push((file, None));
+            }
+            let mut tags = Vec::new();
+            for t in e.get("RepoTags").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
+                if let Some(t) = t.as_str() {
+                    let reference = ImageReference::parse(t).map_err(|e| self.bad(format!("manifest.json: {e}")))?;
+                    tags.push(reference.with_default_tag());
+                }
+            }
+            plans.push(LoadPlan { config, layers, tags });
+        }
+        Ok(plans)
+    }
+
+    /// The images an OCI archive's `index.json` names (nested indexes: this platform's).
+    fn oci_plans(&self) -> Result<Vec<LoadPlan<'_>>> {
+        let bytes = self.read_small("index.json")?;
+        let index: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| self.bad(format!("index.json: {e}")))?;
+        let mut stack: Vec<serde_json::Value> =
+            index.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
+        let mut plans: Vec<LoadPlan> = Vec::new();
+        while let Some(desc) = stack.pop() {
+            let digest: Sha256Digest = desc
+                .get("digest")
+                .and_then(|d| d.as_str())
+                .unwrap_or("")
+                .parse()
+                .map_err(|e| self.bad(format!("index.json: {e}")))?;
+            let media = desc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+            let blob = self
+                .by_digest(&digest)
+                .ok_or_else(|| self.bad(format!("blob {digest} is missing from the archive")))?;
+            if blob.digest != digest {
+                return Err(self.bad(format!("blob {digest} is corrupt: content hashes to {}", blob.digest)));
+            }
+            let body: serde_json::Value = serde_json::from_slice(&fs::read(&blob.file)?)
+                .map_err(|e| self.bad(format!("manifest {digest}: {e}")))?;
+            if media.contains("index") || body.get("manifests").is_some() {
+                stack.extend(platform_manifest(&desc, &body));
+                continue;
+            }
+            let (config, layers) = self.manifest_parts(&digest, &body)?;
+            let tag = reference_of(&desc);
+            if let Some(existing) = plans.iter_mut().find(|p| p.config.digest == config.digest) {
+                existing.tags.extend(tag);
+            } else {
+                plans.push(LoadPlan { config, layers, tags: tag.into_iter().map(|t| t.with_default_tag()).collect() });
+            }
+        }
+        Ok(plans)
+    }
+
+    /// The config and layer files an OCI manifest names, their digests checked.
+    #[allow(clippy::type_complexity)]
+    fn manifest_parts(
+        &self,
+        digest: &Sha256Digest,
+        body: &serde_json::Value,
+    ) -> Result<(&Extracted, Vec<(&Extracted, Option<MediaType>)>)> {
+        let digest_at = |value: Option<&serde_json::Value>| -> Result<Sha256Digest> {
+            value
+                .and_then(|d| d.as_str())
+                .unwrap_or("")
+                .parse()
+                .map_err(|e| self.bad(format!("manifest {digest}: {e}")))
+        };
+        let cfg_digest = digest_at(body.pointer("/config/digest"))?;
+        let config = self
+            .by_digest(&cfg_digest)
+            .ok_or_else(|| self.bad(format!("config {cfg_digest} is missing from the archive")))?;
+        let mut layers = Vec::new();
+        for l in body.get("layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
+            let ld = digest_at(l.get("digest"))?;
+            let f = self.by_digest(&ld).ok_or_else(|| self.bad(format!("layer {ld} is missing from the archive")))?;
+            if f.digest != ld {
+                return Err(self.bad(format!("layer blob {ld} is corrupt: content hashes to {}", f.digest)));
+            }
+            let mt = l.get("mediaType").and_then(|m| m.as_str()).map(MediaType::from);
+            layers.push((f, mt));
+        }
+        if config.digest != cfg_digest {
+            return Err(self.bad(format!("config {cfg_digest} is corrupt: content hashes to {}", config.digest)));
+        }
+        Ok((config, layers))
+    }
+
+    /// Checks `plan`'s config and every layer's diff ID before anything enters the store.
+    fn verify(&self, plan: &LoadPlan) -> Result<VerifiedImage> {
+        let config_raw = fs::read(&plan.config.file)?;
+        let config = ImageConfig::from_json(&config_raw)
+            .map_err(|e| self.bad(format!("image config {}: {e}", plan.config.digest)))?;
+        let diff_ids = &config.rootfs.diff_ids;
+        if diff_ids.len() != plan.layers.len() {
+            return Err(self.bad(format!(
+                "image config {} lists {} layers, the archive has {}",
+                plan.config.digest,
+                diff_ids.len(),
+                plan.layers.len()
+            )));
+        }
+        let mut layers = Vec::new();
+        for ((f, mt), expected) in plan.layers.iter().zip(diff_ids) {
+            let expected: Sha256Digest =
+                expected.parse().map_err(|e| self.bad(format!("image config {}: {e}", plan.config.digest)))?;
+            let head = {
+                let mut h = [0u8; 4];
+                let mut file = fs::File::open(&f.file)?;
+                let k = file.read(&mut h)?;
+                h[..k].to_vec()
+            };
+            let compression = Compression::detect(&head);
+            let diff_id = readable_layer_diff_id(&f.file).map_err(|e| match e {
+                LayerReadError::Io(e) => StoreError::Io(e),
+                LayerReadError::Tar(why) => self.bad(format!("layer {}: {why}", f.digest)),
+            })?;
+            if diff_id != expected {
+                return Err(
+                    self.bad(format!("layer {} has diff ID {diff_id}, its image config says {expected}", f.digest))
+                );
+            }
+            let media_type = mt
+                .clone()
+                .filter(|m| compression_of(m) == compression)
+                .unwrap_or_else(|| compression.oci_layer_media_type());
+            layers.push((
+                f.file.clone(),
+                LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type, unpacked_size: None },
+            ));
+        }
+        Ok(VerifiedImage { config_raw, layers, tags: plan.tags.clone() })
+    }
+}
+
+/// Of a nested index `body` (reached through `desc`), the manifest for this platform (or
+/// without one), carrying `desc`'s annotations when it has none.
+fn platform_manifest(desc: &serde_json::Value, body: &serde_json::Value) -> Option<serde_json::Value> {
+    for m in body.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default() {
+        let arch_ok = m
+            .get("platform")
+            .and_then(|p| p.get("architecture"))
+            .and_then(|a| a.as_str())
+            .is_none_or(|a| a == crate::image::platform::native_arch());
+        if arch_ok {
+            let mut m = m.clone();
+            if m.get("annotations").is_none() {
+                if let Some(a) = desc.get("annotations") {
+                    m["annotations"] = a.clone();
+                }
+            }
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// The tag an OCI index entry names (containerd's image name, or a ref name that is one).
+fn reference_of(desc: &serde_json::Value) -> Option<ImageReference> {
+    let ann = desc.get("annotations");
+    let name = ann.and_then(|a| a.get("io.containerd.image.name")).and_then(|n| n.as_str());
+    let refname = ann.and_then(|a| a.get(super::REF_NAME_ANNOTATION)).and_then(|n| n.as_str());
+    match (name, refname) {
+        (Some(n), _) => ImageReference::parse(n).ok(),
+        (None, Some(r)) if r.contains(':') || r.contains('/') => ImageReference::parse(r).ok(),
+        _ => None,
+    }
+}
+
 /// Loads every image in the archive read from `input` (named `source` in errors).
 pub fn load<R: Read>(
     store: &ImageStore,
@@ -211,246 +519,19 @@ pub fn load<R: Read>(
     let work = store.work_dir()?;
     let (_, stream) = decompressing_reader(progress.wrap_read(input)).map_err(|e| bad(e.to_string()))?;
     let mut archive = tar::Archive::new(stream);
-    let mut files: HashMap<String, Extracted> = HashMap::new();
-    let mut links: HashMap<String, String> = HashMap::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(format!("corrupt archive: {e}")))?;
-        let name = normalise(&String::from_utf8_lossy(&entry.path_bytes()));
-        match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                n += 1;
-                let path = work.path().join(format!("f{n}"));
-                let file = fs::File::create(&path)?.into_parts().0;
-                let mut w = HashingWriter::new(file);
-                loop {
-                    let k = entry
-                        .read(&mut buf)
-                        .map_err(|e| bad(format!("truncated or corrupt archive at {name}: {e}")))?;
-                    if k == 0 {
-                        break;
-                    }
-                    w.write_all(&buf[..k]).map_err(|e| {
-                        if super::is_disk_full(&e) {
-                            StoreError::DiskFull {
-                                root: store.root().to_owned(),
-                                during: format!("loading {source}"),
-                                source: e,
-                            }
-                        } else {
-                            io::Error::new(e.kind(), format!("{}: {e}", path.display())).into()
-                        }
-                    })?;
-                }
-                let (digest, size, file) = w.finish();
-                if size != entry.header().size().unwrap_or(size) {
-                    return Err(bad(format!("truncated archive: {name} is shorter than its header says")));
-                }
-                file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
-                files.insert(name, Extracted { file: path, digest, size });
-            }
-            tar::EntryType::Symlink | tar::EntryType::Link => {
-                if let Some(target) = entry.link_name_bytes() {
-                    let target = String::from_utf8_lossy(&target).into_owned();
-                    let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
-                        let dir =
-                            Path::new(&name).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                        normalise(&format!("{dir}/{target}"))
-                    } else {
-                        normalise(&target)
-                    };
-                    links.insert(name, resolved);
-                }
-            }
-            _ => {}
-        }
-    }
-    let lookup = |name: &str| -> Option<&Extracted> {
-        let mut name = normalise(name);
-        for _ in 0..16 {
-            if let Some(f) = files.get(&name) {
-                return Some(f);
-            }
-            name = links.get(&name)?.clone();
-        }
-        None
-    };
-    let read_small = |name: &str| -> Result<Vec<u8>> {
-        let f = lookup(name).ok_or_else(|| bad(format!("{name} is missing from the archive")))?;
-        Ok(fs::read(&f.file)?)
-    };
-    let by_digest = |d: &Sha256Digest| -> Option<&Extracted> { lookup(&format!("blobs/sha256/{}", d.hex())) };
-
-    // Images to assemble: config file, layer files, tags, and an OCI manifest to keep if any.
-    struct Plan<'a> {
-        config: &'a Extracted,
-        layers: Vec<(&'a Extracted, Option<MediaType>)>,
-        tags: Vec<ImageReference>,
-    }
-    let mut plans: Vec<Plan> = Vec::new();
-    if lookup("manifest.json").is_some() {
-        let bytes = read_small("manifest.json")?;
-        let entries: Vec<serde_json::Value> =
-            serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest.json: {e}")))?;
-        for e in entries {
-            let cfg = e
-                .get("Config")
-                .and_then(|c| c.as_str())
-                .ok_or_else(|| bad("manifest.json: entry without Config".into()))?;
-            let config = lookup(cfg).ok_or_else(|| bad(format!("{cfg} is missing from the archive")))?;
-            let mut layers = Vec::new();
-            for l in e.get("Layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
-                let l = l.as_str().ok_or_else(|| bad("manifest.json: layer is not a string".into()))?.to_owned();
-                layers.push((lookup(&l).ok_or_else(|| bad(format!("layer {l} is missing from the archive")))?, None));
-            }
-            let mut tags = Vec::new();
-            for t in e.get("RepoTags").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
-                if let Some(t) = t.as_str() {
-                    tags.push(
-                        ImageReference::parse(t).map_err(|e| bad(format!("manifest.json: {e}")))?.with_default_tag(),
-                    );
-                }
-            }
-            plans.push(Plan { config, layers, tags });
-        }
-    } else if lookup("index.json").is_some() {
-        let bytes = read_small("index.json")?;
-        let index: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("index.json: {e}")))?;
-        let mut stack: Vec<serde_json::Value> =
-            index.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default();
-        while let Some(desc) = stack.pop() {
-            let digest: Sha256Digest = desc
-                .get("digest")
-                .and_then(|d| d.as_str())
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| bad(format!("index.json: {e}")))?;
-            let media = desc.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-            let blob = by_digest(&digest).ok_or_else(|| bad(format!("blob {digest} is missing from the archive")))?;
-            if blob.digest != digest {
-                return Err(bad(format!("blob {digest} is corrupt: content hashes to {}", blob.digest)));
-            }
-            let body: serde_json::Value =
-                serde_json::from_slice(&fs::read(&blob.file)?).map_err(|e| bad(format!("manifest {digest}: {e}")))?;
-            if media.contains("index") || body.get("manifests").is_some() {
-                // Nested index: pick the manifests for this platform (or without a platform).
-                for m in body.get("manifests").and_then(|m| m.as_array()).cloned().unwrap_or_default() {
-                    let plat = m.get("platform");
-                    let arch_ok = plat
-                        .and_then(|p| p.get("architecture"))
-                        .and_then(|a| a.as_str())
-                        .is_none_or(|a| a == crate::image::platform::native_arch());
-                    if arch_ok {
-                        let mut m = m.clone();
-                        if m.get("annotations").is_none() {
-                            if let Some(a) = desc.get("annotations") {
-                                m["annotations"] = a.clone();
-                            }
-                        }
-                        stack.push(m);
-                        break;
-                    }
-                }
-                continue;
-            }
-            let ann = desc.get("annotations");
-            let name = ann.and_then(|a| a.get("io.containerd.image.name")).and_then(|n| n.as_str());
-            let refname = ann.and_then(|a| a.get(super::REF_NAME_ANNOTATION)).and_then(|n| n.as_str());
-            let tag = match (name, refname) {
-                (Some(n), _) => ImageReference::parse(n).ok(),
-                (None, Some(r)) if r.contains(':') || r.contains('/') => ImageReference::parse(r).ok(),
-                _ => None,
-            };
-            let cfg_digest: Sha256Digest = body
-                .pointer("/config/digest")
-                .and_then(|d| d.as_str())
-                .unwrap_or("")
-                .parse()
-                .map_err(|e| bad(format!("manifest {digest}: {e}")))?;
-            let config = by_digest(&cfg_digest)
-                .ok_or_else(|| bad(format!("config {cfg_digest} is missing from the archive")))?;
-            let mut layers = Vec::new();
-            for l in body.get("layers").and_then(|l| l.as_array()).cloned().unwrap_or_default() {
-                let ld: Sha256Digest = l
-                    .get("digest")
-                    .and_then(|d| d.as_str())
-                    .unwrap_or("")
-                    .parse()
-                    .map_err(|e| bad(format!("manifest {digest}: {e}")))?;
-                let f = by_digest(&ld).ok_or_else(|| bad(format!("layer {ld} is missing from the archive")))?;
-                if f.digest != ld {
-                    return Err(bad(format!("layer blob {ld} is corrupt: content hashes to {}", f.digest)));
-                }
-                let mt = l.get("mediaType").and_then(|m| m.as_str()).map(MediaType::from);
-                layers.push((f, mt));
-            }
-            if config.digest != cfg_digest {
-                return Err(bad(format!("config {cfg_digest} is corrupt: content hashes to {}", config.digest)));
-            }
-            if let Some(existing) = plans.iter_mut().find(|p| p.config.digest == config.digest) {
-                existing.tags.extend(tag);
-            } else {
-                plans.push(Plan { config, layers, tags: tag.into_iter().map(|t| t.with_default_tag()).collect() });
-            }
-        }
+    let extracted = ExtractedArchive::extract(store, &work, &mut archive, source)?;
+    let plans = if extracted.lookup("manifest.json").is_some() {
+        extracted.docker_plans()?
+    } else if extracted.lookup("index.json").is_some() {
+        extracted.oci_plans()?
     } else {
         return Err(bad("neither manifest.json nor index.json found: not a docker-archive or OCI archive".into()));
-    }
+    };
     if plans.is_empty() {
         return Err(bad("the archive holds no image".into()));
     }
-
     // Verify everything before touching the store.
-    struct Ready {
-        config_raw: Vec<u8>,
-        layers: Vec<(PathBuf, LayerBlob)>,
-        tags: Vec<ImageReference>,
-    }
-    let mut ready = Vec::new();
-    for p in &plans {
-        let config_raw = fs::read(&p.config.file)?;
-        let config =
-            ImageConfig::from_json(&config_raw).map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
-        let diff_ids = &config.rootfs.diff_ids;
-        if diff_ids.len() != p.layers.len() {
-            return Err(bad(format!(
-                "image config {} lists {} layers, the archive has {}",
-                p.config.digest,
-                diff_ids.len(),
-                p.layers.len()
-            )));
-        }
-        let mut layers = Vec::new();
-        for ((f, mt), expected) in p.layers.iter().zip(diff_ids) {
-            let expected: Sha256Digest =
-                expected.parse().map_err(|e| bad(format!("image config {}: {e}", p.config.digest)))?;
-            let head = {
-                let mut h = [0u8; 4];
-                let mut file = fs::File::open(&f.file)?;
-                let k = file.read(&mut h)?;
-                h[..k].to_vec()
-            };
-            let compression = Compression::detect(&head);
-            let diff_id = readable_layer_diff_id(&f.file).map_err(|e| match e {
-                LayerReadError::Io(e) => StoreError::Io(e),
-                LayerReadError::Tar(why) => bad(format!("layer {}: {why}", f.digest)),
-            })?;
-            if diff_id != expected {
-                return Err(bad(format!("layer {} has diff ID {diff_id}, its image config says {expected}", f.digest)));
-            }
-            let media_type = mt
-                .clone()
-                .filter(|m| compression_of(m) == compression)
-                .unwrap_or_else(|| compression.oci_layer_media_type());
-            layers.push((
-                f.file.clone(),
-                LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type, unpacked_size: None },
-            ));
-        }
-        ready.push(Ready { config_raw, layers, tags: p.tags.clone() });
-    }
-
+    let ready: Vec<VerifiedImage> = plans.iter().map(|p| extracted.verify(p)).collect::<Result<_>>()?;
     let mut out = Vec::new();
     for r in ready {
         for (file, layer) in &r.layers {

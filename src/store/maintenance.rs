@@ -6,7 +6,7 @@ use super::lock::WorkDir;
 use super::{DamagedImage, ImageReference, ImageStore, Result, StoreError, StoredImage, REF_NAME_ANNOTATION};
 use crate::layer::digest::Sha256Digest;
 use fs_err as fs;
-use oci_spec::image::Descriptor;
+use oci_spec::image::{Descriptor, ImageIndex};
 use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::Path;
@@ -420,6 +420,48 @@ impl ImageStore {
     pub fn check(&self, repair: bool) -> Result<CheckReport> {
         let _lock = self.lock()?;
         let mut report = CheckReport::default();
+        self.check_layout_file(repair, &mut report)?;
+        let index = match self.read_index() {
+            Ok(i) => i,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                return Ok(report);
+            }
+        };
+        let corrupt = self.check_blobs(repair, &mut report)?;
+        let good_images = self.check_images(&index, &corrupt, repair, &mut report)?;
+        let (ref_blobs, ref_layers) = self.referenced(&good_images);
+        for d in self.list_blobs()? {
+            if !ref_blobs.contains(&d) && self.has_blob(&d) {
+                report.garbage.push(format!("unreferenced blob {d}"));
+            }
+        }
+        self.check_layer_dirs(&ref_layers, repair, &mut report)?;
+        let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
+        for d in &dead {
+            report.garbage.push(format!("leftover work dir {}", d.display()));
+        }
+        let ids: HashSet<Sha256Digest> = good_images.iter().map(|i| i.id.clone()).collect();
+        for (path, why) in self.bad_cache_records(&ids)? {
+            if why == "unreadable" {
+                report.problems.push(format!("cache record {}: {why}", path.display()));
+                if repair {
+                    fs::remove_file(&path)?;
+                    report.repaired.push(format!("removed {}", path.display()));
+                }
+            } else {
+                report.garbage.push(format!("stale cache record {}: {why}", path.display()));
+            }
+        }
+        if repair {
+            let mut r = Removal::default();
+            self.remove_dead_work_dirs(&mut r)?;
+        }
+        Ok(report)
+    }
+
+    /// `oci-layout` must name an image layout version.
+    fn check_layout_file(&self, repair: bool, report: &mut CheckReport) -> Result<()> {
         match std::fs::read(self.root.join("oci-layout")) {
             Ok(b)
                 if serde_json::from_slice::<serde_json::Value>(&b)
@@ -434,14 +476,11 @@ impl ImageStore {
                 }
             }
         }
-        let index = match self.read_index() {
-            Ok(i) => i,
-            Err(e) => {
-                report.problems.push(e.to_string());
-                return Ok(report);
-            }
-        };
-        // Verify every blob once.
+        Ok(())
+    }
+
+    /// Verifies every blob once; returns the corrupt ones (removed when repairing).
+    fn check_blobs(&self, repair: bool, report: &mut CheckReport) -> Result<HashSet<Sha256Digest>> {
         let mut corrupt: HashSet<Sha256Digest> = HashSet::new();
         for e in fs::read_dir(self.root.join("blobs/sha256"))? {
             let e = e?;
@@ -464,42 +503,25 @@ impl ImageStore {
                 }
             }
         }
+        Ok(corrupt)
+    }
+
+    /// Checks every image of `index` (tag, manifest, config, layers); returns the sound ones.
+    /// Repairing drops the others from the index.
+    fn check_images(
+        &self,
+        index: &ImageIndex,
+        corrupt: &HashSet<Sha256Digest>,
+        repair: bool,
+        report: &mut CheckReport,
+    ) -> Result<Vec<StoredImage>> {
         let mut kept: Vec<Descriptor> = Vec::new();
         let mut good_images = Vec::new();
         for desc in index.manifests() {
             let mdg = Sha256Digest::from(desc.digest());
             let label = tag_of(desc).cloned().unwrap_or_else(|| format!("<none> ({mdg})"));
-            let mut bad = None;
-            if let Some(t) = tag_of(desc) {
-                if ImageReference::parse(t).is_err() {
-                    bad = Some(format!("tag {t:?} is not a valid reference"));
-                }
-            }
-            let image = if corrupt.contains(&mdg) {
-                Err(format!("manifest {mdg} is corrupt"))
-            } else {
-                self.read_image(&mdg, desc.size()).map_err(|e| e.to_string())
-            };
-            match image {
-                Err(e) => bad = Some(e),
-                Ok(img) => {
-                    if corrupt.contains(&img.id) {
-                        bad = Some(format!("config {} is corrupt", img.id));
-                    }
-                    for l in &img.layers {
-                        if corrupt.contains(&l.digest) {
-                            bad = Some(format!("layer {} is corrupt", l.digest));
-                        } else if !self.has_blob(&l.digest) {
-                            bad = Some(format!("layer {} is missing", l.digest));
-                        }
-                    }
-                    if bad.is_none() {
-                        good_images.push(img);
-                    }
-                }
-            }
-            match bad {
-                Some(reason) => {
+            match self.image_problem(desc, &mdg, corrupt) {
+                Err(reason) => {
                     report.problems.push(format!("image {label}: {reason}"));
                     if repair {
                         report.repaired.push(format!("removed image {label} from the index"));
@@ -507,18 +529,60 @@ impl ImageStore {
                         kept.push(desc.clone());
                     }
                 }
-                None => kept.push(desc.clone()),
+                Ok(img) => {
+                    good_images.push(img);
+                    kept.push(desc.clone());
+                }
             }
         }
         if repair && kept.len() != index.manifests().len() {
             self.write_index(&kept)?;
         }
-        let (ref_blobs, ref_layers) = self.referenced(&good_images);
-        for d in self.list_blobs()? {
-            if !ref_blobs.contains(&d) && self.has_blob(&d) {
-                report.garbage.push(format!("unreferenced blob {d}"));
+        Ok(good_images)
+    }
+
+    /// The image an index entry names, or what is wrong with it (the last problem found).
+    fn image_problem(
+        &self,
+        desc: &Descriptor,
+        mdg: &Sha256Digest,
+        corrupt: &HashSet<Sha256Digest>,
+    ) -> std::result::Result<StoredImage, String> {
+        let mut bad = None;
+        if let Some(t) = tag_of(desc) {
+            if ImageReference::parse(t).is_err() {
+                bad = Some(format!("tag {t:?} is not a valid reference"));
             }
         }
+        let image = if corrupt.contains(mdg) {
+            Err(format!("manifest {mdg} is corrupt"))
+        } else {
+            self.read_image(mdg, desc.size()).map_err(|e| e.to_string())
+        };
+        let img = image?;
+        if corrupt.contains(&img.id) {
+            bad = Some(format!("config {} is corrupt", img.id));
+        }
+        for l in &img.layers {
+            if corrupt.contains(&l.digest) {
+                bad = Some(format!("layer {} is corrupt", l.digest));
+            } else if !self.has_blob(&l.digest) {
+                bad = Some(format!("layer {} is missing", l.digest));
+            }
+        }
+        match bad {
+            Some(reason) => Err(reason),
+            None => Ok(img),
+        }
+    }
+
+    /// Unpacked layer dirs: unreferenced ones are garbage, odd names problems.
+    fn check_layer_dirs(
+        &self,
+        ref_layers: &HashSet<Sha256Digest>,
+        repair: bool,
+        report: &mut CheckReport,
+    ) -> Result<()> {
         for e in fs::read_dir(self.root.join("layers"))? {
             let e = e?;
             let name = e.file_name().to_string_lossy().into_owned();
@@ -542,26 +606,6 @@ impl ImageStore {
                 }
             }
         }
-        let (_, dead) = WorkDir::scan(&self.root.join("tmp"))?;
-        for d in &dead {
-            report.garbage.push(format!("leftover work dir {}", d.display()));
-        }
-        let ids: HashSet<Sha256Digest> = good_images.iter().map(|i| i.id.clone()).collect();
-        for (path, why) in self.bad_cache_records(&ids)? {
-            if why == "unreadable" {
-                report.problems.push(format!("cache record {}: {why}", path.display()));
-                if repair {
-                    fs::remove_file(&path)?;
-                    report.repaired.push(format!("removed {}", path.display()));
-                }
-            } else {
-                report.garbage.push(format!("stale cache record {}: {why}", path.display()));
-            }
-        }
-        if repair {
-            let mut r = Removal::default();
-            self.remove_dead_work_dirs(&mut r)?;
-        }
-        Ok(report)
+        Ok(())
     }
 }

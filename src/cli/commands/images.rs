@@ -44,7 +44,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>())
 }
 
-fn created(i: &StoredImage) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+fn created(i: &StoredImage) -> CreatedAt {
     i.config.created.as_deref().and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
 }
 
@@ -63,92 +63,105 @@ struct Row {
     image: StoredImage,
 }
 
+/// The `--filter`s and reference of an `images` command, parsed once.
+#[derive(Default)]
+struct ImageFilter {
+    dangling: Option<bool>,
+    patterns: Vec<String>,
+    labels: Vec<String>,
+    before: Option<CreatedAt>,
+    after: Option<CreatedAt>,
+}
+
+/// When an image was made, as [`created`] reads it.
+type CreatedAt = Option<chrono::DateTime<chrono::FixedOffset>>;
+
+impl ImageFilter {
+    fn parse(args: &ImagesArgs, store: &ImageStore, images: &[StoredImage]) -> anyhow::Result<Self> {
+        let mut filter = ImageFilter::default();
+        for f in &args.filter {
+            let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
+            match k {
+                "dangling" => {
+                    filter.dangling = Some(match v.to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => bail!("invalid filter 'dangling={v}'"),
+                    })
+                }
+                "reference" => filter.patterns.push(v.to_owned()),
+                "label" => filter.labels.push(v.to_owned()),
+                "before" => filter.before = Some(created(store.resolve_in(images, v)?)),
+                "since" => filter.after = Some(created(store.resolve_in(images, v)?)),
+                _ => bail!("invalid filter '{k}'"),
+            }
+        }
+        if let Some(r) = &args.reference {
+            filter.patterns.push(r.clone());
+        }
+        Ok(filter)
+    }
+
+    /// Whether `img` is listed (before tag patterns): intermediate images only with `-a`.
+    fn keeps(&self, img: &StoredImage, has_child: bool, all: bool) -> bool {
+        let untagged = img.tags.is_empty();
+        if untagged && has_child && !all && self.dangling.is_none() {
+            return false;
+        }
+        if self.dangling.is_some_and(|d| d != (untagged && !has_child)) {
+            return false;
+        }
+        let image_labels = &img.config.config.labels;
+        let labelled = self.labels.iter().all(|l| match l.split_once('=') {
+            Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
+            None => image_labels.contains_key(l.as_str()),
+        });
+        labelled
+            && self.before.as_ref().is_none_or(|b| created(img) < *b)
+            && self.after.as_ref().is_none_or(|s| created(img) > *s)
+    }
+
+    /// The rows of `images`, newest first, one per tag that matches.
+    fn rows(&self, images: &[StoredImage], all: bool) -> Vec<Row> {
+        let has_child = |i: &StoredImage| images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
+        let mut rows = Vec::new();
+        let mut sorted: Vec<&StoredImage> = images.iter().collect();
+        sorted.sort_by_key(|i| std::cmp::Reverse(created(i)));
+        for img in sorted.into_iter().filter(|img| self.keeps(img, has_child(img), all)) {
+            let digest = img.manifest_digest.to_string();
+            if img.tags.is_empty() {
+                if self.patterns.is_empty() {
+                    rows.push(Row { repo: "<none>".into(), tag: "<none>".into(), digest, image: img.clone() });
+                }
+                continue;
+            }
+            for t in &img.tags {
+                let name = t.familiar_name();
+                let full = t.familiar();
+                if !self.patterns.is_empty()
+                    && !self.patterns.iter().any(|pat| glob_match(pat, &name) || glob_match(pat, &full))
+                {
+                    continue;
+                }
+                rows.push(Row {
+                    repo: name,
+                    tag: t.tag().unwrap_or("<none>").to_owned(),
+                    digest: digest.clone(),
+                    image: img.clone(),
+                });
+            }
+        }
+        rows
+    }
+}
+
 pub fn run(args: ImagesArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
     let (images, damaged) = store.catalog()?;
     for d in &damaged {
         p.warn(format!("Error: {d}"));
     }
-    let has_child = |i: &StoredImage| images.iter().any(|c| c.parent.as_ref() == Some(&i.id));
-
-    let mut dangling: Option<bool> = None;
-    let mut patterns = Vec::new();
-    let mut labels = Vec::new();
-    let mut before = None;
-    let mut after = None;
-    for f in &args.filter {
-        let (k, v) = f.split_once('=').ok_or_else(|| anyhow!("bad format of filter (expected name=value): {f}"))?;
-        match k {
-            "dangling" => {
-                dangling = Some(match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => bail!("invalid filter 'dangling={v}'"),
-                })
-            }
-            "reference" => patterns.push(v.to_owned()),
-            "label" => labels.push(v.to_owned()),
-            "before" => before = Some(created(store.resolve_in(&images, v)?)),
-            "since" => after = Some(created(store.resolve_in(&images, v)?)),
-            _ => bail!("invalid filter '{k}'"),
-        }
-    }
-    if let Some(r) = &args.reference {
-        patterns.push(r.clone());
-    }
-
-    let mut rows = Vec::new();
-    let mut sorted: Vec<&StoredImage> = images.iter().collect();
-    sorted.sort_by_key(|i| std::cmp::Reverse(created(i)));
-    for img in sorted {
-        let untagged = img.tags.is_empty();
-        if untagged && has_child(img) && !args.all && dangling.is_none() {
-            continue;
-        }
-        if let Some(d) = dangling {
-            if d != (untagged && !has_child(img)) {
-                continue;
-            }
-        }
-        let image_labels = &img.config.config.labels;
-        if !labels.iter().all(|l| match l.split_once('=') {
-            Some((k, v)) => image_labels.get(k).is_some_and(|x| x == v),
-            None => image_labels.contains_key(l.as_str()),
-        }) {
-            continue;
-        }
-        if let Some(b) = &before {
-            if created(img) >= *b {
-                continue;
-            }
-        }
-        if let Some(s) = &after {
-            if created(img) <= *s {
-                continue;
-            }
-        }
-        let digest = img.manifest_digest.to_string();
-        if untagged {
-            if patterns.is_empty() {
-                rows.push(Row { repo: "<none>".into(), tag: "<none>".into(), digest, image: img.clone() });
-            }
-            continue;
-        }
-        for t in &img.tags {
-            let name = t.familiar_name();
-            let full = t.familiar();
-            if !patterns.is_empty() && !patterns.iter().any(|pat| glob_match(pat, &name) || glob_match(pat, &full)) {
-                continue;
-            }
-            rows.push(Row {
-                repo: name,
-                tag: t.tag().unwrap_or("<none>").to_owned(),
-                digest: digest.clone(),
-                image: img.clone(),
-            });
-        }
-    }
-
+    let rows = ImageFilter::parse(&args, &store, &images)?.rows(&images, args.all);
     let id_of = |i: &StoredImage| {
         if args.no_trunc {
             i.id.to_string()
