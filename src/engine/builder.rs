@@ -366,6 +366,7 @@ impl Builder {
                 .collect(),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
+            runner: &crate::engine::runner::RuntimeRunner,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
         let target = outputs

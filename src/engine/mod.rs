@@ -8,16 +8,22 @@
 pub mod add;
 pub mod builder;
 pub mod cache;
+mod commit;
 pub mod config;
 pub mod copy;
+mod copy_step;
 pub mod destination;
 pub mod executor;
 pub mod merged;
+mod rekey;
 pub mod run_mounts;
+pub mod run_step;
+pub mod runner;
 pub mod scheduler;
 pub mod secrets;
 pub mod sources;
 pub mod ssh;
+mod workdir;
 
 pub use builder::{BuildOptions, BuildOutput, Builder};
 
