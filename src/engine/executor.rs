@@ -370,3 +370,7 @@ impl StageExecutor<'_> {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;
