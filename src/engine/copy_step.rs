@@ -78,34 +78,13 @@ impl StageExecutor<'_> {
             Some(m) => Some(parse_chmod(m).map_err(step_error)?),
             None => None,
         };
-        let uid_gid = chown.unwrap_or((0, 0));
         let mut resolver = DestinationResolver::new(target_view()?);
         let mut created: Vec<(String, DirOwnerMode)> = Vec::new();
         let (heredoc_sources, files): (Vec<&String>, Vec<&String>) =
             fc.sources.iter().partition(|s| fc.heredoc_for(s).is_some());
         let (urls, files): (Vec<&String>, Vec<&String>) = files.into_iter().partition(|s| is_url(s));
         let files: Vec<String> = files.into_iter().cloned().collect();
-        let mut items = Vec::new();
-        // ADD <url>: downloaded (and checked against --checksum), never extracted.
-        for (n, url) in urls.iter().enumerate() {
-            let (host, name) = download(step.number, url, work, n, fc.checksum.as_deref())?;
-            let to_dir = dest_is_dir || fc.sources.len() > 1;
-            let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.clone() };
-            items.push(CopyItem::new(host, target, EntryType::File));
-        }
-        // A heredoc source is a file named after its heredoc.
-        for (n, src) in heredoc_sources.iter().enumerate() {
-            if let Some(doc) = fc.heredoc_for(src) {
-                let body =
-                    if doc.chomp { crate::frontend::parser::chomp_heredoc(&doc.content) } else { doc.content.clone() };
-                let host = work.join(format!("heredoc-{n}"));
-                fs::write(&host, body)?;
-                fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-                let to_dir = dest_is_dir || fc.sources.len() > 1;
-                let target = if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.clone() };
-                items.push(CopyItem::new(host, target, EntryType::File));
-            }
-        }
+        let mut items = self.url_and_heredoc_items(step, fc, &urls, &heredoc_sources, work, &dest, dest_is_dir)?;
         if fc.sources.len() > 1 && !dest_is_dir {
             return Err(step_error(crate::engine::copy::CopyError::DestinationNotDirectory { keyword }));
         }
@@ -116,56 +95,20 @@ impl StageExecutor<'_> {
         if !files.is_empty() {
             match &fc.from {
                 None => {
-                    let roots = self
-                        .context
-                        .select_roots(&files, &fc.exclude)
-                        .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
-                    if urls.is_empty() && heredoc_sources.is_empty() {
-                        let selection = format!("{keyword}\0{}\0{}", files.join("\0"), fc.exclude.join("\0"));
-                        let no_digests = Default::default();
-                        let digests = step.key_inputs.sources.as_ref().map_or(&no_digests, |s| &s.files);
-                        let (hash, memo) = classic_source_hash(
-                            &self.context.root,
-                            &roots,
-                            digests,
-                            &self.cache.tarsum_memo(&selection),
-                        )?;
-                        self.cache.put_tarsum_memo(&selection, &memo);
-                        classic_hash = Some(hash);
-                    }
-                    // ADD extracts local archives into the destination, keeping their owners.
-                    let unpack = keyword == "ADD" && fc.unpack != Some(false);
-                    let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
-                        unpack
-                            && r.root.as_ref().is_some_and(|e| {
-                                e.kind == crate::context::EntryKind::File
-                                    && is_tar_archive(&self.context.root.join(&e.path))
-                            })
-                    });
-                    sources_copied.extend(archives.iter().map(|_| false));
-                    sources_copied.extend(
-                        plain.iter().map(|r| r.root.as_ref().is_none_or(|e| e.kind == crate::context::EntryKind::Dir)),
-                    );
-                    for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
-                        let real = resolver.directory(&dest);
-                        let made = DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 };
-                        created.extend(created_components(&real, &resolver).into_iter().map(|p| (p, made)));
-                        extract_archive(step.number, &self.context.root.join(&archive.path), upper, &real, chown)?;
-                        extracted = true;
-                    }
-                    // With no `.` among the sources, the destination directory is only made
-                    // to hold them: 0755, as Docker makes it, not the context root's mode.
-                    let copies_context_root = plain.iter().any(|r| r.root.is_none());
-                    let planned =
-                        plan_from_context(keyword, &self.context.root, &plain, &dest, dest_is_dir, fc.parents)
-                            .map_err(step_error)?;
-                    if let Some(first) = planned.first() {
-                        if first.kind == EntryType::Dir && first.host == self.context.root && !copies_context_root {
-                            let real = resolver.directory(&first.dest);
-                            created.push((real, DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 }));
-                        }
-                    }
-                    items.extend(planned);
+                    let copied = self.copy_from_context(
+                        step,
+                        fc,
+                        &files,
+                        urls.is_empty() && heredoc_sources.is_empty(),
+                        upper,
+                        (&dest, dest_is_dir, chown),
+                        &mut resolver,
+                        &mut created,
+                    )?;
+                    sources_copied.extend(copied.sources_are_dirs);
+                    classic_hash = copied.classic_hash;
+                    extracted = copied.extracted;
+                    items.extend(copied.items);
                 }
                 Some(from) => {
                     let source = self.copy_source_image(stage, from, done)?;
@@ -186,25 +129,7 @@ impl StageExecutor<'_> {
         for (path, made) in created {
             rules.entry(path).or_insert(made);
         }
-        let copying = Instant::now();
-        let opts = CopyOptions { chown, chmod };
-        // Creating files is most of a COPY's time, so when no RUN of this stage or other
-        // stage reads the result soon, the layer is written straight from the sources.
-        // Unprivileged, files cannot be given their owners on the host (a subordinate id needs
-        // the container's namespace), so the layer is always written from the tree, with
-        // container ids, and the store unpacks it when something reads it.
-        let unprivileged = self.diff.host_ids.is_some();
-        let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
-            materialize(upper, &items, &opts).map_err(step_error)?;
-            apply_to_upper(upper, &rules)?;
-            None
-        } else {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            let mut tree = layer_tree(&items, &opts, now as i64).map_err(step_error)?;
-            apply_to_tree(&mut tree, &rules);
-            Some(tree)
-        };
-        tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
+        let tree = self.write_items(stage, step, upper, &items, &rules, CopyOptions { chown, chmod }, extracted)?;
         // Classic docker names context sources by their tarsum; other sources (another image or
         // stage, URLs, heredocs) by the digest of the step's sources.
         let hash = classic_hash.unwrap_or_else(|| {
@@ -217,6 +142,146 @@ impl StageExecutor<'_> {
             format!("{kind}:{}", digest.rsplit(':').next().unwrap_or_default())
         });
         Ok((format!("{hash} in {}", fc.dest), tree))
+    }
+
+    /// Writes the planned items: into `upper` when something reads the result soon (or ADD
+    /// extracted an archive there), else as a layer tree; then the destination rules.
+    #[allow(clippy::too_many_arguments)]
+    fn write_items(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        upper: &Path,
+        items: &[CopyItem],
+        rules: &BTreeMap<String, DirOwnerMode>,
+        opts: CopyOptions,
+        extracted: bool,
+    ) -> Result<Option<LayerTree>, BuildError> {
+        let step_error =
+            |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
+        let copying = Instant::now();
+        // Creating files is most of a COPY's time, so when no RUN of this stage or other
+        // stage reads the result soon, the layer is written straight from the sources.
+        // Unprivileged, files cannot be given their owners on the host (a subordinate id needs
+        // the container's namespace), so the layer is always written from the tree, with
+        // container ids, and the store unpacks it when something reads it.
+        let unprivileged = self.diff.host_ids.is_some();
+        let tree = if extracted || (!unprivileged && self.unpacked_soon(stage, step)) {
+            materialize(upper, items, &opts).map_err(step_error)?;
+            apply_to_upper(upper, rules)?;
+            None
+        } else {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let mut tree = layer_tree(items, &opts, now as i64).map_err(step_error)?;
+            apply_to_tree(&mut tree, rules);
+            Some(tree)
+        };
+        tracing::debug!(step = step.number, entries = items.len(), ms = copying.elapsed().as_millis() as u64, "copied");
+        Ok(tree)
+    }
+
+    /// COPY/ADD's sources from the build context: selected after `.dockerignore` and
+    /// `--exclude`, local archives extracted by ADD into `upper`, the rest planned as items;
+    /// `only_files`: no URL or heredoc among the sources (then the classic tarsum names them).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_from_context(
+        &self,
+        step: &Step,
+        fc: &FileCopy,
+        files: &[String],
+        only_files: bool,
+        upper: &Path,
+        (dest, dest_is_dir, chown): (&str, bool, Option<(u32, u32)>),
+        resolver: &mut DestinationResolver,
+        created: &mut Vec<(String, DirOwnerMode)>,
+    ) -> Result<ContextCopy, BuildError> {
+        let keyword: &'static str = if step.instruction.keyword() == "ADD" { "ADD" } else { "COPY" };
+        let step_error =
+            |e: crate::engine::copy::CopyError| BuildError::Step { step: step.number, message: e.to_string() };
+        let uid_gid = chown.unwrap_or((0, 0));
+        let roots = self
+            .context
+            .select_roots(files, &fc.exclude)
+            .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
+        let mut classic_hash = None;
+        if only_files {
+            let selection = format!("{keyword}\0{}\0{}", files.join("\0"), fc.exclude.join("\0"));
+            let no_digests = Default::default();
+            let digests = step.key_inputs.sources.as_ref().map_or(&no_digests, |s| &s.files);
+            let (hash, memo) =
+                classic_source_hash(&self.context.root, &roots, digests, &self.cache.tarsum_memo(&selection))?;
+            self.cache.put_tarsum_memo(&selection, &memo);
+            classic_hash = Some(hash);
+        }
+        // ADD extracts local archives into the destination, keeping their owners.
+        let unpack = keyword == "ADD" && fc.unpack != Some(false);
+        let (archives, plain): (Vec<_>, Vec<_>) = roots.into_iter().partition(|r| {
+            unpack
+                && r.root.as_ref().is_some_and(|e| {
+                    e.kind == crate::context::EntryKind::File && is_tar_archive(&self.context.root.join(&e.path))
+                })
+        });
+        let mut sources_are_dirs: Vec<bool> = archives.iter().map(|_| false).collect();
+        sources_are_dirs
+            .extend(plain.iter().map(|r| r.root.as_ref().is_none_or(|e| e.kind == crate::context::EntryKind::Dir)));
+        let mut extracted = false;
+        for archive in archives.iter().filter_map(|r| r.root.as_ref()) {
+            let real = resolver.directory(dest);
+            let made = DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 };
+            created.extend(created_components(&real, resolver).into_iter().map(|p| (p, made)));
+            extract_archive(step.number, &self.context.root.join(&archive.path), upper, &real, chown)?;
+            extracted = true;
+        }
+        // With no `.` among the sources, the destination directory is only made
+        // to hold them: 0755, as Docker makes it, not the context root's mode.
+        let copies_context_root = plain.iter().any(|r| r.root.is_none());
+        let planned = plan_from_context(keyword, &self.context.root, &plain, dest, dest_is_dir, fc.parents)
+            .map_err(step_error)?;
+        if let Some(first) = planned.first() {
+            if first.kind == EntryType::Dir && first.host == self.context.root && !copies_context_root {
+                let real = resolver.directory(&first.dest);
+                created.push((real, DirOwnerMode { uid: uid_gid.0, gid: uid_gid.1, mode: 0o755 }));
+            }
+        }
+        Ok(ContextCopy { items: planned, sources_are_dirs, classic_hash, extracted })
+    }
+
+    /// ADD's URLs (downloaded, checked against `--checksum`, never extracted) and heredoc
+    /// sources (a file named after its heredoc), as items to copy.
+    #[allow(clippy::too_many_arguments)]
+    fn url_and_heredoc_items(
+        &self,
+        step: &Step,
+        fc: &FileCopy,
+        urls: &[&String],
+        heredoc_sources: &[&String],
+        work: &Path,
+        dest: &str,
+        dest_is_dir: bool,
+    ) -> Result<Vec<CopyItem>, BuildError> {
+        let mut items = Vec::new();
+        // ADD <url>: downloaded (and checked against --checksum), never extracted.
+        for (n, url) in urls.iter().enumerate() {
+            let (host, name) = download(step.number, url, work, n, fc.checksum.as_deref())?;
+            let to_dir = dest_is_dir || fc.sources.len() > 1;
+            let target = if to_dir { format!("{}/{name}", dest.trim_end_matches('/')) } else { dest.to_string() };
+            items.push(CopyItem::new(host, target, EntryType::File));
+        }
+        // A heredoc source is a file named after its heredoc.
+        for (n, src) in heredoc_sources.iter().enumerate() {
+            if let Some(doc) = fc.heredoc_for(src) {
+                let body =
+                    if doc.chomp { crate::frontend::parser::chomp_heredoc(&doc.content) } else { doc.content.clone() };
+                let host = work.join(format!("heredoc-{n}"));
+                fs::write(&host, body)?;
+                fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                let to_dir = dest_is_dir || fc.sources.len() > 1;
+                let target =
+                    if to_dir { format!("{}/{}", dest.trim_end_matches('/'), doc.name) } else { dest.to_string() };
+                items.push(CopyItem::new(host, target, EntryType::File));
+            }
+        }
+        Ok(items)
     }
 
     /// Whether the image `step` makes will soon need its layers unpacked: a later RUN of the
@@ -328,4 +393,15 @@ fn created_components(real: &str, resolver: &DestinationResolver) -> Vec<String>
         }
     }
     out
+}
+
+/// What COPY/ADD took from the build context.
+struct ContextCopy {
+    items: Vec<CopyItem>,
+    /// Whether each source (after wildcards) is a directory, for the history line.
+    sources_are_dirs: Vec<bool>,
+    /// The classic tarsum of the sources, when only context files are copied.
+    classic_hash: Option<String>,
+    /// Whether ADD extracted an archive into the upper dir.
+    extracted: bool,
 }
