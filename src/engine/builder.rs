@@ -22,6 +22,7 @@ use crate::engine::cache::CacheIndex;
 use crate::engine::config::ImageConfigFile;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::scheduler::{run_stages, Cancel};
+use crate::engine::settings::BuildSettings;
 use crate::engine::sources::ContextSources;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
@@ -60,9 +61,13 @@ pub struct BuildOptions {
     pub pull: bool,
     /// How to reach registries for those pulls.
     pub registry: RegistryOptions,
+    /// What the build takes from the environment (`SOURCE_DATE_EPOCH`, proxy variables).
+    pub settings: BuildSettings,
 }
 
 impl BuildOptions {
+    /// Docker's defaults for a build of `context`; the environment is read here, once
+    /// ([`BuildSettings::from_env`], [`RegistryOptions::from_env`]).
     pub fn new(context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             context: context.into(),
@@ -79,7 +84,8 @@ impl BuildOptions {
             secrets: Vec::new(),
             ssh: Vec::new(),
             pull: false,
-            registry: RegistryOptions::default(),
+            registry: RegistryOptions::from_env(None),
+            settings: BuildSettings::from_env(),
         }
     }
 }
@@ -317,18 +323,14 @@ impl Builder {
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
-        let created = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
-            None => chrono::Utc::now(),
-        }
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let created = opts.settings.created();
         let diff = DiffOptions {
             compression: opts.compression,
             // Layers record container ids in every mode.
             host_ids: crate::runtime::unprivileged_host_ids(),
+            source_date_epoch: opts.settings.source_date_epoch()?,
             ..DiffOptions::default()
-        }
-        .with_source_date_epoch_from_env()?;
+        };
         // Misses are explained against this Dockerfile's earlier builds only.
         let lineage = match &opts.dockerfile_text {
             Some(_) => {
@@ -358,11 +360,18 @@ impl Builder {
                     _ => None,
                 })
                 .collect(),
+            // A `--build-arg` beats the builder's own environment.
             proxy_args: opts
-                .build_args
-                .iter()
-                .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .settings
+                .proxy_env
+                .clone()
+                .into_iter()
+                .chain(
+                    opts.build_args
+                        .iter()
+                        .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                )
                 .collect(),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,

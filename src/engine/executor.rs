@@ -71,7 +71,8 @@ pub struct StageExecutor<'a> {
     /// Stages that other stages build on or copy from: their layers are unpacked as soon as
     /// they are made.
     pub stages_read_by_others: BTreeSet<usize>,
-    /// `--build-arg`s that are proxy variables (`HTTP_PROXY`…): every RUN sees them.
+    /// Proxy variables (`HTTP_PROXY`…) every RUN sees: the builder's environment's, and
+    /// `--build-arg`s over them.
     pub proxy_args: BTreeMap<String, String>,
     /// `--secret`s, for `RUN --mount=type=secret`.
     pub secrets: &'a [crate::engine::secrets::BuildSecret],

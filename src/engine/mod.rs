@@ -21,11 +21,13 @@ pub mod run_step;
 pub mod runner;
 pub mod scheduler;
 pub mod secrets;
+pub mod settings;
 pub mod sources;
 pub mod ssh;
 mod workdir;
 
 pub use builder::{BuildOptions, BuildOutput, Builder};
+pub use settings::BuildSettings;
 
 use crate::frontend::Diagnostic;
 

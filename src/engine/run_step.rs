@@ -81,7 +81,7 @@ impl StageExecutor<'_> {
         // Proxy args need no ARG and stay out of the history and the cache key; a
         // `--build-arg` beats the builder's own environment.
         for name in PROXY_ARGS {
-            if let Some(v) = self.proxy_args.get(*name).cloned().or_else(|| std::env::var(name).ok()) {
+            if let Some(v) = self.proxy_args.get(*name) {
                 env.push(format!("{name}={v}"));
             }
         }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::cli::units::human_size_4 as human_size;
 use crate::cli::{Exit, Printer};
@@ -49,11 +49,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "plain", "tty", "json"])]
-    progress: String,
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    progress: Progress,
     /// Network for RUN steps: host (default) or none
-    #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none", "default"])]
-    network: String,
+    #[arg(long, value_name = "MODE", value_enum, default_value = "host")]
+    network: Network,
     /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
     /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
@@ -66,8 +66,8 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
     /// Layer compression: gzip (default) or zstd
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
-    compression: String,
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: LayerCompression,
     /// Always check the registry for a newer base image and pull it (without it, only base
     /// images missing from the store are pulled)
     #[arg(long)]
@@ -79,6 +79,30 @@ pub struct BuildArgs {
     /// The build context: a directory, or `-` for a tar archive on stdin
     #[arg(default_value = ".")]
     context: PathBuf,
+}
+
+/// `--progress`: how events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Auto,
+    Plain,
+    Tty,
+    Json,
+}
+
+/// `--network` for RUN steps (`default` is `host`, as in Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Network {
+    Host,
+    None,
+    Default,
+}
+
+/// `--compression` of new layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayerCompression {
+    Gzip,
+    Zstd,
 }
 
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
@@ -211,13 +235,14 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
-    opts.registry = crate::registry::RegistryOptions { tls_verify: args.tls_verify };
-    opts.network =
-        if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
-    opts.compression = if args.compression == "zstd" {
-        crate::layer::media::Compression::Zstd
-    } else {
-        crate::layer::media::Compression::Gzip
+    opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
+    opts.network = match args.network {
+        Network::None => crate::runtime::NetworkMode::None,
+        Network::Host | Network::Default => crate::runtime::NetworkMode::Host,
+    };
+    opts.compression = match args.compression {
+        LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
+        LayerCompression::Zstd => crate::layer::media::Compression::Zstd,
     };
     for label in &args.labels {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
@@ -228,10 +253,10 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let builder = Builder::new(store);
     printer.flush()?;
     use std::io::IsTerminal;
-    let tty = args.progress == "tty" || (args.progress == "auto" && std::io::stderr().is_terminal());
-    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress.as_str()) {
+    let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
+    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
-        (false, "json") => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
+        (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
         _ if tty => Some(Box::new(TtyRenderer::default())),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
@@ -240,7 +265,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let sink = {
         let renderer = Arc::clone(&renderer);
         let render_errors = Arc::clone(&render_errors);
-        let json = args.progress == "json";
+        let json = args.progress == Progress::Json;
         Arc::new(move |event: &BuildEvent| {
             // The failure goes to stderr below, as docker prints it; JSON keeps it in the stream.
             if matches!(event, BuildEvent::BuildFailed { .. }) && !json {
