@@ -15,6 +15,7 @@ mod copy_step;
 pub mod destination;
 pub mod executor;
 pub mod merged;
+pub mod planning;
 mod rekey;
 pub mod run_mounts;
 pub mod run_step;

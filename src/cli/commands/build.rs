@@ -1,9 +1,10 @@
 //! `rbuild build [OPTIONS] CONTEXT` (and the short form `rbuild -t name:tag CONTEXT`).
 //!
 //! Without `--dry-run` it runs the build with [`crate::engine::Builder`] and renders its events
-//! (classic `docker build` output, or JSON lines with `--progress json`). `--dry-run` lowers
-//! the Dockerfile and prints the stages and steps with their expanded instruction and cache
-//! key, plus the context's file count and size; it needs no root and touches no store.
+//! (classic `docker build` output, or JSON lines with `--progress json`). `--dry-run` plans the
+//! build as a build does ([`crate::engine::planning::plan_build`], base images read from the
+//! store, nothing pulled) and prints the stages and steps with their expanded instruction and
+//! cache key, plus the context's file count and size; it needs no root and writes no store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +15,9 @@ use clap::{Args, ValueEnum};
 use crate::cli::units::human_size_4 as human_size;
 use crate::cli::{Exit, Printer};
 use crate::context::BuildContext;
-use crate::engine::sources::ContextSources;
+use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::BuildError;
-use crate::frontend::lower::{lower, LowerOptions, Platform};
+use crate::frontend::lower::Platform;
 use crate::frontend::parser;
 
 #[derive(Debug, Args)]
@@ -116,17 +117,31 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let context = BuildContext::open(&args.context, ignore_anchor)
         .with_context(|| format!("opening the build context {}", args.context.display()))?;
     let summary = context.summary()?;
-    let sources = ContextSources::new(&context);
-    let mut opts = LowerOptions {
-        build_args: parse_build_args(&args.build_args)?,
-        target: args.target.clone(),
-        sources: Some(&sources),
-        ..LowerOptions::default()
+    let target_platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+        None => Platform::native(),
     };
-    if let Some(p) = &args.platform {
-        opts.target_platform = Platform::parse(p).map_err(anyhow::Error::msg)?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let request = PlanRequest {
+        dockerfile: &df,
+        dockerfile_text: &text,
+        context: &context,
+        build_args: &build_args,
+        target: args.target.as_deref(),
+        target_platform,
+    };
+    // The base images come from the store, read only (nothing is pulled), so the keys are the
+    // ones a build computes; a missing base keeps its reference in the keys, and says so.
+    let store = crate::store::ImageStore::existing_default()?;
+    let images = store.as_ref().map(|store| {
+        StoreImages::new(store, PullPolicy::Never, crate::registry::RegistryOptions::default(), no_events())
+    });
+    let plan = plan_build(&request, images.as_ref())?;
+    for reference in unresolved_bases(&plan) {
+        printer.warn(format!(
+            "[Warning] {reference} is not in the local store: its cache keys name the reference; a build pulls it and keys its digest"
+        ));
     }
-    let plan = lower(&df, &text, &opts)?;
     for warning in &plan.warnings {
         printer.warn(warning);
     }
