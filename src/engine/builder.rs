@@ -13,7 +13,7 @@
 //! # Ok::<(), rbuild::engine::BuildError>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -238,28 +238,8 @@ impl Builder {
             state_dir,
             platform: (platform.os.clone(), platform.arch.clone(), platform.variant.clone()),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
-            stages_read_by_others: plan
-                .stages
-                .iter()
-                .flat_map(|s| &s.dependencies)
-                .filter_map(|d| match d {
-                    Dependency::Stage { index } => Some(*index),
-                    _ => None,
-                })
-                .collect(),
-            // A `--build-arg` beats the builder's own environment.
-            proxy_args: opts
-                .settings
-                .proxy_env
-                .clone()
-                .into_iter()
-                .chain(
-                    opts.build_args
-                        .iter()
-                        .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                )
-                .collect(),
+            stages_read_by_others: stages_read_by_others(&plan),
+            proxy_args: proxy_args(opts),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
@@ -312,6 +292,24 @@ fn check_stage_platform(stage: &crate::plan::Stage, native: &Platform) -> Result
         return Err(BuildError::ForeignPlatform { step, platform: wanted.to_string(), native: native.to_string() });
     }
     Ok(())
+}
+
+/// Stages that other stages build on or copy from.
+fn stages_read_by_others(plan: &crate::plan::BuildPlan) -> BTreeSet<usize> {
+    plan.stages
+        .iter()
+        .flat_map(|s| &s.dependencies)
+        .filter_map(|d| match d {
+            Dependency::Stage { index } => Some(*index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The proxy variables every RUN sees: the environment's, and `--build-arg`s over them.
+fn proxy_args(opts: &BuildOptions) -> BTreeMap<String, String> {
+    let from_args = opts.build_args.iter().filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()));
+    opts.settings.proxy_env.clone().into_iter().chain(from_args.map(|(k, v)| (k.clone(), v.clone()))).collect()
 }
 
 /// A tag as `docker build` prints it (`app:1`, `app:latest`).

@@ -25,6 +25,7 @@ use crate::frontend::instructions::{FileCopy, Instruction};
 use crate::layer::diff::LayerTree;
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{Stage, Step};
+use crate::runtime::{group_id, passwd_ids};
 
 impl StageExecutor<'_> {
     /// COPY/ADD into `upper`; returns the history summary (`dir:<digest> in /dest`).
@@ -70,7 +71,10 @@ impl StageExecutor<'_> {
                 let numeric = spec.split(':').all(|id| id.parse::<u32>().is_ok());
                 let no_names = MergedView::new(&[]);
                 let view = if numeric { &no_names } else { target_view()? };
-                Some(resolve_chown(spec, view).map_err(|what| BuildError::Step { step: step.number, message: what })?)
+                Some(
+                    resolve_chown(spec, view)
+                        .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?,
+                )
             }
             None => None,
         };
@@ -346,35 +350,36 @@ impl StageExecutor<'_> {
     }
 }
 
-/// `--chown=user[:group]` with names looked up in the image's /etc/passwd and /etc/group.
-pub(crate) fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), String> {
+/// A `--chown` (or WORKDIR's USER) name the image does not list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChownError {
+    #[error("unable to find user {user}: no matching entries in passwd file")]
+    UnknownUser { user: String },
+    #[error("unable to find group {group}: no matching entries in group file")]
+    UnknownGroup { group: String },
+}
+
+/// `--chown=user[:group]` with names looked up in the image's /etc/passwd and /etc/group
+/// (by [`crate::runtime::user`]'s parser, the one RUN's USER uses).
+pub(crate) fn resolve_chown(spec: &str, image: &MergedView) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
-        let text = image.read(file)?;
-        String::from_utf8_lossy(&text).lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&name)).then(|| {
-                let id = fields.get(2).and_then(|v| v.parse().ok())?;
-                let gid = fields.get(3).and_then(|v| v.parse().ok()).unwrap_or(id);
-                Some((id, gid))
-            })?
-        })
-    };
+    let file = |path: &str| image.read(path).map(|text| String::from_utf8_lossy(&text).into_owned());
     let (uid, primary_gid) = match user.parse::<u32>() {
         Ok(uid) => (uid, uid),
-        Err(_) => lookup("/etc/passwd", user)
-            .ok_or_else(|| format!("unable to find user {user}: no matching entries in passwd file"))?,
+        Err(_) => file("/etc/passwd")
+            .and_then(|passwd| passwd_ids(&passwd, user))
+            .ok_or_else(|| ChownError::UnknownUser { user: user.to_string() })?,
     };
     let gid = match group {
         None => primary_gid,
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup("/etc/group", g)
-                .map(|(gid, _)| gid)
-                .ok_or_else(|| format!("unable to find group {g}: no matching entries in group file"))?,
+            Err(_) => file("/etc/group")
+                .and_then(|group| group_id(&group, g))
+                .ok_or_else(|| ChownError::UnknownGroup { group: g.to_string() })?,
         },
     };
     Ok((uid, gid))

@@ -170,7 +170,7 @@ impl StageExecutor<'_> {
                 continue;
             }
             if !self.no_cache {
-                if let Some(hit) = self.cached(step)? {
+                if let Some(hit) = self.cached(step).map_err(|e| e.at_step(step.number))? {
                     self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
                     last_hit = Some(hit.clone());
                     // The config comes from the cached image; keep track of what the stage set.
@@ -204,9 +204,11 @@ impl StageExecutor<'_> {
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
             if let Some(hit) = last_hit.take() {
-                state = self.hit_state(&hit)?;
+                state = self.hit_state(&hit).map_err(|e| e.at_step(step.number))?;
             }
-            let (next, layer_size) = self.execute(stage, step, &state, &mut config_state, done, cancel, pending)?;
+            let (next, layer_size) = self
+                .execute(stage, step, &state, &mut config_state, done, cancel, pending)
+                .map_err(|e| e.at_step(step.number))?;
             let image_id = next.id().unwrap_or_default();
             pending.records.push(CacheRecord {
                 image: image_id.clone(),

@@ -48,5 +48,5 @@ pub use spec::{
 };
 pub use state::{cleanup_stale, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
-pub use user::{resolve_user, ExecUser};
+pub use user::{group_id, passwd_ids, resolve_user, ExecUser};
 pub use userns::unprivileged_host_ids;
