@@ -6,12 +6,13 @@
 //! ([`explain_miss`]).
 
 mod cache_key;
+pub mod instruction;
 
 pub use cache_key::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};
 
 use std::collections::BTreeMap;
 
-use crate::frontend::instructions::Instruction;
+use instruction::Instruction;
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
