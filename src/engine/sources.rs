@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::context::{source_digest, BuildContext};
+use crate::context::{source_digest, BuildContext, ContextError};
 use crate::frontend::instructions::FileCopy;
 use crate::frontend::lower::SourceResolver;
 use crate::plan::SourceInputs;
@@ -24,17 +24,17 @@ impl<'a> ContextSources<'a> {
     }
 
     /// The digest of `sources` minus `exclude`, computed on the first request.
-    fn memo(&self, kind: &str, sources: &[String], exclude: &[String]) -> Result<SourceInputs, String> {
+    fn memo(&self, kind: &str, sources: &[String], exclude: &[String]) -> Result<SourceInputs, ContextError> {
         let key = format!("{kind}\0{}\0\0{}", sources.join("\0"), exclude.join("\0"));
         if let Some(hit) = self.digests.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(hit);
         }
-        let entries = self.context.select(sources, exclude).map_err(|e| e.to_string())?;
+        let entries = self.context.select(sources, exclude)?;
         // COPY and ADD write files owned by 0:0 unless --chown says otherwise, and --chown's
         // effect is already in the instruction text; a bind mount shows a copy owned by 0:0
         // (see `engine::run_mounts`): the owners in the context never reach the image or the
         // step, so they must not decide a cache miss.
-        let digest = source_digest(&self.context.root, &entries, Some((0, 0))).map_err(|e| e.to_string())?;
+        let digest = source_digest(&self.context.root, &entries, Some((0, 0)))?;
         let inputs = SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() };
         if let Ok(mut m) = self.digests.lock() {
             m.insert(key, inputs.clone());
@@ -44,7 +44,7 @@ impl<'a> ContextSources<'a> {
 }
 
 impl SourceResolver for ContextSources<'_> {
-    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, String> {
+    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, ContextError> {
         let sources: Vec<String> = copy
             .sources
             .iter()
@@ -54,7 +54,7 @@ impl SourceResolver for ContextSources<'_> {
         self.memo("copy", &sources, &copy.exclude)
     }
 
-    fn bind_digest(&self, source: &str) -> Result<SourceInputs, String> {
+    fn bind_digest(&self, source: &str) -> Result<SourceInputs, ContextError> {
         self.memo("bind", &[source.to_string()], &[])
     }
 }

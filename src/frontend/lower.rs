@@ -117,10 +117,10 @@ pub trait ImageResolver {
 /// Computes the digest of what a COPY/ADD reads from the build context.
 pub trait SourceResolver {
     /// Errors are the user's (a source that matches nothing): the message is shown as is.
-    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, String>;
+    fn digest(&self, copy: &FileCopy) -> Result<SourceInputs, crate::context::ContextError>;
     /// The digest of what `RUN --mount=type=bind,source=…` (from the context) shows: the
     /// source path and everything below it that `.dockerignore` keeps.
-    fn bind_digest(&self, source: &str) -> Result<SourceInputs, String>;
+    fn bind_digest(&self, source: &str) -> Result<SourceInputs, crate::context::ContextError>;
 }
 
 /// What lowering needs besides the Dockerfile.
@@ -608,10 +608,9 @@ impl<'a> Lowering<'a> {
         }
         let remote = context_sources.iter().all(|s| is_url(s));
         match self.opts.sources {
-            Some(resolver) if !remote => resolver
-                .digest(fc)
-                .map(Some)
-                .map_err(|e| self.src.error_at(node, context_sources.first().map(|s| s.as_str()).unwrap_or(""), e)),
+            Some(resolver) if !remote => resolver.digest(fc).map(Some).map_err(|e| {
+                self.src.error_at(node, context_sources.first().map(|s| s.as_str()).unwrap_or(""), e.to_string())
+            }),
             // No context (parse-only lowering) or only URLs (the engine fetches and checksums
             // them): the instruction text is all that is known.
             _ => Ok(None),
@@ -644,7 +643,8 @@ impl<'a> Lowering<'a> {
             let digest = match (&m.from, self.opts.sources) {
                 (Some(from), _) => self.digest_of_from(node, from)?,
                 (None, Some(resolver)) => {
-                    let inputs = resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e))?;
+                    let inputs =
+                        resolver.bind_digest(&source).map_err(|e| self.src.error_at(node, &source, e.to_string()))?;
                     files.extend(inputs.files);
                     inputs.digest
                 }
