@@ -62,7 +62,8 @@ impl Bench {
             platform: ("linux".into(), "amd64".into(), None),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
             stages_read_by_others: Default::default(),
-            proxy_args: BTreeMap::new(),
+            // Resolved once from the settings: a RUN never reads the environment.
+            proxy_args: BTreeMap::from([("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())]),
             secrets: &[],
             ssh_agents: &[],
             runner,
@@ -98,7 +99,15 @@ fn a_run_step_gets_its_command_env_user_workdir_mounts_and_network() {
     let runs = runner.recorded();
     let [run] = runs.as_slice() else { panic!("one RUN expected, got {runs:?}") };
     assert_eq!(run.args, ["/bin/sh", "-c", "echo $V"]);
-    assert_eq!(run.env, ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=b", "V=1"]);
+    assert_eq!(
+        run.env,
+        [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=b",
+            "V=1",
+            "HTTP_PROXY=http://proxy:3128"
+        ]
+    );
     assert_eq!(run.user.as_deref(), Some("1000:1000"));
     assert_eq!(run.working_dir.as_deref(), Some("/w"));
     assert_eq!(run.network, NetworkMode::None);
@@ -119,6 +128,22 @@ fn a_failing_run_reports_its_exit_status_and_the_last_image() {
         }
         other => panic!("expected RunFailed, got {other:?}"),
     }
+}
+
+#[test]
+fn a_runtime_failure_names_its_step_and_keeps_its_message() {
+    let bench = Bench::new();
+    let runner = RecordingRunner::with_outcome(|_| {
+        Err(crate::runtime::RuntimeError::InvalidSpec { id: "c".into(), reason: "no overlay here".into() })
+    });
+    let (result, _) = bench.build("FROM scratch\nENV A=b\nRUN true\n", &runner);
+    let err = result.expect_err("the runtime failed");
+    assert_eq!(err.step(), Some(3));
+    let plain = BuildError::Runtime(crate::runtime::RuntimeError::InvalidSpec {
+        id: "c".into(),
+        reason: "no overlay here".into(),
+    });
+    assert_eq!(err.to_string(), plain.to_string());
 }
 
 #[test]

@@ -50,10 +50,10 @@ pub(crate) mod recording {
         pub lower: Vec<PathBuf>,
     }
 
-    type Effect = Box<dyn Fn(&RecordedRun) -> i32 + Send + Sync>;
+    type Effect = Box<dyn Fn(&RecordedRun) -> Result<i32, RuntimeError> + Send + Sync>;
 
     /// Records every spec; `effect` plays the command (writes into the upper dir) and returns
-    /// its exit code.
+    /// its exit code, or the runtime's failure.
     pub struct RecordingRunner {
         pub runs: Mutex<Vec<RecordedRun>>,
         effect: Effect,
@@ -66,7 +66,14 @@ pub(crate) mod recording {
         }
 
         pub fn with_effect(effect: impl Fn(&RecordedRun) -> i32 + Send + Sync + 'static) -> Self {
-            RecordingRunner { runs: Mutex::new(Vec::new()), effect: Box::new(effect) }
+            Self::with_outcome(move |run| Ok(effect(run)))
+        }
+
+        /// A runner whose containers end as `outcome` says (an error: the runtime failed).
+        pub fn with_outcome(
+            outcome: impl Fn(&RecordedRun) -> Result<i32, RuntimeError> + Send + Sync + 'static,
+        ) -> Self {
+            RecordingRunner { runs: Mutex::new(Vec::new()), effect: Box::new(outcome) }
         }
 
         pub fn recorded(&self) -> Vec<RecordedRun> {
@@ -99,7 +106,7 @@ pub(crate) mod recording {
             if let Ok(mut runs) = self.runs.lock() {
                 runs.push(run);
             }
-            Ok(ContainerExit { code, overlay: OverlayKind::Kernel, user_namespace: false })
+            Ok(ContainerExit { code: code?, overlay: OverlayKind::Kernel, user_namespace: false })
         }
     }
 }
