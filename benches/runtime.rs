@@ -5,8 +5,8 @@
 //! - commit of a 300 MB upper dir: `write_layer` (gzip on all cores) against
 //!   `tar -cf - DIR | sha256sum` and `tar -cf - DIR | pigz | sha256sum`.
 
-#[path = "../tests/runtime_common/mod.rs"]
-mod common;
+#[path = "../tests/it/fixture.rs"]
+mod fixture;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,14 +25,14 @@ fn quiet(cmd: &mut Command) -> bool {
 }
 
 fn container_start(c: &mut Criterion) {
-    if !common::is_root() || common::busybox_path().is_none() {
+    if !fixture::is_root() || fixture::busybox_path().is_none() {
         eprintln!("SKIPPED container_start: needs root and busybox-static");
         return;
     }
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().to_path_buf();
     let rootfs = base.join("bundle/rootfs");
-    common::busybox_rootfs(&rootfs);
+    fixture::busybox_rootfs(&rootfs);
     let state = base.join("state");
     let mut group = c.benchmark_group("start_to_exit_true");
     group.sample_size(30).measurement_time(Duration::from_secs(8));

@@ -1,18 +1,20 @@
 //! Content digests of COPY/ADD source selections: one sha256 per entry over what the copy
 //! writes (path, kind, permission bits, ownership, file content or link target — never
 //! timestamps or inode numbers), combined into one selection digest. File contents are hashed
-//! in parallel and streamed.
+//! in parallel and streamed, and remembered across builds by [`ContentMemo`] (a file whose
+//! inode, size, times and mode have not changed is not read again).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use super::select::SelectedRoot;
-use super::walk::{ContextEntry, EntryKind};
+use super::walk::{ContextEntry, EntryKind, FileStamp};
 use super::ContextError;
 
 /// The digest of a source selection.
@@ -32,14 +34,15 @@ thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_SIZE]);
 }
 
+#[cfg(test)]
 fn hash_file_content(path: &Path) -> Result<[u8; 32], ContextError> {
     let mut hasher = Sha256::new();
-    hash_file_into(path, &mut hasher)?;
+    hash_file_into(path, &mut [&mut hasher])?;
     Ok(hasher.finalize().into())
 }
 
-/// Streams the content of `path` into `hasher`.
-fn hash_file_into(path: &Path, hasher: &mut Sha256) -> Result<(), ContextError> {
+/// Streams the content of `path` into every one of `hashers` (one read for several digests).
+fn hash_file_into(path: &Path, hashers: &mut [&mut Sha256]) -> Result<(), ContextError> {
     let io_error = |err| ContextError::Io { path: path.to_path_buf(), source: err };
     let mut file = fs_err::File::open(path).map_err(io_error)?;
     READ_BUFFER.with(|buffer| -> Result<(), ContextError> {
@@ -51,9 +54,137 @@ fn hash_file_into(path: &Path, hasher: &mut Sha256) -> Result<(), ContextError> 
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(io_error(err)),
             };
-            hasher.update(&buffer[..read]);
+            for hasher in hashers.iter_mut() {
+                hasher.update(&buffer[..read]);
+            }
         }
     })
+}
+
+/// Content digests of context files remembered from earlier builds of the same context, as
+/// BuildKit's content hash cache and git's index do: a regular file whose [`FileStamp`]
+/// (inode, size, modification and change times in ns, mode) is what it was is not read
+/// again. Per file it holds the content sha256 (for cache keys) and the classic tarsum (for
+/// the history line of a COPY that runs, see [`classic_source_hash`]), computed in one read.
+///
+/// A file changed within the same clock tick as its stamp could keep the stamp ("racy git"):
+/// files whose change time is less than [`ContentMemo::RACY_NS`] before the memo was opened
+/// are never remembered, so they are read again next time.
+#[derive(Debug, Default)]
+pub struct ContentMemo {
+    known: HashMap<String, MemoEntry>,
+    /// Entries used or computed by this build: what [`ContentMemo::encode`] writes.
+    used: Mutex<HashMap<String, MemoEntry>>,
+    /// Files changed at or after this time (ns since the epoch) are not remembered.
+    racy_from_ns: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemoEntry {
+    stamp: FileStamp,
+    content: [u8; 32],
+    tarsum: [u8; 32],
+}
+
+const MEMO_MAGIC: &[u8] = b"rbuild content memo 1\n";
+
+impl ContentMemo {
+    /// How close to now a file's change time makes it too fresh to remember.
+    pub const RACY_NS: i64 = 2_000_000_000;
+
+    /// The memo [`ContentMemo::encode`] wrote, opened now; anything unreadable is an empty
+    /// memo (it is a hint: the files are read).
+    pub fn decode(bytes: &[u8]) -> Self {
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let mut memo = ContentMemo { racy_from_ns: now_ns - Self::RACY_NS, ..ContentMemo::default() };
+        let Some(mut rest) = bytes.strip_prefix(MEMO_MAGIC) else { return memo };
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
+            Some(head)
+        }
+        fn u64_of(rest: &mut &[u8]) -> Option<u64> {
+            Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
+        }
+        while !rest.is_empty() {
+            let parsed = (|| {
+                let len = usize::try_from(u64_of(&mut rest)?).ok()?;
+                let path = std::str::from_utf8(take(&mut rest, len)?).ok()?.to_owned();
+                let stamp = FileStamp {
+                    ino: u64_of(&mut rest)?,
+                    size: u64_of(&mut rest)?,
+                    mtime_ns: u64_of(&mut rest)? as i64,
+                    ctime_ns: u64_of(&mut rest)? as i64,
+                    mode: u32::try_from(u64_of(&mut rest)?).ok()?,
+                };
+                let content = take(&mut rest, 32)?.try_into().ok()?;
+                let tarsum = take(&mut rest, 32)?.try_into().ok()?;
+                Some((path, MemoEntry { stamp, content, tarsum }))
+            })();
+            let Some((path, entry)) = parsed else { return ContentMemo { known: HashMap::new(), ..memo } };
+            memo.known.insert(path, entry);
+        }
+        memo
+    }
+
+    /// The entries this build used, for the next build; `None` when they are exactly what
+    /// was read (nothing to write).
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.len() == self.known.len() && used.iter().all(|(path, e)| self.known.get(path) == Some(e)) {
+            return None;
+        }
+        let mut out = MEMO_MAGIC.to_vec();
+        for (path, e) in used.iter() {
+            out.extend_from_slice(&(path.len() as u64).to_le_bytes());
+            out.extend_from_slice(path.as_bytes());
+            for n in [e.stamp.ino, e.stamp.size, e.stamp.mtime_ns as u64, e.stamp.ctime_ns as u64, e.stamp.mode.into()]
+            {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+            out.extend_from_slice(&e.content);
+            out.extend_from_slice(&e.tarsum);
+        }
+        Some(out)
+    }
+
+    /// The remembered entry for a regular file, if its stamp still matches.
+    fn lookup(&self, entry: &ContextEntry) -> Option<MemoEntry> {
+        let stamp = entry.stamp?;
+        let known = self.known.get(&entry.path).filter(|e| e.stamp == stamp).copied()?;
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.path.clone(), known);
+        Some(known)
+    }
+
+    fn learn(&self, entry: &ContextEntry, content: [u8; 32], tarsum: [u8; 32]) {
+        let Some(stamp) = entry.stamp else { return };
+        if stamp.ctime_ns >= self.racy_from_ns || stamp.mtime_ns >= self.racy_from_ns {
+            return;
+        }
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry.path.clone(), MemoEntry { stamp, content, tarsum });
+    }
+
+    /// Content sha256 and classic tarsum of the regular file `entry` (at `host`): remembered,
+    /// or read once for both.
+    fn file_hashes(&self, host: &Path, entry: &ContextEntry) -> Result<([u8; 32], [u8; 32]), ContextError> {
+        if let Some(known) = self.lookup(entry) {
+            return Ok((known.content, known.tarsum));
+        }
+        let (content, tarsum) = read_file_hashes(host, entry)?;
+        self.learn(entry, content, tarsum);
+        Ok((content, tarsum))
+    }
+}
+
+/// Content sha256 and classic tarsum of a regular file, from one read.
+fn read_file_hashes(host: &Path, entry: &ContextEntry) -> Result<([u8; 32], [u8; 32]), ContextError> {
+    let mut content = Sha256::new();
+    let mut tarsum = classic_header_hasher(entry);
+    hash_file_into(host, &mut [&mut content, &mut tarsum])?;
+    Ok((content.finalize().into(), tarsum.finalize().into()))
 }
 
 /// `link_to`: for the second and later names of a hard-linked file, the first name (in sorted
@@ -63,6 +194,7 @@ fn entry_digest(
     entry: &ContextEntry,
     chown: Option<(u32, u32)>,
     link_to: Option<&str>,
+    memo: Option<&ContentMemo>,
 ) -> Result<String, ContextError> {
     let (uid, gid) = chown.unwrap_or((entry.uid, entry.gid));
     let mut hasher = Sha256::new();
@@ -80,7 +212,10 @@ fn entry_digest(
     hasher.update(uid.to_be_bytes());
     hasher.update(gid.to_be_bytes());
     match &entry.kind {
-        EntryKind::File => hasher.update(hash_file_content(host)?),
+        EntryKind::File => hasher.update(match memo {
+            Some(memo) => memo.file_hashes(host, entry)?.0,
+            None => read_file_hashes(host, entry)?.0,
+        }),
         EntryKind::Symlink { target } => hasher.update(target.as_bytes()),
         EntryKind::Dir | EntryKind::Other => {}
     }
@@ -95,14 +230,15 @@ fn entry_digest(
 /// relative path, kind, permission bits, ownership (`chown` overrides it: what COPY --chown
 /// writes), content sha256 for files and link target for symlinks, and which files are hard
 /// links to one another (COPY keeps them so). Never mtime/atime/ctime or inode numbers. File
-/// contents are hashed in parallel and streamed.
+/// contents are hashed in parallel and streamed; with a `memo`, unchanged files are not read.
 pub fn source_digest(
     root: &Path,
     entries: &[ContextEntry],
     chown: Option<(u32, u32)>,
+    memo: Option<&ContentMemo>,
 ) -> Result<SourceDigest, ContextError> {
     let located: Vec<(ContextEntry, PathBuf)> = entries.iter().map(|e| (e.clone(), root.join(&e.path))).collect();
-    located_digest(&located, chown)
+    digest_located(&located, chown, memo)
 }
 
 /// The same digest for entries whose content lives elsewhere than under one root (the files
@@ -110,6 +246,14 @@ pub fn source_digest(
 pub fn located_digest(
     entries: &[(ContextEntry, PathBuf)],
     chown: Option<(u32, u32)>,
+) -> Result<SourceDigest, ContextError> {
+    digest_located(entries, chown, None)
+}
+
+fn digest_located(
+    entries: &[(ContextEntry, PathBuf)],
+    chown: Option<(u32, u32)>,
+    memo: Option<&ContentMemo>,
 ) -> Result<SourceDigest, ContextError> {
     let mut ordered: Vec<&(ContextEntry, PathBuf)> = entries.iter().collect();
     ordered.sort_unstable_by(|a, b| a.0.path.cmp(&b.0.path));
@@ -131,7 +275,7 @@ pub fn located_digest(
     let digests: Vec<String> = ordered
         .par_iter()
         .zip(link_to.par_iter())
-        .map(|((entry, host), link_to)| entry_digest(host, entry, chown, *link_to))
+        .map(|((entry, host), link_to)| entry_digest(host, entry, chown, *link_to, memo))
         .collect::<Result<_, _>>()?;
     let mut total = Sha256::new();
     let mut files = Vec::with_capacity(ordered.len());
@@ -145,12 +289,6 @@ pub fn located_digest(
     Ok(SourceDigest { digest: format!("sha256:{}", hex::encode(total.finalize())), files })
 }
 
-/// Remembered classic entry hashes: the entry's selection digest (as in
-/// [`SourceDigest::files`]: path, kind, mode, content, link target) -> its tarsum. The first
-/// fixes the second, so a COPY that reruns because one file of thousands changed reads only
-/// that file again (see [`classic_source_hash`]).
-pub type TarsumMemo = HashMap<[u8; 32], [u8; 32]>;
-
 /// The name classic `docker build` gives the sources of a COPY/ADD in its history line
 /// (`COPY file:<hex> in /dst/ `): one match that is a file is `file:<hex>`, one directory
 /// `dir:<hex>`, several matches `multi:<hex>`.
@@ -162,22 +300,13 @@ pub type TarsumMemo = HashMap<[u8; 32], [u8; 32]>;
 /// over the sorted hex hashes of itself and everything below it joined by `,`, a multi hash
 /// sha256 over the prefixed hashes of the matches, in source order.
 ///
-/// It runs only when a COPY runs, never for a cache lookup. An entry whose selection digest is
-/// in `digests` (path -> `sha256:<hex>`, the step's key inputs) and in `memo` is not read
-/// again; the returned memo holds this selection's entries, for the next run.
+/// It runs only when a COPY runs, never for a cache lookup; with a `memo` (which the cache
+/// key's digest filled in the same read as the content sha256) no file is read again.
 pub fn classic_source_hash(
     root: &Path,
     roots: &[SelectedRoot],
-    digests: &std::collections::BTreeMap<String, String>,
-    memo: &TarsumMemo,
-) -> Result<(String, TarsumMemo), ContextError> {
-    let remembered = |entry: &ContextEntry| -> Option<([u8; 32], Option<[u8; 32]>)> {
-        let hex_digest = digests.get(&entry.path)?.strip_prefix("sha256:")?;
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(hex_digest, &mut key).ok()?;
-        Some((key, memo.get(&key).copied()))
-    };
-    let mut learned = TarsumMemo::new();
+    memo: Option<&ContentMemo>,
+) -> Result<String, ContextError> {
     let hashes: Vec<String> = roots
         .iter()
         .map(|selected| {
@@ -186,16 +315,10 @@ pub fn classic_source_hash(
                 // The context root itself is not hashed, only what is below it.
                 Some(_) | None => selected.entries.iter().filter(|e| !e.path.is_empty()).collect(),
             };
-            let sums: Vec<(Option<[u8; 32]>, [u8; 32])> = entries
+            let mut sums: Vec<String> = entries
                 .par_iter()
-                .map(|e| match remembered(e) {
-                    Some((key, Some(sum))) => Ok((Some(key), sum)),
-                    Some((key, None)) => Ok((Some(key), classic_entry_hash(root, e)?)),
-                    None => Ok((None, classic_entry_hash(root, e)?)),
-                })
+                .map(|e| classic_entry_hash(root, e, memo).map(hex::encode))
                 .collect::<Result<_, ContextError>>()?;
-            learned.extend(sums.iter().filter_map(|(key, sum)| key.map(|k| (k, *sum))));
-            let mut sums: Vec<String> = sums.into_iter().map(|(_, sum)| hex::encode(sum)).collect();
             Ok(match &selected.root {
                 Some(top) if top.kind != EntryKind::Dir => format!("file:{}", sums.pop().unwrap_or_default()),
                 _ => {
@@ -205,15 +328,26 @@ pub fn classic_source_hash(
             })
         })
         .collect::<Result<_, ContextError>>()?;
-    let hash = match hashes.as_slice() {
+    Ok(match hashes.as_slice() {
         [one] => one.clone(),
         _ => format!("multi:{}", hex::encode(Sha256::digest(hashes.join(",").as_bytes()))),
-    };
-    Ok((hash, learned))
+    })
 }
 
 /// tarsum v1 of one context entry as the docker CLI puts it in the context tar.
-fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<[u8; 32], ContextError> {
+fn classic_entry_hash(root: &Path, entry: &ContextEntry, memo: Option<&ContentMemo>) -> Result<[u8; 32], ContextError> {
+    if entry.kind == EntryKind::File {
+        let host = root.join(&entry.path);
+        return Ok(match memo {
+            Some(memo) => memo.file_hashes(&host, entry)?.1,
+            None => read_file_hashes(&host, entry)?.1,
+        });
+    }
+    Ok(classic_header_hasher(entry).finalize().into())
+}
+
+/// A sha256 fed with the tarsum v1 header of `entry` (the content follows for files).
+fn classic_header_hasher(entry: &ContextEntry) -> Sha256 {
     let (type_bits, flag, link, size) = match &entry.kind {
         EntryKind::File => (0o100000, "0", "", entry.size),
         EntryKind::Dir => (0o040000, "5", "", 0),
@@ -241,10 +375,7 @@ fn classic_entry_hash(root: &Path, entry: &ContextEntry) -> Result<[u8; 32], Con
         hasher.update(key.as_bytes());
         hasher.update(value.as_bytes());
     }
-    if entry.kind == EntryKind::File {
-        hash_file_into(&root.join(&entry.path), &mut hasher)?;
-    }
-    Ok(hasher.finalize().into())
+    hasher
 }
 
 #[cfg(test)]
@@ -255,7 +386,7 @@ mod tests {
 
     fn digest_of(root: &Path, chown: Option<(u32, u32)>) -> SourceDigest {
         let ctx = BuildContext::with_patterns(root, &[]).unwrap();
-        source_digest(root, &ctx.walk().unwrap(), chown).unwrap()
+        source_digest(root, &ctx.walk().unwrap(), chown, None).unwrap()
     }
 
     fn setup() -> tempfile::TempDir {
@@ -348,9 +479,7 @@ mod tests {
         let ctx = BuildContext::with_patterns(root, &[]).unwrap();
         let hash = |srcs: &[&str]| {
             let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
-            classic_source_hash(root, &ctx.select_roots(&srcs, &[]).unwrap(), &Default::default(), &TarsumMemo::new())
-                .unwrap()
-                .0
+            classic_source_hash(root, &ctx.select_roots(&srcs, &[]).unwrap(), None).unwrap()
         };
         assert_eq!(hash(&["f1"]), "file:503d1c26d43ecb89daff3a6152da7e578c1e6cdc29d19999e9372774459f5459");
         assert_eq!(hash(&["d"]), "dir:a543d25e8fff3abb7032f9b1a4038b9bf652e4007e780791a706f609779903f3");
@@ -358,10 +487,11 @@ mod tests {
         assert_eq!(hash(&["f*"]), hash(&["f1", "f2"]));
     }
 
-    /// A remembered tarsum is used instead of reading the entry again, for exactly the entries
-    /// whose selection digest it was remembered under; the rest are read.
+    /// A remembered file is not read again while its stamp holds: the content digest and the
+    /// classic tarsum come from the memo, and equal a fresh read's; a file whose stamp changed,
+    /// or that changed too recently to trust, is read.
     #[test]
-    fn classic_hash_reads_only_entries_the_memo_lacks() {
+    fn the_content_memo_reads_only_files_whose_stamp_changed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("d")).unwrap();
@@ -369,20 +499,36 @@ mod tests {
         std::fs::write(root.join("d/y"), "d\n").unwrap();
         let ctx = BuildContext::with_patterns(root, &[]).unwrap();
         let srcs = ["d".to_string()];
+        let entries = ctx.select(&srcs, &[]).unwrap();
         let roots = ctx.select_roots(&srcs, &[]).unwrap();
-        let digests: std::collections::BTreeMap<String, String> =
-            source_digest(root, &ctx.select(&srcs, &[]).unwrap(), Some((0, 0))).unwrap().files.into_iter().collect();
-        let (fresh, learned) = classic_source_hash(root, &roots, &digests, &TarsumMemo::new()).unwrap();
-        assert_eq!(learned.len(), 3, "d, d/x and d/y are remembered");
-        assert_eq!(classic_source_hash(root, &roots, &digests, &learned).unwrap(), (fresh.clone(), learned.clone()));
+        let fresh = source_digest(root, &entries, Some((0, 0)), None).unwrap();
+        let fresh_classic = classic_source_hash(root, &roots, None).unwrap();
 
-        // A file the memo covers is not read: delete it and the hash is still the same.
+        // Files just written are too fresh to remember ("racy git").
+        let racy = ContentMemo::decode(&[]);
+        assert_eq!(source_digest(root, &entries, Some((0, 0)), Some(&racy)).unwrap(), fresh);
+        assert_eq!(racy.encode(), None, "nothing learned, nothing to write");
+
+        let memo = ContentMemo { racy_from_ns: i64::MAX, ..ContentMemo::default() };
+        assert_eq!(source_digest(root, &entries, Some((0, 0)), Some(&memo)).unwrap(), fresh);
+        let bytes = memo.encode().expect("two files learned");
+        let reopened = ContentMemo { racy_from_ns: i64::MAX, ..ContentMemo::decode(&bytes) };
+        assert_eq!(reopened.known.len(), 2);
+
+        // A remembered file is not read: gone from disk, its (unchanged) entry still digests.
         std::fs::remove_file(root.join("d/y")).unwrap();
-        assert_eq!(classic_source_hash(root, &roots, &digests, &learned).unwrap().0, fresh);
-        // Without its digest it is read, and its absence is an error naming it.
-        let mut partial = digests.clone();
-        partial.remove("d/y");
-        let err = classic_source_hash(root, &roots, &partial, &learned).unwrap_err();
-        assert!(err.to_string().contains("d/y"), "{err}");
+        assert_eq!(source_digest(root, &entries, Some((0, 0)), Some(&reopened)).unwrap(), fresh);
+        assert_eq!(classic_source_hash(root, &roots, Some(&reopened)).unwrap(), fresh_classic);
+        assert_eq!(reopened.encode(), None, "the same two entries: nothing to write");
+        assert!(source_digest(root, &entries, Some((0, 0)), None).is_err(), "without the memo it is read");
+
+        // A changed file has another stamp: it is read, and the digest changes.
+        std::fs::write(root.join("d/x"), "changed\n").unwrap();
+        let changed = ctx.select(&srcs, &[]).unwrap();
+        let again = source_digest(root, &changed, Some((0, 0)), Some(&reopened)).unwrap();
+        assert_ne!(again.digest, fresh.digest);
+        assert_eq!(again, source_digest(root, &changed, Some((0, 0)), None).unwrap());
+        // Garbage is an empty memo.
+        assert!(ContentMemo::decode(b"rbuild content memo 1\n\x05").known.is_empty());
     }
 }

@@ -14,11 +14,11 @@ pub mod pattern;
 pub mod select;
 pub mod walk;
 
-pub use digest::{located_digest, source_digest, SourceDigest};
+pub use digest::{located_digest, source_digest, ContentMemo, SourceDigest};
 pub use ignorefile::{find_ignore_file, read_ignore_file, read_ignore_file_lines};
 pub use pattern::{IgnoreMatch, IgnorePattern, PatternMatcher};
 pub use select::SelectedRoot;
-pub use walk::{BuildContext, ContextEntry, ContextSummary, EntryKind};
+pub use walk::{BuildContext, ContextEntry, ContextSummary, EntryKind, FileStamp};
 
 /// Errors of the build-context module. Every variant names the path (or the pattern's origin).
 #[derive(thiserror::Error, Debug)]

@@ -36,6 +36,20 @@ pub struct ContextEntry {
     /// (device, inode) of a regular file with more than one link: entries with the same value
     /// are hard links to one file, which COPY keeps and the source digest records.
     pub hardlink: Option<(u64, u64)>,
+    /// For regular files: what says the content is unchanged without reading it (see
+    /// [`super::digest::ContentMemo`]); never part of a digest.
+    pub stamp: Option<FileStamp>,
+}
+
+/// Inode, size, modification and change times (ns) and mode of a regular file: while all are
+/// the same, so is the content (the change time cannot be set by a user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub mode: u32,
 }
 
 /// Totals of a filtered context.
@@ -58,6 +72,9 @@ pub struct BuildContext {
     /// The walk, made once per context and shared by everything that selects from it
     /// (lowering's source digests, COPY's selection, the summary).
     walked: std::sync::OnceLock<Vec<ContextEntry>>,
+    /// Content digests remembered from earlier builds, used and filled by every digest of
+    /// this context's files.
+    memo: Option<std::sync::Arc<super::digest::ContentMemo>>,
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> ContextError {
@@ -93,7 +110,14 @@ pub(crate) fn entry_from_metadata(
     };
     let size = if kind == EntryKind::File { meta.len() } else { 0 };
     let hardlink = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
-    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size, hardlink })
+    let stamp = (kind == EntryKind::File).then(|| FileStamp {
+        ino: meta.ino(),
+        size,
+        mtime_ns: meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec()),
+        ctime_ns: meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec()),
+        mode: meta.mode(),
+    });
+    Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size, hardlink, stamp })
 }
 
 /// State carried down one level of the walk.
@@ -106,6 +130,17 @@ struct WalkState<'a> {
 }
 
 impl BuildContext {
+    /// The same context, remembering file digests in `memo` (see
+    /// [`super::digest::ContentMemo`]).
+    pub fn with_memo(self, memo: std::sync::Arc<super::digest::ContentMemo>) -> Self {
+        BuildContext { memo: Some(memo), ..self }
+    }
+
+    /// The memo given by [`BuildContext::with_memo`].
+    pub fn memo(&self) -> Option<&super::digest::ContentMemo> {
+        self.memo.as_deref()
+    }
+
     /// Open a context directory, reading its ignore file (see [`find_ignore_file`]).
     pub fn open(root: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
         check_root(root)?;
@@ -117,7 +152,7 @@ impl BuildContext {
             }
             None => PatternMatcher::default(),
         };
-        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher, walked: Default::default() })
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher, memo: None, walked: Default::default() })
     }
 
     /// Open a context directory with an already-read pattern list.
@@ -128,6 +163,7 @@ impl BuildContext {
             ignore_file: None,
             matcher: PatternMatcher::new(patterns)?,
             walked: Default::default(),
+            memo: None,
         })
     }
 

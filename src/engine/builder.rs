@@ -172,7 +172,11 @@ impl Builder {
         }
         let df = parser::parse(&text, &name)?;
         let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
-        let context = BuildContext::open(&opts.context, anchor)?;
+        // File digests of this context remembered from its earlier builds.
+        let memo_cache = CacheIndex::open(&self.store.root().join("cache"))?;
+        let context_id = opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone());
+        let memo = Arc::new(memo_cache.content_memo(&context_id));
+        let context = BuildContext::open(&opts.context, anchor)?.with_memo(Arc::clone(&memo));
         let summary = context.summary()?;
         let policy = if opts.pull { PullPolicy::Always } else { PullPolicy::Missing };
         let images = StoreImages::new(&self.store, policy, opts.registry.clone(), Arc::clone(sink));
@@ -244,7 +248,9 @@ impl Builder {
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
         };
-        let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel)?;
+        let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
+        memo_cache.put_content_memo(&context_id, &memo);
+        let outputs = outputs?;
         let target = outputs
             .get(&plan.target)
             .ok_or_else(|| BuildError::Internal("the target stage produced nothing".into()))?;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 
-use crate::context::digest::TarsumMemo;
+use crate::context::ContentMemo;
 use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
 
 /// One cached step result.
@@ -83,6 +83,26 @@ impl CacheIndex {
         }
     }
 
+    /// The image the record for `key` names, if any: what a cache hit needs, read without
+    /// building the record's key inputs (a COPY's holds one entry per copied file), so a hit
+    /// costs a scan of the record, not a parse of thousands of paths. Empty and unreadable
+    /// records as in [`CacheIndex::get`].
+    pub fn image_of(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
+        #[derive(Deserialize)]
+        struct ImageOnly {
+            image: String,
+        }
+        let path = self.path_of(key);
+        match fs::read(&path) {
+            Ok(bytes) if bytes.is_empty() => Ok(None),
+            Ok(bytes) => serde_json::from_slice::<ImageOnly>(&bytes)
+                .map(|r| Some(r.image))
+                .map_err(|source| CacheError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The digest of what a `COPY --from=<stage>` selected in image `image`, remembered under
     /// `selection` (the instruction's sources): an image ID names its content, so the two fix
     /// the answer, and a cached rebuild need not read every copied file again. A hint: one that
@@ -110,36 +130,24 @@ impl CacheIndex {
         self.dir.join(format!("{}.sources.json", hex::encode(h.finalize())))
     }
 
-    /// The classic history hashes remembered for the COPY whose sources are `selection` in
-    /// this Dockerfile (see [`crate::context::digest::TarsumMemo`]); empty when none was
-    /// written or it cannot be read. A hint, like [`CacheIndex::source_memo`].
-    pub fn tarsum_memo(&self, selection: &str) -> TarsumMemo {
-        let Ok(bytes) = fs::read(self.tarsum_memo_path(selection)) else { return TarsumMemo::new() };
-        bytes
-            .chunks_exact(64)
-            .filter_map(|pair| Some((pair[..32].try_into().ok()?, pair[32..].try_into().ok()?)))
-            .collect()
+    /// The content memo of the build context at `context` (see
+    /// [`crate::context::ContentMemo`]): empty when none was written or it cannot be read.
+    pub fn content_memo(&self, context: &Path) -> ContentMemo {
+        ContentMemo::decode(&fs::read(self.content_memo_path(context)).unwrap_or_default())
     }
 
-    /// Replaces the memo for `selection` by `memo` (64 bytes an entry: selection digest, then
-    /// tarsum; one file per COPY of a Dockerfile, so it holds one selection and stays that
-    /// size); best effort, unsynced.
-    pub fn put_tarsum_memo(&self, selection: &str, memo: &TarsumMemo) {
-        let mut bytes = Vec::with_capacity(memo.len() * 64);
-        for (key, sum) in memo {
-            bytes.extend_from_slice(key);
-            bytes.extend_from_slice(sum);
+    /// Keeps `memo` for the next build of the context at `context`, if it changed; best
+    /// effort, unsynced (a hint: a lost memo only means the files are read again).
+    pub fn put_content_memo(&self, context: &Path, memo: &ContentMemo) {
+        if let Some(bytes) = memo.encode() {
+            self.write_hint(&self.content_memo_path(context), &bytes);
         }
-        self.write_hint(&self.tarsum_memo_path(selection), &bytes);
     }
 
-    fn tarsum_memo_path(&self, selection: &str) -> PathBuf {
+    fn content_memo_path(&self, context: &Path) -> PathBuf {
         use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(self.lineage.as_bytes());
-        h.update([0]);
-        h.update(selection.as_bytes());
-        self.dir.join(format!("{}.tarsums", hex::encode(h.finalize())))
+        let hex = hex::encode(Sha256::digest(context.as_os_str().as_encoded_bytes()));
+        self.dir.join(format!("{hex}.context"))
     }
 
     /// Writes a hint file: temp name and rename, so a reader never sees half of one; no sync.
@@ -269,6 +277,7 @@ mod tests {
         let (a, b) = (inputs("sha256:p", "RUN a"), inputs("sha256:p", "RUN b"));
         index.put_all(&[record(&a, "sha256:1", "t1"), record(&b, "sha256:2", "t2")]).expect("put_all");
         assert_eq!(index.get(&b.key()).expect("get").map(|r| r.image), Some("sha256:2".into()));
+        assert_eq!(index.image_of(&b.key()).expect("image_of"), Some("sha256:2".into()));
         // What a crash between the rename and the stage's sync can leave.
         std::fs::write(index.path_of(&a.key()), b"").expect("truncate");
         assert_eq!(index.get(&a.key()).expect("an empty record is no error"), None);

@@ -209,13 +209,7 @@ impl StageExecutor<'_> {
             .map_err(|e| BuildError::Step { step: step.number, message: e.to_string() })?;
         let mut classic_hash = None;
         if only_files {
-            let selection = format!("{keyword}\0{}\0{}", files.join("\0"), fc.exclude.join("\0"));
-            let no_digests = Default::default();
-            let digests = step.key_inputs.sources.as_ref().map_or(&no_digests, |s| &s.files);
-            let (hash, memo) =
-                classic_source_hash(&self.context.root, &roots, digests, &self.cache.tarsum_memo(&selection))?;
-            self.cache.put_tarsum_memo(&selection, &memo);
-            classic_hash = Some(hash);
+            classic_hash = Some(classic_source_hash(&self.context.root, &roots, self.context.memo())?);
         }
         // ADD extracts local archives into the destination, keeping their owners.
         let unpack = keyword == "ADD" && fc.unpack != Some(false);

@@ -248,9 +248,9 @@ impl StageExecutor<'_> {
     /// The image ID a cache record names, if the record is there and the store still has the
     /// image's config (a file check: the index is read once, by [`Self::hit_state`]).
     fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
-        let Some(record) = self.cache.get(&step.cache_key)? else { return Ok(None) };
-        match record.image.parse::<Sha256Digest>() {
-            Ok(id) if self.store.has_blob(&id) => Ok(Some(record.image)),
+        let Some(image) = self.cache.image_of(&step.cache_key)? else { return Ok(None) };
+        match image.parse::<Sha256Digest>() {
+            Ok(id) if self.store.has_blob(&id) => Ok(Some(image)),
             // The image was removed (rmi, prune): the record is stale.
             _ => {
                 self.cache.remove(&step.cache_key)?;

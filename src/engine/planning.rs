@@ -114,12 +114,13 @@ fn needed_images(plan: &BuildPlan) -> BTreeSet<String> {
     references
 }
 
-/// The base images of the planned stages that lowering could not find in the store: their
-/// FROM keys name the reference (`image:busybox`), not a manifest digest.
+/// The base images of the planned stages that lowering could not find in the store, each once:
+/// their FROM keys name the reference (`image:busybox`), not a manifest digest.
 pub fn unresolved_bases(plan: &BuildPlan) -> Vec<String> {
+    let mut seen = BTreeSet::new();
     plan.planned_stages()
         .filter_map(|s| match &s.base {
-            StageBase::Image { reference, id: None } => Some(reference.clone()),
+            StageBase::Image { reference, id: None } if seen.insert(reference.as_str()) => Some(reference.clone()),
             _ => None,
         })
         .collect()

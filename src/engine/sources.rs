@@ -24,7 +24,12 @@ impl<'a> ContextSources<'a> {
     }
 
     /// The digest of `sources` minus `exclude`, computed on the first request.
-    fn memo(&self, kind: &str, sources: &[String], exclude: &[String]) -> Result<SourceInputs, ContextError> {
+    fn selection_digest(
+        &self,
+        kind: &str,
+        sources: &[String],
+        exclude: &[String],
+    ) -> Result<SourceInputs, ContextError> {
         let key = format!("{kind}\0{}\0\0{}", sources.join("\0"), exclude.join("\0"));
         if let Some(hit) = self.digests.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(hit);
@@ -34,7 +39,7 @@ impl<'a> ContextSources<'a> {
         // effect is already in the instruction text; a bind mount shows a copy owned by 0:0
         // (see `engine::run_mounts`): the owners in the context never reach the image or the
         // step, so they must not decide a cache miss.
-        let digest = source_digest(&self.context.root, &entries, Some((0, 0)))?;
+        let digest = source_digest(&self.context.root, &entries, Some((0, 0)), self.context.memo())?;
         let inputs = SourceInputs { digest: digest.digest, files: digest.files.into_iter().collect() };
         if let Ok(mut m) = self.digests.lock() {
             m.insert(key, inputs.clone());
@@ -51,10 +56,10 @@ impl SourceResolver for ContextSources<'_> {
             .filter(|s| copy.heredoc_for(s).is_none() && !s.starts_with("http://") && !s.starts_with("https://"))
             .cloned()
             .collect();
-        self.memo("copy", &sources, &copy.exclude)
+        self.selection_digest("copy", &sources, &copy.exclude)
     }
 
     fn bind_digest(&self, source: &str) -> Result<SourceInputs, ContextError> {
-        self.memo("bind", &[source.to_string()], &[])
+        self.selection_digest("bind", &[source.to_string()], &[])
     }
 }

@@ -165,7 +165,8 @@ pub struct LayerBlob {
 /// Images written but not yet in the index (see [`ImageStore::image_batch`]); its work dir
 /// pins their blobs and layers until [`ImageStore::commit_batch`] or drop.
 pub struct ImageBatch {
-    work: WorkDir,
+    /// Made on the first image: a stage whose steps all come from cache writes nothing.
+    work: Option<WorkDir>,
     /// (manifest digest, manifest size, image ID, parent image ID), in the order written.
     pending: Vec<(Sha256Digest, u64, Sha256Digest, Option<Sha256Digest>)>,
     pinned: HashSet<Sha256Digest>,
@@ -677,7 +678,7 @@ impl ImageStore {
     /// by [`ImageStore::commit_batch`]: one index rewrite per batch instead of one per image,
     /// so a stage of N steps costs O(N) index work, not O(N²).
     pub fn image_batch(&self) -> Result<ImageBatch> {
-        Ok(ImageBatch { work: self.work_dir()?, pending: Vec::new(), pinned: HashSet::new() })
+        Ok(ImageBatch { work: None, pending: Vec::new(), pinned: HashSet::new() })
     }
 
     /// Like [`ImageStore::put_image_raw`] without tags: the blobs are written (and, with the
@@ -691,13 +692,17 @@ impl ImageStore {
         layers: &[LayerBlob],
         parent: Option<Sha256Digest>,
     ) -> Result<StoredImage> {
+        let work = match &mut batch.work {
+            Some(work) => work,
+            none => none.insert(self.work_dir()?),
+        };
         for l in layers {
             if batch.pinned.insert(l.digest.clone()) {
-                batch.work.pin("blob", &l.digest)?;
+                work.pin("blob", &l.digest)?;
             }
         }
         let (manifest_digest, manifest_bytes, config) =
-            self.write_image_blobs(&batch.work, Durability::AtBatchCommit, config_json, layers)?;
+            self.write_image_blobs(work, Durability::AtBatchCommit, config_json, layers)?;
         let size = manifest_bytes.len() as u64;
         // Built from what was just written, not read back: the config can be large (a long
         // history) and a stage writes one per step.

@@ -1,0 +1,8 @@
+//! The container runtime: policy (seccomp, capabilities), a pseudo-terminal, root and
+//! rootless containers, and teardown.
+
+mod policy;
+mod pty;
+mod root;
+mod rootless;
+mod teardown;

@@ -1,0 +1,254 @@
+//! Unprivileged mode: containers run by a created non-root user, in a user namespace with a
+//! subordinate id range (newuidmap) or a single-id map, on the kernel overlay or on
+//! fuse-overlayfs, and the upper dirs they leave commit to layers with OCI whiteouts.
+//! The test itself runs as root to create the users; the container runs as the user, from
+//! this test binary re-run on `rootless_child`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rbuild::layer::diff::{write_layer, DiffOptions};
+use rbuild::runtime::{Container, ContainerSpec, OverlayDriver, Rootfs, StdioMode};
+
+/// Runs a container from `RBUILD_CHILD_*` variables and prints its output and outcome.
+#[test]
+#[ignore = "entry point for the tests below, run as a non-root user"]
+fn rootless_child() {
+    let Ok(base) = std::env::var("RBUILD_CHILD_BASE") else {
+        return;
+    };
+    let base = PathBuf::from(base);
+    let script = std::env::var("RBUILD_CHILD_SCRIPT").expect("script");
+    let mut spec = ContainerSpec::new(
+        "rootless",
+        Rootfs::Overlay { lower: vec![base.join("lower")], upper: base.join("upper"), work: base.join("work") },
+        vec!["/bin/sh".into(), "-c".into(), script],
+        base.join("state"),
+    );
+    spec.overlay = match std::env::var("RBUILD_CHILD_OVERLAY").as_deref() {
+        Ok("fuse") => OverlayDriver::Fuse,
+        Ok("kernel") => OverlayDriver::Kernel,
+        _ => OverlayDriver::Auto,
+    };
+    spec.user = std::env::var("RBUILD_CHILD_USER").ok();
+    spec.stdio = StdioMode::Lines(Box::new(|_, line| {
+        println!("container: {}", String::from_utf8_lossy(line));
+    }));
+    match Container::new(spec).run() {
+        Ok(exit) => println!("outcome: code={} overlay={:?} userns={}", exit.code, exit.overlay, exit.user_namespace),
+        Err(e) => println!("outcome: error: {e}"),
+    }
+}
+
+fn sh(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(cmd).status().is_ok_and(|s| s.success())
+}
+
+/// Serializes edits of /etc/passwd, /etc/subuid and /etc/subgid by the tests of this binary.
+static USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Creates the system user `name` if missing, with (or without) an /etc/subuid and
+/// /etc/subgid range.
+fn ensure_user(name: &str, sub_start: Option<u32>) {
+    let _lock = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    if !sh(&format!("id -u {name} >/dev/null 2>&1")) {
+        assert!(sh(&format!("useradd --system --no-create-home --shell /usr/sbin/nologin {name}")));
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let mut lines: Vec<String> =
+            text.lines().filter(|l| !l.starts_with(&format!("{name}:"))).map(str::to_string).collect();
+        if let Some(start) = sub_start {
+            lines.push(format!("{name}:{start}:65536"));
+        }
+        let mut out = lines.join("\n");
+        out.push('\n');
+        std::fs::write(file, out).expect("write subordinate ids");
+    }
+}
+
+struct Rootless {
+    tmp: tempfile::TempDir,
+    user: String,
+}
+
+impl Rootless {
+    fn new(user: &str, sub_start: Option<u32>) -> Option<Rootless> {
+        if !crate::fixture::require(crate::fixture::is_root(), "root to create the non-root test users")
+            || !crate::fixture::require(crate::fixture::busybox_path().is_some(), "busybox-static")
+            || !crate::fixture::require(Path::new("/usr/bin/setpriv").exists(), "setpriv (util-linux)")
+            || !crate::fixture::require(
+                sub_start.is_none() || Path::new("/usr/bin/newuidmap").exists(),
+                "newuidmap/newgidmap (uidmap)",
+            )
+        {
+            return None;
+        }
+        ensure_user(user, sub_start);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let base = tmp.path();
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        crate::fixture::busybox_rootfs(&base.join("lower"));
+        for d in ["upper", "work", "state"] {
+            std::fs::create_dir(base.join(d)).expect("mkdir");
+        }
+        std::fs::copy(std::env::current_exe().expect("exe"), base.join("testbin")).expect("copy");
+        assert!(sh(&format!("chown -R {user}: {}", base.display())));
+        Some(Rootless { tmp, user: user.to_string() })
+    }
+
+    fn base(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Runs `script` in a container as the test user; returns the container's lines and the
+    /// outcome line.
+    fn run(&self, script: &str, overlay: &str, container_user: Option<&str>) -> (Vec<String>, String) {
+        // A hung container must fail the test, not the whole run.
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", "120", "setpriv", "--reuid", &self.user, "--regid", &self.user, "--clear-groups"])
+            .arg(self.base().join("testbin"))
+            .args([
+                "--exact",
+                &crate::fixture::test_name(module_path!(), "rootless_child"),
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("RBUILD_CHILD_BASE", self.base())
+            .env("RBUILD_CHILD_SCRIPT", script)
+            .env("RBUILD_CHILD_OVERLAY", overlay)
+            .current_dir(self.base());
+        if let Some(u) = container_user {
+            cmd.env("RBUILD_CHILD_USER", u);
+        }
+        let out = cmd.output().expect("run as the test user");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines = stdout
+            .lines()
+            .filter_map(|l| l.split_once("container: ").map(|(_, rest)| rest))
+            .map(str::to_string)
+            .collect();
+        let outcome = stdout
+            .lines()
+            .find_map(|l| l.split_once("outcome: ").map(|(_, rest)| rest))
+            .unwrap_or_else(|| panic!("no outcome; stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr)))
+            .to_string();
+        (lines, outcome)
+    }
+
+    /// The layer names the upper dir commits to (read as root). `fuse`: fuse-overlayfs wrote
+    /// it, so its `.wh.` files are whiteouts (the engine says so for a fuse step).
+    fn layer_names(&self, fuse: bool) -> Vec<String> {
+        let out = self.base().join("blobs");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let opts = DiffOptions { whiteout_files: fuse, ..DiffOptions::default() };
+        let layer = write_layer(&self.base().join("upper"), &out, &opts).expect("commit");
+        crate::fixture::layer_entries(&layer.path, layer.media_type).into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+const SCRIPT: &str = "id -u; echo made > /new; rm /etc/group; \
+                      mkdir -p /home/app/x && rm -rf /home/app && mkdir /home/app && echo re > /home/app/f; \
+                      chown 1000:1000 /new 2>/dev/null && echo chown-ok || echo chown-failed; exit 3";
+
+fn check_layer(names: &[String]) {
+    for want in ["etc/.wh.group", "new", "home/app/f"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+}
+
+#[test]
+fn rootless_kernel_overlay_with_a_subuid_range() {
+    let Some(r) = Rootless::new("rbuild-rootless", Some(400_000)) else {
+        return;
+    };
+    let (lines, outcome) = r.run(SCRIPT, "kernel", None);
+    assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
+    assert_eq!(lines, ["0", "chown-ok"]);
+    check_layer(&r.layer_names(false));
+    // Same upper and work dirs again: the volatile marker of the first run is gone.
+    let (lines, outcome) = r.run("id -u; id -g", "kernel", Some("app"));
+    assert_eq!(outcome, "code=0 overlay=Kernel userns=true");
+    assert_eq!(lines, ["1000", "1000"]);
+}
+
+#[test]
+fn rootless_single_id_map_without_subuid() {
+    let Some(r) = Rootless::new("rbuild-single", None) else {
+        return;
+    };
+    let (lines, outcome) = r.run(SCRIPT, "auto", None);
+    assert_eq!(outcome, "code=3 overlay=Kernel userns=true", "{lines:?}");
+    assert_eq!(lines, ["0", "chown-failed"]);
+    check_layer(&r.layer_names(false));
+}
+
+#[test]
+fn rootless_fuse_overlayfs() {
+    let Some(r) = Rootless::new("rbuild-fuse", Some(500_000)) else {
+        return;
+    };
+    if !crate::fixture::require(Path::new("/usr/bin/fuse-overlayfs").exists(), "fuse-overlayfs")
+        || !crate::fixture::require(Path::new("/dev/fuse").exists(), "/dev/fuse")
+    {
+        return;
+    }
+    // Debian's default mode for /dev/fuse; some VMs come up with 0600.
+    assert!(sh("chmod 0666 /dev/fuse"));
+    let (lines, outcome) = r.run(SCRIPT, "fuse", None);
+    assert_eq!(outcome, "code=3 overlay=Fuse userns=true", "{lines:?}");
+    assert_eq!(lines, ["0", "chown-ok"]);
+    check_layer(&r.layer_names(true));
+}
+
+/// The README example built by the unprivileged user and by root gives one image ID: what a
+/// RUN creates as container root is recorded as root (not as the user's host uid), and
+/// `COPY --chown=1000:1000` works and records 1000:1000.
+#[test]
+fn rootless_and_root_builds_of_the_example_give_one_image_id() {
+    let Some(r) = Rootless::new("rbuild-build", Some(700_000)) else {
+        return;
+    };
+    let base = r.base();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
+    assert!(sh(&format!("cp -a {} {}/example", example.display(), base.display())));
+    let dockerfile = std::fs::read_to_string(example.join("Dockerfile")).expect("Dockerfile");
+    let extra = "COPY --chown=1000:1000 app/app.conf /home/app/conf\nRUN cat /home/app/conf > /copied\n";
+    std::fs::write(base.join("example/Dockerfile.chown"), format!("{dockerfile}{extra}")).expect("write");
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    // One import (its `created` is the import time), given to the user as a copy.
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    let import = format!("RBUILD_ROOT={0}/store-root {0}/rbuild import {0}/busybox.tar busybox", base.display());
+    let copy = format!("cp -a {0}/store-root {0}/store-user && chown -R {1}: {0}/store-user", base.display(), r.user);
+    assert!(sh(&format!("{tar} && {import} >/dev/null && {copy}")));
+    let build = |as_user: bool, store: &str, dockerfile: &str| -> String {
+        let script = format!("{0}/rbuild build -q -f {0}/example/{dockerfile} {0}/example", base.display());
+        let mut cmd = if as_user {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        let out = cmd
+            .env("RBUILD_ROOT", base.join(store))
+            .env("SOURCE_DATE_EPOCH", "0")
+            .env("HOME", base)
+            .env_remove("CI")
+            .output()
+            .expect("rbuild");
+        let who = if as_user { r.user.as_str() } else { "root" };
+        assert!(out.status.success(), "build as {who}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for dockerfile in ["Dockerfile", "Dockerfile.chown"] {
+        let rootless = build(true, "store-user", dockerfile);
+        let root = build(false, "store-root", dockerfile);
+        assert!(root.starts_with("sha256:"), "{root}");
+        assert_eq!(rootless, root, "{dockerfile}: the unprivileged build differs from root's");
+    }
+}
