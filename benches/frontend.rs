@@ -53,7 +53,7 @@ fn make_tree(root: &Path) {
 fn context_digest(root: &Path) -> String {
     let ctx = BuildContext::open(root, None).expect("open context");
     let entries = ctx.select(&[".".to_string()], &[]).expect("select");
-    source_digest(root, &entries, Some((0, 0))).expect("digest").digest
+    source_digest(root, &entries, Some((0, 0)), None).expect("digest").digest
 }
 
 fn tar_sha256(root: &Path) {

@@ -118,8 +118,17 @@ fn route_prints(text: &str) -> String {
     out
 }
 
+/// A `--format` template that does not parse or render (gtmpl's message inside).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template parsing error: {0}")]
+    Parse(String),
+    #[error("template: {0}")]
+    Render(String),
+}
+
 /// Renders `text` with `data`.
-pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
+pub fn render(text: &str, data: &serde_json::Value) -> Result<String, TemplateError> {
     let mut t = Template::default();
     t.add_funcs(&[
         ("json", f_json as gtmpl::Func),
@@ -128,8 +137,8 @@ pub fn render(text: &str, data: &serde_json::Value) -> Result<String, String> {
         ("upper", f_upper as gtmpl::Func),
         ("lower", f_lower as gtmpl::Func),
     ]);
-    t.parse(route_prints(text)).map_err(|e| format!("template parsing error: {e}"))?;
-    t.render(&gtmpl::Context::from(to_value(data))).map_err(|e| format!("template: {e}"))
+    t.parse(route_prints(text)).map_err(|e| TemplateError::Parse(e.to_string()))?;
+    t.render(&gtmpl::Context::from(to_value(data))).map_err(|e| TemplateError::Render(e.to_string()))
 }
 
 /// Renders `--format` for a list: `table ...` formats get a header (the template rendered
@@ -139,7 +148,7 @@ pub fn render_rows(
     format: &str,
     header: &serde_json::Value,
     rows: &[serde_json::Value],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, TemplateError> {
     let format = format.replace("\\t", "\t").replace("\\n", "\n");
     let (table, body) = match format.strip_prefix("table") {
         Some(rest) => (true, rest.trim_start().to_owned()),

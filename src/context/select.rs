@@ -45,9 +45,9 @@ impl BuildContext {
     /// entries; an excluded directory stays only if something below it is kept. A source that
     /// matches nothing is an error naming it. Entries come back in walk order, deduplicated.
     pub fn select(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<ContextEntry>, ContextError> {
-        let entries = self.walk()?;
+        let entries = self.entries()?;
         let mut selected: BTreeSet<usize> = BTreeSet::new();
-        for (_, _, members) in self.select_groups(&entries, srcs, exclude)? {
+        for (_, _, members) in self.select_groups(entries, srcs, exclude)? {
             selected.extend(members);
         }
         Ok(selected.into_iter().map(|idx| entries[idx].clone()).collect())
@@ -57,8 +57,8 @@ impl BuildContext {
     /// each [`SelectedRoot`] is one match of one source (`root` is `None` for the context root)
     /// with the entries at and below it, in walk order.
     pub fn select_roots(&self, srcs: &[String], exclude: &[String]) -> Result<Vec<SelectedRoot>, ContextError> {
-        let entries = self.walk()?;
-        let groups = self.select_groups(&entries, srcs, exclude)?;
+        let entries = self.entries()?;
+        let groups = self.select_groups(entries, srcs, exclude)?;
         Ok(groups
             .into_iter()
             .map(|(root, name, members)| SelectedRoot {

@@ -69,6 +69,9 @@ pub struct BuildContext {
     /// The ignore file that was read, if any.
     pub ignore_file: Option<PathBuf>,
     matcher: PatternMatcher,
+    /// The walk, made once per context and shared by everything that selects from it
+    /// (lowering's source digests, COPY's selection, the summary).
+    walked: std::sync::OnceLock<Vec<ContextEntry>>,
     /// Content digests remembered from earlier builds, used and filled by every digest of
     /// this context's files.
     memo: Option<std::sync::Arc<super::digest::ContentMemo>>,
@@ -149,7 +152,7 @@ impl BuildContext {
             }
             None => PatternMatcher::default(),
         };
-        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher, memo: None })
+        Ok(BuildContext { root: root.to_path_buf(), ignore_file, matcher, memo: None, walked: Default::default() })
     }
 
     /// Open a context directory with an already-read pattern list.
@@ -159,6 +162,7 @@ impl BuildContext {
             root: root.to_path_buf(),
             ignore_file: None,
             matcher: PatternMatcher::new(patterns)?,
+            walked: Default::default(),
             memo: None,
         })
     }
@@ -179,10 +183,20 @@ impl BuildContext {
         Ok(state.out)
     }
 
+    /// [`BuildContext::walk`], made on the first call and shared by every later one: a build
+    /// walks its context once.
+    pub fn entries(&self) -> Result<&[ContextEntry], ContextError> {
+        if let Some(entries) = self.walked.get() {
+            return Ok(entries);
+        }
+        let entries = self.walk()?;
+        Ok(self.walked.get_or_init(|| entries))
+    }
+
     /// File count, directory count and total bytes of the filtered context.
     pub fn summary(&self) -> Result<ContextSummary, ContextError> {
         let mut summary = ContextSummary::default();
-        for entry in self.walk()? {
+        for entry in self.entries()? {
             if entry.kind == EntryKind::Dir {
                 summary.dirs += 1;
             } else {

@@ -20,19 +20,19 @@ use std::sync::{Arc, Mutex};
 use crate::context::BuildContext;
 use crate::engine::cache::CacheIndex;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
+use crate::engine::planning::{plan_build, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::scheduler::{run_stages, Cancel};
-use crate::engine::sources::ContextSources;
+use crate::engine::settings::BuildSettings;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
-use crate::frontend::lower::{lower, ImageResolver, LowerOptions, ResolvedImage};
 use crate::frontend::parser;
 use crate::image::Platform;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
-use crate::plan::{Dependency, StageBase};
+use crate::plan::Dependency;
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
-use crate::store::{ImageReference, ImageStore, PutImage, StoreError};
+use crate::store::{ImageReference, ImageStore, PutImage};
 
 /// What to build and how; the same knobs as `docker build`.
 #[derive(Debug, Clone)]
@@ -60,9 +60,13 @@ pub struct BuildOptions {
     pub pull: bool,
     /// How to reach registries for those pulls.
     pub registry: RegistryOptions,
+    /// What the build takes from the environment (`SOURCE_DATE_EPOCH`, proxy variables).
+    pub settings: BuildSettings,
 }
 
 impl BuildOptions {
+    /// Docker's defaults for a build of `context`; the environment is read here, once
+    /// ([`BuildSettings::from_env`], [`RegistryOptions::from_env`]).
     pub fn new(context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             context: context.into(),
@@ -79,7 +83,8 @@ impl BuildOptions {
             secrets: Vec::new(),
             ssh: Vec::new(),
             pull: false,
-            registry: RegistryOptions::default(),
+            registry: RegistryOptions::from_env(None),
+            settings: BuildSettings::from_env(),
         }
     }
 }
@@ -96,99 +101,6 @@ pub struct BuildOutput {
 pub struct Builder {
     store: ImageStore,
     cancel: Cancel,
-}
-
-/// Looks base images up in the store for lowering (manifest digest for the FROM step's cache
-/// key, ENV for expansion). [`StoreImages::pull_needed`] pulls those the planned stages need
-/// that are missing from the store (all of them with `--pull`), once per build; failures are
-/// kept for [`Builder::run`] to report.
-struct StoreImages<'a> {
-    store: &'a ImageStore,
-    always_pull: bool,
-    registry: RegistryOptions,
-    /// reference -> the pull's error, for every reference a pull was tried for.
-    pulls: Mutex<BTreeMap<String, Option<String>>>,
-    /// Where the pull's progress goes (`pull` events).
-    events: EventSink,
-}
-
-impl StoreImages<'_> {
-    /// Pulls `reference` unless it was tried already in this build.
-    fn pull_once(&self, reference: &str) {
-        let Ok(mut pulls) = self.pulls.lock() else { return };
-        if pulls.contains_key(reference) {
-            return;
-        }
-        let events = &self.events;
-        let mut on = |e: &crate::registry::PullEvent| {
-            if let Some(message) = e.message() {
-                events(&BuildEvent::Pull { reference: reference.to_string(), message });
-            }
-        };
-        let result = crate::registry::pull(self.store, reference, &self.registry, &mut on);
-        if let Ok(outcome) = &result {
-            let status = if outcome.up_to_date { "Image is up to date for" } else { "Downloaded newer image for" };
-            let message = format!("Status: {status} {}", outcome.reference.familiar());
-            events(&BuildEvent::Pull { reference: reference.to_string(), message });
-        }
-        pulls.insert(reference.to_string(), result.err().map(|e| e.to_string()));
-    }
-
-    /// The first pull that failed.
-    fn failed_pull(&self) -> Option<(String, String)> {
-        let pulls = self.pulls.lock().ok()?;
-        pulls.iter().find_map(|(r, e)| e.clone().map(|e| (r.clone(), e)))
-    }
-}
-
-impl StoreImages<'_> {
-    /// Pulls the images the planned stages build on or copy from, where needed. Returns
-    /// whether anything was tried (the plan must then be lowered again: digests, ENV and
-    /// ONBUILD triggers of the bases may have changed).
-    fn pull_needed(&self, plan: &crate::plan::BuildPlan) -> bool {
-        let mut references = BTreeSet::new();
-        for stage in plan.planned_stages() {
-            if let StageBase::Image { reference, .. } = &stage.base {
-                references.insert(reference.clone());
-            }
-            for dep in &stage.dependencies {
-                if let Dependency::Image { reference } = dep {
-                    references.insert(reference.clone());
-                }
-            }
-        }
-        let mut tried = false;
-        for reference in references {
-            // Only names can be pulled; an image ID (`sha256:…`, a short ID) is local.
-            let name = ImageReference::parse(&reference).ok();
-            // A damaged local image is reported (by the resolve in the executor), not pulled over.
-            let missing = || matches!(self.store.resolve(&reference), Err(StoreError::NoSuchImage(_)));
-            if name.is_some() && (self.always_pull || missing()) {
-                self.pull_once(&reference);
-                tried = true;
-            }
-        }
-        tried
-    }
-}
-
-impl ImageResolver for StoreImages<'_> {
-    fn resolve(&self, reference: &str) -> Option<ResolvedImage> {
-        let name = ImageReference::parse(reference).ok();
-        let image = self.store.resolve(reference).ok()?;
-        // The manifest the tag points at: a newer pulled base changes it, and so the key.
-        let digest = name
-            .filter(|n| n.digest().is_none())
-            .and_then(|n| self.store.tagged_manifest(&n).ok().flatten())
-            .unwrap_or_else(|| image.manifest_digest.clone());
-        let config = &image.config;
-        Some(ResolvedImage {
-            digest: digest.to_string(),
-            id: image.id.to_string(),
-            env: config.env_pairs(),
-            on_build: config.config.on_build.clone(),
-        })
-    }
 }
 
 impl Builder {
@@ -266,37 +178,18 @@ impl Builder {
         let memo = Arc::new(memo_cache.content_memo(&context_id));
         let context = BuildContext::open(&opts.context, anchor)?.with_memo(Arc::clone(&memo));
         let summary = context.summary()?;
-        let sources = ContextSources::new(&context);
-        let images = StoreImages {
-            store: &self.store,
-            always_pull: opts.pull,
-            registry: opts.registry.clone(),
-            pulls: Mutex::new(BTreeMap::new()),
-            events: Arc::clone(sink),
-        };
+        let policy = if opts.pull { PullPolicy::Always } else { PullPolicy::Missing };
+        let images = StoreImages::new(&self.store, policy, opts.registry.clone(), Arc::clone(sink));
         let platform = Platform::native();
-        let lower_opts = LowerOptions {
-            build_args: opts.build_args.clone(),
-            target: opts.target.clone(),
+        let request = PlanRequest {
+            dockerfile: &df,
+            dockerfile_text: &text,
+            context: &context,
+            build_args: &opts.build_args,
+            target: opts.target.as_deref(),
             target_platform: platform.clone(),
-            build_platform: platform.clone(),
-            images: Some(&images),
-            sources: Some(&sources),
         };
-        // Lowered once to know which stages (and so which base images) the target needs, and
-        // again if pulling them changed the store.
-        let mut plan = lower(&df, &text, &lower_opts)?;
-        if images.pull_needed(&plan) {
-            plan = lower(&df, &text, &lower_opts)?;
-        }
-        if let Some((reference, error)) = images.failed_pull() {
-            let reason = if self.store.resolve(&reference).is_ok() {
-                format!("--pull could not check the registry for a newer image: {error}")
-            } else {
-                format!("the image is not in the local store and pulling it failed: {error}")
-            };
-            return Err(BuildError::BaseImageMissing { reference, reason });
-        }
+        let plan = plan_build(&request, Some(&images))?;
         for stage in plan.planned_stages() {
             check_stage_platform(stage, &platform)?;
         }
@@ -321,18 +214,14 @@ impl Builder {
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
-        let created = match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(secs) => chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default(),
-            None => chrono::Utc::now(),
-        }
-        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let created = opts.settings.created();
         let diff = DiffOptions {
             compression: opts.compression,
             // Layers record container ids in every mode.
             host_ids: crate::runtime::unprivileged_host_ids(),
+            source_date_epoch: opts.settings.source_date_epoch()?,
             ..DiffOptions::default()
-        }
-        .with_source_date_epoch_from_env()?;
+        };
         // Misses are explained against this Dockerfile's earlier builds only.
         let lineage = match &opts.dockerfile_text {
             Some(_) => {
@@ -353,23 +242,11 @@ impl Builder {
             state_dir,
             platform: platform.clone(),
             stage_names: plan.stages.iter().map(|s| s.name.clone()).collect(),
-            stages_read_by_others: plan
-                .stages
-                .iter()
-                .flat_map(|s| &s.dependencies)
-                .filter_map(|d| match d {
-                    Dependency::Stage { index } => Some(*index),
-                    _ => None,
-                })
-                .collect(),
-            proxy_args: opts
-                .build_args
-                .iter()
-                .filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            stages_read_by_others: stages_read_by_others(&plan),
+            proxy_args: proxy_args(opts),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
+            runner: &crate::engine::runner::RuntimeRunner,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
         memo_cache.put_content_memo(&context_id, &memo);
@@ -421,6 +298,24 @@ fn check_stage_platform(stage: &crate::plan::Stage, native: &Platform) -> Result
         return Err(BuildError::ForeignPlatform { step, platform: wanted.to_string(), native: native.to_string() });
     }
     Ok(())
+}
+
+/// Stages that other stages build on or copy from.
+fn stages_read_by_others(plan: &crate::plan::BuildPlan) -> BTreeSet<usize> {
+    plan.stages
+        .iter()
+        .flat_map(|s| &s.dependencies)
+        .filter_map(|d| match d {
+            Dependency::Stage { index } => Some(*index),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The proxy variables every RUN sees: the environment's, and `--build-arg`s over them.
+fn proxy_args(opts: &BuildOptions) -> BTreeMap<String, String> {
+    let from_args = opts.build_args.iter().filter(|(k, _)| crate::frontend::lower::PROXY_ARGS.contains(&k.as_str()));
+    opts.settings.proxy_env.clone().into_iter().chain(from_args.map(|(k, v)| (k.clone(), v.clone()))).collect()
 }
 
 /// A tag as `docker build` prints it (`app:1`, `app:latest`).

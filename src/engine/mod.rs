@@ -8,17 +8,26 @@
 pub mod add;
 pub mod builder;
 pub mod cache;
+mod commit;
 pub mod config;
 pub mod copy;
+mod copy_step;
 pub mod destination;
 pub mod executor;
+pub mod planning;
+mod rekey;
 pub mod run_mounts;
+pub mod run_step;
+pub mod runner;
 pub mod scheduler;
 pub mod secrets;
+pub mod settings;
 pub mod sources;
 pub mod ssh;
+mod workdir;
 
 pub use builder::{BuildOptions, BuildOutput, Builder};
+pub use settings::BuildSettings;
 
 use crate::frontend::Diagnostic;
 
@@ -67,6 +76,10 @@ pub enum BuildError {
     Cancelled { last_image: Option<String> },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A store, I/O, runtime, layer, cache or context error while step `step` ran; shown as
+    /// the error itself.
+    #[error("{error}")]
+    InStep { step: usize, error: Box<BuildError> },
 }
 
 impl BuildError {
@@ -78,8 +91,23 @@ impl BuildError {
             | BuildError::SecretMissing { step, .. }
             | BuildError::SshMissing { step, .. }
             | BuildError::Unsupported { step, .. }
-            | BuildError::ForeignPlatform { step, .. } => Some(*step),
+            | BuildError::ForeignPlatform { step, .. }
+            | BuildError::InStep { step, .. } => Some(*step),
             _ => None,
+        }
+    }
+
+    /// This error as one of step `step`, when it is one that does not name its step (store,
+    /// I/O, runtime, layer, cache, context).
+    pub fn at_step(self, step: usize) -> BuildError {
+        match self {
+            e @ (BuildError::Store(_)
+            | BuildError::Io(_)
+            | BuildError::Runtime(_)
+            | BuildError::Layer(_)
+            | BuildError::Cache(_)
+            | BuildError::Context(_)) => BuildError::InStep { step, error: Box::new(e) },
+            other => other,
         }
     }
 
@@ -87,15 +115,19 @@ impl BuildError {
     pub fn last_image(&self) -> Option<&str> {
         match self {
             BuildError::RunFailed { last_image, .. } | BuildError::Cancelled { last_image } => last_image.as_deref(),
+            BuildError::InStep { error, .. } => error.last_image(),
             _ => None,
         }
     }
 
     /// Whether the build was interrupted (Ctrl-C or SIGTERM): the CLI exits 130.
     pub fn is_interrupted(&self) -> bool {
-        matches!(
-            self,
-            BuildError::Cancelled { .. } | BuildError::Runtime(crate::runtime::RuntimeError::Interrupted { .. })
-        )
+        match self {
+            BuildError::InStep { error, .. } => error.is_interrupted(),
+            _ => matches!(
+                self,
+                BuildError::Cancelled { .. } | BuildError::Runtime(crate::runtime::RuntimeError::Interrupted { .. })
+            ),
+        }
     }
 }

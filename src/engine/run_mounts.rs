@@ -93,6 +93,30 @@ pub fn parse_size(text: &str) -> Option<u64> {
     Some((value * (1u64 << shift) as f64) as u64)
 }
 
+/// Why a RUN mount could not be prepared (shown after `--mount=<spec>: `).
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("source {path:?} must name exactly one path")]
+    NotOnePath { path: String },
+    #[error("source {path:?} is a symbolic link in the build context")]
+    Symlink { path: String },
+    #[error("cache source {path:?} is not a directory")]
+    CacheSourceNotDirectory { path: String },
+    #[error("locking cache {id:?}: {errno}")]
+    Lock { id: String, errno: rustix::io::Errno },
+    #[error("chown {}: {error}", path.display())]
+    Chown { path: PathBuf, error: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Context(#[from] crate::context::ContextError),
+    #[error("{0}")]
+    Copy(#[from] crate::engine::copy::CopyError),
+    /// The `from` stage or image could not be read.
+    #[error("{0}")]
+    Source(#[from] Box<BuildError>),
+}
+
 impl StageExecutor<'_> {
     /// Prepares the runtime mounts of `run` in `work` (the step's work dir).
     pub(crate) fn run_mounts(
@@ -115,14 +139,16 @@ impl StageExecutor<'_> {
             match spec.kind {
                 MountType::Bind => {
                     let target = target.unwrap_or_else(|| resolve_workdir(workdir, "."));
-                    let source =
-                        self.mount_source(stage, spec, &work.join(format!("mount-{n}")), done).map_err(fail)?;
+                    let source = self
+                        .mount_source(stage, spec, &work.join(format!("mount-{n}")), done)
+                        .map_err(|e| fail(e.to_string()))?;
                     let readonly = spec.readonly.unwrap_or(true);
                     out.mounts.push(Mount { target, kind: MountKind::Bind { source, readonly } });
                 }
                 MountType::Cache => {
                     let target = target.ok_or_else(|| fail("a cache mount needs a target".into()))?;
-                    let (dir, lock) = self.cache_dir(stage, spec, &target, work, n, done).map_err(fail)?;
+                    let (dir, lock) =
+                        self.cache_dir(stage, spec, &target, work, n, done).map_err(|e| fail(e.to_string()))?;
                     out.locks.extend(lock);
                     let readonly = spec.readonly.unwrap_or(false);
                     out.mounts.push(Mount { target, kind: MountKind::Bind { source: dir, readonly } });
@@ -207,36 +233,33 @@ impl StageExecutor<'_> {
         spec: &MountSpec,
         dest: &Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, MountError> {
         let source = spec.source.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| "/".to_string());
-        fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+        fs::create_dir_all(dest)?;
         let keyword = "RUN --mount";
         let mut source_is_file = false;
         let items: Vec<CopyItem> = match &spec.from {
             None => {
-                let roots = self.context.select_roots(std::slice::from_ref(&source), &[]).map_err(|e| e.to_string())?;
+                let roots = self.context.select_roots(std::slice::from_ref(&source), &[])?;
                 if roots.len() != 1 {
-                    return Err(format!("source {source:?} must name exactly one path"));
+                    return Err(MountError::NotOnePath { path: source });
                 }
                 match roots[0].root.as_ref().map(|r| &r.kind) {
                     // A link would be followed on the host when mounted: refuse it.
-                    Some(EntryKind::Symlink { .. }) => {
-                        return Err(format!("source {source:?} is a symbolic link in the build context"))
-                    }
+                    Some(EntryKind::Symlink { .. }) => return Err(MountError::Symlink { path: source }),
                     Some(EntryKind::Dir) | None => {}
                     Some(_) => source_is_file = true,
                 }
-                plan_from_context(keyword, &self.context.root, &roots, "/", true, false).map_err(|e| e.to_string())?
+                plan_from_context(keyword, &self.context.root, &roots, "/", true, false)?
             }
             Some(from) => {
-                let image = self.copy_source_image(stage, from, done).map_err(|e| e.to_string())?;
-                let view = MergedView::new(&self.unpacked(&image).map_err(|e| e.to_string())?);
+                let image = self.copy_source_image(stage, from, done).map_err(Box::new)?;
+                let view = MergedView::new(&self.unpacked(&image).map_err(Box::new)?);
                 source_is_file = view.stat(&source).is_some_and(|e| e.metadata_kind != EntryType::Dir);
-                plan_from_image(keyword, from, &view, std::slice::from_ref(&source), "/", true)
-                    .map_err(|e| e.to_string())?
+                plan_from_image(keyword, from, &view, std::slice::from_ref(&source), "/", true)?
             }
         };
-        materialize(dest, &items, &CopyOptions::default()).map_err(|e| e.to_string())?;
+        materialize(dest, &items, &CopyOptions::default())?;
         // A file source lands in `dest` under its own name: that file is what gets mounted.
         match items.iter().find(|i| i.kind != EntryType::Dir) {
             Some(file) if source_is_file => Ok(dest.join(file.dest.trim_start_matches('/'))),
@@ -254,30 +277,31 @@ impl StageExecutor<'_> {
         work: &Path,
         n: usize,
         done: &BTreeMap<usize, Arc<ImageState>>,
-    ) -> Result<(PathBuf, Option<std::fs::File>), String> {
+    ) -> Result<(PathBuf, Option<std::fs::File>), MountError> {
         let base = cache_mounts_dir(self.store.root());
-        fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        fs::create_dir_all(&base)?;
         let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| target.to_string());
         let hex = match &spec.from {
             // As BuildKit, a cache seeded `from` a stage or image is keyed by its id and that
             // source: the same target from another stage is another cache.
             Some(from) => {
-                let source = self.copy_source_image(stage, from, done).map_err(|e| e.to_string())?;
+                let source = self.copy_source_image(stage, from, done).map_err(Box::new)?;
                 // An empty scratch stage has no image: it seeds nothing.
                 cache_name(&id, Some(source.id().as_deref().unwrap_or("scratch")))
             }
             None => cache_name(&id, None),
         };
-        let lock_file = |name: &str| -> Result<std::fs::File, String> {
+        let lock_file = |name: &str| -> Result<std::fs::File, MountError> {
             let path = base.join(format!("{name}.lock"));
             let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
-            file.map(|f| f.into_parts().0).map_err(|e| e.to_string())
+            Ok(file?.into_parts().0)
         };
         let (name, lock) = match spec.sharing.unwrap_or(CacheSharing::Shared) {
             CacheSharing::Shared => (hex, None),
             CacheSharing::Locked => {
                 let file = lock_file(&hex)?;
-                flock(&file, FlockOperation::LockExclusive).map_err(|e| format!("locking cache {id:?}: {e}"))?;
+                flock(&file, FlockOperation::LockExclusive)
+                    .map_err(|errno| MountError::Lock { id: id.clone(), errno })?;
                 (hex, Some(file))
             }
             CacheSharing::Private => {
@@ -299,21 +323,22 @@ impl StageExecutor<'_> {
                 Some(_) => self.mount_source(stage, spec, &work.join(format!("cache-seed-{n}")), done)?,
                 None => {
                     let fresh = work.join(format!("cache-{n}"));
-                    fs::create_dir(&fresh).map_err(|e| e.to_string())?;
+                    fs::create_dir(&fresh)?;
                     fresh
                 }
             };
             if !fresh.is_dir() {
-                return Err(format!("cache source {:?} is not a directory", spec.source.as_deref().unwrap_or("/")));
+                return Err(MountError::CacheSourceNotDirectory {
+                    path: spec.source.as_deref().unwrap_or("/").to_string(),
+                });
             }
             let mode = spec.mode.unwrap_or(0o755);
-            fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                .map_err(|e| e.to_string())?;
+            fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
             std::os::unix::fs::lchown(&fresh, Some(spec.uid.unwrap_or(0)), Some(spec.gid.unwrap_or(0)))
-                .map_err(|e| format!("chown {}: {e}", fresh.display()))?;
+                .map_err(|error| MountError::Chown { path: fresh.clone(), error })?;
             if let Err(e) = fs::rename(&fresh, &dir) {
                 if !dir.is_dir() {
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
             }
         }

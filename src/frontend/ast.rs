@@ -57,21 +57,7 @@ pub struct Node {
     pub child: Option<Box<Node>>,
 }
 
-/// A heredoc attached to an instruction.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Heredoc {
-    /// The terminator word after quote removal.
-    pub name: String,
-    /// The raw body: every line between the opener and the terminator, with its line ending.
-    /// For `<<-` the leading tabs are still present (see `chomp_heredoc`).
-    pub content: String,
-    /// False when any part of the name was quoted.
-    pub expand: bool,
-    /// Opened with `<<-`.
-    pub chomp: bool,
-    /// The file descriptor prefix (`3<<EOF`), 0 when absent.
-    pub fd: u32,
-}
+pub use crate::plan::instruction::Heredoc;
 
 impl Node {
     /// The keyword lower-cased, as instructions are dispatched.

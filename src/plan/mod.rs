@@ -7,13 +7,14 @@
 
 mod cache_key;
 mod container;
+pub mod instruction;
 
 pub use cache_key::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};
 pub use container::{NetworkMode, OutputStream};
 
 use std::collections::BTreeMap;
 
-use crate::frontend::instructions::Instruction;
+use instruction::Instruction;
 
 /// What a stage starts from.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

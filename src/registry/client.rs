@@ -19,8 +19,30 @@ const USER_AGENT: &str = concat!("rbuild/", env!("CARGO_PKG_VERSION"));
 pub struct RegistryOptions {
     /// `--tls-verify`: `Some(false)` talks plain HTTP to every registry (like skopeo's
     /// `--tls-verify=false`); `Some(true)` insists on TLS even for loopback hosts; `None`
-    /// uses plain HTTP only for loopback hosts and `RBUILD_INSECURE_REGISTRIES`.
+    /// uses plain HTTP only for loopback hosts and `insecure_registries`.
     pub tls_verify: Option<bool>,
+    /// Hosts (with or without a port) reached over plain HTTP when `tls_verify` is `None`:
+    /// `RBUILD_INSECURE_REGISTRIES`, read once by the caller (see [`parse_insecure_registries`]).
+    pub insecure_registries: Vec<String>,
+}
+
+impl RegistryOptions {
+    /// `--tls-verify` as given, and the insecure registries of `RBUILD_INSECURE_REGISTRIES`.
+    pub fn from_env(tls_verify: Option<bool>) -> Self {
+        let insecure_registries =
+            std::env::var("RBUILD_INSECURE_REGISTRIES").map(|l| parse_insecure_registries(&l)).unwrap_or_default();
+        RegistryOptions { tls_verify, insecure_registries }
+    }
+}
+
+/// The hosts of a comma- or space-separated `RBUILD_INSECURE_REGISTRIES` (an `http://` prefix
+/// and a trailing `/` are ignored).
+pub fn parse_insecure_registries(list: &str) -> Vec<String> {
+    list.split(|c: char| c == ',' || c.is_whitespace())
+        .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/'))
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `host` and the port-less host of a `host[:port]` registry name (`[::1]:5000` too).
@@ -35,8 +57,8 @@ fn host_part(registry: &str) -> &str {
 }
 
 /// Whether `registry` is reached over plain HTTP: Docker's defaults (`localhost`, loopback
-/// addresses), any host listed (with or without its port) in the comma- or space-separated
-/// `RBUILD_INSECURE_REGISTRIES`, or every host with `tls_verify: Some(false)`.
+/// addresses), any host listed (with or without its port) in `opts.insecure_registries`, or
+/// every host with `tls_verify: Some(false)`.
 pub fn is_insecure(registry: &str, opts: &RegistryOptions) -> bool {
     match opts.tls_verify {
         Some(false) => return true,
@@ -47,13 +69,7 @@ pub fn is_insecure(registry: &str, opts: &RegistryOptions) -> bool {
     if host == "localhost" || host.ends_with(".localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
         return true;
     }
-    std::env::var("RBUILD_INSECURE_REGISTRIES")
-        .map(|list| {
-            list.split(|c: char| c == ',' || c.is_whitespace())
-                .map(|e| e.trim().trim_start_matches("http://").trim_end_matches('/'))
-                .any(|e| !e.is_empty() && (e == registry || e == host))
-        })
-        .unwrap_or(false)
+    opts.insecure_registries.iter().any(|e| e == registry || e == host)
 }
 
 /// The error chain of `e` on one line (`error sending request: … Connection refused`).
@@ -230,7 +246,10 @@ mod tests {
         assert!(is_insecure("[::1]:5000", &d));
         assert!(!is_insecure("docker.io", &d));
         assert!(!is_insecure("10.0.0.1:5000", &d));
-        assert!(is_insecure("docker.io", &RegistryOptions { tls_verify: Some(false) }));
-        assert!(!is_insecure("localhost:5000", &RegistryOptions { tls_verify: Some(true) }));
+        assert!(is_insecure("docker.io", &RegistryOptions { tls_verify: Some(false), ..Default::default() }));
+        let listed = RegistryOptions { insecure_registries: parse_insecure_registries("a:5000, http://b/"), ..d };
+        assert_eq!(listed.insecure_registries, ["a:5000", "b"]);
+        assert!(is_insecure("a:5000", &listed) && is_insecure("b:443", &listed) && !is_insecure("a:6000", &listed));
+        assert!(!is_insecure("localhost:5000", &RegistryOptions { tls_verify: Some(true), ..Default::default() }));
     }
 }

@@ -51,6 +51,16 @@ fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
     })
 }
 
+/// The uid and primary gid of the user `name` in `passwd` (for `COPY --chown=name`).
+pub fn passwd_ids(passwd: &str, name: &str) -> Option<(u32, u32)> {
+    passwd_entries(passwd).find(|e| e.name == name).map(|e| (e.uid, e.gid))
+}
+
+/// The gid of the group `name` in `group` (for `COPY --chown=user:name`).
+pub fn group_id(group: &str, name: &str) -> Option<u32> {
+    group_entries(group).find(|(n, _, _)| *n == name).map(|(_, gid, _)| gid)
+}
+
 /// Resolves `user` (`None` = root) with the contents of `/etc/passwd` and `/etc/group` (empty
 /// strings when the files are missing). A name that is not listed is an error whose text
 /// names it; a numeric uid or gid need not be listed.
@@ -116,6 +126,14 @@ mod tests {
         assert_eq!((named.uid, named.gid), (1000, 10));
         let unlisted = resolve_user(Some("4242"), PASSWD, GROUP).expect("unlisted uid");
         assert_eq!((unlisted.uid, unlisted.gid, unlisted.home.as_str()), (4242, 0, "/"));
+    }
+
+    #[test]
+    fn names_look_up_ids() {
+        assert_eq!(passwd_ids(PASSWD, "app"), Some((1000, 1000)));
+        assert_eq!(passwd_ids(PASSWD, "ghost"), None);
+        assert_eq!(group_id(GROUP, "wheel"), Some(10));
+        assert_eq!(group_id(GROUP, "app:x"), None);
     }
 
     #[test]

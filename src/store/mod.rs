@@ -459,6 +459,16 @@ impl ImageStore {
         Self::open(&Self::default_root())
     }
 
+    /// The store at [`ImageStore::default_root`] to read from, if there is one: nothing is
+    /// created, repaired or reclaimed, and nothing is leased (`build --dry-run` writes nothing).
+    pub fn existing_default() -> Result<Option<Self>> {
+        let root = Self::default_root();
+        if !root.join("index.json").is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Self { root, loaded: Arc::default(), index_cache: Arc::default(), lease: None }))
+    }
+
     /// Opens the store at `root`, creating the layout if it is missing.
     pub fn open(root: &Path) -> Result<Self> {
         let store = Self { root: root.to_path_buf(), loaded: Arc::default(), index_cache: Arc::default(), lease: None };

@@ -45,9 +45,19 @@ pub fn assert_golden(name: &str, text: &str, paths: &[(&Path, &str)]) {
     settings(paths).bind(|| insta::assert_snapshot!(name, text));
 }
 
-/// Runs rbuild without a store (front-end commands), with `dir` redacted.
+/// Runs rbuild without a store (front-end commands; `RBUILD_ROOT` names none), with `dir`
+/// redacted.
 fn frontend(name: &str, args: &[&str], dir: &Path) {
-    let out = rbuild_command().args(args).arg(dir).env_remove("CI").output().expect("run rbuild");
+    // No store at all, whatever this machine's default one holds: a dry run then says which
+    // base images it could not resolve.
+    let no_store = tempfile::tempdir().expect("tempdir");
+    let out = rbuild_command()
+        .args(args)
+        .arg(dir)
+        .env_remove("CI")
+        .env("RBUILD_ROOT", no_store.path().join("none"))
+        .output()
+        .expect("run rbuild");
     assert_golden(name, &shown(&out), &[(dir, "[CONTEXT]")]);
 }
 

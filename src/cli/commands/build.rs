@@ -1,22 +1,22 @@
 //! `rbuild build [OPTIONS] CONTEXT` (and the short form `rbuild -t name:tag CONTEXT`).
 //!
 //! Without `--dry-run` it runs the build with [`crate::engine::Builder`] and renders its events
-//! (classic `docker build` output, or JSON lines with `--progress json`). `--dry-run` lowers
-//! the Dockerfile and prints the stages and steps with their expanded instruction and cache
-//! key, plus the context's file count and size; it needs no root and touches no store.
+//! (classic `docker build` output, or JSON lines with `--progress json`). `--dry-run` plans the
+//! build as a build does ([`crate::engine::planning::plan_build`], base images read from the
+//! store, nothing pulled) and prints the stages and steps with their expanded instruction and
+//! cache key, plus the context's file count and size; it needs no root and writes no store.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::cli::{Exit, Printer};
 use crate::context::BuildContext;
-use crate::engine::sources::ContextSources;
+use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::BuildError;
 use crate::events::units::human_size_4 as human_size;
-use crate::frontend::lower::{lower, LowerOptions};
 use crate::frontend::parser;
 use crate::image::Platform;
 
@@ -50,11 +50,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
-    #[arg(long, value_name = "MODE", default_value = "auto", value_parser = ["auto", "plain", "tty", "json"])]
-    progress: String,
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    progress: Progress,
     /// Network for RUN steps: host (default) or none
-    #[arg(long, value_name = "MODE", default_value = "host", value_parser = ["host", "none", "default"])]
-    network: String,
+    #[arg(long, value_name = "MODE", value_enum, default_value = "host")]
+    network: Network,
     /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
     /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
@@ -67,8 +67,8 @@ pub struct BuildArgs {
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
     /// Layer compression: gzip (default) or zstd
-    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
-    compression: String,
+    #[arg(long, value_enum, default_value = "gzip")]
+    compression: LayerCompression,
     /// Always check the registry for a newer base image and pull it (without it, only base
     /// images missing from the store are pulled)
     #[arg(long)]
@@ -82,6 +82,30 @@ pub struct BuildArgs {
     context: PathBuf,
 }
 
+/// `--progress`: how events are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Auto,
+    Plain,
+    Tty,
+    Json,
+}
+
+/// `--network` for RUN steps (`default` is `host`, as in Docker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Network {
+    Host,
+    None,
+    Default,
+}
+
+/// `--compression` of new layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if !args.dry_run {
         return build(args, printer);
@@ -93,17 +117,31 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let context = BuildContext::open(&args.context, ignore_anchor)
         .with_context(|| format!("opening the build context {}", args.context.display()))?;
     let summary = context.summary()?;
-    let sources = ContextSources::new(&context);
-    let mut opts = LowerOptions {
-        build_args: parse_build_args(&args.build_args)?,
-        target: args.target.clone(),
-        sources: Some(&sources),
-        ..LowerOptions::default()
+    let target_platform = match &args.platform {
+        Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+        None => Platform::native(),
     };
-    if let Some(p) = &args.platform {
-        opts.target_platform = Platform::parse(p).map_err(anyhow::Error::msg)?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let request = PlanRequest {
+        dockerfile: &df,
+        dockerfile_text: &text,
+        context: &context,
+        build_args: &build_args,
+        target: args.target.as_deref(),
+        target_platform,
+    };
+    // The base images come from the store, read only (nothing is pulled), so the keys are the
+    // ones a build computes; a missing base keeps its reference in the keys, and says so.
+    let store = crate::store::ImageStore::existing_default()?;
+    let images = store.as_ref().map(|store| {
+        StoreImages::new(store, PullPolicy::Never, crate::registry::RegistryOptions::default(), no_events())
+    });
+    let plan = plan_build(&request, images.as_ref())?;
+    for reference in unresolved_bases(&plan) {
+        printer.warn(format!(
+            "[Warning] {reference} is not in the local store: its cache keys name the reference; a build pulls it and keys its digest"
+        ));
     }
-    let plan = lower(&df, &text, &opts)?;
     for warning in &plan.warnings {
         printer.warn(warning);
     }
@@ -212,13 +250,14 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
-    opts.registry = crate::registry::RegistryOptions { tls_verify: args.tls_verify };
-    opts.network =
-        if args.network == "none" { crate::runtime::NetworkMode::None } else { crate::runtime::NetworkMode::Host };
-    opts.compression = if args.compression == "zstd" {
-        crate::layer::media::Compression::Zstd
-    } else {
-        crate::layer::media::Compression::Gzip
+    opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
+    opts.network = match args.network {
+        Network::None => crate::runtime::NetworkMode::None,
+        Network::Host | Network::Default => crate::runtime::NetworkMode::Host,
+    };
+    opts.compression = match args.compression {
+        LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
+        LayerCompression::Zstd => crate::layer::media::Compression::Zstd,
     };
     for label in &args.labels {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
@@ -229,10 +268,10 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let builder = Builder::new(store);
     printer.flush()?;
     use std::io::IsTerminal;
-    let tty = args.progress == "tty" || (args.progress == "auto" && std::io::stderr().is_terminal());
-    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress.as_str()) {
+    let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
+    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
-        (false, "json") => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
+        (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
         _ if tty => Some(Box::new(TtyRenderer::default())),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
@@ -241,7 +280,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let sink = {
         let renderer = Arc::clone(&renderer);
         let render_errors = Arc::clone(&render_errors);
-        let json = args.progress == "json";
+        let json = args.progress == Progress::Json;
         Arc::new(move |event: &BuildEvent| {
             // The failure goes to stderr below, as docker prints it; JSON keeps it in the stream.
             if matches!(event, BuildEvent::BuildFailed { .. }) && !json {

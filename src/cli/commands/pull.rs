@@ -20,7 +20,7 @@ pub struct PullArgs {
 
 pub fn run(args: PullArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
-    let opts = RegistryOptions { tls_verify: args.tls_verify };
+    let opts = RegistryOptions::from_env(args.tls_verify);
     let quiet = args.quiet;
     let mut print_err = None;
     let mut on = |e: &PullEvent| {

@@ -22,7 +22,7 @@ pub struct PushArgs {
 
 pub fn run(args: PushArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?.leased("push");
-    let opts = RegistryOptions { tls_verify: args.tls_verify };
+    let opts = RegistryOptions::from_env(args.tls_verify);
     let quiet = args.quiet;
     let mut print_err = None;
     let mut on = |e: &PushEvent| {

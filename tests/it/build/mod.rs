@@ -1,7 +1,8 @@
-//! `rbuild build` end to end: the cache, the engine API, every instruction, interrupts and
-//! RUN mounts.
+//! `rbuild build` end to end: the cache, the engine API, every instruction, interrupts,
+//! RUN mounts, and `--dry-run`'s keys against a build's.
 
 mod cache;
+mod dry_run_keys;
 mod engine;
 mod instructions;
 mod interrupt;
