@@ -337,77 +337,8 @@ pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Dia
     }
     let flags = FlagSet::parse(flags, node, src)?;
     let instruction = match keyword.as_str() {
-        "from" => {
-            let (image, stage_name) = match node.args.as_slice() {
-                [image] => (image.clone(), None),
-                [image, as_word, name] if as_word.eq_ignore_ascii_case("as") => {
-                    (image.clone(), Some(name.to_ascii_lowercase()))
-                }
-                [_, other, _] => {
-                    return Err(src.error_at(
-                        node,
-                        other,
-                        format!("FROM expects AS before the stage name, found {other:?}"),
-                    ))
-                }
-                _ => {
-                    return Err(src.error_at(
-                        node,
-                        &node.keyword,
-                        "FROM requires either one or three arguments: FROM <image> [AS <name>]",
-                    ))
-                }
-            };
-            if let (Some(name), Some(written)) = (&stage_name, node.args.get(2)) {
-                if !valid_stage_name(name) {
-                    // The user's spelling, not the lower-cased name.
-                    let hint = if written.contains('$') {
-                        "; stage names are not expanded, so a variable cannot name a stage"
-                    } else {
-                        ""
-                    };
-                    return Err(src.error_at(
-                        node,
-                        written,
-                        format!("invalid stage name {written:?}: it must start with a letter and contain only letters, digits, '-', '_' and '.'{hint}"),
-                    ));
-                }
-            }
-            Instruction::From { image, stage_name, platform: flags.text("platform") }
-        }
-        "run" => {
-            let command = CommandForm::from_node(node);
-            if command.is_empty() && node.heredocs.is_empty() {
-                return Err(src.error_at(node, &node.keyword, "RUN requires a command to run"));
-            }
-            let mut mounts = Vec::new();
-            for raw in flags.all("mount") {
-                mounts.push(
-                    MountSpec::parse(&raw).map_err(|e| src.error_at(node, &raw, format!("invalid --mount: {e}")))?,
-                );
-            }
-            let network = match flags.text("network") {
-                None => None,
-                Some(n) => Some(NetworkMode::parse(&n).ok_or_else(|| {
-                    src.error_at(
-                        node,
-                        "--network",
-                        format!("unsupported network mode {n:?}: expected default, none or host"),
-                    )
-                })?),
-            };
-            let security = flags.text("security");
-            if let Some(s) = &security {
-                if s != "sandbox" && s != "insecure" {
-                    return Err(src.error_at(
-                        node,
-                        "--security",
-                        format!("unsupported security mode {s:?}: expected sandbox or insecure"),
-                    ));
-                }
-            }
-            Instruction::Run(RunInstruction { command, heredocs: node.heredocs.clone(), mounts, network, security })
-        }
+        "from" => read_from(node, &flags, src)?,
+        "run" => read_run(node, &flags, src)?,
         "cmd" => Instruction::Cmd { command: CommandForm::from_node(node) },
         "entrypoint" => Instruction::Entrypoint { command: CommandForm::from_node(node) },
         "shell" => {
@@ -438,50 +369,7 @@ pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Dia
             }
             Instruction::Expose { ports: node.args.clone() }
         }
-        "copy" | "add" => {
-            let is_add = keyword == "add";
-            let min = if node.heredocs.is_empty() { 2 } else { 1 };
-            if node.args.len() < min {
-                return Err(src.error_at(
-                    node,
-                    &node.keyword,
-                    format!("{upper} requires at least two arguments, but only {} was provided: the destination could not be determined", node.args.len()),
-                ));
-            }
-            let (dest, sources) = match node.args.split_last() {
-                Some((dest, sources)) => (dest.clone(), sources.to_vec()),
-                None => return Err(src.error_at(node, &node.keyword, format!("{upper} requires a destination"))),
-            };
-            let fc = FileCopy {
-                sources,
-                dest,
-                heredocs: node.heredocs.clone(),
-                from: flags.text("from"),
-                chown: flags.text("chown"),
-                chmod: flags.text("chmod"),
-                link: flags.boolean("link"),
-                parents: flags.is_accepted("parents") && flags.boolean("parents"),
-                exclude: flags.all("exclude"),
-                checksum: flags.text("checksum"),
-                keep_git_dir: flags.boolean("keep-git-dir"),
-                unpack: flags.optional_bool("unpack"),
-                json: node.json,
-            };
-            if let Some(sum) = &fc.checksum {
-                if !sum.starts_with("sha256:") && !sum.starts_with("sha384:") && !sum.starts_with("sha512:") {
-                    return Err(src.error_at(
-                        node,
-                        "--checksum",
-                        format!("invalid --checksum {sum:?}: expected sha256:<hex>"),
-                    ));
-                }
-            }
-            if is_add {
-                Instruction::Add(fc)
-            } else {
-                Instruction::Copy(fc)
-            }
-        }
+        "copy" | "add" => read_copy(node, &flags, src, keyword == "add")?,
         "volume" => {
             if node.args.is_empty() {
                 return Err(src.error_at(node, &node.keyword, "VOLUME requires at least one argument"));
@@ -495,34 +383,136 @@ pub fn read_instruction(node: &Node, src: &SourceRef) -> Result<Instruction, Dia
         "workdir" => Instruction::Workdir { path: one(" (a path)")? },
         "stopsignal" => Instruction::Stopsignal { signal: one(" (a signal)")? },
         "arg" => Instruction::Arg { args: read_args(node, src)? },
-        "onbuild" => {
-            let Some(child) = &node.child else {
-                return Err(src.error_at(node, &node.keyword, "ONBUILD requires an instruction to run later"));
-            };
-            match child.keyword_lower().as_str() {
-                "onbuild" => {
-                    return Err(src.error_at(
-                        node,
-                        &child.keyword,
-                        "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
-                    ))
-                }
-                k @ ("from" | "maintainer") => {
-                    return Err(src.error_at(
-                        node,
-                        &child.keyword,
-                        format!("{} isn't allowed as an ONBUILD trigger", k.to_ascii_uppercase()),
-                    ))
-                }
-                _ => {}
-            }
-            let trigger = read_instruction(child, src)?;
-            Instruction::Onbuild { trigger: Box::new(trigger), expression: child.original.trim().to_string() }
-        }
+        "onbuild" => read_onbuild(node, src)?,
         "healthcheck" => read_healthcheck(node, &flags, src)?,
         _ => unreachable_keyword(node, src)?,
     };
     Ok(instruction)
+}
+
+/// `FROM [--platform=…] <image> [AS <name>]`.
+fn read_from(node: &Node, flags: &FlagSet, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    let (image, stage_name) = match node.args.as_slice() {
+        [image] => (image.clone(), None),
+        [image, as_word, name] if as_word.eq_ignore_ascii_case("as") => {
+            (image.clone(), Some(name.to_ascii_lowercase()))
+        }
+        [_, other, _] => {
+            return Err(src.error_at(node, other, format!("FROM expects AS before the stage name, found {other:?}")))
+        }
+        _ => {
+            return Err(src.error_at(
+                node,
+                &node.keyword,
+                "FROM requires either one or three arguments: FROM <image> [AS <name>]",
+            ))
+        }
+    };
+    if let (Some(name), Some(written)) = (&stage_name, node.args.get(2)) {
+        if !valid_stage_name(name) {
+            // The user's spelling, not the lower-cased name.
+            let hint = if written.contains('$') {
+                "; stage names are not expanded, so a variable cannot name a stage"
+            } else {
+                ""
+            };
+            return Err(src.error_at(
+                node,
+                written,
+                format!("invalid stage name {written:?}: it must start with a letter and contain only letters, digits, '-', '_' and '.'{hint}"),
+            ));
+        }
+    }
+    Ok(Instruction::From { image, stage_name, platform: flags.text("platform") })
+}
+
+/// `RUN [--mount=…] [--network=…] [--security=…] <command>`.
+fn read_run(node: &Node, flags: &FlagSet, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    let command = CommandForm::from_node(node);
+    if command.is_empty() && node.heredocs.is_empty() {
+        return Err(src.error_at(node, &node.keyword, "RUN requires a command to run"));
+    }
+    let mut mounts = Vec::new();
+    for raw in flags.all("mount") {
+        mounts.push(MountSpec::parse(&raw).map_err(|e| src.error_at(node, &raw, format!("invalid --mount: {e}")))?);
+    }
+    let network = match flags.text("network") {
+        None => None,
+        Some(n) => Some(NetworkMode::parse(&n).ok_or_else(|| {
+            src.error_at(node, "--network", format!("unsupported network mode {n:?}: expected default, none or host"))
+        })?),
+    };
+    let security = flags.text("security");
+    if let Some(s) = &security {
+        if s != "sandbox" && s != "insecure" {
+            return Err(src.error_at(
+                node,
+                "--security",
+                format!("unsupported security mode {s:?}: expected sandbox or insecure"),
+            ));
+        }
+    }
+    Ok(Instruction::Run(RunInstruction { command, heredocs: node.heredocs.clone(), mounts, network, security }))
+}
+
+/// `COPY`/`ADD [flags] <src>... <dest>` (flags only one of them takes were refused already).
+fn read_copy(node: &Node, flags: &FlagSet, src: &SourceRef, is_add: bool) -> Result<Instruction, Diagnostic> {
+    let upper = if is_add { "ADD" } else { "COPY" };
+    let min = if node.heredocs.is_empty() { 2 } else { 1 };
+    if node.args.len() < min {
+        return Err(src.error_at(
+            node,
+            &node.keyword,
+            format!("{upper} requires at least two arguments, but only {} was provided: the destination could not be determined", node.args.len()),
+        ));
+    }
+    let (dest, sources) = match node.args.split_last() {
+        Some((dest, sources)) => (dest.clone(), sources.to_vec()),
+        None => return Err(src.error_at(node, &node.keyword, format!("{upper} requires a destination"))),
+    };
+    let fc = FileCopy {
+        sources,
+        dest,
+        heredocs: node.heredocs.clone(),
+        from: flags.text("from"),
+        chown: flags.text("chown"),
+        chmod: flags.text("chmod"),
+        link: flags.boolean("link"),
+        parents: flags.is_accepted("parents") && flags.boolean("parents"),
+        exclude: flags.all("exclude"),
+        checksum: flags.text("checksum"),
+        keep_git_dir: flags.boolean("keep-git-dir"),
+        unpack: flags.optional_bool("unpack"),
+        json: node.json,
+    };
+    if let Some(sum) = &fc.checksum {
+        if !sum.starts_with("sha256:") && !sum.starts_with("sha384:") && !sum.starts_with("sha512:") {
+            return Err(src.error_at(node, "--checksum", format!("invalid --checksum {sum:?}: expected sha256:<hex>")));
+        }
+    }
+    Ok(if is_add { Instruction::Add(fc) } else { Instruction::Copy(fc) })
+}
+
+/// `ONBUILD <instruction>`: the trigger is read now (and refused if it cannot be one).
+fn read_onbuild(node: &Node, src: &SourceRef) -> Result<Instruction, Diagnostic> {
+    let Some(child) = &node.child else {
+        return Err(src.error_at(node, &node.keyword, "ONBUILD requires an instruction to run later"));
+    };
+    match child.keyword_lower().as_str() {
+        "onbuild" => {
+            return Err(src.error_at(node, &child.keyword, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"))
+        }
+        k @ ("from" | "maintainer") => {
+            return Err(src.error_at(
+                node,
+                &child.keyword,
+                format!("{} isn't allowed as an ONBUILD trigger", k.to_ascii_uppercase()),
+            ))
+        }
+        _ => {}
+    }
+    let trigger = read_instruction(child, src)?;
+    Ok(Instruction::Onbuild { trigger: Box::new(trigger), expression: child.original.trim().to_string() })
 }
 
 /// KEYWORDS and the match above list the same words; this keeps the match total without a
