@@ -54,6 +54,19 @@ pub struct CheckReport {
     pub repaired: Vec<String>,
 }
 
+/// What `store check` finds wrong with one image of the index.
+#[derive(Debug, thiserror::Error)]
+enum ImageProblem {
+    #[error("tag {0:?} is not a valid reference")]
+    BadTag(String),
+    #[error("{what} {digest} is corrupt")]
+    Corrupt { what: &'static str, digest: Sha256Digest },
+    #[error("layer {0} is missing")]
+    MissingLayer(Sha256Digest),
+    #[error(transparent)]
+    Unreadable(Box<StoreError>),
+}
+
 fn tag_of(d: &Descriptor) -> Option<&String> {
     d.annotations().as_ref().and_then(|a| a.get(REF_NAME_ANNOTATION))
 }
@@ -547,27 +560,26 @@ impl ImageStore {
         desc: &Descriptor,
         mdg: &Sha256Digest,
         corrupt: &HashSet<Sha256Digest>,
-    ) -> std::result::Result<StoredImage, String> {
+    ) -> std::result::Result<StoredImage, ImageProblem> {
         let mut bad = None;
         if let Some(t) = tag_of(desc) {
             if ImageReference::parse(t).is_err() {
-                bad = Some(format!("tag {t:?} is not a valid reference"));
+                bad = Some(ImageProblem::BadTag(t.clone()));
             }
         }
-        let image = if corrupt.contains(mdg) {
-            Err(format!("manifest {mdg} is corrupt"))
+        let img = if corrupt.contains(mdg) {
+            return Err(ImageProblem::Corrupt { what: "manifest", digest: mdg.clone() });
         } else {
-            self.read_image(mdg, desc.size()).map_err(|e| e.to_string())
+            self.read_image(mdg, desc.size()).map_err(|e| ImageProblem::Unreadable(Box::new(e)))?
         };
-        let img = image?;
         if corrupt.contains(&img.id) {
-            bad = Some(format!("config {} is corrupt", img.id));
+            bad = Some(ImageProblem::Corrupt { what: "config", digest: img.id.clone() });
         }
         for l in &img.layers {
             if corrupt.contains(&l.digest) {
-                bad = Some(format!("layer {} is corrupt", l.digest));
+                bad = Some(ImageProblem::Corrupt { what: "layer", digest: l.digest.clone() });
             } else if !self.has_blob(&l.digest) {
-                bad = Some(format!("layer {} is missing", l.digest));
+                bad = Some(ImageProblem::MissingLayer(l.digest.clone()));
             }
         }
         match bad {
