@@ -12,7 +12,8 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::context::digest::classic_source_hash;
-use crate::engine::add::{download, extract_archive, is_tar_archive};
+use crate::engine::add::{download, extract_archive};
+use crate::layer::archive::is_tar_archive;
 use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
