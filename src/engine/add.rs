@@ -101,4 +101,3 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     }
     Ok(())
 }
-
