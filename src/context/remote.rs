@@ -254,25 +254,33 @@ fn looks_like_commit(reference: &str) -> bool {
     (4..=64).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Whether `path` is relative and has no `..`: a name inside the directory it is joined to
+/// (a repository's subdir, `-f` in a remote context), symlinks aside.
+pub fn stays_inside(path: &Path) -> bool {
+    path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+/// `relative` under `root` with every symlink resolved, if that stays inside `root` (`None`:
+/// it leads out, as a hostile repository's `Dockerfile -> /etc/shadow` would); an error when
+/// it does not exist.
+pub fn resolve_inside(root: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
+    let resolved = root.join(relative).canonicalize()?;
+    Ok(resolved.starts_with(root.canonicalize()?).then_some(resolved))
+}
+
 /// The context directory `subdir` of the checked-out `repo`: relative, without `..`, a
 /// directory, and (through its symlinks) inside the repository.
 fn git_subdir(git: &GitContext, repo: &Path, subdir: &str, ref_name: &str) -> Result<PathBuf, RemoteError> {
     let fail = |reason: String| RemoteError::Subdir { url: git.url.clone(), subdir: subdir.to_string(), reason };
     let relative = Path::new(subdir);
-    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if !stays_inside(relative) {
         return Err(fail("must be a relative path inside the repository (no '/' prefix, no '..')".into()));
     }
-    let path = repo.join(relative);
-    let missing = || fail(format!("does not exist in the repository at ref {ref_name:?}"));
-    let resolved = path.canonicalize().map_err(|_| missing())?;
-    let repo_resolved = repo.canonicalize().map_err(|source| RemoteError::Io {
-        url: git.url.clone(),
-        path: repo.to_path_buf(),
-        source,
-    })?;
-    if !resolved.starts_with(&repo_resolved) {
-        return Err(fail("leaves the repository through a symlink".into()));
-    }
+    let resolved = match resolve_inside(repo, relative) {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => return Err(fail("leaves the repository through a symlink".into())),
+        Err(_) => return Err(fail(format!("does not exist in the repository at ref {ref_name:?}"))),
+    };
     if !resolved.is_dir() {
         return Err(fail(format!("is not a directory in the repository at ref {ref_name:?}")));
     }
@@ -315,12 +323,7 @@ fn fetch_url(url: &str, work: &Path, cancel: &AtomicBool) -> Result<FetchedConte
 fn download_to(url: &str, dest: &Path, cancel: &AtomicBool) -> Result<Option<i64>, RemoteError> {
     let fail = |detail: String| RemoteError::Download { url: url.to_string(), detail };
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
-    let last_modified = response
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-        .map(|t| t.timestamp());
+    let last_modified = last_modified(response.headers());
     let io_err = |source| RemoteError::Io { url: url.to_string(), path: dest.to_path_buf(), source };
     let mut file = fs_err::File::create(dest).map_err(io_err)?;
     let mut body = response.into_body().into_reader();
@@ -336,6 +339,13 @@ fn download_to(url: &str, dest: &Path, cancel: &AtomicBool) -> Result<Option<i64
         file.write_all(&buf[..read]).map_err(io_err)?;
     }
     Ok(last_modified)
+}
+
+/// A response's `Last-Modified` time in seconds, if it has a valid one (the time of a
+/// fetched context, and of a file `ADD` downloads).
+pub fn last_modified(headers: &http::HeaderMap) -> Option<i64> {
+    let value = headers.get(http::header::LAST_MODIFIED)?.to_str().ok()?;
+    Some(chrono::DateTime::parse_from_rfc2822(value).ok()?.timestamp())
 }
 
 /// The newest mtime (seconds) of anything under `dir`, the directory itself excluded.

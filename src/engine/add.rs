@@ -24,12 +24,7 @@ pub fn download(
     use std::io::{Read, Write};
     let fail = |message: String| BuildError::Step { step, message: format!("ADD {url}: {message}") };
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
-    let modified = response
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-        .map(|t| t.timestamp());
+    let modified = crate::context::remote::last_modified(response.headers());
     // `scheme://host/path?query`: the last segment of the path, else index.html.
     let path = url.split(['?', '#']).next().unwrap_or(url).splitn(4, '/').nth(3).unwrap_or("");
     let name = path.rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("index.html").to_string();

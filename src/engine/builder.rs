@@ -234,7 +234,8 @@ impl Builder {
         let lineage = match (&opts.context_origin, &opts.dockerfile_text) {
             (Some(origin), Some(_)) => format!("text:{origin}"),
             (Some(origin), None) => {
-                format!("{origin}:{}", dockerfile.strip_prefix(&opts.context).unwrap_or(&dockerfile).display())
+                let file = dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone());
+                format!("{origin}:{}", file.strip_prefix(&context_id).unwrap_or(&file).display())
             }
             (None, Some(_)) => format!("text:{}", context_id.display()),
             (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),

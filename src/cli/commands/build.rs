@@ -7,7 +7,7 @@
 //! cache key, plus the context's file count and size; it needs no root and writes no store.
 
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -430,13 +430,14 @@ fn open_context(
         }
         Err(e) => return Err(e.into()),
     };
-    let dockerfile = match file {
-        Some(_) if fetched.dockerfile_only => {
-            printer.warn(format!("[Warning] {} is a Dockerfile, not an archive: -f is ignored", context.url()));
-            None
-        }
-        Some(path) => Some(fetched.root.join(path_in_remote_context(&path)?)),
-        None => None,
+    if file.is_some() && fetched.dockerfile_only {
+        printer.warn(format!("[Warning] {} is a Dockerfile, not an archive: -f is ignored", context.url()));
+    }
+    let stdin_dockerfile = args.file.as_deref() == Some(Path::new("-"));
+    let dockerfile = match file.as_deref() {
+        _ if stdin_dockerfile => None,
+        Some(path) if !fetched.dockerfile_only => Some(dockerfile_inside(&context, &fetched.root, path)?),
+        _ => Some(dockerfile_inside(&context, &fetched.root, Path::new("Dockerfile"))?),
     };
     Ok(OpenedContext {
         dir: fetched.root.clone(),
@@ -447,15 +448,21 @@ fn open_context(
     })
 }
 
-/// `-f` with a remote context: a path inside the context, as Docker reads it there.
-fn path_in_remote_context(path: &Path) -> anyhow::Result<&Path> {
-    if path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Ok(path);
+/// The Dockerfile `path` (`-f`, else `Dockerfile`) of a fetched context: a path inside it, as
+/// Docker reads `-f` there, resolved inside it too (a symlink in a fetched tree never makes
+/// rbuild read a file of this machine).
+fn dockerfile_inside(context: &RemoteContext, root: &Path, path: &Path) -> anyhow::Result<PathBuf> {
+    if !remote::stays_inside(path) {
+        bail!(
+            "-f {}: with a remote context the Dockerfile is a path inside the context (no leading '/', no '..')",
+            path.display()
+        );
     }
-    bail!(
-        "-f {}: with a remote context the Dockerfile is a path inside the context (no leading '/', no '..')",
-        path.display()
-    )
+    match remote::resolve_inside(root, path) {
+        Ok(Some(resolved)) => Ok(resolved),
+        Ok(None) => bail!("{}: the Dockerfile {} leads out of the context", context.url(), path.display()),
+        Err(e) => bail!("{}: no Dockerfile {} in the context ({e})", context.url(), path.display()),
+    }
 }
 
 /// From now until rbuild exits, SIGINT and SIGTERM set `cancel` instead of killing rbuild; a

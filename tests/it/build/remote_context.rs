@@ -100,6 +100,10 @@ fn make_repository(dir: &Path) -> (PathBuf, String) {
     write(&work.join("sub/lib/nested.txt"), "nested\n");
     write(&work.join("sub/secret.key"), "must not reach the image\n");
     write(&work.join("sub/.dockerignore"), "*.key\n");
+    // Hostile: a Dockerfile and a directory that lead out of the repository.
+    std::fs::create_dir_all(work.join("escape")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc/passwd", work.join("escape/Dockerfile")).expect("symlink");
+    std::os::unix::fs::symlink("/", work.join("outside")).expect("symlink");
     git(&work, &["add", "-A"], V1_TIME);
     git(&work, &["commit", "--quiet", "-m", "v1"], V1_TIME);
     git(&work, &["tag", "v1"], V1_TIME);
@@ -144,21 +148,27 @@ fn leftovers(fx: &Fixture) -> Vec<String> {
     entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("work-")).collect()
 }
 
-fn git_fixture() -> Option<Fixture> {
+/// A build fixture and the test repository served by `git daemon`, with the bare
+/// repository and v1's commit; None (skipped) without root, busybox or git daemon.
+fn served_repository() -> Option<(Fixture, GitDaemon, PathBuf, String)> {
     if !require(have_tool("git") && Path::new("/usr/lib/git-core/git-daemon").exists(), "git and git daemon") {
         return None;
     }
-    Fixture::new()
+    let fx = Fixture::new()?;
+    let (bare, v1) = make_repository(fx.dir.path());
+    let daemon = GitDaemon::serve(bare.parent().expect("base"));
+    Some((fx, daemon, bare, v1))
 }
 
 #[test]
 fn a_git_context_equals_the_checked_out_directory() {
-    let Some(fx) = git_fixture() else { return };
-    let (bare, _) = make_repository(fx.dir.path());
-    let daemon = GitDaemon::serve(bare.parent().expect("base"));
+    let Some((fx, daemon, bare, _)) = served_repository() else { return };
     let url = format!("git://127.0.0.1:{}/repo#main:sub", daemon.port);
 
     // SOURCE_DATE_EPOCH=context takes main's commit time, as BuildKit does.
+    let dry_run = crate::fixture::rbuild_ok(&fx.root, &["build", "--dry-run", &url]);
+    assert!(dry_run.contains(&format!("Build context {url}: 4 files")), "{dry_run}");
+    assert!(dry_run.contains("(after .dockerignore)"), "{dry_run}");
     let remote = build_id(&fx, None, &["--build-arg", "SOURCE_DATE_EPOCH=context", &url]);
     let checkout = fx.dir.path().join("checkout");
     let out = Command::new("git").args(["clone", "--quiet", "-b", "main"]).arg(&bare).arg(&checkout).output();
@@ -191,9 +201,7 @@ fn a_git_context_equals_the_checked_out_directory() {
 
 #[test]
 fn a_tag_or_a_commit_is_checked_out_and_a_bad_ref_fails_clearly() {
-    let Some(fx) = git_fixture() else { return };
-    let (bare, v1) = make_repository(fx.dir.path());
-    let daemon = GitDaemon::serve(bare.parent().expect("base"));
+    let Some((fx, daemon, _, v1)) = served_repository() else { return };
     let repo = format!("git://127.0.0.1:{}/repo", daemon.port);
 
     let by_tag = build_id(&fx, None, &["--build-arg", "SOURCE_DATE_EPOCH=context", &format!("{repo}#v1:sub")]);
@@ -222,6 +230,11 @@ fn a_tag_or_a_commit_is_checked_out_and_a_bad_ref_fails_clearly() {
         err.contains("-f ../Dockerfile: with a remote context the Dockerfile is a path inside the context"),
         "{err}"
     );
+    let err = build_error(&fx, &[&format!("{repo}#main:outside")]);
+    assert!(err.contains("subdirectory \"outside\" leaves the repository through a symlink"), "{err}");
+    let err = build_error(&fx, &[&format!("{repo}#main:escape")]);
+    assert!(err.contains("#main:escape: the Dockerfile Dockerfile leads out of the context"), "{err}");
+    assert!(!err.contains("root:"), "nothing of the host's /etc/passwd is read: {err}");
     let err = build_error(&fx, &[&format!("git://127.0.0.1:{}/nothing-here", daemon.port)]);
     assert!(err.contains("nothing-here: clone (fetching ref \"HEAD\") failed"), "{err}");
     assert_eq!(leftovers(&fx), Vec::<String>::new(), "failed fetches leave no work dir");
