@@ -243,7 +243,8 @@ fn a_tag_or_a_commit_is_checked_out_and_a_bad_ref_fails_clearly() {
 /// What one path of the test server answers.
 #[derive(Clone)]
 enum Route {
-    Body(Vec<u8>),
+    /// A body, with a `Last-Modified` header when given.
+    Body(Vec<u8>, Option<&'static str>),
     /// Headers and a few bytes, then a byte every 100 ms: a download that never ends, to
     /// interrupt. Each request is announced on the channel.
     Trickle(mpsc::Sender<()>),
@@ -275,8 +276,10 @@ fn answer(mut stream: TcpStream, routes: &[(&str, Route)]) {
     }
     let path = request.split_whitespace().nth(1).unwrap_or("");
     match routes.iter().find(|(p, _)| *p == path).map(|(_, r)| r) {
-        Some(Route::Body(body)) => {
-            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        Some(Route::Body(body, modified)) => {
+            let modified = modified.map(|m| format!("Last-Modified: {m}\r\n")).unwrap_or_default();
+            let length = body.len();
+            let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {length}\r\n{modified}Connection: close\r\n\r\n");
             let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
         }
         Some(Route::Trickle(requested)) => {
@@ -290,6 +293,20 @@ fn answer(mut stream: TcpStream, routes: &[(&str, Route)]) {
             let _ = stream.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
         }
     }
+}
+
+/// The newest mtime (seconds) of anything below `dir`.
+fn newest_mtime_below(dir: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut newest = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let meta = entry.path().symlink_metadata().expect("stat");
+        newest = newest.max(meta.mtime());
+        if meta.is_dir() {
+            newest = newest.max(newest_mtime_below(&entry.path()));
+        }
+    }
+    newest
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -320,10 +337,11 @@ fn a_tarball_url_equals_the_local_directory_and_hostile_entries_are_refused() {
     let evil = raw_tar(&[Raw::File("Dockerfile", DOCKERFILE.as_bytes()), Raw::File("../evil", b"x")]);
     let dockerfile_only = fx.context("dockerfile-only", "FROM busybox\nLABEL from=url\n", &[]);
     let port = serve_http(vec![
-        ("/ctx.tar.gz", Route::Body(gzip(&read(&tar)))),
-        ("/ctx.tar", Route::Body(read(&tar))),
-        ("/evil.tar", Route::Body(evil)),
-        ("/Dockerfile", Route::Body(b"FROM busybox\nLABEL from=url\n".to_vec())),
+        ("/ctx.tar.gz", Route::Body(gzip(&read(&tar)), None)),
+        // V1_TIME.
+        ("/ctx.tar", Route::Body(read(&tar), Some("Tue, 14 Nov 2023 22:13:20 GMT"))),
+        ("/evil.tar", Route::Body(evil, None)),
+        ("/Dockerfile", Route::Body(b"FROM busybox\nLABEL from=url\n".to_vec(), None)),
     ]);
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let epoch = Some(V1_TIME);
@@ -332,6 +350,15 @@ fn a_tarball_url_equals_the_local_directory_and_hostile_entries_are_refused() {
     assert_eq!(build_id(&fx, epoch, &[&url("/ctx.tar.gz")]), local, "a gzipped tarball URL");
     assert_eq!(build_id(&fx, epoch, &[&url("/ctx.tar")]), local, "a plain tarball URL");
     assert!(!fx.rootfs(&local).join("app/secret.key").exists(), ".dockerignore applies");
+    // SOURCE_DATE_EPOCH=context: the Last-Modified time, else the newest entry of the archive.
+    let context_epoch = ["--build-arg", "SOURCE_DATE_EPOCH=context"];
+    assert_eq!(build_id(&fx, None, &[&context_epoch[..], &[&url("/ctx.tar")]].concat()), local, "Last-Modified");
+    let newest = Some(newest_mtime_below(&ctx));
+    assert_eq!(
+        build_id(&fx, None, &[&context_epoch[..], &[&url("/ctx.tar.gz")]].concat()),
+        build_id(&fx, newest, &[ctx.to_str().expect("utf-8")]),
+        "the newest archive entry"
+    );
     let alt_file = ctx.join("alt/Dockerfile");
     let local_alt = build_id(&fx, epoch, &["-f", alt_file.to_str().expect("utf-8"), ctx.to_str().expect("utf-8")]);
     assert_eq!(
