@@ -231,15 +231,7 @@ impl Builder {
             ..DiffOptions::default()
         };
         // Misses are explained against this Dockerfile's earlier builds only.
-        let lineage = match (&opts.context_origin, &opts.dockerfile_text) {
-            (Some(origin), Some(_)) => format!("text:{origin}"),
-            (Some(origin), None) => {
-                let file = dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone());
-                format!("{origin}:{}", file.strip_prefix(&context_id).unwrap_or(&file).display())
-            }
-            (None, Some(_)) => format!("text:{}", context_id.display()),
-            (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),
-        };
+        let lineage = lineage(opts, &dockerfile, &context_id);
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
@@ -297,6 +289,21 @@ impl Builder {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
+    }
+}
+
+/// What a build's cache misses are explained against: the earlier builds of the same
+/// Dockerfile (by path; `text:<context>` for `-f -`), and for a fetched context of the same
+/// URL and Dockerfile inside it.
+fn lineage(opts: &BuildOptions, dockerfile: &Path, context_id: &Path) -> String {
+    match (&opts.context_origin, &opts.dockerfile_text) {
+        (Some(origin), Some(_)) => format!("text:{origin}"),
+        (Some(origin), None) => {
+            let file = dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf());
+            format!("{origin}:{}", file.strip_prefix(context_id).unwrap_or(&file).display())
+        }
+        (None, Some(_)) => format!("text:{}", context_id.display()),
+        (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf()).display().to_string(),
     }
 }
 

@@ -197,6 +197,15 @@ fn a_git_context_equals_the_checked_out_directory() {
         &["--build-arg", "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1", "-f", "sub/Dockerfile", &root_url],
     );
     assert!(fx.rootfs(&kept).join("app/.git/HEAD").is_file(), "BUILDKIT_CONTEXT_KEEP_GIT_DIR=1 keeps .git");
+
+    // A new commit: the rebuild's miss is explained against the earlier builds of the URL,
+    // though each fetch lands in a new directory.
+    let work = fx.dir.path().join("git-work");
+    write(&work.join("sub/app.txt"), "newer\n");
+    git(&work, &["commit", "--quiet", "-am", "newer"], MAIN_TIME + 1);
+    git(&work, &["push", "--quiet", bare.to_str().expect("utf-8"), "main"], MAIN_TIME + 1);
+    let rebuild = crate::fixture::rbuild_ok(&fx.root, &["build", &url]);
+    assert!(rebuild.contains("Cache miss: source changed: app.txt"), "{rebuild}");
 }
 
 #[test]
