@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::context::BuildContext;
+use crate::context::{BuildContext, ContentMemo};
 use crate::engine::cache::CacheIndex;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::planning::{plan_build, PlanRequest, PullPolicy, StoreImages};
@@ -38,6 +38,9 @@ use crate::store::{ImageReference, ImageStore, PutImage};
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub context: PathBuf,
+    /// Where a fetched context came from (its URL): the misses of its builds are explained
+    /// against earlier builds of the same URL, and no content memo is kept for its temp dir.
+    pub context_origin: Option<String>,
     /// The Dockerfile; default `CONTEXT/Dockerfile`.
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's text when it does not come from a file (`-f -`).
@@ -70,6 +73,7 @@ impl BuildOptions {
     pub fn new(context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             context: context.into(),
+            context_origin: None,
             dockerfile: None,
             dockerfile_text: None,
             tags: Vec::new(),
@@ -175,7 +179,11 @@ impl Builder {
         // File digests of this context remembered from its earlier builds.
         let memo_cache = CacheIndex::open(&self.store.root().join("cache"))?;
         let context_id = opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone());
-        let memo = Arc::new(memo_cache.content_memo(&context_id));
+        // A fetched context is a new directory every time: nothing to remember.
+        let memo = Arc::new(match opts.context_origin {
+            Some(_) => ContentMemo::default(),
+            None => memo_cache.content_memo(&context_id),
+        });
         let context = BuildContext::open(&opts.context, anchor)?.with_memo(Arc::clone(&memo));
         let summary = context.summary()?;
         let policy = if opts.pull { PullPolicy::Always } else { PullPolicy::Missing };
@@ -223,12 +231,7 @@ impl Builder {
             ..DiffOptions::default()
         };
         // Misses are explained against this Dockerfile's earlier builds only.
-        let lineage = match &opts.dockerfile_text {
-            Some(_) => {
-                format!("text:{}", opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone()).display())
-            }
-            None => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),
-        };
+        let lineage = lineage(opts, &dockerfile, &context_id);
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
@@ -249,11 +252,15 @@ impl Builder {
             runner: &crate::engine::runner::RuntimeRunner,
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
-        memo_cache.put_content_memo(&context_id, &memo);
+        if opts.context_origin.is_none() {
+            memo_cache.put_content_memo(&context_id, &memo);
+        }
         let outputs = outputs?;
-        let target = outputs
-            .get(&plan.target)
-            .ok_or_else(|| BuildError::Internal("the target stage produced nothing".into()))?;
+        let target = outputs.get(&plan.target).ok_or_else(|| match self.cancel.is_cancelled() {
+            // Ctrl-C between stages: nothing failed, the target never started.
+            true => BuildError::Cancelled { last_image: None },
+            false => BuildError::Internal("the target stage produced nothing".into()),
+        })?;
         let image = self.finish(target, opts)?;
         let id = image.id.to_string();
         for tag in &opts.tags {
@@ -282,6 +289,21 @@ impl Builder {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
+    }
+}
+
+/// What a build's cache misses are explained against: the earlier builds of the same
+/// Dockerfile (by path; `text:<context>` for `-f -`), and for a fetched context of the same
+/// URL and Dockerfile inside it.
+fn lineage(opts: &BuildOptions, dockerfile: &Path, context_id: &Path) -> String {
+    match (&opts.context_origin, &opts.dockerfile_text) {
+        (Some(origin), Some(_)) => format!("text:{origin}"),
+        (Some(origin), None) => {
+            let file = dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf());
+            format!("{origin}:{}", file.strip_prefix(context_id).unwrap_or(&file).display())
+        }
+        (None, Some(_)) => format!("text:{}", context_id.display()),
+        (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf()).display().to_string(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! `rbuild build` end to end: the cache, the engine API, every instruction, interrupts,
-//! RUN mounts, and `--dry-run`'s keys against a build's.
+//! RUN mounts, `--dry-run`'s keys against a build's, and remote (git and URL) contexts.
 
 mod cache;
 mod dry_run_keys;
@@ -7,3 +7,4 @@ mod engine;
 mod instructions;
 mod interrupt;
 mod mounts;
+mod remote_context;
