@@ -2,6 +2,7 @@
 //! RUN mounts, and `--dry-run`'s keys against a build's.
 
 mod cache;
+mod cache_export;
 mod dry_run_keys;
 mod engine;
 mod instructions;
