@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::BuildContext;
 use crate::engine::cache::CacheIndex;
+use crate::engine::classic_cache::ClassicSources;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::planning::{plan_build, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::scheduler::{run_stages, Cancel};
@@ -238,6 +239,7 @@ impl Builder {
             None => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),
         };
         let imported = self.import_caches(opts, sink);
+        let classic = self.classic_sources(opts, sink)?;
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
@@ -257,6 +259,7 @@ impl Builder {
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
             imported: &imported,
+            classic: &classic,
             used: Default::default(),
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
@@ -330,6 +333,37 @@ impl Builder {
             });
         }
         imported
+    }
+
+    /// The images of the classic `--cache-from IMAGE`s: from the store, else pulled. One that
+    /// cannot be had is a warning, as the classic builder goes on without it.
+    fn classic_sources(&self, opts: &BuildOptions, sink: &EventSink) -> Result<ClassicSources, BuildError> {
+        let mut images = Vec::new();
+        for spec in &opts.cache_from {
+            let CacheImportSpec::Image(name) = spec else { continue };
+            let image = match self.store.resolve(name) {
+                Ok(image) => image,
+                Err(crate::store::StoreError::NoSuchImage(_)) => {
+                    let mut on = |e: &crate::registry::PullEvent| {
+                        if let Some(message) = e.message() {
+                            sink(&BuildEvent::Pull { reference: name.clone(), message });
+                        }
+                    };
+                    match crate::registry::pull(&self.store, name, &opts.registry, &mut on) {
+                        Ok(pulled) => pulled.image,
+                        Err(e) => {
+                            sink(&BuildEvent::Warning {
+                                message: format!("--cache-from {name}: {e}; building without it"),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            images.push(image);
+        }
+        Ok(ClassicSources { images })
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
+use crate::engine::classic_cache::ClassicSources;
 use crate::engine::config::{apply_config_instruction, history_created_by, StageConfigState};
 use crate::engine::runner::ContainerRunner;
 use crate::engine::scheduler::{Cancel, StageRunner};
@@ -82,6 +83,8 @@ pub struct StageExecutor<'a> {
     pub runner: &'a dyn ContainerRunner,
     /// The `--cache-from` caches, consulted when the store has no record for a key.
     pub imported: &'a ImportedCaches,
+    /// The classic `--cache-from IMAGE`s, consulted after them.
+    pub classic: &'a ClassicSources,
     /// What the build used, for `--cache-to`: (stage, effective key) of every step that hit
     /// or ran, and (name under `cache-mounts/`, directory) of every cache mount.
     pub used: Mutex<UsedByBuild>,
@@ -182,7 +185,8 @@ impl StageExecutor<'_> {
                 continue;
             }
             if !self.no_cache {
-                if let Some(hit) = self.cached(step).map_err(|e| e.at_step(step.number))? {
+                let hit = self.lookup(step, &state, last_hit.as_deref(), &config_state);
+                if let Some(hit) = hit.map_err(|e| e.at_step(step.number))? {
                     self.note_step(stage.index, &step.cache_key);
                     self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
                     last_hit = Some(hit.clone());
@@ -260,6 +264,27 @@ impl StageExecutor<'_> {
         // Parsed once, when the store read the image.
         let config = stored.config.clone();
         Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
+    }
+
+    /// The image the cache gives `step`: a record (the store's or an imported one), else a
+    /// classic `--cache-from` image continuing the parent (`state`, or the last hit's image).
+    fn lookup(
+        &self,
+        step: &Step,
+        state: &ImageState,
+        last_hit: Option<&str>,
+        config_state: &StageConfigState,
+    ) -> Result<Option<String>, BuildError> {
+        if let Some(hit) = self.cached(step)? {
+            return Ok(Some(hit));
+        }
+        if self.classic.is_empty() {
+            return Ok(None);
+        }
+        match last_hit {
+            Some(hit) => self.classic_cached(step, &self.hit_state(hit)?, config_state),
+            None => self.classic_cached(step, state, config_state),
+        }
     }
 
     fn note_step(&self, stage: usize, key: &CacheKey) {

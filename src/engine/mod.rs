@@ -8,6 +8,7 @@
 pub mod add;
 pub mod builder;
 pub mod cache;
+pub mod classic_cache;
 mod commit;
 pub mod config;
 pub mod copy;

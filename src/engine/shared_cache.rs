@@ -395,7 +395,7 @@ mod tests {
             ("type=registry,ref=r,colour=red", "unknown option \"colour\""),
             ("type=gha", "type=gha is not supported"),
             ("type=registry,ref=r,ref=s", "given twice"),
-            ("type=registry,ref=UPPER/case", "--cache-to"),
+            ("type=registry,ref=app/UPPER", "--cache-to"),
             ("type=registry,ref=r,cache-mounts=yes", "cache-mounts=yes: expected true or false"),
         ] {
             let err = CacheExportSpec::parse(bad).expect_err(bad).to_string();

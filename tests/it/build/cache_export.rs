@@ -244,3 +244,33 @@ fn a_local_cache_directory_works_like_the_registry() {
     assert_eq!(cached_steps(&c), [4, 5, 6], "{c}");
     assert_eq!(built_id(&c), id);
 }
+
+#[test]
+fn a_classic_cache_from_image_seeds_hits_from_its_history() {
+    let Some(s) = Setup::new() else { return };
+    let ctx = s.context("app", APP, &[("src/main.txt", "v1\n")]);
+    let ctx_s = ctx.to_str().expect("utf8");
+    let a = build(&s.store_a, &["-t", "app:1", ctx_s]);
+    let id = built_id(&a);
+    let image = format!("{}/app:1", s.registry.host());
+    rbuild_ok(&s.store_a, &["push", "app:1", &image]);
+
+    // Docker's classic --cache-from: B pulls the image and matches its history step by step.
+    let b_root = s.store("b");
+    let b = build(&b_root, &["--cache-from", &image, ctx_s]);
+    assert_eq!(cached_steps(&b), [2, 3, 4, 5, 6], "{b}");
+    assert_eq!(built_id(&b), id, "the last step is the image itself: {b}");
+    assert!(!b.contains("Running in"), "nothing ran: {b}");
+    consistent(&b_root);
+
+    // A source edit: the COPY's tarsum no longer matches; it and what follows run.
+    std::fs::write(ctx.join("src/main.txt"), "v2\n").expect("edit");
+    let c_root = s.store("c");
+    let c = build(&c_root, &["--cache-from", &image, ctx_s]);
+    assert_eq!(cached_steps(&c), [2, 3], "{c}");
+    assert_eq!(file_in_image(&c_root, &built_id(&c), "out/y"), "v2\n");
+    // An image that cannot be had is a warning.
+    let missing = format!("{}/nothing:here", s.registry.host());
+    let out = build(&s.store("d"), &["--cache-from", &missing, ctx_s]);
+    assert!(out.contains(&format!("--cache-from {missing}:")) && out.contains("building without it"), "{out}");
+}
