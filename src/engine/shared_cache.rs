@@ -15,12 +15,13 @@ use std::path::PathBuf;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::BuildError;
+use crate::image::ImageConfig;
 use crate::layer::diff::{write_layer, DiffOptions};
 use crate::layer::media::Compression;
 use crate::plan::{explain_miss, CacheKey, CacheKeyInputs, MissReason};
 use crate::registry::cache::{
-    BlobRef, CacheConfig, CacheEntry, CacheLocation, CacheSource, CachedLayer, CachedMount, ExportOutcome,
-    IMAGE_CONFIG_MEDIA_TYPE,
+    BlobRef, CacheConfig, CacheEntry, CacheLocation, CacheSource, CacheTransferError, CachedLayer, CachedMount,
+    ExportOutcome, IMAGE_CONFIG_MEDIA_TYPE,
 };
 use crate::registry::RegistryOptions;
 use crate::store::{ImageReference, ImageStore, LayerBlob, PutImage};
@@ -252,21 +253,19 @@ impl ImportedCaches {
 }
 
 /// Brings the image of the imported record `entry` into the store (only the blobs it lacks)
-/// and records it in `cache`, so that later lookups hit locally. Returns the image ID.
+/// and records it in `cache`, so that later lookups hit locally. Returns the image ID. A
+/// record whose config does not list its layers is refused (the cache is untrusted input).
 pub fn materialize(
     store: &ImageStore,
     cache: &CacheIndex,
     source: &CacheSource,
     entry: &CacheEntry,
 ) -> Result<String, BuildError> {
-    let bad =
-        |reason: String| BuildError::Internal(format!("cache {}: record {}: {reason}", source.location, entry.key));
-    let work = store.work_dir()?;
-    let blobs: Vec<BlobRef> =
-        std::iter::once(entry.config.clone()).chain(entry.layers.iter().map(|l| l.blob.clone())).collect();
-    source.fetch_blobs(store, &work, &blobs)?;
+    let bad = |reason: String| CacheTransferError::Invalid {
+        location: source.location.to_string(),
+        reason: format!("record {}: {reason}", entry.key),
+    };
     let config_digest = entry.config.sha256().map_err(|e| bad(e.to_string()))?;
-    let config = store.read_blob(&config_digest)?;
     let mut layers = Vec::new();
     for l in &entry.layers {
         layers.push(LayerBlob {
@@ -277,15 +276,26 @@ pub fn materialize(
             unpacked_size: l.unpacked_size,
         });
     }
+    let work = store.work_dir()?;
+    let blobs: Vec<BlobRef> =
+        std::iter::once(entry.config.clone()).chain(entry.layers.iter().map(|l| l.blob.clone())).collect();
+    source.fetch_blobs(store, &work, &blobs)?;
+    let config = store.read_blob(&config_digest)?;
+    let parsed = ImageConfig::from_json(&config).map_err(|e| bad(format!("image config: {e}")))?;
+    let listed: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    if parsed.rootfs.diff_ids != listed {
+        return Err(bad("its image config lists other layers than the record".into()).into());
+    }
     let image = store.put_image_raw(&config, &layers, &PutImage::default())?;
     drop(work);
     let id = image.id.to_string();
-    cache.put(&CacheRecord {
+    let record = CacheRecord {
         image: id.clone(),
         key: entry.key.clone(),
         inputs: entry.inputs.clone(),
         created: entry.created.clone(),
-    })?;
+    };
+    cache.put(&record)?;
     Ok(id)
 }
 

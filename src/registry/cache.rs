@@ -222,10 +222,10 @@ pub fn export(
 fn open_source(store: &ImageStore, blob: &BlobRef, source: &BlobSource) -> TransferResult<Box<dyn Read + Send>> {
     Ok(match source {
         BlobSource::Store => Box::new(store.open_blob(&parse_digest(blob, "export")?)?),
-        BlobSource::File(path) => Box::new(fs::File::open(path).map_err(|source| CacheTransferError::Io {
-            location: path.display().to_string(),
-            source: source.into(),
-        })?),
+        BlobSource::File(path) => Box::new(
+            fs::File::open(path)
+                .map_err(|source| CacheTransferError::Io { location: path.display().to_string(), source })?,
+        ),
     })
 }
 
@@ -288,7 +288,7 @@ fn export_local(
     let location = dir.display().to_string();
     let io = |source: std::io::Error| CacheTransferError::Io { location: location.clone(), source };
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(|e| io(e.into()))?;
+    fs::create_dir_all(&blobs).map_err(&io)?;
     let mut outcome = ExportOutcome::default();
     for blob in config.blobs() {
         let digest = parse_digest(&blob, &location)?;
@@ -369,7 +369,7 @@ impl CacheSource {
             opts: opts.clone(),
         };
         let mut bytes = Vec::new();
-        source.read_blob(&config_ref, &mut bytes)?;
+        source.read_blob(&source.connect()?, &config_ref, &mut bytes)?;
         let config: CacheConfig = serde_json::from_slice(&bytes)
             .map_err(|e| CacheTransferError::Invalid { location: shown.clone(), reason: format!("records: {e}") })?;
         if config.version != CACHE_CONFIG_VERSION {
@@ -382,25 +382,35 @@ impl CacheSource {
         Ok(source)
     }
 
-    /// Copies one blob into `out`, checking its digest and size.
-    fn read_blob(&self, blob: &BlobRef, out: &mut dyn Write) -> TransferResult<()> {
-        let shown = self.location.to_string();
-        let digest = parse_digest(blob, &shown)?;
-        let mut w = HashingWriter::new(out);
+    /// A connection to the cache (a registry connection is made per operation).
+    fn connect(&self) -> TransferResult<Connection> {
         match &self.location {
             CacheLocation::Registry(reference) => {
                 let reference = reference.clone().with_default_tag();
                 let remote = Remote::new(&reference, "pull cache", &self.opts)?;
                 let oci = remote.oci_ref(&reference);
+                Ok(Connection::Registry(Box::new(remote), oci))
+            }
+            CacheLocation::Local(dir) => Ok(Connection::Local(dir.clone())),
+        }
+    }
+
+    /// Copies one blob into `out`, checking its digest and size.
+    fn read_blob(&self, conn: &Connection, blob: &BlobRef, out: &mut dyn Write) -> TransferResult<()> {
+        let shown = self.location.to_string();
+        let digest = parse_digest(blob, &shown)?;
+        let mut w = HashingWriter::new(out);
+        match conn {
+            Connection::Registry(remote, oci) => {
                 let what = format!("blob {digest}");
                 remote
-                    .block_on(remote.client.pull_blob(&oci, &oci_layer(&blob.digest, blob.size), AsyncSink(&mut w)))
+                    .block_on(remote.client.pull_blob(oci, &oci_layer(&blob.digest, blob.size), AsyncSink(&mut w)))
                     .map_err(|e| remote.error(&what, e))?;
             }
-            CacheLocation::Local(dir) => {
+            Connection::Local(dir) => {
                 let path = dir.join("blobs/sha256").join(digest.hex());
                 let io = |source| CacheTransferError::Io { location: path.display().to_string(), source };
-                let mut file = fs::File::open(&path).map_err(|e| io(e.into()))?;
+                let mut file = fs::File::open(&path).map_err(&io)?;
                 std::io::copy(&mut (&mut file).take(blob.size + 1), &mut w).map_err(io)?;
             }
         }
@@ -421,6 +431,7 @@ impl CacheSource {
     pub fn fetch_blobs(&self, store: &ImageStore, work: &WorkDir, blobs: &[BlobRef]) -> TransferResult<usize> {
         let shown = self.location.to_string();
         let mut fetched = Vec::new();
+        let mut conn: Option<Connection> = None;
         for blob in blobs {
             let digest = parse_digest(blob, &shown)?;
             {
@@ -431,7 +442,11 @@ impl CacheSource {
                 }
             }
             let path = work.path().join(format!("cache-{}", digest.hex()));
-            self.fetch_file(blob, &path)?;
+            let conn = match &mut conn {
+                Some(conn) => conn,
+                none => none.insert(self.connect()?),
+            };
+            self.fetch_file_via(conn, blob, &path)?;
             fetched.push((path, digest));
         }
         for (path, digest) in &fetched {
@@ -442,12 +457,16 @@ impl CacheSource {
 
     /// Writes one blob to `path` (verified; removed on failure).
     pub fn fetch_file(&self, blob: &BlobRef, path: &Path) -> TransferResult<()> {
+        self.fetch_file_via(&self.connect()?, blob, path)
+    }
+
+    fn fetch_file_via(&self, conn: &Connection, blob: &BlobRef, path: &Path) -> TransferResult<()> {
         let io = |source| CacheTransferError::Io { location: path.display().to_string(), source };
-        let file = fs::File::create(path).map_err(|e| io(e.into()))?;
+        let file = fs::File::create(path).map_err(&io)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        let result = self.read_blob(blob, &mut out).and_then(|()| {
+        let result = self.read_blob(conn, blob, &mut out).and_then(|()| {
             let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-            file.sync_all().map_err(|e| io(e.into()))
+            file.sync_all().map_err(&io)
         });
         if result.is_err() {
             let _ = std::fs::remove_file(path);
@@ -456,11 +475,18 @@ impl CacheSource {
     }
 }
 
+/// How a cache's blobs are read: a registry connection and the cache's reference on it, or
+/// the layout directory.
+enum Connection {
+    Registry(Box<Remote>, oci_client::Reference),
+    Local(PathBuf),
+}
+
 /// The cache manifest an OCI layout's `index.json` names (its only, or its cache, entry).
 fn local_manifest(dir: &Path) -> TransferResult<Vec<u8>> {
     let shown = dir.display().to_string();
     let io = |source| CacheTransferError::Io { location: shown.clone(), source };
-    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).map_err(|e| io(e.into()))?)
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).map_err(&io)?)
         .map_err(|e| CacheTransferError::Invalid { location: shown.clone(), reason: format!("index.json: {e}") })?;
     let entries = index["manifests"].as_array().cloned().unwrap_or_default();
     let entry =
@@ -473,7 +499,7 @@ fn local_manifest(dir: &Path) -> TransferResult<Vec<u8>> {
         size: entry["size"].as_u64().unwrap_or_default(),
     };
     let digest = parse_digest(&blob, &shown)?;
-    let bytes = fs::read(dir.join("blobs/sha256").join(digest.hex())).map_err(|e| io(e.into()))?;
+    let bytes = fs::read(dir.join("blobs/sha256").join(digest.hex())).map_err(&io)?;
     if Sha256Digest::of(&bytes) != digest {
         return Err(CacheTransferError::Corrupt {
             location: shown,
