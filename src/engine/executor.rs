@@ -305,7 +305,16 @@ impl StageExecutor<'_> {
             }
         }
         match self.imported.lookup(&step.cache_key) {
-            Some((source, entry)) => materialize(self.store, &self.cache, source, entry).map(Some),
+            Some((source, entry)) => match materialize(self.store, &self.cache, source, entry) {
+                Ok(image) => Ok(Some(image)),
+                // A cache that cannot give what it lists (a blob gone or corrupt) costs a
+                // rerun of the step, not the build.
+                Err(BuildError::CacheTransfer(e)) => {
+                    self.emit(BuildEvent::Warning { message: format!("{e}; running step {} instead", step.number) });
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
             None => Ok(None),
         }
     }

@@ -274,3 +274,29 @@ fn a_classic_cache_from_image_seeds_hits_from_its_history() {
     let out = build(&s.store("d"), &["--cache-from", &missing, ctx_s]);
     assert!(out.contains(&format!("--cache-from {missing}:")) && out.contains("building without it"), "{out}");
 }
+
+#[test]
+fn a_damaged_cache_costs_a_rerun_not_the_build() {
+    let Some(s) = Setup::new() else { return };
+    let ctx = s.context("app", "FROM {REG}/busybox\nRUN echo made > /made\nCMD [\"sh\"]\n", &[]);
+    let ctx_s = ctx.to_str().expect("utf8");
+    let dir = s.dir.path().join("cache");
+    let a = build(&s.store_a, &["--cache-to", &format!("type=local,dest={}", dir.display()), ctx_s]);
+    // Flip the RUN layer's bytes: its digest no longer matches.
+    let store = rbuild::store::ImageStore::open(&s.store_a).expect("store");
+    let layer = store.resolve(&built_id(&a)).expect("image").layers.last().expect("layer").digest.clone();
+    let blob = dir.join("blobs/sha256").join(layer.hex());
+    let mut bytes = std::fs::read(&blob).expect("blob");
+    bytes[20] ^= 0xff;
+    std::fs::write(&blob, bytes).expect("tamper");
+    let b_root = s.store("b");
+    let b = build(&b_root, &["--cache-from", &format!("type=local,src={}", dir.display()), ctx_s]);
+    assert!(b.contains(&format!("blob {layer} is corrupt")) && b.contains("running step 2 instead"), "{b}");
+    assert!(b.contains("Running in"), "the RUN ran: {b}");
+    assert_eq!(file_in_image(&b_root, &built_id(&b), "made"), "made\n");
+    consistent(&b_root);
+    // index.json that is not JSON: a warning, and the build goes on.
+    std::fs::write(dir.join("index.json"), "{").expect("write");
+    let c = build(&s.store("c"), &["--cache-from", &format!("type=local,src={}", dir.display()), ctx_s]);
+    assert!(c.contains("index.json") && c.contains("building without it"), "{c}");
+}
