@@ -144,6 +144,8 @@ fn a_registry_cache_makes_a_fresh_store_hit_every_step() {
     // A source edit: a fresh store reruns from that COPY only, and says why against the
     // imported record.
     std::fs::write(ctx.join("src/main.txt"), "v2\n").expect("edit");
+    let b_edit = build(&b_root, &["--cache-from", &cache_from, ctx_s]);
+    assert_eq!(cached_steps(&b_edit), [2, 3], "{b_edit}");
     let c_root = s.store("c");
     let c = build(&c_root, &["--cache-from", &cache_from, ctx_s]);
     assert_eq!(cached_steps(&c), [2, 3], "{c}");
