@@ -19,10 +19,12 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{BuildContext, ContentMemo};
 use crate::engine::cache::CacheIndex;
+use crate::engine::classic_cache::ClassicSources;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::planning::{plan_build, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::scheduler::{run_stages, Cancel};
 use crate::engine::settings::BuildSettings;
+use crate::engine::shared_cache::{export, CacheExportSpec, CacheImportSpec, ExportRequest, ImportedCaches};
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::parser;
@@ -30,6 +32,7 @@ use crate::image::Platform;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
 use crate::plan::Dependency;
+use crate::registry::cache::CacheLocation;
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
 use crate::store::{ImageReference, ImageStore, PutImage};
@@ -65,6 +68,10 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// What the build takes from the environment (`SOURCE_DATE_EPOCH`, proxy variables).
     pub settings: BuildSettings,
+    /// `--cache-from`: caches (and classic images) consulted when the store has no record.
+    pub cache_from: Vec<CacheImportSpec>,
+    /// `--cache-to`: where the build's records go when it succeeds.
+    pub cache_to: Vec<CacheExportSpec>,
 }
 
 impl BuildOptions {
@@ -89,6 +96,8 @@ impl BuildOptions {
             pull: false,
             registry: RegistryOptions::from_env(None),
             settings: BuildSettings::from_env(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -232,6 +241,8 @@ impl Builder {
         };
         // Misses are explained against this Dockerfile's earlier builds only.
         let lineage = lineage(opts, &dockerfile, &context_id);
+        let imported = self.import_caches(opts, sink);
+        let classic = self.classic_sources(opts, sink)?;
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
@@ -250,6 +261,9 @@ impl Builder {
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
+            imported: &imported,
+            classic: &classic,
+            used: Default::default(),
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
         if opts.context_origin.is_none() {
@@ -263,6 +277,19 @@ impl Builder {
         })?;
         let image = self.finish(target, opts)?;
         let id = image.id.to_string();
+        if !opts.cache_to.is_empty() {
+            let used = executor.used.into_inner().unwrap_or_default();
+            let request = ExportRequest {
+                store: &self.store,
+                cache: &executor.cache,
+                steps: &used.steps,
+                target_stage: plan.target,
+                cache_mounts: &used.cache_mounts,
+                diff: &executor.diff,
+                registry: &opts.registry,
+            };
+            export_caches(&request, &opts.cache_to, sink)?;
+        }
         for tag in &opts.tags {
             let reference = ImageReference::parse(tag).map_err(crate::store::StoreError::from)?;
             self.store.tag(&image, &reference)?;
@@ -305,6 +332,82 @@ fn lineage(opts: &BuildOptions, dockerfile: &Path, context_id: &Path) -> String 
         (None, Some(_)) => format!("text:{}", context_id.display()),
         (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf()).display().to_string(),
     }
+}
+
+impl Builder {
+    /// Opens the `--cache-from` caches (a classic `--cache-from IMAGE` is read by the
+    /// executor from the image itself), saying what each holds.
+    fn import_caches(&self, opts: &BuildOptions, sink: &EventSink) -> ImportedCaches {
+        let locations: Vec<CacheLocation> = opts
+            .cache_from
+            .iter()
+            .filter_map(|c| match c {
+                CacheImportSpec::Cache(location) => Some(location.clone()),
+                CacheImportSpec::Image(_) => None,
+            })
+            .collect();
+        let warn = |message: String| sink(&BuildEvent::Warning { message });
+        let imported = ImportedCaches::open(&locations, &opts.registry, &warn);
+        for (location, records, mounts) in imported.summary() {
+            sink(&BuildEvent::CacheTransfer {
+                location: location.clone(),
+                message: format!("importing cache {location}: {records} records, {mounts} cache mounts"),
+            });
+        }
+        imported
+    }
+
+    /// The images of the classic `--cache-from IMAGE`s: from the store, else pulled. One that
+    /// cannot be had is a warning, as the classic builder goes on without it.
+    fn classic_sources(&self, opts: &BuildOptions, sink: &EventSink) -> Result<ClassicSources, BuildError> {
+        let mut images = Vec::new();
+        for spec in &opts.cache_from {
+            let CacheImportSpec::Image(name) = spec else { continue };
+            let image = match self.store.resolve(name) {
+                Ok(image) => image,
+                Err(crate::store::StoreError::NoSuchImage(_)) => {
+                    let mut on = |e: &crate::registry::PullEvent| {
+                        if let Some(message) = e.message() {
+                            sink(&BuildEvent::Pull { reference: name.clone(), message });
+                        }
+                    };
+                    match crate::registry::pull(&self.store, name, &opts.registry, &mut on) {
+                        Ok(pulled) => pulled.image,
+                        Err(e) => {
+                            sink(&BuildEvent::Warning {
+                                message: format!("--cache-from {name}: {e}; building without it"),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            images.push(image);
+        }
+        Ok(ClassicSources { images })
+    }
+}
+
+/// Writes every `--cache-to`; a failure fails the build unless its spec says `ignore-error`.
+fn export_caches(request: &ExportRequest, specs: &[CacheExportSpec], sink: &EventSink) -> Result<(), BuildError> {
+    for spec in specs {
+        let location = spec.location.to_string();
+        match export(request, spec) {
+            Ok((records, mounts, outcome)) => sink(&BuildEvent::CacheTransfer {
+                location: location.clone(),
+                message: format!(
+                    "exporting cache to {location}: {records} records, {mounts} cache mounts; blobs: {} uploaded, {} mounted, {} already there; manifest {}",
+                    outcome.uploaded, outcome.mounted, outcome.existing, outcome.manifest_digest
+                ),
+            }),
+            Err(e) if spec.ignore_error => {
+                sink(&BuildEvent::Warning { message: format!("exporting cache to {location} failed (ignored): {e}") })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `FROM --platform=…` must name the platform the build runs on: steps run natively, and

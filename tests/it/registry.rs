@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `docker-registry serve` on 127.0.0.1:<free port>, killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -22,7 +22,7 @@ struct Registry {
 
 impl Registry {
     /// Starts a registry; with `htpasswd`, it requires basic auth as `user`/`pass`.
-    fn start(auth: bool) -> Registry {
+    pub(crate) fn start(auth: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let storage = dir.path().join("storage");
@@ -57,7 +57,7 @@ impl Registry {
         reg
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
@@ -79,7 +79,7 @@ impl Drop for Registry {
     }
 }
 
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     require(have_tool("docker-registry"), "docker-registry (Debian package docker-registry)")
         && require(have_tool("skopeo"), "skopeo (Debian package skopeo)")
         && require(have_tool("htpasswd"), "htpasswd (Debian package apache2-utils)")

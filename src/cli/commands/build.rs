@@ -81,6 +81,16 @@ pub struct BuildArgs {
     /// only to localhost, 127.0.0.0/8 and RBUILD_INSECURE_REGISTRIES)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_verify: Option<bool>,
+    /// Import build cache: `type=registry,ref=REPO[:TAG]`, `type=local,src=DIR`, or an image
+    /// (Docker's classic `--cache-from IMAGE`); may be repeated
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Export build cache when the build succeeds: `type=registry,ref=REPO[:TAG]` or
+    /// `type=local,dest=DIR`, with `mode=min|max` (the target stage's steps, or every stage's),
+    /// `compression=gzip|zstd` (of the cache-mount archives; layers travel as stored),
+    /// `cache-mounts=true` (RUN --mount=type=cache directories travel too), `ignore-error=true`
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
     /// The build context: a directory; `-` for a tar archive on stdin; a git repository
     /// (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, `git://host/repo#ref:subdir`),
     /// fetched shallowly at the ref (its `.git` dropped unless `--build-arg
@@ -260,6 +270,9 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
+    use crate::engine::shared_cache::{CacheExportSpec, CacheImportSpec};
+    opts.cache_from = args.cache_from.iter().map(|s| CacheImportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.cache_to = args.cache_to.iter().map(|s| CacheExportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
     opts.network = match args.network {
         Network::None => crate::runtime::NetworkMode::None,

@@ -2,6 +2,7 @@
 //! RUN mounts, `--dry-run`'s keys against a build's, and remote (git and URL) contexts.
 
 mod cache;
+mod cache_export;
 mod dry_run_keys;
 mod engine;
 mod instructions;
