@@ -210,24 +210,7 @@ impl Builder {
         for stage in plan.planned_stages() {
             check_stage_platform(stage, &platform)?;
         }
-        sink(&BuildEvent::BuildStarted {
-            context_files: summary.files,
-            context_bytes: summary.bytes,
-            total_steps: plan.step_count(),
-        });
-        for warning in &plan.warnings {
-            sink(&BuildEvent::Warning { message: warning.clone() });
-        }
-        // ARGs before the first FROM are steps in classic output, with nothing to run.
-        for arg in &plan.global_arg_steps {
-            sink(&BuildEvent::StepStarted {
-                step: arg.number,
-                total: plan.step_count(),
-                stage: 0,
-                instruction: arg.original.clone(),
-                cache_key: String::new(),
-            });
-        }
+        announce(sink, &summary, &plan);
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
@@ -316,6 +299,28 @@ impl Builder {
         let json = config.to_json().map_err(|e| BuildError::Internal(format!("serializing an image config: {e}")))?;
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
+    }
+}
+
+/// The build's first events: the context's size, the plan's warnings, and the ARGs before the
+/// first FROM (steps in classic output, with nothing to run).
+fn announce(sink: &EventSink, summary: &crate::context::ContextSummary, plan: &crate::plan::BuildPlan) {
+    sink(&BuildEvent::BuildStarted {
+        context_files: summary.files,
+        context_bytes: summary.bytes,
+        total_steps: plan.step_count(),
+    });
+    for warning in &plan.warnings {
+        sink(&BuildEvent::Warning { message: warning.clone() });
+    }
+    for arg in &plan.global_arg_steps {
+        sink(&BuildEvent::StepStarted {
+            step: arg.number,
+            total: plan.step_count(),
+            stage: 0,
+            instruction: arg.original.clone(),
+            cache_key: String::new(),
+        });
     }
 }
 

@@ -15,7 +15,7 @@ use crate::engine::classic_cache::ClassicSources;
 use crate::engine::config::{apply_config_instruction, history_created_by, StageConfigState};
 use crate::engine::runner::ContainerRunner;
 use crate::engine::scheduler::{Cancel, StageRunner};
-use crate::engine::shared_cache::{materialize, ImportedCaches};
+use crate::engine::shared_cache::ImportedCaches;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::instructions::Instruction;
@@ -264,67 +264,6 @@ impl StageExecutor<'_> {
         // Parsed once, when the store read the image.
         let config = stored.config.clone();
         Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
-    }
-
-    /// The image the cache gives `step`: a record (the store's or an imported one), else a
-    /// classic `--cache-from` image continuing the parent (`state`, or the last hit's image).
-    fn lookup(
-        &self,
-        step: &Step,
-        state: &ImageState,
-        last_hit: Option<&str>,
-        config_state: &StageConfigState,
-    ) -> Result<Option<String>, BuildError> {
-        if let Some(hit) = self.cached(step)? {
-            return Ok(Some(hit));
-        }
-        if self.classic.is_empty() {
-            return Ok(None);
-        }
-        match last_hit {
-            Some(hit) => self.classic_cached(step, &self.hit_state(hit)?, config_state),
-            None => self.classic_cached(step, state, config_state),
-        }
-    }
-
-    fn note_step(&self, stage: usize, key: &CacheKey) {
-        if let Ok(mut used) = self.used.lock() {
-            used.steps.push((stage, key.clone()));
-        }
-    }
-
-    /// The image ID a cache record names, if the record is there and the store still has the
-    /// image's config (a file check: the index is read once, by [`Self::hit_state`]); else
-    /// the image of an imported cache's record, brought into the store.
-    fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
-        if let Some(image) = self.cache.image_of(&step.cache_key)? {
-            match image.parse::<Sha256Digest>() {
-                Ok(id) if self.store.has_blob(&id) => return Ok(Some(image)),
-                // The image was removed (rmi, prune): the record is stale.
-                _ => self.cache.remove(&step.cache_key)?,
-            }
-        }
-        match self.imported.lookup(&step.cache_key) {
-            Some((source, entry)) => match materialize(self.store, &self.cache, source, entry) {
-                Ok(image) => Ok(Some(image)),
-                // A cache that cannot give what it lists (a blob gone or corrupt) costs a
-                // rerun of the step, not the build.
-                Err(BuildError::CacheTransfer(e)) => {
-                    self.emit(BuildEvent::Warning { message: format!("{e}; running step {} instead", step.number) });
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            },
-            None => Ok(None),
-        }
-    }
-
-    /// The state after a cache hit: the recorded image, read from the store.
-    fn hit_state(&self, image_id: &str) -> Result<ImageState, BuildError> {
-        let stored = self.store.resolve(image_id).map_err(|e| {
-            BuildError::Internal(format!("cache hit on image {image_id}, which the store cannot read: {e}"))
-        })?;
-        self.state_of(stored)
     }
 
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {

@@ -8,6 +8,7 @@
 pub mod add;
 pub mod builder;
 pub mod cache;
+mod cache_lookup;
 pub mod classic_cache;
 mod commit;
 pub mod config;
