@@ -89,6 +89,7 @@ pub struct InternalError(pub String);
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     init_logging();
+    crate::store::trees::set_unprivileged_remover(crate::runtime::remove_tree_in_user_namespace);
     let args = with_short_form(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,

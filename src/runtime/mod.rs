@@ -28,6 +28,7 @@ mod error;
 mod init;
 mod mounts;
 mod pty;
+mod remove;
 mod rlimits;
 mod seccomp;
 mod signals;
@@ -40,6 +41,7 @@ mod userns;
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,

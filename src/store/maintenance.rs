@@ -168,7 +168,7 @@ impl ImageStore {
                 // Rename first so the layer disappears atomically, then delete at leisure.
                 let trash = self.root.join("tmp").join(format!("trash-{}-{}", l.short(), std::process::id()));
                 fs::rename(&dir, &trash)?;
-                fs::remove_dir_all(&trash)?;
+                super::trees::remove_tree(&trash)?;
                 out.reclaimed += size;
                 out.deleted_layers.push(l.clone());
                 out.deleted.push(l.clone());
@@ -377,7 +377,7 @@ impl ImageStore {
         for d in dead {
             let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if ["work-", "lease-", "trash-"].iter().any(|p| name.starts_with(p)) && d.is_dir() {
-                if let Err(e) = std::fs::remove_dir_all(&d) {
+                if let Err(e) = super::trees::remove_tree(&d) {
                     tracing::debug!(dir = %d.display(), error = %e, "could not remove a dead work dir");
                 }
             }
@@ -395,7 +395,7 @@ impl ImageStore {
                 Err(e) => return Err(e.into()),
             };
             let size = if m.is_dir() { dir_size(&d) } else { m.len() };
-            let removed = if m.is_dir() { std::fs::remove_dir_all(&d) } else { std::fs::remove_file(&d) };
+            let removed = if m.is_dir() { super::trees::remove_tree(&d) } else { std::fs::remove_file(&d) };
             match removed {
                 Ok(()) => out.reclaimed += size,
                 Err(e) if gone(&e) => {}
@@ -609,7 +609,7 @@ impl ImageStore {
                     if repair {
                         let p = e.path();
                         if p.is_dir() {
-                            fs::remove_dir_all(&p)?
+                            super::trees::remove_tree(&p)?
                         } else {
                             fs::remove_file(&p)?
                         }

@@ -252,3 +252,49 @@ fn rootless_and_root_builds_of_the_example_give_one_image_id() {
         assert_eq!(rootless, root, "{dockerfile}: the unprivileged build differs from root's");
     }
 }
+
+/// An unprivileged user's `rmi` and `store gc` remove what its containers wrote: files owned
+/// by its subordinate ids and read-only directories, which it cannot delete from the host
+/// ("Permission denied" on `tmp/trash-*` before the store removed such trees in a user
+/// namespace).
+#[test]
+fn rootless_rmi_and_gc_remove_files_of_subordinate_ids() {
+    let Some(r) = Rootless::new("rbuild-rmi", Some(800_000)) else {
+        return;
+    };
+    let base = r.base();
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    std::fs::create_dir(base.join("ctx")).expect("mkdir");
+    let dockerfile = "FROM busybox\nRUN mkdir -p /a/b /c/d && echo x > /a/b/f && echo y > /c/d/g && \
+                      chown -R 1000:1000 /a && chmod 555 /c/d /c\n";
+    std::fs::write(base.join("ctx/Dockerfile"), dockerfile).expect("write");
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
+    let as_user = |script: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", script])
+            .env("RBUILD_ROOT", base.join("store"))
+            .env("HOME", base)
+            .env_remove("CI")
+            .current_dir(base)
+            .output()
+            .expect("rbuild");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {text}");
+        text
+    };
+    as_user("./rbuild import busybox.tar busybox && ./rbuild build -q -t owned ctx");
+    let layers = |dir: &str| std::fs::read_dir(base.join("store").join(dir)).expect("read_dir").count();
+    assert_eq!(layers("layers"), 2, "the base and the RUN step's layer are unpacked");
+    let owner = std::fs::read_dir(base.join("store/layers"))
+        .expect("read_dir")
+        .filter_map(|e| std::fs::symlink_metadata(e.ok()?.path().join("a")).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .next();
+    assert_eq!(owner, Some(801_000 - 1), "/a is owned by container uid 1000 through the subuid range");
+    let rmi = as_user("./rbuild rmi owned");
+    assert!(rmi.contains("Untagged: owned:latest") && rmi.contains("Deleted: sha256:"), "{rmi}");
+    assert_eq!(layers("layers"), 1, "rmi removed the RUN step's layer: {rmi}");
+    as_user("./rbuild rmi busybox && ./rbuild store gc");
+    assert_eq!((layers("layers"), layers("tmp")), (0, 0), "gc left layers or trash behind");
+}
