@@ -17,7 +17,8 @@ pub use printer::Printer;
 /// A daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
 #[command(name = "rbuild", version, about, long_about = None)]
-#[command(after_help = "The short form `rbuild -t name:tag DIR` is `rbuild build -t name:tag DIR`.")]
+#[command(after_help = "The short form `rbuild -t name:tag DIR` is `rbuild build -t name:tag DIR`: it applies \
+when the first argument is a flag, `-` or an existing directory.")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,6 +72,10 @@ enum Command {
     Commit(commands::commit::CommitArgs),
     /// Export a container's filesystem as a tar archive
     Export(commands::export::ExportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(commands::completion::CompletionArgs),
+    /// Print or install the manual pages
+    Man(commands::man::ManArgs),
     /// Runs a detached container (started by `run -d` and `start`)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::run::MonitorArgs),
@@ -93,12 +98,7 @@ pub fn main() -> i32 {
     let args = with_short_form(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            // Printing help or a usage error can only fail on a closed pipe: nothing to add.
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return usage_error(&e),
     };
     let mut p = Printer::new();
     let result = match cli.command {
@@ -125,6 +125,8 @@ pub fn main() -> i32 {
         Command::Diff(a) => commands::diff::run(a, &mut p),
         Command::Commit(a) => commands::commit::run(a, &mut p),
         Command::Export(a) => commands::export::run(a, &mut p),
+        Command::Completion(a) => commands::completion::run(a, &mut p),
+        Command::Man(a) => commands::man::run(a, &mut p),
         Command::ContainerMonitor(a) => commands::run::monitor(a, &mut p),
     }
     .and_then(|()| Ok(p.flush()?));
@@ -159,18 +161,47 @@ fn report(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: when the first argument is neither a
-/// subcommand nor a top-level flag, `build` is inserted.
+/// Prints a usage error (or the help or version clap produced) and picks its exit code. An
+/// unknown subcommand is named with the nearest real one, as git does.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            // clap lists the candidates from the least to the most similar.
+            let suggestion = match e.get(ContextKind::SuggestedSubcommand) {
+                Some(ContextValue::Strings(s)) => s.last().map(|b| format!("; did you mean '{b}'?")),
+                Some(ContextValue::String(s)) => Some(format!("; did you mean '{s}'?")),
+                _ => None,
+            };
+            let suggestion = suggestion.unwrap_or_default();
+            eprintln!("Error: unrecognized subcommand '{name}'{suggestion}\nSee 'rbuild --help'.");
+            return 1;
+        }
+    }
+    let code = if e.use_stderr() { 1 } else { 0 };
+    // Printing help or a usage error can only fail on a closed pipe: nothing to add.
+    let _ = e.print();
+    code
+}
+
+/// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: `build` is inserted when the first
+/// argument is not a subcommand and is a flag other than the top-level ones, `-` (the context
+/// on stdin), an existing directory or a path (`./app`, `src/`: the build then says the path
+/// is missing). Anything else stays a subcommand, so a typo is an error with a suggestion
+/// rather than a build of a missing directory.
 fn with_short_form(mut args: Vec<OsString>) -> Vec<OsString> {
-    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+    let Some(first) = args.get(1) else {
         return args;
     };
+    let name = first.to_str();
     let command = Cli::command();
-    let is_subcommand =
-        command.get_subcommands().any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
-            || first == "help";
-    let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
-    if !is_subcommand && !is_top_flag {
+    let is_subcommand = name.is_some_and(|n| {
+        n == "help" || command.get_subcommands().any(|c| c.get_name() == n || c.get_all_aliases().any(|a| a == n))
+    });
+    let is_top_flag = matches!(name, Some("-h" | "--help" | "-V" | "--version"));
+    let is_build_flag = name.is_some_and(|n| n.starts_with('-'));
+    let is_path = std::path::Path::new(first).is_dir() || name.is_some_and(|n| n.contains('/') || n == "..");
+    if !is_subcommand && !is_top_flag && (is_build_flag || is_path) {
         args.insert(1, OsString::from("build"));
     }
     args

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod commit;
+pub mod completion;
 pub mod diff;
 pub mod export;
 pub mod history;
@@ -11,6 +12,7 @@ pub mod import;
 pub mod inspect;
 pub mod load;
 pub mod logs;
+pub mod man;
 pub mod parse;
 pub mod ps;
 pub mod pull;
