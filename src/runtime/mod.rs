@@ -50,4 +50,4 @@ pub use spec::{
 pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{group_id, passwd_ids, resolve_user, ExecUser, UserError};
-pub use userns::{unprivileged_host_ids, IdMapError};
+pub use userns::{rootless_setup_warning, unprivileged_host_ids, IdMapError};

@@ -317,6 +317,38 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// `store reset`: deletes the whole store (images, cache, cache mounts, containers'
+    /// records, unpacked layers) and its root directory, including files an unprivileged
+    /// user's containers wrote (see [`super::trees`]); refused while a writer (a build, a
+    /// push, a save) holds a lease. Running containers are the caller's to refuse.
+    pub fn reset(self) -> Result<()> {
+        let lock = self.lock()?;
+        let (pins, _) = WorkDir::scan(&self.root.join("tmp"))?;
+        if !pins.owners.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "store {} is in use by {}; wait for them to finish",
+                self.root.display(),
+                pins.owners.join(", ")
+            )));
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_name() == "lock" {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                super::trees::remove_tree(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        drop(lock);
+        fs::remove_file(self.root.join("lock"))?;
+        fs::remove_dir(&self.root)?;
+        Ok(())
+    }
+
     /// `store gc`: deletes every blob and unpacked layer no image references and no live
     /// writer has pinned, and the work dirs of dead writers.
     /// A damaged image keeps what it references (see `referenced_with_damaged`) and is named

@@ -224,6 +224,9 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
+    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+        printer.warn(warning);
+    }
     // `-`: the context is a tar archive on stdin, extracted (safely) into a temp dir.
     let stdin_context = if args.context == Path::new("-") {
         if args.file.as_deref() == Some(Path::new("-")) {

@@ -297,4 +297,47 @@ fn rootless_rmi_and_gc_remove_files_of_subordinate_ids() {
     assert_eq!(layers("layers"), 1, "rmi removed the RUN step's layer: {rmi}");
     as_user("./rbuild rmi busybox && ./rbuild store gc");
     assert_eq!((layers("layers"), layers("tmp")), (0, 0), "gc left layers or trash behind");
+    // Uninstalling: the whole store goes, without root, even with a RUN layer in it.
+    as_user("./rbuild import busybox.tar busybox && ./rbuild build -q -t owned ctx && ./rbuild run --rm owned true");
+    let refused = Command::new("setpriv")
+        .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "./rbuild", "store", "reset"])
+        .env("RBUILD_ROOT", base.join("store"))
+        .current_dir(base)
+        .output()
+        .expect("rbuild");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run `rbuild store reset --force`"), "{refused:?}");
+    let reset = as_user("./rbuild store reset --force");
+    assert!(reset.starts_with("deleted store "), "{reset}");
+    assert!(!base.join("store").exists(), "store reset left the store behind");
+}
+
+/// A user without /etc/subuid and /etc/subgid ranges is told what to add before a build
+/// whose RUN steps could only chown to root; the build still works.
+#[test]
+fn rootless_without_subordinate_ids_warns_and_builds() {
+    let Some(r) = Rootless::new("rbuild-nosub", None) else {
+        return;
+    };
+    let base = r.base();
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    std::fs::create_dir(base.join("ctx")).expect("mkdir");
+    std::fs::write(base.join("ctx/Dockerfile"), "FROM busybox\nRUN echo hi > /f\n").expect("write");
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
+    let script = "./rbuild import busybox.tar busybox >/dev/null && ./rbuild build -q ctx";
+    let out = Command::new("setpriv")
+        .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", script])
+        .env("RBUILD_ROOT", base.join("store"))
+        .env_remove("CI")
+        .current_dir(base)
+        .output()
+        .expect("rbuild");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[Warning] rootless mode without a range for rbuild-nosub in /etc/subuid or a range for rbuild-nosub in /etc/subgid")
+            && err.contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 rbuild-nosub"),
+        "{err}"
+    );
 }
