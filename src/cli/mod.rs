@@ -72,6 +72,12 @@ enum Command {
     Commit(commands::commit::CommitArgs),
     /// Export a container's filesystem as a tar archive
     Export(commands::export::ExportArgs),
+    /// Log in to a registry
+    Login(commands::login::LoginArgs),
+    /// Log out from a registry
+    Logout(commands::login::LogoutArgs),
+    /// Search a registry's repositories (its catalog; Docker Hub's search API is not reachable)
+    Search(commands::search::SearchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion(commands::completion::CompletionArgs),
     /// Print or install the manual pages
@@ -125,6 +131,9 @@ pub fn main() -> i32 {
         Command::Diff(a) => commands::diff::run(a, &mut p),
         Command::Commit(a) => commands::commit::run(a, &mut p),
         Command::Export(a) => commands::export::run(a, &mut p),
+        Command::Login(a) => commands::login::run(a, &mut p),
+        Command::Logout(a) => commands::login::run_logout(a, &mut p),
+        Command::Search(a) => commands::search::run(a, &mut p),
         Command::Completion(a) => commands::completion::run(a, &mut p),
         Command::Man(a) => commands::man::run(a, &mut p),
         Command::ContainerMonitor(a) => commands::run::monitor(a, &mut p),
