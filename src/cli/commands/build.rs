@@ -49,6 +49,8 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: super::build_outputs::OutputArgs,
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
     #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
     progress: Progress,
@@ -245,7 +247,9 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             opts.dockerfile = Some(file.clone());
         }
     }
-    opts.tags = args.tags.clone();
+    let outputs = args.outputs.plan(&args.tags)?;
+    // With `--output`, the -t names name the archives; the store's tags stay as they are.
+    opts.tags = if outputs.tag_store { args.tags.clone() } else { Vec::new() };
     opts.build_args = parse_build_args(&args.build_args)?;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
@@ -268,14 +272,16 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     }
     // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
     let store = crate::store::ImageStore::open_default()?.leased("build");
-    let builder = Builder::new(store);
+    let builder = Builder::new(store.clone());
     printer.flush()?;
     use std::io::IsTerminal;
     let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
     let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
+        (false, Progress::Json) if outputs.uses_stdout() => Some(Box::new(JsonRenderer::new(std::io::stderr()))),
         (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
         _ if tty => Some(Box::new(TtyRenderer::default())),
+        _ if outputs.uses_stdout() => Some(Box::new(ClassicRenderer::new(std::io::stderr()))),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
     let renderer = Arc::new(Mutex::new(renderer));
@@ -306,7 +312,15 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     }
     match result {
         Ok(id) => {
-            if args.quiet {
+            let built = super::build_outputs::Built {
+                store: &store,
+                id: &id,
+                tags: &args.tags,
+                registry: &opts.registry,
+                quiet: args.quiet,
+            };
+            super::build_outputs::finish(&args.outputs, &outputs, &built, printer)?;
+            if args.quiet && !outputs.uses_stdout() {
                 printer.line(&id)?;
             }
             if let Some(path) = &args.iidfile {

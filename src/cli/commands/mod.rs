@@ -1,6 +1,7 @@
 //! One file per subcommand: each parses its arguments and calls the library.
 
 pub mod build;
+pub mod build_outputs;
 pub mod commit;
 pub mod completion;
 pub mod diff;

@@ -8,6 +8,7 @@
 //! outputs); skips with a message without them, fails under CI=true.
 
 mod login;
+mod outputs;
 mod search;
 
 use std::path::{Path, PathBuf};
