@@ -171,13 +171,19 @@ pub fn erase_credentials(registry: &str) -> Result<bool> {
 /// `docker-credential-<name> store|erase` with `input` on stdin; `Ok(false)` when the helper
 /// had nothing for the server.
 fn run_helper_action(name: &str, action: &str, input: &str, config: &Path) -> Result<bool> {
+    let program = PathBuf::from(format!("docker-credential-{name}"));
+    Ok(helper_exchange(&program, action, input, config)?.is_some())
+}
+
+/// Runs `program action` with `input` on stdin: its stdout, or `None` when it answered the
+/// helpers' own wording for "nothing stored for this server".
+fn helper_exchange(program: &Path, action: &str, input: &str, config: &Path) -> Result<Option<Vec<u8>>> {
     use std::io::Write;
-    let program = format!("docker-credential-{name}");
     let failed = |reason: String| RegistryError::AuthFile {
-        path: config.into(),
-        reason: format!("credential helper {program} {action}: {reason}"),
+        path: config.to_path_buf(),
+        reason: format!("credential helper {} {action}: {reason}", program.display()),
     };
-    let mut child = std::process::Command::new(&program)
+    let mut child = std::process::Command::new(program)
         .arg(action)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -189,11 +195,11 @@ fn run_helper_action(name: &str, action: &str, input: &str, config: &Path) -> Re
     }
     let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
     if out.status.success() {
-        return Ok(true);
+        return Ok(Some(out.stdout));
     }
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
     if text.to_ascii_lowercase().contains("credentials not found") {
-        return Ok(false);
+        return Ok(None);
     }
     Err(failed(format!("{} ({text})", out.status)))
 }
@@ -248,32 +254,15 @@ fn run_helper_program(
     server: &str,
     config: &std::path::Path,
 ) -> Result<Option<Credentials>> {
-    use std::io::Write;
     let failed = |reason: String| RegistryError::AuthFile {
         path: config.to_path_buf(),
         reason: format!("credential helper {}: {reason}", program.display()),
     };
-    let mut child = std::process::Command::new(program)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(server.as_bytes()).map_err(|e| failed(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
-        // The helpers' own wording for "nothing stored for this server".
-        if text.to_ascii_lowercase().contains("credentials not found") {
-            return Ok(None);
-        }
-        return Err(failed(format!("{} ({text})", out.status)));
-    }
+    let Some(stdout) = helper_exchange(program, "get", server, config)? else {
+        return Ok(None);
+    };
     let answer: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("answered something not JSON: {e}")))?;
+        serde_json::from_slice(&stdout).map_err(|e| failed(format!("answered something not JSON: {e}")))?;
     let field = |name: &str| answer.get(name).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
     match (field("Username"), field("Secret")) {
         // An identity token (OAuth refresh token) is not a password: rbuild cannot use it.
@@ -297,15 +286,8 @@ fn lookup(
     let bad = |reason: String| RegistryError::AuthFile { path: path.to_path_buf(), reason };
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let names = aliases(registry);
-    let per_registry = v.get("credHelpers").and_then(|h| h.as_object()).and_then(|helpers| {
-        helpers
-            .iter()
-            .find(|(k, _)| names.contains(&k.as_str()) || names.contains(&key_host(k)))
-            .and_then(|(_, name)| name.as_str())
-    });
-    let store = v.get("credsStore").and_then(|s| s.as_str());
-    if let Some(name) = per_registry.or(store).filter(|n| !n.is_empty()) {
-        if let Some(c) = helper(name, &helper_server(registry), path)? {
+    if let Some(name) = v.as_object().and_then(|config| helper_for(config, registry)) {
+        if let Some(c) = helper(&name, &helper_server(registry), path)? {
             return Ok(Some(c));
         }
     }
