@@ -195,8 +195,8 @@ fn usage_error(e: &clap::Error) -> i32 {
 
 /// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: `build` is inserted when the first
 /// argument is not a subcommand and is a flag other than the top-level ones, `-` (the context
-/// on stdin), an existing directory or a path (`./app`, `src/`: the build then says the path
-/// is missing). Anything else stays a subcommand, so a typo is an error with a suggestion
+/// on stdin), an existing directory, a path (`./app`, `src/`: the build then says the path
+/// is missing) or a remote context's URL (`https://…`, `git://…`, `git@host:repo`). Anything else stays a subcommand, so a typo is an error with a suggestion
 /// rather than a build of a missing directory.
 fn with_short_form(mut args: Vec<OsString>) -> Vec<OsString> {
     let Some(first) = args.get(1) else {
@@ -209,7 +209,8 @@ fn with_short_form(mut args: Vec<OsString>) -> Vec<OsString> {
     });
     let is_top_flag = matches!(name, Some("-h" | "--help" | "-V" | "--version"));
     let is_build_flag = name.is_some_and(|n| n.starts_with('-'));
-    let is_path = std::path::Path::new(first).is_dir() || name.is_some_and(|n| n.contains('/') || n == "..");
+    let is_url = name.is_some_and(|n| ["http://", "https://", "git://", "git@"].iter().any(|p| n.starts_with(p)));
+    let is_path = is_url || std::path::Path::new(first).is_dir() || name.is_some_and(|n| n.contains('/') || n == "..");
     if !is_subcommand && !is_top_flag && (is_build_flag || is_path) {
         args.insert(1, OsString::from("build"));
     }

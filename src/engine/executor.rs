@@ -5,15 +5,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
+use crate::engine::classic_cache::ClassicSources;
 use crate::engine::config::{apply_config_instruction, history_created_by, StageConfigState};
 use crate::engine::runner::ContainerRunner;
 use crate::engine::scheduler::{Cancel, StageRunner};
+use crate::engine::shared_cache::{materialize, ImportedCaches};
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::instructions::Instruction;
@@ -79,6 +81,20 @@ pub struct StageExecutor<'a> {
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
+    /// The `--cache-from` caches, consulted when the store has no record for a key.
+    pub imported: &'a ImportedCaches,
+    /// The classic `--cache-from IMAGE`s, consulted after them.
+    pub classic: &'a ClassicSources,
+    /// What the build used, for `--cache-to`: (stage, effective key) of every step that hit
+    /// or ran, and (name under `cache-mounts/`, directory) of every cache mount.
+    pub used: Mutex<UsedByBuild>,
+}
+
+/// See [`StageExecutor::used`].
+#[derive(Debug, Default)]
+pub struct UsedByBuild {
+    pub steps: Vec<(usize, CacheKey)>,
+    pub cache_mounts: Vec<(String, PathBuf)>,
 }
 
 impl StageRunner for StageExecutor<'_> {
@@ -169,7 +185,9 @@ impl StageExecutor<'_> {
                 continue;
             }
             if !self.no_cache {
-                if let Some(hit) = self.cached(step).map_err(|e| e.at_step(step.number))? {
+                let hit = self.lookup(step, &state, last_hit.as_deref(), &config_state);
+                if let Some(hit) = hit.map_err(|e| e.at_step(step.number))? {
+                    self.note_step(stage.index, &step.cache_key);
                     self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
                     last_hit = Some(hit.clone());
                     // The config comes from the cached image; keep track of what the stage set.
@@ -198,7 +216,10 @@ impl StageExecutor<'_> {
             } else if missed {
                 MissReason::ParentMissed
             } else {
-                self.cache.explain(&step.key_inputs)?
+                match self.cache.explain(&step.key_inputs)? {
+                    MissReason::NoRecord => self.imported.explain(&step.key_inputs).unwrap_or(MissReason::NoRecord),
+                    reason => reason,
+                }
             };
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
@@ -209,6 +230,7 @@ impl StageExecutor<'_> {
                 .execute(stage, step, &state, &mut config_state, done, cancel, pending)
                 .map_err(|e| e.at_step(step.number))?;
             let image_id = next.id().unwrap_or_default();
+            self.note_step(stage.index, &step.cache_key);
             pending.records.push(CacheRecord {
                 image: image_id.clone(),
                 key: step.cache_key.clone(),
@@ -244,17 +266,56 @@ impl StageExecutor<'_> {
         Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
     }
 
+    /// The image the cache gives `step`: a record (the store's or an imported one), else a
+    /// classic `--cache-from` image continuing the parent (`state`, or the last hit's image).
+    fn lookup(
+        &self,
+        step: &Step,
+        state: &ImageState,
+        last_hit: Option<&str>,
+        config_state: &StageConfigState,
+    ) -> Result<Option<String>, BuildError> {
+        if let Some(hit) = self.cached(step)? {
+            return Ok(Some(hit));
+        }
+        if self.classic.is_empty() {
+            return Ok(None);
+        }
+        match last_hit {
+            Some(hit) => self.classic_cached(step, &self.hit_state(hit)?, config_state),
+            None => self.classic_cached(step, state, config_state),
+        }
+    }
+
+    fn note_step(&self, stage: usize, key: &CacheKey) {
+        if let Ok(mut used) = self.used.lock() {
+            used.steps.push((stage, key.clone()));
+        }
+    }
+
     /// The image ID a cache record names, if the record is there and the store still has the
-    /// image's config (a file check: the index is read once, by [`Self::hit_state`]).
+    /// image's config (a file check: the index is read once, by [`Self::hit_state`]); else
+    /// the image of an imported cache's record, brought into the store.
     fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
-        let Some(image) = self.cache.image_of(&step.cache_key)? else { return Ok(None) };
-        match image.parse::<Sha256Digest>() {
-            Ok(id) if self.store.has_blob(&id) => Ok(Some(image)),
-            // The image was removed (rmi, prune): the record is stale.
-            _ => {
-                self.cache.remove(&step.cache_key)?;
-                Ok(None)
+        if let Some(image) = self.cache.image_of(&step.cache_key)? {
+            match image.parse::<Sha256Digest>() {
+                Ok(id) if self.store.has_blob(&id) => return Ok(Some(image)),
+                // The image was removed (rmi, prune): the record is stale.
+                _ => self.cache.remove(&step.cache_key)?,
             }
+        }
+        match self.imported.lookup(&step.cache_key) {
+            Some((source, entry)) => match materialize(self.store, &self.cache, source, entry) {
+                Ok(image) => Ok(Some(image)),
+                // A cache that cannot give what it lists (a blob gone or corrupt) costs a
+                // rerun of the step, not the build.
+                Err(BuildError::CacheTransfer(e)) => {
+                    self.emit(BuildEvent::Warning { message: format!("{e}; running step {} instead", step.number) });
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
         }
     }
 

@@ -37,9 +37,11 @@ use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::ssh::{AgentProxy, DEFAULT_SSH_ID};
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
+use crate::layer::apply::{LayerApply, WhiteoutMode};
 use crate::layer::digest::Sha256Digest;
 use crate::layer::stack::{EntryType, MergedView};
 use crate::plan::{Stage, Step};
+use crate::registry::cache::{CacheSource, CachedMount};
 use crate::runtime::{Mount, MountKind};
 
 /// The runtime side of a RUN's `--mount`s, and what must live as long as the container: the
@@ -112,6 +114,11 @@ pub enum MountError {
     Context(#[from] crate::context::ContextError),
     #[error("{0}")]
     Copy(#[from] crate::engine::copy::CopyError),
+    /// The directory an imported cache carries could not be fetched or unpacked.
+    #[error("importing the cache mount: {0}")]
+    ImportFetch(#[from] crate::registry::cache::CacheTransferError),
+    #[error("unpacking the imported cache mount: {0}")]
+    ImportUnpack(#[from] crate::layer::apply::ApplyError),
     /// The `from` stage or image could not be read.
     #[error("{0}")]
     Source(#[from] Box<BuildError>),
@@ -297,12 +304,12 @@ impl StageExecutor<'_> {
             Ok(file?.into_parts().0)
         };
         let (name, lock) = match spec.sharing.unwrap_or(CacheSharing::Shared) {
-            CacheSharing::Shared => (hex, None),
+            CacheSharing::Shared => (hex.clone(), None),
             CacheSharing::Locked => {
                 let file = lock_file(&hex)?;
                 flock(&file, FlockOperation::LockExclusive)
                     .map_err(|errno| MountError::Lock { id: id.clone(), errno })?;
-                (hex, Some(file))
+                (hex.clone(), Some(file))
             }
             CacheSharing::Private => {
                 let mut instance = 0usize;
@@ -317,9 +324,15 @@ impl StageExecutor<'_> {
             }
         };
         let dir = base.join(&name);
+        if let Ok(mut used) = self.used.lock() {
+            used.cache_mounts.push((hex.clone(), dir.clone()));
+        }
         if !dir.is_dir() {
             // Made aside and renamed into place, so a concurrent build never sees it half made.
+            let imported = self.imported.mount(&hex);
             let fresh = match &spec.from {
+                // Carried by a `--cache-from` cache (exported with `cache-mounts=true`).
+                _ if imported.is_some() => self.imported_cache_dir(imported, work, n)?,
                 Some(_) => self.mount_source(stage, spec, &work.join(format!("cache-seed-{n}")), done)?,
                 None => {
                     let fresh = work.join(format!("cache-{n}"));
@@ -343,6 +356,27 @@ impl StageExecutor<'_> {
             }
         }
         Ok((dir, lock))
+    }
+}
+
+impl StageExecutor<'_> {
+    /// A cache mount's directory unpacked from the archive an imported cache carries, in
+    /// `work` (renamed into place by the caller).
+    fn imported_cache_dir(
+        &self,
+        imported: Option<(&CacheSource, &CachedMount)>,
+        work: &Path,
+        n: usize,
+    ) -> Result<PathBuf, MountError> {
+        let Some((source, mount)) = imported else { return Err(MountError::Io(std::io::ErrorKind::NotFound.into())) };
+        let archive = work.join(format!("cache-import-{n}"));
+        source.fetch_file(&mount.archive, &archive)?;
+        let fresh = work.join(format!("cache-{n}"));
+        fs::create_dir(&fresh)?;
+        let mut apply = LayerApply::new(&fresh, WhiteoutMode::Literal)?;
+        apply.apply(fs::File::open(&archive)?)?;
+        let _ = fs::remove_file(&archive);
+        Ok(fresh)
     }
 }
 

@@ -32,9 +32,12 @@
 //!
 //! Image references are normalised by [`crate::store::ImageReference`] (one normalisation for
 //! the store and the registry: `busybox` is `docker.io/library/busybox:latest`).
-//! Cache import/export (`--cache-to/--cache-from type=registry`) is not implemented yet.
+//! - [`cache`]: the shared build cache as an OCI artifact (`--cache-to`/`--cache-from`
+//!   `type=registry` or `type=local`), its blobs shared with images and mounted across
+//!   repositories on push.
 
 pub mod auth;
+pub mod cache;
 pub mod catalog;
 pub mod certs;
 pub mod client;

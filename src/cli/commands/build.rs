@@ -8,13 +8,17 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::cli::{Exit, Printer};
+use crate::context::remote::{self, FetchOptions, RemoteContext, RemoteError};
 use crate::context::BuildContext;
 use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
+use crate::engine::settings::BuildSettings;
 use crate::engine::BuildError;
 use crate::events::units::human_size_4 as human_size;
 use crate::frontend::parser;
@@ -79,7 +83,23 @@ pub struct BuildArgs {
     /// only to localhost, 127.0.0.0/8 and RBUILD_INSECURE_REGISTRIES)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_verify: Option<bool>,
-    /// The build context: a directory, or `-` for a tar archive on stdin
+    /// Import build cache: `type=registry,ref=REPO[:TAG]`, `type=local,src=DIR`, or an image
+    /// (Docker's classic `--cache-from IMAGE`); may be repeated
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Export build cache when the build succeeds: `type=registry,ref=REPO[:TAG]` or
+    /// `type=local,dest=DIR`, with `mode=min|max` (the target stage's steps, or every stage's),
+    /// `compression=gzip|zstd` (of the cache-mount archives; layers travel as stored),
+    /// `cache-mounts=true` (RUN --mount=type=cache directories travel too), `ignore-error=true`
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// The build context: a directory; `-` for a tar archive on stdin; a git repository
+    /// (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, `git://host/repo#ref:subdir`),
+    /// fetched shallowly at the ref (its `.git` dropped unless `--build-arg
+    /// BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`); or an http(s) URL of a tar archive (plain, gzip,
+    /// bzip2, xz, zstd) or of a Dockerfile (an empty context). With a remote context, `-f` is
+    /// relative to it, and `--build-arg SOURCE_DATE_EPOCH=context` takes its time (commit time,
+    /// Last-Modified or the newest archive entry)
     #[arg(default_value = ".")]
     context: PathBuf,
 }
@@ -112,18 +132,21 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if !args.dry_run {
         return build(args, printer);
     }
-    let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let store = crate::store::ImageStore::existing_default()?;
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let opened = open_context(&args, &mut build_args, store.as_ref(), Arc::new(AtomicBool::new(false)), printer)?;
+    BuildSettings::from_env().resolve_epoch_arg(&mut build_args, opened.time);
+    let dockerfile = opened.dockerfile.clone().unwrap_or_else(|| opened.dir.join("Dockerfile"));
     let (name, text) = super::read_dockerfile(&dockerfile)?;
     let df = parser::parse(&text, &name)?;
     let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
-    let context = BuildContext::open(&args.context, ignore_anchor)
+    let context = BuildContext::open(&opened.dir, ignore_anchor)
         .with_context(|| format!("opening the build context {}", args.context.display()))?;
     let summary = context.summary()?;
     let target_platform = match &args.platform {
         Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
         None => Platform::native(),
     };
-    let build_args = parse_build_args(&args.build_args)?;
     let request = PlanRequest {
         dockerfile: &df,
         dockerfile_text: &text,
@@ -134,7 +157,6 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     };
     // The base images come from the store, read only (nothing is pulled), so the keys are the
     // ones a build computes; a missing base keeps its reference in the keys, and says so.
-    let store = crate::store::ImageStore::existing_default()?;
     let images = store.as_ref().map(|store| {
         StoreImages::new(store, PullPolicy::Never, crate::registry::RegistryOptions::default(), no_events())
     });
@@ -148,6 +170,10 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         printer.warn(warning);
     }
     let ignore = match &context.ignore_file {
+        // A fetched context's file is named inside it, not in its temp dir.
+        Some(path) if opened.origin.is_some() => {
+            format!("after {}", path.strip_prefix(&opened.dir).unwrap_or(path).display())
+        }
         Some(path) => format!("after {}", path.display()),
         None => "no .dockerignore".to_string(),
     };
@@ -214,7 +240,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 
 /// Runs the build and renders its events.
 fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use crate::engine::{BuildOptions, Builder};
     use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
@@ -229,34 +255,31 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if let Some(warning) = crate::runtime::rootless_setup_warning() {
         printer.warn(warning);
     }
-    // `-`: the context is a tar archive on stdin, extracted (safely) into a temp dir.
-    let stdin_context = if args.context == Path::new("-") {
-        if args.file.as_deref() == Some(Path::new("-")) {
-            bail!("the context and the Dockerfile cannot both come from stdin (-f - with context -)");
-        }
-        Some(context_from_stdin()?)
-    } else {
-        None
-    };
-    let context_dir = stdin_context.as_ref().map_or(args.context.clone(), |t| t.path().to_path_buf());
-    let mut opts = BuildOptions::new(&context_dir);
-    if let Some(file) = &args.file {
-        if file == Path::new("-") {
-            opts.dockerfile_text = Some(super::read_dockerfile(file)?.1);
-        } else {
-            opts.dockerfile = Some(file.clone());
-        }
-    }
     let outputs = args.outputs.plan(&args.tags)?;
+    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let builder = Builder::new(store);
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let opened = open_context(&args, &mut build_args, Some(builder.store()), builder.cancel_handle().flag(), printer)?;
+    let mut opts = BuildOptions::new(&opened.dir);
+    opts.context_origin = opened.origin.clone();
+    opts.dockerfile = opened.dockerfile.clone();
+    if args.file.as_deref() == Some(Path::new("-")) {
+        opts.dockerfile_text = Some(super::read_dockerfile(Path::new("-"))?.1);
+    }
+    opts.settings.resolve_epoch_arg(&mut build_args, opened.time);
     // With `--output`, the -t names name the archives; the store's tags stay as they are.
     opts.tags = if outputs.tag_store { args.tags.clone() } else { Vec::new() };
-    opts.build_args = parse_build_args(&args.build_args)?;
+    opts.build_args = build_args;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
+    use crate::engine::shared_cache::{CacheExportSpec, CacheImportSpec};
+    opts.cache_from = args.cache_from.iter().map(|s| CacheImportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.cache_to = args.cache_to.iter().map(|s| CacheExportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
     opts.network = match args.network {
         Network::None => crate::runtime::NetworkMode::None,
@@ -270,9 +293,6 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
-    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
-    let store = crate::store::ImageStore::open_default()?.leased("build");
-    let builder = Builder::new(store.clone());
     printer.flush()?;
     use std::io::IsTerminal;
     let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
@@ -313,7 +333,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     match result {
         Ok(id) => {
             let built = super::build_outputs::Built {
-                store: &store,
+                store: builder.store(),
                 id: &id,
                 tags: &args.tags,
                 registry: &opts.registry,
@@ -351,13 +371,149 @@ fn build_exit_code(error: &BuildError) -> i32 {
     }
 }
 
-/// Extracts a tar archive (plain, gzip or zstd) read from stdin into a temp dir, through the
+/// `--build-arg BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`: a git context keeps its `.git` (BuildKit's
+/// name; an instruction to the fetch, not an ARG of the Dockerfile).
+const KEEP_GIT_DIR: &str = "BUILDKIT_CONTEXT_KEEP_GIT_DIR";
+
+/// The directory a streamed or fetched context lives in, removed when dropped (on success,
+/// failure and an interrupted build): a work dir in the store's `tmp/` (what a killed rbuild
+/// leaves there, the next run reclaims), else (a dry run without a store) a temp dir.
+enum ContextHolder {
+    Work(crate::store::WorkDir),
+    Temp(tempfile::TempDir),
+}
+
+impl ContextHolder {
+    fn new(store: Option<&crate::store::ImageStore>) -> anyhow::Result<Self> {
+        Ok(match store {
+            Some(store) => ContextHolder::Work(store.work_dir().context("creating a work dir for the build context")?),
+            None => ContextHolder::Temp(
+                tempfile::Builder::new()
+                    .prefix("rbuild-context-")
+                    .tempdir()
+                    .context("creating a temp dir for the build context")?,
+            ),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            ContextHolder::Work(work) => work.path(),
+            ContextHolder::Temp(temp) => temp.path(),
+        }
+    }
+}
+
+/// The context a build reads, wherever it came from.
+struct OpenedContext {
+    /// The context directory.
+    dir: PathBuf,
+    /// The Dockerfile when not `dir/Dockerfile` (`-f`; inside the context for a remote one;
+    /// `-f -` is read by the caller).
+    dockerfile: Option<PathBuf>,
+    /// A remote context's URL.
+    origin: Option<String>,
+    /// A remote context's time (for `SOURCE_DATE_EPOCH=context`).
+    time: Option<i64>,
+    /// Keeps a streamed or fetched context until the build ends.
+    _holder: Option<ContextHolder>,
+}
+
+/// Opens the build's context: a local directory as it is; `-` (a tar archive on stdin) and a
+/// remote context ([`remote::fetch`]) into a [`ContextHolder`]. While a remote context is
+/// fetched and built, SIGINT/SIGTERM set `cancel` (the build's cancel flag), so the fetch or
+/// the build stops and the holder is removed on the way out.
+fn open_context(
+    args: &BuildArgs,
+    build_args: &mut BTreeMap<String, String>,
+    store: Option<&crate::store::ImageStore>,
+    cancel: Arc<AtomicBool>,
+    printer: &mut Printer,
+) -> anyhow::Result<OpenedContext> {
+    let file = args.file.clone().filter(|f| f != Path::new("-"));
+    let local = |dir: PathBuf, holder: Option<ContextHolder>| OpenedContext {
+        dir,
+        dockerfile: file.clone(),
+        origin: None,
+        time: None,
+        _holder: holder,
+    };
+    if args.context == Path::new("-") {
+        if args.file.as_deref() == Some(Path::new("-")) {
+            bail!("the context and the Dockerfile cannot both come from stdin (-f - with context -)");
+        }
+        let holder = ContextHolder::new(store)?;
+        context_from_stdin(holder.path())?;
+        return Ok(local(holder.path().to_path_buf(), Some(holder)));
+    }
+    let Some(context) = args.context.to_str().and_then(RemoteContext::parse) else {
+        return Ok(local(args.context.clone(), None));
+    };
+    let keep_git_dir = build_args.remove(KEEP_GIT_DIR).is_some_and(|v| matches!(v.trim(), "1" | "true"));
+    let holder = ContextHolder::new(store)?;
+    stop_on_interrupt(&cancel)?;
+    let fetched = match remote::fetch(&context, holder.path(), &FetchOptions { keep_git_dir, cancel: &cancel }) {
+        Ok(fetched) => fetched,
+        Err(e @ RemoteError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            return Err(Exit(130).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if file.is_some() && fetched.dockerfile_only {
+        printer.warn(format!("[Warning] {} is a Dockerfile, not an archive: -f is ignored", context.url()));
+    }
+    let stdin_dockerfile = args.file.as_deref() == Some(Path::new("-"));
+    let dockerfile = match file.as_deref() {
+        _ if stdin_dockerfile => None,
+        Some(path) if !fetched.dockerfile_only => Some(dockerfile_inside(&context, &fetched.root, path)?),
+        _ => Some(dockerfile_inside(&context, &fetched.root, Path::new("Dockerfile"))?),
+    };
+    Ok(OpenedContext {
+        dir: fetched.root.clone(),
+        dockerfile,
+        origin: Some(context.url().to_string()),
+        time: fetched.time,
+        _holder: Some(holder),
+    })
+}
+
+/// The Dockerfile `path` (`-f`, else `Dockerfile`) of a fetched context: a path inside it, as
+/// Docker reads `-f` there, resolved inside it too (a symlink in a fetched tree never makes
+/// rbuild read a file of this machine).
+fn dockerfile_inside(context: &RemoteContext, root: &Path, path: &Path) -> anyhow::Result<PathBuf> {
+    if !remote::stays_inside(path) {
+        bail!(
+            "-f {}: with a remote context the Dockerfile is a path inside the context (no leading '/', no '..')",
+            path.display()
+        );
+    }
+    match remote::resolve_inside(root, path) {
+        Ok(Some(resolved)) => Ok(resolved),
+        Ok(None) => bail!("{}: the Dockerfile {} leads out of the context", context.url(), path.display()),
+        Err(e) => bail!("{}: no Dockerfile {} in the context ({e})", context.url(), path.display()),
+    }
+}
+
+/// From now until rbuild exits, SIGINT and SIGTERM set `cancel` instead of killing rbuild; a
+/// second one exits 130 at once (the next run reclaims what that leaves in the store's
+/// `tmp/`). The handlers stay: signal-hook cannot give the default action back, so
+/// unregistering would leave Ctrl-C ignored for the rest of the run.
+fn stop_on_interrupt(cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(cancel))
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(cancel)).context("installing a signal handler")?;
+    }
+    Ok(())
+}
+
+/// Extracts a tar archive (plain, gzip or zstd) read from stdin into `dir`, through the
 /// store's hardened applier: no entry can land outside the dir.
-fn context_from_stdin() -> anyhow::Result<tempfile::TempDir> {
-    let dir =
-        tempfile::Builder::new().prefix("rbuild-context-").tempdir().context("creating a temp dir for the context")?;
-    let mut apply = crate::layer::apply::LayerApply::new(dir.path(), crate::layer::apply::WhiteoutMode::Literal)
+fn context_from_stdin(dir: &Path) -> anyhow::Result<()> {
+    let mut apply = crate::layer::apply::LayerApply::new(dir, crate::layer::apply::WhiteoutMode::Literal)
         .context("preparing to read the build context from stdin")?;
     apply.apply(std::io::stdin().lock()).context("reading the build context (a tar archive) from stdin")?;
-    Ok(dir)
+    Ok(())
 }
