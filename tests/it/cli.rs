@@ -153,6 +153,10 @@ fn unknown_subcommands_are_errors_with_a_suggestion() {
     let (code, out, err) = run(rbuild().current_dir(example()).args([".", "--dry-run"]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Step 7/7 : CMD"), "{out}");
+    // A remote context's URL is the short form too (nothing listens there: the fetch fails).
+    let (code, _, err) = run(rbuild().args(["git://127.0.0.1:1/repo.git", "--dry-run"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("unrecognized subcommand"), "{err}");
     // A directory named like a subcommand is still the subcommand: `login` logs in.
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("login")).expect("mkdir");
