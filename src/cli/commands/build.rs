@@ -338,15 +338,9 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
                 tags: &args.tags,
                 registry: &opts.registry,
                 quiet: args.quiet,
+                iidfile: args.iidfile.as_deref(),
             };
-            super::build_outputs::finish(&args.outputs, &outputs, &built, printer)?;
-            if args.quiet && !outputs.uses_stdout() {
-                printer.line(&id)?;
-            }
-            if let Some(path) = &args.iidfile {
-                fs_err::write(path, &id)?;
-            }
-            Ok(())
+            super::build_outputs::finish(&args.outputs, &outputs, &built, printer)
         }
         Err(e) => {
             eprintln!("{e}");

@@ -1,6 +1,6 @@
-//! `rbuild build`'s outputs for CI jobs: `--push`, `--output`/`-o`, `--metadata-file` (and
-//! the existing `--iidfile`), parsed before the build starts and carried out after it
-//! succeeds by [`crate::engine::outputs`].
+//! `rbuild build`'s outputs for CI jobs: `--push`, `--output`/`-o`, `--metadata-file`,
+//! `--iidfile` and `-q`'s image ID, parsed before the build starts and carried out after it
+//! succeeds with [`crate::engine::outputs`].
 
 use std::path::PathBuf;
 
@@ -43,11 +43,14 @@ pub struct Built<'a> {
     pub id: &'a str,
     pub tags: &'a [String],
     pub registry: &'a RegistryOptions,
+    /// `-q`: print only the image ID (after everything else is done).
     pub quiet: bool,
+    pub iidfile: Option<&'a std::path::Path>,
 }
 
 /// Carries out `plan` for the built image: exports, pushes (Docker's push lines), then the
-/// metadata file.
+/// metadata file, the iidfile and, with `-q`, the image ID on stdout (unless an archive went
+/// there).
 pub fn finish(args: &OutputArgs, plan: &OutputPlan, built: &Built<'_>, p: &mut Printer) -> anyhow::Result<()> {
     let store = built.store;
     let image = store.resolve(built.id)?;
@@ -86,6 +89,12 @@ pub fn finish(args: &OutputArgs, plan: &OutputPlan, built: &Built<'_>, p: &mut P
     if let Some(path) = &args.metadata_file {
         let text = serde_json::to_string_pretty(&metadata(&image, &names))?;
         fs_err::write(path, text + "\n").with_context(|| format!("writing --metadata-file {}", path.display()))?;
+    }
+    if let Some(path) = built.iidfile {
+        fs_err::write(path, built.id)?;
+    }
+    if built.quiet && !plan.uses_stdout() {
+        p.line(built.id)?;
     }
     Ok(())
 }
