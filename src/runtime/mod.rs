@@ -28,6 +28,7 @@ mod error;
 mod init;
 mod mounts;
 mod pty;
+mod remove;
 mod rlimits;
 mod seccomp;
 mod signals;
@@ -40,6 +41,7 @@ mod userns;
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
@@ -48,4 +50,4 @@ pub use spec::{
 pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{group_id, passwd_ids, resolve_user, ExecUser, UserError};
-pub use userns::{unprivileged_host_ids, IdMapError};
+pub use userns::{rootless_setup_warning, unprivileged_host_ids, IdMapError};

@@ -53,6 +53,8 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: super::build_outputs::OutputArgs,
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
     #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
     progress: Progress,
@@ -250,6 +252,10 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
+    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+        printer.warn(warning);
+    }
+    let outputs = args.outputs.plan(&args.tags)?;
     // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
     let store = crate::store::ImageStore::open_default()?.leased("build");
     let builder = Builder::new(store);
@@ -262,7 +268,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         opts.dockerfile_text = Some(super::read_dockerfile(Path::new("-"))?.1);
     }
     opts.settings.resolve_epoch_arg(&mut build_args, opened.time);
-    opts.tags = args.tags.clone();
+    // With `--output`, the -t names name the archives; the store's tags stay as they are.
+    opts.tags = if outputs.tag_store { args.tags.clone() } else { Vec::new() };
     opts.build_args = build_args;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
@@ -291,8 +298,10 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
     let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
+        (false, Progress::Json) if outputs.uses_stdout() => Some(Box::new(JsonRenderer::new(std::io::stderr()))),
         (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
         _ if tty => Some(Box::new(TtyRenderer::default())),
+        _ if outputs.uses_stdout() => Some(Box::new(ClassicRenderer::new(std::io::stderr()))),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
     let renderer = Arc::new(Mutex::new(renderer));
@@ -323,13 +332,15 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     }
     match result {
         Ok(id) => {
-            if args.quiet {
-                printer.line(&id)?;
-            }
-            if let Some(path) = &args.iidfile {
-                fs_err::write(path, &id)?;
-            }
-            Ok(())
+            let built = super::build_outputs::Built {
+                store: builder.store(),
+                id: &id,
+                tags: &args.tags,
+                registry: &opts.registry,
+                quiet: args.quiet,
+                iidfile: args.iidfile.as_deref(),
+            };
+            super::build_outputs::finish(&args.outputs, &outputs, &built, printer)
         }
         Err(e) => {
             eprintln!("{e}");
