@@ -12,6 +12,7 @@ pub mod events;
 pub mod frontend;
 pub mod image;
 pub mod layer;
+pub mod llb;
 pub mod plan;
 pub mod registry;
 pub mod runtime;

@@ -14,6 +14,7 @@ pub mod copy;
 mod copy_step;
 pub mod destination;
 pub mod executor;
+pub mod llb_facts;
 pub mod planning;
 mod rekey;
 pub mod run_mounts;

@@ -13,6 +13,8 @@ use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::cli::{Exit, Printer};
+
+mod llb_output;
 use crate::context::BuildContext;
 use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::BuildError;
@@ -77,6 +79,10 @@ pub struct BuildArgs {
     /// only to localhost, 127.0.0.0/8 and RBUILD_INSECURE_REGISTRIES)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_verify: Option<bool>,
+    /// Where the result goes instead of the store: `type=llb,dest=FILE` writes the build as
+    /// BuildKit's LLB (a marshalled `pb.Definition`, `-` for stdout) without running it
+    #[arg(short = 'o', long = "output", value_name = "type=llb,dest=FILE")]
+    outputs: Vec<String>,
     /// The build context: a directory, or `-` for a tar archive on stdin
     #[arg(default_value = ".")]
     context: PathBuf,
@@ -107,29 +113,16 @@ enum LayerCompression {
 }
 
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    if let Some(dest) = llb_output::llb_destination(&args.outputs)? {
+        return llb_output::write_llb(&args, &dest, printer);
+    }
     if !args.dry_run {
         return build(args, printer);
     }
-    let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
-    let (name, text) = super::read_dockerfile(&dockerfile)?;
-    let df = parser::parse(&text, &name)?;
-    let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
-    let context = BuildContext::open(&args.context, ignore_anchor)
-        .with_context(|| format!("opening the build context {}", args.context.display()))?;
+    let input = PlanInput::read(&args)?;
+    let context = &input.context;
     let summary = context.summary()?;
-    let target_platform = match &args.platform {
-        Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
-        None => Platform::native(),
-    };
-    let build_args = parse_build_args(&args.build_args)?;
-    let request = PlanRequest {
-        dockerfile: &df,
-        dockerfile_text: &text,
-        context: &context,
-        build_args: &build_args,
-        target: args.target.as_deref(),
-        target_platform,
-    };
+    let request = input.request(&args);
     // The base images come from the store, read only (nothing is pulled), so the keys are the
     // ones a build computes; a missing base keeps its reference in the keys, and says so.
     let store = crate::store::ImageStore::existing_default()?;
@@ -187,6 +180,45 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         printer.line(format!("Would tag: {}", args.tags.join(", ")))?;
     }
     Ok(())
+}
+
+/// What planning reads, loaded as `build --dry-run` and `build --output type=llb` load it.
+struct PlanInput {
+    /// The Dockerfile's display name and text, parsed.
+    pub name: String,
+    pub text: String,
+    pub dockerfile: crate::frontend::ast::Dockerfile,
+    pub context: BuildContext,
+    pub build_args: BTreeMap<String, String>,
+    pub platform: Platform,
+}
+
+impl PlanInput {
+    fn read(args: &BuildArgs) -> anyhow::Result<PlanInput> {
+        let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+        let (name, text) = super::read_dockerfile(&dockerfile)?;
+        let df = parser::parse(&text, &name)?;
+        let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
+        let context = BuildContext::open(&args.context, ignore_anchor)
+            .with_context(|| format!("opening the build context {}", args.context.display()))?;
+        let platform = match &args.platform {
+            Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+            None => Platform::native(),
+        };
+        let build_args = parse_build_args(&args.build_args)?;
+        Ok(PlanInput { name, text, dockerfile: df, context, build_args, platform })
+    }
+
+    fn request<'a>(&'a self, args: &'a BuildArgs) -> PlanRequest<'a> {
+        PlanRequest {
+            dockerfile: &self.dockerfile,
+            dockerfile_text: &self.text,
+            context: &self.context,
+            build_args: &self.build_args,
+            target: args.target.as_deref(),
+            target_platform: self.platform.clone(),
+        }
+    }
 }
 
 /// `--build-arg NAME=VALUE`, or `NAME` alone to take the value from the environment (and skip

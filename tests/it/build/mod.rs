@@ -6,4 +6,5 @@ mod dry_run_keys;
 mod engine;
 mod instructions;
 mod interrupt;
+mod llb;
 mod mounts;
