@@ -6,7 +6,7 @@
 use super::graph::{OpOrigin, Output};
 use super::{pb, Fs, LlbError, Lowering, StepFacts};
 use crate::image::{resolve_workdir, ImageConfig};
-use crate::plan::instruction::{CacheSharing, MountSpec, MountType, RunInstruction};
+use crate::plan::instruction::{parse_size, CacheSharing, MountSpec, MountType, RunInstruction};
 use crate::plan::{NetworkMode, Stage, Step};
 
 /// BuildKit's index meaning "no input" (scratch) and "no output".
@@ -127,12 +127,7 @@ impl Lowering<'_> {
             None => Some(this.context_source()),
         };
         let file = self.file();
-        let unsupported = |reason: &str| LlbError::Unsupported {
-            file: file.clone(),
-            line: step.line,
-            instruction: step.original.clone(),
-            reason: reason.to_string(),
-        };
+        let unsupported = |reason: &str| LlbError::unsupported(&file, step, reason);
         let mut lowered = LoweredMount::default();
         let mut mount = pb::Mount { input: EMPTY, output: EMPTY, ..Default::default() };
         match spec.kind {
@@ -173,7 +168,9 @@ impl Lowering<'_> {
             MountType::Tmpfs => {
                 mount.mount_type = pb::MountType::Tmpfs as i32;
                 let size = match &spec.size {
-                    Some(text) => parse_size(text).ok_or_else(|| unsupported(&format!("tmpfs size {text:?}")))?,
+                    Some(text) => parse_size(text)
+                        .and_then(|n| i64::try_from(n).ok())
+                        .ok_or_else(|| unsupported(&format!("tmpfs size {text:?}")))?,
                     None => 0,
                 };
                 mount.tmpfs_opt = Some(pb::TmpfsOpt { size });
@@ -274,38 +271,4 @@ fn secret_mount(spec: &MountSpec, target: Option<String>, mut mount: pb::Mount) 
     lowered.mount = Some(mount);
     lowered.caps.push("exec.mount.secret");
     lowered
-}
-
-/// A tmpfs size as Docker's `units.RAMInBytes` reads it: bytes, or a `k`/`m`/`g` suffix
-/// (optionally followed by `b`), powers of 1024.
-fn parse_size(text: &str) -> Option<i64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.strip_suffix('b').unwrap_or(&lower);
-    let (digits, unit) = match lower.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => lower.split_at(i),
-        None => (lower, ""),
-    };
-    let multiplier: i64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        _ => return None,
-    };
-    digits.parse::<i64>().ok()?.checked_mul(multiplier)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn tmpfs_sizes_read_as_docker_reads_them() {
-        assert_eq!(parse_size("64"), Some(64));
-        assert_eq!(parse_size("64k"), Some(64 << 10));
-        assert_eq!(parse_size("64MB"), Some(64 << 20));
-        assert_eq!(parse_size("1g"), Some(1 << 30));
-        assert_eq!(parse_size("1x"), None);
-        assert_eq!(parse_size(""), None);
-    }
 }

@@ -37,12 +37,7 @@ impl Lowering<'_> {
     ) -> Result<Output, LlbError> {
         let is_add = matches!(step.instruction, Instruction::Add(_));
         let file = self.file();
-        let unsupported = |reason: &str| LlbError::Unsupported {
-            file: file.clone(),
-            line: step.line,
-            instruction: step.original.clone(),
-            reason: reason.to_string(),
-        };
+        let unsupported = |reason: &str| LlbError::unsupported(&file, step, reason);
         if fc.parents {
             return Err(unsupported("--parents has no LLB lowering in BuildKit's stable file op"));
         }

@@ -46,6 +46,18 @@ pub enum LlbError {
     Context(#[from] crate::context::ContextError),
 }
 
+impl LlbError {
+    /// `step` (in `file`) has no lowering, for `reason`.
+    fn unsupported(file: &str, step: &Step, reason: &str) -> LlbError {
+        LlbError::Unsupported {
+            file: file.to_string(),
+            line: step.line,
+            instruction: step.original.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// What the engine knows of one planned step beyond the plan.
 #[derive(Debug, Clone)]
 pub struct StepFacts {

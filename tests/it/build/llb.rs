@@ -13,7 +13,7 @@ use prost::Message;
 use rbuild::llb::pb;
 use rbuild::llb::pb::op::Op as Kind;
 
-use crate::fixture::{busybox_tree, rbuild, rbuild_ok, require, tar_of};
+use crate::fixture::{busybox_store, rbuild, rbuild_ok, require};
 
 const DOCKERFILE: &str = "\
 ARG BASE=busybox
@@ -33,14 +33,7 @@ CMD [\"cat\", \"out.txt\"]
 /// A temp store with busybox imported and a context with `DOCKERFILE`; None when skipped.
 fn setup(dockerfile: &str) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let tree = dir.path().join("rootfs");
-    if !busybox_tree(&tree) {
-        return None;
-    }
-    let tar = dir.path().join("busybox.tar");
-    tar_of(&tree, &tar);
-    let root = dir.path().join("store");
-    rbuild_ok(&root, &["import", tar.to_str().expect("utf8"), "busybox"]);
+    let root = busybox_store(dir.path())?;
     let ctx = dir.path().join("ctx");
     std::fs::create_dir_all(ctx.join("src")).expect("mkdir");
     std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("write");
@@ -220,4 +213,89 @@ fn bad_outputs_and_instructions_without_a_lowering_fail_by_name_and_write_nothin
     let bad = rbuild(&root, &["build", "--output", "type=tar,dest=x", context]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("type=tar is not supported"));
+}
+
+/// The op kinds and mounts a Dockerfile's other forms lower to: bind from a stage, secret,
+/// ssh, tmpfs, `--network=none`, a heredoc COPY, `COPY --link` (a merge) and ADD of a URL.
+#[test]
+fn mounts_heredocs_links_and_urls_lower_to_their_buildkit_forms() {
+    if !require(crate::fixture::busybox_path().is_some(), "/bin/busybox") {
+        return;
+    }
+    let dockerfile = "\
+FROM busybox AS tools
+RUN echo tool > /tool
+FROM busybox
+RUN --mount=type=bind,from=tools,source=/tool,target=/mnt/tool --mount=type=secret,id=token --mount=type=ssh --mount=type=tmpfs,target=/scratch,size=64m --network=none cat /mnt/tool
+COPY <<EOF /etc/motd
+hello
+EOF
+COPY --link src/a.txt /a.txt
+ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 http://127.0.0.1:9/f.tgz /f.tgz
+";
+    let Some((dir, root, ctx)) = setup(dockerfile) else { return };
+    let out = dir.path().join("more.llb");
+    rbuild_ok(&root, &["build", "--output", &format!("type=llb,dest={}", out.display()), ctx.to_str().expect("utf8")]);
+    let (def, ops, terminal) = decode(&out);
+
+    // ADD of a URL: an http source with its checksum, copied onto the merged COPY --link.
+    let add = input_op(&ops, &terminal, 0);
+    let [add_action] = file_actions(add) else { panic!("one action") };
+    let url = input_op(&ops, add, add_action.secondary_input);
+    let Some(Kind::Source(http)) = &url.op else { panic!("http source: {url:?}") };
+    assert_eq!(http.identifier, "http://127.0.0.1:9/f.tgz");
+    assert_eq!(http.attrs.get("http.filename").map(String::as_str), Some("f.tgz"));
+    assert!(http.attrs.contains_key("http.checksum"));
+    assert_eq!(copy_of(add_action).src, "/f.tgz");
+    assert!(!copy_of(add_action).attempt_unpack_docker_compatibility, "a download is not unpacked");
+
+    // COPY --link: a copy onto scratch, merged over the base.
+    let merged = input_op(&ops, add, add_action.input);
+    let Some(Kind::Merge(merge)) = &merged.op else { panic!("merge: {merged:?}") };
+    assert_eq!(merge.inputs.len(), 2);
+    let linked = &ops[&merged.inputs[1].digest];
+    assert_eq!(file_actions(linked)[0].input, -1, "the linked copy lands on scratch");
+    let merged_digest = &add.inputs[usize::try_from(add_action.input).expect("input")].digest;
+    assert!(def.metadata[merged_digest].caps.contains_key("mergeop"));
+
+    // The heredoc: a scratch file made by mkfile, copied into /etc/motd.
+    let heredoc_copy = &ops[&merged.inputs[0].digest];
+    let [motd] = file_actions(heredoc_copy) else { panic!("one action") };
+    assert_eq!(copy_of(motd).dest, "/etc/motd");
+    let made = input_op(&ops, heredoc_copy, motd.secondary_input);
+    match &file_actions(made)[0].action {
+        Some(pb::file_action::Action::Mkfile(f)) => {
+            assert_eq!((f.path.as_str(), &f.data[..]), ("/EOF", &b"hello\n"[..]))
+        }
+        other => panic!("mkfile: {other:?}"),
+    }
+
+    // The RUN: four mounts besides /, network none, SSH_AUTH_SOCK set.
+    let run = input_op(&ops, heredoc_copy, motd.input);
+    let Some(Kind::Exec(exec)) = &run.op else { panic!("exec: {run:?}") };
+    assert_eq!(exec.network, pb::NetMode::None as i32);
+    let kinds: Vec<(&str, i32)> = exec.mounts.iter().map(|m| (m.dest.as_str(), m.mount_type)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("/", pb::MountType::Bind as i32),
+            ("/mnt/tool", pb::MountType::Bind as i32),
+            ("/run/buildkit/ssh_agent.0", pb::MountType::Ssh as i32),
+            ("/run/secrets/token", pb::MountType::Secret as i32),
+            ("/scratch", pb::MountType::Tmpfs as i32),
+        ]
+    );
+    let bind = &exec.mounts[1];
+    assert_eq!((bind.selector.as_str(), bind.readonly), ("/tool", true));
+    let tools = input_op(&ops, run, bind.input);
+    let tool_args = match &tools.op {
+        Some(Kind::Exec(e)) => e.meta.as_ref().map(|m| m.args.join(" ")).unwrap_or_default(),
+        other => panic!("the tools stage's RUN: {other:?}"),
+    };
+    assert!(tool_args.contains("echo tool > /tool"), "{tool_args}");
+    let secret = exec.mounts[3].secret_opt.as_ref().map(|s| (s.id.as_str(), s.mode, s.optional));
+    assert_eq!(secret, Some(("token", 0o400, true)));
+    assert_eq!(exec.mounts[4].tmpfs_opt.as_ref().map(|t| t.size), Some(64 << 20));
+    let env = &exec.meta.as_ref().expect("meta").env;
+    assert!(env.contains(&"SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0".to_string()), "{env:?}");
 }
