@@ -4,6 +4,7 @@
 //! are described in `DESIGN.md` (shared beside the checkout); each module's header says what
 //! it owns.
 
+pub mod buildkit;
 pub mod cli;
 pub mod containers;
 pub mod context;

@@ -45,6 +45,8 @@ pub struct OpOrigin {
     /// The instruction as written, for capability errors.
     pub instruction: String,
     pub caps: Vec<&'static str>,
+    /// The plan step (its `Step N/M` number) the op belongs to; none for internal ops.
+    pub step: Option<usize>,
 }
 
 /// The ops added so far, in an order where every op follows its inputs.
@@ -55,6 +57,7 @@ pub struct Graph {
     metadata: BTreeMap<String, pb::OpMetadata>,
     locations: BTreeMap<String, pb::Locations>,
     requirements: BTreeSet<CapRequirement>,
+    steps: BTreeMap<String, usize>,
 }
 
 /// `sha256:<hex>` of `bytes`, as BuildKit names ops.
@@ -70,6 +73,9 @@ impl Graph {
         let digest = op_digest(&bytes);
         if self.seen.insert(digest.clone()) {
             self.ops.push((digest.clone(), bytes));
+        }
+        if let Some(step) = origin.step {
+            self.steps.entry(digest.clone()).or_insert(step);
         }
         let meta = self.metadata.entry(digest.clone()).or_default();
         if !origin.name.is_empty() {
@@ -106,6 +112,12 @@ impl Graph {
             first.entry(r.cap.as_str()).or_insert(r);
         }
         first.into_values().cloned().collect()
+    }
+
+    /// The plan step of every op that belongs to one, by op digest (BuildKit reports
+    /// progress per op digest).
+    pub fn steps(&self) -> BTreeMap<String, usize> {
+        self.steps.clone()
     }
 
     /// The Definition with `result` as its terminal op (none: an empty filesystem), the

@@ -92,6 +92,8 @@ pub struct LlbDefinition {
     pub image_config: ImageConfig,
     /// The capabilities the ops need, each with the first instruction needing it.
     pub requirements: Vec<CapRequirement>,
+    /// The plan step (`Step N/M` number) of each op digest that belongs to a step.
+    pub steps: BTreeMap<String, usize>,
 }
 
 impl LlbDefinition {
@@ -145,10 +147,11 @@ pub fn lower_plan(request: &LlbRequest) -> Result<LlbDefinition, LlbError> {
     let image_config = image_config.ok_or(LlbError::MissingFacts { stage: target, step: 0 })?;
     let result = lowering.stages.get(&target).cloned().flatten();
     let requirements = lowering.graph.requirements();
+    let steps = lowering.graph.steps();
     let mut description = BTreeMap::new();
     description.insert(IMAGE_CONFIG_KEY.to_string(), String::from_utf8_lossy(&image_config.to_json()?).into_owned());
     let definition = lowering.graph.finish(result.as_ref(), request.dockerfile, description);
-    Ok(LlbDefinition { definition, image_config, requirements })
+    Ok(LlbDefinition { definition, image_config, requirements, steps })
 }
 
 impl Lowering<'_> {
@@ -197,6 +200,7 @@ impl Lowering<'_> {
                     lines: from.map(|s| (s.line, s.end_line)),
                     instruction: from.map(|s| s.original.clone()).unwrap_or_default(),
                     caps: vec!["source.image"],
+                    step: from.map(|s| s.number),
                 };
                 Ok(Some(self.image_source(reference, &origin)))
             }
@@ -224,6 +228,7 @@ impl Lowering<'_> {
             lines: Some((step.line, step.end_line)),
             instruction: step.original.clone(),
             caps: Vec::new(),
+            step: Some(step.number),
         }
     }
 

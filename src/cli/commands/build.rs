@@ -83,6 +83,11 @@ pub struct BuildArgs {
     /// BuildKit's LLB (a marshalled `pb.Definition`, `-` for stdout) without running it
     #[arg(short = 'o', long = "output", value_name = "type=llb,dest=FILE")]
     outputs: Vec<String>,
+    /// Solve the build on a BuildKit daemon instead of here and load the image into the store:
+    /// `docker://[SOCKET]` for the BuildKit inside dockerd (default socket
+    /// /var/run/docker.sock). rbuild's cache and BuildKit's are separate.
+    #[arg(long, value_name = "URL")]
+    builder: Option<String>,
     /// The build context: a directory, or `-` for a tar archive on stdin
     #[arg(default_value = ".")]
     context: PathBuf,
@@ -115,6 +120,10 @@ enum LayerCompression {
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     if let Some(dest) = llb_output::llb_destination(&args.outputs)? {
         return llb_output::write_llb(&args, &dest, printer);
+    }
+    if let Some(url) = &args.builder {
+        let url = crate::buildkit::BuilderUrl::parse(url)?;
+        return llb_output::build_on_buildkit(&args, &url, printer);
     }
     if !args.dry_run {
         return build(args, printer);
@@ -244,10 +253,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 
 /// Runs the build and renders its events.
 fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
-    use std::sync::{Arc, Mutex};
-
     use crate::engine::{BuildOptions, Builder};
-    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
 
     if let Some(p) = &args.platform {
         let wanted = Platform::parse(p).map_err(anyhow::Error::msg)?;
@@ -299,7 +305,44 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     let store = crate::store::ImageStore::open_default()?.leased("build");
     let builder = Builder::new(store);
     printer.flush()?;
+    let (sink, render_errors) = event_sink(&args);
+    let result = builder.build_with(&opts, sink);
+    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e.into());
+    }
+    match result {
+        Ok(id) => {
+            if args.quiet {
+                printer.line(&id)?;
+            }
+            if let Some(path) = &args.iidfile {
+                fs_err::write(path, &id)?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            if let Some(id) = e.last_image() {
+                let short = crate::events::short_id(id);
+                eprintln!(
+                    "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
+                );
+            }
+            Err(Exit(build_exit_code(&e)).into())
+        }
+    }
+}
+
+/// The first error a renderer hit, reported after the build.
+type RenderErrors = std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>;
+
+/// Where a build's events go: the classic, tty or JSON renderer (nothing with `-q`).
+fn event_sink(args: &BuildArgs) -> (crate::engine::executor::EventSink, RenderErrors) {
     use std::io::IsTerminal;
+    use std::sync::{Arc, Mutex};
+
+    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
+
     let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
     let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
@@ -329,31 +372,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             }
         })
     };
-    let result = builder.build_with(&opts, sink);
-    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
-        return Err(e.into());
-    }
-    match result {
-        Ok(id) => {
-            if args.quiet {
-                printer.line(&id)?;
-            }
-            if let Some(path) = &args.iidfile {
-                fs_err::write(path, &id)?;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            if let Some(id) = e.last_image() {
-                let short = crate::events::short_id(id);
-                eprintln!(
-                    "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
-                );
-            }
-            Err(Exit(build_exit_code(&e)).into())
-        }
-    }
+    (sink, render_errors)
 }
 
 /// The exit status of a failed build: a failing RUN's own status, as `docker build` exits

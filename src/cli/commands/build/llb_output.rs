@@ -1,7 +1,8 @@
-//! `rbuild build --output type=llb,dest=FILE`: plans the build as a build plans it (base images
-//! pulled when missing), lowers the plan to BuildKit's LLB ([`crate::llb`]) with the engine's
-//! step facts, and writes the marshalled `pb.Definition` (all or nothing) for `buildctl build`
-//! or `rbuild build --builder`.
+//! `rbuild build --output type=llb,dest=FILE` and `rbuild build --builder URL`: plan the build
+//! as a build plans it (base images pulled when missing), lower the plan to BuildKit's LLB
+//! ([`crate::llb`]) with the engine's step facts, then write the marshalled `pb.Definition`
+//! (all or nothing) for `buildctl build`, or solve it on BuildKit ([`crate::buildkit`]) and load
+//! the image into the store.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,9 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use super::{BuildArgs, Network, PlanInput};
+use crate::buildkit::{BuilderUrl, SolveInput};
 use crate::cli::Printer;
 use crate::engine::llb_facts::plan_facts;
 use crate::engine::planning::{no_events, plan_build, PullPolicy, StoreImages};
+use crate::events::BuildEvent;
 use crate::llb::{lower_plan, LlbRequest};
 use crate::plan::NetworkMode;
 
@@ -40,21 +43,23 @@ pub(super) fn llb_destination(outputs: &[String]) -> anyhow::Result<Option<PathB
     Ok(dest)
 }
 
-/// Lowers the build to LLB and writes it to `dest`.
-pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) -> anyhow::Result<()> {
-    if args.dry_run {
-        bail!("--dry-run and --output type=llb cannot be combined: the LLB output is itself a plan");
-    }
+/// The plan lowered to LLB, with what was read to make it.
+struct Lowered {
+    input: PlanInput,
+    plan: crate::plan::BuildPlan,
+    llb: crate::llb::LlbDefinition,
+}
+
+fn lower(args: &BuildArgs, store: &crate::store::ImageStore, printer: &mut Printer) -> anyhow::Result<Lowered> {
     let input = PlanInput::read(args)?;
-    let store = crate::store::ImageStore::open_default()?.leased("build");
     let policy = if args.pull { PullPolicy::Always } else { PullPolicy::Missing };
     let registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
-    let images = StoreImages::new(&store, policy, registry, no_events());
+    let images = StoreImages::new(store, policy, registry, no_events());
     let plan = plan_build(&input.request(args), Some(&images))?;
     for warning in &plan.warnings {
         printer.warn(warning);
     }
-    let facts = plan_facts(&plan, &store, &input.platform)?;
+    let facts = plan_facts(&plan, store, &input.platform)?;
     let request = LlbRequest {
         plan: &plan,
         facts: &facts,
@@ -65,7 +70,17 @@ pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) ->
         network: if args.network == Network::None { NetworkMode::None } else { NetworkMode::Default },
         platform: input.platform.clone(),
     };
-    let lowered = lower_plan(&request)?;
+    let llb = lower_plan(&request)?;
+    Ok(Lowered { input, plan, llb })
+}
+
+/// Lowers the build to LLB and writes it to `dest`.
+pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) -> anyhow::Result<()> {
+    if args.dry_run {
+        bail!("--dry-run and --output type=llb cannot be combined: the LLB output is itself a plan");
+    }
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let lowered = lower(args, &store, printer)?.llb;
     let bytes = lowered.encode();
     if dest == Path::new("-") {
         printer.flush()?;
@@ -84,6 +99,57 @@ pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) ->
 }
 
 /// Writes `bytes` to a temp file beside `dest` and renames it into place.
+/// Lowers the build, solves it on the BuildKit at `url`, loads the image and tags it.
+pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mut Printer) -> anyhow::Result<()> {
+    if args.dry_run {
+        bail!("--dry-run plans locally; drop --builder to see the plan");
+    }
+    let started = std::time::Instant::now();
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let Lowered { input, plan, llb } = lower(args, &store, printer)?;
+    printer.flush()?;
+    let (events, render_errors) = super::event_sink(args);
+    let summary = input.context.summary()?;
+    let total_steps = plan.step_count();
+    events(&BuildEvent::BuildStarted { context_files: summary.files, context_bytes: summary.bytes, total_steps });
+    let step_text = plan
+        .planned_stages()
+        .flat_map(|stage| stage.steps.iter().map(move |s| (s.number, (stage.index, s.original.clone()))))
+        .collect();
+    let solve = SolveInput {
+        builder: url,
+        definition: &llb,
+        context_root: &input.context.root,
+        context_entries: input.context.entries()?.to_vec(),
+        total_steps,
+        step_text,
+        events: events.clone(),
+    };
+    let id = crate::buildkit::solve(solve, &store)?;
+    let image = store.resolve(&id)?;
+    for tag in &args.tags {
+        let reference = crate::store::ImageReference::parse(tag)
+            .with_context(|| format!("invalid tag {tag:?}"))?
+            .with_default_tag();
+        store.tag(&image, &reference)?;
+    }
+    events(&BuildEvent::BuildDone {
+        image_id: id.clone(),
+        tags: args.tags.clone(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e.into());
+    }
+    if args.quiet {
+        printer.line(&id)?;
+    }
+    if let Some(path) = &args.iidfile {
+        fs_err::write(path, &id)?;
+    }
+    Ok(())
+}
+
 fn write_atomically(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
