@@ -61,6 +61,11 @@ pub enum BuildkitError {
     Connect { endpoint: String, error: String },
     #[error("BuildKit: {0}")]
     Protocol(String),
+    /// The builder's BuildKit lacks an LLB capability an instruction's op needs.
+    #[error(
+        "{file}:{line}: {instruction}: needs a newer BuildKit than this builder's (it lacks the LLB capability {cap})"
+    )]
+    NeedsNewerBuildkit { file: String, line: usize, instruction: String, cap: String },
     /// The solve itself failed (a RUN exited non-zero, a source was missing, ...).
     #[error("BuildKit failed to solve the build: {0}")]
     Solve(String),
@@ -74,6 +79,8 @@ pub enum BuildkitError {
 pub struct SolveInput<'a> {
     pub builder: &'a BuilderUrl,
     pub definition: &'a LlbDefinition,
+    /// The Dockerfile's display name, for errors naming a line.
+    pub dockerfile_name: &'a str,
     /// The build context directory and its entries (walked, `.dockerignore` applied).
     pub context_root: &'a Path,
     pub context_entries: Vec<ContextEntry>,
@@ -198,12 +205,28 @@ async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>, archive: &Path)
         reporter.advance(solved.is_ok());
     }
     session.abort();
-    solved.map_err(|e| BuildkitError::Solve(e.message().to_string()))?;
+    solved.map_err(|e| solve_error(e.message(), input))?;
     let mut out = tokio::fs::File::create(archive).await?;
     let saved = dockerd::save(socket, &name, &mut out).await;
     let removed = dockerd::remove_image(socket, &name).await;
     saved?;
     removed
+}
+
+/// What a failed solve says: BuildKit checks every op's capabilities against its own
+/// (`unknown API capability mergeop`); such a failure names the instruction that needs it.
+fn solve_error(message: &str, input: &SolveInput) -> BuildkitError {
+    let missing = message.split("unknown API capability ").nth(1).and_then(|rest| rest.split_whitespace().next());
+    let requirement = missing.and_then(|cap| input.definition.requirements.iter().find(|r| r.cap == cap));
+    match requirement {
+        Some(r) => BuildkitError::NeedsNewerBuildkit {
+            file: input.dockerfile_name.to_string(),
+            line: r.line,
+            instruction: r.instruction.clone(),
+            cap: r.cap.clone(),
+        },
+        None => BuildkitError::Solve(message.to_string()),
+    }
 }
 
 /// The session's shared key: BuildKit reuses what it synced before for the same key.

@@ -119,6 +119,7 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     let solve = SolveInput {
         builder: url,
         definition: &llb,
+        dockerfile_name: &input.name,
         context_root: &input.context.root,
         context_entries: input.context.entries()?.to_vec(),
         total_steps,

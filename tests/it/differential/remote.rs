@@ -1,0 +1,134 @@
+//! `rbuild build --builder docker://`: the same plan solved by dockerd's embedded BuildKit (as
+//! LLB, the context served over rbuild's session) must give the image rbuild builds locally:
+//! the same config and the same flattened root filesystem (times, IDs, history wording and
+//! layer boundaries aside: BuildKit cuts layers per op). Built for the README example and a
+//! set of differential cases, each in a store loaded with Docker's own busybox:latest so both
+//! sides start from one base; a second remote build of the example shows cache hits.
+//!
+//! Needs root, busybox-static and a running dockerd (the differential suite's requirements).
+
+use std::path::Path;
+
+use super::compare::{differences, Allowance, Allowed, Expected};
+use super::{docker_ok, image, make_context, ready, run_prefix, suite_dir, text};
+
+/// Cases whose Dockerfiles dockerd 20.10's BuildKit can solve (no newer LLB capabilities, no
+/// failure expected) and that cover COPY/ADD forms, multi-stage, RUN, WORKDIR, USER and config.
+const CASES: &[&str] = &[
+    "add-local-file",
+    "add-tar-gz",
+    "build-args",
+    "copy-chown-named",
+    "copy-dir-contents",
+    "copy-file-rename",
+    "copy-from-stage-into-existing",
+    "copy-multiple-sources",
+    "copy-symlinks-in-dir",
+    "dockerignore",
+    "entrypoint-cmd",
+    "env-label-config",
+    "multistage-copy-from",
+    "run-modes-owners",
+    "run-writes-files",
+    "user-named",
+    "workdir-relative",
+];
+
+/// What may differ between BuildKit's image and rbuild's local one.
+fn allowed() -> Vec<Allowance> {
+    vec![Allowance {
+        id: "buildkit-layers".into(),
+        what: "layer boundaries and history wording".into(),
+        why: "BuildKit makes one layer per op (WORKDIR's mkdir too) and words history its own way".into(),
+        everywhere: true,
+        paths: Vec::new(),
+        attributes: vec!["layers".into(), "history".into()],
+    }]
+}
+
+/// Builds `context` with `extra` flags into `store` as `tag` and reads the saved image.
+fn build(
+    store: &Path,
+    context: &Path,
+    tag: &str,
+    extra: &[&str],
+    out: &Path,
+) -> Result<(image::Image, String), String> {
+    let mut args = vec!["build", "--progress", "plain", "-t", tag];
+    args.extend_from_slice(extra);
+    let context_arg = context.to_string_lossy();
+    args.push(&context_arg);
+    let built = crate::fixture::rbuild(store, &args);
+    if !built.status.success() {
+        return Err(format!("rbuild {args:?}: {}", text(&built)));
+    }
+    let archive = out.join(format!("{}.tar", tag.replace([':', '/'], "-")));
+    let saved = crate::fixture::rbuild(store, &["save", "-o", &archive.to_string_lossy(), tag]);
+    if !saved.status.success() {
+        return Err(format!("rbuild save {tag}: {}", text(&saved)));
+    }
+    Ok((image::read_archive(&archive)?, String::from_utf8_lossy(&built.stdout).into_owned()))
+}
+
+/// Local and remote builds of one context: the differences, and the remote build's output.
+fn compare_builds(store: &Path, name: &str, context: &Path, flags: &[String], out: &Path) -> Result<String, String> {
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (local, _) = build(store, context, &format!("{}-local-{name}", run_prefix()), &flags, out)?;
+    let mut remote_flags = vec!["--builder", "docker://"];
+    remote_flags.extend_from_slice(&flags);
+    let (remote, output) = build(store, context, &format!("{}-remote-{name}", run_prefix()), &remote_flags, out)?;
+    let allowances = allowed();
+    let problems = differences(
+        &remote,
+        &Expected { classic: None, buildkit: Some(&local) },
+        &Allowed(allowances.iter().collect()),
+    );
+    if !problems.is_empty() {
+        return Err(format!(
+            "{name}: the BuildKit build (\"rbuild\" below) differs from the local one (\"docker\" below):\n{}",
+            problems.join("\n")
+        ));
+    }
+    Ok(output)
+}
+
+#[test]
+fn builds_through_dockerds_buildkit_match_local_builds() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    // Docker's own busybox:latest (what BuildKit resolves `FROM busybox` to), loaded here too.
+    let base = dir.path().join("busybox.tar");
+    docker_ok(&["save", "-o", &base.to_string_lossy(), "busybox:latest"]).expect("docker save busybox");
+    crate::fixture::rbuild_ok(&store, &["load", "-q", "-i", &base.to_string_lossy()]);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
+    let mut failures = Vec::new();
+    let first = compare_builds(&store, "example", &example, &[], dir.path());
+    if let Err(e) = &first {
+        failures.push(e.clone());
+    }
+    for name in CASES {
+        let case_dir = suite_dir().join("cases").join(name);
+        let context = dir.path().join("cases").join(name);
+        make_context(&case_dir, &context).expect("context");
+        let options = super::read_options(&case_dir).expect("case.toml");
+        if let Err(e) = compare_builds(&store, name, &context, &super::build_flags(&options), dir.path()) {
+            failures.push(e);
+        }
+    }
+    // Again: BuildKit has every op of the example cached, and the classic output says so.
+    let again = crate::fixture::rbuild(
+        &store,
+        &["build", "--progress", "plain", "--builder", "docker://", "-t", "again", &example.to_string_lossy()],
+    );
+    let output = text(&again);
+    let run_step = output.split("Step 4/7 : RUN").nth(1).and_then(|rest| rest.split("Step 5/7").next());
+    if !again.status.success() || !run_step.is_some_and(|step| step.contains(" ---> Using cache")) {
+        failures.push(format!("the second build shows no cache hit for its RUN:\n{output}"));
+    }
+    let left = docker_ok(&["image", "ls", "-q", "--filter", "reference=rbuild-buildkit-*"]).unwrap_or_default();
+    assert!(left.trim().is_empty(), "the temporary export names are removed from dockerd: {left}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
