@@ -132,3 +132,27 @@ fn builds_through_dockerds_buildkit_match_local_builds() {
     assert!(left.trim().is_empty(), "the temporary export names are removed from dockerd: {left}");
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// dockerd 20.10's BuildKit predates merge ops: `COPY --link` is refused by name and line.
+#[test]
+fn an_instruction_needing_a_newer_buildkit_is_named() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let base = dir.path().join("busybox.tar");
+    docker_ok(&["save", "-o", &base.to_string_lossy(), "busybox:latest"]).expect("docker save busybox");
+    crate::fixture::rbuild_ok(&store, &["load", "-q", "-i", &base.to_string_lossy()]);
+    let context = dir.path().join("ctx");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    std::fs::write(context.join("Dockerfile"), "FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n").expect("write");
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("Dockerfile:3: COPY --link Dockerfile /x: needs a newer BuildKit")
+            && stderr.contains("mergeop"),
+        "{stderr}"
+    );
+}
