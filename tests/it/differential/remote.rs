@@ -92,17 +92,23 @@ fn compare_builds(store: &Path, name: &str, context: &Path, flags: &[String], ou
     Ok(output)
 }
 
+/// A store at `<dir>/store` holding Docker's own busybox:latest (what BuildKit resolves
+/// `FROM busybox` to), so local and remote builds start from one base.
+fn store_with_dockers_busybox(dir: &Path) -> std::path::PathBuf {
+    let store = dir.join("store");
+    let base = dir.join("busybox.tar");
+    docker_ok(&["save", "-o", &base.to_string_lossy(), "busybox:latest"]).expect("docker save busybox");
+    crate::fixture::rbuild_ok(&store, &["load", "-q", "-i", &base.to_string_lossy()]);
+    store
+}
+
 #[test]
 fn builds_through_dockerds_buildkit_match_local_builds() {
     if !ready() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    // Docker's own busybox:latest (what BuildKit resolves `FROM busybox` to), loaded here too.
-    let base = dir.path().join("busybox.tar");
-    docker_ok(&["save", "-o", &base.to_string_lossy(), "busybox:latest"]).expect("docker save busybox");
-    crate::fixture::rbuild_ok(&store, &["load", "-q", "-i", &base.to_string_lossy()]);
+    let store = store_with_dockers_busybox(dir.path());
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
     let mut failures = Vec::new();
     let first = compare_builds(&store, "example", &example, &[], dir.path());
@@ -140,10 +146,7 @@ fn an_instruction_needing_a_newer_buildkit_is_named() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = dir.path().join("store");
-    let base = dir.path().join("busybox.tar");
-    docker_ok(&["save", "-o", &base.to_string_lossy(), "busybox:latest"]).expect("docker save busybox");
-    crate::fixture::rbuild_ok(&store, &["load", "-q", "-i", &base.to_string_lossy()]);
+    let store = store_with_dockers_busybox(dir.path());
     let context = dir.path().join("ctx");
     std::fs::create_dir_all(&context).expect("mkdir");
     std::fs::write(context.join("Dockerfile"), "FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n").expect("write");
