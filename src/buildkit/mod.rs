@@ -88,6 +88,8 @@ pub struct SolveInput<'a> {
     pub total_steps: usize,
     pub step_text: HashMap<usize, (usize, String)>,
     pub events: Arc<dyn Fn(&BuildEvent) + Send + Sync>,
+    /// `--secret` values by id, served to BuildKit's secret mounts.
+    pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Solves the definition on the builder and loads the image into `store`; returns its ID.
@@ -167,7 +169,8 @@ async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>, archive: &Path)
         root: input.context_root.to_path_buf(),
         entries: Arc::new(input.context_entries.clone()),
     };
-    let session = tokio::spawn(session::serve(session_stream, context));
+    let secrets = session::BuildSecrets(input.secrets.clone());
+    let session = tokio::spawn(session::serve(session_stream, context, secrets));
     let control_stream = dockerd::upgrade(socket, "/grpc", &[]).await?;
     let slot = Arc::new(Mutex::new(Some(control_stream)));
     let connector = tower::service_fn(move |_: http::Uri| {

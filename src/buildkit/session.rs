@@ -2,7 +2,7 @@
 //! solves. `FileSync.DiffCopy` sends the build context (already walked with `.dockerignore`
 //! applied) in fsutil's packet protocol: one STAT per entry in walk order, an empty STAT, then
 //! the bytes of each file BuildKit asks for (REQ id -> DATA chunks, an empty DATA), until FIN.
-//! `Health.Check` keeps the session alive.
+//! `Health.Check` keeps the session alive; `Secrets.GetSecret` answers secret mounts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,8 @@ use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
 use bollard_buildkit_proto::health::health_check_response::ServingStatus;
 use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
 use bollard_buildkit_proto::health::{HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
 use bollard_buildkit_proto::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
@@ -164,11 +166,30 @@ impl Health for Alive {
     }
 }
 
+/// Answers `RUN --mount=type=secret` with the `--secret` values (held in memory only).
+pub struct BuildSecrets(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+#[tonic::async_trait]
+impl Secrets for BuildSecrets {
+    async fn get_secret(&self, request: Request<GetSecretRequest>) -> Result<Response<GetSecretResponse>, Status> {
+        let id = request.into_inner().id;
+        match self.0.get(&id) {
+            Some(data) => Ok(Response::new(GetSecretResponse { data: data.clone() })),
+            None => Err(Status::not_found(format!("secret {id} not found: pass it with --secret id={id},src=FILE"))),
+        }
+    }
+}
+
 /// Serves the session's services on `stream` (dockerd's upgraded `/session`) until it closes.
-pub async fn serve(stream: tokio::net::UnixStream, context: ContextSync) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    stream: tokio::net::UnixStream,
+    context: ContextSync,
+    secrets: BuildSecrets,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
         .add_service(FileSyncServer::new(context))
         .add_service(HealthServer::new(Alive))
+        .add_service(SecretsServer::new(secrets))
         .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(stream)))
         .await
 }

@@ -159,3 +159,37 @@ fn an_instruction_needing_a_newer_buildkit_is_named() {
         "{stderr}"
     );
 }
+
+/// `--secret` reaches a secret mount through the session (never the image's config or
+/// history); `--no-cache` makes BuildKit run the step again; `--label` lands in the config.
+#[test]
+fn secrets_labels_and_no_cache_reach_buildkit() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_dockers_busybox(dir.path());
+    let context = dir.path().join("ctx");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    let dockerfile =
+        "FROM busybox\nRUN --mount=type=secret,id=tok,required wc -c < /run/secrets/tok > /size && cat /proc/sys/kernel/random/uuid > /ran\n";
+    std::fs::write(context.join("Dockerfile"), dockerfile).expect("write");
+    let secret = dir.path().join("tok.txt");
+    std::fs::write(&secret, "s3cr3t-value").expect("write");
+    let src = format!("id=tok,src={}", secret.display());
+    let ctx = context.to_string_lossy();
+    let flags = ["build", "--builder", "docker://", "--no-cache", "--secret", &src, "--label", "team=x", "-t"];
+    let mut first = flags.to_vec();
+    first.extend(["s:1", &ctx]);
+    crate::fixture::rbuild_ok(&store, &first);
+    let mut second = flags.to_vec();
+    second.extend(["s:2", &ctx]);
+    let output = crate::fixture::rbuild_ok(&store, &second);
+    assert!(!output.contains("Using cache"), "--no-cache runs every step again:\n{output}");
+    let read = |tag: &str, path: &str| crate::fixture::rbuild_ok(&store, &["run", "--rm", tag, "cat", path]);
+    assert_eq!(read("s:1", "/size").trim(), "12");
+    assert_ne!(read("s:1", "/ran"), read("s:2", "/ran"), "the RUN ran twice");
+    let inspect = crate::fixture::rbuild_ok(&store, &["inspect", "s:1"]);
+    assert!(inspect.contains("\"team\": \"x\""), "{inspect}");
+    assert!(!inspect.contains("s3cr3t"), "the secret stays out of the image");
+}

@@ -104,9 +104,26 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     if args.dry_run {
         bail!("--dry-run plans locally; drop --builder to see the plan");
     }
+    if !args.ssh.is_empty() {
+        bail!("--ssh with --builder: forwarding an ssh agent over the BuildKit session is not supported yet");
+    }
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in &args.secrets {
+        let secret = crate::engine::secrets::BuildSecret::parse(spec)?;
+        secrets.insert(secret.id.clone(), secret.read()?);
+    }
     let started = std::time::Instant::now();
     let store = crate::store::ImageStore::open_default()?.leased("build");
-    let Lowered { input, plan, llb } = lower(args, &store, printer)?;
+    let Lowered { input, plan, mut llb } = lower(args, &store, printer)?;
+    for (k, v) in &args.labels.iter().map(|l| l.split_once('=').unwrap_or((l.as_str(), ""))).collect::<Vec<_>>() {
+        llb.image_config.config.labels.insert(k.to_string(), v.to_string());
+    }
+    if args.no_cache {
+        // BuildKit's own --no-cache: every op is run again (and its result cached anew).
+        for meta in llb.definition.metadata.values_mut() {
+            meta.ignore_cache = true;
+        }
+    }
     printer.flush()?;
     let (events, render_errors) = super::event_sink(args);
     let summary = input.context.summary()?;
@@ -125,6 +142,7 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         total_steps,
         step_text,
         events: events.clone(),
+        secrets,
     };
     let id = crate::buildkit::solve(solve, &store)?;
     let image = store.resolve(&id)?;
