@@ -139,17 +139,23 @@ fn builds_through_dockerds_buildkit_match_local_builds() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
+/// A temp dir with the store of [`store_with_dockers_busybox`] and a context holding `dockerfile`.
+fn store_and_context(dockerfile: &str) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_dockers_busybox(dir.path());
+    let context = dir.path().join("ctx");
+    std::fs::create_dir_all(&context).expect("mkdir");
+    std::fs::write(context.join("Dockerfile"), dockerfile).expect("write");
+    (dir, store, context)
+}
+
 /// dockerd 20.10's BuildKit predates merge ops: `COPY --link` is refused by name and line.
 #[test]
 fn an_instruction_needing_a_newer_buildkit_is_named() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store_with_dockers_busybox(dir.path());
-    let context = dir.path().join("ctx");
-    std::fs::create_dir_all(&context).expect("mkdir");
-    std::fs::write(context.join("Dockerfile"), "FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n").expect("write");
+    let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
     let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -167,13 +173,9 @@ fn secrets_labels_and_no_cache_reach_buildkit() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = store_with_dockers_busybox(dir.path());
-    let context = dir.path().join("ctx");
-    std::fs::create_dir_all(&context).expect("mkdir");
     let dockerfile =
         "FROM busybox\nRUN --mount=type=secret,id=tok,required wc -c < /run/secrets/tok > /size && cat /proc/sys/kernel/random/uuid > /ran\n";
-    std::fs::write(context.join("Dockerfile"), dockerfile).expect("write");
+    let (dir, store, context) = store_and_context(dockerfile);
     let secret = dir.path().join("tok.txt");
     std::fs::write(&secret, "s3cr3t-value").expect("write");
     let src = format!("id=tok,src={}", secret.display());
