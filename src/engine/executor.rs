@@ -12,14 +12,17 @@ use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::classic_cache::ClassicSources;
-use crate::engine::config::{apply_config_instruction, history_created_by, StageConfigState};
+use crate::engine::config::{
+    apply_config_instruction, history_created_by, inherit_image_config, inherit_stage_config, scratch_stage_config,
+    StageConfigState,
+};
 use crate::engine::runner::ContainerRunner;
 use crate::engine::scheduler::{Cancel, StageRunner};
 use crate::engine::shared_cache::ImportedCaches;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::instructions::Instruction;
-use crate::image::{ImageConfig, Platform, DEFAULT_PATH};
+use crate::image::{ImageConfig, Platform};
 use crate::layer::diff::{DiffOptions, LayerTree};
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{CacheKey, MissReason, Stage, StageBase, Step};
@@ -269,8 +272,7 @@ impl StageExecutor<'_> {
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
         match &stage.base {
             StageBase::Scratch => {
-                let mut config = ImageConfig::for_platform(&self.platform);
-                config.set_env("PATH", DEFAULT_PATH);
+                let config = scratch_stage_config(&self.platform);
                 Ok(ImageState { stored: None, config, key: None, tree_layers: Vec::new() })
             }
             StageBase::Stage { index } => {
@@ -278,8 +280,7 @@ impl StageExecutor<'_> {
                     .get(index)
                     .map(|s| (**s).clone())
                     .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built")))?;
-                // As in Docker, an image does not inherit its base's MAINTAINER.
-                state.config.author = None;
+                inherit_stage_config(&mut state.config);
                 Ok(state)
             }
             StageBase::Image { reference, id } => {
@@ -291,14 +292,7 @@ impl StageExecutor<'_> {
                     e => BuildError::Store(e),
                 })?;
                 let mut state = self.state_of(stored)?;
-                // The base's ONBUILD triggers run in this stage (lowering put them after the
-                // FROM); the new image does not carry them on, as Docker clears them.
-                state.config.config.on_build.clear();
-                // Nor its MAINTAINER.
-                state.config.author = None;
-                if state.config.env_var("PATH").is_none() {
-                    state.config.set_env("PATH", DEFAULT_PATH);
-                }
+                inherit_image_config(&mut state.config);
                 Ok(state)
             }
         }

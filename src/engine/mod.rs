@@ -16,6 +16,7 @@ pub mod copy;
 mod copy_step;
 pub mod destination;
 pub mod executor;
+pub mod llb_facts;
 pub mod outputs;
 pub mod planning;
 mod rekey;

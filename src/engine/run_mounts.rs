@@ -79,21 +79,7 @@ pub fn cache_name(id: &str, from_image: Option<&str>) -> String {
     Sha256Digest::of(key.as_bytes()).hex().to_string()
 }
 
-/// Docker's size syntax (`go-units` RAMInBytes): a number with an optional `k`, `m`, `g`,
-/// `t` (binary multiples), optionally followed by `b`/`ib`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
-    let (number, shift) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 10),
-        'm' => (&t[..t.len() - 1], 20),
-        'g' => (&t[..t.len() - 1], 30),
-        't' => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let value: f64 = number.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-    Some((value * (1u64 << shift) as f64) as u64)
-}
+pub use crate::plan::instruction::parse_size;
 
 /// Why a RUN mount could not be prepared (shown after `--mount=<spec>: `).
 #[derive(Debug, thiserror::Error)]

@@ -9,12 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::cli::{Exit, Printer};
+
+mod llb_output;
 use crate::context::remote::{self, FetchOptions, RemoteContext, RemoteError};
 use crate::context::BuildContext;
 use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
@@ -93,6 +95,11 @@ pub struct BuildArgs {
     /// `cache-mounts=true` (RUN --mount=type=cache directories travel too), `ignore-error=true`
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
+    /// Solve the build on a BuildKit daemon instead of here and load the image into the store:
+    /// `docker://[SOCKET]` for the BuildKit inside dockerd (default socket
+    /// /var/run/docker.sock). rbuild's cache and BuildKit's are separate
+    #[arg(long, value_name = "URL")]
+    builder: Option<String>,
     /// The build context: a directory; `-` for a tar archive on stdin; a git repository
     /// (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, `git://host/repo#ref:subdir`),
     /// fetched shallowly at the ref (its `.git` dropped unless `--build-arg
@@ -129,6 +136,13 @@ enum LayerCompression {
 }
 
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    if let Some(dest) = llb_output::llb_destination(args.outputs.raw())? {
+        return llb_output::write_llb(&args, &dest, printer);
+    }
+    if let Some(url) = &args.builder {
+        let url = crate::buildkit::BuilderUrl::parse(url)?;
+        return llb_output::build_on_buildkit(&args, &url, printer);
+    }
     if !args.dry_run {
         return build(args, printer);
     }
@@ -217,6 +231,45 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What planning reads, loaded as `build --dry-run` and `build --output type=llb` load it.
+struct PlanInput {
+    /// The Dockerfile's display name and text, parsed.
+    pub name: String,
+    pub text: String,
+    pub dockerfile: crate::frontend::ast::Dockerfile,
+    pub context: BuildContext,
+    pub build_args: BTreeMap<String, String>,
+    pub platform: Platform,
+}
+
+impl PlanInput {
+    fn read(args: &BuildArgs) -> anyhow::Result<PlanInput> {
+        let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+        let (name, text) = super::read_dockerfile(&dockerfile)?;
+        let df = parser::parse(&text, &name)?;
+        let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
+        let context = BuildContext::open(&args.context, ignore_anchor)
+            .with_context(|| format!("opening the build context {}", args.context.display()))?;
+        let platform = match &args.platform {
+            Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+            None => Platform::native(),
+        };
+        let build_args = parse_build_args(&args.build_args)?;
+        Ok(PlanInput { name, text, dockerfile: df, context, build_args, platform })
+    }
+
+    fn request<'a>(&'a self, args: &'a BuildArgs) -> PlanRequest<'a> {
+        PlanRequest {
+            dockerfile: &self.dockerfile,
+            dockerfile_text: &self.text,
+            context: &self.context,
+            build_args: &self.build_args,
+            target: args.target.as_deref(),
+            target_platform: self.platform.clone(),
+        }
+    }
+}
+
 /// `--build-arg NAME=VALUE`, or `NAME` alone to take the value from the environment (and skip
 /// it when unset), as docker does.
 fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -240,10 +293,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 
 /// Runs the build and renders its events.
 fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
-    use std::sync::Mutex;
-
     use crate::engine::{BuildOptions, Builder};
-    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
 
     if let Some(p) = &args.platform {
         let wanted = Platform::parse(p).map_err(anyhow::Error::msg)?;
@@ -294,38 +344,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         opts.labels.insert(k.to_string(), v.to_string());
     }
     printer.flush()?;
-    use std::io::IsTerminal;
-    let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
-    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
-        (true, _) => None,
-        (false, Progress::Json) if outputs.uses_stdout() => Some(Box::new(JsonRenderer::new(std::io::stderr()))),
-        (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
-        _ if tty => Some(Box::new(TtyRenderer::default())),
-        _ if outputs.uses_stdout() => Some(Box::new(ClassicRenderer::new(std::io::stderr()))),
-        _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
-    };
-    let renderer = Arc::new(Mutex::new(renderer));
-    let render_errors = Arc::new(Mutex::new(None::<std::io::Error>));
-    let sink = {
-        let renderer = Arc::clone(&renderer);
-        let render_errors = Arc::clone(&render_errors);
-        let json = args.progress == Progress::Json;
-        Arc::new(move |event: &BuildEvent| {
-            // The failure goes to stderr below, as docker prints it; JSON keeps it in the stream.
-            if matches!(event, BuildEvent::BuildFailed { .. }) && !json {
-                return;
-            }
-            if let Ok(mut guard) = renderer.lock() {
-                if let Some(r) = guard.as_mut() {
-                    if let Err(e) = r.render(event) {
-                        if let Ok(mut slot) = render_errors.lock() {
-                            slot.get_or_insert(e);
-                        }
-                    }
-                }
-            }
-        })
-    };
+    let (sink, render_errors) = event_sink(&args, outputs.uses_stdout());
     let result = builder.build_with(&opts, sink);
     if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
         return Err(e.into());
@@ -353,6 +372,49 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             Err(Exit(build_exit_code(&e)).into())
         }
     }
+}
+
+/// The first error a renderer hit, reported after the build.
+type RenderErrors = Arc<Mutex<Option<std::io::Error>>>;
+
+/// Where a build's events go: the classic, tty or JSON renderer (nothing with `-q`); on stderr
+/// when an output archive takes stdout.
+fn event_sink(args: &BuildArgs, uses_stdout: bool) -> (crate::engine::executor::EventSink, RenderErrors) {
+    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
+    use std::io::IsTerminal;
+
+    let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
+    let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
+        (true, _) => None,
+        (false, Progress::Json) if uses_stdout => Some(Box::new(JsonRenderer::new(std::io::stderr()))),
+        (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
+        _ if tty => Some(Box::new(TtyRenderer::default())),
+        _ if uses_stdout => Some(Box::new(ClassicRenderer::new(std::io::stderr()))),
+        _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
+    };
+    let renderer = Arc::new(Mutex::new(renderer));
+    let render_errors = Arc::new(Mutex::new(None::<std::io::Error>));
+    let sink = {
+        let renderer = Arc::clone(&renderer);
+        let render_errors = Arc::clone(&render_errors);
+        let json = args.progress == Progress::Json;
+        Arc::new(move |event: &BuildEvent| {
+            // The failure goes to stderr below, as docker prints it; JSON keeps it in the stream.
+            if matches!(event, BuildEvent::BuildFailed { .. }) && !json {
+                return;
+            }
+            if let Ok(mut guard) = renderer.lock() {
+                if let Some(r) = guard.as_mut() {
+                    if let Err(e) = r.render(event) {
+                        if let Ok(mut slot) = render_errors.lock() {
+                            slot.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+        })
+    };
+    (sink, render_errors)
 }
 
 /// The exit status of a failed build: a failing RUN's own status, as `docker build` exits

@@ -19,7 +19,8 @@ pub struct OutputArgs {
     push: bool,
     /// Also write the result as type=oci|docker|tar|local,dest=PATH (an OCI layout archive, a
     /// docker-archive, a tar of the flattened root filesystem, a directory of it; dest=- is
-    /// stdout), or type=registry / type=image[,push=true][,name=N]. `-o DIR` is type=local,
+    /// stdout), or type=registry / type=image[,push=true][,name=N], or type=llb,dest=FILE (the
+    /// build as BuildKit's LLB, not run). `-o DIR` is type=local,
     /// `-o -` a tar on stdout. With --output the -t names only name the image inside
     /// archives: the store's tags are not touched unless type=image is given too
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
@@ -31,6 +32,11 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
+    /// The `--output` values as given (`type=llb` is taken before a build plans its outputs).
+    pub fn raw(&self) -> &[String] {
+        &self.outputs
+    }
+
     /// The outputs, checked before anything is built.
     pub fn plan(&self, tags: &[String]) -> anyhow::Result<OutputPlan> {
         Ok(OutputPlan::new(&self.outputs, self.push, tags)?)

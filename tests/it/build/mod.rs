@@ -7,5 +7,6 @@ mod dry_run_keys;
 mod engine;
 mod instructions;
 mod interrupt;
+mod llb;
 mod mounts;
 mod remote_context;

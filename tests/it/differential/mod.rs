@@ -9,6 +9,7 @@
 
 mod compare;
 mod image;
+mod remote;
 mod sequence;
 
 use std::collections::BTreeMap;
