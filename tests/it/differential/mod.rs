@@ -56,6 +56,16 @@ struct Suite {
 
 static SUITE: OnceLock<Result<Suite, String>> = OnceLock::new();
 
+/// dockerd 20.10's BuildKit panics ("failed to get edge") when solves that share vertices run
+/// at once from different clients (the docker CLI's Dockerfile frontend and rbuild's
+/// `--builder`), taking dockerd down; every BuildKit build of this binary takes its turn.
+static BUILDKIT_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// This thread's turn at dockerd's BuildKit, until the guard drops.
+pub(crate) fn buildkit_turn() -> std::sync::MutexGuard<'static, ()> {
+    BUILDKIT_TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn suite() -> Result<&'static Suite, Failed> {
     SUITE.get_or_init(Suite::new).as_ref().map_err(|e| Failed::from(e.clone()))
 }
@@ -268,7 +278,9 @@ fn docker_build(buildkit: bool, context: &Path, tag: &str, flags: &[String], out
     if buildkit {
         cmd.env("BUILDKIT_PROGRESS", "plain");
     }
+    let turn = buildkit.then(buildkit_turn);
     let out = run(&mut cmd)?;
+    drop(turn);
     let made = if buildkit { Vec::new() } else { classic_made_images(&text(&out)) };
     // Once saved (below) and untagged by the caller, the tagged image goes with its parents;
     // other stages' images are removed here.

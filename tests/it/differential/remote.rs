@@ -107,6 +107,7 @@ fn builds_through_dockerds_buildkit_match_local_builds() {
     if !ready() {
         return;
     }
+    let _turn = super::buildkit_turn();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store_with_dockers_busybox(dir.path());
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
@@ -155,6 +156,7 @@ fn an_instruction_needing_a_newer_buildkit_is_named() {
     if !ready() {
         return;
     }
+    let _turn = super::buildkit_turn();
     let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
     let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -173,6 +175,7 @@ fn secrets_labels_and_no_cache_reach_buildkit() {
     if !ready() {
         return;
     }
+    let _turn = super::buildkit_turn();
     let dockerfile =
         "FROM busybox\nRUN --mount=type=secret,id=tok,required wc -c < /run/secrets/tok > /size && cat /proc/sys/kernel/random/uuid > /ran\n";
     let (dir, store, context) = store_and_context(dockerfile);

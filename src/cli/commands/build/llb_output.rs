@@ -18,27 +18,31 @@ use crate::events::BuildEvent;
 use crate::llb::{lower_plan, LlbRequest};
 use crate::plan::NetworkMode;
 
-/// The `dest` of a `--output type=llb,…`, if one was asked for; other outputs are refused by
-/// name (this build writes into the store only).
+/// The `dest` of a `--output type=llb,…`, if one was asked for (the build is then written as
+/// LLB, not run); other output types are left to the build's own outputs.
 pub(super) fn llb_destination(outputs: &[String]) -> anyhow::Result<Option<PathBuf>> {
     let mut dest = None;
     for output in outputs {
-        let mut kind = None;
+        let fields: Vec<(&str, &str)> = output.split(',').filter_map(|f| f.split_once('=')).collect();
+        if !fields.iter().any(|(k, v)| *k == "type" && *v == "llb") {
+            continue;
+        }
         let mut path = None;
         for field in output.split(',') {
             match field.split_once('=') {
-                Some(("type", v)) => kind = Some(v),
+                Some(("type", _)) => {}
                 Some(("dest", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
                 _ => bail!("--output {output:?}: unknown field {field:?} (expected type=llb,dest=FILE)"),
             }
         }
-        match (kind, path) {
-            (Some("llb"), Some(p)) if dest.is_none() => dest = Some(p),
-            (Some("llb"), Some(_)) => bail!("--output {output:?}: only one type=llb output can be written"),
-            (Some("llb"), None) => bail!("--output {output:?}: type=llb needs dest=FILE (or dest=- for stdout)"),
-            (Some(other), _) => bail!("--output {output:?}: type={other} is not supported (supported: type=llb)"),
-            (None, _) => bail!("--output {output:?}: type= is missing (expected type=llb,dest=FILE)"),
+        match path {
+            Some(p) if dest.is_none() => dest = Some(p),
+            Some(_) => bail!("--output {output:?}: only one type=llb output can be written"),
+            None => bail!("--output {output:?}: type=llb needs dest=FILE (or dest=- for stdout)"),
         }
+    }
+    if dest.is_some() && outputs.len() > 1 {
+        bail!("--output type=llb writes the build without running it: it cannot be combined with other outputs");
     }
     Ok(dest)
 }
@@ -197,8 +201,9 @@ mod tests {
         assert!(llb_destination(&[]).expect("ok").is_none());
         let err = |s: &str| one(s).expect_err(s).to_string();
         assert!(err("type=llb").contains("needs dest=FILE"));
-        assert!(err("type=tar,dest=x").contains("type=tar is not supported"));
-        assert!(err("dest=x").contains("type= is missing"));
+        assert!(one("type=tar,dest=x").expect("not ours").is_none(), "other types are the build's");
         assert!(err("type=llb,dest=x,foo").contains("unknown field"));
+        let both = llb_destination(&["type=llb,dest=a".to_string(), "type=oci,dest=b".to_string()]);
+        assert!(both.expect_err("combined").to_string().contains("cannot be combined"));
     }
 }
