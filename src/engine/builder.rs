@@ -77,7 +77,7 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             labels: BTreeMap::new(),
-            network: NetworkMode::Host,
+            network: NetworkMode::Default,
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             secrets: Vec::new(),

@@ -134,9 +134,19 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     close_other_fds(&keep);
 
     let sys = LinuxSyscall;
+    // The network namespace is made before rbuild is told `ready`, so that rbuild can start
+    // its network stack on it; with a user namespace, in the same call, so that it belongs to
+    // the new user namespace (where the container is root).
+    let mut early = CloneFlags::empty();
     if args.user_namespace {
-        if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
-            fail(report, os_failure("unshare(CLONE_NEWUSER)", "", e.errno));
+        early |= CloneFlags::CLONE_NEWUSER;
+    }
+    if args.plan.new_network {
+        early |= CloneFlags::CLONE_NEWNET;
+    }
+    if !early.is_empty() {
+        if let Err(e) = sys.unshare(early) {
+            fail(report, os_failure("unshare", &format!("{early:?}"), e.errno));
         }
     }
     // SAFETY: one byte to a pipe we hold.
@@ -155,11 +165,8 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
             fail(report, os_failure("setresuid", "0", e));
         }
     }
-    let mut flags =
+    let flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
-    if args.plan.new_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
     if let Err(e) = sys.unshare(flags) {
         fail(report, os_failure("unshare", &format!("{flags:?}"), e.errno));
     }

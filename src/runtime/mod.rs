@@ -27,6 +27,7 @@ mod container;
 mod error;
 mod init;
 mod mounts;
+mod network;
 mod pty;
 mod rlimits;
 mod seccomp;
@@ -40,6 +41,7 @@ mod userns;
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use network::{HostEntry, PortMapping, Protocol};
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::runtime::network::{HostEntry, PortMapping};
 use crate::runtime::seccomp::SeccompPolicy;
 
 /// Docker's default `PATH`, used when the environment has none.
@@ -154,6 +155,10 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub hostname: String,
     pub network: NetworkMode,
+    /// Ports published on the host (with [`NetworkMode::Default`] only), host ports chosen.
+    pub ports: Vec<PortMapping>,
+    /// `--add-host` entries of `/etc/hosts`.
+    pub extra_hosts: Vec<HostEntry>,
     pub stdio: StdioMode,
     /// Holds one dir per live container; see [`crate::runtime::cleanup_stale`].
     pub state_dir: PathBuf,
@@ -189,6 +194,8 @@ impl ContainerSpec {
             user: None,
             hostname: id.chars().take(12).collect(),
             network: NetworkMode::Host,
+            ports: Vec::new(),
+            extra_hosts: Vec::new(),
             stdio: StdioMode::Inherit,
             state_dir,
             isolation: Isolation::Auto,

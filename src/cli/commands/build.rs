@@ -52,8 +52,8 @@ pub struct BuildArgs {
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
     #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
     progress: Progress,
-    /// Network for RUN steps: host (default) or none
-    #[arg(long, value_name = "MODE", value_enum, default_value = "host")]
+    /// Network for RUN steps: default (a namespace of its own with outbound access), host or none
+    #[arg(long, value_name = "MODE", value_enum, default_value = "default")]
     network: Network,
     /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
     /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
@@ -91,7 +91,7 @@ enum Progress {
     Json,
 }
 
-/// `--network` for RUN steps (`default` is `host`, as in Docker).
+/// `--network` for RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Network {
     Host,
@@ -253,7 +253,8 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
     opts.network = match args.network {
         Network::None => crate::runtime::NetworkMode::None,
-        Network::Host | Network::Default => crate::runtime::NetworkMode::Host,
+        Network::Host => crate::runtime::NetworkMode::Host,
+        Network::Default => crate::runtime::NetworkMode::Default,
     };
     opts.compression = match args.compression {
         LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
