@@ -59,6 +59,8 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Fetch the logs of a container
     Logs(commands::logs::LogsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(commands::port::PortArgs),
     /// Stop one or more running containers
     Stop(commands::stop::StopArgs),
     /// Start one or more stopped containers
@@ -118,6 +120,7 @@ pub fn main() -> i32 {
         Command::Run(a) => commands::run::run(a, &mut p),
         Command::Ps(a) => commands::ps::run(a, &mut p),
         Command::Logs(a) => commands::logs::run(a, &mut p),
+        Command::Port(a) => commands::port::run(a, &mut p),
         Command::Stop(a) => commands::stop::run(a, &mut p),
         Command::Start(a) => commands::start::run(a, &mut p),
         Command::Rm(a) => commands::rm::run(a, &mut p),

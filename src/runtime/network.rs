@@ -312,10 +312,7 @@ impl Drop for NetworkStack {
     fn drop(&mut self) {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), nix::sys::signal::Signal::SIGKILL);
         // Wait (bounded) until it is gone, so its ports are free when the container is.
-        let mut poll = [nix::poll::PollFd::new(
-            std::os::fd::AsFd::as_fd(&self.pidfd),
-            nix::poll::PollFlags::POLLIN,
-        )];
+        let mut poll = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&self.pidfd), nix::poll::PollFlags::POLLIN)];
         let _ = nix::poll::poll(&mut poll, nix::poll::PollTimeout::from(Duration::from_secs(2).as_millis() as u16));
     }
 }
@@ -348,7 +345,12 @@ mod tests {
     #[test]
     fn pasta_forwards_only_the_published_ports() {
         let ports = [
-            PortMapping { host_ip: "127.0.0.1".parse().ok(), host_port: 8080, container_port: 80, protocol: Protocol::Tcp },
+            PortMapping {
+                host_ip: "127.0.0.1".parse().ok(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: Protocol::Tcp,
+            },
             PortMapping { host_ip: None, host_port: 5353, container_port: 53, protocol: Protocol::Udp },
         ];
         let req = StackRequest {

@@ -15,6 +15,7 @@ mod fixture;
 mod frontend;
 mod golden;
 mod layer;
+mod network;
 mod registry;
 mod runtime;
 mod store;

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod load;
 pub mod logs;
 pub mod parse;
+pub mod port;
 pub mod ps;
 pub mod pull;
 pub mod push;
