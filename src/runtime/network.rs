@@ -258,7 +258,11 @@ impl NetworkStack {
             lines.join("; ")
         };
         if !status.success() {
-            return Err(failed(format!("pasta exited with {status}: {}", log_text())));
+            let mut reason = format!("pasta exited with {status}: {}", log_text());
+            if reason.contains("tun") && req.user_namespace {
+                reason.push_str(" (rootless networking needs /dev/net/tun open to users, mode 0666)");
+            }
+            return Err(failed(reason));
         }
         let pid = std::fs::read_to_string(&pid_file)
             .ok()
