@@ -54,6 +54,8 @@ pub enum LifecycleError {
         "You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
     )]
     RemoveRunning { id: String },
+    #[error("Container {id} is not running")]
+    NotRunning { id: String },
     #[error("container {id} is already running")]
     AlreadyRunning { id: String },
     #[error("No command specified")]
@@ -216,6 +218,16 @@ pub struct CreateOptions {
     pub interactive: bool,
     pub auto_remove: bool,
     pub seccomp: SeccompPolicy,
+}
+
+/// What `rbuild exec` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    /// `-e K=V`, over the container's environment.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
 }
 
 /// How a foreground run ended.
@@ -439,6 +451,9 @@ impl Containers {
         spec.ports = record.ports.clone();
         spec.extra_hosts = record.extra_hosts.clone();
         spec.seccomp = record.seccomp.clone();
+        if matches!(stdio, StdioMode::Pty) {
+            spec.pty_log = Some(record.log.clone());
+        }
         spec.stdio = stdio;
         Ok(spec)
     }
@@ -633,6 +648,62 @@ impl Containers {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(source) => Err(LifecycleError::Io { op: "reading", path: record.log.clone(), source }),
+        }
+    }
+
+    /// The pids (as the host sees them) of every process of a running container: those in
+    /// its PID 1's PID namespace.
+    pub fn processes(&self, record: &ContainerRecord) -> Result<Vec<i32>> {
+        let init = self.running_init(record)?;
+        let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let wanted = ns(init);
+        let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+            .map_err(io_err("reading", Path::new("/proc")))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| wanted.is_some() && ns(*pid) == wanted)
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// The PID 1 of a running container, or why there is none. A container that `run -d`
+    /// has just started may still be setting up its root: it is given a few seconds.
+    fn running_init(&self, record: &ContainerRecord) -> Result<i32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let current = self.reload(&record.id)?;
+            match (current.state, self.init_pid(&current)) {
+                (ContainerState::Running, Some(pid)) => return Ok(pid),
+                (ContainerState::Running, None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return Err(LifecycleError::NotRunning { id: record.id.clone() }),
+            }
+        }
+    }
+
+    /// `exec`: runs `opts.command` in the running container (its namespaces, user, env and
+    /// working dir unless given) with rbuild's stdio; returns the exit code.
+    pub fn exec(&self, record: &ContainerRecord, opts: &ExecOptions) -> Result<i32> {
+        let init = self.running_init(record)?;
+        let rootfs = Rootfs::Dir(PathBuf::from("/"));
+        let mut spec = ContainerSpec::new(&record.id, rootfs, opts.command.clone(), self.state_dir());
+        spec.env = record.env.clone();
+        for entry in &opts.env {
+            let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+            spec.env.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
+            spec.env.push(entry.clone());
+        }
+        let working_dir = opts.working_dir.clone().unwrap_or_else(|| record.working_dir.clone());
+        spec.working_dir = (!working_dir.is_empty()).then_some(working_dir);
+        let user = opts.user.clone().unwrap_or_else(|| record.user.clone());
+        spec.user = (!user.is_empty()).then_some(user);
+        spec.seccomp = record.seccomp.clone();
+        match crate::runtime::exec_in_container(init, &spec) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                Err(LifecycleError::Start { id: record.id.clone(), code: start_failure_code(&e), source: Box::new(e) })
+            }
         }
     }
 

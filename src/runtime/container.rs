@@ -184,6 +184,16 @@ impl Container {
             output,
             sink,
             pty_master,
+            pty_log: match &spec.pty_log {
+                Some(path) => Some(
+                    fs_err::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(path)
+                        .map_err(RuntimeError::io("opening", path))?,
+                ),
+                None => None,
+            },
             stdin_open: true,
         };
         let outcome = events.run(&mut setup);
@@ -391,7 +401,7 @@ fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> 
     Ok(planned)
 }
 
-fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
+pub(crate) fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
     let args = spec.args.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(|_| {
         RuntimeError::InvalidSpec { id: spec.id.clone(), reason: "an argument contains a NUL byte".into() }
     })?;
@@ -549,6 +559,7 @@ struct EventLoop<'a> {
     output: Vec<(OutputStream, OwnedFd, Vec<u8>)>,
     sink: Option<&'a mut crate::runtime::spec::LineSink>,
     pty_master: Option<OwnedFd>,
+    pty_log: Option<fs_err::File>,
     stdin_open: bool,
 }
 
@@ -686,6 +697,9 @@ impl EventLoop<'_> {
                             let mut out = std::io::stdout().lock();
                             let _ = out.write_all(&buf[..n]);
                             let _ = out.flush();
+                            if let Some(log) = self.pty_log.as_mut() {
+                                let _ = log.write_all(&buf[..n]);
+                            }
                         }
                     }
                     Source::Stdin => {

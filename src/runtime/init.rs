@@ -75,13 +75,13 @@ fn send(report: RawFd, what: &SetupReport) {
     }
 }
 
-fn fail(report: RawFd, failure: SetupFailure) -> ! {
+pub(crate) fn fail(report: RawFd, failure: SetupFailure) -> ! {
     send(report, &SetupReport::Failed(failure));
     // SAFETY: _exit ends this process without running the parent's atexit handlers.
     unsafe { libc::_exit(SETUP_FAILED) }
 }
 
-fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
+pub(crate) fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
     SetupFailure::Syscall {
         op: op.to_string(),
         path: path.to_string(),
@@ -90,7 +90,7 @@ fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
     }
 }
 
-fn exit_code(status: WaitStatus) -> Option<i32> {
+pub(crate) fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
         WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
@@ -217,21 +217,28 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(f) = enter_rootfs(&sys, args.plan, kind) {
         fail(report, f);
     }
+    become_workload(args.process, args.stdio, report)
+}
+
+/// Inside the container's root: resolves the user, prepares the environment and working dir,
+/// wires stdio, drops capabilities, installs the seccomp filter, changes credentials and execs
+/// the workload. Shared by the container's PID 1 and `exec`'d processes.
+pub(crate) fn become_workload(process: &ProcessPlan, stdio: ChildStdio, report: RawFd) -> ! {
+    let sys = LinuxSyscall;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = match resolve_user(args.process.user.as_deref(), &passwd, &group) {
+    let user = match resolve_user(process.user.as_deref(), &passwd, &group) {
         Ok(user) => user,
         // The reason crosses the report pipe as text.
-        Err(e) => fail(
-            report,
-            SetupFailure::User { user: args.process.user.clone().unwrap_or_default(), reason: e.to_string() },
-        ),
+        Err(e) => {
+            fail(report, SetupFailure::User { user: process.user.clone().unwrap_or_default(), reason: e.to_string() })
+        }
     };
-    let mut env = args.process.env.clone();
+    let mut env = process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
-    let cwd = &args.process.cwd;
+    let cwd = &process.cwd;
     if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
         fail(report, os_failure("mkdir", cwd, e.errno));
     }
@@ -244,19 +251,19 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
 
     // PID 1 becomes the workload itself, as with Docker (no `--init`): its cmdline is the
     // step's own command, not rbuild's, and reaping orphans is its business.
-    wire_stdio(args.stdio, report);
-    if !args.process.privileged {
+    wire_stdio(stdio, report);
+    if !process.privileged {
         drop_capabilities(report);
     }
     // Installed while still root in this namespace (it needs CAP_SYS_ADMIN without
     // no_new_privs); the profile allows what follows (setgroups, setuid, chdir, execve).
-    if let Some(program) = &args.process.seccomp {
+    if let Some(program) = &process.seccomp {
         if let Err(e) = program.install() {
             fail(report, os_failure("seccomp", "", e));
         }
     }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if args.process.allow_setgroups {
+    if process.allow_setgroups {
         if let Err(e) = nix::unistd::setgroups(&groups) {
             fail(report, os_failure("setgroups", "", e));
         }
@@ -274,7 +281,7 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(e) = nix::unistd::chdir(Path::new(cwd)) {
         fail(report, os_failure("chdir", cwd, e));
     }
-    exec_workload(&args.process.args, &envp, &path_var, report)
+    exec_workload(&process.args, &envp, &path_var, report)
 }
 
 fn wire_stdio(stdio: ChildStdio, report: RawFd) {

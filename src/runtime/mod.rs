@@ -25,6 +25,7 @@
 
 mod container;
 mod error;
+mod exec;
 mod init;
 mod mounts;
 mod network;
@@ -40,6 +41,7 @@ mod userns;
 
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
+pub use exec::exec_in_container;
 pub use mounts::{OverlayKind, RootfsPlan};
 pub use network::{HostEntry, PortMapping, Protocol};
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};

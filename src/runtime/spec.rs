@@ -160,6 +160,9 @@ pub struct ContainerSpec {
     /// `--add-host` entries of `/etc/hosts`.
     pub extra_hosts: Vec<HostEntry>,
     pub stdio: StdioMode,
+    /// With [`StdioMode::Pty`]: a copy of everything the terminal shows is appended here (the
+    /// container's log, for `logs` of a `-t` container).
+    pub pty_log: Option<PathBuf>,
     /// Holds one dir per live container; see [`crate::runtime::cleanup_stale`].
     pub state_dir: PathBuf,
     pub isolation: Isolation,
@@ -197,6 +200,7 @@ impl ContainerSpec {
             ports: Vec::new(),
             extra_hosts: Vec::new(),
             stdio: StdioMode::Inherit,
+            pty_log: None,
             state_dir,
             isolation: Isolation::Auto,
             overlay: OverlayDriver::Auto,

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod commit;
 pub mod diff;
+pub mod exec;
 pub mod export;
 pub mod history;
 pub mod image;
@@ -24,6 +25,7 @@ pub mod start;
 pub mod stop;
 pub mod store;
 pub mod tag;
+pub mod top;
 
 use std::io::Read;
 use std::path::Path;

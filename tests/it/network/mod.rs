@@ -2,9 +2,10 @@
 //! (served by pasta) against the host's loopback, `--network host|none`, `/etc/hosts` with
 //! `--add-host`, and published ports (`run -p`/`-P`, `port`, `ps`, `inspect`) with the notes'
 //! static_web scenario. Needs root, busybox-static and pasta (Debian: passt); skips without
-//! them, fails under CI=true. The rootless side is in `runtime::rootless`.
+//! them, fails under CI=true. `top`, `exec`. The rootless side is in `runtime::rootless`.
 
 mod build;
+mod exec;
 mod ports;
 
 use crate::fixture::{have_tool, require, Fixture};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::fixture::{rbuild, rbuild_ok, Fixture};
 
 /// Builds `static_web:v1`: EXPOSE 80, CMD busybox httpd serving /www.
-fn build_static_web(fx: &Fixture) {
+pub fn build_static_web(fx: &Fixture) {
     let ctx = fx.context(
         "static_web",
         "FROM busybox\n\
