@@ -12,7 +12,9 @@ use nix::unistd::ForkResult;
 
 use crate::runtime::container::process_plan;
 use crate::runtime::error::{RuntimeError, SetupFailure};
-use crate::runtime::init::{become_workload, exit_code, fail, os_failure, ChildStdio, SetupReport, SETUP_FAILED};
+use crate::runtime::init::{
+    become_workload, exit_code, exit_with_child, fail, os_failure, ChildStdio, SetupReport, SETUP_FAILED,
+};
 use crate::runtime::spec::ContainerSpec;
 use crate::runtime::userns::IdMap;
 
@@ -55,19 +57,7 @@ pub fn exec_in_container(init_pid: i32, spec: &ContainerSpec) -> Result<i32, Run
                     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
                     become_workload(&process, ChildStdio::Inherit, report)
                 }
-                Ok(ForkResult::Parent { child }) => loop {
-                    match waitpid(child, None) {
-                        Ok(status) => {
-                            if let Some(code) = exit_code(status) {
-                                // SAFETY: _exit ends the fork child.
-                                unsafe { libc::_exit(code) };
-                            }
-                        }
-                        Err(nix::errno::Errno::EINTR) => {}
-                        // SAFETY: as above.
-                        Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
-                    }
-                },
+                Ok(ForkResult::Parent { child }) => exit_with_child(child),
             }
         }
         ForkResult::Parent { child } => child,

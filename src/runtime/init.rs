@@ -98,6 +98,23 @@ pub(crate) fn exit_code(status: WaitStatus) -> Option<i32> {
     }
 }
 
+/// Waits for `child` and exits this fork child with its exit code (`128 + n` for signal `n`).
+pub(crate) fn exit_with_child(child: nix::unistd::Pid) -> ! {
+    loop {
+        match waitpid(child, None) {
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    // SAFETY: see `fail`.
+                    unsafe { libc::_exit(code) };
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            // SAFETY: see `fail`.
+            Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
+        }
+    }
+}
+
 /// The setup process: runs in the child of `fork` in rbuild, never returns.
 pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     let report = args.report;
@@ -181,19 +198,7 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
                 libc::close(report);
                 libc::close(args.go);
             }
-            loop {
-                match waitpid(child, None) {
-                    Ok(status) => {
-                        if let Some(code) = exit_code(status) {
-                            // SAFETY: see `fail`.
-                            unsafe { libc::_exit(code) };
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    // SAFETY: see `fail`.
-                    Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
-                }
-            }
+            exit_with_child(child)
         }
     }
 }
