@@ -221,6 +221,7 @@ fn rootless_and_root_builds_of_the_example_give_one_image_id() {
     let Some(r) = Rootless::new("rbuild-build", Some(700_000)) else {
         return;
     };
+    let _tun = crate::fixture::TunForUsers::new();
     let base = r.base();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
     assert!(sh(&format!("cp -a {} {}/example", example.display(), base.display())));
@@ -275,7 +276,7 @@ fn rootless_default_network_is_isolated_from_the_hosts_loopback() {
     let Some(r) = Rootless::new("rbuild-rootless", Some(400_000)) else {
         return;
     };
-    let _tun = TunOpenToUsers::new();
+    let _tun = crate::fixture::TunForUsers::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -295,30 +296,4 @@ fn rootless_default_network_is_isolated_from_the_hosts_loopback() {
     assert_eq!(lines[2], "unreachable");
     let (lines, _) = r.run_on(&format!("nc -w 3 127.0.0.1 {port} </dev/null"), "auto", None, "host");
     assert_eq!(lines, ["hello"]);
-}
-
-/// pasta (like slirp4netns) opens `/dev/net/tun` as the user; distributions make it mode 0666,
-/// some VMs 0600. Opened to users for the test, its mode restored on drop.
-struct TunOpenToUsers(Option<u32>);
-
-impl TunOpenToUsers {
-    fn new() -> Self {
-        let tun = Path::new("/dev/net/tun");
-        let mode = std::fs::metadata(tun).map(|m| m.permissions().mode() & 0o777).ok();
-        match mode {
-            Some(m) if m & 0o006 != 0o006 => {
-                std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).expect("chmod /dev/net/tun");
-                TunOpenToUsers(Some(m))
-            }
-            _ => TunOpenToUsers(None),
-        }
-    }
-}
-
-impl Drop for TunOpenToUsers {
-    fn drop(&mut self) {
-        if let Some(mode) = self.0 {
-            let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
-        }
-    }
 }
