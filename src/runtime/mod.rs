@@ -7,8 +7,9 @@
 //! Process layout of one run:
 //!
 //! ```text
-//! rbuild (caller thread)  ── fork ──► setup process: [unshare(USER), id maps by rbuild,]
-//!   polls output, signals,             unshare(NS, UTS, IPC, PID [, NET]) ── fork ──► init (PID 1)
+//! rbuild (caller thread)  ── fork ──► setup process: unshare([USER,] [NET]), [id maps by rbuild,]
+//!   starts pasta on its NET (default    unshare(NS, UTS, IPC, PID) ── fork ──► init (PID 1)
+//!   network, see `network`),
 //!   the setup process's pidfd          waits for init, exits with its code        mounts rootfs, pivot_root,
 //!                                                                                  drops privileges, seccomp,
 //!                                                                                  execs the workload (PID 1)
@@ -16,7 +17,9 @@
 //!
 //! Every mount is made inside the container's own mount namespace, so when the last process
 //! of the container dies the kernel drops the mounts; the setup process and init die with
-//! rbuild (`PR_SET_PDEATHSIG`). What stays on the host is the per-container state dir
+//! rbuild (`PR_SET_PDEATHSIG`); the network stack (pasta) is killed by rbuild when the
+//! container ends, or by [`cleanup_stale`] after a killed rbuild. `exec` joins a running
+//! container's namespaces (see `exec`). What stays on the host is the per-container state dir
 //! (`<state_dir>/<id>/`: a record, the mount point, the bind-mounted `/etc` files and the
 //! overlay "init layer"), removed by an RAII guard or by [`cleanup_stale`].
 //!
