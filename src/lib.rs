@@ -4,6 +4,7 @@
 //! are described in `DESIGN.md` (shared beside the checkout); each module's header says what
 //! it owns.
 
+pub mod buildkit;
 pub mod cli;
 pub mod containers;
 pub mod context;
@@ -12,6 +13,7 @@ pub mod events;
 pub mod frontend;
 pub mod image;
 pub mod layer;
+pub mod llb;
 pub mod plan;
 pub mod registry;
 pub mod runtime;

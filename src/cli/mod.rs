@@ -17,7 +17,8 @@ pub use printer::Printer;
 /// A daemonless Dockerfile build engine.
 #[derive(Debug, Parser)]
 #[command(name = "rbuild", version, about, long_about = None)]
-#[command(after_help = "The short form `rbuild -t name:tag DIR` is `rbuild build -t name:tag DIR`.")]
+#[command(after_help = "The short form `rbuild -t name:tag DIR` is `rbuild build -t name:tag DIR`: it applies \
+when the first argument is a flag, `-` or an existing directory.")]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,6 +78,16 @@ enum Command {
     Commit(commands::commit::CommitArgs),
     /// Export a container's filesystem as a tar archive
     Export(commands::export::ExportArgs),
+    /// Log in to a registry
+    Login(commands::login::LoginArgs),
+    /// Log out from a registry
+    Logout(commands::login::LogoutArgs),
+    /// Search a registry's repositories (its catalog; Docker Hub's search API is not reachable)
+    Search(commands::search::SearchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(commands::completion::CompletionArgs),
+    /// Print or install the manual pages
+    Man(commands::man::ManArgs),
     /// Runs a detached container (started by `run -d` and `start`)
     #[command(name = "container-monitor", hide = true)]
     ContainerMonitor(commands::run::MonitorArgs),
@@ -95,15 +106,11 @@ pub struct InternalError(pub String);
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     init_logging();
+    crate::store::trees::set_unprivileged_remover(crate::runtime::remove_tree_in_user_namespace);
     let args = with_short_form(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
-            // Printing help or a usage error can only fail on a closed pipe: nothing to add.
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return usage_error(&e),
     };
     let mut p = Printer::new();
     let result = match cli.command {
@@ -133,6 +140,11 @@ pub fn main() -> i32 {
         Command::Diff(a) => commands::diff::run(a, &mut p),
         Command::Commit(a) => commands::commit::run(a, &mut p),
         Command::Export(a) => commands::export::run(a, &mut p),
+        Command::Login(a) => commands::login::run(a, &mut p),
+        Command::Logout(a) => commands::login::run_logout(a, &mut p),
+        Command::Search(a) => commands::search::run(a, &mut p),
+        Command::Completion(a) => commands::completion::run(a, &mut p),
+        Command::Man(a) => commands::man::run(a, &mut p),
         Command::ContainerMonitor(a) => commands::run::monitor(a, &mut p),
     }
     .and_then(|()| Ok(p.flush()?));
@@ -167,18 +179,48 @@ fn report(err: &anyhow::Error) -> i32 {
     }
 }
 
-/// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: when the first argument is neither a
-/// subcommand nor a top-level flag, `build` is inserted.
+/// Prints a usage error (or the help or version clap produced) and picks its exit code. An
+/// unknown subcommand is named with the nearest real one, as git does.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::InvalidSubcommand {
+        if let Some(ContextValue::String(name)) = e.get(ContextKind::InvalidSubcommand) {
+            // clap lists the candidates from the least to the most similar.
+            let suggestion = match e.get(ContextKind::SuggestedSubcommand) {
+                Some(ContextValue::Strings(s)) => s.last().map(|b| format!("; did you mean '{b}'?")),
+                Some(ContextValue::String(s)) => Some(format!("; did you mean '{s}'?")),
+                _ => None,
+            };
+            let suggestion = suggestion.unwrap_or_default();
+            eprintln!("Error: unrecognized subcommand '{name}'{suggestion}\nSee 'rbuild --help'.");
+            return 1;
+        }
+    }
+    let code = if e.use_stderr() { 1 } else { 0 };
+    // Printing help or a usage error can only fail on a closed pipe: nothing to add.
+    let _ = e.print();
+    code
+}
+
+/// `rbuild -t app:1 .` means `rbuild build -t app:1 .`: `build` is inserted when the first
+/// argument is not a subcommand and is a flag other than the top-level ones, `-` (the context
+/// on stdin), an existing directory, a path (`./app`, `src/`: the build then says the path
+/// is missing) or a remote context's URL (`https://…`, `git://…`, `git@host:repo`). Anything else stays a subcommand, so a typo is an error with a suggestion
+/// rather than a build of a missing directory.
 fn with_short_form(mut args: Vec<OsString>) -> Vec<OsString> {
-    let Some(first) = args.get(1).and_then(|a| a.to_str()) else {
+    let Some(first) = args.get(1) else {
         return args;
     };
+    let name = first.to_str();
     let command = Cli::command();
-    let is_subcommand =
-        command.get_subcommands().any(|c| c.get_name() == first || c.get_all_aliases().any(|a| a == first))
-            || first == "help";
-    let is_top_flag = matches!(first, "-h" | "--help" | "-V" | "--version");
-    if !is_subcommand && !is_top_flag {
+    let is_subcommand = name.is_some_and(|n| {
+        n == "help" || command.get_subcommands().any(|c| c.get_name() == n || c.get_all_aliases().any(|a| a == n))
+    });
+    let is_top_flag = matches!(name, Some("-h" | "--help" | "-V" | "--version"));
+    let is_build_flag = name.is_some_and(|n| n.starts_with('-'));
+    let is_url = name.is_some_and(|n| ["http://", "https://", "git://", "git@"].iter().any(|p| n.starts_with(p)));
+    let is_path = is_url || std::path::Path::new(first).is_dir() || name.is_some_and(|n| n.contains('/') || n == "..");
+    if !is_subcommand && !is_top_flag && (is_build_flag || is_path) {
         args.insert(1, OsString::from("build"));
     }
     args

@@ -625,11 +625,12 @@ impl Containers {
             self.kill(&current)?;
         }
         let dir = self.container_dir(&record.id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(LifecycleError::Io { op: "removing", path: dir, source }),
-        }
+        // An unprivileged container's upper dir holds files of its subordinate ids.
+        crate::store::trees::remove_tree(&dir).map_err(|source| LifecycleError::Io {
+            op: "removing",
+            path: dir.clone(),
+            source,
+        })?;
         self.store.remove_container(&record.id)?;
         Ok(())
     }
@@ -807,11 +808,11 @@ fn is_alive(pid: i32, start: u64) -> bool {
 }
 
 fn clear_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(LifecycleError::Io { op: "clearing", path: dir.to_path_buf(), source }),
-    }
+    crate::store::trees::remove_tree(dir).map_err(|source| LifecycleError::Io {
+        op: "clearing",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     fs_err::create_dir_all(dir).map_err(io_err("creating", dir))
 }
 

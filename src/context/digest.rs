@@ -73,8 +73,10 @@ fn hash_file_into(path: &Path, hashers: &mut [&mut Sha256]) -> Result<(), Contex
 #[derive(Debug, Default)]
 pub struct ContentMemo {
     known: HashMap<String, MemoEntry>,
-    /// Entries used or computed by this build: what [`ContentMemo::encode`] writes.
-    used: Mutex<HashMap<String, MemoEntry>>,
+    /// Entries used or computed by this build, and whether the next build may trust them
+    /// (`false`: too fresh); what [`ContentMemo::encode`] writes are the trusted ones. Within
+    /// one build every entry is trusted: a COPY that runs reads its hashes from here.
+    used: Mutex<HashMap<String, (MemoEntry, bool)>>,
     /// Files changed at or after this time (ns since the epoch) are not remembered.
     racy_from_ns: i64,
 }
@@ -131,11 +133,13 @@ impl ContentMemo {
     /// was read (nothing to write).
     pub fn encode(&self) -> Option<Vec<u8>> {
         let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        if used.len() == self.known.len() && used.iter().all(|(path, e)| self.known.get(path) == Some(e)) {
+        let kept: Vec<(&String, &MemoEntry)> =
+            used.iter().filter(|(_, (_, trusted))| *trusted).map(|(path, (e, _))| (path, e)).collect();
+        if kept.len() == self.known.len() && kept.iter().all(|(path, e)| self.known.get(*path) == Some(*e)) {
             return None;
         }
         let mut out = MEMO_MAGIC.to_vec();
-        for (path, e) in used.iter() {
+        for (path, e) in kept {
             out.extend_from_slice(&(path.len() as u64).to_le_bytes());
             out.extend_from_slice(path.as_bytes());
             for n in [e.stamp.ino, e.stamp.size, e.stamp.mtime_ns as u64, e.stamp.ctime_ns as u64, e.stamp.mode.into()]
@@ -151,20 +155,22 @@ impl ContentMemo {
     /// The remembered entry for a regular file, if its stamp still matches.
     fn lookup(&self, entry: &ContextEntry) -> Option<MemoEntry> {
         let stamp = entry.stamp?;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, _)) = used.get(&entry.path).filter(|(e, _)| e.stamp == stamp) {
+            return Some(*seen);
+        }
         let known = self.known.get(&entry.path).filter(|e| e.stamp == stamp).copied()?;
-        self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(entry.path.clone(), known);
+        used.insert(entry.path.clone(), (known, true));
         Some(known)
     }
 
     fn learn(&self, entry: &ContextEntry, content: [u8; 32], tarsum: [u8; 32]) {
         let Some(stamp) = entry.stamp else { return };
-        if stamp.ctime_ns >= self.racy_from_ns || stamp.mtime_ns >= self.racy_from_ns {
-            return;
-        }
+        let trusted = stamp.ctime_ns < self.racy_from_ns && stamp.mtime_ns < self.racy_from_ns;
         self.used
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(entry.path.clone(), MemoEntry { stamp, content, tarsum });
+            .insert(entry.path.clone(), (MemoEntry { stamp, content, tarsum }, trusted));
     }
 
     /// Content sha256 and classic tarsum of the regular file `entry` (at `host`): remembered,
@@ -504,10 +510,14 @@ mod tests {
         let fresh = source_digest(root, &entries, Some((0, 0)), None).unwrap();
         let fresh_classic = classic_source_hash(root, &roots, None).unwrap();
 
-        // Files just written are too fresh to remember ("racy git").
+        // Files just written are too fresh to remember for the next build ("racy git"), but
+        // within this one they are read once: the classic hash comes from the key's read.
         let racy = ContentMemo::decode(&[]);
         assert_eq!(source_digest(root, &entries, Some((0, 0)), Some(&racy)).unwrap(), fresh);
-        assert_eq!(racy.encode(), None, "nothing learned, nothing to write");
+        assert_eq!(racy.encode(), None, "nothing trusted, nothing to write");
+        std::fs::rename(root.join("d/x"), root.join("x-away")).unwrap();
+        assert_eq!(classic_source_hash(root, &roots, Some(&racy)).unwrap(), fresh_classic, "d/x not read again");
+        std::fs::rename(root.join("x-away"), root.join("d/x")).unwrap();
 
         let memo = ContentMemo { racy_from_ns: i64::MAX, ..ContentMemo::default() };
         assert_eq!(source_digest(root, &entries, Some((0, 0)), Some(&memo)).unwrap(), fresh);

@@ -4,13 +4,15 @@
 //!
 //! Submodules: [`pattern`] (pattern compilation and matching), [`ignorefile`] (reading the
 //! ignore file, choosing which one applies), [`walk`] (the filtered walk), [`select`] (COPY
-//! sources), [`digest`] (source digests).
+//! sources), [`digest`] (source digests), [`remote`] (git and URL contexts fetched into a
+//! directory the caller owns).
 
 use std::path::PathBuf;
 
 pub mod digest;
 pub mod ignorefile;
 pub mod pattern;
+pub mod remote;
 pub mod select;
 pub mod walk;
 

@@ -17,12 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::context::BuildContext;
+use crate::context::{BuildContext, ContentMemo};
 use crate::engine::cache::CacheIndex;
+use crate::engine::classic_cache::ClassicSources;
 use crate::engine::executor::{EventSink, ImageState, StageExecutor};
 use crate::engine::planning::{plan_build, PlanRequest, PullPolicy, StoreImages};
 use crate::engine::scheduler::{run_stages, Cancel};
 use crate::engine::settings::BuildSettings;
+use crate::engine::shared_cache::{export, CacheExportSpec, CacheImportSpec, ExportRequest, ImportedCaches};
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::parser;
@@ -30,6 +32,7 @@ use crate::image::Platform;
 use crate::layer::diff::DiffOptions;
 use crate::layer::media::Compression;
 use crate::plan::Dependency;
+use crate::registry::cache::CacheLocation;
 use crate::registry::RegistryOptions;
 use crate::runtime::NetworkMode;
 use crate::store::{ImageReference, ImageStore, PutImage};
@@ -38,6 +41,9 @@ use crate::store::{ImageReference, ImageStore, PutImage};
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub context: PathBuf,
+    /// Where a fetched context came from (its URL): the misses of its builds are explained
+    /// against earlier builds of the same URL, and no content memo is kept for its temp dir.
+    pub context_origin: Option<String>,
     /// The Dockerfile; default `CONTEXT/Dockerfile`.
     pub dockerfile: Option<PathBuf>,
     /// The Dockerfile's text when it does not come from a file (`-f -`).
@@ -64,6 +70,10 @@ pub struct BuildOptions {
     pub registry: RegistryOptions,
     /// What the build takes from the environment (`SOURCE_DATE_EPOCH`, proxy variables).
     pub settings: BuildSettings,
+    /// `--cache-from`: caches (and classic images) consulted when the store has no record.
+    pub cache_from: Vec<CacheImportSpec>,
+    /// `--cache-to`: where the build's records go when it succeeds.
+    pub cache_to: Vec<CacheExportSpec>,
 }
 
 impl BuildOptions {
@@ -72,6 +82,7 @@ impl BuildOptions {
     pub fn new(context: impl Into<PathBuf>) -> Self {
         BuildOptions {
             context: context.into(),
+            context_origin: None,
             dockerfile: None,
             dockerfile_text: None,
             tags: Vec::new(),
@@ -88,6 +99,8 @@ impl BuildOptions {
             pull: false,
             registry: RegistryOptions::from_env(None),
             settings: BuildSettings::from_env(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -178,7 +191,11 @@ impl Builder {
         // File digests of this context remembered from its earlier builds.
         let memo_cache = CacheIndex::open(&self.store.root().join("cache"))?;
         let context_id = opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone());
-        let memo = Arc::new(memo_cache.content_memo(&context_id));
+        // A fetched context is a new directory every time: nothing to remember.
+        let memo = Arc::new(match opts.context_origin {
+            Some(_) => ContentMemo::default(),
+            None => memo_cache.content_memo(&context_id),
+        });
         let context = BuildContext::open(&opts.context, anchor)?.with_memo(Arc::clone(&memo));
         let summary = context.summary()?;
         let policy = if opts.pull { PullPolicy::Always } else { PullPolicy::Missing };
@@ -196,24 +213,7 @@ impl Builder {
         for stage in plan.planned_stages() {
             check_stage_platform(stage, &platform)?;
         }
-        sink(&BuildEvent::BuildStarted {
-            context_files: summary.files,
-            context_bytes: summary.bytes,
-            total_steps: plan.step_count(),
-        });
-        for warning in &plan.warnings {
-            sink(&BuildEvent::Warning { message: warning.clone() });
-        }
-        // ARGs before the first FROM are steps in classic output, with nothing to run.
-        for arg in &plan.global_arg_steps {
-            sink(&BuildEvent::StepStarted {
-                step: arg.number,
-                total: plan.step_count(),
-                stage: 0,
-                instruction: arg.original.clone(),
-                cache_key: String::new(),
-            });
-        }
+        announce(sink, &summary, &plan);
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
@@ -226,12 +226,9 @@ impl Builder {
             ..DiffOptions::default()
         };
         // Misses are explained against this Dockerfile's earlier builds only.
-        let lineage = match &opts.dockerfile_text {
-            Some(_) => {
-                format!("text:{}", opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone()).display())
-            }
-            None => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.clone()).display().to_string(),
-        };
+        let lineage = lineage(opts, &dockerfile, &context_id);
+        let imported = self.import_caches(opts, sink);
+        let classic = self.classic_sources(opts, sink)?;
         let executor = StageExecutor {
             store: &self.store,
             cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
@@ -251,15 +248,35 @@ impl Builder {
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
+            imported: &imported,
+            classic: &classic,
+            used: Default::default(),
         };
         let outputs = run_stages(&plan, &executor, opts.jobs, &self.cancel);
-        memo_cache.put_content_memo(&context_id, &memo);
+        if opts.context_origin.is_none() {
+            memo_cache.put_content_memo(&context_id, &memo);
+        }
         let outputs = outputs?;
-        let target = outputs
-            .get(&plan.target)
-            .ok_or_else(|| BuildError::Internal("the target stage produced nothing".into()))?;
+        let target = outputs.get(&plan.target).ok_or_else(|| match self.cancel.is_cancelled() {
+            // Ctrl-C between stages: nothing failed, the target never started.
+            true => BuildError::Cancelled { last_image: None },
+            false => BuildError::Internal("the target stage produced nothing".into()),
+        })?;
         let image = self.finish(target, opts)?;
         let id = image.id.to_string();
+        if !opts.cache_to.is_empty() {
+            let used = executor.used.into_inner().unwrap_or_default();
+            let request = ExportRequest {
+                store: &self.store,
+                cache: &executor.cache,
+                steps: &used.steps,
+                target_stage: plan.target,
+                cache_mounts: &used.cache_mounts,
+                diff: &executor.diff,
+                registry: &opts.registry,
+            };
+            export_caches(&request, &opts.cache_to, sink)?;
+        }
         for tag in &opts.tags {
             let reference = ImageReference::parse(tag).map_err(crate::store::StoreError::from)?;
             self.store.tag(&image, &reference)?;
@@ -287,6 +304,119 @@ impl Builder {
         let parent = target.stored.as_ref().map(|s| s.id.clone());
         Ok(self.store.put_image_raw(&json, &layers, &PutImage { tags: Vec::new(), parent })?)
     }
+}
+
+/// The build's first events: the context's size, the plan's warnings, and the ARGs before the
+/// first FROM (steps in classic output, with nothing to run).
+fn announce(sink: &EventSink, summary: &crate::context::ContextSummary, plan: &crate::plan::BuildPlan) {
+    sink(&BuildEvent::BuildStarted {
+        context_files: summary.files,
+        context_bytes: summary.bytes,
+        total_steps: plan.step_count(),
+    });
+    for warning in &plan.warnings {
+        sink(&BuildEvent::Warning { message: warning.clone() });
+    }
+    for arg in &plan.global_arg_steps {
+        sink(&BuildEvent::StepStarted {
+            step: arg.number,
+            total: plan.step_count(),
+            stage: 0,
+            instruction: arg.original.clone(),
+            cache_key: String::new(),
+        });
+    }
+}
+
+/// What a build's cache misses are explained against: the earlier builds of the same
+/// Dockerfile (by path; `text:<context>` for `-f -`), and for a fetched context of the same
+/// URL and Dockerfile inside it.
+fn lineage(opts: &BuildOptions, dockerfile: &Path, context_id: &Path) -> String {
+    match (&opts.context_origin, &opts.dockerfile_text) {
+        (Some(origin), Some(_)) => format!("text:{origin}"),
+        (Some(origin), None) => {
+            let file = dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf());
+            format!("{origin}:{}", file.strip_prefix(context_id).unwrap_or(&file).display())
+        }
+        (None, Some(_)) => format!("text:{}", context_id.display()),
+        (None, None) => dockerfile.canonicalize().unwrap_or_else(|_| dockerfile.to_path_buf()).display().to_string(),
+    }
+}
+
+impl Builder {
+    /// Opens the `--cache-from` caches (a classic `--cache-from IMAGE` is read by the
+    /// executor from the image itself), saying what each holds.
+    fn import_caches(&self, opts: &BuildOptions, sink: &EventSink) -> ImportedCaches {
+        let locations: Vec<CacheLocation> = opts
+            .cache_from
+            .iter()
+            .filter_map(|c| match c {
+                CacheImportSpec::Cache(location) => Some(location.clone()),
+                CacheImportSpec::Image(_) => None,
+            })
+            .collect();
+        let warn = |message: String| sink(&BuildEvent::Warning { message });
+        let imported = ImportedCaches::open(&locations, &opts.registry, &warn);
+        for (location, records, mounts) in imported.summary() {
+            sink(&BuildEvent::CacheTransfer {
+                location: location.clone(),
+                message: format!("importing cache {location}: {records} records, {mounts} cache mounts"),
+            });
+        }
+        imported
+    }
+
+    /// The images of the classic `--cache-from IMAGE`s: from the store, else pulled. One that
+    /// cannot be had is a warning, as the classic builder goes on without it.
+    fn classic_sources(&self, opts: &BuildOptions, sink: &EventSink) -> Result<ClassicSources, BuildError> {
+        let mut images = Vec::new();
+        for spec in &opts.cache_from {
+            let CacheImportSpec::Image(name) = spec else { continue };
+            let image = match self.store.resolve(name) {
+                Ok(image) => image,
+                Err(crate::store::StoreError::NoSuchImage(_)) => {
+                    let mut on = |e: &crate::registry::PullEvent| {
+                        if let Some(message) = e.message() {
+                            sink(&BuildEvent::Pull { reference: name.clone(), message });
+                        }
+                    };
+                    match crate::registry::pull(&self.store, name, &opts.registry, &mut on) {
+                        Ok(pulled) => pulled.image,
+                        Err(e) => {
+                            sink(&BuildEvent::Warning {
+                                message: format!("--cache-from {name}: {e}; building without it"),
+                            });
+                            continue;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            images.push(image);
+        }
+        Ok(ClassicSources { images })
+    }
+}
+
+/// Writes every `--cache-to`; a failure fails the build unless its spec says `ignore-error`.
+fn export_caches(request: &ExportRequest, specs: &[CacheExportSpec], sink: &EventSink) -> Result<(), BuildError> {
+    for spec in specs {
+        let location = spec.location.to_string();
+        match export(request, spec) {
+            Ok((records, mounts, outcome)) => sink(&BuildEvent::CacheTransfer {
+                location: location.clone(),
+                message: format!(
+                    "exporting cache to {location}: {records} records, {mounts} cache mounts; blobs: {} uploaded, {} mounted, {} already there; manifest {}",
+                    outcome.uploaded, outcome.mounted, outcome.existing, outcome.manifest_digest
+                ),
+            }),
+            Err(e) if spec.ignore_error => {
+                sink(&BuildEvent::Warning { message: format!("exporting cache to {location} failed (ignored): {e}") })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// `FROM --platform=…` must name the platform the build runs on: steps run natively, and

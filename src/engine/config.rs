@@ -8,13 +8,38 @@ use std::time::Duration;
 use serde_json::Map;
 
 use crate::frontend::instructions::{go_duration, CommandForm, Healthcheck, Instruction};
-use crate::image::{HealthConfig, ImageConfig};
+pub use crate::image::{clean_path, resolve_workdir};
+use crate::image::{HealthConfig, ImageConfig, Platform, DEFAULT_PATH};
 
 /// argv for a command in `form`: exec form as is, shell form through the image's SHELL.
 pub fn command_argv(image: &ImageConfig, form: &CommandForm) -> Vec<String> {
     match form {
         CommandForm::Exec(v) => v.clone(),
         CommandForm::Shell(s) => image.shell_argv(s),
+    }
+}
+
+/// The config a `FROM scratch` stage starts from: empty, for `platform`, with the default PATH.
+pub fn scratch_stage_config(platform: &Platform) -> ImageConfig {
+    let mut config = ImageConfig::for_platform(platform);
+    config.set_env("PATH", DEFAULT_PATH);
+    config
+}
+
+/// What a stage keeps of an earlier stage it builds on: everything but the MAINTAINER, as in
+/// Docker.
+pub fn inherit_stage_config(config: &mut ImageConfig) {
+    config.author = None;
+}
+
+/// What a stage keeps of its base image's config: the base's ONBUILD triggers run in this
+/// stage (lowering put them after the FROM) and are not carried on, as Docker clears them; nor
+/// is its MAINTAINER; a base without PATH gets the default one.
+pub fn inherit_image_config(config: &mut ImageConfig) {
+    config.config.on_build.clear();
+    config.author = None;
+    if config.env_var("PATH").is_none() {
+        config.set_env("PATH", DEFAULT_PATH);
     }
 }
 
@@ -124,33 +149,6 @@ pub fn expand_port(port: &str) -> Vec<String> {
         Some((lo, hi)) if lo <= hi => (lo..=hi).map(|p| format!("{p}/{proto}")).collect(),
         _ => vec![format!("{range}/{proto}")],
     }
-}
-
-/// WORKDIR: an absolute path replaces, a relative one is joined to the current one; `.` and
-/// `..` are resolved lexically, as Docker does.
-pub fn resolve_workdir(current: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        let base = if current.is_empty() { "/" } else { current };
-        format!("{}/{path}", base.trim_end_matches('/'))
-    };
-    clean_path(&joined)
-}
-
-/// Lexical cleaning of an absolute path (`/a/./b/../c/` -> `/a/c`).
-pub fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// Go's `%q` of a string slice, as classic docker prints CMD in history: `["a" "b"]`.

@@ -12,7 +12,7 @@ use std::time::Instant;
 use fs_err as fs;
 
 use crate::context::digest::classic_source_hash;
-use crate::engine::add::{download, extract_archive, is_tar_archive};
+use crate::engine::add::{download, extract_archive};
 use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{
     destination, layer_tree, materialize, parse_chmod, plan_from_context, plan_from_image, CopyItem, CopyOptions,
@@ -21,6 +21,7 @@ use crate::engine::destination::{apply_to_tree, apply_to_upper, DestinationResol
 use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::BuildError;
 use crate::frontend::instructions::{FileCopy, Instruction};
+use crate::layer::archive::is_tar_archive;
 use crate::layer::diff::LayerTree;
 use crate::layer::digest::Sha256Digest;
 use crate::layer::stack::{EntryType, MergedView};

@@ -90,9 +90,12 @@ impl<'v> DestinationResolver<'v> {
         let (parent, name) = item.dest.rsplit_once('/').unwrap_or(("", &item.dest));
         let parent = self.directory(if parent.is_empty() { "/" } else { parent });
         let dest = format!("{}/{name}", parent.trim_end_matches('/'));
+        // Only a directory the image has can hold a symlink to follow: in one the copy
+        // creates (most of a large COPY), nothing needs looking up.
+        let in_image_dir = parent == "/" || self.existing.contains_key(&parent);
         let is_link =
             |view: &MergedView| view.resolve(&dest, false).is_some_and(|(_, e)| e.metadata_kind == EntryType::Symlink);
-        if item.kind == EntryType::File && is_link(self.view) {
+        if item.kind == EntryType::File && in_image_dir && is_link(self.view) {
             if let Some((target, entry)) = self.view.resolve(&dest, true) {
                 if entry.metadata_kind == EntryType::File {
                     item.dest = absolute(&target);

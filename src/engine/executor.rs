@@ -5,19 +5,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
-use crate::engine::config::{apply_config_instruction, history_created_by, StageConfigState};
+use crate::engine::classic_cache::ClassicSources;
+use crate::engine::config::{
+    apply_config_instruction, history_created_by, inherit_image_config, inherit_stage_config, scratch_stage_config,
+    StageConfigState,
+};
 use crate::engine::runner::ContainerRunner;
 use crate::engine::scheduler::{Cancel, StageRunner};
+use crate::engine::shared_cache::ImportedCaches;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
 use crate::frontend::instructions::Instruction;
-use crate::image::{ImageConfig, Platform, DEFAULT_PATH};
+use crate::image::{ImageConfig, Platform};
 use crate::layer::diff::{DiffOptions, LayerTree};
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{CacheKey, MissReason, Stage, StageBase, Step};
@@ -80,6 +85,20 @@ pub struct StageExecutor<'a> {
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
+    /// The `--cache-from` caches, consulted when the store has no record for a key.
+    pub imported: &'a ImportedCaches,
+    /// The classic `--cache-from IMAGE`s, consulted after them.
+    pub classic: &'a ClassicSources,
+    /// What the build used, for `--cache-to`: (stage, effective key) of every step that hit
+    /// or ran, and (name under `cache-mounts/`, directory) of every cache mount.
+    pub used: Mutex<UsedByBuild>,
+}
+
+/// See [`StageExecutor::used`].
+#[derive(Debug, Default)]
+pub struct UsedByBuild {
+    pub steps: Vec<(usize, CacheKey)>,
+    pub cache_mounts: Vec<(String, PathBuf)>,
 }
 
 impl StageRunner for StageExecutor<'_> {
@@ -170,7 +189,9 @@ impl StageExecutor<'_> {
                 continue;
             }
             if !self.no_cache {
-                if let Some(hit) = self.cached(step).map_err(|e| e.at_step(step.number))? {
+                let hit = self.lookup(step, &state, last_hit.as_deref(), &config_state);
+                if let Some(hit) = hit.map_err(|e| e.at_step(step.number))? {
+                    self.note_step(stage.index, &step.cache_key);
                     self.emit(BuildEvent::CacheHit { step: step.number, image_id: hit.clone() });
                     last_hit = Some(hit.clone());
                     // The config comes from the cached image; keep track of what the stage set.
@@ -199,7 +220,10 @@ impl StageExecutor<'_> {
             } else if missed {
                 MissReason::ParentMissed
             } else {
-                self.cache.explain(&step.key_inputs)?
+                match self.cache.explain(&step.key_inputs)? {
+                    MissReason::NoRecord => self.imported.explain(&step.key_inputs).unwrap_or(MissReason::NoRecord),
+                    reason => reason,
+                }
             };
             missed = true;
             self.emit(BuildEvent::cache_miss(step.number, reason));
@@ -210,6 +234,7 @@ impl StageExecutor<'_> {
                 .execute(stage, step, &state, &mut config_state, done, cancel, pending)
                 .map_err(|e| e.at_step(step.number))?;
             let image_id = next.id().unwrap_or_default();
+            self.note_step(stage.index, &step.cache_key);
             pending.records.push(CacheRecord {
                 image: image_id.clone(),
                 key: step.cache_key.clone(),
@@ -245,33 +270,10 @@ impl StageExecutor<'_> {
         Ok(ImageState { stored: Some(stored), config, key: None, tree_layers: Vec::new() })
     }
 
-    /// The image ID a cache record names, if the record is there and the store still has the
-    /// image's config (a file check: the index is read once, by [`Self::hit_state`]).
-    fn cached(&self, step: &Step) -> Result<Option<String>, BuildError> {
-        let Some(image) = self.cache.image_of(&step.cache_key)? else { return Ok(None) };
-        match image.parse::<Sha256Digest>() {
-            Ok(id) if self.store.has_blob(&id) => Ok(Some(image)),
-            // The image was removed (rmi, prune): the record is stale.
-            _ => {
-                self.cache.remove(&step.cache_key)?;
-                Ok(None)
-            }
-        }
-    }
-
-    /// The state after a cache hit: the recorded image, read from the store.
-    fn hit_state(&self, image_id: &str) -> Result<ImageState, BuildError> {
-        let stored = self.store.resolve(image_id).map_err(|e| {
-            BuildError::Internal(format!("cache hit on image {image_id}, which the store cannot read: {e}"))
-        })?;
-        self.state_of(stored)
-    }
-
     fn base_state(&self, stage: &Stage, done: &BTreeMap<usize, Arc<ImageState>>) -> Result<ImageState, BuildError> {
         match &stage.base {
             StageBase::Scratch => {
-                let mut config = ImageConfig::for_platform(&self.platform);
-                config.set_env("PATH", DEFAULT_PATH);
+                let config = scratch_stage_config(&self.platform);
                 Ok(ImageState { stored: None, config, key: None, tree_layers: Vec::new() })
             }
             StageBase::Stage { index } => {
@@ -279,8 +281,7 @@ impl StageExecutor<'_> {
                     .get(index)
                     .map(|s| (**s).clone())
                     .ok_or_else(|| BuildError::Internal(format!("stage {index} has not been built")))?;
-                // As in Docker, an image does not inherit its base's MAINTAINER.
-                state.config.author = None;
+                inherit_stage_config(&mut state.config);
                 Ok(state)
             }
             StageBase::Image { reference, id } => {
@@ -292,14 +293,7 @@ impl StageExecutor<'_> {
                     e => BuildError::Store(e),
                 })?;
                 let mut state = self.state_of(stored)?;
-                // The base's ONBUILD triggers run in this stage (lowering put them after the
-                // FROM); the new image does not carry them on, as Docker clears them.
-                state.config.config.on_build.clear();
-                // Nor its MAINTAINER.
-                state.config.author = None;
-                if state.config.env_var("PATH").is_none() {
-                    state.config.set_env("PATH", DEFAULT_PATH);
-                }
+                inherit_image_config(&mut state.config);
                 Ok(state)
             }
         }

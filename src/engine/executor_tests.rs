@@ -68,6 +68,9 @@ impl Bench {
             secrets: &[],
             ssh_agents: &[],
             runner,
+            imported: &Default::default(),
+            classic: &Default::default(),
+            used: Default::default(),
         };
         let result = run_stages(&plan, &executor, 1, &Cancel::new())
             .map(|mut outputs| outputs.remove(&plan.target).expect("target built"));

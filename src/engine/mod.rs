@@ -8,12 +8,16 @@
 pub mod add;
 pub mod builder;
 pub mod cache;
+mod cache_lookup;
+pub mod classic_cache;
 mod commit;
 pub mod config;
 pub mod copy;
 mod copy_step;
 pub mod destination;
 pub mod executor;
+pub mod llb_facts;
+pub mod outputs;
 pub mod planning;
 mod rekey;
 pub mod run_mounts;
@@ -22,6 +26,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod secrets;
 pub mod settings;
+pub mod shared_cache;
 pub mod sources;
 pub mod ssh;
 mod workdir;
@@ -49,6 +54,9 @@ pub enum BuildError {
     Cache(#[from] cache::CacheError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// `--cache-to`/`--cache-from`: the shared cache could not be written or read.
+    #[error(transparent)]
+    CacheTransfer(#[from] crate::registry::cache::CacheTransferError),
     /// A base image is not in the store and could not be pulled (or `--pull` failed).
     #[error("pull access denied for {reference}: {reason}")]
     BaseImageMissing { reference: String, reason: String },
@@ -106,6 +114,7 @@ impl BuildError {
             | BuildError::Runtime(_)
             | BuildError::Layer(_)
             | BuildError::Cache(_)
+            | BuildError::CacheTransfer(_)
             | BuildError::Context(_)) => BuildError::InStep { step, error: Box::new(e) },
             other => other,
         }

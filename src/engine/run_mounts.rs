@@ -37,9 +37,11 @@ use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::ssh::{AgentProxy, DEFAULT_SSH_ID};
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
+use crate::layer::apply::{LayerApply, WhiteoutMode};
 use crate::layer::digest::Sha256Digest;
 use crate::layer::stack::{EntryType, MergedView};
 use crate::plan::{Stage, Step};
+use crate::registry::cache::{CacheSource, CachedMount};
 use crate::runtime::{Mount, MountKind};
 
 /// The runtime side of a RUN's `--mount`s, and what must live as long as the container: the
@@ -77,21 +79,7 @@ pub fn cache_name(id: &str, from_image: Option<&str>) -> String {
     Sha256Digest::of(key.as_bytes()).hex().to_string()
 }
 
-/// Docker's size syntax (`go-units` RAMInBytes): a number with an optional `k`, `m`, `g`,
-/// `t` (binary multiples), optionally followed by `b`/`ib`.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
-    let (number, shift) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 10),
-        'm' => (&t[..t.len() - 1], 20),
-        'g' => (&t[..t.len() - 1], 30),
-        't' => (&t[..t.len() - 1], 40),
-        _ => (t, 0),
-    };
-    let value: f64 = number.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
-    Some((value * (1u64 << shift) as f64) as u64)
-}
+pub use crate::plan::instruction::parse_size;
 
 /// Why a RUN mount could not be prepared (shown after `--mount=<spec>: `).
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +100,11 @@ pub enum MountError {
     Context(#[from] crate::context::ContextError),
     #[error("{0}")]
     Copy(#[from] crate::engine::copy::CopyError),
+    /// The directory an imported cache carries could not be fetched or unpacked.
+    #[error("importing the cache mount: {0}")]
+    ImportFetch(#[from] crate::registry::cache::CacheTransferError),
+    #[error("unpacking the imported cache mount: {0}")]
+    ImportUnpack(#[from] crate::layer::apply::ApplyError),
     /// The `from` stage or image could not be read.
     #[error("{0}")]
     Source(#[from] Box<BuildError>),
@@ -297,12 +290,12 @@ impl StageExecutor<'_> {
             Ok(file?.into_parts().0)
         };
         let (name, lock) = match spec.sharing.unwrap_or(CacheSharing::Shared) {
-            CacheSharing::Shared => (hex, None),
+            CacheSharing::Shared => (hex.clone(), None),
             CacheSharing::Locked => {
                 let file = lock_file(&hex)?;
                 flock(&file, FlockOperation::LockExclusive)
                     .map_err(|errno| MountError::Lock { id: id.clone(), errno })?;
-                (hex, Some(file))
+                (hex.clone(), Some(file))
             }
             CacheSharing::Private => {
                 let mut instance = 0usize;
@@ -317,9 +310,15 @@ impl StageExecutor<'_> {
             }
         };
         let dir = base.join(&name);
+        if let Ok(mut used) = self.used.lock() {
+            used.cache_mounts.push((hex.clone(), dir.clone()));
+        }
         if !dir.is_dir() {
             // Made aside and renamed into place, so a concurrent build never sees it half made.
+            let imported = self.imported.mount(&hex);
             let fresh = match &spec.from {
+                // Carried by a `--cache-from` cache (exported with `cache-mounts=true`).
+                _ if imported.is_some() => self.imported_cache_dir(imported, work, n)?,
                 Some(_) => self.mount_source(stage, spec, &work.join(format!("cache-seed-{n}")), done)?,
                 None => {
                     let fresh = work.join(format!("cache-{n}"));
@@ -343,6 +342,27 @@ impl StageExecutor<'_> {
             }
         }
         Ok((dir, lock))
+    }
+}
+
+impl StageExecutor<'_> {
+    /// A cache mount's directory unpacked from the archive an imported cache carries, in
+    /// `work` (renamed into place by the caller).
+    fn imported_cache_dir(
+        &self,
+        imported: Option<(&CacheSource, &CachedMount)>,
+        work: &Path,
+        n: usize,
+    ) -> Result<PathBuf, MountError> {
+        let Some((source, mount)) = imported else { return Err(MountError::Io(std::io::ErrorKind::NotFound.into())) };
+        let archive = work.join(format!("cache-import-{n}"));
+        source.fetch_file(&mount.archive, &archive)?;
+        let fresh = work.join(format!("cache-{n}"));
+        fs::create_dir(&fresh)?;
+        let mut apply = LayerApply::new(&fresh, WhiteoutMode::Literal)?;
+        apply.apply(fs::File::open(&archive)?)?;
+        let _ = fs::remove_file(&archive);
+        Ok(fresh)
     }
 }
 

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 use crate::frontend::lower::PROXY_ARGS;
 use crate::layer::diff::LayerError;
 
+/// The variable (and build arg) that fixes every timestamp a build writes.
+const EPOCH: &str = "SOURCE_DATE_EPOCH";
+/// `SOURCE_DATE_EPOCH=context`: the remote context's own time.
+const CONTEXT_EPOCH: &str = "context";
+
 /// The environment's part of a build.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildSettings {
@@ -27,7 +32,7 @@ impl BuildSettings {
     /// Reads the settings through `var` (the environment, or a table in tests).
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Self {
         BuildSettings {
-            source_date_epoch: var("SOURCE_DATE_EPOCH").filter(|v| !v.is_empty()),
+            source_date_epoch: var(EPOCH).filter(|v| !v.is_empty()),
             proxy_env: PROXY_ARGS.iter().filter_map(|name| Some((name.to_string(), var(name)?))).collect(),
         }
     }
@@ -38,6 +43,30 @@ impl BuildSettings {
             .as_ref()
             .map(|text| text.trim().parse::<i64>().map_err(|_| LayerError::SourceDateEpoch { value: text.clone() }))
             .transpose()
+    }
+
+    /// BuildKit's build-arg spellings of the epoch: `--build-arg SOURCE_DATE_EPOCH=N` sets it
+    /// (over the environment), and the value `context` (a build arg or the environment; BuildKit's
+    /// Dockerfile 1.24) takes `context_time`, the time of a remote context (commit time,
+    /// `Last-Modified`, newest archive entry), or leaves the epoch unset for a local context
+    /// (`None`). A resolved `context` build arg becomes the number, as ARGs then see it.
+    pub fn resolve_epoch_arg(&mut self, build_args: &mut BTreeMap<String, String>, context_time: Option<i64>) {
+        if let Some(value) = build_args.get(EPOCH).filter(|v| !v.is_empty()) {
+            self.source_date_epoch = Some(value.clone());
+        }
+        if self.source_date_epoch.as_deref().map(str::trim) != Some(CONTEXT_EPOCH) {
+            return;
+        }
+        self.source_date_epoch = context_time.map(|t| t.to_string());
+        match &self.source_date_epoch {
+            Some(time) if build_args.contains_key(EPOCH) => {
+                build_args.insert(EPOCH.to_string(), time.clone());
+            }
+            Some(_) => {}
+            None => {
+                build_args.remove(EPOCH);
+            }
+        }
     }
 
     /// The `created` time (RFC 3339) of everything the build writes: `SOURCE_DATE_EPOCH`, else now.
@@ -72,5 +101,30 @@ mod tests {
         assert_eq!(settings(&[("SOURCE_DATE_EPOCH", "")]).source_date_epoch().expect("empty"), None);
         let err = settings(&[("SOURCE_DATE_EPOCH", "soon")]).source_date_epoch().unwrap_err();
         assert_eq!(err.to_string(), "SOURCE_DATE_EPOCH=\"soon\" is not a whole number of seconds");
+    }
+
+    #[test]
+    fn the_epoch_build_arg_wins_and_context_takes_the_context_time() {
+        let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let mut s = settings(&[("SOURCE_DATE_EPOCH", "100")]);
+        let mut build_args = args(&[("SOURCE_DATE_EPOCH", "200")]);
+        s.resolve_epoch_arg(&mut build_args, Some(300));
+        assert_eq!(s.source_date_epoch.as_deref(), Some("200"));
+
+        let mut build_args = args(&[("SOURCE_DATE_EPOCH", "context"), ("A", "b")]);
+        s.resolve_epoch_arg(&mut build_args, Some(300));
+        assert_eq!(s.source_date_epoch.as_deref(), Some("300"));
+        assert_eq!(build_args, args(&[("SOURCE_DATE_EPOCH", "300"), ("A", "b")]));
+
+        let mut s = settings(&[("SOURCE_DATE_EPOCH", "context")]);
+        let mut build_args = args(&[]);
+        s.resolve_epoch_arg(&mut build_args, Some(300));
+        assert_eq!((s.source_date_epoch.as_deref(), build_args.len()), (Some("300"), 0));
+
+        let mut build_args = args(&[("SOURCE_DATE_EPOCH", "context")]);
+        s.resolve_epoch_arg(&mut build_args, None);
+        assert_eq!((s.source_date_epoch, build_args.len()), (None, 0), "a local context leaves it unset");
     }
 }

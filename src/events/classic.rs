@@ -57,7 +57,9 @@ impl<W: Write + Send> Renderer for ClassicRenderer<W> {
                 writeln!(out, "Removing intermediate container {}", short_id(container_id))?
             }
             BuildEvent::StepDone { image_id, .. } => writeln!(out, " ---> {}", short_id(image_id))?,
-            BuildEvent::Warning { message } | BuildEvent::Pull { message, .. } => writeln!(out, "{message}")?,
+            BuildEvent::Warning { message }
+            | BuildEvent::Pull { message, .. }
+            | BuildEvent::CacheTransfer { message, .. } => writeln!(out, "{message}")?,
             BuildEvent::BuildFailed { message, last_image_id, .. } => {
                 writeln!(out, "{message}")?;
                 if let Some(id) = last_image_id {

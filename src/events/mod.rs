@@ -19,11 +19,13 @@
 //! | `container_removed` | `step`, `container_id` |
 //! | `step_done` | `step`, `image_id`, `layer_size` (bytes, null for a config-only step), `duration_ms`, `cached` |
 //! | `warning` | `message` |
+//! | `cache_transfer` | `location` (a `--cache-from`/`--cache-to` cache), `message` (what was imported or exported) |
 //! | `pull` | `reference` (as the Dockerfile names it), `message` (a line `docker pull` prints) |
 //! | `build_failed` | `step` (null before the first step), `message`, `exit_code` (of a failed RUN), `last_image_id` |
 //! | `build_done` | `image_id`, `tags`, `duration_ms` |
 //!
-//! Miss reasons (`reason.reason`): `no_cache_flag`, `no_record`, `parent_missed`,
+//! Miss reasons (`reason.reason`): `no_cache_flag`, `no_record`, `no_record_in_cache` (`cache`:
+//! the `--cache-from` caches consulted), `parent_missed`,
 //! `base_changed` (`old`, `new`), `instruction_changed` (`old`, `new`), `build_arg_changed`
 //! (`name`, `old`, `new`), `source_changed` / `source_added` / `source_removed` (`path`).
 
@@ -87,6 +89,11 @@ pub enum BuildEvent {
         layer_size: Option<u64>,
         duration_ms: u64,
         cached: bool,
+    },
+    /// A `--cache-from` cache was opened or a `--cache-to` cache written.
+    CacheTransfer {
+        location: String,
+        message: String,
     },
     Warning {
         message: String,

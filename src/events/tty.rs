@@ -79,7 +79,9 @@ impl Renderer for TtyRenderer {
                 self.finish(*step, status);
             }
             BuildEvent::BuildFailed { step: Some(step), .. } => self.finish(*step, "ERROR".to_string()),
-            BuildEvent::Warning { message } | BuildEvent::Pull { message, .. } => self.bars.println(message)?,
+            BuildEvent::Warning { message }
+            | BuildEvent::Pull { message, .. }
+            | BuildEvent::CacheTransfer { message, .. } => self.bars.println(message)?,
             BuildEvent::BuildDone { image_id, tags, duration_ms } => {
                 // Every bar is finished by now: plain lines go below them.
                 use std::io::Write;

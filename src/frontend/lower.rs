@@ -656,11 +656,12 @@ impl<'a> Lowering<'a> {
                 step.number = number;
             }
         }
+        // The proxy variables and SOURCE_DATE_EPOCH are the builder's as well as ARGs.
         let mut unconsumed: Vec<String> = self
             .opts
             .build_args
             .keys()
-            .filter(|k| !self.consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .filter(|k| !self.consumed.contains(*k) && !PROXY_ARGS.contains(&k.as_str()) && *k != "SOURCE_DATE_EPOCH")
             .cloned()
             .collect();
         unconsumed.sort();

@@ -9,9 +9,11 @@
 
 pub mod config;
 pub mod platform;
+mod workdir;
 
 pub use config::{default_shell, ContainerConfig, HealthConfig, HistoryEntry, ImageConfig, RootFs};
 pub use platform::{Platform, PlatformError};
+pub use workdir::{clean_path, resolve_workdir};
 
 /// Docker's default PATH: set in every image and container that has none, as `docker build`
 /// and `docker run` do.

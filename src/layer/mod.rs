@@ -2,6 +2,7 @@
 //! (whiteouts, opaque dirs, xattrs), the merged view of a layer stack, compression and digests.
 
 pub mod apply;
+pub mod archive;
 pub mod compression;
 pub mod diff;
 pub mod digest;

@@ -88,6 +88,9 @@ pub enum MissReason {
     NoCacheFlag,
     /// Nothing was ever recorded under this parent for a step like this one.
     NoRecord,
+    /// Neither the store nor the imported caches (`--cache-from`) have a record for this step
+    /// or one like it on the same parent.
+    NoRecordInCache { cache: String },
     /// An earlier step missed, so this one runs on a new parent.
     ParentMissed,
     /// The FROM step's base resolved to something else.
@@ -109,6 +112,7 @@ impl fmt::Display for MissReason {
         match self {
             MissReason::NoCacheFlag => f.write_str("--no-cache"),
             MissReason::NoRecord => f.write_str("no cache record"),
+            MissReason::NoRecordInCache { cache } => write!(f, "no record in cache {cache}"),
             MissReason::ParentMissed => f.write_str("parent step missed"),
             MissReason::BaseChanged { old, new } => write!(f, "base image changed: {old} -> {new}"),
             MissReason::InstructionChanged { old, new } => {

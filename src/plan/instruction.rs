@@ -145,6 +145,22 @@ impl MountSpec {
     }
 }
 
+/// A `RUN --mount=type=tmpfs,size=…` in Docker's size syntax (`go-units` RAMInBytes): a number with an optional `k`, `m`, `g`,
+/// `t` (binary multiples), optionally followed by `b`/`ib`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (number, shift) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 10),
+        'm' => (&t[..t.len() - 1], 20),
+        'g' => (&t[..t.len() - 1], 30),
+        't' => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let value: f64 = number.trim().parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+    Some((value * (1u64 << shift) as f64) as u64)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunInstruction {
     pub command: CommandForm,

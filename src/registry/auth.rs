@@ -8,10 +8,15 @@
 //! for the server sends the search on to the file's `auths`). An `auths.<host>` entry has
 //! `auth` = base64 `user:pass` (or `username`/`password`); keys may carry a scheme or path
 //! (`https://index.docker.io/v1/`).
+//!
+//! `login` and `logout` write where docker does ([`docker_config_file`]): through the credential
+//! helper the file names for the server (`docker-credential-<name> store|erase`, the file then
+//! keeps an empty `auths.<server>` entry, as docker leaves it), else `auths.<server>.auth`.
 
 use super::{RegistryError, Result};
 use base64::Engine as _;
-use std::path::PathBuf;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 
 /// A user name and password for one registry, and the file they came from.
 #[derive(Clone, PartialEq, Eq)]
@@ -46,6 +51,157 @@ pub fn auth_files() -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The file `login` and `logout` write, as docker: `$DOCKER_CONFIG/config.json`, else
+/// `~/.docker/config.json`.
+pub fn docker_config_file() -> Result<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    match (var("DOCKER_CONFIG"), var("HOME")) {
+        (Some(d), _) => Ok(d.join("config.json")),
+        (None, Some(h)) => Ok(h.join(".docker/config.json")),
+        (None, None) => Err(RegistryError::AuthFile {
+            path: "~/.docker/config.json".into(),
+            reason: "neither DOCKER_CONFIG nor HOME is set".into(),
+        }),
+    }
+}
+
+/// Where `login` put the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredIn {
+    /// `auths.<server>.auth` of this file.
+    File(PathBuf),
+    /// The credential helper `docker-credential-<name>`.
+    Helper(String),
+}
+
+/// Reads a config file as a JSON object (`{}` when it does not exist).
+fn read_config(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(serde_json::Map::new()),
+        Err(e) => return Err(RegistryError::AuthFile { path: path.into(), reason: e.to_string() }),
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(RegistryError::AuthFile { path: path.into(), reason: "not a JSON object".into() }),
+        Err(e) => Err(RegistryError::AuthFile { path: path.into(), reason: format!("invalid JSON: {e}") }),
+    }
+}
+
+/// Writes a config file readable by its owner only, whole or not at all (a temp file in its
+/// directory, created mode 0600 by `tempfile`, renamed over it).
+fn write_config(path: &Path, config: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    use std::io::Write;
+    let failed = |e: &dyn std::fmt::Display| RegistryError::AuthFile { path: path.into(), reason: e.to_string() };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| failed(&e))?;
+    let mut text = serde_json::to_vec_pretty(config).map_err(|e| failed(&e))?;
+    text.push(b'\n');
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(|e| failed(&e))?;
+    temp.write_all(&text).and_then(|()| temp.as_file().sync_all()).map_err(|e| failed(&e))?;
+    temp.persist(path).map_err(|e| failed(&e.error))?;
+    Ok(())
+}
+
+/// The helper the config names for `registry`: `credHelpers.<server>`, else `credsStore`.
+fn helper_for(config: &serde_json::Map<String, serde_json::Value>, registry: &str) -> Option<String> {
+    let names = aliases(registry);
+    let per_registry = config.get("credHelpers").and_then(|h| h.as_object()).and_then(|helpers| {
+        helpers
+            .iter()
+            .find(|(k, _)| names.contains(&k.as_str()) || names.contains(&key_host(k)))
+            .and_then(|(_, name)| name.as_str())
+    });
+    per_registry
+        .or_else(|| config.get("credsStore").and_then(|s| s.as_str()))
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned)
+}
+
+/// Saves `username`/`password` for `registry` as `docker login` does, in the helper the
+/// config names or as `auths.<server>.auth`.
+pub fn store_credentials(registry: &str, username: &str, password: &str) -> Result<StoredIn> {
+    let path = docker_config_file()?;
+    let mut config = read_config(&path)?;
+    let server = helper_server(registry);
+    let helper = helper_for(&config, registry);
+    let entry = match &helper {
+        Some(name) => {
+            let request = serde_json::json!({"ServerURL": server, "Username": username, "Secret": password});
+            run_helper_action(name, "store", &request.to_string(), &path)?;
+            serde_json::json!({})
+        }
+        None => {
+            let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+            serde_json::json!({ "auth": auth })
+        }
+    };
+    let auths = config.entry("auths").or_insert_with(|| serde_json::json!({}));
+    let Some(auths) = auths.as_object_mut() else {
+        return Err(RegistryError::AuthFile { path, reason: "\"auths\" is not an object".into() });
+    };
+    auths.insert(server, entry);
+    write_config(&path, &config)?;
+    Ok(helper.map_or(StoredIn::File(path), StoredIn::Helper))
+}
+
+/// Removes what `login` stored for `registry` (helper and `auths` entries, under any of the
+/// server's names); whether there was anything.
+pub fn erase_credentials(registry: &str) -> Result<bool> {
+    let path = docker_config_file()?;
+    let mut config = read_config(&path)?;
+    let mut found = false;
+    if let Some(name) = helper_for(&config, registry) {
+        found |= run_helper_action(&name, "erase", &helper_server(registry), &path)?;
+    }
+    let names = aliases(registry);
+    if let Some(auths) = config.get_mut("auths").and_then(|a| a.as_object_mut()) {
+        let before = auths.len();
+        auths.retain(|k, _| !names.contains(&k.as_str()) && !names.contains(&key_host(k)));
+        if auths.len() != before {
+            found = true;
+            write_config(&path, &config)?;
+        }
+    }
+    Ok(found)
+}
+
+/// `docker-credential-<name> store|erase` with `input` on stdin; `Ok(false)` when the helper
+/// had nothing for the server.
+fn run_helper_action(name: &str, action: &str, input: &str, config: &Path) -> Result<bool> {
+    let program = PathBuf::from(format!("docker-credential-{name}"));
+    Ok(helper_exchange(&program, action, input, config)?.is_some())
+}
+
+/// Runs `program action` with `input` on stdin: its stdout, or `None` when it answered the
+/// helpers' own wording for "nothing stored for this server".
+fn helper_exchange(program: &Path, action: &str, input: &str, config: &Path) -> Result<Option<Vec<u8>>> {
+    use std::io::Write;
+    let failed = |reason: String| RegistryError::AuthFile {
+        path: config.to_path_buf(),
+        reason: format!("credential helper {} {action}: {reason}", program.display()),
+    };
+    let mut child = std::process::Command::new(program)
+        .arg(action)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| failed(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input.as_bytes()).map_err(|e| failed(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
+    if out.status.success() {
+        return Ok(Some(out.stdout));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
+    if text.to_ascii_lowercase().contains("credentials not found") {
+        return Ok(None);
+    }
+    Err(failed(format!("{} ({text})", out.status)))
 }
 
 /// The host part of an `auths` key: `https://index.docker.io/v1/` is `index.docker.io`.
@@ -98,32 +254,15 @@ fn run_helper_program(
     server: &str,
     config: &std::path::Path,
 ) -> Result<Option<Credentials>> {
-    use std::io::Write;
     let failed = |reason: String| RegistryError::AuthFile {
         path: config.to_path_buf(),
         reason: format!("credential helper {}: {reason}", program.display()),
     };
-    let mut child = std::process::Command::new(program)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(server.as_bytes()).map_err(|e| failed(e.to_string()))?;
-    }
-    let out = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned() + String::from_utf8_lossy(&out.stderr).trim();
-        // The helpers' own wording for "nothing stored for this server".
-        if text.to_ascii_lowercase().contains("credentials not found") {
-            return Ok(None);
-        }
-        return Err(failed(format!("{} ({text})", out.status)));
-    }
+    let Some(stdout) = helper_exchange(program, "get", server, config)? else {
+        return Ok(None);
+    };
     let answer: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("answered something not JSON: {e}")))?;
+        serde_json::from_slice(&stdout).map_err(|e| failed(format!("answered something not JSON: {e}")))?;
     let field = |name: &str| answer.get(name).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
     match (field("Username"), field("Secret")) {
         // An identity token (OAuth refresh token) is not a password: rbuild cannot use it.
@@ -147,15 +286,8 @@ fn lookup(
     let bad = |reason: String| RegistryError::AuthFile { path: path.to_path_buf(), reason };
     let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid JSON: {e}")))?;
     let names = aliases(registry);
-    let per_registry = v.get("credHelpers").and_then(|h| h.as_object()).and_then(|helpers| {
-        helpers
-            .iter()
-            .find(|(k, _)| names.contains(&k.as_str()) || names.contains(&key_host(k)))
-            .and_then(|(_, name)| name.as_str())
-    });
-    let store = v.get("credsStore").and_then(|s| s.as_str());
-    if let Some(name) = per_registry.or(store).filter(|n| !n.is_empty()) {
-        if let Some(c) = helper(name, &helper_server(registry), path)? {
+    if let Some(name) = v.as_object().and_then(|config| helper_for(config, registry)) {
+        if let Some(c) = helper(&name, &helper_server(registry), path)? {
             return Ok(Some(c));
         }
     }

@@ -24,14 +24,19 @@ pub struct RegistryOptions {
     /// Hosts (with or without a port) reached over plain HTTP when `tls_verify` is `None`:
     /// `RBUILD_INSECURE_REGISTRIES`, read once by the caller (see [`parse_insecure_registries`]).
     pub insecure_registries: Vec<String>,
+    /// Where extra CAs are looked up (`<dir>/<host:port>/*.crt`): `--cert-dir` or
+    /// `RBUILD_CERTS_DIR`; `None`: the system's certs.d dirs (see [`super::certs`]).
+    pub cert_dir: Option<PathBuf>,
 }
 
 impl RegistryOptions {
-    /// `--tls-verify` as given, and the insecure registries of `RBUILD_INSECURE_REGISTRIES`.
+    /// `--tls-verify` as given, the insecure registries of `RBUILD_INSECURE_REGISTRIES` and the
+    /// CA directory of `RBUILD_CERTS_DIR`.
     pub fn from_env(tls_verify: Option<bool>) -> Self {
         let insecure_registries =
             std::env::var("RBUILD_INSECURE_REGISTRIES").map(|l| parse_insecure_registries(&l)).unwrap_or_default();
-        RegistryOptions { tls_verify, insecure_registries }
+        let cert_dir = std::env::var_os("RBUILD_CERTS_DIR").filter(|v| !v.is_empty()).map(PathBuf::from);
+        RegistryOptions { tls_verify, insecure_registries, cert_dir }
     }
 }
 
@@ -72,6 +77,16 @@ pub fn is_insecure(registry: &str, opts: &RegistryOptions) -> bool {
     opts.insecure_registries.iter().any(|e| e == registry || e == host)
 }
 
+/// Whether requests to `registry` go over plain HTTP: `--tls-verify` decides when given; a
+/// registry with its own CA files (see [`super::certs`]) is spoken to over TLS even on a
+/// loopback address, as docker does for a host in `certs.d`; otherwise [`is_insecure`].
+pub(crate) fn plain_http(registry: &str, opts: &RegistryOptions, has_ca: bool) -> bool {
+    match opts.tls_verify {
+        Some(verify) => !verify,
+        None => !has_ca && is_insecure(registry, opts),
+    }
+}
+
 /// The error chain of `e` on one line (`error sending request: … Connection refused`).
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -110,9 +125,18 @@ impl Remote {
             .build()
             .map_err(|e| RegistryError::Runtime(e.to_string()))?;
         let registry = reference.domain().to_owned();
-        let insecure = is_insecure(&registry, opts);
+        let pems = super::certs::registry_ca_pems(opts.cert_dir.as_deref(), &registry)?;
+        let insecure = plain_http(&registry, opts, !pems.is_empty());
+        let extra_root_certificates = pems
+            .into_iter()
+            .map(|(_, data)| oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data,
+            })
+            .collect();
         let config = ClientConfig {
             protocol: if insecure { ClientProtocol::Http } else { ClientProtocol::Https },
+            extra_root_certificates,
             // One PUT per blob, streamed from the file with its length.
             use_monolithic_push: true,
             platform_resolver: None,

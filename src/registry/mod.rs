@@ -16,6 +16,11 @@
 //!   credential helper `credHelpers.<host>` or `credsStore` names, else `auths.<host>.auth`
 //!   base64 `user:pass`. oci-client turns them into basic auth or a bearer
 //!   token as the registry's `WWW-Authenticate` challenge asks.
+//! - [`certs`]: extra CAs per registry (`RBUILD_CERTS_DIR` or `/etc/{containers,docker}/certs.d`).
+//! - [`http`]: plain requests outside the distribution API's image calls (the `/v2/` check of
+//!   `login`, `/v2/_catalog` of `search`), with Docker's token or basic auth.
+//! - [`login`]: check credentials against `/v2/`, then store or erase them as docker does.
+//! - [`catalog`]: `search` over a registry's `/v2/_catalog`.
 //! - [`pull`]: manifest (OCI or Docker schema2; an index or manifest list picks
 //!   `linux/<host arch>`), config and layers (gzip, zstd or plain, stored as served). Every blob
 //!   is hashed while it streams into the store's `tmp/` work dir; only when all of them matched
@@ -27,10 +32,17 @@
 //!
 //! Image references are normalised by [`crate::store::ImageReference`] (one normalisation for
 //! the store and the registry: `busybox` is `docker.io/library/busybox:latest`).
-//! Cache import/export (`--cache-to/--cache-from type=registry`) is not implemented yet.
+//! - [`cache`]: the shared build cache as an OCI artifact (`--cache-to`/`--cache-from`
+//!   `type=registry` or `type=local`), its blobs shared with images and mounted across
+//!   repositories on push.
 
 pub mod auth;
+pub mod cache;
+pub mod catalog;
+pub mod certs;
 pub mod client;
+pub mod http;
+pub mod login;
 pub mod pull;
 pub mod push;
 
@@ -62,6 +74,12 @@ pub enum RegistryError {
     BadPush { reference: String, reason: String },
     #[error("credentials file {}: {reason}", path.display())]
     AuthFile { path: PathBuf, reason: String },
+    #[error("registry certificate {}: {reason}", path.display())]
+    Certificate { path: PathBuf, reason: String },
+    #[error("login to {registry}: {reason}")]
+    Login { registry: String, reason: String },
+    #[error("search {registry}: {reason}")]
+    Search { registry: String, reason: String },
     #[error("starting the registry client: {0}")]
     Runtime(String),
     #[error(transparent)]

@@ -82,22 +82,12 @@ pub fn push(
         if done.contains(&digest) {
             continue;
         }
-        let what = format!("blob {digest}");
-        let exists = remote
-            .block_on(remote.client.blob_exists(&oci, &digest.to_string()))
-            .map_err(|e| remote.error(&what, e))?;
-        if exists {
-            if is_layer {
-                on(&PushEvent::LayerExists(digest.clone()));
-            }
-        } else {
-            let blob = store.open_blob(&digest)?;
-            remote
-                .block_on(remote.client.push_blob_stream(&oci, blob_stream(blob), &digest.to_string(), Some(size)))
-                .map_err(|e| remote.error(&what, e))?;
-            if is_layer {
-                on(&PushEvent::LayerPushed(digest.clone()));
-            }
+        let pushed = push_blob(&remote, &oci, &digest, size, &[], || Ok(store.open_blob(&digest)?))?;
+        if is_layer {
+            on(&match pushed {
+                BlobPushed::Existing => PushEvent::LayerExists(digest.clone()),
+                BlobPushed::Mounted | BlobPushed::Uploaded => PushEvent::LayerPushed(digest.clone()),
+            });
         }
         done.push(digest);
     }
@@ -110,6 +100,47 @@ pub fn push(
         .block_on(remote.client.push_manifest_raw(&oci, manifest_bytes, content_type))
         .map_err(|e| remote.error("manifest", e))?;
     Ok(PushOutcome { destination: dest, manifest_digest, manifest_size: size })
+}
+
+/// How [`push_blob`] got a blob into the destination repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlobPushed {
+    /// It was there already (HEAD).
+    Existing,
+    /// The registry mounted it from another of its repositories.
+    Mounted,
+    /// Its bytes were sent.
+    Uploaded,
+}
+
+/// Puts one blob into the repository of `oci` unless it is there: HEAD first, then a
+/// cross-repository mount from each of `mount_from` (repositories of the same registry that
+/// may hold it: no bytes travel), then one streamed PUT of what `open` reads. A mount the
+/// registry refuses (it then answers 202 and starts an upload) falls through to the upload.
+pub(crate) fn push_blob<R: Read + Send + 'static>(
+    remote: &Remote,
+    oci: &oci_client::Reference,
+    digest: &Sha256Digest,
+    size: u64,
+    mount_from: &[oci_client::Reference],
+    open: impl FnOnce() -> Result<R>,
+) -> Result<BlobPushed> {
+    let what = format!("blob {digest}");
+    let digest_str = digest.to_string();
+    let exists = remote.block_on(remote.client.blob_exists(oci, &digest_str)).map_err(|e| remote.error(&what, e))?;
+    if exists {
+        return Ok(BlobPushed::Existing);
+    }
+    for source in mount_from {
+        if remote.block_on(remote.client.mount_blob(oci, source, &digest_str)).is_ok() {
+            return Ok(BlobPushed::Mounted);
+        }
+    }
+    let blob = open()?;
+    remote
+        .block_on(remote.client.push_blob_stream(oci, blob_stream(blob), &digest_str, Some(size)))
+        .map_err(|e| remote.error(&what, e))?;
+    Ok(BlobPushed::Uploaded)
 }
 
 /// A blob from the store as a stream of 1 MiB chunks; the store's reader fails at the end if

@@ -33,6 +33,7 @@ mod init;
 mod mounts;
 mod network;
 mod pty;
+mod remove;
 mod rlimits;
 mod seccomp;
 mod signals;
@@ -47,6 +48,7 @@ pub use error::{RuntimeError, SetupFailure};
 pub use exec::exec_in_container;
 pub use mounts::{OverlayKind, RootfsPlan};
 pub use network::{HostEntry, PortMapping, Protocol};
+pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
     ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
@@ -55,4 +57,4 @@ pub use spec::{
 pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};
 pub use user::{group_id, passwd_ids, resolve_user, ExecUser, UserError};
-pub use userns::{unprivileged_host_ids, IdMapError};
+pub use userns::{rootless_setup_warning, unprivileged_host_ids, IdMapError};

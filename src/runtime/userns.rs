@@ -12,6 +12,35 @@ pub fn unprivileged_host_ids() -> Option<HostIdMap> {
     (!nix::unistd::geteuid().is_root()).then(|| IdMap::for_current_user().host_ids())
 }
 
+/// What an unprivileged user is missing for containers whose files can have owners other than
+/// root (`/etc/subuid` and `/etc/subgid` ranges, `newuidmap`/`newgidmap` from `uidmap`), said
+/// once per command by `build` and `run`; `None` as root or when all is there.
+pub fn rootless_setup_warning() -> Option<String> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name);
+    let who = name.clone().unwrap_or_else(|| uid.to_string());
+    let mut missing = Vec::new();
+    if find_in_path("newuidmap").is_none() || find_in_path("newgidmap").is_none() {
+        missing.push("newuidmap/newgidmap (apt-get install uidmap)".to_owned());
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        if subordinate_range(Path::new(file), name.as_deref(), uid).is_none() {
+            missing.push(format!("a range for {who} in {file}"));
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "[Warning] rootless mode without {}: containers map only root, so a RUN step's chown to \
+         another user fails; as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {who}",
+        missing.join(" or ")
+    ))
+}
+
 /// The uid and gid maps written for a container's user namespace.
 /// Why the user namespace's id maps could not be written.
 #[derive(Debug, thiserror::Error)]

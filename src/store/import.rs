@@ -16,6 +16,9 @@ pub struct ImportOptions {
     pub message: Option<String>,
     /// Shown in the history comment: `Imported from <source>`.
     pub source: String,
+    /// The image's `created` time (RFC 3339), from `SOURCE_DATE_EPOCH` so that one tarball
+    /// gives one image ID on every machine; `None`: now.
+    pub created: Option<String>,
 }
 
 /// A tee that copies everything read into a writer.
@@ -81,7 +84,10 @@ pub fn import_rootfs<R: Read>(
         let _ = tee.progress;
     }
     let (digest, size) = writer.commit(None)?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let now = match &opts.created {
+        Some(created) => created.clone(),
+        None => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
     let mut config = ImageConfig::scratch("linux", native_arch(), None);
     for change in &opts.changes {
         apply_change(&mut config.config, change)

@@ -171,7 +171,7 @@ impl std::fmt::Debug for WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = super::trees::remove_tree(&self.path);
     }
 }
 

@@ -168,7 +168,7 @@ impl ImageStore {
                 // Rename first so the layer disappears atomically, then delete at leisure.
                 let trash = self.root.join("tmp").join(format!("trash-{}-{}", l.short(), std::process::id()));
                 fs::rename(&dir, &trash)?;
-                fs::remove_dir_all(&trash)?;
+                super::trees::remove_tree(&trash)?;
                 out.reclaimed += size;
                 out.deleted_layers.push(l.clone());
                 out.deleted.push(l.clone());
@@ -317,6 +317,38 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// `store reset`: deletes the whole store (images, cache, cache mounts, containers'
+    /// records, unpacked layers) and its root directory, including files an unprivileged
+    /// user's containers wrote (see [`super::trees`]); refused while a writer (a build, a
+    /// push, a save) holds a lease. Running containers are the caller's to refuse.
+    pub fn reset(self) -> Result<()> {
+        let lock = self.lock()?;
+        let (pins, _) = WorkDir::scan(&self.root.join("tmp"))?;
+        if !pins.owners.is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "store {} is in use by {}; wait for them to finish",
+                self.root.display(),
+                pins.owners.join(", ")
+            )));
+        }
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_name() == "lock" {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                super::trees::remove_tree(&path)?;
+            } else {
+                fs::remove_file(&path)?;
+            }
+        }
+        drop(lock);
+        fs::remove_file(self.root.join("lock"))?;
+        fs::remove_dir(&self.root)?;
+        Ok(())
+    }
+
     /// `store gc`: deletes every blob and unpacked layer no image references and no live
     /// writer has pinned, and the work dirs of dead writers.
     /// A damaged image keeps what it references (see `referenced_with_damaged`) and is named
@@ -377,7 +409,7 @@ impl ImageStore {
         for d in dead {
             let name = d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if ["work-", "lease-", "trash-"].iter().any(|p| name.starts_with(p)) && d.is_dir() {
-                if let Err(e) = std::fs::remove_dir_all(&d) {
+                if let Err(e) = super::trees::remove_tree(&d) {
                     tracing::debug!(dir = %d.display(), error = %e, "could not remove a dead work dir");
                 }
             }
@@ -395,7 +427,7 @@ impl ImageStore {
                 Err(e) => return Err(e.into()),
             };
             let size = if m.is_dir() { dir_size(&d) } else { m.len() };
-            let removed = if m.is_dir() { std::fs::remove_dir_all(&d) } else { std::fs::remove_file(&d) };
+            let removed = if m.is_dir() { super::trees::remove_tree(&d) } else { std::fs::remove_file(&d) };
             match removed {
                 Ok(()) => out.reclaimed += size,
                 Err(e) if gone(&e) => {}
@@ -609,7 +641,7 @@ impl ImageStore {
                     if repair {
                         let p = e.path();
                         if p.is_dir() {
-                            fs::remove_dir_all(&p)?
+                            super::trees::remove_tree(&p)?
                         } else {
                             fs::remove_file(&p)?
                         }

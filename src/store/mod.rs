@@ -54,6 +54,7 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod reference;
+pub mod trees;
 
 use crate::image::ImageConfig;
 use crate::layer::apply::{ApplyError, LayerApply, WhiteoutMode};
@@ -428,7 +429,7 @@ impl WorkDir {
         let _lock = store.lock()?;
         self.pin("layer", chain_id)?;
         if dest.exists() {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = trees::remove_tree(dir);
             return Ok(dest);
         }
         fs::rename(dir, &dest)?;

@@ -136,6 +136,81 @@ fn short_form_is_build() {
     assert!(out.contains("Step 1/7 : FROM busybox"), "{out}");
 }
 
+/// The short form applies to a flag, `-` or a directory; anything else is a subcommand, and an
+/// unknown one is named with the nearest real one (it used to be read as a build context:
+/// "failed to open file `imgaes/Dockerfile`").
+#[test]
+fn unknown_subcommands_are_errors_with_a_suggestion() {
+    let (code, out, err) = run(rbuild().arg("imgaes"));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(err, "Error: unrecognized subcommand 'imgaes'; did you mean 'images'?\nSee 'rbuild --help'.\n");
+    let (code, _, err) = run(rbuild().arg("frobnicate"));
+    assert_eq!((code, err.as_str()), (1, "Error: unrecognized subcommand 'frobnicate'\nSee 'rbuild --help'.\n"));
+    // A directory is the short form: the example's dry run.
+    let (code, out, err) = run(rbuild().arg("--dry-run").arg(example()));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Step 1/7 : FROM busybox"), "{out}");
+    let (code, out, err) = run(rbuild().current_dir(example()).args([".", "--dry-run"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Step 7/7 : CMD"), "{out}");
+    // A remote context's URL is the short form too (nothing listens there: the fetch fails).
+    let (code, _, err) = run(rbuild().args(["git://127.0.0.1:1/repo.git", "--dry-run"]));
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("unrecognized subcommand"), "{err}");
+    // A directory named like a subcommand is still the subcommand: `login` logs in.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("login")).expect("mkdir");
+    let (code, out, err) = run(rbuild().current_dir(dir.path()).args(["login", "--help"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("--password-stdin"), "{out}");
+}
+
+/// `completion` writes scripts generated from the real flags; bash loads its script.
+#[test]
+fn completion_scripts_for_bash_zsh_and_fish() {
+    let (code, bash, err) = run(rbuild().args(["completion", "bash"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(bash.contains("--iidfile") && bash.contains("--metadata-file") && bash.contains("images"), "{bash}");
+    let mut loaded = Command::new("bash");
+    loaded.args(["-c", "source /dev/stdin && complete -p rbuild"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = loaded.spawn().expect("bash");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), bash.as_bytes()).expect("write");
+    let shown = child.wait_with_output().expect("bash");
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("-F _rbuild rbuild"), "{shown:?}");
+    let (_, zsh, _) = run(rbuild().args(["completion", "zsh"]));
+    assert!(zsh.starts_with("#compdef rbuild"), "{zsh}");
+    let (_, fish, _) = run(rbuild().args(["completion", "fish"]));
+    assert!(fish.contains("complete -c rbuild -n \"__fish_rbuild_needs_command\" -f -a \"build\""), "{fish}");
+    let (code, _, err) = run(rbuild().args(["completion", "tcsh"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid value 'tcsh'") && err.contains("bash"), "{err}");
+}
+
+/// `man` prints rbuild(1) and writes one page per command; `man -l` renders them.
+#[test]
+fn man_pages_for_every_command() {
+    let (code, page, err) = run(rbuild().arg("man"));
+    assert_eq!(code, 0, "{err}");
+    assert!(page.contains(".TH rbuild 1") && page.contains("rbuild\\-build"), "{page}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, out, err) = run(rbuild().args(["man", "--output-dir"]).arg(dir.path().join("man1")));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("manual pages written to"), "{out}");
+    for name in ["rbuild.1", "rbuild-build.1", "rbuild-login.1", "rbuild-search.1", "rbuild-store-gc.1"] {
+        assert!(dir.path().join("man1").join(name).is_file(), "{name} missing");
+    }
+    if Path::new("/usr/bin/man").exists() {
+        let shown = Command::new("man")
+            .args(["-P", "cat", "-l"])
+            .arg(dir.path().join("man1/rbuild-build.1"))
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man");
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(text.contains("--metadata-file"), "{text}");
+    }
+}
+
 #[test]
 fn target_and_build_arg_flags() {
     let dir = context_with("ARG BASE=busybox\nFROM $BASE AS one\nARG V\nRUN echo $V\nFROM one AS two\nRUN two\n");

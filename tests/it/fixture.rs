@@ -227,15 +227,22 @@ pub fn store_with_busybox() -> Option<(tempfile::TempDir, PathBuf)> {
         return None;
     }
     let t = tempfile::tempdir().unwrap();
-    let tree = t.path().join("rootfs");
+    let root = busybox_store(t.path())?;
+    Some((t, root))
+}
+
+/// A store at `<dir>/store` with `busybox:latest` imported from the busybox tree (no root
+/// needed: nothing runs); None (after `require`) without busybox.
+pub fn busybox_store(dir: &Path) -> Option<PathBuf> {
+    let tree = dir.join("rootfs");
     if !busybox_tree(&tree) {
         return None;
     }
-    let tar = t.path().join("busybox.tar");
+    let tar = dir.join("busybox.tar");
     tar_of(&tree, &tar);
-    let root = t.path().join("store");
+    let root = dir.join("store");
     rbuild_ok(&root, &["import", tar.to_str().unwrap(), "busybox"]);
-    Some((t, root))
+    Some(root)
 }
 
 /// A store with busybox imported and a place for build contexts: what the build tests start

@@ -11,6 +11,7 @@ mod cli;
 mod conformance;
 mod containers;
 mod differential;
+mod distribution;
 mod fixture;
 mod frontend;
 mod golden;

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `docker-registry serve` on 127.0.0.1:<free port>, killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
@@ -22,7 +22,13 @@ struct Registry {
 
 impl Registry {
     /// Starts a registry; with `htpasswd`, it requires basic auth as `user`/`pass`.
-    fn start(auth: bool) -> Registry {
+    pub(crate) fn start(auth: bool) -> Registry {
+        Registry::start_with(auth, None)
+    }
+
+    /// Starts a registry, with basic auth as `user`/`pass` if `auth`, serving HTTPS with the
+    /// (certificate, key) PEM files given in `tls`.
+    pub(crate) fn start_with(auth: bool, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let storage = dir.path().join("storage");
@@ -31,6 +37,9 @@ impl Registry {
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+        }
         if auth {
             let out = Command::new("htpasswd").args(["-Bbn", "user", "pass"]).output().unwrap();
             assert!(out.status.success(), "htpasswd: {}", String::from_utf8_lossy(&out.stderr));
@@ -57,11 +66,11 @@ impl Registry {
         reg
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
@@ -79,7 +88,7 @@ impl Drop for Registry {
     }
 }
 
-fn ready() -> bool {
+pub(crate) fn ready() -> bool {
     require(have_tool("docker-registry"), "docker-registry (Debian package docker-registry)")
         && require(have_tool("skopeo"), "skopeo (Debian package skopeo)")
         && require(have_tool("htpasswd"), "htpasswd (Debian package apache2-utils)")
@@ -87,7 +96,7 @@ fn ready() -> bool {
 }
 
 /// rbuild with `RBUILD_ROOT=root`, no credentials from the machine, and `envs`.
-fn rb(root: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Output {
+pub(crate) fn rb(root: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Output {
     let empty = std::env::temp_dir().join("rbuild-test-no-docker-config");
     let mut cmd = crate::fixture::rbuild_command();
     cmd.env("RBUILD_ROOT", root)
@@ -101,7 +110,7 @@ fn rb(root: &Path, envs: &[(&str, &Path)], args: &[&str]) -> Output {
     cmd.args(args).output().unwrap()
 }
 
-fn ok(out: Output, what: &str) -> String {
+pub(crate) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed: {}\n{}",

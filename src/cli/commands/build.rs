@@ -8,13 +8,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, ValueEnum};
 
 use crate::cli::{Exit, Printer};
+
+mod llb_output;
+use crate::context::remote::{self, FetchOptions, RemoteContext, RemoteError};
 use crate::context::BuildContext;
 use crate::engine::planning::{no_events, plan_build, unresolved_bases, PlanRequest, PullPolicy, StoreImages};
+use crate::engine::settings::BuildSettings;
 use crate::engine::BuildError;
 use crate::events::units::human_size_4 as human_size;
 use crate::frontend::parser;
@@ -49,6 +55,8 @@ pub struct BuildArgs {
     /// Write the image ID to this file
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: super::build_outputs::OutputArgs,
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
     #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
     progress: Progress,
@@ -80,7 +88,28 @@ pub struct BuildArgs {
     /// only to localhost, 127.0.0.0/8 and RBUILD_INSECURE_REGISTRIES)
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     tls_verify: Option<bool>,
-    /// The build context: a directory, or `-` for a tar archive on stdin
+    /// Import build cache: `type=registry,ref=REPO[:TAG]`, `type=local,src=DIR`, or an image
+    /// (Docker's classic `--cache-from IMAGE`); may be repeated
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Export build cache when the build succeeds: `type=registry,ref=REPO[:TAG]` or
+    /// `type=local,dest=DIR`, with `mode=min|max` (the target stage's steps, or every stage's),
+    /// `compression=gzip|zstd` (of the cache-mount archives; layers travel as stored),
+    /// `cache-mounts=true` (RUN --mount=type=cache directories travel too), `ignore-error=true`
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
+    /// Solve the build on a BuildKit daemon instead of here and load the image into the store:
+    /// `docker://[SOCKET]` for the BuildKit inside dockerd (default socket
+    /// /var/run/docker.sock). rbuild's cache and BuildKit's are separate
+    #[arg(long, value_name = "URL")]
+    builder: Option<String>,
+    /// The build context: a directory; `-` for a tar archive on stdin; a git repository
+    /// (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, `git://host/repo#ref:subdir`),
+    /// fetched shallowly at the ref (its `.git` dropped unless `--build-arg
+    /// BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`); or an http(s) URL of a tar archive (plain, gzip,
+    /// bzip2, xz, zstd) or of a Dockerfile (an empty context). With a remote context, `-f` is
+    /// relative to it, and `--build-arg SOURCE_DATE_EPOCH=context` takes its time (commit time,
+    /// Last-Modified or the newest archive entry)
     #[arg(default_value = ".")]
     context: PathBuf,
 }
@@ -110,21 +139,31 @@ enum LayerCompression {
 }
 
 pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
+    if let Some(dest) = llb_output::llb_destination(args.outputs.raw())? {
+        return llb_output::write_llb(&args, &dest, printer);
+    }
+    if let Some(url) = &args.builder {
+        let url = crate::buildkit::BuilderUrl::parse(url)?;
+        return llb_output::build_on_buildkit(&args, &url, printer);
+    }
     if !args.dry_run {
         return build(args, printer);
     }
-    let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let store = crate::store::ImageStore::existing_default()?;
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let opened = open_context(&args, &mut build_args, store.as_ref(), Arc::new(AtomicBool::new(false)), printer)?;
+    BuildSettings::from_env().resolve_epoch_arg(&mut build_args, opened.time);
+    let dockerfile = opened.dockerfile.clone().unwrap_or_else(|| opened.dir.join("Dockerfile"));
     let (name, text) = super::read_dockerfile(&dockerfile)?;
     let df = parser::parse(&text, &name)?;
     let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
-    let context = BuildContext::open(&args.context, ignore_anchor)
+    let context = BuildContext::open(&opened.dir, ignore_anchor)
         .with_context(|| format!("opening the build context {}", args.context.display()))?;
     let summary = context.summary()?;
     let target_platform = match &args.platform {
         Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
         None => Platform::native(),
     };
-    let build_args = parse_build_args(&args.build_args)?;
     let request = PlanRequest {
         dockerfile: &df,
         dockerfile_text: &text,
@@ -135,7 +174,6 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     };
     // The base images come from the store, read only (nothing is pulled), so the keys are the
     // ones a build computes; a missing base keeps its reference in the keys, and says so.
-    let store = crate::store::ImageStore::existing_default()?;
     let images = store.as_ref().map(|store| {
         StoreImages::new(store, PullPolicy::Never, crate::registry::RegistryOptions::default(), no_events())
     });
@@ -149,6 +187,10 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         printer.warn(warning);
     }
     let ignore = match &context.ignore_file {
+        // A fetched context's file is named inside it, not in its temp dir.
+        Some(path) if opened.origin.is_some() => {
+            format!("after {}", path.strip_prefix(&opened.dir).unwrap_or(path).display())
+        }
         Some(path) => format!("after {}", path.display()),
         None => "no .dockerignore".to_string(),
     };
@@ -192,6 +234,45 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What planning reads, loaded as `build --dry-run` and `build --output type=llb` load it.
+struct PlanInput {
+    /// The Dockerfile's display name and text, parsed.
+    pub name: String,
+    pub text: String,
+    pub dockerfile: crate::frontend::ast::Dockerfile,
+    pub context: BuildContext,
+    pub build_args: BTreeMap<String, String>,
+    pub platform: Platform,
+}
+
+impl PlanInput {
+    fn read(args: &BuildArgs) -> anyhow::Result<PlanInput> {
+        let dockerfile = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+        let (name, text) = super::read_dockerfile(&dockerfile)?;
+        let df = parser::parse(&text, &name)?;
+        let ignore_anchor = (dockerfile != Path::new("-")).then_some(dockerfile.as_path());
+        let context = BuildContext::open(&args.context, ignore_anchor)
+            .with_context(|| format!("opening the build context {}", args.context.display()))?;
+        let platform = match &args.platform {
+            Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+            None => Platform::native(),
+        };
+        let build_args = parse_build_args(&args.build_args)?;
+        Ok(PlanInput { name, text, dockerfile: df, context, build_args, platform })
+    }
+
+    fn request<'a>(&'a self, args: &'a BuildArgs) -> PlanRequest<'a> {
+        PlanRequest {
+            dockerfile: &self.dockerfile,
+            dockerfile_text: &self.text,
+            context: &self.context,
+            build_args: &self.build_args,
+            target: args.target.as_deref(),
+            target_platform: self.platform.clone(),
+        }
+    }
+}
+
 /// `--build-arg NAME=VALUE`, or `NAME` alone to take the value from the environment (and skip
 /// it when unset), as docker does.
 fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -215,10 +296,7 @@ fn parse_build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> 
 
 /// Runs the build and renders its events.
 fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
-    use std::sync::{Arc, Mutex};
-
     use crate::engine::{BuildOptions, Builder};
-    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
 
     if let Some(p) = &args.platform {
         let wanted = Platform::parse(p).map_err(anyhow::Error::msg)?;
@@ -227,32 +305,34 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
-    // `-`: the context is a tar archive on stdin, extracted (safely) into a temp dir.
-    let stdin_context = if args.context == Path::new("-") {
-        if args.file.as_deref() == Some(Path::new("-")) {
-            bail!("the context and the Dockerfile cannot both come from stdin (-f - with context -)");
-        }
-        Some(context_from_stdin()?)
-    } else {
-        None
-    };
-    let context_dir = stdin_context.as_ref().map_or(args.context.clone(), |t| t.path().to_path_buf());
-    let mut opts = BuildOptions::new(&context_dir);
-    if let Some(file) = &args.file {
-        if file == Path::new("-") {
-            opts.dockerfile_text = Some(super::read_dockerfile(file)?.1);
-        } else {
-            opts.dockerfile = Some(file.clone());
-        }
+    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+        printer.warn(warning);
     }
-    opts.tags = args.tags.clone();
-    opts.build_args = parse_build_args(&args.build_args)?;
+    let outputs = args.outputs.plan(&args.tags)?;
+    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let builder = Builder::new(store);
+    let mut build_args = parse_build_args(&args.build_args)?;
+    let opened = open_context(&args, &mut build_args, Some(builder.store()), builder.cancel_handle().flag(), printer)?;
+    let mut opts = BuildOptions::new(&opened.dir);
+    opts.context_origin = opened.origin.clone();
+    opts.dockerfile = opened.dockerfile.clone();
+    if args.file.as_deref() == Some(Path::new("-")) {
+        opts.dockerfile_text = Some(super::read_dockerfile(Path::new("-"))?.1);
+    }
+    opts.settings.resolve_epoch_arg(&mut build_args, opened.time);
+    // With `--output`, the -t names name the archives; the store's tags stay as they are.
+    opts.tags = if outputs.tag_store { args.tags.clone() } else { Vec::new() };
+    opts.build_args = build_args;
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
+    use crate::engine::shared_cache::{CacheExportSpec, CacheImportSpec};
+    opts.cache_from = args.cache_from.iter().map(|s| CacheImportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.cache_to = args.cache_to.iter().map(|s| CacheExportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
     opts.network = match args.network {
         Network::None => crate::runtime::NetworkMode::None,
@@ -268,16 +348,53 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         let (k, v) = label.split_once('=').unwrap_or((label.as_str(), ""));
         opts.labels.insert(k.to_string(), v.to_string());
     }
-    // Leased: what the build resolves and makes stays until it ends, whatever rmi/gc do.
-    let store = crate::store::ImageStore::open_default()?.leased("build");
-    let builder = Builder::new(store);
     printer.flush()?;
+    let (sink, render_errors) = event_sink(&args, outputs.uses_stdout());
+    let result = builder.build_with(&opts, sink);
+    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e.into());
+    }
+    match result {
+        Ok(id) => {
+            let built = super::build_outputs::Built {
+                store: builder.store(),
+                id: &id,
+                tags: &args.tags,
+                registry: &opts.registry,
+                quiet: args.quiet,
+                iidfile: args.iidfile.as_deref(),
+            };
+            super::build_outputs::finish(&args.outputs, &outputs, &built, printer)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            if let Some(id) = e.last_image() {
+                let short = crate::events::short_id(id);
+                eprintln!(
+                    "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
+                );
+            }
+            Err(Exit(build_exit_code(&e)).into())
+        }
+    }
+}
+
+/// The first error a renderer hit, reported after the build.
+type RenderErrors = Arc<Mutex<Option<std::io::Error>>>;
+
+/// Where a build's events go: the classic, tty or JSON renderer (nothing with `-q`); on stderr
+/// when an output archive takes stdout.
+fn event_sink(args: &BuildArgs, uses_stdout: bool) -> (crate::engine::executor::EventSink, RenderErrors) {
+    use crate::events::{BuildEvent, ClassicRenderer, JsonRenderer, Renderer, TtyRenderer};
     use std::io::IsTerminal;
+
     let tty = args.progress == Progress::Tty || (args.progress == Progress::Auto && std::io::stderr().is_terminal());
     let renderer: Option<Box<dyn Renderer>> = match (args.quiet, args.progress) {
         (true, _) => None,
+        (false, Progress::Json) if uses_stdout => Some(Box::new(JsonRenderer::new(std::io::stderr()))),
         (false, Progress::Json) => Some(Box::new(JsonRenderer::new(std::io::stdout()))),
         _ if tty => Some(Box::new(TtyRenderer::default())),
+        _ if uses_stdout => Some(Box::new(ClassicRenderer::new(std::io::stderr()))),
         _ => Some(Box::new(ClassicRenderer::new(std::io::stdout()))),
     };
     let renderer = Arc::new(Mutex::new(renderer));
@@ -302,31 +419,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             }
         })
     };
-    let result = builder.build_with(&opts, sink);
-    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
-        return Err(e.into());
-    }
-    match result {
-        Ok(id) => {
-            if args.quiet {
-                printer.line(&id)?;
-            }
-            if let Some(path) = &args.iidfile {
-                fs_err::write(path, &id)?;
-            }
-            Ok(())
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            if let Some(id) = e.last_image() {
-                let short = crate::events::short_id(id);
-                eprintln!(
-                    "The last image built before the failure is {short}; debug it with: rbuild run -it {short} sh"
-                );
-            }
-            Err(Exit(build_exit_code(&e)).into())
-        }
-    }
+    (sink, render_errors)
 }
 
 /// The exit status of a failed build: a failing RUN's own status, as `docker build` exits
@@ -339,15 +432,151 @@ fn build_exit_code(error: &BuildError) -> i32 {
     }
 }
 
-/// Extracts a tar archive (plain, gzip or zstd) read from stdin into a temp dir, through the
+/// `--build-arg BUILDKIT_CONTEXT_KEEP_GIT_DIR=1`: a git context keeps its `.git` (BuildKit's
+/// name; an instruction to the fetch, not an ARG of the Dockerfile).
+const KEEP_GIT_DIR: &str = "BUILDKIT_CONTEXT_KEEP_GIT_DIR";
+
+/// The directory a streamed or fetched context lives in, removed when dropped (on success,
+/// failure and an interrupted build): a work dir in the store's `tmp/` (what a killed rbuild
+/// leaves there, the next run reclaims), else (a dry run without a store) a temp dir.
+enum ContextHolder {
+    Work(crate::store::WorkDir),
+    Temp(tempfile::TempDir),
+}
+
+impl ContextHolder {
+    fn new(store: Option<&crate::store::ImageStore>) -> anyhow::Result<Self> {
+        Ok(match store {
+            Some(store) => ContextHolder::Work(store.work_dir().context("creating a work dir for the build context")?),
+            None => ContextHolder::Temp(
+                tempfile::Builder::new()
+                    .prefix("rbuild-context-")
+                    .tempdir()
+                    .context("creating a temp dir for the build context")?,
+            ),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            ContextHolder::Work(work) => work.path(),
+            ContextHolder::Temp(temp) => temp.path(),
+        }
+    }
+}
+
+/// The context a build reads, wherever it came from.
+struct OpenedContext {
+    /// The context directory.
+    dir: PathBuf,
+    /// The Dockerfile when not `dir/Dockerfile` (`-f`; inside the context for a remote one;
+    /// `-f -` is read by the caller).
+    dockerfile: Option<PathBuf>,
+    /// A remote context's URL.
+    origin: Option<String>,
+    /// A remote context's time (for `SOURCE_DATE_EPOCH=context`).
+    time: Option<i64>,
+    /// Keeps a streamed or fetched context until the build ends.
+    _holder: Option<ContextHolder>,
+}
+
+/// Opens the build's context: a local directory as it is; `-` (a tar archive on stdin) and a
+/// remote context ([`remote::fetch`]) into a [`ContextHolder`]. While a remote context is
+/// fetched and built, SIGINT/SIGTERM set `cancel` (the build's cancel flag), so the fetch or
+/// the build stops and the holder is removed on the way out.
+fn open_context(
+    args: &BuildArgs,
+    build_args: &mut BTreeMap<String, String>,
+    store: Option<&crate::store::ImageStore>,
+    cancel: Arc<AtomicBool>,
+    printer: &mut Printer,
+) -> anyhow::Result<OpenedContext> {
+    let file = args.file.clone().filter(|f| f != Path::new("-"));
+    let local = |dir: PathBuf, holder: Option<ContextHolder>| OpenedContext {
+        dir,
+        dockerfile: file.clone(),
+        origin: None,
+        time: None,
+        _holder: holder,
+    };
+    if args.context == Path::new("-") {
+        if args.file.as_deref() == Some(Path::new("-")) {
+            bail!("the context and the Dockerfile cannot both come from stdin (-f - with context -)");
+        }
+        let holder = ContextHolder::new(store)?;
+        context_from_stdin(holder.path())?;
+        return Ok(local(holder.path().to_path_buf(), Some(holder)));
+    }
+    let Some(context) = args.context.to_str().and_then(RemoteContext::parse) else {
+        return Ok(local(args.context.clone(), None));
+    };
+    let keep_git_dir = build_args.remove(KEEP_GIT_DIR).is_some_and(|v| matches!(v.trim(), "1" | "true"));
+    let holder = ContextHolder::new(store)?;
+    stop_on_interrupt(&cancel)?;
+    let fetched = match remote::fetch(&context, holder.path(), &FetchOptions { keep_git_dir, cancel: &cancel }) {
+        Ok(fetched) => fetched,
+        Err(e @ RemoteError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            return Err(Exit(130).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if file.is_some() && fetched.dockerfile_only {
+        printer.warn(format!("[Warning] {} is a Dockerfile, not an archive: -f is ignored", context.url()));
+    }
+    let stdin_dockerfile = args.file.as_deref() == Some(Path::new("-"));
+    let dockerfile = match file.as_deref() {
+        _ if stdin_dockerfile => None,
+        Some(path) if !fetched.dockerfile_only => Some(dockerfile_inside(&context, &fetched.root, path)?),
+        _ => Some(dockerfile_inside(&context, &fetched.root, Path::new("Dockerfile"))?),
+    };
+    Ok(OpenedContext {
+        dir: fetched.root.clone(),
+        dockerfile,
+        origin: Some(context.url().to_string()),
+        time: fetched.time,
+        _holder: Some(holder),
+    })
+}
+
+/// The Dockerfile `path` (`-f`, else `Dockerfile`) of a fetched context: a path inside it, as
+/// Docker reads `-f` there, resolved inside it too (a symlink in a fetched tree never makes
+/// rbuild read a file of this machine).
+fn dockerfile_inside(context: &RemoteContext, root: &Path, path: &Path) -> anyhow::Result<PathBuf> {
+    if !remote::stays_inside(path) {
+        bail!(
+            "-f {}: with a remote context the Dockerfile is a path inside the context (no leading '/', no '..')",
+            path.display()
+        );
+    }
+    match remote::resolve_inside(root, path) {
+        Ok(Some(resolved)) => Ok(resolved),
+        Ok(None) => bail!("{}: the Dockerfile {} leads out of the context", context.url(), path.display()),
+        Err(e) => bail!("{}: no Dockerfile {} in the context ({e})", context.url(), path.display()),
+    }
+}
+
+/// From now until rbuild exits, SIGINT and SIGTERM set `cancel` instead of killing rbuild; a
+/// second one exits 130 at once (the next run reclaims what that leaves in the store's
+/// `tmp/`). The handlers stay: signal-hook cannot give the default action back, so
+/// unregistering would leave Ctrl-C ignored for the rest of the run.
+fn stop_on_interrupt(cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(cancel))
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(cancel)).context("installing a signal handler")?;
+    }
+    Ok(())
+}
+
+/// Extracts a tar archive (plain, gzip or zstd) read from stdin into `dir`, through the
 /// store's hardened applier: no entry can land outside the dir.
-fn context_from_stdin() -> anyhow::Result<tempfile::TempDir> {
-    let dir =
-        tempfile::Builder::new().prefix("rbuild-context-").tempdir().context("creating a temp dir for the context")?;
-    let mut apply = crate::layer::apply::LayerApply::new(dir.path(), crate::layer::apply::WhiteoutMode::Literal)
+fn context_from_stdin(dir: &Path) -> anyhow::Result<()> {
+    let mut apply = crate::layer::apply::LayerApply::new(dir, crate::layer::apply::WhiteoutMode::Literal)
         .context("preparing to read the build context from stdin")?;
     apply.apply(std::io::stdin().lock()).context("reading the build context (a tar archive) from stdin")?;
-    Ok(dir)
+    Ok(())
 }
 
 /// `--add-host` values, each `NAME:IP`.

@@ -1,4 +1,6 @@
 //! `rbuild import FILE|- [REPO[:TAG]] [-c INSTRUCTION]... [-m MESSAGE]`: prints the image ID.
+//! With `SOURCE_DATE_EPOCH` set, the image's `created` time is that instant (as a build's is),
+//! so the same tarball gives the same image ID everywhere.
 
 use crate::cli::Printer;
 use crate::store::import::{import_rootfs, ImportOptions};
@@ -6,6 +8,8 @@ use crate::store::{ImageReference, ImageStore};
 use anyhow::Context;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "With SOURCE_DATE_EPOCH set (seconds since 1970), the image's creation time is that \
+instant instead of now, so importing the same tarball gives the same image ID on every machine.")]
 pub struct ImportArgs {
     /// Tarball to import (plain, gzip or zstd), or `-` for standard input
     pub file: String,
@@ -24,8 +28,10 @@ pub fn run(args: ImportArgs, p: &mut Printer) -> anyhow::Result<()> {
     if tag.as_ref().is_some_and(|t| t.digest().is_some()) {
         anyhow::bail!("refusing to create a tag with a digest reference");
     }
+    let settings = crate::engine::settings::BuildSettings::from_env();
+    let created = settings.source_date_epoch()?.map(|_| settings.created());
     let store = ImageStore::open_default()?;
-    let opts = ImportOptions { tag, changes: args.change, message: args.message, source: args.file.clone() };
+    let opts = ImportOptions { tag, changes: args.change, message: args.message, source: args.file.clone(), created };
     let image = if args.file == "-" {
         let bar = crate::cli::progress_bar(None, "Importing");
         let image = import_rootfs(&store, std::io::stdin().lock(), &opts, &bar)?;

@@ -1,7 +1,9 @@
 //! One file per subcommand: each parses its arguments and calls the library.
 
 pub mod build;
+pub mod build_outputs;
 pub mod commit;
+pub mod completion;
 pub mod diff;
 pub mod exec;
 pub mod export;
@@ -11,7 +13,9 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod load;
+pub mod login;
 pub mod logs;
+pub mod man;
 pub mod parse;
 pub mod port;
 pub mod ps;
@@ -21,6 +25,7 @@ pub mod rm;
 pub mod rmi;
 pub mod run;
 pub mod save;
+pub mod search;
 pub mod start;
 pub mod stop;
 pub mod store;

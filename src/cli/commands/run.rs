@@ -107,6 +107,9 @@ pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
     // `UPPER:tag` is no name at all: say so rather than that no image has it.
     crate::store::reference::ImageReference::parse(&args.image)?;
     let seccomp = seccomp_policy(&args.security_opt)?;
+    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+        p.warn(warning);
+    }
     let containers = open_containers()?;
     let opts = CreateOptions {
         image: args.image.clone(),

@@ -1,4 +1,4 @@
-//! `rbuild store check [--repair]` and `rbuild store gc`.
+//! `rbuild store check [--repair]`, `rbuild store gc` and `rbuild store reset --force`.
 
 use crate::cli::Printer;
 use crate::events::units::human_size;
@@ -20,10 +20,20 @@ pub enum StoreCommand {
     },
     /// Remove blobs and unpacked layers that nothing references
     Gc,
+    /// Delete the whole store (every image, container, cache and cache mount) and its
+    /// directory; works without root for an unprivileged user's store
+    Reset {
+        /// Required: the deletion cannot be undone
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
+    if let StoreCommand::Reset { force } = args.command {
+        return reset(store, force, p);
+    }
     match args.command {
         StoreCommand::Check { repair } => {
             let report = store.check(repair)?;
@@ -60,6 +70,36 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
             }
             p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
         }
+        StoreCommand::Reset { .. } => {}
     }
+    Ok(())
+}
+
+/// `store reset`: refused without `--force` and while a container runs.
+fn reset(store: ImageStore, force: bool, p: &mut Printer) -> anyhow::Result<()> {
+    let root = store.root().to_owned();
+    if !force {
+        anyhow::bail!(
+            "`store reset` deletes every image, container and cache in {}; run `rbuild store reset --force`",
+            root.display()
+        );
+    }
+    let containers = crate::containers::Containers::open(store.clone())?;
+    let running: Vec<String> = containers
+        .list()?
+        .into_iter()
+        .filter(|c| c.state == crate::containers::ContainerState::Running)
+        .map(|c| c.short_id().to_owned())
+        .collect();
+    if !running.is_empty() {
+        anyhow::bail!(
+            "containers {} are running in {}; stop them first (rbuild stop)",
+            running.join(", "),
+            root.display()
+        );
+    }
+    drop(containers);
+    store.reset()?;
+    p.line(format!("deleted store {}", root.display()))?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 
 mod compare;
 mod image;
+mod remote;
 mod sequence;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,10 @@ fn suite_dir() -> PathBuf {
 /// What every trial shares: the suite's temp dir, the busybox base saved from Docker (so both
 /// builders start from byte-identical images) and one rbuild store holding it.
 struct Suite {
+    /// Held for the run: two runs against one dockerd (two checkouts testing at once) share
+    /// Docker's classic cache and base image, so one would remove what the other's build is
+    /// using; they take turns instead.
+    _turn: std::fs::File,
     dir: tempfile::TempDir,
     base_archive: PathBuf,
     store: PathBuf,
@@ -89,6 +94,15 @@ fn docker_available() -> bool {
 
 impl Suite {
     fn new() -> Result<Suite, String> {
+        let turn_path = std::env::temp_dir().join("rbuild-differential.lock");
+        let turn = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&turn_path)
+            .map_err(|e| format!("{}: {e}", turn_path.display()))?;
+        rustix::fs::flock(&turn, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| format!("lock {}: {e}", turn_path.display()))?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let allowlist = compare::read_allowlist(&suite_dir().join("allowlist.toml"))?;
         // The busybox tarball from the repo's script, imported into Docker unless busybox:latest
@@ -116,7 +130,7 @@ impl Suite {
         docker_ok(&["import", &rootfs.to_string_lossy(), &sequence_base])?;
         let sequence_base_archive = dir.path().join("sequence-base.tar");
         docker_ok(&["save", "-o", &sequence_base_archive.to_string_lossy(), &sequence_base])?;
-        Ok(Suite { dir, base_archive, store, allowlist, sequence_base, sequence_base_archive })
+        Ok(Suite { _turn: turn, dir, base_archive, store, allowlist, sequence_base, sequence_base_archive })
     }
 }
 

@@ -297,3 +297,94 @@ fn rootless_default_network_is_isolated_from_the_hosts_loopback() {
     let (lines, _) = r.run_on(&format!("nc -w 3 127.0.0.1 {port} </dev/null"), "auto", None, "host");
     assert_eq!(lines, ["hello"]);
 }
+
+/// An unprivileged user's `rmi` and `store gc` remove what its containers wrote: files owned
+/// by its subordinate ids and read-only directories, which it cannot delete from the host
+/// ("Permission denied" on `tmp/trash-*` before the store removed such trees in a user
+/// namespace).
+#[test]
+fn rootless_rmi_and_gc_remove_files_of_subordinate_ids() {
+    let Some(r) = Rootless::new("rbuild-rmi", Some(800_000)) else {
+        return;
+    };
+    let _tun = crate::fixture::TunForUsers::new();
+    let base = r.base();
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    std::fs::create_dir(base.join("ctx")).expect("mkdir");
+    let dockerfile = "FROM busybox\nRUN mkdir -p /a/b /c/d && echo x > /a/b/f && echo y > /c/d/g && \
+                      chown -R 1000:1000 /a && chmod 555 /c/d /c\n";
+    std::fs::write(base.join("ctx/Dockerfile"), dockerfile).expect("write");
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
+    let as_user = |script: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", script])
+            .env("RBUILD_ROOT", base.join("store"))
+            .env("HOME", base)
+            .env_remove("CI")
+            .current_dir(base)
+            .output()
+            .expect("rbuild");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {text}");
+        text
+    };
+    as_user("./rbuild import busybox.tar busybox && ./rbuild build -q -t owned ctx");
+    let layers = |dir: &str| std::fs::read_dir(base.join("store").join(dir)).expect("read_dir").count();
+    assert_eq!(layers("layers"), 2, "the base and the RUN step's layer are unpacked");
+    let owner = std::fs::read_dir(base.join("store/layers"))
+        .expect("read_dir")
+        .filter_map(|e| std::fs::symlink_metadata(e.ok()?.path().join("a")).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .next();
+    assert_eq!(owner, Some(801_000 - 1), "/a is owned by container uid 1000 through the subuid range");
+    let rmi = as_user("./rbuild rmi owned");
+    assert!(rmi.contains("Untagged: owned:latest") && rmi.contains("Deleted: sha256:"), "{rmi}");
+    assert_eq!(layers("layers"), 1, "rmi removed the RUN step's layer: {rmi}");
+    as_user("./rbuild rmi busybox && ./rbuild store gc");
+    assert_eq!((layers("layers"), layers("tmp")), (0, 0), "gc left layers or trash behind");
+    // Uninstalling: the whole store goes, without root, even with a RUN layer in it.
+    as_user("./rbuild import busybox.tar busybox && ./rbuild build -q -t owned ctx && ./rbuild run --rm owned true");
+    let refused = Command::new("setpriv")
+        .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "./rbuild", "store", "reset"])
+        .env("RBUILD_ROOT", base.join("store"))
+        .current_dir(base)
+        .output()
+        .expect("rbuild");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("run `rbuild store reset --force`"), "{refused:?}");
+    let reset = as_user("./rbuild store reset --force");
+    assert!(reset.starts_with("deleted store "), "{reset}");
+    assert!(!base.join("store").exists(), "store reset left the store behind");
+}
+
+/// A user without /etc/subuid and /etc/subgid ranges is told what to add before a build
+/// whose RUN steps could only chown to root; the build still works.
+#[test]
+fn rootless_without_subordinate_ids_warns_and_builds() {
+    let Some(r) = Rootless::new("rbuild-nosub", None) else {
+        return;
+    };
+    let _tun = crate::fixture::TunForUsers::new();
+    let base = r.base();
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    std::fs::create_dir(base.join("ctx")).expect("mkdir");
+    std::fs::write(base.join("ctx/Dockerfile"), "FROM busybox\nRUN echo hi > /f\n").expect("write");
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
+    let script = "./rbuild import busybox.tar busybox >/dev/null && ./rbuild build -q ctx";
+    let out = Command::new("setpriv")
+        .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", script])
+        .env("RBUILD_ROOT", base.join("store"))
+        .env_remove("CI")
+        .current_dir(base)
+        .output()
+        .expect("rbuild");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[Warning] rootless mode without a range for rbuild-nosub in /etc/subuid or a range for rbuild-nosub in /etc/subgid")
+            && err.contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 rbuild-nosub"),
+        "{err}"
+    );
+}

@@ -295,3 +295,60 @@ fn concurrent_imports_tags_and_gc_are_safe() {
     let check = rbuild_ok(&root, &["store", "check"]);
     assert!(check.contains("consistent"), "{check}");
 }
+
+/// The README's first lines, on two "machines" (stores) a second apart: with
+/// `SOURCE_DATE_EPOCH` set, `testdata/busybox-rootfs.sh | rbuild import - busybox` gives one
+/// image ID (its `created` is the epoch, not the import time), and so does the example built
+/// on it. A bad value is refused; without it the import is stamped now.
+#[test]
+fn import_with_source_date_epoch_gives_one_image_id_everywhere() {
+    if !crate::fixture::require(crate::fixture::busybox_path().is_some(), "busybox-static") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let import = |store: &str, epoch: Option<&str>| {
+        let script =
+            format!("{}/testdata/busybox-rootfs.sh | {} import - busybox", repo.display(), crate::fixture::RBUILD);
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-o", "pipefail", "-c", &script]).env("RBUILD_ROOT", t.path().join(store)).env_remove("CI");
+        match epoch {
+            Some(e) => cmd.env("SOURCE_DATE_EPOCH", e),
+            None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+        };
+        cmd.output().unwrap()
+    };
+    let first = import("a", Some("0"));
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = import("b", Some("0"));
+    let id = String::from_utf8_lossy(&first.stdout).trim().to_owned();
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(String::from_utf8_lossy(&second.stdout).trim(), id, "two imports of one tarball differ");
+    let created = rbuild_ok(&t.path().join("a"), &["inspect", "-f", "{{.Created}}", "busybox"]);
+    assert!(created.trim().starts_with("1970-01-01T00:00:00"), "{created}");
+    let later = import("c", None);
+    assert_ne!(String::from_utf8_lossy(&later.stdout).trim(), id, "without SOURCE_DATE_EPOCH the import is now");
+    let bad = import("d", Some("yesterday"));
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("SOURCE_DATE_EPOCH=\"yesterday\" is not a whole number of seconds"), "{err}");
+    assert_eq!(count(&t.path().join("d/blobs/sha256")), 0, "a refused import wrote blobs");
+    if !crate::fixture::require(crate::fixture::is_root(), "root (the example's RUN step)") {
+        return;
+    }
+    let example = repo.join("testdata/example");
+    let build = |store: &str| {
+        let out = crate::fixture::rbuild_command()
+            .env("RBUILD_ROOT", t.path().join(store))
+            .env("SOURCE_DATE_EPOCH", "0")
+            .env_remove("CI")
+            .args(["build", "-q", "-t", "example"])
+            .arg(&example)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(build("a"), build("b"), "the example built on the two imports differs");
+}

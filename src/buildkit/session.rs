@@ -1,0 +1,195 @@
+//! The client side of a BuildKit session: the gRPC services BuildKit calls back while it
+//! solves. `FileSync.DiffCopy` sends the build context (already walked with `.dockerignore`
+//! applied) in fsutil's packet protocol: one STAT per entry in walk order, an empty STAT, then
+//! the bytes of each file BuildKit asks for (REQ id -> DATA chunks, an empty DATA), until FIN.
+//! `Health.Check` keeps the session alive; `Secrets.GetSecret` answers secret mounts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bollard_buildkit_proto::fsutil::types::packet::PacketType;
+use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
+use bollard_buildkit_proto::health::health_check_response::ServingStatus;
+use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
+use bollard_buildkit_proto::health::{HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
+use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
+use bollard_buildkit_proto::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::context::{ContextEntry, EntryKind};
+
+/// Go's `os.FileMode` bits, which fsutil's Stat carries instead of unix modes.
+const GO_MODE_DIR: u32 = 1 << 31;
+const GO_MODE_SYMLINK: u32 = 1 << 27;
+const GO_MODE_SETUID: u32 = 1 << 23;
+const GO_MODE_SETGID: u32 = 1 << 22;
+const GO_MODE_STICKY: u32 = 1 << 20;
+
+/// How much of a file one DATA packet carries.
+const CHUNK: usize = 32 * 1024;
+
+/// The gRPC methods the session offers, as dockerd's session header lists them.
+pub const METHODS: &[&str] =
+    &["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream", "/grpc.health.v1.Health/Check"];
+
+/// Serves the build context.
+pub struct ContextSync {
+    pub root: PathBuf,
+    pub entries: Arc<Vec<ContextEntry>>,
+}
+
+/// fsutil's Stat of one context entry (mode in Go's bits, mtime in nanoseconds).
+fn stat_of(root: &std::path::Path, entry: &ContextEntry) -> Stat {
+    let meta = std::fs::symlink_metadata(root.join(&entry.path)).ok();
+    let mod_time = meta
+        .as_ref()
+        .map(|m| {
+            std::os::unix::fs::MetadataExt::mtime(m) * 1_000_000_000 + std::os::unix::fs::MetadataExt::mtime_nsec(m)
+        })
+        .unwrap_or(0);
+    let mut mode = entry.mode & 0o777;
+    for (unix, go) in [(0o4000, GO_MODE_SETUID), (0o2000, GO_MODE_SETGID), (0o1000, GO_MODE_STICKY)] {
+        if entry.mode & unix != 0 {
+            mode |= go;
+        }
+    }
+    let mut linkname = String::new();
+    match &entry.kind {
+        EntryKind::Dir => mode |= GO_MODE_DIR,
+        EntryKind::Symlink { target } => {
+            mode |= GO_MODE_SYMLINK;
+            linkname = target.clone();
+        }
+        EntryKind::File | EntryKind::Other => {}
+    }
+    Stat {
+        path: entry.path.clone(),
+        mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: i64::try_from(entry.size).unwrap_or(i64::MAX),
+        mod_time,
+        linkname,
+        ..Default::default()
+    }
+}
+
+fn packet(kind: PacketType) -> Packet {
+    Packet { r#type: kind as i32, ..Default::default() }
+}
+
+type Sender = mpsc::Sender<Result<Packet, Status>>;
+
+/// Sends the stats, then answers requests until FIN.
+async fn send_context(root: PathBuf, entries: Arc<Vec<ContextEntry>>, mut incoming: Streaming<Packet>, tx: Sender) {
+    for entry in entries.iter() {
+        let stat = Packet { stat: Some(stat_of(&root, entry)), ..packet(PacketType::PacketStat) };
+        if tx.send(Ok(stat)).await.is_err() {
+            return;
+        }
+    }
+    if tx.send(Ok(packet(PacketType::PacketStat))).await.is_err() {
+        return;
+    }
+    while let Ok(Some(message)) = incoming.message().await {
+        match PacketType::try_from(message.r#type) {
+            Ok(PacketType::PacketReq) => {
+                let Some(entry) = entries.get(message.id as usize) else {
+                    let _ = tx.send(Err(Status::not_found(format!("no context entry {}", message.id)))).await;
+                    return;
+                };
+                if let Err(e) = send_file(&root, entry, message.id, &tx).await {
+                    let _ = tx.send(Err(Status::internal(format!("reading {}: {e}", entry.path)))).await;
+                    return;
+                }
+            }
+            Ok(PacketType::PacketFin) => {
+                let _ = tx.send(Ok(packet(PacketType::PacketFin))).await;
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// DATA packets with the file's bytes, then an empty one.
+async fn send_file(root: &std::path::Path, entry: &ContextEntry, id: u32, tx: &Sender) -> std::io::Result<()> {
+    let mut file = tokio::fs::File::open(root.join(&entry.path)).await?;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buf).await?;
+        let data = buf[..n].to_vec();
+        let done = n == 0;
+        if tx.send(Ok(Packet { id, data, ..packet(PacketType::PacketData) })).await.is_err() || done {
+            return Ok(());
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl FileSync for ContextSync {
+    type DiffCopyStream = ReceiverStream<Result<Packet, Status>>;
+    type TarStreamStream = ReceiverStream<Result<Packet, Status>>;
+
+    async fn diff_copy(&self, request: Request<Streaming<Packet>>) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(send_context(self.root.clone(), Arc::clone(&self.entries), request.into_inner(), tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn tar_stream(&self, _: Request<Streaming<Packet>>) -> Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented("rbuild sends the context with diffcopy"))
+    }
+}
+
+/// Answers BuildKit's session health checks.
+pub struct Alive;
+
+#[tonic::async_trait]
+impl Health for Alive {
+    type WatchStream = ReceiverStream<Result<HealthCheckResponse, Status>>;
+
+    async fn check(&self, _: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+        Ok(Response::new(HealthCheckResponse { status: ServingStatus::Serving as i32 }))
+    }
+
+    async fn list(&self, _: Request<HealthListRequest>) -> Result<Response<HealthListResponse>, Status> {
+        Err(Status::unimplemented("list"))
+    }
+
+    async fn watch(&self, _: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("watch"))
+    }
+}
+
+/// Answers `RUN --mount=type=secret` with the `--secret` values (held in memory only).
+pub struct BuildSecrets(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+#[tonic::async_trait]
+impl Secrets for BuildSecrets {
+    async fn get_secret(&self, request: Request<GetSecretRequest>) -> Result<Response<GetSecretResponse>, Status> {
+        let id = request.into_inner().id;
+        match self.0.get(&id) {
+            Some(data) => Ok(Response::new(GetSecretResponse { data: data.clone() })),
+            None => Err(Status::not_found(format!("secret {id} not found: pass it with --secret id={id},src=FILE"))),
+        }
+    }
+}
+
+/// Serves the session's services on `stream` (dockerd's upgraded `/session`) until it closes.
+pub async fn serve(
+    stream: tokio::net::UnixStream,
+    context: ContextSync,
+    secrets: BuildSecrets,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(FileSyncServer::new(context))
+        .add_service(HealthServer::new(Alive))
+        .add_service(SecretsServer::new(secrets))
+        .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(stream)))
+        .await
+}

@@ -1,0 +1,204 @@
+//! `rbuild build --output type=llb,dest=FILE` and `rbuild build --builder URL`: plan the build
+//! as a build plans it (base images pulled when missing), lower the plan to BuildKit's LLB
+//! ([`crate::llb`]) with the engine's step facts, then write the marshalled `pb.Definition`
+//! (all or nothing) for `buildctl build`, or solve it on BuildKit ([`crate::buildkit`]) and load
+//! the image into the store.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use super::{BuildArgs, Network, PlanInput};
+use crate::buildkit::{BuilderUrl, SolveInput};
+use crate::cli::Printer;
+use crate::engine::llb_facts::plan_facts;
+use crate::engine::planning::{no_events, plan_build, PullPolicy, StoreImages};
+use crate::events::BuildEvent;
+use crate::llb::{lower_plan, LlbRequest};
+use crate::plan::NetworkMode;
+
+/// The `dest` of a `--output type=llb,…`, if one was asked for; other outputs are refused by
+/// name (this build writes into the store only).
+pub(super) fn llb_destination(outputs: &[String]) -> anyhow::Result<Option<PathBuf>> {
+    let mut dest = None;
+    for output in outputs {
+        let mut kind = None;
+        let mut path = None;
+        for field in output.split(',') {
+            match field.split_once('=') {
+                Some(("type", v)) => kind = Some(v),
+                Some(("dest", v)) if !v.is_empty() => path = Some(PathBuf::from(v)),
+                _ => bail!("--output {output:?}: unknown field {field:?} (expected type=llb,dest=FILE)"),
+            }
+        }
+        match (kind, path) {
+            (Some("llb"), Some(p)) if dest.is_none() => dest = Some(p),
+            (Some("llb"), Some(_)) => bail!("--output {output:?}: only one type=llb output can be written"),
+            (Some("llb"), None) => bail!("--output {output:?}: type=llb needs dest=FILE (or dest=- for stdout)"),
+            (Some(other), _) => bail!("--output {output:?}: type={other} is not supported (supported: type=llb)"),
+            (None, _) => bail!("--output {output:?}: type= is missing (expected type=llb,dest=FILE)"),
+        }
+    }
+    Ok(dest)
+}
+
+/// The plan lowered to LLB, with what was read to make it.
+struct Lowered {
+    input: PlanInput,
+    plan: crate::plan::BuildPlan,
+    llb: crate::llb::LlbDefinition,
+}
+
+fn lower(args: &BuildArgs, store: &crate::store::ImageStore, printer: &mut Printer) -> anyhow::Result<Lowered> {
+    let input = PlanInput::read(args)?;
+    let policy = if args.pull { PullPolicy::Always } else { PullPolicy::Missing };
+    let registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
+    let images = StoreImages::new(store, policy, registry, no_events());
+    let plan = plan_build(&input.request(args), Some(&images))?;
+    for warning in &plan.warnings {
+        printer.warn(warning);
+    }
+    let facts = plan_facts(&plan, store, &input.platform)?;
+    let request = LlbRequest {
+        plan: &plan,
+        facts: &facts,
+        context: &input.context,
+        dockerfile: (&input.name, &input.text),
+        // rbuild's RUN gets the host network by default where docker build's gets BuildKit's
+        // default one; only an explicit `--network none` is carried over.
+        network: if args.network == Network::None { NetworkMode::None } else { NetworkMode::Default },
+        platform: input.platform.clone(),
+    };
+    let llb = lower_plan(&request)?;
+    Ok(Lowered { input, plan, llb })
+}
+
+/// Lowers the build to LLB and writes it to `dest`.
+pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) -> anyhow::Result<()> {
+    if args.dry_run {
+        bail!("--dry-run and --output type=llb cannot be combined: the LLB output is itself a plan");
+    }
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let lowered = lower(args, &store, printer)?.llb;
+    let bytes = lowered.encode();
+    if dest == Path::new("-") {
+        printer.flush()?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&bytes).context("writing the LLB definition to stdout")?;
+        return Ok(out.flush()?);
+    }
+    write_atomically(dest, &bytes)?;
+    printer.line(format!(
+        "Wrote LLB definition ({} ops, {} bytes) to {}",
+        lowered.definition.def.len(),
+        bytes.len(),
+        dest.display()
+    ))?;
+    Ok(())
+}
+
+/// Writes `bytes` to a temp file beside `dest` and renames it into place.
+/// Lowers the build, solves it on the BuildKit at `url`, loads the image and tags it.
+pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mut Printer) -> anyhow::Result<()> {
+    if args.dry_run {
+        bail!("--dry-run plans locally; drop --builder to see the plan");
+    }
+    if !args.ssh.is_empty() {
+        bail!("--ssh with --builder: forwarding an ssh agent over the BuildKit session is not supported yet");
+    }
+    let mut secrets = std::collections::BTreeMap::new();
+    for spec in &args.secrets {
+        let secret = crate::engine::secrets::BuildSecret::parse(spec)?;
+        secrets.insert(secret.id.clone(), secret.read()?);
+    }
+    let started = std::time::Instant::now();
+    let store = crate::store::ImageStore::open_default()?.leased("build");
+    let Lowered { input, plan, mut llb } = lower(args, &store, printer)?;
+    for (k, v) in &args.labels.iter().map(|l| l.split_once('=').unwrap_or((l.as_str(), ""))).collect::<Vec<_>>() {
+        llb.image_config.config.labels.insert(k.to_string(), v.to_string());
+    }
+    if args.no_cache {
+        // BuildKit's own --no-cache: every op is run again (and its result cached anew).
+        for meta in llb.definition.metadata.values_mut() {
+            meta.ignore_cache = true;
+        }
+    }
+    printer.flush()?;
+    let (events, render_errors) = super::event_sink(args, false);
+    let summary = input.context.summary()?;
+    let total_steps = plan.step_count();
+    events(&BuildEvent::BuildStarted { context_files: summary.files, context_bytes: summary.bytes, total_steps });
+    let step_text = plan
+        .planned_stages()
+        .flat_map(|stage| stage.steps.iter().map(move |s| (s.number, (stage.index, s.original.clone()))))
+        .collect();
+    let solve = SolveInput {
+        builder: url,
+        definition: &llb,
+        dockerfile_name: &input.name,
+        context_root: &input.context.root,
+        context_entries: input.context.entries()?.to_vec(),
+        total_steps,
+        step_text,
+        events: events.clone(),
+        secrets,
+    };
+    let id = crate::buildkit::solve(solve, &store)?;
+    let image = store.resolve(&id)?;
+    for tag in &args.tags {
+        let reference = crate::store::ImageReference::parse(tag)
+            .with_context(|| format!("invalid tag {tag:?}"))?
+            .with_default_tag();
+        store.tag(&image, &reference)?;
+    }
+    events(&BuildEvent::BuildDone {
+        image_id: id.clone(),
+        tags: args.tags.clone(),
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(e.into());
+    }
+    if args.quiet {
+        printer.line(&id)?;
+    }
+    if let Some(path) = &args.iidfile {
+        fs_err::write(path, &id)?;
+    }
+    Ok(())
+}
+
+fn write_atomically(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rbuild-llb-")
+        .tempfile_in(dir)
+        .with_context(|| format!("--output dest={}: cannot create a file in {}", dest.display(), dir.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("writing {}", dest.display()))?;
+    // A definition is not secret: readable as any file the user writes (tempfile makes 0600).
+    tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dest).map_err(|e| e.error).with_context(|| format!("writing {}", dest.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::llb_destination;
+
+    #[test]
+    fn only_llb_outputs_with_a_destination_are_taken() {
+        let one = |s: &str| llb_destination(&[s.to_string()]);
+        assert_eq!(one("type=llb,dest=out.pb").expect("ok").expect("some").to_str(), Some("out.pb"));
+        assert!(llb_destination(&[]).expect("ok").is_none());
+        let err = |s: &str| one(s).expect_err(s).to_string();
+        assert!(err("type=llb").contains("needs dest=FILE"));
+        assert!(err("type=tar,dest=x").contains("type=tar is not supported"));
+        assert!(err("dest=x").contains("type= is missing"));
+        assert!(err("type=llb,dest=x,foo").contains("unknown field"));
+    }
+}
