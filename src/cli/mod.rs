@@ -60,6 +60,12 @@ enum Command {
     Ps(commands::ps::PsArgs),
     /// Fetch the logs of a container
     Logs(commands::logs::LogsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(commands::port::PortArgs),
+    /// Display the running processes of a container
+    Top(commands::top::TopArgs),
+    /// Run a command in a running container
+    Exec(commands::exec::ExecArgs),
     /// Stop one or more running containers
     Stop(commands::stop::StopArgs),
     /// Start one or more stopped containers
@@ -125,6 +131,9 @@ pub fn main() -> i32 {
         Command::Run(a) => commands::run::run(a, &mut p),
         Command::Ps(a) => commands::ps::run(a, &mut p),
         Command::Logs(a) => commands::logs::run(a, &mut p),
+        Command::Port(a) => commands::port::run(a, &mut p),
+        Command::Top(a) => commands::top::run(a, &mut p),
+        Command::Exec(a) => commands::exec::run(a, &mut p),
         Command::Stop(a) => commands::stop::run(a, &mut p),
         Command::Start(a) => commands::start::run(a, &mut p),
         Command::Rm(a) => commands::rm::run(a, &mut p),

@@ -15,6 +15,7 @@
 //! container ends; a record that says running but whose monitor is gone reads as exited.
 
 mod names;
+mod ports;
 mod snapshot;
 
 use std::io::Write as _;
@@ -26,12 +27,13 @@ use serde::{Deserialize, Serialize};
 use crate::image::ImageConfig;
 use crate::layer::diff::LayerError;
 use crate::runtime::{
-    cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, LineSink, NetworkMode,
-    OutputStream, Rootfs, RuntimeError, SeccompPolicy, SetupFailure, StdioMode,
+    cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, HostEntry, LineSink, NetworkMode,
+    OutputStream, PortMapping, Protocol, Rootfs, RuntimeError, SeccompPolicy, SetupFailure, StdioMode,
 };
 use crate::store::{ImageStore, StoreError, StoredImage};
 
 pub use names::{generated_name, is_valid_name, new_container_id};
+pub use ports::{inspect_ports, parse_port_proto, port_lines, ps_column, PortBinding, PortSyntaxError};
 pub use snapshot::CommitOptions;
 
 /// The hidden subcommand the detached monitor runs as: `rbuild container-monitor <id>`.
@@ -52,6 +54,8 @@ pub enum LifecycleError {
         "You cannot remove a running container {id}. Stop the container before attempting removal or force remove"
     )]
     RemoveRunning { id: String },
+    #[error("Container {id} is not running")]
+    NotRunning { id: String },
     #[error("container {id} is already running")]
     AlreadyRunning { id: String },
     #[error("No command specified")]
@@ -70,6 +74,8 @@ pub enum LifecycleError {
     Monitor { id: String, source: std::io::Error },
     #[error("container {id} failed to start: {source}")]
     Start { id: String, code: i32, source: Box<RuntimeError> },
+    #[error("container {id}: cannot publish ports: {reason}")]
+    Ports { id: String, reason: String },
     #[error("exporting container {id}: {source}")]
     Export { id: String, source: crate::layer::apply::ApplyError },
     #[error("writing the export of container {id}: {source}")]
@@ -103,10 +109,12 @@ pub enum ContainerState {
     Exited,
 }
 
-/// `--network` as recorded: the host's network, or only loopback.
+/// `--network` as recorded: a namespace of its own served by pasta, the host's network, or
+/// only loopback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerNetwork {
+    Default,
     Host,
     None,
 }
@@ -147,6 +155,15 @@ pub struct ContainerRecord {
     /// `--security-opt seccomp=…` (a profile is kept with its text, as Docker does).
     #[serde(default)]
     pub seccomp: SeccompPolicy,
+    /// `-p` and `-P` as asked (host ports may be left to choose at start).
+    #[serde(default)]
+    pub port_bindings: Vec<PortBinding>,
+    /// The ports published while it runs (empty when it does not).
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// `--add-host` entries.
+    #[serde(default)]
+    pub extra_hosts: Vec<HostEntry>,
 }
 
 impl ContainerRecord {
@@ -163,6 +180,7 @@ impl ContainerRecord {
 
     pub fn network_mode(&self) -> NetworkMode {
         match self.network {
+            ContainerNetwork::Default => NetworkMode::Default,
             ContainerNetwork::Host => NetworkMode::Host,
             ContainerNetwork::None => NetworkMode::None,
         }
@@ -190,10 +208,26 @@ pub struct CreateOptions {
     pub working_dir: Option<String>,
     pub user: Option<String>,
     pub network: NetworkMode,
+    /// `-p` values.
+    pub publish: Vec<PortBinding>,
+    /// `-P`: publish every EXPOSEd port on a host port chosen at start.
+    pub publish_all: bool,
+    /// `--add-host` entries.
+    pub extra_hosts: Vec<HostEntry>,
     pub tty: bool,
     pub interactive: bool,
     pub auto_remove: bool,
     pub seccomp: SeccompPolicy,
+}
+
+/// What `rbuild exec` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    /// `-e K=V`, over the container's environment.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
 }
 
 /// How a foreground run ended.
@@ -343,6 +377,7 @@ impl Containers {
             env.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
             env.push(entry);
         }
+        let port_bindings = port_bindings(&config, opts)?;
         let id = new_container_id();
         let dir = self.container_dir(&id);
         let upper = dir.join("upper");
@@ -363,7 +398,8 @@ impl Containers {
             working_dir: opts.working_dir.clone().unwrap_or_else(|| config.config.working_dir.clone()),
             user: opts.user.clone().unwrap_or_else(|| config.config.user.clone()),
             network: match opts.network {
-                NetworkMode::Host | NetworkMode::Default => ContainerNetwork::Host,
+                NetworkMode::Default => ContainerNetwork::Default,
+                NetworkMode::Host => ContainerNetwork::Host,
                 NetworkMode::None => ContainerNetwork::None,
             },
             tty: opts.tty,
@@ -380,6 +416,9 @@ impl Containers {
             work,
             log,
             seccomp: opts.seccomp.clone(),
+            port_bindings,
+            ports: Vec::new(),
+            extra_hosts: opts.extra_hosts.clone(),
         };
         // The store's record first (under its lock), then ours over it.
         self.store.add_container(&id, &image.id)?;
@@ -409,7 +448,12 @@ impl Containers {
         spec.working_dir = (!record.working_dir.is_empty()).then(|| record.working_dir.clone());
         spec.user = (!record.user.is_empty()).then(|| record.user.clone());
         spec.network = record.network_mode();
+        spec.ports = record.ports.clone();
+        spec.extra_hosts = record.extra_hosts.clone();
         spec.seccomp = record.seccomp.clone();
+        if matches!(stdio, StdioMode::Pty) {
+            spec.pty_log = Some(record.log.clone());
+        }
         spec.stdio = stdio;
         Ok(spec)
     }
@@ -426,6 +470,12 @@ impl Containers {
             RunStdio::Pty => StdioMode::Pty,
             RunStdio::Log { echo } => StdioMode::Lines(log_sink(&record.log, echo)?),
         };
+        record.ports = record
+            .port_bindings
+            .iter()
+            .map(PortBinding::resolve)
+            .collect::<std::io::Result<_>>()
+            .map_err(|source| LifecycleError::Ports { id: record.id.clone(), reason: source.to_string() })?;
         let spec = self.spec(record, stdio)?;
         let pid = std::process::id() as i32;
         record.state = ContainerState::Running;
@@ -444,6 +494,7 @@ impl Containers {
             Err(e) => (RunOutcome { code: start_failure_code(&e), interrupted: false }, Some(e)),
         };
         record.state = ContainerState::Exited;
+        record.ports.clear();
         record.exit_code = Some(outcome.code);
         record.finished_at = Some(chrono::Utc::now().to_rfc3339());
         record.monitor_pid = None;
@@ -601,6 +652,62 @@ impl Containers {
         }
     }
 
+    /// The pids (as the host sees them) of every process of a running container: those in
+    /// its PID 1's PID namespace.
+    pub fn processes(&self, record: &ContainerRecord) -> Result<Vec<i32>> {
+        let init = self.running_init(record)?;
+        let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let wanted = ns(init);
+        let mut pids: Vec<i32> = std::fs::read_dir("/proc")
+            .map_err(io_err("reading", Path::new("/proc")))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| wanted.is_some() && ns(*pid) == wanted)
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// The PID 1 of a running container, or why there is none. A container that `run -d`
+    /// has just started may still be setting up its root: it is given a few seconds.
+    fn running_init(&self, record: &ContainerRecord) -> Result<i32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let current = self.reload(&record.id)?;
+            match (current.state, self.init_pid(&current)) {
+                (ContainerState::Running, Some(pid)) => return Ok(pid),
+                (ContainerState::Running, None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return Err(LifecycleError::NotRunning { id: record.id.clone() }),
+            }
+        }
+    }
+
+    /// `exec`: runs `opts.command` in the running container (its namespaces, user, env and
+    /// working dir unless given) with rbuild's stdio; returns the exit code.
+    pub fn exec(&self, record: &ContainerRecord, opts: &ExecOptions) -> Result<i32> {
+        let init = self.running_init(record)?;
+        let rootfs = Rootfs::Dir(PathBuf::from("/"));
+        let mut spec = ContainerSpec::new(&record.id, rootfs, opts.command.clone(), self.state_dir());
+        spec.env = record.env.clone();
+        for entry in &opts.env {
+            let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+            spec.env.retain(|old| old.split_once('=').map_or(old.as_str(), |(k, _)| k) != key);
+            spec.env.push(entry.clone());
+        }
+        let working_dir = opts.working_dir.clone().unwrap_or_else(|| record.working_dir.clone());
+        spec.working_dir = (!working_dir.is_empty()).then_some(working_dir);
+        let user = opts.user.clone().unwrap_or_else(|| record.user.clone());
+        spec.user = (!user.is_empty()).then_some(user);
+        spec.seccomp = record.seccomp.clone();
+        match crate::runtime::exec_in_container(init, &spec) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                Err(LifecycleError::Start { id: record.id.clone(), code: start_failure_code(&e), source: Box::new(e) })
+            }
+        }
+    }
+
     /// The image a container was created from.
     pub fn image_of(&self, record: &ContainerRecord) -> Result<StoredImage> {
         Ok(self.store.resolve(&record.image)?)
@@ -709,6 +816,31 @@ fn clear_dir(dir: &Path) -> Result<()> {
     fs_err::create_dir_all(dir).map_err(io_err("creating", dir))
 }
 
+/// The ports to publish: `-p` values, then (`-P`) every EXPOSEd port not published already,
+/// on a host port chosen at start. Only the default network publishes ports.
+fn port_bindings(config: &ImageConfig, opts: &CreateOptions) -> Result<Vec<PortBinding>> {
+    let mut bindings = opts.publish.clone();
+    if opts.publish_all {
+        for (port, protocol) in exposed_ports(config) {
+            if !bindings.iter().any(|b| (b.container_port, b.protocol) == (port, protocol)) {
+                bindings.push(PortBinding { host_ip: None, host_port: None, container_port: port, protocol });
+            }
+        }
+    }
+    if !bindings.is_empty() && opts.network != NetworkMode::Default {
+        return Err(LifecycleError::Ports {
+            id: opts.name.clone().unwrap_or_default(),
+            reason: format!("--network {} has no ports to publish; use the default network", opts.network.as_str()),
+        });
+    }
+    Ok(bindings)
+}
+
+/// The image's EXPOSEd ports (`80/tcp`, `53/udp`; unreadable entries skipped).
+pub fn exposed_ports(config: &ImageConfig) -> Vec<(u16, Protocol)> {
+    config.config.exposed_ports.keys().filter_map(|k| parse_port_proto(k, "EXPOSE").ok()).collect()
+}
+
 /// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT and drops its CMD; command
 /// arguments replace CMD.
 fn combine_command(config: &ImageConfig, opts: &CreateOptions) -> (Option<Vec<String>>, Option<Vec<String>>) {
@@ -794,6 +926,9 @@ mod tests {
             work: PathBuf::new(),
             log: PathBuf::new(),
             seccomp: SeccompPolicy::Default,
+            port_bindings: Vec::new(),
+            ports: Vec::new(),
+            extra_hosts: Vec::new(),
         };
         let settled = settle(record);
         assert_eq!(settled.state, ContainerState::Exited);

@@ -54,6 +54,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     pub labels: BTreeMap<String, String>,
     pub network: NetworkMode,
+    /// `--add-host` entries for every RUN step's `/etc/hosts`.
+    pub extra_hosts: Vec<crate::runtime::HostEntry>,
     pub compression: Compression,
     /// Stages built at once (default: the number of cores).
     pub jobs: usize,
@@ -88,7 +90,8 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             labels: BTreeMap::new(),
-            network: NetworkMode::Host,
+            network: NetworkMode::Default,
+            extra_hosts: Vec::new(),
             compression: Compression::Gzip,
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             secrets: Vec::new(),
@@ -234,6 +237,7 @@ impl Builder {
             total_steps: plan.step_count(),
             no_cache: opts.no_cache,
             network: opts.network,
+            extra_hosts: opts.extra_hosts.clone(),
             diff,
             created,
             state_dir,

@@ -65,6 +65,7 @@ pub struct StageExecutor<'a> {
     pub total_steps: usize,
     pub no_cache: bool,
     pub network: NetworkMode,
+    pub extra_hosts: Vec<crate::runtime::HostEntry>,
     pub diff: DiffOptions,
     /// `SOURCE_DATE_EPOCH`, RFC 3339: the `created` time of everything the build writes.
     pub created: String,

@@ -56,6 +56,7 @@ impl Bench {
             total_steps: plan.step_count(),
             no_cache: false,
             network: NetworkMode::Host,
+            extra_hosts: Vec::new(),
             diff: DiffOptions::default(),
             created: "2020-01-01T00:00:00Z".into(),
             state_dir: self.dir.path().join("run"),

@@ -94,6 +94,7 @@ impl StageExecutor<'_> {
         let user = &state.config.config.user;
         spec.user = (!user.is_empty()).then(|| user.clone());
         spec.network = run.network.unwrap_or_default().or(self.network);
+        spec.extra_hosts = self.extra_hosts.clone();
         let events = Arc::clone(&self.events);
         let number = step.number;
         spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes| {

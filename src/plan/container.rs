@@ -6,14 +6,14 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// What the caller chose for the whole build (`RUN` without `--network`, or with
-    /// `--network=default`); the runtime gives the host's network, as it does for
-    /// [`NetworkMode::Host`].
+    /// A network namespace of its own, connected to the outside through a userspace stack
+    /// (pasta), with the host's loopback out of reach; for a `RUN`, whatever the build chose
+    /// (`RUN` without `--network`, or with `--network=default`).
     #[default]
     Default,
     /// A new network namespace with only the loopback interface, up.
     None,
-    /// The host's network namespace (rbuild's default for `RUN`).
+    /// The host's network namespace (an explicit choice: `--network host`).
     Host,
 }
 
@@ -49,7 +49,7 @@ impl NetworkMode {
 
     /// Whether the container gets a network namespace of its own.
     pub fn is_isolated(self) -> bool {
-        self == NetworkMode::None
+        self != NetworkMode::Host
     }
 }
 

@@ -17,6 +17,7 @@ use crate::layer::stack::MergedView;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
+use crate::runtime::network::{default_route_address, hosts_file, resolv_conf, NetworkStack, StackRequest};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
@@ -105,7 +106,7 @@ impl Container {
             Isolation::UserNamespace => true,
         };
         let mut cdir = ContainerDir::create(&spec.state_dir, &spec.id)?;
-        let plan = rootfs_plan(&spec, cdir.path(), user_namespace)?;
+        let (plan, dns_forward) = rootfs_plan(&spec, cdir.path(), user_namespace)?;
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
 
@@ -142,12 +143,26 @@ impl Container {
         let pty_master = pty.map(|pair| pair.master);
         cdir.set_setup_pid(child.as_raw())?;
 
-        // The setup process is in its user namespace (or failed) once `ready` has a byte.
+        // The setup process is in its user and network namespaces (or failed) once `ready`
+        // has a byte.
         let mut byte = [0u8; 1];
         let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
+        let mut network = None;
         if ready == 1 {
             if let Some(map) = &id_map {
                 map.apply(child.as_raw()).map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
+            }
+            if spec.network == NetworkMode::Default {
+                let stack = NetworkStack::start(&StackRequest {
+                    id: &spec.id,
+                    setup_pid: child.as_raw(),
+                    user_namespace,
+                    ports: &spec.ports,
+                    dns_forward,
+                    dir: cdir.path(),
+                })?;
+                cdir.set_network_pid(stack.pid())?;
+                network = Some(stack);
             }
             let _ = nix::unistd::write(&go_w, b"g");
         }
@@ -169,6 +184,16 @@ impl Container {
             output,
             sink,
             pty_master,
+            pty_log: match &spec.pty_log {
+                Some(path) => Some(
+                    fs_err::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(path)
+                        .map_err(RuntimeError::io("opening", path))?,
+                ),
+                None => None,
+            },
             stdin_open: true,
         };
         let outcome = events.run(&mut setup);
@@ -194,6 +219,7 @@ impl Container {
         })?;
         drop(events);
         drop(setup);
+        drop(network);
         drop(cdir);
         if let Rootfs::Overlay { work, .. } = &spec.rootfs {
             if spec.volatile_upper && overlay == OverlayKind::Kernel {
@@ -207,8 +233,13 @@ impl Container {
 /// Everything the setup process needs to mount the root, made in the state dir `cdir`: the
 /// `/etc` files, the mount point, the planned extra mounts and, for an overlay, the init
 /// layer with their targets.
-fn rootfs_plan(spec: &ContainerSpec, cdir: &Path, user_namespace: bool) -> Result<RootfsPlan, RuntimeError> {
-    let etc_files = write_etc_files(cdir, spec)?;
+/// Also the address pasta must forward to the host's resolvers, if any.
+fn rootfs_plan(
+    spec: &ContainerSpec,
+    cdir: &Path,
+    user_namespace: bool,
+) -> Result<(RootfsPlan, Option<&'static str>), RuntimeError> {
+    let (etc_files, dns_forward) = write_etc_files(cdir, spec)?;
     let mount_point = cdir.join("rootfs");
     fs_err::create_dir(&mount_point).map_err(RuntimeError::io("creating mount point", &mount_point))?;
     let mounts = plan_mounts(spec)?;
@@ -226,7 +257,7 @@ fn rootfs_plan(spec: &ContainerSpec, cdir: &Path, user_namespace: bool) -> Resul
         }
         Rootfs::Dir(dir) => Rootfs::Dir(dir.clone()),
     };
-    Ok(RootfsPlan {
+    let plan = RootfsPlan {
         rootfs,
         mount_point,
         etc_files,
@@ -238,7 +269,8 @@ fn rootfs_plan(spec: &ContainerSpec, cdir: &Path, user_namespace: bool) -> Resul
         privileged: spec.privileged,
         mounts,
         files_dir,
-    })
+    };
+    Ok((plan, dns_forward))
 }
 
 /// The output pipes of [`StdioMode::Lines`]: stdout's and stderr's read and write ends.
@@ -310,6 +342,9 @@ fn validate(spec: &ContainerSpec) -> Result<(), RuntimeError> {
             return Err(invalid("working dir must be absolute"));
         }
     }
+    if !spec.ports.is_empty() && spec.network != NetworkMode::Default {
+        return Err(invalid("published ports need the default network"));
+    }
     if let Rootfs::Overlay { lower, .. } = &spec.rootfs {
         if lower.is_empty() {
             return Err(invalid("an overlay needs at least one lower dir"));
@@ -366,7 +401,7 @@ fn plan_mounts(spec: &ContainerSpec) -> Result<Vec<PlannedMount>, RuntimeError> 
     Ok(planned)
 }
 
-fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
+pub(crate) fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessPlan, RuntimeError> {
     let args = spec.args.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(|_| {
         RuntimeError::InvalidSpec { id: spec.id.clone(), reason: "an argument contains a NUL byte".into() }
     })?;
@@ -393,23 +428,14 @@ fn process_plan(spec: &ContainerSpec, id_map: Option<&IdMap>) -> Result<ProcessP
     })
 }
 
-/// Writes the files bind-mounted over `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`.
-fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'static str)>, RuntimeError> {
-    let localhost =
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", spec.hostname);
-    let (hosts, resolv) = match spec.network {
-        NetworkMode::Host | NetworkMode::Default => {
-            let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or(localhost);
-            let mut resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            if resolv.contains("nameserver 127.0.0.53") {
-                if let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
-                    resolv = upstream;
-                }
-            }
-            (hosts, resolv)
-        }
-        NetworkMode::None => (localhost, String::new()),
-    };
+/// Writes the files bind-mounted over `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`;
+/// also the address pasta must forward to the host's resolvers, if any.
+type EtcFiles = (Vec<(PathBuf, &'static str)>, Option<&'static str>);
+
+fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<EtcFiles, RuntimeError> {
+    let own_ip = if spec.network == NetworkMode::Default { default_route_address() } else { None };
+    let hosts = hosts_file(spec.network, &spec.hostname, &spec.extra_hosts, own_ip);
+    let (resolv, dns_forward) = resolv_conf(spec.network);
     let etc = dir.join("etc");
     fs_err::create_dir(&etc).map_err(RuntimeError::io("creating", &etc))?;
     let mut out = Vec::new();
@@ -424,7 +450,7 @@ fn write_etc_files(dir: &Path, spec: &ContainerSpec) -> Result<Vec<(PathBuf, &'s
             .map_err(RuntimeError::io("chmod", &path))?;
         out.push((path, target));
     }
-    Ok(out)
+    Ok((out, dns_forward))
 }
 
 /// Adds the extra mounts' targets (and their missing parents) to the init layer, so they
@@ -533,6 +559,7 @@ struct EventLoop<'a> {
     output: Vec<(OutputStream, OwnedFd, Vec<u8>)>,
     sink: Option<&'a mut crate::runtime::spec::LineSink>,
     pty_master: Option<OwnedFd>,
+    pty_log: Option<fs_err::File>,
     stdin_open: bool,
 }
 
@@ -670,6 +697,9 @@ impl EventLoop<'_> {
                             let mut out = std::io::stdout().lock();
                             let _ = out.write_all(&buf[..n]);
                             let _ = out.flush();
+                            if let Some(log) = self.pty_log.as_mut() {
+                                let _ = log.write_all(&buf[..n]);
+                            }
                         }
                     }
                     Source::Stdin => {

@@ -41,6 +41,8 @@ pub enum RuntimeError {
     Interrupted { id: String, signal: i32 },
     #[error("container {id}: {source}")]
     Seccomp { id: String, source: crate::runtime::seccomp::SeccompError },
+    #[error("container {id}: network: {reason}")]
+    Network { id: String, reason: String },
     #[error("reading state record {path}: {reason}")]
     StateRecord { path: PathBuf, reason: String },
 }

@@ -75,13 +75,13 @@ fn send(report: RawFd, what: &SetupReport) {
     }
 }
 
-fn fail(report: RawFd, failure: SetupFailure) -> ! {
+pub(crate) fn fail(report: RawFd, failure: SetupFailure) -> ! {
     send(report, &SetupReport::Failed(failure));
     // SAFETY: _exit ends this process without running the parent's atexit handlers.
     unsafe { libc::_exit(SETUP_FAILED) }
 }
 
-fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
+pub(crate) fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
     SetupFailure::Syscall {
         op: op.to_string(),
         path: path.to_string(),
@@ -90,11 +90,28 @@ fn os_failure(op: &str, path: &str, errno: nix::errno::Errno) -> SetupFailure {
     }
 }
 
-fn exit_code(status: WaitStatus) -> Option<i32> {
+pub(crate) fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, code) => Some(code),
         WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
         _ => None,
+    }
+}
+
+/// Waits for `child` and exits this fork child with its exit code (`128 + n` for signal `n`).
+pub(crate) fn exit_with_child(child: nix::unistd::Pid) -> ! {
+    loop {
+        match waitpid(child, None) {
+            Ok(status) => {
+                if let Some(code) = exit_code(status) {
+                    // SAFETY: see `fail`.
+                    unsafe { libc::_exit(code) };
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            // SAFETY: see `fail`.
+            Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
+        }
     }
 }
 
@@ -134,9 +151,19 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     close_other_fds(&keep);
 
     let sys = LinuxSyscall;
+    // The network namespace is made before rbuild is told `ready`, so that rbuild can start
+    // its network stack on it; with a user namespace, in the same call, so that it belongs to
+    // the new user namespace (where the container is root).
+    let mut early = CloneFlags::empty();
     if args.user_namespace {
-        if let Err(e) = sys.unshare(CloneFlags::CLONE_NEWUSER) {
-            fail(report, os_failure("unshare(CLONE_NEWUSER)", "", e.errno));
+        early |= CloneFlags::CLONE_NEWUSER;
+    }
+    if args.plan.new_network {
+        early |= CloneFlags::CLONE_NEWNET;
+    }
+    if !early.is_empty() {
+        if let Err(e) = sys.unshare(early) {
+            fail(report, os_failure("unshare", &format!("{early:?}"), e.errno));
         }
     }
     // SAFETY: one byte to a pipe we hold.
@@ -155,11 +182,8 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
             fail(report, os_failure("setresuid", "0", e));
         }
     }
-    let mut flags =
+    let flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWPID;
-    if args.plan.new_network {
-        flags |= CloneFlags::CLONE_NEWNET;
-    }
     if let Err(e) = sys.unshare(flags) {
         fail(report, os_failure("unshare", &format!("{flags:?}"), e.errno));
     }
@@ -174,19 +198,7 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
                 libc::close(report);
                 libc::close(args.go);
             }
-            loop {
-                match waitpid(child, None) {
-                    Ok(status) => {
-                        if let Some(code) = exit_code(status) {
-                            // SAFETY: see `fail`.
-                            unsafe { libc::_exit(code) };
-                        }
-                    }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    // SAFETY: see `fail`.
-                    Err(_) => unsafe { libc::_exit(SETUP_FAILED) },
-                }
-            }
+            exit_with_child(child)
         }
     }
 }
@@ -210,21 +222,28 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(f) = enter_rootfs(&sys, args.plan, kind) {
         fail(report, f);
     }
+    become_workload(args.process, args.stdio, report)
+}
+
+/// Inside the container's root: resolves the user, prepares the environment and working dir,
+/// wires stdio, drops capabilities, installs the seccomp filter, changes credentials and execs
+/// the workload. Shared by the container's PID 1 and `exec`'d processes.
+pub(crate) fn become_workload(process: &ProcessPlan, stdio: ChildStdio, report: RawFd) -> ! {
+    let sys = LinuxSyscall;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = match resolve_user(args.process.user.as_deref(), &passwd, &group) {
+    let user = match resolve_user(process.user.as_deref(), &passwd, &group) {
         Ok(user) => user,
         // The reason crosses the report pipe as text.
-        Err(e) => fail(
-            report,
-            SetupFailure::User { user: args.process.user.clone().unwrap_or_default(), reason: e.to_string() },
-        ),
+        Err(e) => {
+            fail(report, SetupFailure::User { user: process.user.clone().unwrap_or_default(), reason: e.to_string() })
+        }
     };
-    let mut env = args.process.env.clone();
+    let mut env = process.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
-    let cwd = &args.process.cwd;
+    let cwd = &process.cwd;
     if let Err(e) = sys.mkdir_all(Path::new(cwd), 0o755) {
         fail(report, os_failure("mkdir", cwd, e.errno));
     }
@@ -237,19 +256,19 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
 
     // PID 1 becomes the workload itself, as with Docker (no `--init`): its cmdline is the
     // step's own command, not rbuild's, and reaping orphans is its business.
-    wire_stdio(args.stdio, report);
-    if !args.process.privileged {
+    wire_stdio(stdio, report);
+    if !process.privileged {
         drop_capabilities(report);
     }
     // Installed while still root in this namespace (it needs CAP_SYS_ADMIN without
     // no_new_privs); the profile allows what follows (setgroups, setuid, chdir, execve).
-    if let Some(program) = &args.process.seccomp {
+    if let Some(program) = &process.seccomp {
         if let Err(e) = program.install() {
             fail(report, os_failure("seccomp", "", e));
         }
     }
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    if args.process.allow_setgroups {
+    if process.allow_setgroups {
         if let Err(e) = nix::unistd::setgroups(&groups) {
             fail(report, os_failure("setgroups", "", e));
         }
@@ -267,7 +286,7 @@ fn container_init(args: &SetupArgs<'_>, setup_pid: i32) -> ! {
     if let Err(e) = nix::unistd::chdir(Path::new(cwd)) {
         fail(report, os_failure("chdir", cwd, e));
     }
-    exec_workload(&args.process.args, &envp, &path_var, report)
+    exec_workload(&process.args, &envp, &path_var, report)
 }
 
 fn wire_stdio(stdio: ChildStdio, report: RawFd) {

@@ -7,8 +7,9 @@
 //! Process layout of one run:
 //!
 //! ```text
-//! rbuild (caller thread)  ── fork ──► setup process: [unshare(USER), id maps by rbuild,]
-//!   polls output, signals,             unshare(NS, UTS, IPC, PID [, NET]) ── fork ──► init (PID 1)
+//! rbuild (caller thread)  ── fork ──► setup process: unshare([USER,] [NET]), [id maps by rbuild,]
+//!   starts pasta on its NET (default    unshare(NS, UTS, IPC, PID) ── fork ──► init (PID 1)
+//!   network, see `network`),
 //!   the setup process's pidfd          waits for init, exits with its code        mounts rootfs, pivot_root,
 //!                                                                                  drops privileges, seccomp,
 //!                                                                                  execs the workload (PID 1)
@@ -16,7 +17,9 @@
 //!
 //! Every mount is made inside the container's own mount namespace, so when the last process
 //! of the container dies the kernel drops the mounts; the setup process and init die with
-//! rbuild (`PR_SET_PDEATHSIG`). What stays on the host is the per-container state dir
+//! rbuild (`PR_SET_PDEATHSIG`); the network stack (pasta) is killed by rbuild when the
+//! container ends, or by [`cleanup_stale`] after a killed rbuild. `exec` joins a running
+//! container's namespaces (see `exec`). What stays on the host is the per-container state dir
 //! (`<state_dir>/<id>/`: a record, the mount point, the bind-mounted `/etc` files and the
 //! overlay "init layer"), removed by an RAII guard or by [`cleanup_stale`].
 //!
@@ -25,8 +28,10 @@
 
 mod container;
 mod error;
+mod exec;
 mod init;
 mod mounts;
+mod network;
 mod pty;
 mod remove;
 mod rlimits;
@@ -40,7 +45,9 @@ mod userns;
 
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
+pub use exec::exec_in_container;
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use network::{HostEntry, PortMapping, Protocol};
 pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use crate::runtime::network::{HostEntry, PortMapping};
 use crate::runtime::seccomp::SeccompPolicy;
 
 /// Docker's default `PATH`, used when the environment has none.
@@ -154,7 +155,14 @@ pub struct ContainerSpec {
     pub user: Option<String>,
     pub hostname: String,
     pub network: NetworkMode,
+    /// Ports published on the host (with [`NetworkMode::Default`] only), host ports chosen.
+    pub ports: Vec<PortMapping>,
+    /// `--add-host` entries of `/etc/hosts`.
+    pub extra_hosts: Vec<HostEntry>,
     pub stdio: StdioMode,
+    /// With [`StdioMode::Pty`]: a copy of everything the terminal shows is appended here (the
+    /// container's log, for `logs` of a `-t` container).
+    pub pty_log: Option<PathBuf>,
     /// Holds one dir per live container; see [`crate::runtime::cleanup_stale`].
     pub state_dir: PathBuf,
     pub isolation: Isolation,
@@ -189,7 +197,10 @@ impl ContainerSpec {
             user: None,
             hostname: id.chars().take(12).collect(),
             network: NetworkMode::Host,
+            ports: Vec::new(),
+            extra_hosts: Vec::new(),
             stdio: StdioMode::Inherit,
+            pty_log: None,
             state_dir,
             isolation: Isolation::Auto,
             overlay: OverlayDriver::Auto,

@@ -23,6 +23,11 @@ pub(crate) struct StateRecord {
     /// The container's setup process (parent of its PID 1), once started.
     pub setup_pid: Option<i32>,
     pub setup_start: Option<u64>,
+    /// The network stack (pasta) serving the container's network namespace, once started.
+    #[serde(default)]
+    pub network_pid: Option<i32>,
+    #[serde(default)]
+    pub network_start: Option<u64>,
 }
 
 /// What [`cleanup_stale`] removed.
@@ -58,6 +63,8 @@ impl ContainerDir {
             rbuild_start: process_start_time(pid).unwrap_or(0),
             setup_pid: None,
             setup_start: None,
+            network_pid: None,
+            network_start: None,
         };
         let guard = ContainerDir { path: tmp, record };
         guard.write_record()?;
@@ -86,6 +93,12 @@ impl ContainerDir {
     pub fn set_setup_pid(&mut self, pid: i32) -> Result<(), RuntimeError> {
         self.record.setup_pid = Some(pid);
         self.record.setup_start = process_start_time(pid);
+        self.write_record()
+    }
+
+    pub fn set_network_pid(&mut self, pid: i32) -> Result<(), RuntimeError> {
+        self.record.network_pid = Some(pid);
+        self.record.network_start = process_start_time(pid);
         self.write_record()
     }
 
@@ -134,7 +147,8 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
             if is_alive(record.rbuild_pid, record.rbuild_start) {
                 continue;
             }
-            if let (Some(pid), Some(start)) = (record.setup_pid, record.setup_start) {
+            let processes = [(record.setup_pid, record.setup_start), (record.network_pid, record.network_start)];
+            for (pid, start) in processes.into_iter().filter_map(|(p, s)| Some((p?, s?))) {
                 if is_alive(pid, start) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                     report.killed.push(pid);
@@ -270,6 +284,8 @@ mod tests {
             rbuild_start: 1,
             setup_pid: None,
             setup_start: None,
+            network_pid: None,
+            network_start: None,
         };
         fs_err::write(stale.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
         let report = cleanup_stale(tmp.path()).expect("cleanup");

@@ -537,3 +537,42 @@ pub fn layer_entries(blob: &Path, media_type: &str) -> Vec<(String, char)> {
         })
         .collect()
 }
+
+/// Rootless containers get their network from pasta, which (like slirp4netns) opens
+/// `/dev/net/tun` as the user: distributions make it mode 0666, some VMs 0600. While a guard
+/// lives the device is open to users; the last guard restores its mode. Rootless tests that
+/// run containers on the default network hold one.
+pub struct TunForUsers(());
+
+/// Live guards and the mode to restore.
+static TUN_GUARDS: std::sync::Mutex<(usize, Option<u32>)> = std::sync::Mutex::new((0, None));
+
+impl TunForUsers {
+    pub fn new() -> TunForUsers {
+        use std::os::unix::fs::PermissionsExt;
+        let mut state = TUN_GUARDS.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0 == 0 {
+            let tun = Path::new("/dev/net/tun");
+            let mode = std::fs::metadata(tun).map(|m| m.permissions().mode() & 0o777).ok();
+            state.1 = mode.filter(|m| m & 0o006 != 0o006);
+            if state.1.is_some() {
+                std::fs::set_permissions(tun, std::fs::Permissions::from_mode(0o666)).expect("chmod /dev/net/tun");
+            }
+        }
+        state.0 += 1;
+        TunForUsers(())
+    }
+}
+
+impl Drop for TunForUsers {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut state = TUN_GUARDS.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if state.0 == 0 {
+            if let Some(mode) = state.1.take() {
+                let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(mode));
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod fixture;
 mod frontend;
 mod golden;
 mod layer;
+mod network;
 mod registry;
 mod runtime;
 mod store;

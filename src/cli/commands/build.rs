@@ -60,9 +60,12 @@ pub struct BuildArgs {
     /// Output: auto, plain (classic docker build lines), tty, or json (one event per line)
     #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
     progress: Progress,
-    /// Network for RUN steps: host (default) or none
-    #[arg(long, value_name = "MODE", value_enum, default_value = "host")]
+    /// Network for RUN steps: default (a namespace of its own with outbound access), host or none
+    #[arg(long, value_name = "MODE", value_enum, default_value = "default")]
     network: Network,
+    /// Add a custom host-to-IP mapping to RUN steps' /etc/hosts (NAME:IP)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
     /// A secret for `RUN --mount=type=secret,id=ID`: `id=ID,src=FILE` or `id=ID,env=VAR`
     /// (`id=ID` alone: the variable ID if set, else the file ID). Never stored in the image.
     #[arg(long = "secret", value_name = "id=ID[,src=FILE|,env=VAR]")]
@@ -120,7 +123,7 @@ enum Progress {
     Json,
 }
 
-/// `--network` for RUN steps (`default` is `host`, as in Docker).
+/// `--network` for RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Network {
     Host,
@@ -333,8 +336,10 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.registry = crate::registry::RegistryOptions::from_env(args.tls_verify);
     opts.network = match args.network {
         Network::None => crate::runtime::NetworkMode::None,
-        Network::Host | Network::Default => crate::runtime::NetworkMode::Host,
+        Network::Host => crate::runtime::NetworkMode::Host,
+        Network::Default => crate::runtime::NetworkMode::Default,
     };
+    opts.extra_hosts = parse_add_hosts(&args.add_hosts)?;
     opts.compression = match args.compression {
         LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
         LayerCompression::Zstd => crate::layer::media::Compression::Zstd,
@@ -572,4 +577,9 @@ fn context_from_stdin(dir: &Path) -> anyhow::Result<()> {
         .context("preparing to read the build context from stdin")?;
     apply.apply(std::io::stdin().lock()).context("reading the build context (a tar archive) from stdin")?;
     Ok(())
+}
+
+/// `--add-host` values, each `NAME:IP`.
+pub fn parse_add_hosts(values: &[String]) -> anyhow::Result<Vec<crate::runtime::HostEntry>> {
+    values.iter().map(|v| crate::runtime::HostEntry::parse(v).map_err(anyhow::Error::msg)).collect()
 }

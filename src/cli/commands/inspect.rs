@@ -1,4 +1,5 @@
-//! `rbuild inspect [--format T] IMAGE...`: the JSON array `docker image inspect` prints.
+//! `rbuild inspect [--format T] NAME...`: the JSON array `docker inspect` prints, for
+//! containers (looked up first, as docker does) and images.
 
 use crate::cli::template::render;
 use crate::cli::Printer;
@@ -87,9 +88,14 @@ pub fn inspect_value(image: &StoredImage) -> Value {
 pub fn run(args: InspectArgs, p: &mut Printer) -> anyhow::Result<()> {
     let store = ImageStore::open_default()?;
     let images = store.images()?;
+    let containers = crate::containers::Containers::open(store.clone())?;
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for name in &args.images {
+        if let Ok(record) = containers.find(name) {
+            found.push(container_value(&containers, &record));
+            continue;
+        }
         match store.resolve_in(&images, name) {
             Ok(i) => {
                 let mut v = inspect_value(i);
@@ -124,4 +130,56 @@ pub fn run(args: InspectArgs, p: &mut Printer) -> anyhow::Result<()> {
         anyhow::bail!("{}", missing.join("\n"));
     }
     Ok(())
+}
+
+/// A container as `docker inspect` shows one (the fields rbuild knows).
+fn container_value(containers: &crate::containers::Containers, r: &crate::containers::ContainerRecord) -> Value {
+    use crate::containers::{exposed_ports, inspect_ports, ContainerState};
+    let config = containers.image_of(r).ok().map(|i| i.config);
+    let exposed = config.as_ref().map(exposed_ports).unwrap_or_default();
+    let args = r.args();
+    let running = r.state == ContainerState::Running;
+    let bindings: Map<String, Value> = r
+        .port_bindings
+        .iter()
+        .map(|b| {
+            let host = json!([{ "HostIp": b.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                               "HostPort": b.host_port.map(|p| p.to_string()).unwrap_or_default() }]);
+            (format!("{}/{}", b.container_port, b.protocol.as_str()), host)
+        })
+        .collect();
+    json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": args.first().cloned().unwrap_or_default(),
+        "Args": args.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": match r.state { ContainerState::Created => "created", ContainerState::Running => "running", ContainerState::Exited => "exited" },
+            "Running": running,
+            "Pid": if running { r.monitor_pid.unwrap_or(0) } else { 0 },
+            "ExitCode": r.exit_code.unwrap_or(0),
+            "StartedAt": r.started_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+            "FinishedAt": r.finished_at.clone().unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
+        },
+        "Image": r.image,
+        "Name": format!("/{}", r.name),
+        "HostConfig": {
+            "NetworkMode": r.network_mode().as_str(),
+            "PortBindings": bindings,
+            "ExtraHosts": r.extra_hosts.iter().map(|h| format!("{}:{}", h.name, h.ip)).collect::<Vec<_>>(),
+        },
+        "Config": {
+            "Hostname": r.short_id(),
+            "Env": r.env,
+            "Cmd": r.cmd,
+            "Entrypoint": r.entrypoint,
+            "Image": r.image_name,
+            "WorkingDir": r.working_dir,
+            "User": r.user,
+            "Tty": r.tty,
+            "OpenStdin": r.interactive,
+            "ExposedPorts": exposed.iter().map(|(p, proto)| (format!("{p}/{}", proto.as_str()), json!({}))).collect::<Map<String, Value>>(),
+        },
+        "NetworkSettings": { "Ports": inspect_ports(&r.ports, &exposed) },
+    })
 }

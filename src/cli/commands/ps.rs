@@ -79,7 +79,7 @@ pub fn run(args: PsArgs, p: &mut Printer) -> anyhow::Result<()> {
             command_column(r, args.no_trunc),
             since(Some(&r.created)),
             status(r),
-            String::new(),
+            ports_column(&containers, r),
             r.name.clone(),
         ]);
     }
@@ -87,4 +87,13 @@ pub fn run(args: PsArgs, p: &mut Printer) -> anyhow::Result<()> {
         p.line(line)?;
     }
     Ok(())
+}
+
+/// PORTS: what a running container publishes, and the image's other EXPOSEd ports.
+fn ports_column(containers: &crate::containers::Containers, r: &ContainerRecord) -> String {
+    if r.state != ContainerState::Running {
+        return String::new();
+    }
+    let exposed = containers.image_of(r).map(|i| crate::containers::exposed_ports(&i.config)).unwrap_or_default();
+    crate::containers::ps_column(&r.ports, &exposed)
 }

@@ -6,7 +6,7 @@
 use anyhow::Context as _;
 
 use crate::cli::{Exit, Printer};
-use crate::containers::{Containers, CreateOptions, LifecycleError, RunOutcome, RunStdio};
+use crate::containers::{Containers, CreateOptions, LifecycleError, PortBinding, RunOutcome, RunStdio};
 use crate::runtime::{NetworkMode, SeccompPolicy};
 use crate::store::ImageStore;
 
@@ -36,9 +36,19 @@ pub struct RunArgs {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short, long)]
     pub user: Option<String>,
-    /// Connect the container to a network
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// Connect the container to a network: default (its own namespace with outbound access),
+    /// host or none
+    #[arg(long, default_value = "default", value_parser = ["default", "bridge", "host", "none"])]
     pub network: String,
+    /// Publish a container's port to the host ([IP:][HOST_PORT:]CONTAINER_PORT[/PROTO])
+    #[arg(short = 'p', long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Add a custom host-to-IP mapping (NAME:IP)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -109,7 +119,14 @@ pub fn run(args: RunArgs, p: &mut Printer) -> anyhow::Result<()> {
         env: args.env.clone(),
         working_dir: args.workdir.clone(),
         user: args.user.clone(),
-        network: if args.network == "none" { NetworkMode::None } else { NetworkMode::Host },
+        network: match args.network.as_str() {
+            "none" => NetworkMode::None,
+            "host" => NetworkMode::Host,
+            _ => NetworkMode::Default,
+        },
+        publish: args.publish.iter().map(|p| PortBinding::parse(p)).collect::<Result<_, _>>()?,
+        publish_all: args.publish_all,
+        extra_hosts: crate::cli::commands::build::parse_add_hosts(&args.add_hosts)?,
         tty: args.tty,
         interactive: args.interactive,
         auto_remove: args.rm,

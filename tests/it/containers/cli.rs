@@ -1,5 +1,5 @@
 //! The container commands run as the real binary, as root, against a temp store with a
-//! busybox base imported by `rbuild import`: run (exit codes, --rm, -it through tmux, SIGINT),
+//! busybox base imported by `rbuild import`: run (exit codes, --rm, -it through tmux and its logs, SIGINT),
 //! diff, commit, export, -d with ps/stop/logs/rm, start on the kept upper dir, zombie reaping.
 //! Needs root, /bin/busybox (Debian: busybox-static) and tmux (Debian: tmux); skips without
 //! them, fails under CI=true.
@@ -278,7 +278,7 @@ fn run_it_drives_a_shell_through_a_pty() {
     std::fs::write(
         &script,
         format!(
-            "stty -g > {d}/before\nRBUILD_ROOT={root} {bin} run -it --rm bb sh\necho $? > {d}/code\nstty -g > {d}/after\nsleep 60\n",
+            "stty -g > {d}/before\nRBUILD_ROOT={root} {bin} run -it --name pty1 bb sh\necho $? > {d}/code\nstty -g > {d}/after\nsleep 60\n",
             root = s.root.display()
         ),
     )
@@ -299,6 +299,9 @@ fn run_it_drives_a_shell_through_a_pty() {
     assert!(done, "rbuild run -it did not end:\n{screen}");
     assert!(screen.lines().any(|l| l.trim() == "hi"), "{screen}");
     assert_eq!(std::fs::read_to_string(s.dir.join("code")).unwrap().trim(), "5");
+    // `logs` of a -t container: what its terminal showed.
+    let logs = rbuild_ok(&s.root, &["logs", "pty1"]);
+    assert!(logs.lines().any(|l| l.trim() == "hi"), "logs: {logs:?}");
     assert_eq!(
         std::fs::read_to_string(s.dir.join("before")).unwrap(),
         std::fs::read_to_string(s.dir.join("after")).unwrap(),

@@ -208,6 +208,7 @@ fn ensure_rootless_user() -> Result<(), String> {
 /// `SOURCE_DATE_EPOCH` fixed, and requires the same image ID.
 pub fn check_rootless(name: &str, context: &Path, flags: &[String], base: &Path) -> Result<(), Failed> {
     ensure_rootless_user()?;
+    let _tun = crate::fixture::TunForUsers::new();
     let mut ids = Vec::new();
     for user in [None, Some(ROOTLESS_USER)] {
         let work = tempfile::tempdir().map_err(|e| e.to_string())?;

@@ -169,6 +169,7 @@ impl Rootless {
 #[test]
 fn rootless_run_steps_and_run_get_the_same_policy() {
     let Some(r) = Rootless::new() else { return };
+    let _tun = crate::fixture::TunForUsers::new();
     let ctx = r.path("ctx");
     std::fs::create_dir(&ctx).expect("mkdir");
     std::fs::write(ctx.join("Dockerfile"), format!("{DOCKERFILE}RUN {PROBE}\n")).expect("write");

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rbuild::layer::diff::{write_layer, DiffOptions};
-use rbuild::runtime::{Container, ContainerSpec, OverlayDriver, Rootfs, StdioMode};
+use rbuild::runtime::{Container, ContainerSpec, NetworkMode, OverlayDriver, Rootfs, StdioMode};
 
 /// Runs a container from `RBUILD_CHILD_*` variables and prints its output and outcome.
 #[test]
@@ -32,6 +32,9 @@ fn rootless_child() {
         _ => OverlayDriver::Auto,
     };
     spec.user = std::env::var("RBUILD_CHILD_USER").ok();
+    if let Some(mode) = std::env::var("RBUILD_CHILD_NETWORK").ok().and_then(|m| NetworkMode::parse(&m)) {
+        spec.network = mode;
+    }
     spec.stdio = StdioMode::Lines(Box::new(|_, line| {
         println!("container: {}", String::from_utf8_lossy(line));
     }));
@@ -105,6 +108,12 @@ impl Rootless {
     /// Runs `script` in a container as the test user; returns the container's lines and the
     /// outcome line.
     fn run(&self, script: &str, overlay: &str, container_user: Option<&str>) -> (Vec<String>, String) {
+        self.run_on(script, overlay, container_user, "host")
+    }
+
+    /// [`Rootless::run`] on network `network` (`default`, `host`, `none`).
+    fn run_on(&self, script: &str, overlay: &str, user: Option<&str>, network: &str) -> (Vec<String>, String) {
+        let container_user = user;
         // A hung container must fail the test, not the whole run.
         let mut cmd = Command::new("timeout");
         cmd.args(["-s", "KILL", "120", "setpriv", "--reuid", &self.user, "--regid", &self.user, "--clear-groups"])
@@ -119,6 +128,7 @@ impl Rootless {
             .env("RBUILD_CHILD_BASE", self.base())
             .env("RBUILD_CHILD_SCRIPT", script)
             .env("RBUILD_CHILD_OVERLAY", overlay)
+            .env("RBUILD_CHILD_NETWORK", network)
             .current_dir(self.base());
         if let Some(u) = container_user {
             cmd.env("RBUILD_CHILD_USER", u);
@@ -211,6 +221,7 @@ fn rootless_and_root_builds_of_the_example_give_one_image_id() {
     let Some(r) = Rootless::new("rbuild-build", Some(700_000)) else {
         return;
     };
+    let _tun = crate::fixture::TunForUsers::new();
     let base = r.base();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
     assert!(sh(&format!("cp -a {} {}/example", example.display(), base.display())));
@@ -253,6 +264,40 @@ fn rootless_and_root_builds_of_the_example_give_one_image_id() {
     }
 }
 
+/// The default network rootless: pasta joins the container's user and network namespaces, the
+/// container has an interface and a route of its own, and a listener on the host's 127.0.0.1
+/// is out of reach (with the host network it is reached).
+#[test]
+fn rootless_default_network_is_isolated_from_the_hosts_loopback() {
+    use std::io::Write as _;
+    if !crate::fixture::require(crate::fixture::have_tool("pasta"), "pasta (Debian package passt)") {
+        return;
+    }
+    let Some(r) = Rootless::new("rbuild-rootless", Some(400_000)) else {
+        return;
+    };
+    let _tun = crate::fixture::TunForUsers::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(b"hello\n");
+        }
+    });
+    let script = format!(
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '; echo; ip route | head -1; \
+         nc -w 3 127.0.0.1 {port} </dev/null 2>/dev/null || echo unreachable"
+    );
+    let (lines, outcome) = r.run_on(&script, "auto", None, "default");
+    assert!(outcome.starts_with("code=0"), "{outcome} {lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].split_whitespace().count() == 2 && lines[0].contains("lo"), "interfaces: {lines:?}");
+    assert!(lines[1].starts_with("default via"), "{lines:?}");
+    assert_eq!(lines[2], "unreachable");
+    let (lines, _) = r.run_on(&format!("nc -w 3 127.0.0.1 {port} </dev/null"), "auto", None, "host");
+    assert_eq!(lines, ["hello"]);
+}
+
 /// An unprivileged user's `rmi` and `store gc` remove what its containers wrote: files owned
 /// by its subordinate ids and read-only directories, which it cannot delete from the host
 /// ("Permission denied" on `tmp/trash-*` before the store removed such trees in a user
@@ -262,6 +307,7 @@ fn rootless_rmi_and_gc_remove_files_of_subordinate_ids() {
     let Some(r) = Rootless::new("rbuild-rmi", Some(800_000)) else {
         return;
     };
+    let _tun = crate::fixture::TunForUsers::new();
     let base = r.base();
     std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
     std::fs::create_dir(base.join("ctx")).expect("mkdir");
@@ -319,6 +365,7 @@ fn rootless_without_subordinate_ids_warns_and_builds() {
     let Some(r) = Rootless::new("rbuild-nosub", None) else {
         return;
     };
+    let _tun = crate::fixture::TunForUsers::new();
     let base = r.base();
     std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
     std::fs::create_dir(base.join("ctx")).expect("mkdir");
