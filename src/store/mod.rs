@@ -1193,6 +1193,10 @@ impl ImageStore {
                 target.familiar()
             )));
         }
+        // The tag already names this image (every warm rebuild): nothing to write, as in Docker.
+        if self.tagged_manifest(&target)?.as_ref() == Some(&image.manifest_digest) {
+            return Ok(());
+        }
         self.add_to_index(&image.manifest_digest, image.manifest_size, &[target], None)?;
         Ok(())
     }
@@ -1477,6 +1481,29 @@ mod tests {
         let work = store.work_dir().expect("work");
         assert_eq!(store.put_blob_bytes(&work, &good).expect("put"), image.id);
         assert_eq!(std::fs::read(&path).expect("read"), good);
+    }
+
+    /// Tagging an image with the tag it already has writes nothing (a warm rebuild's `-t`);
+    /// moving the tag to another image does.
+    #[test]
+    fn retagging_with_the_same_tag_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("open");
+        let mut batch = store.image_batch().expect("batch");
+        let a = store.put_image_in_batch(&mut batch, &config_json("a"), &[], None).expect("a");
+        let b = store.put_image_in_batch(&mut batch, &config_json("b"), &[], None).expect("b");
+        store.commit_batch(batch).expect("commit");
+        let tag = ImageReference::parse("app:1").expect("reference");
+        store.tag(&a, &tag).expect("tag");
+        let index = dir.path().join("index.json");
+        let written = std::fs::metadata(&index).expect("index").modified().expect("mtime");
+        let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&index).expect("index"));
+        store.tag(&a, &tag).expect("same tag again");
+        let again = std::fs::metadata(&index).expect("index");
+        assert_eq!((again.modified().expect("mtime"), std::os::unix::fs::MetadataExt::ino(&again)), (written, inode));
+        store.tag(&b, &tag).expect("move the tag");
+        assert_eq!(store.tagged_manifest(&tag).expect("read"), Some(b.manifest_digest.clone()));
+        assert_ne!(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&index).expect("index")), inode);
     }
 
     #[test]
