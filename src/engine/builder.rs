@@ -189,6 +189,7 @@ impl Builder {
         let df = parser::parse(&text, &name)?;
         let anchor = opts.dockerfile_text.is_none().then_some(dockerfile.as_path());
         // File digests of this context remembered from its earlier builds.
+        // The store's cache index: content memos now, step records (with the lineage) below.
         let memo_cache = CacheIndex::open(&self.store.root().join("cache"))?;
         let context_id = opts.context.canonicalize().unwrap_or_else(|_| opts.context.clone());
         // A fetched context is a new directory every time: nothing to remember.
@@ -231,7 +232,7 @@ impl Builder {
         let classic = self.classic_sources(opts, sink)?;
         let executor = StageExecutor {
             store: &self.store,
-            cache: CacheIndex::open(&self.store.root().join("cache"))?.with_lineage(lineage),
+            cache: memo_cache.clone().with_lineage(lineage),
             context: &context,
             events: Arc::clone(sink),
             total_steps: plan.step_count(),
