@@ -15,6 +15,7 @@
 //! FileSync server; the protos are bollard's (`bollard-buildkit-proto`).
 
 mod dockerd;
+mod exports;
 mod progress;
 mod session;
 
@@ -96,33 +97,62 @@ pub struct SolveInput<'a> {
 pub fn solve(input: SolveInput, store: &crate::store::ImageStore) -> Result<String, BuildkitError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let BuilderUrl::Docker { socket } = input.builder;
-    let work = store.work_dir()?;
-    let archive = work.path().join("image.tar");
-    runtime.block_on(solve_on_dockerd(socket, &input, &archive))?;
-    let file = std::fs::File::open(&archive)?;
-    let loaded =
-        crate::store::archive::load(store, file, &archive.display().to_string(), &indicatif::ProgressBar::hidden())?;
-    let exported = loaded.first().ok_or_else(|| BuildkitError::Protocol("dockerd saved no image".into()))?;
-    let exported = store.resolve(&exported.id.to_string())?;
+    let exported = runtime.block_on(solve_on_dockerd(socket, &input))?;
+    let loaded = runtime.block_on(exported_layers(socket, &exported, store));
+    let removed = runtime.block_on(dockerd::remove_image(socket, &exported.name));
+    let layers = loaded?;
+    removed?;
     // dockerd's `moby` exporter takes the image config only from a frontend's result, never
     // from the exporter attributes a definition solve can pass: its image has BuildKit's layers
     // under a default config. The config is put back here, as BuildKit's image exporter would.
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let config = exported_config(&input.definition.image_config, &exported.config, &created);
-    let image = store.put_image(&config, &exported.layer_blobs(), &[])?;
-    if exported.id != image.id {
-        let _ = store.remove_image(&exported.id.to_string(), true);
-    }
+    let diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let config = exported_config(&input.definition.image_config, diff_ids, &created);
+    let image = store.put_image(&config, &layers, &[])?;
     Ok(image.id.to_string())
+}
+
+/// The store's blobs for the layers of the image dockerd exported: remembered from an earlier
+/// build that ended with the same image (nothing to fetch), else saved from dockerd and loaded.
+async fn exported_layers(
+    socket: &Path,
+    exported: &DockerdImage,
+    store: &crate::store::ImageStore,
+) -> Result<Vec<crate::store::LayerBlob>, BuildkitError> {
+    let memory = exports::DockerdExports::new(store);
+    if let Some((id, layers)) = exported.id.as_deref().and_then(|id| Some((id, memory.layers(id)?))) {
+        tracing::debug!("dockerd's image {id} was loaded before: its layers are in the store, no save");
+        return Ok(layers);
+    }
+    tracing::debug!("saving dockerd's image {} ({:?}) to load it", exported.name, exported.id);
+    let work = store.work_dir()?;
+    let archive = work.path().join("image.tar");
+    let mut out = tokio::fs::File::create(&archive).await?;
+    dockerd::save(socket, &exported.name, &mut out).await?;
+    drop(out);
+    let file = std::fs::File::open(&archive)?;
+    let loaded =
+        crate::store::archive::load(store, file, &archive.display().to_string(), &indicatif::ProgressBar::hidden())?;
+    let first = loaded.first().ok_or_else(|| BuildkitError::Protocol("dockerd saved no image".into()))?;
+    let image = store.resolve(&first.id.to_string())?;
+    let layers = image.layer_blobs();
+    // The loaded image (dockerd's default config) is not what the build made; its layers stay
+    // (the built image holds them), and are remembered for the next build ending the same way.
+    let _ = store.remove_image(&image.id.to_string(), true);
+    if let Some(id) = &exported.id {
+        // Best effort: a map that cannot be written costs the next build a save, nothing else.
+        let _ = memory.remember(id, &layers);
+    }
+    Ok(layers)
 }
 
 /// The image config for BuildKit's layers (`exported`'s rootfs): the planned config with the
 /// history made to account for exactly those layers, as BuildKit's exporter normalises it
 /// (surplus non-empty entries become empty from the bottom; missing ones are appended).
-pub fn exported_config(planned: &ImageConfig, exported: &ImageConfig, created: &str) -> ImageConfig {
+pub fn exported_config(planned: &ImageConfig, diff_ids: Vec<String>, created: &str) -> ImageConfig {
     let mut config = planned.clone();
     config.created = Some(created.to_string());
-    config.rootfs = exported.rootfs.clone();
+    config.rootfs = crate::image::RootFs { kind: "layers".to_string(), diff_ids };
     let layers = config.rootfs.diff_ids.len();
     let mut counted = 0;
     for entry in &mut config.history {
@@ -154,7 +184,13 @@ fn random_id() -> String {
     crate::layer::digest::Sha256Digest::of(seed.as_bytes()).hex()[..25].to_string()
 }
 
-async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>, archive: &Path) -> Result<(), BuildkitError> {
+/// The image a solve left in dockerd: its temporary name and, as the exporter reports it, ID.
+struct DockerdImage {
+    name: String,
+    id: Option<String>,
+}
+
+async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>) -> Result<DockerdImage, BuildkitError> {
     let session_id = random_id();
     let mut headers = vec![
         ("X-Docker-Expose-Session-Uuid".to_string(), session_id.clone()),
@@ -208,12 +244,9 @@ async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>, archive: &Path)
         reporter.advance(solved.is_ok());
     }
     session.abort();
-    solved.map_err(|e| solve_error(e.message(), input))?;
-    let mut out = tokio::fs::File::create(archive).await?;
-    let saved = dockerd::save(socket, &name, &mut out).await;
-    let removed = dockerd::remove_image(socket, &name).await;
-    saved?;
-    removed
+    let response = solved.map_err(|e| solve_error(e.message(), input))?.into_inner();
+    let id = response.exporter_response.get("containerimage.digest").cloned();
+    Ok(DockerdImage { name, id })
 }
 
 /// What a failed solve says: BuildKit checks every op's capabilities against its own
@@ -247,14 +280,13 @@ mod tests {
         let entry = |empty| HistoryEntry { empty_layer: empty, ..Default::default() };
         let mut planned = ImageConfig::scratch("linux", "amd64", None);
         planned.history = vec![entry(false), entry(true), entry(false), entry(false)];
-        let mut exported = planned.clone();
-        exported.rootfs.diff_ids = vec!["sha256:a".into(), "sha256:b".into()];
-        let config = exported_config(&planned, &exported, "2026-01-01T00:00:00Z");
+        let mut diff_ids = vec!["sha256:a".to_string(), "sha256:b".to_string()];
+        let config = exported_config(&planned, diff_ids.clone(), "2026-01-01T00:00:00Z");
         let flags: Vec<bool> = config.history.iter().map(|h| h.empty_layer).collect();
         assert_eq!(flags, [false, true, false, true], "a surplus layer entry becomes empty");
-        exported.rootfs.diff_ids.push("sha256:c".into());
-        exported.rootfs.diff_ids.push("sha256:d".into());
-        let config = exported_config(&planned, &exported, "2026-01-01T00:00:00Z");
+        diff_ids.push("sha256:c".into());
+        diff_ids.push("sha256:d".into());
+        let config = exported_config(&planned, diff_ids, "2026-01-01T00:00:00Z");
         assert_eq!(config.history.iter().filter(|h| !h.empty_layer).count(), 4, "a missing one is appended");
         assert_eq!(config.rootfs.diff_ids.len(), 4);
     }

@@ -198,3 +198,50 @@ fn secrets_labels_and_no_cache_reach_buildkit() {
     assert!(inspect.contains("\"team\": \"x\""), "{inspect}");
     assert!(!inspect.contains("s3cr3t"), "the secret stays out of the image");
 }
+
+/// Runs `rbuild build` with rbuild's BuildKit debug logs on; returns (success, stdout, stderr).
+fn build_logged(store: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = crate::fixture::rbuild_command()
+        .env("RBUILD_ROOT", store)
+        .env("RBUILD_LOG", "rbuild::buildkit=debug")
+        .env_remove("CI")
+        .args(args)
+        .output()
+        .expect("run rbuild");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A warm build (BuildKit has every op cached, so dockerd ends with the image it made last
+/// time) takes the layers the store already has for that image instead of saving it from
+/// dockerd again; the image is still whole (its files are there, its config is the plan's).
+#[test]
+fn a_warm_build_does_not_save_the_image_from_dockerd_again() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    // A nonce makes the first build's image one this store has never loaded.
+    let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let dockerfile = format!(
+        "FROM busybox\nRUN echo '{nonce}' > /nonce && mkdir /d && touch /d/a /d/b\nCMD [\"cat\", \"/nonce\"]\n"
+    );
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let ctx = context.to_string_lossy();
+    let (ok, _, first) = build_logged(&store, &["build", "--builder", "docker://", "-t", "w:1", &ctx]);
+    assert!(ok && first.contains("saving dockerd's image"), "the first build saves and loads:\n{first}");
+    let (ok, out, second) = build_logged(&store, &["build", "--builder", "docker://", "-t", "w:2", &ctx]);
+    assert!(ok, "{second}");
+    assert!(second.contains("was loaded before") && !second.contains("saving dockerd's image"), "{second}");
+    assert!(out.contains("Using cache"), "{out}");
+    let ran = crate::fixture::rbuild_ok(&store, &["run", "--rm", "w:2"]);
+    assert_eq!(ran.trim(), nonce);
+    let files = crate::fixture::rbuild_ok(&store, &["run", "--rm", "w:2", "ls", "/d"]);
+    assert_eq!(files.split_whitespace().collect::<Vec<_>>(), ["a", "b"]);
+    let layers =
+        |tag: &str| crate::fixture::rbuild_ok(&store, &["inspect", "--format", "{{json .RootFS.Layers}}", tag]);
+    assert_eq!(layers("w:1"), layers("w:2"), "both builds have BuildKit's layers");
+}

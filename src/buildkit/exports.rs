@@ -1,0 +1,128 @@
+//! What dockerd's exported images were loaded into the store as: `buildkit/dockerd-images.json`
+//! in the store root maps the ID of an image dockerd's `moby` exporter made (its config digest)
+//! to the store's layer blobs for that image's layers. A build whose solve ends with an image
+//! dockerd made before (a warm build: BuildKit had every op cached) takes its layers from here
+//! and skips `docker save` and the load, which are most of a warm build's time.
+//!
+//! The map is a hint: the config digest fixes the image's diff IDs, so the layers named are
+//! the right ones whichever dockerd made it; an entry whose blobs the store no longer has (an
+//! `rbuild prune` took them) is ignored and the image is saved and loaded again. It is written
+//! unsynced and atomically; two builds writing at once lose at worst one entry.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::layer::digest::Sha256Digest;
+use crate::store::atomic::{write_atomic, Durability};
+use crate::store::{ImageStore, LayerBlob};
+
+/// The most images remembered; the oldest entries go first beyond it.
+const MAX_ENTRIES: usize = 256;
+
+/// One layer of a remembered image, as [`LayerBlob`] holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RememberedLayer {
+    digest: String,
+    diff_id: String,
+    size: u64,
+    media_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unpacked_size: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ExportMap {
+    /// dockerd image ID -> (sequence number of the last use, layers).
+    images: BTreeMap<String, (u64, Vec<RememberedLayer>)>,
+}
+
+/// The store's memory of dockerd's exports.
+pub struct DockerdExports<'s> {
+    store: &'s ImageStore,
+    path: PathBuf,
+}
+
+impl<'s> DockerdExports<'s> {
+    pub fn new(store: &'s ImageStore) -> DockerdExports<'s> {
+        DockerdExports { store, path: store.root().join("buildkit").join("dockerd-images.json") }
+    }
+
+    fn read(&self) -> ExportMap {
+        std::fs::read(&self.path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+    }
+
+    /// The store's layers for dockerd's image `image_id`, if remembered and all still present.
+    pub fn layers(&self, image_id: &str) -> Option<Vec<LayerBlob>> {
+        let map = self.read();
+        let (_, layers) = map.images.get(image_id)?;
+        let blobs = layers.iter().map(to_blob).collect::<Option<Vec<LayerBlob>>>()?;
+        blobs.iter().all(|b| self.store.has_blob(&b.digest)).then_some(blobs)
+    }
+
+    /// Remembers that dockerd's image `image_id` has `layers` in the store.
+    pub fn remember(&self, image_id: &str, layers: &[LayerBlob]) -> std::io::Result<()> {
+        let mut map = self.read();
+        let next = map.images.values().map(|(seq, _)| *seq).max().unwrap_or(0) + 1;
+        map.images.insert(image_id.to_string(), (next, layers.iter().map(from_blob).collect()));
+        while map.images.len() > MAX_ENTRIES {
+            let oldest = map.images.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| id.clone());
+            let Some(oldest) = oldest else { break };
+            map.images.remove(&oldest);
+        }
+        let dir = self.store.root().join("buildkit");
+        std::fs::create_dir_all(&dir)?;
+        let bytes = serde_json::to_vec(&map).map_err(std::io::Error::other)?;
+        write_atomic(&dir, &self.path, &bytes, Durability::Unsynced)
+    }
+}
+
+fn from_blob(blob: &LayerBlob) -> RememberedLayer {
+    RememberedLayer {
+        digest: blob.digest.to_string(),
+        diff_id: blob.diff_id.to_string(),
+        size: blob.size,
+        media_type: blob.media_type.to_string(),
+        unpacked_size: blob.unpacked_size,
+    }
+}
+
+fn to_blob(layer: &RememberedLayer) -> Option<LayerBlob> {
+    Some(LayerBlob {
+        digest: layer.digest.parse::<Sha256Digest>().ok()?,
+        diff_id: layer.diff_id.parse::<Sha256Digest>().ok()?,
+        size: layer.size,
+        media_type: layer.media_type.as_str().into(),
+        unpacked_size: layer.unpacked_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_layers_come_back_only_while_the_store_has_their_blobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        let work = store.work_dir().expect("work");
+        let digest = store.put_blob_bytes(&work, b"layer bytes").expect("blob");
+        let blob = LayerBlob {
+            digest: digest.clone(),
+            diff_id: Sha256Digest::of(b"diff"),
+            size: 11,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            unpacked_size: Some(20),
+        };
+        let exports = DockerdExports::new(&store);
+        assert!(exports.layers("sha256:aa").is_none(), "nothing remembered yet");
+        exports.remember("sha256:aa", std::slice::from_ref(&blob)).expect("remember");
+        assert_eq!(exports.layers("sha256:aa"), Some(vec![blob.clone()]));
+        let missing = LayerBlob { digest: Sha256Digest::of(b"not in the store"), ..blob };
+        exports.remember("sha256:bb", &[missing]).expect("remember");
+        assert!(exports.layers("sha256:bb").is_none(), "a blob the store lacks makes the entry useless");
+        std::fs::write(dir.path().join("buildkit/dockerd-images.json"), "{not json").expect("write");
+        assert!(exports.layers("sha256:aa").is_none(), "a damaged map is an empty one");
+    }
+}
