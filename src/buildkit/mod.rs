@@ -234,6 +234,7 @@ async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>) -> Result<Docke
         exporter_deprecated: "moby".to_string(),
         exporter_attrs_deprecated: attrs,
         session: session_id,
+        entitlements: input.definition.entitlements(),
         ..Default::default()
     };
     let status_client = ControlClient::new(channel.clone());

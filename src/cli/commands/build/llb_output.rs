@@ -69,9 +69,12 @@ fn lower(args: &BuildArgs, store: &crate::store::ImageStore, printer: &mut Print
         facts: &facts,
         context: &input.context,
         dockerfile: (&input.name, &input.text),
-        // rbuild's RUN gets the host network by default where docker build's gets BuildKit's
-        // default one; only an explicit `--network none` is carried over.
-        network: if args.network == Network::None { NetworkMode::None } else { NetworkMode::Default },
+        // As `docker build --network`: BuildKit's default network unless host or none is asked.
+        network: match args.network {
+            Network::None => NetworkMode::None,
+            Network::Host => NetworkMode::Host,
+            Network::Default => NetworkMode::Default,
+        },
         platform: input.platform.clone(),
     };
     let llb = lower_plan(&request)?;
