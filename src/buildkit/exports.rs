@@ -1,6 +1,7 @@
 //! What dockerd's exported images were loaded into the store as: `buildkit/dockerd-images.json`
 //! in the store root maps the ID of an image dockerd's `moby` exporter made (its config digest)
-//! to the store's layer blobs for that image's layers. A build whose solve ends with an image
+//! to the store's layer blobs for that image's layers (and the inline cache its config carried,
+//! with `--cache-to type=inline`). A build whose solve ends with an image
 //! dockerd made before (a warm build: BuildKit had every op cached) takes its layers from here
 //! and skips `docker save` and the load, which are most of a warm build's time.
 //!
@@ -32,10 +33,27 @@ struct RememberedLayer {
     unpacked_size: Option<u64>,
 }
 
+/// What the build takes from an image dockerd exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedImage {
+    pub layers: Vec<LayerBlob>,
+    /// The config's `moby.buildkit.cache.v0` (BuildKit's inline cache), if it has one.
+    pub inline_cache: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Remembered {
+    /// Sequence number of the last use.
+    seq: u64,
+    layers: Vec<RememberedLayer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inline_cache: Option<serde_json::Value>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ExportMap {
-    /// dockerd image ID -> (sequence number of the last use, layers).
-    images: BTreeMap<String, (u64, Vec<RememberedLayer>)>,
+    /// dockerd image ID -> what it was loaded as.
+    images: BTreeMap<String, Remembered>,
 }
 
 /// The store's memory of dockerd's exports.
@@ -53,21 +71,26 @@ impl<'s> DockerdExports<'s> {
         std::fs::read(&self.path).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
     }
 
-    /// The store's layers for dockerd's image `image_id`, if remembered and all still present.
-    pub fn layers(&self, image_id: &str) -> Option<Vec<LayerBlob>> {
+    /// What dockerd's image `image_id` was loaded as, if remembered and its layers are all
+    /// still in the store.
+    pub fn recall(&self, image_id: &str) -> Option<ExportedImage> {
         let map = self.read();
-        let (_, layers) = map.images.get(image_id)?;
-        let blobs = layers.iter().map(to_blob).collect::<Option<Vec<LayerBlob>>>()?;
-        blobs.iter().all(|b| self.store.has_blob(&b.digest)).then_some(blobs)
+        let remembered = map.images.get(image_id)?;
+        let layers = remembered.layers.iter().map(to_blob).collect::<Option<Vec<LayerBlob>>>()?;
+        layers
+            .iter()
+            .all(|b| self.store.has_blob(&b.digest))
+            .then(|| ExportedImage { layers, inline_cache: remembered.inline_cache.clone() })
     }
 
-    /// Remembers that dockerd's image `image_id` has `layers` in the store.
-    pub fn remember(&self, image_id: &str, layers: &[LayerBlob]) -> std::io::Result<()> {
+    /// Remembers that dockerd's image `image_id` was loaded as `image`.
+    pub fn remember(&self, image_id: &str, image: &ExportedImage) -> std::io::Result<()> {
         let mut map = self.read();
-        let next = map.images.values().map(|(seq, _)| *seq).max().unwrap_or(0) + 1;
-        map.images.insert(image_id.to_string(), (next, layers.iter().map(from_blob).collect()));
+        let seq = map.images.values().map(|r| r.seq).max().unwrap_or(0) + 1;
+        let layers = image.layers.iter().map(from_blob).collect();
+        map.images.insert(image_id.to_string(), Remembered { seq, layers, inline_cache: image.inline_cache.clone() });
         while map.images.len() > MAX_ENTRIES {
-            let oldest = map.images.iter().min_by_key(|(_, (seq, _))| *seq).map(|(id, _)| id.clone());
+            let oldest = map.images.iter().min_by_key(|(_, r)| r.seq).map(|(id, _)| id.clone());
             let Some(oldest) = oldest else { break };
             map.images.remove(&oldest);
         }
@@ -116,13 +139,14 @@ mod tests {
             unpacked_size: Some(20),
         };
         let exports = DockerdExports::new(&store);
-        assert!(exports.layers("sha256:aa").is_none(), "nothing remembered yet");
-        exports.remember("sha256:aa", std::slice::from_ref(&blob)).expect("remember");
-        assert_eq!(exports.layers("sha256:aa"), Some(vec![blob.clone()]));
+        assert!(exports.recall("sha256:aa").is_none(), "nothing remembered yet");
+        let image = ExportedImage { layers: vec![blob.clone()], inline_cache: Some(serde_json::json!({"k": 1})) };
+        exports.remember("sha256:aa", &image).expect("remember");
+        assert_eq!(exports.recall("sha256:aa"), Some(image));
         let missing = LayerBlob { digest: Sha256Digest::of(b"not in the store"), ..blob };
-        exports.remember("sha256:bb", &[missing]).expect("remember");
-        assert!(exports.layers("sha256:bb").is_none(), "a blob the store lacks makes the entry useless");
+        exports.remember("sha256:bb", &ExportedImage { layers: vec![missing], inline_cache: None }).expect("remember");
+        assert!(exports.recall("sha256:bb").is_none(), "a blob the store lacks makes the entry useless");
         std::fs::write(dir.path().join("buildkit/dockerd-images.json"), "{not json").expect("write");
-        assert!(exports.layers("sha256:aa").is_none(), "a damaged map is an empty one");
+        assert!(exports.recall("sha256:aa").is_none(), "a damaged map is an empty one");
     }
 }
