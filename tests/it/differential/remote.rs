@@ -225,7 +225,7 @@ fn a_warm_build_does_not_save_the_image_from_dockerd_again() {
     }
     let _turn = super::buildkit_turn();
     // A nonce makes the first build's image one this store has never loaded.
-    let nonce = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let nonce = format!("warm-{}-{}", std::process::id(), nanos_now());
     let dockerfile = format!(
         "FROM busybox\nRUN echo '{nonce}' > /nonce && mkdir /d && touch /d/a /d/b\nCMD [\"cat\", \"/nonce\"]\n"
     );
@@ -244,4 +244,171 @@ fn a_warm_build_does_not_save_the_image_from_dockerd_again() {
     let layers =
         |tag: &str| crate::fixture::rbuild_ok(&store, &["inspect", "--format", "{{json .RootFS.Layers}}", tag]);
     assert_eq!(layers("w:1"), layers("w:2"), "both builds have BuildKit's layers");
+}
+
+/// A failing RUN ends the build with the command's own exit status, as a local build does,
+/// and the error names the step.
+#[test]
+fn a_failing_run_exits_with_its_status_and_names_the_step() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo fine\nRUN exit 7\n");
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("step 3 (RUN exit 7) failed on BuildKit") && stderr.contains("exit code: 7"), "{stderr}");
+}
+
+/// `docker://?session=control`: the session (context, `.dockerignore`, secrets) goes through the
+/// control API's `Session` stream, as buildkitd takes it, instead of dockerd's `/session`.
+#[test]
+fn the_session_runs_over_the_control_apis_session_stream() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let dockerfile = "FROM busybox\nCOPY . /ctx\nRUN --mount=type=secret,id=tok cp /run/secrets/tok /tok-copy\n";
+    let (dir, store, context) = store_and_context(dockerfile);
+    std::fs::write(context.join("kept.txt"), "kept").expect("write");
+    std::fs::write(context.join("ignored.txt"), "ignored").expect("write");
+    std::fs::write(context.join(".dockerignore"), "ignored.txt\n").expect("write");
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "tunnelled").expect("write");
+    let src = format!("id=tok,src={}", secret.display());
+    let ctx = context.to_string_lossy();
+    crate::fixture::rbuild_ok(
+        &store,
+        &["build", "--builder", "docker://?session=control", "--secret", &src, "-t", "tunnel", &ctx],
+    );
+    let listing = crate::fixture::rbuild_ok(&store, &["run", "--rm", "tunnel", "ls", "-A", "/ctx"]);
+    let mut names: Vec<&str> = listing.split_whitespace().collect();
+    names.sort_unstable();
+    assert_eq!(names, [".dockerignore", "Dockerfile", "kept.txt"], "ignored.txt stays out");
+    let copied = crate::fixture::rbuild_ok(&store, &["run", "--rm", "tunnel", "cat", "/tok-copy"]);
+    assert_eq!(copied.trim_end(), "tunnelled");
+}
+
+/// The ID of BuildKit's cache record whose description holds `needle`, from `docker system df`.
+fn build_cache_record(needle: &str) -> Option<String> {
+    let json = docker_ok(&["system", "df", "-v", "--format", "{{json .BuildCache}}"]).ok()?;
+    let records: Vec<serde_json::Value> = serde_json::from_str(json.trim()).ok()?;
+    records
+        .iter()
+        .find(|r| r["Description"].as_str().is_some_and(|d| d.contains(needle)))
+        .and_then(|r| r["ID"].as_str().map(str::to_string))
+}
+
+/// BuildKit's own cache through a registry: `--cache-to type=inline` leaves BuildKit's cache
+/// metadata in the image's config; the image is pushed; with BuildKit's local record of the
+/// RUN removed, `--cache-from type=registry,ref=` that image makes the RUN a cache hit again,
+/// its layer fetched from the registry. A cache type dockerd's BuildKit cannot export is named.
+#[test]
+fn buildkits_inline_cache_travels_through_a_registry() {
+    if !ready() || !crate::registry::ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let registry = crate::registry::Registry::start(false);
+    let nonce = format!("inline-{}-{}", std::process::id(), nanos_now());
+    let dockerfile = format!("FROM busybox\nRUN echo {nonce} > /n\n");
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let ctx = context.to_string_lossy();
+    let image = format!("{}/inline:1", registry.host());
+    let first = crate::fixture::rbuild(
+        &store,
+        &["build", "--builder", "docker://", "--cache-to", "type=inline", "-t", "inl", &ctx],
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("rbuild's local cache and its exported caches are separate"), "{stderr}");
+    crate::fixture::rbuild_ok(&store, &["push", "inl", &image]);
+    let record = build_cache_record(&format!("echo {nonce}")).expect("BuildKit's record of the RUN");
+    docker_ok(&["builder", "prune", "-f", "--filter", &format!("id={record}")]).expect("prune the record");
+    let cache_from = format!("type=registry,ref={image}");
+    let again = crate::fixture::rbuild_ok(
+        &store,
+        &["build", "--progress", "plain", "--builder", "docker://", "--cache-from", &cache_from, "-t", "inl2", &ctx],
+    );
+    let run_step = again.split("Step 2/2 : RUN").nth(1).unwrap_or_default();
+    assert!(run_step.contains(" ---> Using cache"), "the RUN comes from the registry's cache:\n{again}");
+    assert!(registry.log().contains("GET /v2/inline/blobs/"), "BuildKit read the cache from the registry");
+    let unsupported = crate::fixture::rbuild(
+        &store,
+        &["build", "--builder", "docker://", "--cache-to", &format!("type=registry,ref={}/c:x", registry.host()), &ctx],
+    );
+    let stderr = String::from_utf8_lossy(&unsupported.stderr);
+    assert!(!unsupported.status.success());
+    assert!(stderr.contains("--cache-to type=registry: this builder's BuildKit cannot export"), "{stderr}");
+}
+
+/// Nanoseconds since the epoch, for names no earlier run used.
+fn nanos_now() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+}
+
+/// A unix socket speaking what buildkitd's does (gRPC over plain HTTP/2): each connection is
+/// upgraded at dockerd's `/grpc` and relayed both ways, so `--builder unix://` reaches the
+/// BuildKit inside dockerd as it would reach a buildkitd. No buildkitd is packaged for Debian.
+fn buildkitd_like_socket(path: &Path) {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            std::thread::spawn(move || relay_to_dockerd_grpc(client));
+        }
+    });
+}
+
+fn relay_to_dockerd_grpc(mut client: std::os::unix::net::UnixStream) {
+    use std::io::{Read, Write};
+    let Ok(mut upstream) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else { return };
+    let head =
+        "POST /grpc HTTP/1.1\r\nHost: docker\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n";
+    if upstream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        match upstream.read(&mut byte) {
+            Ok(1) => response.push(byte[0]),
+            _ => return,
+        }
+    }
+    if !response.starts_with(b"HTTP/1.1 101") {
+        return;
+    }
+    let (Ok(mut from_client), Ok(mut to_upstream)) = (client.try_clone(), upstream.try_clone()) else { return };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_upstream);
+        let _ = to_upstream.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+}
+
+/// `--builder unix://`: the control API over a plain gRPC socket and the session through its
+/// `Session` stream reach BuildKit, which runs the build's steps; the image export is where
+/// dockerd's BuildKit differs from buildkitd's (it has no `docker` exporter), and its refusal
+/// is what comes back. An unreachable socket is named.
+#[test]
+fn a_unix_socket_builder_reaches_buildkit() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let (dir, store, context) = store_and_context("FROM busybox\nCOPY Dockerfile /d\n");
+    let socket = dir.path().join("buildkitd.sock");
+    buildkitd_like_socket(&socket);
+    let url = format!("unix://{}", socket.display());
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", &url, &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("BuildKit failed to solve the build") && stderr.contains("\"docker\""), "{stderr}");
+    let missing = format!("unix://{}", dir.path().join("none.sock").display());
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", &missing, &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("cannot reach the builder at {missing}")), "{stderr}");
 }
