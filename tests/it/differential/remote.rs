@@ -389,10 +389,12 @@ fn relay_to_dockerd_grpc(mut client: std::os::unix::net::UnixStream) {
     let _ = client.shutdown(std::net::Shutdown::Write);
 }
 
-/// `--builder unix://`: the control API over a plain gRPC socket and the session through its
-/// `Session` stream reach BuildKit, which runs the build's steps; the image export is where
-/// dockerd's BuildKit differs from buildkitd's (it has no `docker` exporter), and its refusal
-/// is what comes back. An unreachable socket is named.
+/// `--builder unix://`: rbuild's buildkitd path (control API over a plain gRPC socket, the
+/// session through its `Session` stream, the `docker` exporter) reaches BuildKit and gets
+/// BuildKit's own answer: dockerd's BuildKit has no `docker` exporter, so it refuses the solve
+/// before running anything (the steps and the image's way back through `FileSend` need a
+/// real buildkitd; the `Session` stream itself is tested with dockerd above). An unreachable
+/// socket is named.
 #[test]
 fn a_unix_socket_builder_reaches_buildkit() {
     if !ready() {
