@@ -39,6 +39,10 @@ pub struct ExportedImage {
     pub layers: Vec<LayerBlob>,
     /// The config's `moby.buildkit.cache.v0` (BuildKit's inline cache), if it has one.
     pub inline_cache: Option<serde_json::Value>,
+    /// When the image was first loaded (RFC 3339): a build ending with the same image again
+    /// (every step cached) dates it the same, so it gets the same image ID, as a fully cached
+    /// docker build does.
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +52,8 @@ struct Remembered {
     layers: Vec<RememberedLayer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     inline_cache: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -77,10 +83,11 @@ impl<'s> DockerdExports<'s> {
         let map = self.read();
         let remembered = map.images.get(image_id)?;
         let layers = remembered.layers.iter().map(to_blob).collect::<Option<Vec<LayerBlob>>>()?;
-        layers
-            .iter()
-            .all(|b| self.store.has_blob(&b.digest))
-            .then(|| ExportedImage { layers, inline_cache: remembered.inline_cache.clone() })
+        layers.iter().all(|b| self.store.has_blob(&b.digest)).then(|| ExportedImage {
+            layers,
+            inline_cache: remembered.inline_cache.clone(),
+            created: remembered.created.clone(),
+        })
     }
 
     /// Remembers that dockerd's image `image_id` was loaded as `image`.
@@ -88,7 +95,9 @@ impl<'s> DockerdExports<'s> {
         let mut map = self.read();
         let seq = map.images.values().map(|r| r.seq).max().unwrap_or(0) + 1;
         let layers = image.layers.iter().map(from_blob).collect();
-        map.images.insert(image_id.to_string(), Remembered { seq, layers, inline_cache: image.inline_cache.clone() });
+        let remembered =
+            Remembered { seq, layers, inline_cache: image.inline_cache.clone(), created: image.created.clone() };
+        map.images.insert(image_id.to_string(), remembered);
         while map.images.len() > MAX_ENTRIES {
             let oldest = map.images.iter().min_by_key(|(_, r)| r.seq).map(|(id, _)| id.clone());
             let Some(oldest) = oldest else { break };
@@ -140,11 +149,16 @@ mod tests {
         };
         let exports = DockerdExports::new(&store);
         assert!(exports.recall("sha256:aa").is_none(), "nothing remembered yet");
-        let image = ExportedImage { layers: vec![blob.clone()], inline_cache: Some(serde_json::json!({"k": 1})) };
+        let image = ExportedImage {
+            layers: vec![blob.clone()],
+            inline_cache: Some(serde_json::json!({"k": 1})),
+            created: Some("2026-01-01T00:00:00Z".into()),
+        };
         exports.remember("sha256:aa", &image).expect("remember");
         assert_eq!(exports.recall("sha256:aa"), Some(image));
         let missing = LayerBlob { digest: Sha256Digest::of(b"not in the store"), ..blob };
-        exports.remember("sha256:bb", &ExportedImage { layers: vec![missing], inline_cache: None }).expect("remember");
+        let missing = ExportedImage { layers: vec![missing], inline_cache: None, created: None };
+        exports.remember("sha256:bb", &missing).expect("remember");
         assert!(exports.recall("sha256:bb").is_none(), "a blob the store lacks makes the entry useless");
         std::fs::write(dir.path().join("buildkit/dockerd-images.json"), "{not json").expect("write");
         assert!(exports.recall("sha256:aa").is_none(), "a damaged map is an empty one");

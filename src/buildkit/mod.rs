@@ -166,7 +166,7 @@ pub fn solve(input: SolveInput, store: &ImageStore) -> Result<String, BuildkitEr
     // from the exporter attributes a definition solve can pass: its image has BuildKit's layers
     // under a default config. The config is put back here, as BuildKit's image exporter would
     // (buildkitd's `docker` exporter takes it, but wording its history its own way).
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let created = exported.created.clone().unwrap_or_else(now);
     let diff_ids = exported.layers.iter().map(|l| l.diff_id.to_string()).collect();
     let mut config = exported_config(&input.definition.image_config, diff_ids, &created);
     if let Some(cache) = exported.inline_cache {
@@ -340,8 +340,11 @@ fn load_archive(store: &ImageStore, archive: impl std::io::Read, source: &str) -
     let loaded = crate::store::archive::load(store, archive, source, &indicatif::ProgressBar::hidden())?;
     let first = loaded.first().ok_or_else(|| BuildkitError::Protocol("the exported archive holds no image".into()))?;
     let image = store.resolve(&first.id.to_string())?;
-    let exported =
-        ExportedImage { layers: image.layer_blobs(), inline_cache: image.config.extra.get(INLINE_CACHE_KEY).cloned() };
+    let exported = ExportedImage {
+        layers: image.layer_blobs(),
+        inline_cache: image.config.extra.get(INLINE_CACHE_KEY).cloned(),
+        created: Some(now()),
+    };
     let _ = store.remove_image(&image.id.to_string(), true);
     Ok(exported)
 }
@@ -376,6 +379,11 @@ pub fn exported_config(planned: &ImageConfig, diff_ids: Vec<String>, created: &s
         });
     }
     config
+}
+
+/// Now, as image configs date things.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 fn random_id() -> String {

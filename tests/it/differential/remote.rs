@@ -150,16 +150,22 @@ fn store_and_context(dockerfile: &str) -> (tempfile::TempDir, std::path::PathBuf
     (dir, store, context)
 }
 
+/// Builds `dockerfile` through `--builder docker://` (taking BuildKit's turn); the outcome and stderr.
+fn build_through_dockerd(dockerfile: &str) -> (std::process::Output, String) {
+    let _turn = super::buildkit_turn();
+    let (_dir, store, context) = store_and_context(dockerfile);
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
 /// dockerd 20.10's BuildKit predates merge ops: `COPY --link` is refused by name and line.
 #[test]
 fn an_instruction_needing_a_newer_buildkit_is_named() {
     if !ready() {
         return;
     }
-    let _turn = super::buildkit_turn();
-    let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
-    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = build_through_dockerd("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
     assert!(!out.status.success());
     assert!(
         stderr.contains("Dockerfile:3: COPY --link Dockerfile /x: needs a newer BuildKit")
@@ -253,10 +259,7 @@ fn a_failing_run_exits_with_its_status_and_names_the_step() {
     if !ready() {
         return;
     }
-    let _turn = super::buildkit_turn();
-    let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo fine\nRUN exit 7\n");
-    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = build_through_dockerd("FROM busybox\nRUN echo fine\nRUN exit 7\n");
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert!(stderr.contains("step 3 (RUN exit 7) failed on BuildKit") && stderr.contains("exit code: 7"), "{stderr}");
 }
