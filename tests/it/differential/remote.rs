@@ -351,20 +351,33 @@ fn nanos_now() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
 }
 
-/// A unix socket speaking what buildkitd's does (gRPC over plain HTTP/2): each connection is
-/// upgraded at dockerd's `/grpc` and relayed both ways, so `--builder unix://` reaches the
-/// BuildKit inside dockerd as it would reach a buildkitd. No buildkitd is packaged for Debian.
-fn buildkitd_like_socket(path: &Path) {
-    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+/// A unix socket and a TCP port on 127.0.0.1 speaking what buildkitd's do (gRPC over plain
+/// HTTP/2): each connection is upgraded at dockerd's `/grpc` and relayed both ways, so
+/// `--builder unix://` and `tcp://` reach the BuildKit inside dockerd as they would reach a
+/// buildkitd. No buildkitd is packaged for Debian. Returns the TCP address.
+fn buildkitd_like_endpoints(socket: &Path) -> String {
+    let unix = std::os::unix::net::UnixListener::bind(socket).expect("bind");
     std::thread::spawn(move || {
-        for client in listener.incoming() {
+        for client in unix.incoming() {
             let Ok(client) = client else { return };
-            std::thread::spawn(move || relay_to_dockerd_grpc(client));
+            let Ok(back) = client.try_clone() else { return };
+            std::thread::spawn(move || relay_to_dockerd_grpc(client, back));
         }
     });
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = tcp.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for client in tcp.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(back) = client.try_clone() else { return };
+            std::thread::spawn(move || relay_to_dockerd_grpc(client, back));
+        }
+    });
+    address
 }
 
-fn relay_to_dockerd_grpc(mut client: std::os::unix::net::UnixStream) {
+/// Relays one client connection (read from `client`, answered on `back`) to dockerd's `/grpc`.
+fn relay_to_dockerd_grpc(mut client: impl std::io::Read + Send + 'static, mut back: impl std::io::Write) {
     use std::io::{Read, Write};
     let Ok(mut upstream) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else { return };
     let head =
@@ -383,37 +396,41 @@ fn relay_to_dockerd_grpc(mut client: std::os::unix::net::UnixStream) {
     if !response.starts_with(b"HTTP/1.1 101") {
         return;
     }
-    let (Ok(mut from_client), Ok(mut to_upstream)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let Ok(mut to_upstream) = upstream.try_clone() else { return };
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_client, &mut to_upstream);
+        let _ = std::io::copy(&mut client, &mut to_upstream);
         let _ = to_upstream.shutdown(std::net::Shutdown::Write);
     });
-    let _ = std::io::copy(&mut upstream, &mut client);
-    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = std::io::copy(&mut upstream, &mut back);
 }
 
-/// `--builder unix://`: rbuild's buildkitd path (control API over a plain gRPC socket, the
-/// session through its `Session` stream, the `docker` exporter) reaches BuildKit and gets
-/// BuildKit's own answer: dockerd's BuildKit has no `docker` exporter, so it refuses the solve
-/// before running anything (the steps and the image's way back through `FileSend` need a
-/// real buildkitd; the `Session` stream itself is tested with dockerd above). An unreachable
-/// socket is named.
+/// `--builder unix://` and `tcp://`: rbuild's buildkitd path (control API over a plain gRPC
+/// connection, the session through its `Session` stream, the `docker` exporter) reaches
+/// BuildKit and gets BuildKit's own answer: dockerd's BuildKit has no `docker` exporter, so it
+/// refuses the solve before running anything (the steps and the image's way back through
+/// `FileSend` need a real buildkitd; the `Session` stream itself is tested with dockerd above).
+/// An unreachable socket and an unreadable TLS file are named.
 #[test]
-fn a_unix_socket_builder_reaches_buildkit() {
+fn unix_and_tcp_builders_reach_buildkit() {
     if !ready() {
         return;
     }
     let _turn = super::buildkit_turn();
     let (dir, store, context) = store_and_context("FROM busybox\nCOPY Dockerfile /d\n");
+    let ctx = context.to_string_lossy();
     let socket = dir.path().join("buildkitd.sock");
-    buildkitd_like_socket(&socket);
-    let url = format!("unix://{}", socket.display());
-    let out = crate::fixture::rbuild(&store, &["build", "--builder", &url, &context.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("BuildKit failed to solve the build") && stderr.contains("\"docker\""), "{stderr}");
+    let address = buildkitd_like_endpoints(&socket);
+    let build = |url: &str| {
+        let out = crate::fixture::rbuild(&store, &["build", "--builder", url, &ctx]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for url in [format!("unix://{}", socket.display()), format!("tcp://{address}")] {
+        let (ok, stderr) = build(&url);
+        assert!(!ok && stderr.contains("BuildKit failed to solve the build: exporter \"docker\""), "{url}: {stderr}");
+    }
     let missing = format!("unix://{}", dir.path().join("none.sock").display());
-    let out = crate::fixture::rbuild(&store, &["build", "--builder", &missing, &context.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains(&format!("cannot reach the builder at {missing}")), "{stderr}");
+    let (ok, stderr) = build(&missing);
+    assert!(!ok && stderr.contains(&format!("cannot reach the builder at {missing}")), "{stderr}");
+    let (ok, stderr) = build(&format!("tcp://{address}?cacert=/nonexistent/ca.pem"));
+    assert!(!ok && stderr.contains("reading the CA certificate (cacert=) /nonexistent/ca.pem"), "{stderr}");
 }
