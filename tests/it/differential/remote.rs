@@ -434,3 +434,111 @@ fn unix_and_tcp_builders_reach_buildkit() {
     let (ok, stderr) = build(&format!("tcp://{address}?cacert=/nonexistent/ca.pem"));
     assert!(!ok && stderr.contains("reading the CA certificate (cacert=) /nonexistent/ca.pem"), "{stderr}");
 }
+
+/// A TLS endpoint on 127.0.0.1 (the test CA's server certificate, ALPN h2) in front of
+/// dockerd's `/grpc`, as a buildkitd with `--tlscert/--tlskey` is; returns its address.
+fn buildkitd_like_tls_endpoint(ca: &crate::distribution::TestCa) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(ca.cert()).expect("cert").collect::<Result<_, _>>().expect("cert");
+    let key = PrivateKeyDer::from_pem_file(ca.key()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(tls) = rustls::ServerConnection::new(std::sync::Arc::clone(&config)) else { return };
+            std::thread::spawn(move || relay_tls_to_dockerd_grpc(client, tls));
+        }
+    });
+    address
+}
+
+/// Terminates TLS on `client` and relays the plaintext to dockerd's `/grpc`: one thread per
+/// direction, the TLS state shared under a lock (never held across a blocking read).
+fn relay_tls_to_dockerd_grpc(client: std::net::TcpStream, tls: rustls::ServerConnection) {
+    use std::io::{Read, Write};
+    let (Ok(mut client_in), Ok(client_out)) = (client.try_clone(), client.try_clone()) else { return };
+    let tls = std::sync::Arc::new(std::sync::Mutex::new((tls, client_out)));
+    let (plain_tx, plain_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader_tls = std::sync::Arc::clone(&tls);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = client_in.read(&mut buf) {
+            let Ok(mut guard) = reader_tls.lock() else { return };
+            let (conn, out) = &mut *guard;
+            let mut incoming = &buf[..n];
+            while !incoming.is_empty() {
+                if conn.read_tls(&mut incoming).is_err() || conn.process_new_packets().is_err() {
+                    return;
+                }
+                let mut plain = Vec::new();
+                let _ = conn.reader().read_to_end(&mut plain);
+                while conn.wants_write() && conn.write_tls(out).is_ok() {}
+                if !plain.is_empty() && plain_tx.send(plain).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    struct Plain(std::sync::mpsc::Receiver<Vec<u8>>, std::io::Cursor<Vec<u8>>);
+    impl Read for Plain {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.position() as usize >= self.1.get_ref().len() {
+                match self.0.recv() {
+                    Ok(next) => self.1 = std::io::Cursor::new(next),
+                    Err(_) => return Ok(0),
+                }
+            }
+            self.1.read(buf)
+        }
+    }
+    struct Sealed(std::sync::Arc<std::sync::Mutex<(rustls::ServerConnection, std::net::TcpStream)>>);
+    impl Write for Sealed {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let mut guard = self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+            let (conn, out) = &mut *guard;
+            conn.writer().write_all(data)?;
+            while conn.wants_write() {
+                conn.write_tls(out)?;
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    relay_to_dockerd_grpc(Plain(plain_rx, std::io::Cursor::new(Vec::new())), Sealed(tls));
+}
+
+/// `tcp://…?cacert=…&servername=…`: the control API and the session through TLS, the server
+/// checked against the given CA (and refused without it).
+#[test]
+fn a_tcp_builder_speaks_tls_with_the_given_ca() {
+    if !ready() || !crate::fixture::require(crate::fixture::have_tool("openssl"), "openssl") {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let (_dir, store, context) = store_and_context("FROM busybox\nCOPY Dockerfile /d\n");
+    let ca = crate::distribution::TestCa::new();
+    let address = buildkitd_like_tls_endpoint(&ca);
+    let ca_file = ca.dir.path().join("ca.crt");
+    let build = |url: &str| {
+        let out = crate::fixture::rbuild(&store, &["build", "--builder", url, &context.to_string_lossy()]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let trusted = build(&format!("tcp://{address}?cacert={}&servername=127.0.0.1", ca_file.display()));
+    assert!(trusted.contains("BuildKit failed to solve the build: exporter \"docker\""), "{trusted}");
+    let untrusted = build(&format!("tcp://{address}?cacert={}", ca.cert().display()));
+    assert!(untrusted.contains(&format!("cannot reach the builder at tcp://{address}")), "{untrusted}");
+}
