@@ -254,3 +254,48 @@ where
         .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(stream)))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_buildkit_proto::moby::filesync::v1::file_send_client::FileSendClient;
+
+    /// An exporter's side of `FileSend.DiffCopy`, as BuildKit's `CopyFileWriter` drives it:
+    /// chunks, the end of its stream, then it waits for the end of ours before it is done.
+    #[test]
+    fn an_exporters_stream_lands_in_the_file_whole() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("image.tar");
+        let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 50_000]).collect();
+        runtime.block_on(async {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            let services = Services {
+                context: ContextSync { root: dir.path().to_path_buf(), entries: Arc::new(Vec::new()) },
+                secrets: BuildSecrets(Default::default()),
+                export: Some(ExportReceiver(target.clone())),
+            };
+            tokio::spawn(serve(ours, services));
+            let channel = super::super::control::channel_on(theirs, "test").await.expect("channel");
+            let messages: Vec<BytesMessage> = chunks.iter().map(|c| BytesMessage { data: c.clone() }).collect();
+            let response = FileSendClient::new(channel).diff_copy(tokio_stream::iter(messages)).await.expect("call");
+            let mut replies = response.into_inner();
+            assert!(replies.message().await.expect("end").is_none(), "the receiver ends its stream, empty");
+        });
+        assert_eq!(std::fs::read(&target).expect("written"), chunks.concat());
+    }
+
+    #[test]
+    fn the_session_offers_file_send_only_when_it_takes_an_export() {
+        let methods = |export| -> Vec<String> {
+            headers("id", "key", export)
+                .into_iter()
+                .filter(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method")
+                .map(|(_, v)| v)
+                .collect()
+        };
+        assert!(!methods(false).iter().any(|m| m == FILE_SEND));
+        assert!(methods(true).iter().any(|m| m == FILE_SEND));
+        assert!(methods(false).iter().any(|m| m == "/moby.filesync.v1.FileSync/DiffCopy"));
+    }
+}
