@@ -100,7 +100,10 @@ pub struct BuildArgs {
     cache_to: Vec<String>,
     /// Solve the build on a BuildKit daemon instead of here and load the image into the store:
     /// `docker://[SOCKET]` for the BuildKit inside dockerd (default socket
-    /// /var/run/docker.sock). rbuild's cache and BuildKit's are separate
+    /// /var/run/docker.sock; `?session=control` runs the session over the control API),
+    /// `unix:///PATH` or `tcp://HOST:PORT[?cacert=CA&cert=CERT&key=KEY&servername=NAME]` for
+    /// buildkitd. rbuild's cache and BuildKit's are separate: --cache-to/--cache-from then
+    /// name BuildKit's own caches
     #[arg(long, value_name = "URL")]
     builder: Option<String>,
     /// The build context: a directory; `-` for a tar archive on stdin; a git repository
