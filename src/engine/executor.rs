@@ -26,7 +26,7 @@ use crate::image::{ImageConfig, Platform};
 use crate::layer::diff::{DiffOptions, LayerTree};
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{CacheKey, MissReason, Stage, StageBase, Step};
-use crate::runtime::{NetworkMode, OverlayKind};
+use crate::runtime::{Isolation, NetworkMode, OverlayKind};
 use crate::store::{ImageBatch, ImageStore, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
@@ -85,6 +85,9 @@ pub struct StageExecutor<'a> {
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
+    /// The isolation RUN steps use (see [`crate::runtime::choose_isolation`]), or why none can
+    /// be used here (an error of the first RUN step: a build without RUN needs none).
+    pub isolation: Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>,
     /// The `--cache-from` caches, consulted when the store has no record for a key.
     pub imported: &'a ImportedCaches,
     /// The classic `--cache-from IMAGE`s, consulted after them.
@@ -327,6 +330,12 @@ impl StageExecutor<'_> {
                         true => Written::Upper { whiteout_files: false },
                         false => Written::Nothing,
                     },
+                    Instruction::Run(run) if self.isolation()? == Isolation::Chroot => {
+                        let (run_argv, tree) =
+                            self.run_step_snapshot(stage, step, run, state, work.path(), done, cancel)?;
+                        argv = Some(run_argv);
+                        Written::Tree(tree)
+                    }
                     Instruction::Run(run) => {
                         let (run_argv, overlay) =
                             self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
@@ -356,6 +365,14 @@ impl StageExecutor<'_> {
                 self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)
             }
             _ => Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None)),
+        }
+    }
+
+    /// The isolation RUN steps use, or the error that none can be used.
+    fn isolation(&self) -> Result<Isolation, BuildError> {
+        match &self.isolation {
+            Ok(choice) => Ok(choice.isolation),
+            Err(e) => Err(BuildError::Isolation(e.clone())),
         }
     }
 
