@@ -136,7 +136,7 @@ pub(crate) struct PendingImages {
 }
 
 /// What a step that missed wrote to the filesystem.
-enum Written {
+pub(crate) enum Written {
     Nothing,
     /// The step's upper dir; `whiteout_files`: fuse-overlayfs recorded whiteouts as `.wh.` files.
     Upper {
@@ -326,10 +326,7 @@ impl StageExecutor<'_> {
                 let upper = work.path().join("upper");
                 fs::create_dir_all(&upper)?;
                 match &step.instruction {
-                    Instruction::Workdir { .. } => match self.make_workdir(step, state, &config.config, &upper)? {
-                        true => Written::Upper { whiteout_files: false },
-                        false => Written::Nothing,
-                    },
+                    Instruction::Workdir { .. } => self.make_workdir(step, state, &config.config, &upper)?,
                     Instruction::Run(run) if self.isolation()? == Isolation::Chroot => {
                         let (run_argv, tree) =
                             self.run_step_snapshot(stage, step, run, state, work.path(), done, cancel)?;

@@ -459,7 +459,8 @@ impl LayerApply {
                         &parent,
                         hidden,
                         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
+                        // user.* xattrs need write permission on the file.
+                        Mode::from_raw_mode(0o600),
                     )
                     .map_err(io_err(self.root.join(&target_rel)))?;
                     rfs::fsetxattr(&fd, USER_WHITEOUT_XATTR, b"y", rfs::XattrFlags::empty())

@@ -183,6 +183,19 @@ fn proot_command(
         (uid, gid) => command.arg("-i").arg(format!("{uid}:{gid}")),
     };
     command.args(&spec.args);
+    // proot fakes the uid and gid only: the step sees proot's supplementary groups. As root,
+    // make them the step user's (an unprivileged rbuild cannot: the step sees its own).
+    if nix::unistd::geteuid().is_root() {
+        let groups = user.groups.clone();
+        // SAFETY: the closure runs in the forked child before exec and only calls setgroups(2)
+        // on a list made before the fork.
+        unsafe {
+            command.pre_exec(move || match libc::setgroups(groups.len(), groups.as_ptr()) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+    }
     Ok(command)
 }
 

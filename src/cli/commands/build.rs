@@ -321,7 +321,16 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
-    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+    let isolation = match args.isolation {
+        IsolationArg::Auto => crate::runtime::Isolation::Auto,
+        IsolationArg::Namespaces => crate::runtime::Isolation::Root,
+        IsolationArg::Rootless => crate::runtime::Isolation::UserNamespace,
+        IsolationArg::Chroot => crate::runtime::Isolation::Chroot,
+    };
+    // The rootless prerequisites matter only where RUN steps would use a user namespace.
+    let rootless = crate::runtime::choose_isolation(isolation)
+        .is_ok_and(|choice| choice.isolation == crate::runtime::Isolation::UserNamespace);
+    if let Some(warning) = crate::runtime::rootless_setup_warning().filter(|_| rootless) {
         printer.warn(warning);
     }
     let outputs = args.outputs.plan(&args.tags)?;
@@ -356,12 +365,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         Network::Default => crate::runtime::NetworkMode::Default,
     };
     opts.extra_hosts = parse_add_hosts(&args.add_hosts)?;
-    opts.isolation = match args.isolation {
-        IsolationArg::Auto => crate::runtime::Isolation::Auto,
-        IsolationArg::Namespaces => crate::runtime::Isolation::Root,
-        IsolationArg::Rootless => crate::runtime::Isolation::UserNamespace,
-        IsolationArg::Chroot => crate::runtime::Isolation::Chroot,
-    };
+    opts.isolation = isolation;
     opts.compression = match args.compression {
         LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
         LayerCompression::Zstd => crate::layer::media::Compression::Zstd,
