@@ -606,15 +606,7 @@ impl<W: Write> UpperWalk<W> {
         let opaque = children.get_key_value(OPAQUE_MARKER.as_bytes()).filter(|(_, e)| is_marker(e));
         let whiteouts = children.iter().filter(|(k, e)| is_marker(e) && k.as_slice() != OPAQUE_MARKER.as_bytes());
         for (name, entry) in opaque.into_iter().chain(whiteouts) {
-            let header = EntryHeader {
-                path: join(name),
-                kind: EntryKind::File { size: 0 },
-                mode: entry.mode & 0o7777,
-                uid: u64::from(entry.uid),
-                gid: u64::from(entry.gid),
-                mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
-                xattrs: Vec::new(),
-            };
+            let header = self.tree_header(join(name), EntryKind::File { size: 0 }, entry);
             self.header(&header)?;
         }
         for (name, entry) in children.iter().filter(|(_, e)| !is_marker(e)) {
@@ -640,15 +632,7 @@ impl<W: Write> UpperWalk<W> {
                 TreeEntryKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
                 TreeEntryKind::Whiteout => continue,
             };
-            let header = EntryHeader {
-                path: tar_path.clone(),
-                kind: kind.clone(),
-                mode: entry.mode & 0o7777,
-                uid: u64::from(entry.uid),
-                gid: u64::from(entry.gid),
-                mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
-                xattrs: Vec::new(),
-            };
+            let header = self.tree_header(tar_path.clone(), kind.clone(), entry);
             self.header(&header)?;
             match (&entry.kind, kind) {
                 (TreeEntryKind::Dir(grandchildren), _) => self.tree_dir(grandchildren, &tar_path)?,
@@ -657,6 +641,19 @@ impl<W: Write> UpperWalk<W> {
             }
         }
         Ok(())
+    }
+
+    /// The tar header of a [`LayerTree`] entry (mtime clamped to the epoch).
+    fn tree_header(&self, path: Vec<u8>, kind: EntryKind, entry: &TreeEntry) -> EntryHeader {
+        EntryHeader {
+            path,
+            kind,
+            mode: entry.mode & 0o7777,
+            uid: u64::from(entry.uid),
+            gid: u64::from(entry.gid),
+            mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
+            xattrs: Vec::new(),
+        }
     }
 
     fn copy_file(&mut self, path: &Path, size: u64) -> Result<(), LayerError> {
