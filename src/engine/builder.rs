@@ -254,6 +254,7 @@ impl Builder {
             ssh_agents: &opts.ssh,
             runner: &crate::engine::runner::RuntimeRunner,
             isolation,
+            kept_rootfs: Default::default(),
             imported: &imported,
             classic: &classic,
             used: Default::default(),

@@ -88,6 +88,8 @@ pub struct StageExecutor<'a> {
     /// The isolation RUN steps use (see [`crate::runtime::choose_isolation`]), or why none can
     /// be used here (an error of the first RUN step: a build without RUN needs none).
     pub isolation: Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>,
+    /// Each running stage's rootfs after its last chroot-snapshot RUN, by stage index.
+    pub(crate) kept_rootfs: Mutex<std::collections::HashMap<usize, crate::engine::snapshot_step::KeptRootfs>>,
     /// The `--cache-from` caches, consulted when the store has no record for a key.
     pub imported: &'a ImportedCaches,
     /// The classic `--cache-from IMAGE`s, consulted after them.
@@ -118,6 +120,7 @@ impl StageRunner for StageExecutor<'_> {
         // however the stage ends: a failed step's last good image can be run.
         let mut pending = PendingImages { batch: self.store.image_batch()?, records: Vec::new() };
         let result = self.run_steps(stage, done, cancel, &mut pending);
+        self.release_rootfs(stage);
         let committed = self
             .store
             .commit_batch(pending.batch)
@@ -144,6 +147,8 @@ pub(crate) enum Written {
     },
     /// A layer tree (COPY that nothing reads soon).
     Tree(LayerTree),
+    /// A chroot-snapshot RUN's layer and the rootfs its files are in, kept for the next RUN.
+    Snapshot(LayerTree, crate::engine::snapshot_step::KeptRootfs),
 }
 
 impl StageExecutor<'_> {
@@ -328,10 +333,10 @@ impl StageExecutor<'_> {
                 match &step.instruction {
                     Instruction::Workdir { .. } => self.make_workdir(step, state, &config.config, &upper)?,
                     Instruction::Run(run) if self.isolation()? == Isolation::Chroot => {
-                        let (run_argv, tree) =
+                        let (run_argv, tree, rootfs) =
                             self.run_step_snapshot(stage, step, run, state, work.path(), done, cancel)?;
                         argv = Some(run_argv);
-                        Written::Tree(tree)
+                        Written::Snapshot(tree, rootfs)
                     }
                     Instruction::Run(run) => {
                         let (run_argv, overlay) =
@@ -360,6 +365,13 @@ impl StageExecutor<'_> {
             }
             (Some(work), Written::Tree(tree)) => {
                 self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)
+            }
+            (Some(work), Written::Snapshot(tree, mut rootfs)) => {
+                rootfs.record(&tree);
+                let (image, size) =
+                    self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)?;
+                self.keep_rootfs(stage, rootfs, &image);
+                Ok((image, size))
             }
             _ => Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None)),
         }

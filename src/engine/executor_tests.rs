@@ -62,6 +62,7 @@ impl Bench {
                 reason: "the recording runner".into(),
                 usual: true,
             }),
+            kept_rootfs: Default::default(),
             diff: DiffOptions::default(),
             created: "2020-01-01T00:00:00Z".into(),
             state_dir: self.dir.path().join("run"),

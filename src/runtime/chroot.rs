@@ -45,51 +45,68 @@ pub fn bound_paths(spec: &ContainerSpec) -> Vec<String> {
     out
 }
 
+/// Placeholders [`make_bind_targets`] made in a rootfs: the top-most new entry of each, and
+/// the directory it went in with that directory's times before.
+#[derive(Debug, Default)]
+pub struct BindTargets {
+    made: Vec<(PathBuf, PathBuf, std::fs::FileTimes)>,
+}
+
+impl BindTargets {
+    /// Removes the placeholders, newest first, and gives their directories their times back,
+    /// so the rootfs holds what the image holds again (for a next step run in it).
+    pub fn remove(self) -> std::io::Result<()> {
+        for (made, dir, times) in self.made.into_iter().rev() {
+            match made.symlink_metadata()?.is_dir() {
+                true => std::fs::remove_dir_all(&made)?,
+                false => std::fs::remove_file(&made)?,
+            }
+            std::fs::File::open(&dir)?.set_times(times)?;
+        }
+        Ok(())
+    }
+}
+
 /// Makes the targets proot binds host paths onto that the rootfs lacks (an empty file or
-/// directory, parents included), keeping the mtime of the directory they go in: made before
+/// directory, parents included), keeping the times of the directory they go in: made before
 /// the rootfs is snapshotted, they stay out of the step's changes (the namespaces mode makes
 /// them in its init layer). A target under a symlink is left to proot, which resolves it
 /// inside the rootfs (following it here could reach the host).
-pub fn make_bind_targets(spec: &ContainerSpec) -> std::io::Result<()> {
-    let Rootfs::Dir(root) = &spec.rootfs else { return Ok(()) };
+pub fn make_bind_targets(spec: &ContainerSpec) -> std::io::Result<BindTargets> {
+    let mut made = BindTargets::default();
+    let Rootfs::Dir(root) = &spec.rootfs else { return Ok(made) };
     let host_files = HOST_FILES.iter().filter(|p| Path::new(p).exists()).map(|p| (p.to_string(), false));
     let mounts = spec.mounts.iter().map(|m| (m.target.clone(), m.kind.target_is_dir()));
     for (target, is_dir) in host_files.chain(mounts) {
         let comps: Vec<&str> = target.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
-        let Some((last, parents)) = comps.split_last() else { continue };
-        if comps.contains(&"..") {
+        if comps.is_empty() || comps.contains(&"..") {
             continue;
         }
         let mut dir = root.clone();
-        let mut made_in: Option<(PathBuf, std::fs::Metadata)> = None;
-        let mut blocked = false;
-        for (i, comp) in parents.iter().chain([last]).enumerate() {
+        for (i, comp) in comps.iter().enumerate() {
             let next = dir.join(comp);
             match next.symlink_metadata() {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) if i == parents.len() => {}
-                Ok(_) => blocked = true,
+                Ok(meta) if meta.is_dir() => dir = next,
+                Ok(_) => break,
                 Err(_) => {
-                    if made_in.is_none() {
-                        made_in = Some((dir.clone(), dir.symlink_metadata()?));
+                    let meta = dir.symlink_metadata()?;
+                    let times = std::fs::FileTimes::new().set_modified(meta.modified()?).set_accessed(meta.accessed()?);
+                    let mut path = dir.clone();
+                    for (j, comp) in comps.iter().enumerate().skip(i) {
+                        path.push(comp);
+                        match j + 1 == comps.len() && !is_dir {
+                            true => drop(std::fs::File::create(&path)?),
+                            false => std::fs::create_dir(&path)?,
+                        }
                     }
-                    match i == parents.len() && !is_dir {
-                        true => drop(std::fs::File::create(&next)?),
-                        false => std::fs::create_dir(&next)?,
-                    }
+                    std::fs::File::open(&dir)?.set_times(times)?;
+                    made.made.push((next, dir, times));
+                    break;
                 }
             }
-            if blocked {
-                break;
-            }
-            dir = next;
-        }
-        if let Some((dir, meta)) = made_in {
-            let mtime = std::fs::FileTimes::new().set_modified(meta.modified()?).set_accessed(meta.accessed()?);
-            std::fs::File::open(&dir)?.set_times(mtime)?;
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// Runs `spec` (its root a [`Rootfs::Dir`]) to its end.
@@ -153,8 +170,18 @@ fn proot_command(
 ) -> Result<Command, RuntimeError> {
     let mut command = Command::new(proot);
     command.arg("-r").arg(root).arg("-w").arg(cwd);
-    for dir in KERNEL_DIRS.iter().chain(HOST_FILES.iter()).filter(|p| Path::new(p).exists()) {
+    for dir in KERNEL_DIRS.iter().filter(|p| Path::new(p).exists()) {
         command.arg("-b").arg(dir);
+    }
+    // Copies, as Docker gives each container its own: a step that writes /etc/hosts must
+    // not change the host's.
+    for file in HOST_FILES.iter().filter(|p| Path::new(p).exists()) {
+        let copy = scratch.join(Path::new(file).file_name().unwrap_or_default());
+        std::fs::copy(file, &copy).map_err(RuntimeError::io("copying", *file))?;
+        let mut bind = copy.into_os_string();
+        bind.push(":");
+        bind.push(file);
+        command.arg("-b").arg(bind);
     }
     for (n, mount) in spec.mounts.iter().enumerate() {
         let source = match &mount.kind {

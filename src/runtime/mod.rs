@@ -45,7 +45,7 @@ mod syscall;
 mod user;
 mod userns;
 
-pub use chroot::{bound_paths, make_bind_targets};
+pub use chroot::{bound_paths, make_bind_targets, BindTargets};
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use exec::exec_in_container;

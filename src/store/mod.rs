@@ -1255,16 +1255,17 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Applies all layers of `image` into `dest` as one plain directory tree for the
-    /// chroot-snapshot mode and returns the layers' owners and modes of what it holds, which
-    /// an unprivileged user cannot put on disk (see [`LayerApply::recording_owners`]). Read
-    /// from the blobs, never linked to `layers/`: the step writes the tree in place.
-    pub fn assemble_rootfs(&self, image: &StoredImage, dest: &Path) -> Result<OwnerTable> {
+    /// Applies the layers of `image` after its first `present` ones (which `dest` holds
+    /// already) into `dest` as one plain directory tree for the chroot-snapshot mode, and
+    /// returns the layers' owners and modes of what they put there, which an unprivileged user
+    /// cannot put on disk (see [`LayerApply::recording_owners`]). Read from the blobs, never
+    /// linked to `layers/`: the step writes the tree in place.
+    pub fn assemble_rootfs(&self, image: &StoredImage, dest: &Path, present: usize) -> Result<OwnerTable> {
         self.lease_image(image)?;
         let mut apply = LayerApply::new(dest, WhiteoutMode::Delete)
             .map_err(|source| StoreError::Apply { digest: image.id.clone(), source })?
             .recording_owners();
-        for layer in &image.layers {
+        for layer in image.layers.iter().skip(present) {
             let blob = self.open_blob(&layer.digest)?;
             apply.apply(blob).map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
         }

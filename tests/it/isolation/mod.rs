@@ -15,7 +15,9 @@ use crate::fixture::{have_tool, is_root, require, RBUILD};
 const EPOCH: &str = "0";
 
 /// A Dockerfile whose RUN steps write, modify and delete files of the base, make, chmod and
-/// link, recreate a directory (an opaque one in a layer), and run as a USER in a WORKDIR.
+/// link, recreate a directory (an opaque one in a layer), run as a USER in a WORKDIR, with a
+/// cache mount, one after the other (the kept rootfs) and after a WORKDIR (its layer applied
+/// to the kept rootfs).
 const STEPS: &str = "FROM busybox
 RUN echo hello > /etc/greeting && echo 'extra:x:2000:2000::/:/bin/sh' >> /etc/passwd && rm /bin/vi \\
     && mkdir -p /opt/app/data && chmod 750 /opt/app && ln -s /opt/app /app
@@ -23,6 +25,9 @@ RUN rm -rf /home/app && mkdir /home/app && echo fresh > /home/app/note && chmod 
 USER app
 WORKDIR /home/app/work
 RUN echo mine > mine.txt && id -u > uid && id -g > gid && ls /proc/self >/dev/null
+RUN --mount=type=cache,target=/var/cache/x,uid=1000 echo c > /var/cache/x/f && echo after > after
+WORKDIR /home/app/two
+RUN echo two > t && (ls -d /var/cache || echo the cache mount left nothing > t2)
 ";
 
 fn sh(cmd: &str) -> bool {
@@ -233,4 +238,45 @@ fn an_unavailable_mode_names_the_permission_and_the_fix() {
             && shown.contains("--isolation chroot"),
         "{shown}"
     );
+}
+
+#[test]
+fn without_proot_root_runs_steps_with_chroot_and_gets_the_same_image_id() {
+    if !require(is_root(), "root (CAP_SYS_CHROOT)")
+        || !require(crate::fixture::busybox_path().is_some(), "busybox-static")
+    {
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let base_tar = t.path().join("busybox.tar");
+    readme_busybox_tar(&base_tar);
+    let ctx = context(t.path(), None);
+    let (namespaces, _) = host_build(&t.path().join("ns"), &base_tar, &ctx, "namespaces");
+    // No proot on rbuild's PATH: the chroot(2) executor (the steps' PATH is the image's).
+    let store = t.path().join("chroot");
+    let import = Command::new(RBUILD)
+        .env("RBUILD_ROOT", &store)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("PATH", "/nonexistent")
+        .args(["import", "-", "busybox"])
+        .stdin(std::fs::File::open(&base_tar).expect("base tar"))
+        .output()
+        .expect("rbuild import");
+    assert!(import.status.success(), "{}", text(&import));
+    let out = Command::new(RBUILD)
+        .env("RBUILD_ROOT", &store)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env("PATH", "/nonexistent")
+        .env_remove("CI")
+        .args(["build", "--progress", "json", "--isolation", "chroot", "--iidfile"])
+        .arg(t.path().join("iid"))
+        .arg(&ctx)
+        .output()
+        .expect("rbuild build");
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let event = shown.lines().find(|l| l.contains(r#""event":"isolation""#)).expect("an isolation event");
+    assert!(event.contains(r#""mode":"chroot-snapshot""#) && event.contains("chroot(2)"), "{event}");
+    let iid = std::fs::read_to_string(t.path().join("iid")).expect("iidfile").trim().to_string();
+    assert_eq!(iid, namespaces, "chroot(2) == namespaces: {shown}");
 }
