@@ -372,39 +372,7 @@ impl LayerApply {
                 }
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                self.clear(&parent, name, &rel, false)?;
-                let (ft, dev) = match kind {
-                    tar::EntryType::Fifo => (FileType::Fifo, 0),
-                    k => {
-                        let major = header.device_major().ok().flatten().unwrap_or(0);
-                        let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let ft =
-                            if k == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
-                        (ft, rfs::makedev(major, minor))
-                    }
-                };
-                match rfs::mknodat(&parent, name.as_os_str(), ft, perm, dev) {
-                    Err(rustix::io::Errno::PERM) if self.unprivileged_recording() && ft != FileType::Fifo => {
-                        if let Some(owners) = &mut self.owners {
-                            let recorded = RecordedOwner { uid: uid as u32, gid: gid as u32, mode: perm.as_raw_mode() };
-                            owners.insert(rel.clone(), recorded);
-                        }
-                        return Ok(());
-                    }
-                    result => result.map_err(path_err)?,
-                }
-                let fd = rfs::openat(
-                    &parent,
-                    name.as_os_str(),
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(path_err)?;
-                if self.chown {
-                    rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH).map_err(path_err)?;
-                }
-                rfs::chmodat(&parent, name.as_os_str(), perm, AtFlags::empty()).map_err(path_err)?;
-                rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH).map_err(path_err)?;
+                self.make_node(&parent, name, &rel, &header, (perm, owner, times))?
             }
             // PAX/GNU metadata entries are consumed by the tar reader; anything else (sockets,
             // vendor types) carries no file content we can create.
@@ -414,6 +382,42 @@ impl LayerApply {
             owners.insert(rel.clone(), RecordedOwner { uid: uid as u32, gid: gid as u32, mode: perm.as_raw_mode() });
         }
         self.written.insert(rel);
+        Ok(())
+    }
+
+    /// A device node or FIFO entry `name` in `parent` with its permissions, owner and times.
+    /// Without root, when recording owners, a device the user may not make is left out (its
+    /// owner is recorded all the same).
+    fn make_node(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        header: &tar::Header,
+        (perm, owner, times): (Mode, (rustix::fs::Uid, rustix::fs::Gid), Timestamps),
+    ) -> Result<(), ApplyError> {
+        let path_err = |e: rustix::io::Errno| ApplyError::Io { path: self.root.join(rel), source: e.into() };
+        self.clear(parent, name, rel, false)?;
+        let (ft, dev) = match header.entry_type() {
+            tar::EntryType::Fifo => (FileType::Fifo, 0),
+            k => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let ft = if k == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                (ft, rfs::makedev(major, minor))
+            }
+        };
+        match rfs::mknodat(parent, name, ft, perm, dev) {
+            Err(rustix::io::Errno::PERM) if self.unprivileged_recording() && ft != FileType::Fifo => return Ok(()),
+            result => result.map_err(path_err)?,
+        }
+        let fd = rfs::openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(path_err)?;
+        if self.chown {
+            rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH).map_err(path_err)?;
+        }
+        rfs::chmodat(parent, name, perm, AtFlags::empty()).map_err(path_err)?;
+        rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH).map_err(path_err)?;
         Ok(())
     }
 
