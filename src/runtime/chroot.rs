@@ -313,3 +313,28 @@ fn spawn_and_wait(command: &mut Command, stdio: StdioMode, id: &str) -> Result<s
         StdioMode::Inherit | StdioMode::Pty => command.status().map_err(spawn_err),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::Mount;
+
+    #[test]
+    fn bind_targets_are_made_and_removed_leaving_the_directory_times() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path().join("rootfs");
+        std::fs::create_dir_all(root.join("var")).expect("mkdir");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        std::fs::File::open(root.join("var")).expect("open").set_modified(old).expect("set mtime");
+        let mut spec = ContainerSpec::new("c", Rootfs::Dir(root.clone()), vec!["true".into()], t.path().into());
+        spec.mounts.push(Mount { target: "/var/cache/x".into(), kind: MountKind::Tmpfs { size: None } });
+        let made = make_bind_targets(&spec).expect("make");
+        assert!(root.join("var/cache/x").is_dir(), "the mount target exists for proot to bind onto");
+        let mtime = |p: &Path| p.symlink_metadata().expect("stat").modified().expect("mtime");
+        assert_eq!(mtime(&root.join("var")), old, "its directory keeps its time");
+        made.remove().expect("remove");
+        assert!(!root.join("var/cache").exists(), "the placeholders are gone");
+        assert_eq!(mtime(&root.join("var")), old);
+        assert_eq!(bound_paths(&spec).last().map(String::as_str), Some("var/cache/x"));
+    }
+}
