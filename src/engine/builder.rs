@@ -218,7 +218,7 @@ impl Builder {
             check_stage_platform(stage, &platform)?;
         }
         announce(sink, &summary, &plan);
-        let isolation = isolation_for(opts, &plan, sink)?;
+        let isolation = isolation_for(&self.store, opts, &plan, sink)?;
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
@@ -339,6 +339,7 @@ fn announce(sink: &EventSink, summary: &crate::context::ContextSummary, plan: &c
 /// `--isolation` that cannot work here fails the build now; `auto` with nothing that works
 /// fails at the first RUN that runs (a build without RUN, or all cached, needs none).
 fn isolation_for(
+    store: &ImageStore,
     opts: &BuildOptions,
     plan: &crate::plan::BuildPlan,
     sink: &EventSink,
@@ -347,7 +348,13 @@ fn isolation_for(
     let has_run = plan.planned_stages().any(|s| {
         s.steps.iter().any(|step| matches!(step.instruction, crate::frontend::instructions::Instruction::Run(_)))
     });
-    let choice = crate::runtime::choose_isolation(opts.isolation);
+    let mut choice = crate::runtime::choose_isolation(opts.isolation);
+    if has_run && opts.isolation == Isolation::Auto && choice.as_ref().is_ok_and(|c| c.isolation == Isolation::Root) {
+        let scratch = store.work_dir()?;
+        if let Err(reason) = crate::runtime::overlay_mount_works(scratch.path()) {
+            choice = crate::runtime::choose_without_overlay(reason);
+        }
+    }
     match &choice {
         Err(e) if opts.isolation != Isolation::Auto => return Err(BuildError::Isolation(e.clone())),
         Ok(c) if has_run => {

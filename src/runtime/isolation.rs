@@ -96,11 +96,17 @@ fn probe() -> &'static Probe {
 /// Whether a child process may `unshare(flags)` (tried in a forked child, so this process
 /// keeps its namespaces).
 fn try_unshare(flags: CloneFlags) -> Result<(), nix::errno::Errno> {
+    in_child(move || nix::sched::unshare(flags))
+}
+
+/// Runs `probe` in a forked child (which exits with the errno it returns) and gives its result.
+fn in_child(probe: impl FnOnce() -> Result<(), nix::errno::Errno>) -> Result<(), nix::errno::Errno> {
     use nix::sys::wait::{waitpid, WaitStatus};
-    // SAFETY: the child only calls unshare(2) and _exit(2), both async-signal-safe.
+    // SAFETY: the child only runs `probe` (unshare(2) and mount(2) calls on values made before
+    // the fork) and _exit(2).
     match unsafe { nix::unistd::fork() }? {
         nix::unistd::ForkResult::Child => {
-            let code = match nix::sched::unshare(flags) {
+            let code = match probe() {
                 Ok(()) => 0,
                 Err(e) => e as i32,
             };
@@ -113,6 +119,38 @@ fn try_unshare(flags: CloneFlags) -> Result<(), nix::errno::Errno> {
             _ => Err(nix::errno::Errno::EINTR),
         },
     }
+}
+
+/// Whether a kernel overlay mount with its upper dir in `scratch` (a new, empty directory on
+/// the store's filesystem) works in a new mount namespace: inside a container whose own root is
+/// an overlay (Docker's overlay2), a store on that root cannot be an overlay's upper dir.
+pub fn overlay_mount_works(scratch: &std::path::Path) -> Result<(), String> {
+    use nix::mount::{mount, MsFlags};
+    let dirs = ["lower", "upper", "work", "merged"].map(|d| scratch.join(d));
+    for dir in &dirs {
+        std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let options =
+        format!("lowerdir={},upperdir={},workdir={}", dirs[0].display(), dirs[1].display(), dirs[2].display());
+    let target = dirs[3].clone();
+    let result = in_child(move || {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+        mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+    });
+    result.map_err(|e| {
+        format!(
+            "the kernel overlay refuses an upper dir on the store's filesystem ({}; is the store on an overlay? \
+             put it on a volume for the namespaces mode)",
+            e.desc()
+        )
+    })
+}
+
+/// The isolation `auto` falls back to when the namespaces mode was possible but its overlay is
+/// not (`reason`): the chroot-snapshot mode.
+pub fn choose_without_overlay(reason: String) -> Result<IsolationChoice, IsolationUnavailable> {
+    chroot_choice(reason)
 }
 
 /// proot on `PATH`, else chroot(2) when this process holds CAP_SYS_CHROOT.
@@ -151,18 +189,20 @@ pub fn chroot_executor_here() -> Result<ChrootExecutor, IsolationUnavailable> {
     probe().chroot.clone().map_err(|reason| IsolationUnavailable { mode: "chroot", reason, fix: CHROOT_FIX })
 }
 
+/// The chroot-snapshot mode, because of `reason`, with how its steps run here.
+fn chroot_choice(reason: String) -> Result<IsolationChoice, IsolationUnavailable> {
+    let how = match chroot_executor_here()? {
+        ChrootExecutor::Proot(_) => "steps run under proot",
+        ChrootExecutor::Chroot => "steps run with chroot(2) (proot is not installed): no /proc or /dev",
+    };
+    let reason = format!("{reason}; {how}, on the host's network (no network namespace without unshare)");
+    Ok(IsolationChoice { isolation: Isolation::Chroot, reason, usual: false })
+}
+
 /// The isolation `requested` becomes here (see the module comment).
 pub fn choose(requested: Isolation) -> Result<IsolationChoice, IsolationUnavailable> {
     let probe = probe();
     let root = nix::unistd::geteuid().is_root();
-    let chroot_choice = |reason: String| -> Result<IsolationChoice, IsolationUnavailable> {
-        let how = match chroot_executor_here()? {
-            ChrootExecutor::Proot(_) => "steps run under proot",
-            ChrootExecutor::Chroot => "steps run with chroot(2) (proot is not installed): no /proc or /dev",
-        };
-        let reason = format!("{reason}; {how}, on the host's network (no network namespace without unshare)");
-        Ok(IsolationChoice { isolation: Isolation::Chroot, reason, usual: false })
-    };
     match requested {
         Isolation::Auto => match (&probe.namespaces, &probe.rootless) {
             (Ok(()), _) => Ok(IsolationChoice {

@@ -49,7 +49,9 @@ pub use chroot::{bound_paths, make_bind_targets, BindTargets};
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use exec::exec_in_container;
-pub use isolation::{choose as choose_isolation, IsolationChoice, IsolationUnavailable};
+pub use isolation::{
+    choose as choose_isolation, choose_without_overlay, overlay_mount_works, IsolationChoice, IsolationUnavailable,
+};
 pub use mounts::{OverlayKind, RootfsPlan};
 pub use network::{HostEntry, PortMapping, Protocol};
 pub use remove::remove_tree_in_user_namespace;
