@@ -89,9 +89,18 @@ fn libraries(binary: &Path) -> Vec<PathBuf> {
     String::from_utf8_lossy(&out.stdout).split_whitespace().filter(|w| w.starts_with('/')).map(PathBuf::from).collect()
 }
 
+/// A docker image the test made, removed on drop (a failed test leaves none behind).
+struct DockerImage(String);
+
+impl Drop for DockerImage {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/bin/docker").args(["rmi", "-f", &self.0]).output();
+    }
+}
+
 /// A docker image with busybox, rbuild, proot and their libraries, the base image tar at
-/// /work/busybox.tar, the context at /work/ctx and a writable /home/u; returns its name.
-fn docker_image(dir: &Path, base_tar: &Path, ctx: &Path) -> String {
+/// /work/busybox.tar, the context at /work/ctx and a writable /home/u.
+fn docker_image(dir: &Path, base_tar: &Path, ctx: &Path) -> DockerImage {
     let root = dir.join("image");
     assert!(crate::fixture::busybox_tree(&root), "busybox-static installed");
     let proot = PathBuf::from("/usr/bin/proot");
@@ -115,7 +124,7 @@ fn docker_image(dir: &Path, base_tar: &Path, ctx: &Path) -> String {
     let name = format!("rbuild-isolation-test:{}", std::process::id());
     let out = Command::new("/usr/bin/docker").args(["import"]).arg(&tar).arg(&name).output().expect("docker");
     assert!(out.status.success(), "docker import: {}", text(&out));
-    name
+    DockerImage(name)
 }
 
 /// Builds /work/ctx inside `docker run` (default seccomp and no added capabilities, unless
@@ -162,8 +171,7 @@ fn builds_in_an_unprivileged_docker_container_equal_the_host_build() {
         ("root with SYS_ADMIN", "0:0", &admin[..], "[isolation] chroot-snapshot: the kernel overlay refuses"),
     ];
     let results: Vec<(String, String)> =
-        runs.iter().map(|(_, user, options, _)| container_build(&image, user, options)).collect();
-    let _ = Command::new("/usr/bin/docker").args(["rmi", "-f", &image]).output();
+        runs.iter().map(|(_, user, options, _)| container_build(&image.0, user, options)).collect();
     for ((iid, shown), (user, _, _, why)) in results.iter().zip(runs) {
         assert!(shown.contains(why), "auto picks the chroot-snapshot mode and says why ({user}): {shown}");
         assert_eq!(iid, &host, "the image built in docker as {user} equals the host's namespaces build: {shown}");
