@@ -13,6 +13,16 @@ use crate::layer::digest::{chain_ids, Sha256Digest};
 use crate::plan::Step;
 use crate::store::{ImageBatch, LayerBlob, StoredImage, WorkDir};
 
+/// How a step's upper dir is read at commit (see [`DiffOptions`]).
+#[derive(Debug, Default)]
+pub(crate) struct UpperDiff {
+    /// fuse-overlayfs recorded whiteouts as `.wh.` files.
+    pub whiteout_files: bool,
+    /// The overlay's lower dirs, top-most first, for a RUN: an opaque marker on a directory
+    /// none of them has is left out ([`DiffOptions::lowers`]).
+    pub lowers: Vec<std::path::PathBuf>,
+}
+
 impl StageExecutor<'_> {
     /// Writes the layer of a step that changed the filesystem (`tree`, else the upper dir of
     /// `work`) and stores the image; a layer that changes nothing is left out (size 0).
@@ -25,12 +35,13 @@ impl StageExecutor<'_> {
         created_by: String,
         work: WorkDir,
         tree: Option<LayerTree>,
-        whiteout_files: bool,
+        upper_diff: UpperDiff,
         pending: &mut PendingImages,
     ) -> Result<(ImageState, Option<u64>), BuildError> {
         let upper = work.path().join("upper");
         let committing = Instant::now();
-        let diff = DiffOptions { whiteout_files, ..self.diff.clone() };
+        let UpperDiff { whiteout_files, lowers } = upper_diff;
+        let diff = DiffOptions { whiteout_files, lowers, ..self.diff.clone() };
         let layer = match &tree {
             Some(tree) => write_layer_tree(tree, work.path(), &diff)?,
             None => write_layer(&upper, work.path(), &diff)?,

@@ -12,6 +12,7 @@ use fs_err as fs;
 
 use crate::engine::cache::{CacheIndex, CacheRecord};
 use crate::engine::classic_cache::ClassicSources;
+use crate::engine::commit::UpperDiff;
 use crate::engine::config::{
     apply_config_instruction, history_created_by, inherit_image_config, inherit_stage_config, scratch_stage_config,
     StageConfigState,
@@ -141,10 +142,8 @@ pub(crate) struct PendingImages {
 /// What a step that missed wrote to the filesystem.
 pub(crate) enum Written {
     Nothing,
-    /// The step's upper dir; `whiteout_files`: fuse-overlayfs recorded whiteouts as `.wh.` files.
-    Upper {
-        whiteout_files: bool,
-    },
+    /// The step's upper dir, and how to read it.
+    Upper(UpperDiff),
     /// A layer tree (COPY that nothing reads soon).
     Tree(LayerTree),
     /// A chroot-snapshot RUN's layer and the rootfs its files are in, kept for the next RUN.
@@ -343,13 +342,16 @@ impl StageExecutor<'_> {
                             self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                         argv = Some(run_argv);
                         // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a
-                        // name is refused.
-                        Written::Upper { whiteout_files: overlay == OverlayKind::Fuse }
+                        // name is refused. The lowers tell which opaque markers hide something.
+                        Written::Upper(UpperDiff {
+                            whiteout_files: overlay == OverlayKind::Fuse,
+                            lowers: self.lower_dirs(state, work.path())?,
+                        })
                     }
                     Instruction::Copy(fc) | Instruction::Add(fc) => {
                         let (copied, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
                         summary = Some(copied);
-                        tree.map_or(Written::Upper { whiteout_files: false }, Written::Tree)
+                        tree.map_or(Written::Upper(UpperDiff::default()), Written::Tree)
                     }
                     other => {
                         return Err(BuildError::Internal(format!("{} reached the filesystem path", other.keyword())))
@@ -360,16 +362,16 @@ impl StageExecutor<'_> {
         let created_by =
             history_created_by(&step.instruction, &config, argv.as_deref(), &step.build_args, summary.as_deref());
         match (work, written) {
-            (Some(work), Written::Upper { whiteout_files }) => {
-                self.commit_layer(step, state, config, created_by, work, None, whiteout_files, pending)
+            (Some(work), Written::Upper(upper)) => {
+                self.commit_layer(step, state, config, created_by, work, None, upper, pending)
             }
             (Some(work), Written::Tree(tree)) => {
-                self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)
+                self.commit_layer(step, state, config, created_by, work, Some(tree), UpperDiff::default(), pending)
             }
             (Some(work), Written::Snapshot(tree, mut rootfs)) => {
                 rootfs.record(&tree);
                 let (image, size) =
-                    self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)?;
+                    self.commit_layer(step, state, config, created_by, work, Some(tree), UpperDiff::default(), pending)?;
                 self.keep_rootfs(stage, rootfs, &image);
                 Ok((image, size))
             }

@@ -33,7 +33,7 @@ fn container_id() -> String {
 
 impl StageExecutor<'_> {
     /// The lower dirs of an image, top-most first as the runtime takes them.
-    fn lower_dirs(&self, state: &ImageState, work: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    pub(super) fn lower_dirs(&self, state: &ImageState, work: &Path) -> Result<Vec<PathBuf>, BuildError> {
         let mut lowers = match &state.stored {
             Some(image) => self.store.ensure_unpacked(image)?,
             None => Vec::new(),

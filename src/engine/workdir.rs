@@ -6,6 +6,7 @@ use std::path::Path;
 use fs_err as fs;
 
 use crate::engine::copy_step::resolve_chown;
+use crate::engine::commit::UpperDiff;
 use crate::engine::executor::{ImageState, StageExecutor, Written};
 use crate::engine::BuildError;
 use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};
@@ -90,7 +91,7 @@ impl StageExecutor<'_> {
             fs::File::open(dir)?.set_modified(*modified)?;
         }
         match unprivileged {
-            false => Ok(Written::Upper { whiteout_files: false }),
+            false => Ok(Written::Upper(UpperDiff::default())),
             true => Ok(Written::Tree(directory_chain(upper, &owners)?)),
         }
     }

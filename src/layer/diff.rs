@@ -19,7 +19,7 @@
 mod pax;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -56,6 +56,13 @@ pub struct DiffOptions {
     /// The unprivileged mode's id mapping: an upper dir's files carry host ids, and the layer
     /// records the container ids they map back to. `None`: ids are written as they are.
     pub host_ids: Option<HostIdMap>,
+    /// The lower dirs (top-most first) the upper dir was mounted on. When given, an opaque
+    /// directory that none of them has is written without its `.wh..wh..opq` marker: it hides
+    /// nothing. overlayfs marks a directory opaque when it is renamed into a merged parent
+    /// (dpkg unpacks every new directory as `<dir>.dpkg-new` and renames it), which is no
+    /// change to the image; BuildKit's differ writes no marker there, and the chroot-snapshot
+    /// mode, which cannot see renames, writes none either, so the modes agree.
+    pub lowers: Vec<PathBuf>,
 }
 
 /// Id a host id outside every range becomes, as the kernel shows an unmapped id.
@@ -226,6 +233,7 @@ fn write_blob(
         whiteout_files: opts.whiteout_files,
         content_bytes: 0,
         host_ids: opts.host_ids.clone(),
+        lowers: opts.lowers.clone(),
     };
     feed(&mut walk)?;
     let (entries, unpacked_size) = (walk.entries, walk.content_bytes);
@@ -454,6 +462,8 @@ struct UpperWalk<W: Write> {
     content_bytes: u64,
     /// Maps the host ids of an upper dir's files to container ids.
     host_ids: Option<HostIdMap>,
+    /// See [`DiffOptions::lowers`].
+    lowers: Vec<PathBuf>,
 }
 
 impl<W: Write> UpperWalk<W> {
@@ -510,7 +520,10 @@ impl<W: Write> UpperWalk<W> {
             p.extend_from_slice(name);
             p
         };
-        if !rel.is_empty() && is_opaque(dir, self.whiteout_files)? {
+        if !rel.is_empty()
+            && is_opaque(dir, self.whiteout_files)?
+            && (self.lowers.is_empty() || lower_has(&self.lowers, Path::new(OsStr::from_bytes(rel))))
+        {
             let meta = dir.symlink_metadata().map_err(read_err(dir))?;
             self.marker(join(OPAQUE_MARKER.as_bytes()), &meta)?;
         }

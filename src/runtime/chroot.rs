@@ -205,6 +205,9 @@ fn proot_command(
         bind.push(&mount.target);
         command.arg("-b").arg(bind);
     }
+    // Even as real root the ids are faked (-0 too): a step that drops privileges (apt-get's
+    // `_apt` download methods) would otherwise exec host paths inside the store, which is
+    // closed to other users. The cost: a chown in RUN is dropped (documented).
     match (user.uid, user.gid) {
         (0, 0) => command.arg("-0"),
         (uid, gid) => command.arg("-i").arg(format!("{uid}:{gid}")),
