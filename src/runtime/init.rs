@@ -349,6 +349,10 @@ fn wire_stdio(stdio: ChildStdio, report: RawFd) {
             for fd in 0..3 {
                 dup(slave, fd);
             }
+            if slave > 2 {
+                // SAFETY: the slave is on 0, 1 and 2 now; the workload needs no fourth copy.
+                unsafe { libc::close(slave) };
+            }
         }
     }
 }
