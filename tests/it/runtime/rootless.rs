@@ -388,3 +388,65 @@ fn rootless_without_subordinate_ids_warns_and_builds() {
         "{err}"
     );
 }
+
+/// An unprivileged user's `exec` joins the container it started: the same mount, PID and
+/// network namespaces (it reads the container's files, sees its httpd, fetches the page from
+/// the container's own `localhost`), with a terminal of the container's own for `-t`. Its
+/// build's RUN steps share one pooled network namespace (a user namespace's, rootless) and
+/// find nothing of the step before.
+#[test]
+fn rootless_exec_joins_the_containers_namespaces_and_run_steps_share_a_pooled_network() {
+    if !crate::fixture::require(crate::fixture::have_tool("pasta"), "pasta (Debian package passt)") {
+        return;
+    }
+    let Some(r) = Rootless::new("rbuild-exec", Some(900_000)) else {
+        return;
+    };
+    let _tun = crate::fixture::TunForUsers::new();
+    let base = r.base();
+    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+    std::fs::create_dir(base.join("ctx")).expect("mkdir");
+    let dockerfile = "FROM busybox\n\
+                      RUN readlink /proc/self/ns/net > /ns1; (nc -l -p 7000 -e true &); sleep 0.3; \
+                          nc -w 2 127.0.0.1 7000 </dev/null && echo step1-listening\n\
+                      RUN nc -w 2 127.0.0.1 7000 </dev/null && echo leaked; \
+                          echo \"same-ns=$(test \"$(cat /ns1)\" = \"$(readlink /proc/self/ns/net)\" && echo yes)\"\n";
+    std::fs::write(base.join("ctx/Dockerfile"), dockerfile).expect("write");
+    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
+    let as_user = |script: &str| {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", "120", "setpriv", "--reuid", &r.user, "--regid", &r.user, "--clear-groups"])
+            .args(["sh", "-c", script])
+            .env("RBUILD_ROOT", base.join("store"))
+            .env("HOME", base)
+            .env_remove("CI")
+            .current_dir(base)
+            .output()
+            .expect("rbuild");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {text}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    as_user("./rbuild import busybox.tar busybox >/dev/null");
+    let built = as_user("./rbuild build --no-cache ctx");
+    let printed = |line: &str| built.lines().any(|l| l == line);
+    assert!(printed("step1-listening") && printed("same-ns=yes"), "{built}");
+    assert!(!printed("leaked"), "step 2 reached step 1's listener: {built}");
+
+    as_user(
+        "./rbuild run -d --name web busybox sh -c \
+         'mkdir -p /www && echo rootless-page > /www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null",
+    );
+    as_user("for i in $(seq 100); do ./rbuild exec web wget -qO- http://127.0.0.1:8080/ >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1");
+    let seen = as_user(
+        "./rbuild exec web sh -c 'cat /www/index.html; wget -qO- http://127.0.0.1:8080/; \
+         ps -o comm | grep -c httpd; id -u'",
+    );
+    assert_eq!(seen.lines().collect::<Vec<_>>(), ["rootless-page", "rootless-page", "1", "0"], "{seen}");
+    let tty = as_user("./rbuild exec -t web tty </dev/null");
+    assert!(tty.trim_end().starts_with("/dev/pts/"), "{tty:?}");
+    let host = std::net::TcpStream::connect(("127.0.0.1", 8080));
+    assert!(host.is_err(), "the container's unpublished port is reachable from the host");
+    as_user("./rbuild rm -f web >/dev/null");
+}
