@@ -18,10 +18,10 @@ use crate::layer::stack::MergedView;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
+use crate::runtime::netpool::{NetworkPool, PoolKey, PooledNetwork};
 use crate::runtime::network::{
     default_route_address, hosts_file, resolv_conf, NamespaceFiles, NetworkStack, StackRequest,
 };
-use crate::runtime::netpool::{NetworkPool, PoolKey, PooledNetwork};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;

@@ -214,7 +214,9 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
 /// Joins a prepared network namespace: its user namespace first (which owns it and where the
 /// ids are mapped already), then the network namespace; closes both fds.
 fn join_namespaces(join: JoinNamespaces, report: RawFd) {
-    for (fd, kind) in join.user.map(|u| (u, CloneFlags::CLONE_NEWUSER)).into_iter().chain([(join.net, CloneFlags::CLONE_NEWNET)]) {
+    for (fd, kind) in
+        join.user.map(|u| (u, CloneFlags::CLONE_NEWUSER)).into_iter().chain([(join.net, CloneFlags::CLONE_NEWNET)])
+    {
         // SAFETY: setns with an nsfs fd this process holds; close of that fd.
         unsafe {
             if libc::setns(fd, kind.bits()) < 0 {

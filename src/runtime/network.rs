@@ -378,13 +378,8 @@ mod tests {
             PortMapping { host_ip: None, host_port: 5353, container_port: 53, protocol: Protocol::Udp },
         ];
         let namespaces = NamespaceFiles { net: File::open("/dev/null").expect("open"), user: None };
-        let req = StackRequest {
-            id: "c",
-            namespaces: &namespaces,
-            ports: &ports,
-            dns_forward: None,
-            dir: Path::new("/x"),
-        };
+        let req =
+            StackRequest { id: "c", namespaces: &namespaces, ports: &ports, dns_forward: None, dir: Path::new("/x") };
         let args = pasta_args(&req, Path::new("/x/pasta.pid"), false).join(" ");
         assert!(args.contains("-t 127.0.0.1/8080:80 -u 5353:53 -T none -U none"), "{args}");
         assert!(args.contains("--no-map-gw"));

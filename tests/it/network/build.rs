@@ -93,10 +93,7 @@ fn pastas_under(dir: &std::path::Path) -> Vec<i32> {
 fn pooled_dirs(root: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(root.join("run"))
         .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("netns-"))
-                .collect()
+            entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("netns-")).collect()
         })
         .unwrap_or_default()
 }
