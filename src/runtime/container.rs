@@ -164,25 +164,8 @@ impl Container {
         let pty_master = pty.map(|pair| pair.master);
         cdir.set_setup_pid(child.as_raw())?;
 
-        // The setup process is in its user and network namespaces (or failed) once `ready`
-        // has a byte.
-        let mut byte = [0u8; 1];
-        let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
-        let mut network = None;
-        if ready == 1 {
-            // A pooled namespace has its ids mapped and its network served already.
-            if pooled.is_none() {
-                if let Some(map) = &id_map {
-                    map.apply(child.as_raw())
-                        .map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
-                }
-                if spec.network == NetworkMode::Default {
-                    network = Some(start_network(&spec, &mut cdir, child, user_namespace, dns_forward)?);
-                }
-            }
-            let _ = nix::unistd::write(&go_w, b"g");
-        }
-        drop(go_w);
+        let namespaces = SetupNamespaces { child, id_map: id_map.as_ref(), pooled: pooled.is_some(), dns_forward };
+        let network = namespaces.connect(&spec, &mut cdir, &ready_r, go_w)?;
 
         let raw_mode = match pty_master {
             Some(_) => RawMode::enter(std::io::stdin().as_fd()),
@@ -247,24 +230,52 @@ impl Container {
     }
 }
 
-/// Starts pasta on the network namespace of the setup process `child`.
-fn start_network(
-    spec: &ContainerSpec,
-    cdir: &mut ContainerDir,
+/// What rbuild does to the setup process's new namespaces before it goes on.
+struct SetupNamespaces<'a> {
     child: Pid,
-    user_namespace: bool,
+    id_map: Option<&'a IdMap>,
+    /// It joined a pooled namespace: ids mapped and network served already.
+    pooled: bool,
     dns_forward: Option<&'static str>,
-) -> Result<NetworkStack, RuntimeError> {
-    let namespaces = NamespaceFiles::of_process(child.as_raw(), user_namespace)?;
-    let stack = NetworkStack::start(&StackRequest {
-        id: &spec.id,
-        namespaces: &namespaces,
-        ports: &spec.ports,
-        dns_forward,
-        dir: cdir.path(),
-    })?;
-    cdir.set_network_pid(stack.pid())?;
-    Ok(stack)
+}
+
+impl SetupNamespaces<'_> {
+    /// Once the setup process is in its user and network namespaces (`ready` has a byte; it
+    /// failed otherwise): maps its ids and starts pasta on its network namespace (default
+    /// network), then tells it to go on (`go`).
+    fn connect(
+        &self,
+        spec: &ContainerSpec,
+        cdir: &mut ContainerDir,
+        ready: &OwnedFd,
+        go: OwnedFd,
+    ) -> Result<Option<NetworkStack>, RuntimeError> {
+        let mut byte = [0u8; 1];
+        if nix::unistd::read(ready, &mut byte).unwrap_or(0) != 1 {
+            return Ok(None);
+        }
+        let mut network = None;
+        if !self.pooled {
+            if let Some(map) = self.id_map {
+                map.apply(self.child.as_raw())
+                    .map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
+            }
+            if spec.network == NetworkMode::Default {
+                let namespaces = NamespaceFiles::of_process(self.child.as_raw(), self.id_map.is_some())?;
+                let stack = NetworkStack::start(&StackRequest {
+                    id: &spec.id,
+                    namespaces: &namespaces,
+                    ports: &spec.ports,
+                    dns_forward: self.dns_forward,
+                    dir: cdir.path(),
+                })?;
+                cdir.set_network_pid(stack.pid())?;
+                network = Some(stack);
+            }
+        }
+        let _ = nix::unistd::write(&go, b"g");
+        Ok(network)
+    }
 }
 
 /// Everything the setup process needs to mount the root, made in the state dir `cdir`: the
