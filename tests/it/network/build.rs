@@ -75,8 +75,21 @@ fn add_host_entries_reach_etc_hosts_and_a_bad_one_names_the_flag() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid --add-host \"db.internal\""));
 }
 
-/// pasta processes whose command line names `dir` (their pid file is under the store).
+/// pasta processes whose command line names `dir` (their pid file is under the store),
+/// after giving one that is being killed a moment to go (pasta is killed, not waited for).
 fn pastas_under(dir: &std::path::Path) -> Vec<i32> {
+    let mut found = pastas_now(dir);
+    for _ in 0..40 {
+        if found.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        found = pastas_now(dir);
+    }
+    found
+}
+
+fn pastas_now(dir: &std::path::Path) -> Vec<i32> {
     let needle = dir.to_string_lossy().into_owned();
     std::fs::read_dir("/proc")
         .expect("/proc")

@@ -433,6 +433,22 @@ fn rootless_exec_joins_the_containers_namespaces_and_run_steps_share_a_pooled_ne
     let printed = |line: &str| built.lines().any(|l| l == line);
     assert!(printed("step1-listening") && printed("same-ns=yes"), "{built}");
     assert!(!printed("leaked"), "step 2 reached step 1's listener: {built}");
+    let left: Vec<String> = std::fs::read_dir(r.base().join("store/run"))
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, Vec::<String>::new(), "the build left state dirs (a pooled namespace?)");
+    // pasta is killed, not waited for: give a dying one a moment.
+    let pasta_running = || {
+        let out = Command::new("pgrep").args(["-f", "-u", &r.user, "^pasta "]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for _ in 0..40 {
+        if pasta_running().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(pasta_running(), "", "the build left pasta running");
 
     as_user(
         "./rbuild run -d --name web busybox sh -c \
