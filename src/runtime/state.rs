@@ -147,7 +147,11 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
             if is_alive(record.rbuild_pid, record.rbuild_start) {
                 continue;
             }
-            let processes = [(record.setup_pid, record.setup_start), (record.network_pid, record.network_start)];
+            let network = match record.network_pid {
+                Some(pid) => (Some(pid), record.network_start),
+                None => unrecorded_pasta(&path),
+            };
+            let processes = [(record.setup_pid, record.setup_start), network];
             for (pid, start) in processes.into_iter().filter_map(|(p, s)| Some((p?, s?))) {
                 if is_alive(pid, start) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -166,6 +170,21 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
         report.removed.push(name);
     }
     Ok(report)
+}
+
+/// A pasta that wrote its pid file into the state dir `dir` but that rbuild was killed before
+/// recording; its command line names the pid file, so a reused pid is not mistaken for it.
+fn unrecorded_pasta(dir: &Path) -> (Option<i32>, Option<u64>) {
+    let pid_file = dir.join("pasta.pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
+        return (None, None);
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let names_it = String::from_utf8_lossy(&cmdline).contains(&*pid_file.to_string_lossy());
+    if !names_it {
+        return (None, None);
+    }
+    (Some(pid), process_start_time(pid))
 }
 
 fn read_record(dir: &Path) -> Option<StateRecord> {
