@@ -292,6 +292,42 @@ mod tests {
     }
 
     #[test]
+    fn a_pasta_the_dead_owner_did_not_record_is_killed_through_its_pid_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stale = tmp.path().join("netns-1-0");
+        fs_err::create_dir_all(&stale).expect("mkdir");
+        let pid_file = stale.join("pasta.pid");
+        // A stand-in for pasta whose command line names the pid file, as pasta's `-P` does.
+        let mut stand_in = std::process::Command::new("bash")
+            .args(["-c", &format!("exec -a 'pasta -P {}' sleep 60", pid_file.display())])
+            .spawn()
+            .expect("spawn");
+        let pid = stand_in.id() as i32;
+        for _ in 0..200 {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("pasta -P") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fs_err::write(&pid_file, format!("{pid}\n")).expect("write");
+        let record = StateRecord {
+            id: "netns-1-0".into(),
+            rbuild_pid: i32::MAX,
+            rbuild_start: 1,
+            setup_pid: None,
+            setup_start: None,
+            network_pid: None,
+            network_start: None,
+        };
+        fs_err::write(stale.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+        let report = cleanup_stale(tmp.path()).expect("cleanup");
+        assert_eq!(report.killed, vec![pid]);
+        assert!(stand_in.wait().expect("wait").code().is_none(), "killed by a signal");
+        assert!(!stale.exists());
+    }
+
+    #[test]
     fn a_dead_owner_makes_a_state_dir_stale_and_a_live_one_does_not() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let live = ContainerDir::create(tmp.path(), "live").expect("create");
