@@ -19,6 +19,7 @@ use crate::runtime::init::{
     become_workload, exit_code, exit_with_child, fail, os_failure, ChildStdio, SetupReport, SETUP_FAILED,
 };
 use crate::runtime::pty::{copy_window_size, RawMode};
+use crate::runtime::signals::SignalPipe;
 use crate::runtime::spec::{ContainerSpec, StdioMode};
 use crate::runtime::userns::IdMap;
 
@@ -155,8 +156,12 @@ fn receive_master(socket: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
 }
 
 /// Copies the pseudo-terminal's output to rbuild's stdout (and, with `forward_stdin`, rbuild's
-/// stdin to it) until the exec'd process `child` has ended and the output is drained.
+/// stdin to it) until the exec'd process `child` has ended and the output is drained. A
+/// window size change of rbuild's terminal is passed on; SIGINT, SIGTERM or SIGHUP to rbuild
+/// (in raw mode Ctrl-C reaches the command as a byte instead) kill the command and what it
+/// started in the foreground, so that rbuild restores its terminal before it goes.
 fn copy_pty_output(master: &OwnedFd, forward_stdin: bool, child: Pid) -> Result<(), RuntimeError> {
+    let signals = SignalPipe::new()?;
     let pidfd = {
         // SAFETY: pidfd_open returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
@@ -171,7 +176,8 @@ fn copy_pty_output(master: &OwnedFd, forward_stdin: bool, child: Pid) -> Result<
     let mut exited = false;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut fds = vec![PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        let mut fds =
+            vec![PollFd::new(master.as_fd(), PollFlags::POLLIN), PollFd::new(signals.fd(), PollFlags::POLLIN)];
         if !exited {
             fds.push(PollFd::new(pidfd.as_fd(), PollFlags::POLLIN));
         }
@@ -198,10 +204,24 @@ fn copy_pty_output(master: &OwnedFd, forward_stdin: bool, child: Pid) -> Result<
                 _ => return Ok(()),
             }
         }
-        if !exited && ready.get(1).copied().unwrap_or(false) {
+        if ready[1] {
+            for sig in signals.drain() {
+                if sig == libc::SIGWINCH {
+                    copy_window_size(stdin.as_fd(), master.as_fd());
+                } else {
+                    // The terminal's foreground process group (the command and what it
+                    // started), then the process it dies with (its parent-death signal).
+                    if let Ok(group) = nix::unistd::tcgetpgrp(master) {
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                    }
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        if !exited && ready.get(2).copied().unwrap_or(false) {
             exited = true;
         }
-        if ready.get(2).copied().unwrap_or(false) {
+        if ready.get(3).copied().unwrap_or(false) {
             match nix::unistd::read(stdin.as_fd(), &mut buf) {
                 Ok(n) if n > 0 => {
                     let _ = nix::unistd::write(master, &buf[..n]);
