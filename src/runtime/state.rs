@@ -166,7 +166,12 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
             }
         }
         report.unmounted.extend(unmount_under(&path));
-        fs_err::remove_dir_all(&path).map_err(RuntimeError::io("removing stale state dir", &path))?;
+        match fs_err::remove_dir_all(&path) {
+            // Its owner, finishing meanwhile (a `.tmp-` dir renamed, a container's guard),
+            // removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            result => result.map_err(RuntimeError::io("removing stale state dir", &path))?,
+        }
         report.removed.push(name);
     }
     Ok(report)
@@ -291,6 +296,20 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
+    /// A record in `dir` (named after it) whose rbuild is gone and that names no process.
+    fn write_dead_owners_record(dir: &Path) {
+        let record = StateRecord {
+            id: dir.file_name().expect("name").to_string_lossy().into_owned(),
+            rbuild_pid: i32::MAX,
+            rbuild_start: 1,
+            setup_pid: None,
+            setup_start: None,
+            network_pid: None,
+            network_start: None,
+        };
+        fs_err::write(dir.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+    }
+
     #[test]
     fn a_pasta_the_dead_owner_did_not_record_is_killed_through_its_pid_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -311,16 +330,7 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         fs_err::write(&pid_file, format!("{pid}\n")).expect("write");
-        let record = StateRecord {
-            id: "netns-1-0".into(),
-            rbuild_pid: i32::MAX,
-            rbuild_start: 1,
-            setup_pid: None,
-            setup_start: None,
-            network_pid: None,
-            network_start: None,
-        };
-        fs_err::write(stale.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+        write_dead_owners_record(&stale);
         let report = cleanup_stale(tmp.path()).expect("cleanup");
         assert_eq!(report.killed, vec![pid]);
         assert!(stand_in.wait().expect("wait").code().is_none(), "killed by a signal");
@@ -333,16 +343,7 @@ mod tests {
         let live = ContainerDir::create(tmp.path(), "live").expect("create");
         let stale = tmp.path().join("stale");
         fs_err::create_dir_all(stale.join("rootfs")).expect("mkdir");
-        let record = StateRecord {
-            id: "stale".into(),
-            rbuild_pid: i32::MAX,
-            rbuild_start: 1,
-            setup_pid: None,
-            setup_start: None,
-            network_pid: None,
-            network_start: None,
-        };
-        fs_err::write(stale.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+        write_dead_owners_record(&stale);
         let report = cleanup_stale(tmp.path()).expect("cleanup");
         assert_eq!(report.removed, vec!["stale".to_string()]);
         assert!(live.path().exists());
