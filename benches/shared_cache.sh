@@ -2,13 +2,16 @@
 # Shared build cache (issue 14, item 2): a CI job on a fresh runner. Store A builds and exports
 # its cache to a local registry; an empty store then builds the same context without a cache
 # (cold) and with `--cache-from` (what a second CI job does); Buildah does the same with its
-# own `--cache-to/--cache-from` when it is installed. Two scenarios: s4 (the multi-stage
-# benchmark scenario: two 1 s stages producing 2,000 files each) and a "compile" with a
-# `RUN --mount=type=cache` whose warm cache (cache-mounts=true) skips the slow part.
+# own `--cache-to/--cache-from` when it is installed. Three scenarios: s4 (the multi-stage
+# benchmark scenario: two 1 s stages producing 2,000 files each), a "compile" with a
+# `RUN --mount=type=cache` whose warm cache (cache-mounts=true) skips the slow part, and "apt":
+# a Debian bookworm base (debootstrap --variant=minbase, made once and kept in $DEBIAN_TAR)
+# whose RUN apt-get installs curl from the Debian mirror, then COPYs the app.
 #
 #   cargo build [--release] && sudo benches/shared_cache.sh [path/to/rbuild]
 #
-# Needs root, docker-registry (Debian package docker-registry), /bin/busybox; buildah optional.
+# Needs root, docker-registry (Debian package docker-registry), /bin/busybox, debootstrap and the
+# Debian mirror for "apt"; buildah optional. SCENARIOS="s4 compile apt" picks scenarios.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 rbuild=${1:-$here/target/release/rbuild}
@@ -32,6 +35,25 @@ until (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done
 
 RBUILD_ROOT=$work/a "$here/testdata/busybox-rootfs.sh" | RBUILD_ROOT=$work/a "$rbuild" import - busybox >/dev/null
 RBUILD_ROOT=$work/a "$rbuild" push busybox "$reg/busybox:latest" >/dev/null
+scenarios=${SCENARIOS:-s4 compile apt}
+debian_tar=${DEBIAN_TAR:-/var/tmp/rbuild-debian-bookworm.tar}
+if [[ " $scenarios " == *" apt "* ]]; then
+    if [ ! -f "$debian_tar" ]; then
+        debootstrap --variant=minbase bookworm "$work/debian" http://deb.debian.org/debian >"$work/debootstrap.log"
+        tar -C "$work/debian" --numeric-owner -cf "$debian_tar.part" . && mv "$debian_tar.part" "$debian_tar"
+        rm -rf "$work/debian"
+    fi
+    RBUILD_ROOT=$work/a "$rbuild" import "$debian_tar" debian:bookworm >/dev/null
+    RBUILD_ROOT=$work/a "$rbuild" push debian:bookworm "$reg/debian:bookworm" >/dev/null
+    mkdir -p "$work/apt/app"
+    echo 'echo hello from the app' >"$work/apt/app/run.sh"
+    cat >"$work/apt/Dockerfile" <<EOF
+FROM $reg/debian:bookworm
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY app/ /app/
+CMD ["sh", "/app/run.sh"]
+EOF
+fi
 
 mkdir -p "$work/s4" "$work/compile/src"
 cat >"$work/s4/Dockerfile" <<EOF
@@ -51,17 +73,23 @@ COPY src/ /src/
 RUN --mount=type=cache,target=/cache sh -c 'test -f /cache/obj || { sleep 2; echo obj > /cache/obj; }; cp /cache/obj /built'
 EOF
 
-seconds() { # prints the wall time of "$@" in seconds
+seconds() { # prints the wall time of "$@" in seconds; a failed build ends the run with its log
     local start end
     start=$(date +%s.%N)
-    "$@" >/dev/null 2>&1
+    if ! "$@" >"$work/last.log" 2>&1; then
+        cat "$work/last.log" >&2
+        echo "failed: $*" >&2
+        exit 1
+    fi
     end=$(date +%s.%N)
     echo "$end - $start" | bc
 }
+# misses: how many steps of the last build did not come from cache (rbuild's classic output).
+misses() { grep -c '^ ---> Running in' "$work/last.log" || true; }
 
 have_buildah=$(command -v buildah || true)
 buildah_in() { buildah --root "$work/buildah-$1" --runroot "$work/buildah-run-$1" "${@:2}"; }
-for scenario in s4 compile; do
+for scenario in $scenarios; do
     ctx=$work/$scenario
     cache="type=registry,ref=$reg/cache-$scenario:x"
     # Job 1 (store A) exports the cache.
@@ -74,7 +102,7 @@ for scenario in s4 compile; do
     if [ "$scenario" = compile ]; then echo "change $RANDOM" >"$ctx/src/main.c"; fi
     cold=$(RBUILD_ROOT=$work/cold-$scenario seconds "$rbuild" build "$ctx")
     warm=$(RBUILD_ROOT=$work/warm-$scenario seconds "$rbuild" build --cache-from "$cache" "$ctx")
-    echo "$scenario: rbuild, empty store, no cache: ${cold} s; with --cache-from: ${warm} s"
+    echo "$scenario: rbuild, empty store, no cache: ${cold} s; with --cache-from: ${warm} s ($(misses) RUN steps ran)"
     if [ -n "$have_buildah" ]; then
         # Buildah keeps RUN --mount=type=cache directories host-wide (not under --root), so
         # its "compile" runs share one warm cache mount whatever the flags.

@@ -71,18 +71,19 @@ pub async fn upgrade(socket: &Path, path: &str, headers: &[(String, String)]) ->
     Ok(stream)
 }
 
-/// Streams `docker save NAME` into `out`.
-pub async fn save(socket: &Path, name: &str, out: &mut tokio::fs::File) -> Result<(), BuildkitError> {
+/// `docker save NAME`: the docker archive's bytes, as a blocking stream to read to its end.
+pub async fn save(socket: &Path, name: &str) -> Result<std::os::unix::net::UnixStream, BuildkitError> {
     // HTTP/1.0: the body is the rest of the stream, never chunked.
     let path = format!("/images/{}/get", percent_encode(name));
-    let (status, mut stream) = request(socket, "GET", &path, "HTTP/1.0", &[]).await?;
+    let (status, stream) = request(socket, "GET", &path, "HTTP/1.0", &[]).await?;
     if status != 200 {
         return Err(BuildkitError::Protocol(format!("dockerd answered {status} to saving {name}")));
     }
-    tokio::io::copy(&mut stream, out)
-        .await
-        .map_err(|e| BuildkitError::Protocol(format!("reading the saved image {name}: {e}")))?;
-    Ok(())
+    // Read with blocking calls and large buffers straight into the store's loader: no copy on
+    // disk, no trip through the async runtime per chunk.
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
 }
 
 /// `docker rmi NAME` (the temporary tag a solve exported to).

@@ -1,56 +1,56 @@
 //! Solving a lowered build ([`crate::llb::LlbDefinition`]) on a BuildKit daemon and bringing
-//! the image back: `docker://[SOCKET]` reaches the BuildKit embedded in dockerd through the
-//! upgraded `/grpc` (control API) and `/session` (this client's session: the build context
-//! over filesync, health) endpoints, as buildx's docker driver does. dockerd's BuildKit exports
-//! with its `moby` exporter into dockerd's image store (it has no docker/oci tarball exporter),
-//! so the image is exported under a temporary name, saved from dockerd as a docker archive,
-//! loaded into rbuild's store and the temporary name removed.
+//! the image back.
 //!
-//! Progress comes from BuildKit's status stream, per op digest, and is reported as rbuild's
-//! [`BuildEvent`]s for the plan step each op belongs to (so `Using cache` shows for ops
-//! BuildKit had cached).
+//! - `docker://` ([`BuilderUrl::Docker`]): the BuildKit embedded in dockerd, reached through the
+//!   upgraded `/grpc` (control API) and, for this client's session, `/session` (or the control
+//!   API's `Session` stream), as buildx's docker driver does. dockerd's BuildKit exports with its
+//!   `moby` exporter into dockerd's image store (it has no docker/oci tarball exporter), so the
+//!   image is exported under a temporary name and, unless the store already has the layers of
+//!   that very image ([`exports`]), saved from dockerd as a docker archive and loaded; the
+//!   temporary name is removed.
+//! - `unix://`, `tcp://` ([`BuilderUrl::Buildkitd`]): buildkitd, its session tunnelled through
+//!   the control API's `Session` stream ([`control`]); its `docker` exporter streams the image
+//!   tarball back through the session's `FileSend`, and it is loaded.
+//!
+//! Either way the image config is the plan's, made to account for BuildKit's layers
+//! ([`exported_config`]). `--cache-to/--cache-from` go to BuildKit's own cache exporters and
+//! importers ([`CacheSpec`]). Progress comes from BuildKit's status stream, per op digest, and is
+//! reported as rbuild's [`BuildEvent`]s for the plan step each op belongs to (so `Using cache`
+//! shows for ops BuildKit had cached); a failing op names its step, and a failing RUN's exit
+//! status is kept.
 //!
 //! `bollard`'s BuildKit support is not used: its solve always runs the Dockerfile frontend
 //! (`definition: None`) with the context uploaded as a tarball, and its session has no
 //! FileSync server; the protos are bollard's (`bollard-buildkit-proto`).
 
+mod builder_url;
+mod control;
 mod dockerd;
+mod exports;
 mod progress;
 mod session;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
-use bollard_buildkit_proto::moby::buildkit::v1::{SolveRequest, StatusRequest};
+use bollard_buildkit_proto::moby::buildkit::v1::{
+    CacheOptions, CacheOptionsEntry, SolveRequest, SolveResponse, StatusRequest,
+};
+use tonic::transport::Channel;
+
+pub use builder_url::{BuilderUrl, Endpoint, SessionTransport, TlsFiles};
 
 use crate::context::ContextEntry;
 use crate::events::BuildEvent;
 use crate::image::{HistoryEntry, ImageConfig};
 use crate::llb::{LlbDefinition, IMAGE_CONFIG_KEY};
+use crate::store::ImageStore;
+use exports::ExportedImage;
 
-/// Where `--builder` points.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BuilderUrl {
-    /// `docker://[SOCKET]`: dockerd's embedded BuildKit.
-    Docker { socket: PathBuf },
-}
-
-impl BuilderUrl {
-    /// Reads `docker://`, `docker:///path/to/docker.sock`.
-    pub fn parse(text: &str) -> Result<BuilderUrl, BuildkitError> {
-        if let Some(rest) = text.strip_prefix("docker://") {
-            return Ok(BuilderUrl::Docker { socket: dockerd::socket_path(rest) });
-        }
-        let reason = if text.starts_with("unix://") || text.starts_with("tcp://") {
-            "buildkitd's own endpoints (unix://, tcp://) are not supported yet: its session runs inside the control API's Session stream, which rbuild does not tunnel yet; use docker:// (dockerd's embedded BuildKit)"
-        } else {
-            "expected docker://[SOCKET]"
-        };
-        Err(BuildkitError::BadUrl { url: text.to_string(), reason: reason.to_string() })
-    }
-}
+/// The image config field BuildKit writes its inline cache (`--cache-to type=inline`) to.
+const INLINE_CACHE_KEY: &str = "moby.buildkit.cache.v0";
 
 /// Why a solve on BuildKit failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,8 @@ pub enum BuildkitError {
     BadUrl { url: String, reason: String },
     #[error("cannot reach the builder at {endpoint}: {error}")]
     Connect { endpoint: String, error: String },
+    #[error("--builder TLS: {0}")]
+    Tls(String),
     #[error("BuildKit: {0}")]
     Protocol(String),
     /// The builder's BuildKit lacks an LLB capability an instruction's op needs.
@@ -66,13 +68,67 @@ pub enum BuildkitError {
         "{file}:{line}: {instruction}: needs a newer BuildKit than this builder's (it lacks the LLB capability {cap})"
     )]
     NeedsNewerBuildkit { file: String, line: usize, instruction: String, cap: String },
-    /// The solve itself failed (a RUN exited non-zero, a source was missing, ...).
+    /// A step's op failed on BuildKit; `code` is a failing RUN's exit status.
+    #[error("step {step} ({instruction}) failed on BuildKit: {message}")]
+    StepFailed { step: usize, instruction: String, code: Option<i32>, message: String },
+    /// The solve failed outside any step (a source was missing, a cache could not be exported, ...).
     #[error("BuildKit failed to solve the build: {0}")]
     Solve(String),
+    /// A `--cache-to`/`--cache-from` value BuildKit cannot take.
+    #[error("{flag} {spec:?}: {reason}")]
+    BadCacheSpec { flag: &'static str, spec: String, reason: String },
+    /// The builder's BuildKit has no cache exporter/importer of the type asked for.
+    #[error(
+        "{flag} type={kind}: this builder's BuildKit cannot {action} a cache of type {kind} (dockerd's embedded BuildKit exports only type=inline, and imports type=registry and type=local; a buildkitd, --builder unix:// or tcp://, does them all)"
+    )]
+    CacheTypeUnsupported { flag: &'static str, action: &'static str, kind: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl BuildkitError {
+    /// The exit status `rbuild build` ends with: a failing RUN's own (as a local build's), else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildkitError::StepFailed { code: Some(code), .. } if (1..=255).contains(code) => *code,
+            _ => 1,
+        }
+    }
+}
+
+/// One `--cache-to`/`--cache-from` for BuildKit's own cache exporters and importers
+/// (`type=registry,ref=…,mode=max`, `type=local,dest=…`, `type=inline`): the type and the
+/// attributes, handed over as given (BuildKit checks them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSpec {
+    pub kind: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl CacheSpec {
+    /// Reads `type=T,key=value,…`; `flag` names the option in errors.
+    pub fn parse(flag: &'static str, text: &str) -> Result<CacheSpec, BuildkitError> {
+        let bad = |reason: String| BuildkitError::BadCacheSpec { flag, spec: text.to_string(), reason };
+        let mut kind = None;
+        let mut attrs = BTreeMap::new();
+        for field in text.split(',').filter(|f| !f.is_empty()) {
+            let (key, value) = field.split_once('=').ok_or_else(|| bad(format!("{field:?} is not key=value")))?;
+            if key == "type" {
+                kind = Some(value.to_string());
+            } else if attrs.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(bad(format!("{key} is given twice")));
+            }
+        }
+        let kind =
+            kind.ok_or_else(|| bad("type= is missing (type=registry,ref=REPO:TAG, type=local, type=inline)".into()))?;
+        Ok(CacheSpec { kind, attrs })
+    }
+
+    fn entry(&self) -> CacheOptionsEntry {
+        CacheOptionsEntry { r#type: self.kind.clone(), attrs: self.attrs.clone().into_iter().collect() }
+    }
 }
 
 /// What a remote solve needs.
@@ -89,40 +145,217 @@ pub struct SolveInput<'a> {
     pub step_text: HashMap<usize, (usize, String)>,
     pub events: Arc<dyn Fn(&BuildEvent) + Send + Sync>,
     /// `--secret` values by id, served to BuildKit's secret mounts.
-    pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--cache-to` and `--cache-from`, for BuildKit's own cache.
+    pub cache_to: Vec<CacheSpec>,
+    pub cache_from: Vec<CacheSpec>,
 }
 
 /// Solves the definition on the builder and loads the image into `store`; returns its ID.
-pub fn solve(input: SolveInput, store: &crate::store::ImageStore) -> Result<String, BuildkitError> {
+pub fn solve(input: SolveInput, store: &ImageStore) -> Result<String, BuildkitError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let BuilderUrl::Docker { socket } = input.builder;
-    let work = store.work_dir()?;
-    let archive = work.path().join("image.tar");
-    runtime.block_on(solve_on_dockerd(socket, &input, &archive))?;
-    let file = std::fs::File::open(&archive)?;
-    let loaded =
-        crate::store::archive::load(store, file, &archive.display().to_string(), &indicatif::ProgressBar::hidden())?;
-    let exported = loaded.first().ok_or_else(|| BuildkitError::Protocol("dockerd saved no image".into()))?;
-    let exported = store.resolve(&exported.id.to_string())?;
+    let exported = match input.builder {
+        BuilderUrl::Docker { socket, session } => {
+            runtime.block_on(solve_on_dockerd(socket, *session, &input, store))?
+        }
+        BuilderUrl::Buildkitd { endpoint, tls } => {
+            runtime.block_on(solve_on_buildkitd(endpoint, tls.as_ref(), &input, store))?
+        }
+    };
     // dockerd's `moby` exporter takes the image config only from a frontend's result, never
     // from the exporter attributes a definition solve can pass: its image has BuildKit's layers
-    // under a default config. The config is put back here, as BuildKit's image exporter would.
-    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let config = exported_config(&input.definition.image_config, &exported.config, &created);
-    let image = store.put_image(&config, &exported.layer_blobs(), &[])?;
-    if exported.id != image.id {
-        let _ = store.remove_image(&exported.id.to_string(), true);
+    // under a default config. The config is put back here, as BuildKit's image exporter would
+    // (buildkitd's `docker` exporter takes it, but wording its history its own way).
+    let created = exported.created.clone().unwrap_or_else(now);
+    let diff_ids = exported.layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let mut config = exported_config(&input.definition.image_config, diff_ids, &created);
+    if let Some(cache) = exported.inline_cache {
+        // `--cache-to type=inline`: BuildKit's cache metadata stays in the config it wrote it to.
+        config.extra.insert(INLINE_CACHE_KEY.to_string(), cache);
     }
+    let image = store.put_image(&config, &exported.layers, &[])?;
     Ok(image.id.to_string())
+}
+
+/// The session's services for `input`.
+fn services(input: &SolveInput, export: Option<session::ExportReceiver>) -> session::Services {
+    session::Services {
+        context: session::ContextSync {
+            root: input.context_root.to_path_buf(),
+            entries: Arc::new(input.context_entries.clone()),
+        },
+        secrets: session::BuildSecrets(input.secrets.clone()),
+        export,
+    }
+}
+
+/// The image a solve left in dockerd: its temporary name and, as the exporter reports it, ID.
+struct DockerdImage {
+    name: String,
+    id: Option<String>,
+}
+
+async fn solve_on_dockerd(
+    socket: &Path,
+    transport: SessionTransport,
+    input: &SolveInput<'_>,
+    store: &ImageStore,
+) -> Result<ExportedImage, BuildkitError> {
+    let endpoint = format!("{}/grpc", socket.display());
+    let channel = control::channel_on(dockerd::upgrade(socket, "/grpc", &[]).await?, &endpoint).await?;
+    let session_id = random_id();
+    let headers = session::headers(&session_id, &shared_key(input.context_root), false);
+    let session_stream = match transport {
+        SessionTransport::DockerdUpgrade => Session::Upgraded(dockerd::upgrade(socket, "/session", &headers).await?),
+        SessionTransport::ControlStream => {
+            Session::Tunnelled(control::session_stream(channel.clone(), &headers).await?)
+        }
+    };
+    let session = session_stream.serve(services(input, None));
+    let name = format!("rbuild-buildkit-{}", random_id());
+    let solved = run_solve(channel, &session_id, input, "moby", &name).await;
+    session.abort();
+    let exported = DockerdImage { name, id: solved?.exporter_response.get("containerimage.digest").cloned() };
+    let loaded = exported_layers(socket, &exported, store).await;
+    let removed = dockerd::remove_image(socket, &exported.name).await;
+    let image = loaded?;
+    removed?;
+    Ok(image)
+}
+
+async fn solve_on_buildkitd(
+    endpoint: &Endpoint,
+    tls: Option<&TlsFiles>,
+    input: &SolveInput<'_>,
+    store: &ImageStore,
+) -> Result<ExportedImage, BuildkitError> {
+    let channel = control::connect(endpoint, tls).await?;
+    let session_id = random_id();
+    let headers = session::headers(&session_id, &shared_key(input.context_root), true);
+    let work = store.work_dir()?;
+    let archive = work.path().join("image.tar");
+    let stream = control::session_stream(channel.clone(), &headers).await?;
+    let session = Session::Tunnelled(stream).serve(services(input, Some(session::ExportReceiver(archive.clone()))));
+    let name = format!("rbuild-buildkit-{}", random_id());
+    let solved = run_solve(channel, &session_id, input, "docker", &name).await;
+    session.abort();
+    solved?;
+    let file = std::fs::File::open(&archive)?;
+    load_archive(store, std::io::BufReader::with_capacity(1 << 20, file), "the image buildkitd exported")
+}
+
+/// The connection a session runs on.
+enum Session {
+    Upgraded(tokio::net::UnixStream),
+    Tunnelled(tokio::io::DuplexStream),
+}
+
+impl Session {
+    fn serve(self, services: session::Services) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let served = match self {
+                Session::Upgraded(stream) => session::serve(stream, services).await,
+                Session::Tunnelled(stream) => session::serve(stream, services).await,
+            };
+            if let Err(e) = served {
+                tracing::debug!("the BuildKit session ended: {e}");
+            }
+        })
+    }
+}
+
+/// Solves `input`'s definition with `exporter` (the image named `name`), following the status
+/// stream into rbuild's events; a failure names the step it happened in.
+async fn run_solve(
+    channel: Channel,
+    session_id: &str,
+    input: &SolveInput<'_>,
+    exporter: &str,
+    name: &str,
+) -> Result<SolveResponse, BuildkitError> {
+    let build_ref = random_id();
+    let mut attrs = HashMap::new();
+    attrs.insert("name".to_string(), name.to_string());
+    let config = serde_json::to_string(&input.definition.image_config)
+        .map_err(|e| BuildkitError::Protocol(format!("encoding the image config: {e}")))?;
+    attrs.insert(IMAGE_CONFIG_KEY.to_string(), config);
+    let request = SolveRequest {
+        r#ref: build_ref.clone(),
+        definition: Some(input.definition.definition.clone()),
+        exporter_deprecated: exporter.to_string(),
+        exporter_attrs_deprecated: attrs,
+        session: session_id.to_string(),
+        entitlements: input.definition.entitlements(),
+        cache: Some(CacheOptions {
+            exports: input.cache_to.iter().map(CacheSpec::entry).collect(),
+            imports: input.cache_from.iter().map(CacheSpec::entry).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let status_client = ControlClient::new(channel.clone());
+    let reporter = progress::Reporter::new(input);
+    let status = tokio::spawn(progress::follow(status_client, StatusRequest { r#ref: build_ref }, reporter));
+    let solved = ControlClient::new(channel).max_decoding_message_size(16 << 20).solve(request).await;
+    let failed_step = match status.await {
+        Ok(mut reporter) => {
+            reporter.advance(solved.is_ok());
+            reporter.failed_step()
+        }
+        Err(_) => None,
+    };
+    match solved {
+        Ok(response) => Ok(response.into_inner()),
+        Err(e) => Err(solve_error(e.message(), failed_step, input)),
+    }
+}
+
+/// The store's blobs for the layers of the image dockerd exported: remembered from an earlier
+/// build that ended with the same image (nothing to fetch), else saved from dockerd and loaded.
+async fn exported_layers(
+    socket: &Path,
+    exported: &DockerdImage,
+    store: &ImageStore,
+) -> Result<ExportedImage, BuildkitError> {
+    let memory = exports::DockerdExports::new(store);
+    if let Some((id, image)) = exported.id.as_deref().and_then(|id| Some((id, memory.recall(id)?))) {
+        tracing::debug!("dockerd's image {id} was loaded before: its layers are in the store, no save");
+        return Ok(image);
+    }
+    tracing::debug!("saving dockerd's image {} ({:?}) to load it", exported.name, exported.id);
+    let body = dockerd::save(socket, &exported.name).await?;
+    let source = format!("the image saved from dockerd ({})", exported.name);
+    let image = load_archive(store, std::io::BufReader::with_capacity(1 << 20, body), &source)?;
+    if let Some(id) = &exported.id {
+        // Best effort: a map that cannot be written costs the next build a save, nothing else.
+        let _ = memory.remember(id, &image);
+    }
+    Ok(image)
+}
+
+/// Loads a docker archive of one image and returns its layers and inline cache; the loaded
+/// image itself (the exporter's config, not the build's) is removed again, its layers staying
+/// for the image the build puts on them.
+fn load_archive(store: &ImageStore, archive: impl std::io::Read, source: &str) -> Result<ExportedImage, BuildkitError> {
+    let loaded = crate::store::archive::load(store, archive, source, &indicatif::ProgressBar::hidden())?;
+    let first = loaded.first().ok_or_else(|| BuildkitError::Protocol("the exported archive holds no image".into()))?;
+    let image = store.resolve(&first.id.to_string())?;
+    let exported = ExportedImage {
+        layers: image.layer_blobs(),
+        inline_cache: image.config.extra.get(INLINE_CACHE_KEY).cloned(),
+        created: Some(now()),
+    };
+    let _ = store.remove_image(&image.id.to_string(), true);
+    Ok(exported)
 }
 
 /// The image config for BuildKit's layers (`exported`'s rootfs): the planned config with the
 /// history made to account for exactly those layers, as BuildKit's exporter normalises it
 /// (surplus non-empty entries become empty from the bottom; missing ones are appended).
-pub fn exported_config(planned: &ImageConfig, exported: &ImageConfig, created: &str) -> ImageConfig {
+pub fn exported_config(planned: &ImageConfig, diff_ids: Vec<String>, created: &str) -> ImageConfig {
     let mut config = planned.clone();
     config.created = Some(created.to_string());
-    config.rootfs = exported.rootfs.clone();
+    config.rootfs = crate::image::RootFs { kind: "layers".to_string(), diff_ids };
     let layers = config.rootfs.diff_ids.len();
     let mut counted = 0;
     for entry in &mut config.history {
@@ -148,88 +381,54 @@ pub fn exported_config(planned: &ImageConfig, exported: &ImageConfig, created: &
     config
 }
 
+/// Now, as image configs date things.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 fn random_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let seed = format!("{}-{}-{:?}", std::process::id(), now.as_nanos(), std::thread::current().id());
     crate::layer::digest::Sha256Digest::of(seed.as_bytes()).hex()[..25].to_string()
 }
 
-async fn solve_on_dockerd(socket: &Path, input: &SolveInput<'_>, archive: &Path) -> Result<(), BuildkitError> {
-    let session_id = random_id();
-    let mut headers = vec![
-        ("X-Docker-Expose-Session-Uuid".to_string(), session_id.clone()),
-        ("X-Docker-Expose-Session-Name".to_string(), "rbuild".to_string()),
-        ("X-Docker-Expose-Session-Sharedkey".to_string(), shared_key(input.context_root)),
-    ];
-    for method in session::METHODS {
-        headers.push(("X-Docker-Expose-Session-Grpc-Method".to_string(), method.to_string()));
-    }
-    let session_stream = dockerd::upgrade(socket, "/session", &headers).await?;
-    let context = session::ContextSync {
-        root: input.context_root.to_path_buf(),
-        entries: Arc::new(input.context_entries.clone()),
-    };
-    let secrets = session::BuildSecrets(input.secrets.clone());
-    let session = tokio::spawn(session::serve(session_stream, context, secrets));
-    let control_stream = dockerd::upgrade(socket, "/grpc", &[]).await?;
-    let slot = Arc::new(Mutex::new(Some(control_stream)));
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let stream = slot.lock().ok().and_then(|mut s| s.take());
-        async move {
-            stream
-                .map(hyper_util::rt::TokioIo::new)
-                .ok_or_else(|| std::io::Error::other("the control connection was already used"))
-        }
-    });
-    let channel = tonic::transport::Endpoint::from_static("http://docker")
-        .connect_with_connector(connector)
-        .await
-        .map_err(|e| BuildkitError::Connect { endpoint: format!("{}/grpc", socket.display()), error: e.to_string() })?;
-    let build_ref = random_id();
-    let name = format!("rbuild-buildkit-{build_ref}");
-    let mut attrs = HashMap::new();
-    attrs.insert("name".to_string(), name.clone());
-    let config = serde_json::to_string(&input.definition.image_config)
-        .map_err(|e| BuildkitError::Protocol(format!("encoding the image config: {e}")))?;
-    attrs.insert(IMAGE_CONFIG_KEY.to_string(), config);
-    let request = SolveRequest {
-        r#ref: build_ref.clone(),
-        definition: Some(input.definition.definition.clone()),
-        exporter_deprecated: "moby".to_string(),
-        exporter_attrs_deprecated: attrs,
-        session: session_id,
-        ..Default::default()
-    };
-    let status_client = ControlClient::new(channel.clone());
-    let reporter = progress::Reporter::new(input);
-    let status = tokio::spawn(progress::follow(status_client, StatusRequest { r#ref: build_ref }, reporter));
-    let solved = ControlClient::new(channel).max_decoding_message_size(16 << 20).solve(request).await;
-    if let Ok(mut reporter) = status.await {
-        reporter.advance(solved.is_ok());
-    }
-    session.abort();
-    solved.map_err(|e| solve_error(e.message(), input))?;
-    let mut out = tokio::fs::File::create(archive).await?;
-    let saved = dockerd::save(socket, &name, &mut out).await;
-    let removed = dockerd::remove_image(socket, &name).await;
-    saved?;
-    removed
-}
-
 /// What a failed solve says: BuildKit checks every op's capabilities against its own
-/// (`unknown API capability mergeop`); such a failure names the instruction that needs it.
-fn solve_error(message: &str, input: &SolveInput) -> BuildkitError {
+/// (`unknown API capability mergeop`); such a failure names the instruction that needs it. A
+/// failure in a step's op (`failed_step`, from the status stream) names that step and keeps a
+/// RUN's exit status (`... exit code: 3`).
+fn solve_error(message: &str, failed_step: Option<(usize, String)>, input: &SolveInput) -> BuildkitError {
     let missing = message.split("unknown API capability ").nth(1).and_then(|rest| rest.split_whitespace().next());
     let requirement = missing.and_then(|cap| input.definition.requirements.iter().find(|r| r.cap == cap));
-    match requirement {
-        Some(r) => BuildkitError::NeedsNewerBuildkit {
+    if let Some(r) = requirement {
+        return BuildkitError::NeedsNewerBuildkit {
             file: input.dockerfile_name.to_string(),
             line: r.line,
             instruction: r.instruction.clone(),
             cap: r.cap.clone(),
-        },
+        };
+    }
+    for (marker, flag, action) in
+        [("unknown cache exporter: ", "--cache-to", "export"), ("unknown cache importer: ", "--cache-from", "import")]
+    {
+        if let Some((_, rest)) = message.split_once(marker) {
+            let kind = rest.trim_start_matches('"').split('"').next().unwrap_or_default().to_string();
+            return BuildkitError::CacheTypeUnsupported { flag, action, kind };
+        }
+    }
+    match failed_step {
+        Some((step, instruction)) => {
+            BuildkitError::StepFailed { step, instruction, code: exit_code_in(message), message: message.to_string() }
+        }
         None => BuildkitError::Solve(message.to_string()),
     }
+}
+
+/// The exit status in BuildKit's message for a failed exec (`executor failed running [...]:
+/// exit code: 3`, newer BuildKit: `process "..." did not complete successfully: exit code: 3`).
+fn exit_code_in(message: &str) -> Option<i32> {
+    let (_, rest) = message.rsplit_once("exit code: ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The session's shared key: BuildKit reuses what it synced before for the same key.
@@ -247,30 +446,34 @@ mod tests {
         let entry = |empty| HistoryEntry { empty_layer: empty, ..Default::default() };
         let mut planned = ImageConfig::scratch("linux", "amd64", None);
         planned.history = vec![entry(false), entry(true), entry(false), entry(false)];
-        let mut exported = planned.clone();
-        exported.rootfs.diff_ids = vec!["sha256:a".into(), "sha256:b".into()];
-        let config = exported_config(&planned, &exported, "2026-01-01T00:00:00Z");
+        let mut diff_ids = vec!["sha256:a".to_string(), "sha256:b".to_string()];
+        let config = exported_config(&planned, diff_ids.clone(), "2026-01-01T00:00:00Z");
         let flags: Vec<bool> = config.history.iter().map(|h| h.empty_layer).collect();
         assert_eq!(flags, [false, true, false, true], "a surplus layer entry becomes empty");
-        exported.rootfs.diff_ids.push("sha256:c".into());
-        exported.rootfs.diff_ids.push("sha256:d".into());
-        let config = exported_config(&planned, &exported, "2026-01-01T00:00:00Z");
+        diff_ids.push("sha256:c".into());
+        diff_ids.push("sha256:d".into());
+        let config = exported_config(&planned, diff_ids, "2026-01-01T00:00:00Z");
         assert_eq!(config.history.iter().filter(|h| !h.empty_layer).count(), 4, "a missing one is appended");
         assert_eq!(config.rootfs.diff_ids.len(), 4);
     }
 
     #[test]
-    fn builder_urls_name_dockerd_or_say_what_is_missing() {
-        assert_eq!(
-            BuilderUrl::parse("docker://").expect("docker"),
-            BuilderUrl::Docker { socket: PathBuf::from("/var/run/docker.sock") }
-        );
-        assert_eq!(
-            BuilderUrl::parse("docker:///run/d.sock").expect("docker"),
-            BuilderUrl::Docker { socket: PathBuf::from("/run/d.sock") }
-        );
-        let err = BuilderUrl::parse("tcp://127.0.0.1:1234").expect_err("tcp").to_string();
-        assert!(err.contains("not supported yet"), "{err}");
-        assert!(BuilderUrl::parse("ftp://x").is_err());
+    fn a_failed_runs_exit_status_is_read_from_buildkits_message() {
+        assert_eq!(exit_code_in("executor failed running [/bin/sh -c exit 3]: exit code: 3"), Some(3));
+        let newer = "process \"/bin/sh -c exit 42\" did not complete successfully: exit code: 42";
+        assert_eq!(exit_code_in(newer), Some(42));
+        assert_eq!(exit_code_in("failed to compute cache key: \"/x\" not found"), None);
+    }
+
+    #[test]
+    fn cache_specs_keep_their_type_and_attributes_for_buildkit() {
+        let spec = CacheSpec::parse("--cache-to", "type=registry,ref=127.0.0.1:5000/c:x,mode=max").expect("spec");
+        assert_eq!(spec.kind, "registry");
+        assert_eq!(spec.attrs.get("ref").map(String::as_str), Some("127.0.0.1:5000/c:x"));
+        assert_eq!(spec.attrs.get("mode").map(String::as_str), Some("max"));
+        let err = |text: &str| CacheSpec::parse("--cache-from", text).expect_err(text).to_string();
+        assert!(err("ref=x").contains("type= is missing"));
+        assert!(err("type=registry,ref").contains("not key=value"));
+        assert!(err("type=registry,ref=a,ref=b").contains("ref is given twice"));
     }
 }

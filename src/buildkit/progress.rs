@@ -28,6 +28,8 @@ pub struct Reporter {
     logs: HashMap<usize, Vec<(OutputStream, String)>>,
     /// Partial log lines per op.
     partial: HashMap<String, String>,
+    /// The first step an op failed in.
+    failed: Option<usize>,
     cursor: usize,
     announced: bool,
     step_text: HashMap<usize, (usize, String)>,
@@ -52,6 +54,7 @@ impl Reporter {
             last_op: HashMap::new(),
             logs: HashMap::new(),
             partial: HashMap::new(),
+            failed: None,
             cursor: 0,
             announced: false,
             step_text: input.step_text.clone(),
@@ -63,6 +66,9 @@ impl Reporter {
     fn update(&mut self, status: &StatusResponse) {
         for vertex in &status.vertexes {
             let Some(step) = self.steps.get(&vertex.digest).copied() else { continue };
+            if !vertex.error.is_empty() && self.failed.is_none() {
+                self.failed = Some(step);
+            }
             if vertex.completed.is_some() && vertex.error.is_empty() {
                 self.completed.insert(vertex.digest.clone(), vertex.cached);
                 self.last_op.insert(step, vertex.digest.clone());
@@ -116,6 +122,14 @@ impl Reporter {
             self.cursor += 1;
             self.announced = false;
         }
+    }
+}
+
+impl Reporter {
+    /// The step whose op failed first (number and instruction), if one did.
+    pub fn failed_step(&self) -> Option<(usize, String)> {
+        let step = self.failed?;
+        Some((step, self.step_text.get(&step).map(|(_, text)| text.clone()).unwrap_or_default()))
     }
 }
 

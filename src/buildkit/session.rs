@@ -2,7 +2,9 @@
 //! solves. `FileSync.DiffCopy` sends the build context (already walked with `.dockerignore`
 //! applied) in fsutil's packet protocol: one STAT per entry in walk order, an empty STAT, then
 //! the bytes of each file BuildKit asks for (REQ id -> DATA chunks, an empty DATA), until FIN.
-//! `Health.Check` keeps the session alive; `Secrets.GetSecret` answers secret mounts.
+//! `Health.Check` keeps the session alive; `Secrets.GetSecret` answers secret mounts;
+//! `FileSend.DiffCopy` receives what an exporter streams to the client (the image tarball of
+//! buildkitd's `docker` exporter, the `tar` exporter's archive) into a file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use bollard_buildkit_proto::health::{HealthCheckRequest, HealthCheckResponse, He
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::secrets_server::{Secrets, SecretsServer};
 use bollard_buildkit_proto::moby::buildkit::secrets::v1::{GetSecretRequest, GetSecretResponse};
 use bollard_buildkit_proto::moby::filesync::packet::file_sync_server::{FileSync, FileSyncServer};
-use tokio::io::AsyncReadExt;
+use bollard_buildkit_proto::moby::filesync::v1::file_send_server::{FileSend, FileSendServer};
+use bollard_buildkit_proto::moby::filesync::v1::BytesMessage;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,9 +36,31 @@ const GO_MODE_STICKY: u32 = 1 << 20;
 /// How much of a file one DATA packet carries.
 const CHUNK: usize = 32 * 1024;
 
-/// The gRPC methods the session offers, as dockerd's session header lists them.
-pub const METHODS: &[&str] =
-    &["/moby.filesync.v1.FileSync/DiffCopy", "/moby.filesync.v1.FileSync/TarStream", "/grpc.health.v1.Health/Check"];
+/// The gRPC methods every session offers, as the session's headers list them.
+const METHODS: &[&str] = &[
+    "/moby.filesync.v1.FileSync/DiffCopy",
+    "/moby.filesync.v1.FileSync/TarStream",
+    "/grpc.health.v1.Health/Check",
+    "/moby.buildkit.secrets.v1.Secrets/GetSecret",
+];
+
+/// The method a session offers when it takes an exporter's output.
+const FILE_SEND: &str = "/moby.filesync.v1.FileSend/DiffCopy";
+
+/// The session's headers (`X-Docker-Expose-Session-*`: its ID, name, shared key and methods),
+/// as dockerd's `/session` upgrade and the control API's `Session` stream both take them.
+pub fn headers(id: &str, shared_key: &str, receives_export: bool) -> Vec<(String, String)> {
+    let mut headers = vec![
+        ("X-Docker-Expose-Session-Uuid".to_string(), id.to_string()),
+        ("X-Docker-Expose-Session-Name".to_string(), "rbuild".to_string()),
+        ("X-Docker-Expose-Session-Sharedkey".to_string(), shared_key.to_string()),
+    ];
+    let methods = METHODS.iter().chain(receives_export.then_some(&FILE_SEND));
+    for method in methods {
+        headers.push(("X-Docker-Expose-Session-Grpc-Method".to_string(), method.to_string()));
+    }
+    headers
+}
 
 /// Serves the build context.
 pub struct ContextSync {
@@ -180,16 +206,96 @@ impl Secrets for BuildSecrets {
     }
 }
 
-/// Serves the session's services on `stream` (dockerd's upgraded `/session`) until it closes.
-pub async fn serve(
-    stream: tokio::net::UnixStream,
-    context: ContextSync,
-    secrets: BuildSecrets,
-) -> Result<(), tonic::transport::Error> {
+/// Writes what an exporter sends into a file (created on the first call).
+pub struct ExportReceiver(pub PathBuf);
+
+#[tonic::async_trait]
+impl FileSend for ExportReceiver {
+    type DiffCopyStream = ReceiverStream<Result<BytesMessage, Status>>;
+
+    async fn diff_copy(
+        &self,
+        request: Request<Streaming<BytesMessage>>,
+    ) -> Result<Response<Self::DiffCopyStream>, Status> {
+        let mut incoming = request.into_inner();
+        let failed = |e: std::io::Error| Status::internal(format!("writing {}: {e}", self.0.display()));
+        // Buffered: the exporter's messages are small, each unbuffered write a blocking-pool trip.
+        let file = tokio::fs::File::create(&self.0).await.map_err(failed)?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        while let Some(message) = incoming.message().await? {
+            file.write_all(&message.data).await.map_err(failed)?;
+        }
+        file.flush().await.map_err(failed)?;
+        // An empty reply stream: the exporter waits for its end to know the file is written.
+        let (_, rx) = mpsc::channel(1);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// What a session serves.
+pub struct Services {
+    pub context: ContextSync,
+    pub secrets: BuildSecrets,
+    /// Where an exporter's output goes, when the solve streams one to the client.
+    pub export: Option<ExportReceiver>,
+}
+
+/// Serves the session's services on `stream` (dockerd's upgraded `/session`, or the control
+/// API's `Session` stream) until it closes.
+pub async fn serve<S>(stream: S, services: Services) -> Result<(), tonic::transport::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+{
     tonic::transport::Server::builder()
-        .add_service(FileSyncServer::new(context))
+        .add_service(FileSyncServer::new(services.context))
         .add_service(HealthServer::new(Alive))
-        .add_service(SecretsServer::new(secrets))
+        .add_service(SecretsServer::new(services.secrets))
+        .add_optional_service(services.export.map(FileSendServer::new))
         .serve_with_incoming(tokio_stream::once(Ok::<_, std::io::Error>(stream)))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_buildkit_proto::moby::filesync::v1::file_send_client::FileSendClient;
+
+    /// An exporter's side of `FileSend.DiffCopy`, as BuildKit's `CopyFileWriter` drives it:
+    /// chunks, the end of its stream, then it waits for the end of ours before it is done.
+    #[test]
+    fn an_exporters_stream_lands_in_the_file_whole() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("image.tar");
+        let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 50_000]).collect();
+        runtime.block_on(async {
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            let services = Services {
+                context: ContextSync { root: dir.path().to_path_buf(), entries: Arc::new(Vec::new()) },
+                secrets: BuildSecrets(Default::default()),
+                export: Some(ExportReceiver(target.clone())),
+            };
+            tokio::spawn(serve(ours, services));
+            let channel = super::super::control::channel_on(theirs, "test").await.expect("channel");
+            let messages: Vec<BytesMessage> = chunks.iter().map(|c| BytesMessage { data: c.clone() }).collect();
+            let response = FileSendClient::new(channel).diff_copy(tokio_stream::iter(messages)).await.expect("call");
+            let mut replies = response.into_inner();
+            assert!(replies.message().await.expect("end").is_none(), "the receiver ends its stream, empty");
+        });
+        assert_eq!(std::fs::read(&target).expect("written"), chunks.concat());
+    }
+
+    #[test]
+    fn the_session_offers_file_send_only_when_it_takes_an_export() {
+        let methods = |export| -> Vec<String> {
+            headers("id", "key", export)
+                .into_iter()
+                .filter(|(k, _)| k == "X-Docker-Expose-Session-Grpc-Method")
+                .map(|(_, v)| v)
+                .collect()
+        };
+        assert!(!methods(false).iter().any(|m| m == FILE_SEND));
+        assert!(methods(true).iter().any(|m| m == FILE_SEND));
+        assert!(methods(false).iter().any(|m| m == "/moby.filesync.v1.FileSync/DiffCopy"));
+    }
 }

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -72,14 +73,24 @@ fn hash_file_into(path: &Path, hashers: &mut [&mut Sha256]) -> Result<(), Contex
 /// are never remembered, so they are read again next time.
 #[derive(Debug, Default)]
 pub struct ContentMemo {
-    known: HashMap<String, MemoEntry>,
-    /// Entries used or computed by this build, and whether the next build may trust them
-    /// (`false`: too fresh); what [`ContentMemo::encode`] writes are the trusted ones. Within
-    /// one build every entry is trusted: a COPY that runs reads its hashes from here.
-    used: Mutex<HashMap<String, (MemoEntry, bool)>>,
+    /// What the memo file held: path -> entry and its slot in `known_used`.
+    known: FastMap<String, (MemoEntry, usize)>,
+    /// Per known entry: whether this build used it (it matched the file's stamp). An atomic
+    /// flag rather than a map entry, so that a hit (every file of a warm rebuild, looked up
+    /// from many threads) costs one hash lookup and no lock.
+    known_used: Vec<AtomicBool>,
+    /// Entries computed by this build (the file was read), and whether the next build may
+    /// trust them (`false`: too fresh). Within one build every entry is trusted: a COPY that
+    /// runs reads its hashes from here.
+    learned: Mutex<FastMap<String, (MemoEntry, bool)>>,
     /// Files changed at or after this time (ns since the epoch) are not remembered.
     racy_from_ns: i64,
 }
+
+/// A hash map with a fast non-cryptographic hasher (foldhash): the memo's keys are context
+/// paths, hashed hundreds of thousands of times on a large context; SipHash's resistance to
+/// collisions chosen by an attacker is not needed for a map the build owns and bounds.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct MemoEntry {
@@ -89,6 +100,9 @@ struct MemoEntry {
 }
 
 const MEMO_MAGIC: &[u8] = b"rbuild content memo 1\n";
+
+/// Bytes of one encoded entry besides its path: the path length, five stamp numbers, two sha256s.
+const MEMO_ENTRY_FIXED_LEN: usize = 8 + 5 * 8 + 32 + 32;
 
 impl ContentMemo {
     /// How close to now a file's change time makes it too fresh to remember.
@@ -108,6 +122,8 @@ impl ContentMemo {
         fn u64_of(rest: &mut &[u8]) -> Option<u64> {
             Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
         }
+        // Room for as many entries as the bytes can hold with short paths (a hint only).
+        memo.known.reserve(rest.len() / (MEMO_ENTRY_FIXED_LEN + 24));
         while !rest.is_empty() {
             let parsed = (|| {
                 let len = usize::try_from(u64_of(&mut rest)?).ok()?;
@@ -123,8 +139,13 @@ impl ContentMemo {
                 let tarsum = take(&mut rest, 32)?.try_into().ok()?;
                 Some((path, MemoEntry { stamp, content, tarsum }))
             })();
-            let Some((path, entry)) = parsed else { return ContentMemo { known: HashMap::new(), ..memo } };
-            memo.known.insert(path, entry);
+            let Some((path, entry)) = parsed else {
+                return ContentMemo { known: FastMap::default(), known_used: Vec::new(), ..memo };
+            };
+            let slot = memo.known_used.len();
+            if memo.known.insert(path, (entry, slot)).is_none() {
+                memo.known_used.push(AtomicBool::new(false));
+            }
         }
         memo
     }
@@ -132,14 +153,19 @@ impl ContentMemo {
     /// The entries this build used, for the next build; `None` when they are exactly what
     /// was read (nothing to write).
     pub fn encode(&self) -> Option<Vec<u8>> {
-        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let kept: Vec<(&String, &MemoEntry)> =
-            used.iter().filter(|(_, (_, trusted))| *trusted).map(|(path, (e, _))| (path, e)).collect();
-        if kept.len() == self.known.len() && kept.iter().all(|(path, e)| self.known.get(*path) == Some(*e)) {
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let all_known_used = self.known_used.iter().all(|used| used.load(Ordering::Relaxed));
+        if all_known_used && learned.values().all(|(_, trusted)| !trusted) {
             return None;
         }
+        let known = self
+            .known
+            .iter()
+            .filter(|(_, (_, slot))| self.known_used[*slot].load(Ordering::Relaxed))
+            .map(|(path, (e, _))| (path, e));
+        let fresh = learned.iter().filter(|(_, (_, trusted))| *trusted).map(|(path, (e, _))| (path, e));
         let mut out = MEMO_MAGIC.to_vec();
-        for (path, e) in kept {
+        for (path, e) in known.chain(fresh) {
             out.extend_from_slice(&(path.len() as u64).to_le_bytes());
             out.extend_from_slice(path.as_bytes());
             for n in [e.stamp.ino, e.stamp.size, e.stamp.mtime_ns as u64, e.stamp.ctime_ns as u64, e.stamp.mode.into()]
@@ -155,19 +181,18 @@ impl ContentMemo {
     /// The remembered entry for a regular file, if its stamp still matches.
     fn lookup(&self, entry: &ContextEntry) -> Option<MemoEntry> {
         let stamp = entry.stamp?;
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((seen, _)) = used.get(&entry.path).filter(|(e, _)| e.stamp == stamp) {
-            return Some(*seen);
+        if let Some((known, slot)) = self.known.get(&entry.path).filter(|(e, _)| e.stamp == stamp) {
+            self.known_used[*slot].store(true, Ordering::Relaxed);
+            return Some(*known);
         }
-        let known = self.known.get(&entry.path).filter(|e| e.stamp == stamp).copied()?;
-        used.insert(entry.path.clone(), (known, true));
-        Some(known)
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        learned.get(&entry.path).filter(|(e, _)| e.stamp == stamp).map(|(e, _)| *e)
     }
 
     fn learn(&self, entry: &ContextEntry, content: [u8; 32], tarsum: [u8; 32]) {
         let Some(stamp) = entry.stamp else { return };
         let trusted = stamp.ctime_ns < self.racy_from_ns && stamp.mtime_ns < self.racy_from_ns;
-        self.used
+        self.learned
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(entry.path.clone(), (MemoEntry { stamp, content, tarsum }, trusted));

@@ -5,6 +5,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::ignorefile::find_ignore_file;
 use super::pattern::PatternMatcher;
 use super::ContextError;
@@ -120,15 +122,6 @@ pub(crate) fn entry_from_metadata(
     Ok(ContextEntry { path, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), size, hardlink, stamp })
 }
 
-/// State carried down one level of the walk.
-struct WalkState<'a> {
-    matcher: &'a PatternMatcher,
-    /// Excluded directories walked only because an exception may re-include something below;
-    /// listed just before the first included entry inside them.
-    pending_dirs: Vec<ContextEntry>,
-    out: Vec<ContextEntry>,
-}
-
 impl BuildContext {
     /// The same context, remembering file digests in `memo` (see
     /// [`super::digest::ContentMemo`]).
@@ -175,12 +168,8 @@ impl BuildContext {
     /// skipped entirely unless an exception could re-include something below it; then it is
     /// walked and listed itself only if something below is included.
     pub fn walk(&self) -> Result<Vec<ContextEntry>, ContextError> {
-        let mut state = WalkState { matcher: &self.matcher, pending_dirs: Vec::new(), out: Vec::new() };
         let no_hits = vec![false; self.matcher.patterns().len()];
-        let mut abs = self.root.clone();
-        let mut rel = String::new();
-        walk_dir(&mut state, &mut abs, &mut rel, &no_hits, false)?;
-        Ok(state.out)
+        walk_dir(&self.matcher, &self.root, "", &no_hits, false)
     }
 
     /// [`BuildContext::walk`], made on the first call and shared by every later one: a build
@@ -208,82 +197,88 @@ impl BuildContext {
     }
 }
 
-/// Walk the directory at `abs` (relative path `rel`, empty for the root).
+/// Directories with at least this many entries have them stat'ed in parallel: on a warm
+/// rebuild of a large context the one `statx` per entry is most of the walk.
+const PARALLEL_STAT_MIN: usize = 64;
+
+/// One entry of a directory listing on its way into the walk.
+struct Child {
+    rel: String,
+    abs: PathBuf,
+    meta: std::fs::Metadata,
+    excluded: bool,
+    /// Patterns that matched this directory, for the matching below it.
+    hits: Vec<bool>,
+    /// A directory the walk enters: included, or excluded but an exception may re-include
+    /// something below it.
+    descend: bool,
+}
+
+/// The walk of the directory at `abs` (relative path `rel`, empty for the root), in walk order.
+/// Subdirectories are walked in parallel (rayon) and their entries joined in order.
 fn walk_dir(
-    state: &mut WalkState<'_>,
-    abs: &mut PathBuf,
-    rel: &mut String,
+    matcher: &PatternMatcher,
+    abs: &Path,
+    rel: &str,
     parent_hits: &[bool],
     dir_excluded: bool,
-) -> Result<(), ContextError> {
-    let mut children: Vec<(std::ffi::OsString, std::fs::Metadata)> = Vec::new();
-    let listing = match fs_err::read_dir(&*abs) {
+) -> Result<Vec<ContextEntry>, ContextError> {
+    let listing = match fs_err::read_dir(abs) {
         Ok(listing) => listing,
         // Like fsutil: an excluded directory walked only for possible exceptions may be
         // unreadable without failing the build.
-        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
+        Err(err) if dir_excluded && err.kind() == std::io::ErrorKind::PermissionDenied => return Ok(Vec::new()),
         Err(err) => return Err(io_error(abs, err)),
     };
-    for dirent in listing {
-        let dirent = dirent.map_err(|err| io_error(abs, err))?;
+    let dirents: Vec<fs_err::DirEntry> = listing.collect::<Result<_, _>>().map_err(|err| io_error(abs, err))?;
+    let stat = |dirent: &fs_err::DirEntry| {
         let meta = dirent.metadata().map_err(|err| io_error(&dirent.path(), err))?;
-        children.push((dirent.file_name(), meta));
-    }
-    children.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
-
-    let filtering = !state.matcher.is_empty();
-    let rel_len = rel.len();
-    for (name, meta) in children {
-        abs.push(&name);
-        let Some(name) = name.to_str() else {
-            return Err(ContextError::NonUtf8Path { path: abs.clone() });
-        };
-        if !rel.is_empty() {
-            rel.push('/');
-        }
-        rel.push_str(name);
-        let is_dir = meta.is_dir();
-
-        let result = visit_child(state, abs, rel, &meta, is_dir, filtering, parent_hits);
-        rel.truncate(rel_len);
-        abs.pop();
-        result?;
-    }
-    Ok(())
-}
-
-fn visit_child(
-    state: &mut WalkState<'_>,
-    abs: &mut PathBuf,
-    rel: &mut String,
-    meta: &std::fs::Metadata,
-    is_dir: bool,
-    filtering: bool,
-    parent_hits: &[bool],
-) -> Result<(), ContextError> {
-    let (decision, hits) = if filtering {
-        state.matcher.matches_in_walk(rel, parent_hits, is_dir)?
-    } else {
-        (super::pattern::IgnoreMatch { excluded: false, decided_by: None }, Vec::new())
+        Ok::<_, ContextError>((dirent.file_name(), meta))
     };
-    if decision.excluded {
-        if is_dir && state.matcher.may_reinclude_below(rel) {
-            let entry = entry_from_metadata(rel.clone(), abs, meta)?;
-            let pending_len = state.pending_dirs.len();
-            state.pending_dirs.push(entry);
-            let walked = walk_dir(state, abs, rel, &hits, true);
-            state.pending_dirs.truncate(pending_len);
-            walked?;
+    let mut listed: Vec<(std::ffi::OsString, std::fs::Metadata)> = if dirents.len() >= PARALLEL_STAT_MIN {
+        dirents.par_iter().map(stat).collect::<Result<_, _>>()?
+    } else {
+        dirents.iter().map(stat).collect::<Result<_, _>>()?
+    };
+    drop(dirents);
+    listed.sort_unstable_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
+
+    let filtering = !matcher.is_empty();
+    let mut children = Vec::with_capacity(listed.len());
+    for (name, meta) in listed {
+        let child_abs = abs.join(&name);
+        let Some(name) = name.to_str() else {
+            return Err(ContextError::NonUtf8Path { path: child_abs });
+        };
+        let child_rel = if rel.is_empty() { name.to_string() } else { format!("{rel}/{name}") };
+        let is_dir = meta.is_dir();
+        let (decision, hits) = if filtering {
+            matcher.matches_in_walk(&child_rel, parent_hits, is_dir)?
+        } else {
+            (super::pattern::IgnoreMatch { excluded: false, decided_by: None }, Vec::new())
+        };
+        let descend = is_dir && (!decision.excluded || matcher.may_reinclude_below(&child_rel));
+        children.push(Child { rel: child_rel, abs: child_abs, meta, excluded: decision.excluded, hits, descend });
+    }
+
+    let below: Vec<Vec<ContextEntry>> = children
+        .par_iter()
+        .map(|child| match child.descend {
+            true => walk_dir(matcher, &child.abs, &child.rel, &child.hits, child.excluded),
+            false => Ok(Vec::new()),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(children.len() + below.iter().map(Vec::len).sum::<usize>());
+    for (child, below) in children.into_iter().zip(below) {
+        // An excluded directory walked for its exceptions is listed only when something below
+        // it is included, just before that.
+        if child.excluded && below.is_empty() {
+            continue;
         }
-        return Ok(());
+        out.push(entry_from_metadata(child.rel, &child.abs, &child.meta)?);
+        out.extend(below);
     }
-    let entry = entry_from_metadata(rel.clone(), abs, meta)?;
-    state.out.append(&mut state.pending_dirs);
-    state.out.push(entry);
-    if is_dir {
-        walk_dir(state, abs, rel, &hits, false)?;
-    }
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(test)]

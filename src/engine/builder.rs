@@ -74,6 +74,8 @@ pub struct BuildOptions {
     pub cache_from: Vec<CacheImportSpec>,
     /// `--cache-to`: where the build's records go when it succeeds.
     pub cache_to: Vec<CacheExportSpec>,
+    /// `--isolation`: how RUN steps are isolated (auto: the strongest the environment allows).
+    pub isolation: crate::runtime::Isolation,
 }
 
 impl BuildOptions {
@@ -101,6 +103,7 @@ impl BuildOptions {
             settings: BuildSettings::from_env(),
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            isolation: crate::runtime::Isolation::Auto,
         }
     }
 }
@@ -215,6 +218,7 @@ impl Builder {
             check_stage_platform(stage, &platform)?;
         }
         announce(sink, &summary, &plan);
+        let isolation = isolation_for(&self.store, opts, &plan, sink)?;
         let state_dir = self.store.root().join("run");
         fs_err::create_dir_all(&state_dir)?;
         crate::runtime::cleanup_stale(&state_dir)?;
@@ -250,6 +254,8 @@ impl Builder {
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
             runner: &runner,
+            isolation,
+            kept_rootfs: Default::default(),
             imported: &imported,
             classic: &classic,
             used: Default::default(),
@@ -328,6 +334,43 @@ fn announce(sink: &EventSink, summary: &crate::context::ContextSummary, plan: &c
             cache_key: String::new(),
         });
     }
+}
+
+/// The isolation of the build's RUN steps, reported once when the plan has any. An explicit
+/// `--isolation` that cannot work here fails the build now; `auto` with nothing that works
+/// fails at the first RUN that runs (a build without RUN, or all cached, needs none).
+fn isolation_for(
+    store: &ImageStore,
+    opts: &BuildOptions,
+    plan: &crate::plan::BuildPlan,
+    sink: &EventSink,
+) -> Result<Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>, BuildError> {
+    use crate::runtime::Isolation;
+    let has_run = plan.planned_stages().any(|s| {
+        s.steps.iter().any(|step| matches!(step.instruction, crate::frontend::instructions::Instruction::Run(_)))
+    });
+    let mut choice = crate::runtime::choose_isolation(opts.isolation);
+    if has_run && opts.isolation == Isolation::Auto && choice.as_ref().is_ok_and(|c| c.isolation == Isolation::Root) {
+        let scratch = store.work_dir()?;
+        if let Err(reason) = crate::runtime::overlay_mount_works(scratch.path()) {
+            choice = crate::runtime::choose_without_overlay(reason);
+        }
+    }
+    match &choice {
+        Err(e) if opts.isolation != Isolation::Auto => return Err(BuildError::Isolation(e.clone())),
+        Ok(c) if has_run => {
+            sink(&BuildEvent::Isolation { mode: c.isolation.name().into(), reason: c.reason.clone(), usual: c.usual });
+            if c.isolation == Isolation::Chroot && opts.network == NetworkMode::None {
+                sink(&BuildEvent::Warning {
+                    message: "--network none cannot be honoured in the chroot-snapshot mode: RUN steps use the \
+                              host's network"
+                        .into(),
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(choice)
 }
 
 /// What a build's cache misses are explained against: the earlier builds of the same

@@ -26,7 +26,7 @@ use crate::image::{ImageConfig, Platform};
 use crate::layer::diff::{DiffOptions, LayerTree};
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{CacheKey, MissReason, Stage, StageBase, Step};
-use crate::runtime::{NetworkMode, OverlayKind};
+use crate::runtime::{Isolation, NetworkMode, OverlayKind};
 use crate::store::{ImageBatch, ImageStore, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
@@ -85,6 +85,11 @@ pub struct StageExecutor<'a> {
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
+    /// The isolation RUN steps use (see [`crate::runtime::choose_isolation`]), or why none can
+    /// be used here (an error of the first RUN step: a build without RUN needs none).
+    pub isolation: Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>,
+    /// Each running stage's rootfs after its last chroot-snapshot RUN, by stage index.
+    pub(crate) kept_rootfs: Mutex<std::collections::HashMap<usize, crate::engine::snapshot_step::KeptRootfs>>,
     /// The `--cache-from` caches, consulted when the store has no record for a key.
     pub imported: &'a ImportedCaches,
     /// The classic `--cache-from IMAGE`s, consulted after them.
@@ -115,6 +120,7 @@ impl StageRunner for StageExecutor<'_> {
         // however the stage ends: a failed step's last good image can be run.
         let mut pending = PendingImages { batch: self.store.image_batch()?, records: Vec::new() };
         let result = self.run_steps(stage, done, cancel, &mut pending);
+        self.release_rootfs(stage);
         let committed = self
             .store
             .commit_batch(pending.batch)
@@ -133,7 +139,7 @@ pub(crate) struct PendingImages {
 }
 
 /// What a step that missed wrote to the filesystem.
-enum Written {
+pub(crate) enum Written {
     Nothing,
     /// The step's upper dir; `whiteout_files`: fuse-overlayfs recorded whiteouts as `.wh.` files.
     Upper {
@@ -141,6 +147,8 @@ enum Written {
     },
     /// A layer tree (COPY that nothing reads soon).
     Tree(LayerTree),
+    /// A chroot-snapshot RUN's layer and the rootfs its files are in, kept for the next RUN.
+    Snapshot(LayerTree, crate::engine::snapshot_step::KeptRootfs),
 }
 
 impl StageExecutor<'_> {
@@ -323,10 +331,13 @@ impl StageExecutor<'_> {
                 let upper = work.path().join("upper");
                 fs::create_dir_all(&upper)?;
                 match &step.instruction {
-                    Instruction::Workdir { .. } => match self.make_workdir(step, state, &config.config, &upper)? {
-                        true => Written::Upper { whiteout_files: false },
-                        false => Written::Nothing,
-                    },
+                    Instruction::Workdir { .. } => self.make_workdir(step, state, &config.config, &upper)?,
+                    Instruction::Run(run) if self.isolation()? == Isolation::Chroot => {
+                        let (run_argv, tree, rootfs) =
+                            self.run_step_snapshot(stage, step, run, state, work.path(), done, cancel)?;
+                        argv = Some(run_argv);
+                        Written::Snapshot(tree, rootfs)
+                    }
                     Instruction::Run(run) => {
                         let (run_argv, overlay) =
                             self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
@@ -355,7 +366,22 @@ impl StageExecutor<'_> {
             (Some(work), Written::Tree(tree)) => {
                 self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)
             }
+            (Some(work), Written::Snapshot(tree, mut rootfs)) => {
+                rootfs.record(&tree);
+                let (image, size) =
+                    self.commit_layer(step, state, config, created_by, work, Some(tree), false, pending)?;
+                self.keep_rootfs(stage, rootfs, &image);
+                Ok((image, size))
+            }
             _ => Ok((self.commit(&mut pending.batch, state, config, None, created_by)?, None)),
+        }
+    }
+
+    /// The isolation RUN steps use, or the error that none can be used.
+    fn isolation(&self) -> Result<Isolation, BuildError> {
+        match &self.isolation {
+            Ok(choice) => Ok(choice.isolation),
+            Err(e) => Err(BuildError::Isolation(e.clone())),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod settings;
 pub mod shared_cache;
+pub mod snapshot_step;
 pub mod sources;
 pub mod ssh;
 mod workdir;
@@ -48,6 +49,9 @@ pub enum BuildError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    /// `--isolation` asks for a mode this environment does not allow (or none works).
+    #[error(transparent)]
+    Isolation(#[from] crate::runtime::IsolationUnavailable),
     #[error(transparent)]
     Layer(#[from] crate::layer::diff::LayerError),
     #[error(transparent)]

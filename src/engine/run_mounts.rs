@@ -333,8 +333,12 @@ impl StageExecutor<'_> {
             }
             let mode = spec.mode.unwrap_or(0o755);
             fs::set_permissions(&fresh, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-            std::os::unix::fs::lchown(&fresh, Some(spec.uid.unwrap_or(0)), Some(spec.gid.unwrap_or(0)))
-                .map_err(|error| MountError::Chown { path: fresh.clone(), error })?;
+            match std::os::unix::fs::lchown(&fresh, Some(spec.uid.unwrap_or(0)), Some(spec.gid.unwrap_or(0))) {
+                // An unprivileged rbuild cannot chown: the directory stays the caller's, who
+                // runs the step (the chroot-snapshot mode) or is its root (rootless).
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !nix::unistd::geteuid().is_root() => {}
+                result => result.map_err(|error| MountError::Chown { path: fresh.clone(), error })?,
+            }
             if let Err(e) = fs::rename(&fresh, &dir) {
                 if !dir.is_dir() {
                     return Err(e.into());

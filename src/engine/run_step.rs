@@ -11,6 +11,7 @@ use std::sync::Arc;
 use fs_err as fs;
 
 use crate::engine::executor::{ImageState, StageExecutor};
+use crate::engine::run_mounts::RunMounts;
 use crate::engine::scheduler::Cancel;
 use crate::engine::BuildError;
 use crate::events::BuildEvent;
@@ -19,7 +20,7 @@ use crate::frontend::lower::PROXY_ARGS;
 use crate::image::ImageConfig;
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{Stage, Step};
-use crate::runtime::{ContainerSpec, OverlayKind, Rootfs, StdioMode};
+use crate::runtime::{ContainerExit, ContainerSpec, OverlayKind, Rootfs, StdioMode};
 
 static CONTAINER_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -47,6 +48,7 @@ impl StageExecutor<'_> {
         Ok(lowers)
     }
 
+    /// Runs a RUN step on an overlay of the parent's layers; its writes land in `upper`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
@@ -59,16 +61,35 @@ impl StageExecutor<'_> {
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
     ) -> Result<(Vec<String>, OverlayKind), BuildError> {
+        let overlay_work = work.join("work");
+        fs::create_dir_all(&overlay_work)?;
+        let rootfs =
+            Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work };
+        let prepared = self.prepare_run(stage, step, run, state, rootfs, work, done)?;
+        let (argv, exit) = self.start_run(step, state, run, prepared, cancel)?;
+        Ok((argv, exit.overlay))
+    }
+
+    /// The container of a RUN step on `rootfs`, with the mounts it holds until it ends.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare_run(
+        &self,
+        stage: &Stage,
+        step: &Step,
+        run: &RunInstruction,
+        state: &ImageState,
+        rootfs: Rootfs,
+        work: &Path,
+        done: &BTreeMap<usize, Arc<ImageState>>,
+    ) -> Result<PreparedRun, BuildError> {
         // Held until the container is gone: cache locks (the copies live in `work`).
         let mounts = self.run_mounts(stage, step, run, state, work, done)?;
         let argv = run_argv(&state.config, run);
         let script = shebang_script(run, work)?;
-        let overlay_work = work.join("work");
-        fs::create_dir_all(&overlay_work)?;
         let id = container_id();
         let mut spec = ContainerSpec::new(
             &id,
-            Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work },
+            rootfs,
             script.as_ref().map_or_else(|| argv.clone(), |m| vec![m.target.clone()]),
             self.state_dir.clone(),
         );
@@ -95,12 +116,29 @@ impl StageExecutor<'_> {
         spec.user = (!user.is_empty()).then(|| user.clone());
         spec.network = run.network.unwrap_or_default().or(self.network);
         spec.extra_hosts = self.extra_hosts.clone();
+        if let Ok(choice) = &self.isolation {
+            spec.isolation = choice.isolation;
+        }
         let events = Arc::clone(&self.events);
         let number = step.number;
         spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes| {
             let line = String::from_utf8_lossy(bytes).trim_end_matches(['\n', '\r']).to_string();
             events(&BuildEvent::Output { step: number, stream, line });
         }));
+        Ok(PreparedRun { spec, argv, mounts })
+    }
+
+    /// Runs a prepared RUN container to its end; a failed command is the step's error.
+    pub(crate) fn start_run(
+        &self,
+        step: &Step,
+        state: &ImageState,
+        run: &RunInstruction,
+        prepared: PreparedRun,
+        cancel: &Cancel,
+    ) -> Result<(Vec<String>, ContainerExit), BuildError> {
+        let PreparedRun { spec, argv, mounts } = prepared;
+        let id = spec.id.clone();
         self.emit(BuildEvent::ContainerStarted { step: step.number, container_id: id.clone() });
         let exit = self.runner.run(spec);
         drop(mounts);
@@ -117,8 +155,16 @@ impl StageExecutor<'_> {
                 last_image: state.id(),
             });
         }
-        Ok((argv, exit.overlay))
+        Ok((argv, exit))
     }
+}
+
+/// A RUN container ready to start: its spec, the argv its history shows, and the mounts
+/// (cache locks, copies) that must outlive it.
+pub(crate) struct PreparedRun {
+    pub(crate) spec: ContainerSpec,
+    pub(crate) argv: Vec<String>,
+    pub(crate) mounts: RunMounts,
 }
 
 /// argv of a RUN: exec form as is; shell form through the SHELL; a heredoc-only command runs

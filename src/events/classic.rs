@@ -60,6 +60,11 @@ impl<W: Write + Send> Renderer for ClassicRenderer<W> {
             BuildEvent::Warning { message }
             | BuildEvent::Pull { message, .. }
             | BuildEvent::CacheTransfer { message, .. } => writeln!(out, "{message}")?,
+            BuildEvent::Isolation { .. } => {
+                if let Some(line) = event.unusual_isolation_line() {
+                    writeln!(out, "{line}")?
+                }
+            }
             BuildEvent::BuildFailed { message, last_image_id, .. } => {
                 writeln!(out, "{message}")?;
                 if let Some(id) = last_image_id {

@@ -19,6 +19,7 @@
 //! | `container_removed` | `step`, `container_id` |
 //! | `step_done` | `step`, `image_id`, `layer_size` (bytes, null for a config-only step), `duration_ms`, `cached` |
 //! | `warning` | `message` |
+//! | `isolation` | `mode` (`namespaces`, `rootless`, `chroot-snapshot`), `reason`, `usual` (false: shown in classic output) |
 //! | `cache_transfer` | `location` (a `--cache-from`/`--cache-to` cache), `message` (what was imported or exported) |
 //! | `pull` | `reference` (as the Dockerfile names it), `message` (a line `docker pull` prints) |
 //! | `build_failed` | `step` (null before the first step), `message`, `exit_code` (of a failed RUN), `last_image_id` |
@@ -98,6 +99,14 @@ pub enum BuildEvent {
     Warning {
         message: String,
     },
+    /// How RUN steps are isolated in this build (before the first step, when there is a RUN):
+    /// `mode` is `namespaces`, `rootless` or `chroot-snapshot`; `usual` is false when the
+    /// mode is not the one a normal host gives this user (classic output shows only those).
+    Isolation {
+        mode: String,
+        reason: String,
+        usual: bool,
+    },
     /// A base image is being pulled (before the first step: lowering needs its digest).
     Pull {
         reference: String,
@@ -120,6 +129,15 @@ impl BuildEvent {
     /// A cache miss with its human-readable message filled in from the reason.
     pub fn cache_miss(step: usize, reason: MissReason) -> Self {
         BuildEvent::CacheMiss { step, message: reason.to_string(), reason }
+    }
+
+    /// The line the human renderers print for an [`BuildEvent::Isolation`] that is not the
+    /// usual mode (`[isolation] chroot-snapshot: ...`); `None` for every other event.
+    pub fn unusual_isolation_line(&self) -> Option<String> {
+        match self {
+            BuildEvent::Isolation { mode, reason, usual: false } => Some(format!("[isolation] {mode}: {reason}")),
+            _ => None,
+        }
     }
 }
 

@@ -82,6 +82,11 @@ impl Renderer for TtyRenderer {
             BuildEvent::Warning { message }
             | BuildEvent::Pull { message, .. }
             | BuildEvent::CacheTransfer { message, .. } => self.bars.println(message)?,
+            BuildEvent::Isolation { .. } => {
+                if let Some(line) = event.unusual_isolation_line() {
+                    self.bars.println(line)?
+                }
+            }
             BuildEvent::BuildDone { image_id, tags, duration_ms } => {
                 // Every bar is finished by now: plain lines go below them.
                 use std::io::Write;

@@ -15,10 +15,12 @@
 
 use crate::layer::compression::{decompressing_reader, Compression};
 use crate::layer::digest::{HashingReader, Sha256Digest};
-use crate::layer::overlay::{whiteout_hidden, OPAQUE_MARKER_SUFFIX, OPAQUE_XATTR};
+use crate::layer::overlay::{
+    whiteout_hidden, OPAQUE_MARKER_SUFFIX, OPAQUE_XATTR, USER_OPAQUE_XATTR, USER_WHITEOUT_XATTR,
+};
 use rustix::fd::{AsFd, AsRawFd, OwnedFd};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -64,6 +66,20 @@ pub struct AppliedLayer {
     pub compression: Compression,
 }
 
+/// Who owns an applied entry and its permission bits, as the layer says: what the disk has
+/// when the applier could not chown (an unprivileged user) or had to widen a directory's
+/// permissions to fill it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedOwner {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (setuid, setgid and sticky included).
+    pub mode: u32,
+}
+
+/// [`RecordedOwner`]s by path relative to the target directory.
+pub type OwnerTable = HashMap<PathBuf, RecordedOwner>;
+
 /// Applies layer tars to one target directory.
 pub struct LayerApply {
     root: PathBuf,
@@ -74,6 +90,8 @@ pub struct LayerApply {
     written: HashSet<PathBuf>,
     /// Directory mtimes, set after all entries since creating children changes them.
     dir_times: Vec<(PathBuf, Timespec)>,
+    /// See [`LayerApply::recording_owners`].
+    owners: Option<OwnerTable>,
 }
 
 /// An entry name split into confined components.
@@ -160,7 +178,29 @@ impl LayerApply {
             chown: rustix::process::geteuid().is_root(),
             written: HashSet::new(),
             dir_times: Vec::new(),
+            owners: None,
         })
+    }
+
+    /// Records every entry's owner and mode from the layer (see [`LayerApply::owners`]). Then,
+    /// without root, directories are made writable and searchable by their owner (the layer's
+    /// `0555` directory could not be filled otherwise) and device nodes the user may not make
+    /// are left out: the table keeps what the layer says. The chroot-snapshot mode assembles
+    /// its rootfs this way.
+    pub fn recording_owners(mut self) -> Self {
+        self.owners = Some(OwnerTable::new());
+        self
+    }
+
+    /// The owners recorded so far (empty unless [`LayerApply::recording_owners`]).
+    pub fn owners(self) -> OwnerTable {
+        self.owners.unwrap_or_default()
+    }
+
+    /// Whether this apply widens what an unprivileged user cannot reproduce (see
+    /// [`LayerApply::recording_owners`]).
+    fn unprivileged_recording(&self) -> bool {
+        self.owners.is_some() && !self.chown
     }
 
     /// Applies one layer blob (plain, gzip or zstd tar) and returns its diff ID.
@@ -292,7 +332,11 @@ impl LayerApply {
                     Mode::empty(),
                 )
                 .map_err(path_err)?;
-                self.finish_fd(&fd, owner, perm, &xattrs, &rel)?;
+                let on_disk = match self.unprivileged_recording() {
+                    true => Mode::from_raw_mode(perm.as_raw_mode() | 0o700),
+                    false => perm,
+                };
+                self.finish_fd(&fd, owner, on_disk, &xattrs, &rel)?;
                 self.dir_times.push((rel.clone(), mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
@@ -328,36 +372,52 @@ impl LayerApply {
                 }
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
-                self.clear(&parent, name, &rel, false)?;
-                let (ft, dev) = match kind {
-                    tar::EntryType::Fifo => (FileType::Fifo, 0),
-                    k => {
-                        let major = header.device_major().ok().flatten().unwrap_or(0);
-                        let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                        let ft =
-                            if k == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
-                        (ft, rfs::makedev(major, minor))
-                    }
-                };
-                rfs::mknodat(&parent, name.as_os_str(), ft, perm, dev).map_err(path_err)?;
-                let fd = rfs::openat(
-                    &parent,
-                    name.as_os_str(),
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(path_err)?;
-                if self.chown {
-                    rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH).map_err(path_err)?;
-                }
-                rfs::chmodat(&parent, name.as_os_str(), perm, AtFlags::empty()).map_err(path_err)?;
-                rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH).map_err(path_err)?;
+                self.make_node(&parent, name, &rel, &header, (perm, owner, times))?
             }
             // PAX/GNU metadata entries are consumed by the tar reader; anything else (sockets,
             // vendor types) carries no file content we can create.
             _ => return Ok(()),
         }
+        if let Some(owners) = &mut self.owners {
+            owners.insert(rel.clone(), RecordedOwner { uid: uid as u32, gid: gid as u32, mode: perm.as_raw_mode() });
+        }
         self.written.insert(rel);
+        Ok(())
+    }
+
+    /// A device node or FIFO entry `name` in `parent` with its permissions, owner and times.
+    /// Without root, when recording owners, a device the user may not make is left out (its
+    /// owner is recorded all the same).
+    fn make_node(
+        &self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        rel: &Path,
+        header: &tar::Header,
+        (perm, owner, times): (Mode, (rustix::fs::Uid, rustix::fs::Gid), Timestamps),
+    ) -> Result<(), ApplyError> {
+        let path_err = |e: rustix::io::Errno| ApplyError::Io { path: self.root.join(rel), source: e.into() };
+        self.clear(parent, name, rel, false)?;
+        let (ft, dev) = match header.entry_type() {
+            tar::EntryType::Fifo => (FileType::Fifo, 0),
+            k => {
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let ft = if k == tar::EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                (ft, rfs::makedev(major, minor))
+            }
+        };
+        match rfs::mknodat(parent, name, ft, perm, dev) {
+            Err(rustix::io::Errno::PERM) if self.unprivileged_recording() && ft != FileType::Fifo => return Ok(()),
+            result => result.map_err(path_err)?,
+        }
+        let fd = rfs::openat(parent, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+            .map_err(path_err)?;
+        if self.chown {
+            rfs::chownat(&fd, "", Some(owner.0), Some(owner.1), AtFlags::EMPTY_PATH).map_err(path_err)?;
+        }
+        rfs::chmodat(parent, name, perm, AtFlags::empty()).map_err(path_err)?;
+        rfs::utimensat(&fd, "", &times, AtFlags::EMPTY_PATH).map_err(path_err)?;
         Ok(())
     }
 
@@ -372,8 +432,14 @@ impl LayerApply {
                     let dir = self
                         .open_in_root(&parent_rel, OFlags::RDONLY | OFlags::DIRECTORY)
                         .map_err(io_err(self.root.join(&parent_rel)))?;
-                    rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
-                        .map_err(io_err(self.root.join(&parent_rel)))?;
+                    // trusted.* needs CAP_SYS_ADMIN; without it, the userxattr overlay's marker.
+                    match rfs::fsetxattr(&dir, OPAQUE_XATTR, b"y", rfs::XattrFlags::empty()) {
+                        Err(rustix::io::Errno::PERM) => {
+                            rfs::fsetxattr(&dir, USER_OPAQUE_XATTR, b"y", rfs::XattrFlags::empty())
+                        }
+                        result => result,
+                    }
+                    .map_err(io_err(self.root.join(&parent_rel)))?;
                 }
                 // Literal mode has no whiteouts (see `apply_entry`).
                 WhiteoutMode::Delete | WhiteoutMode::Literal => self.make_opaque(parent_comps)?,
@@ -388,8 +454,24 @@ impl LayerApply {
         let target_rel = parent_rel.join(hidden);
         self.clear(&parent, hidden, &target_rel, false)?;
         if self.mode == WhiteoutMode::Overlay {
-            rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0))
-                .map_err(io_err(self.root.join(&target_rel)))?;
+            match rfs::mknodat(&parent, hidden, FileType::CharacterDevice, Mode::empty(), rfs::makedev(0, 0)) {
+                // No CAP_MKNOD (an unprivileged user outside a user namespace): the overlay's
+                // other whiteout form, an empty file with a whiteout xattr (Linux >= 6.7 reads
+                // it; rbuild's merged view and diff always do).
+                Err(rustix::io::Errno::PERM) => {
+                    let fd = rfs::openat(
+                        &parent,
+                        hidden,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        // user.* xattrs need write permission on the file.
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .map_err(io_err(self.root.join(&target_rel)))?;
+                    rfs::fsetxattr(&fd, USER_WHITEOUT_XATTR, b"y", rfs::XattrFlags::empty())
+                        .map_err(io_err(self.root.join(&target_rel)))?;
+                }
+                result => result.map_err(io_err(self.root.join(&target_rel)))?,
+            }
         }
         Ok(())
     }

@@ -284,6 +284,11 @@ pub enum TreeEntryKind {
     Symlink {
         target: Vec<u8>,
     },
+    /// A whiteout marker, written as the empty file an upper dir's whiteout becomes: its key
+    /// is the marker's own name (`.wh.<hidden>`, or [`OPAQUE_MARKER`] for an opaque
+    /// directory, whose entry carries that directory's metadata as the upper-dir walk gives
+    /// it). Only the chroot-snapshot mode's comparison makes these; COPY never does.
+    Whiteout,
 }
 
 /// Lists what the upper dir changed relative to `lowers` (top-most lower dir first, as in
@@ -587,12 +592,25 @@ impl<W: Write> UpperWalk<W> {
     }
 
     fn tree_dir(&mut self, children: &BTreeMap<Vec<u8>, TreeEntry>, rel: &[u8]) -> Result<(), LayerError> {
-        for (name, entry) in children {
-            let mut tar_path = rel.to_vec();
-            if !tar_path.is_empty() {
-                tar_path.push(b'/');
+        let join = |name: &[u8]| {
+            let mut p = rel.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
             }
-            tar_path.extend_from_slice(name);
+            p.extend_from_slice(name);
+            p
+        };
+        // The order `walk_dir` writes an upper dir in: the opaque marker, the whiteouts (by
+        // marker name), then everything else by name.
+        let is_marker = |e: &TreeEntry| matches!(e.kind, TreeEntryKind::Whiteout);
+        let opaque = children.get_key_value(OPAQUE_MARKER.as_bytes()).filter(|(_, e)| is_marker(e));
+        let whiteouts = children.iter().filter(|(k, e)| is_marker(e) && k.as_slice() != OPAQUE_MARKER.as_bytes());
+        for (name, entry) in opaque.into_iter().chain(whiteouts) {
+            let header = self.tree_header(join(name), EntryKind::File { size: 0 }, entry);
+            self.header(&header)?;
+        }
+        for (name, entry) in children.iter().filter(|(_, e)| !is_marker(e)) {
+            let tar_path = join(name);
             if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 let host_file = match &entry.kind {
                     TreeEntryKind::File { source, .. } => Some(source.clone()),
@@ -612,16 +630,9 @@ impl<W: Write> UpperWalk<W> {
                     EntryKind::File { size: *size }
                 }
                 TreeEntryKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+                TreeEntryKind::Whiteout => continue,
             };
-            let header = EntryHeader {
-                path: tar_path.clone(),
-                kind: kind.clone(),
-                mode: entry.mode & 0o7777,
-                uid: u64::from(entry.uid),
-                gid: u64::from(entry.gid),
-                mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
-                xattrs: Vec::new(),
-            };
+            let header = self.tree_header(tar_path.clone(), kind.clone(), entry);
             self.header(&header)?;
             match (&entry.kind, kind) {
                 (TreeEntryKind::Dir(grandchildren), _) => self.tree_dir(grandchildren, &tar_path)?,
@@ -630,6 +641,19 @@ impl<W: Write> UpperWalk<W> {
             }
         }
         Ok(())
+    }
+
+    /// The tar header of a [`LayerTree`] entry (mtime clamped to the epoch).
+    fn tree_header(&self, path: Vec<u8>, kind: EntryKind, entry: &TreeEntry) -> EntryHeader {
+        EntryHeader {
+            path,
+            kind,
+            mode: entry.mode & 0o7777,
+            uid: u64::from(entry.uid),
+            gid: u64::from(entry.gid),
+            mtime: self.epoch.map_or(entry.mtime, |epoch| entry.mtime.min(epoch)),
+            xattrs: Vec::new(),
+        }
     }
 
     fn copy_file(&mut self, path: &Path, size: u64) -> Result<(), LayerError> {

@@ -8,4 +8,5 @@ pub mod diff;
 pub mod digest;
 pub mod media;
 pub mod overlay;
+pub mod snapshot;
 pub mod stack;

@@ -21,11 +21,17 @@ pub const OPAQUE_MARKER_SUFFIX: &str = ".wh..opq";
 
 /// The opaque xattr rbuild sets when it unpacks a layer for the kernel overlay.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// The opaque xattr of the kernel overlay in `userxattr` mode; rbuild sets it where it may not
+/// set [`OPAQUE_XATTR`] (no CAP_SYS_ADMIN).
+pub const USER_OPAQUE_XATTR: &str = "user.overlay.opaque";
 /// Xattrs that mark an opaque directory (value `y`): the kernel overlay, the kernel overlay
 /// with `userxattr` (rootless), fuse-overlayfs.
-pub const OPAQUE_XATTRS: [&str; 3] = [OPAQUE_XATTR, "user.overlay.opaque", "user.fuseoverlayfs.opaque"];
+pub const OPAQUE_XATTRS: [&str; 3] = [OPAQUE_XATTR, USER_OPAQUE_XATTR, "user.fuseoverlayfs.opaque"];
+/// The whiteout xattr of the `userxattr` overlay, on an empty file: rbuild's whiteout where it
+/// may not make a 0/0 device (no CAP_MKNOD).
+pub const USER_WHITEOUT_XATTR: &str = "user.overlay.whiteout";
 /// Xattrs that mark an empty regular file as a whiteout (overlay "xwhiteouts", Linux >= 6.7).
-pub const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", "user.overlay.whiteout"];
+pub const WHITEOUT_XATTRS: [&str; 2] = ["trusted.overlay.whiteout", USER_WHITEOUT_XATTR];
 /// Xattr namespaces private to the overlay implementation (and SELinux labels), never copied
 /// into a layer.
 pub const PRIVATE_XATTR_PREFIXES: [&str; 4] =

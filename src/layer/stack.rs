@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use crate::layer::overlay::{is_opaque_dir, is_whiteout_device};
+use crate::layer::overlay::{has_whiteout_xattr, is_opaque_dir, is_whiteout_device};
 
 /// Where a visible entry lives on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl LayerState {
                 let host = host.join(c);
                 match std::fs::symlink_metadata(&host) {
                     Err(_) => LayerState::Missing { opaque_above },
-                    Ok(meta) if is_whiteout(&meta) => LayerState::Blocked,
+                    Ok(meta) if is_whiteout(&host, &meta) => LayerState::Blocked,
                     Ok(meta) => LayerState::Found { kind: kind_of(&meta), host, opaque_above },
                 }
             }
@@ -84,8 +84,10 @@ pub struct MergedView {
 /// Upper bound on symlinks followed while resolving one path (Linux's MAXSYMLINKS).
 const MAX_SYMLINKS: usize = 40;
 
-fn is_whiteout(meta: &std::fs::Metadata) -> bool {
-    is_whiteout_device(meta)
+/// overlayfs's whiteout: a 0/0 device, or (where the store could not make devices: an
+/// unprivileged user without a user namespace) an empty file with a whiteout xattr.
+fn is_whiteout(path: &Path, meta: &std::fs::Metadata) -> bool {
+    is_whiteout_device(meta) || (meta.is_file() && meta.len() == 0 && has_whiteout_xattr(path))
 }
 
 /// An unreadable marker reads as "not opaque", as overlayfs treats it.
@@ -135,7 +137,7 @@ impl MergedView {
                 let Ok(meta) = std::fs::symlink_metadata(&host) else {
                     break;
                 };
-                if is_whiteout(&meta) {
+                if is_whiteout(&host, &meta) {
                     return None;
                 }
                 let last = i + 1 == comps.len();
@@ -294,7 +296,7 @@ impl MergedView {
                 host.push(c);
                 match std::fs::symlink_metadata(&host) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(m) if is_whiteout(&m) => return out,
+                    Ok(m) if is_whiteout(&host, &m) => return out,
                     _ => {
                         ok = false;
                         break;
@@ -311,7 +313,7 @@ impl MergedView {
                         continue;
                     }
                     let Ok(meta) = entry.path().symlink_metadata() else { continue };
-                    if is_whiteout(&meta) {
+                    if is_whiteout(&entry.path(), &meta) {
                         hidden.push(name);
                         continue;
                     }

@@ -101,6 +101,24 @@ impl LlbDefinition {
     pub fn encode(&self) -> Vec<u8> {
         prost::Message::encode_to_vec(&self.definition)
     }
+
+    /// The entitlements a solve of this definition must ask for: `network.host` when a RUN
+    /// uses the host's network, `security.insecure` when one runs insecure (as buildx's
+    /// `--allow` names them; BuildKit refuses such ops without them).
+    pub fn entitlements(&self) -> Vec<String> {
+        let mut wanted = std::collections::BTreeSet::new();
+        for bytes in &self.definition.def {
+            let Ok(op) = <pb::Op as prost::Message>::decode(bytes.as_slice()) else { continue };
+            let Some(pb::op::Op::Exec(exec)) = op.op else { continue };
+            if exec.network == pb::NetMode::Host as i32 {
+                wanted.insert("network.host");
+            }
+            if exec.security == pb::SecurityMode::Insecure as i32 {
+                wanted.insert("security.insecure");
+            }
+        }
+        wanted.into_iter().map(String::from).collect()
+    }
 }
 
 /// The capabilities in `requirements` that a worker announcing `caps` lacks: for each, the
@@ -346,5 +364,34 @@ mod tests {
         let missing = missing_caps(&requirements, &worker);
         assert_eq!(missing.len(), 1);
         assert_eq!((missing[0].cap.as_str(), missing[0].line), ("mergeop", 9));
+    }
+
+    #[test]
+    fn host_network_and_insecure_runs_ask_for_their_entitlements() {
+        let exec = |network: pb::NetMode, security: pb::SecurityMode| {
+            let op = pb::Op {
+                op: Some(pb::op::Op::Exec(pb::ExecOp {
+                    network: network as i32,
+                    security: security as i32,
+                    ..Default::default()
+                })),
+                ..Default::default()
+            };
+            prost::Message::encode_to_vec(&op)
+        };
+        let definition = |def: Vec<Vec<u8>>| LlbDefinition {
+            definition: pb::Definition { def, ..Default::default() },
+            image_config: ImageConfig::scratch("linux", "amd64", None),
+            requirements: Vec::new(),
+            steps: BTreeMap::new(),
+        };
+        let plain = definition(vec![exec(pb::NetMode::Unset, pb::SecurityMode::Sandbox)]);
+        assert!(plain.entitlements().is_empty());
+        let both = definition(vec![
+            exec(pb::NetMode::Host, pb::SecurityMode::Sandbox),
+            exec(pb::NetMode::None, pb::SecurityMode::Insecure),
+            exec(pb::NetMode::Host, pb::SecurityMode::Sandbox),
+        ]);
+        assert_eq!(both.entitlements(), ["network.host", "security.insecure"]);
     }
 }

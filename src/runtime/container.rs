@@ -117,6 +117,7 @@ impl Container {
             Isolation::Root if !nix::unistd::geteuid().is_root() => return Err(RuntimeError::NotRoot),
             Isolation::Root => false,
             Isolation::UserNamespace => true,
+            Isolation::Chroot => return crate::runtime::chroot::run(spec),
         };
         let mut cdir = ContainerDir::create(&spec.state_dir, &spec.id)?;
         let (plan, dns_forward) = rootfs_plan(&spec, cdir.path(), user_namespace)?;

@@ -29,10 +29,12 @@
 //! The mount sequence goes through the [`Syscall`] trait so that its order can be checked
 //! with a recording fake; [`LinuxSyscall`] is the real one.
 
+mod chroot;
 mod container;
 mod error;
 mod exec;
 mod init;
+mod isolation;
 mod mounts;
 mod netpool;
 mod network;
@@ -47,9 +49,13 @@ mod syscall;
 mod user;
 mod userns;
 
+pub use chroot::{bound_paths, make_bind_targets, BindTargets};
 pub use container::{Container, ContainerExit};
 pub use error::{RuntimeError, SetupFailure};
 pub use exec::exec_in_container;
+pub use isolation::{
+    choose as choose_isolation, choose_without_overlay, overlay_mount_works, IsolationChoice, IsolationUnavailable,
+};
 pub use mounts::{OverlayKind, RootfsPlan};
 pub use netpool::NetworkPool;
 pub use network::{HostEntry, PortMapping, Protocol};

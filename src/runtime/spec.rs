@@ -111,17 +111,20 @@ impl fmt::Debug for StdioMode {
     }
 }
 
-/// How privileges are obtained.
+/// How privileges are obtained (`--isolation`; see [`crate::runtime::isolation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Isolation {
     /// Root mode when rbuild runs as root, else a user namespace.
     #[default]
     Auto,
-    /// No user namespace; needs root.
+    /// `namespaces`: no user namespace; needs root.
     Root,
-    /// A new user namespace: uid 0 inside is the caller, and with `newuidmap`/`newgidmap`
-    /// and an `/etc/subuid` range, uids 1.. map to that range.
+    /// `rootless`: a new user namespace: uid 0 inside is the caller, and with
+    /// `newuidmap`/`newgidmap` and an `/etc/subuid` range, uids 1.. map to that range.
     UserNamespace,
+    /// `chroot`: no namespace and no mount at all: the root is a [`Rootfs::Dir`] the workload
+    /// runs in under proot (or chroot(2)), with the host's network; see `runtime::chroot`.
+    Chroot,
 }
 
 /// Which overlay implementation mounts a [`Rootfs::Overlay`].

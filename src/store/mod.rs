@@ -57,7 +57,7 @@ pub mod reference;
 pub mod trees;
 
 use crate::image::ImageConfig;
-use crate::layer::apply::{ApplyError, LayerApply, WhiteoutMode};
+use crate::layer::apply::{ApplyError, LayerApply, OwnerTable, WhiteoutMode};
 use crate::layer::compression::Compression;
 use crate::layer::digest::{chain_ids, DigestParseError, HashingWriter, Sha256Digest};
 use atomic::fsync_dir;
@@ -1253,6 +1253,23 @@ impl ImageStore {
             apply.apply(blob).map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
         }
         Ok(())
+    }
+
+    /// Applies the layers of `image` after its first `present` ones (which `dest` holds
+    /// already) into `dest` as one plain directory tree for the chroot-snapshot mode, and
+    /// returns the layers' owners and modes of what they put there, which an unprivileged user
+    /// cannot put on disk (see [`LayerApply::recording_owners`]). Read from the blobs, never
+    /// linked to `layers/`: the step writes the tree in place.
+    pub fn assemble_rootfs(&self, image: &StoredImage, dest: &Path, present: usize) -> Result<OwnerTable> {
+        self.lease_image(image)?;
+        let mut apply = LayerApply::new(dest, WhiteoutMode::Delete)
+            .map_err(|source| StoreError::Apply { digest: image.id.clone(), source })?
+            .recording_owners();
+        for layer in image.layers.iter().skip(present) {
+            let blob = self.open_blob(&layer.digest)?;
+            apply.apply(blob).map_err(|source| StoreError::Apply { digest: layer.digest.clone(), source })?;
+        }
+        Ok(apply.owners())
     }
 
     /// Records that container `id` uses `image_id`, so `rmi` refuses to remove it.

@@ -63,6 +63,13 @@ pub struct BuildArgs {
     /// Network for RUN steps: default (a namespace of its own with outbound access), host or none
     #[arg(long, value_name = "MODE", value_enum, default_value = "default")]
     network: Network,
+    /// How RUN steps are isolated: auto (the strongest this environment allows, reported when
+    /// it is not the usual one), namespaces (root: mount/PID/network namespaces and the kernel
+    /// overlay), rootless (a user namespace), or chroot (no namespace and no mount, for an
+    /// unprivileged CI container: the rootfs is a plain directory, the step runs under proot
+    /// or chroot(2) on the host's network, and its changes are found by comparison)
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    isolation: IsolationArg,
     /// Add a custom host-to-IP mapping to RUN steps' /etc/hosts (NAME:IP)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     add_hosts: Vec<String>,
@@ -100,7 +107,10 @@ pub struct BuildArgs {
     cache_to: Vec<String>,
     /// Solve the build on a BuildKit daemon instead of here and load the image into the store:
     /// `docker://[SOCKET]` for the BuildKit inside dockerd (default socket
-    /// /var/run/docker.sock). rbuild's cache and BuildKit's are separate
+    /// /var/run/docker.sock; `?session=control` runs the session over the control API),
+    /// `unix:///PATH` or `tcp://HOST:PORT[?cacert=CA&cert=CERT&key=KEY&servername=NAME]` for
+    /// buildkitd. rbuild's cache and BuildKit's are separate: --cache-to/--cache-from then
+    /// name BuildKit's own caches
     #[arg(long, value_name = "URL")]
     builder: Option<String>,
     /// The build context: a directory; `-` for a tar archive on stdin; a git repository
@@ -129,6 +139,15 @@ enum Network {
     Host,
     None,
     Default,
+}
+
+/// `--isolation` of RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum IsolationArg {
+    Auto,
+    Namespaces,
+    Rootless,
+    Chroot,
 }
 
 /// `--compression` of new layers.
@@ -305,7 +324,16 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
             bail!("--platform {wanted}: only the native platform ({native}) can be built here, there is no emulation");
         }
     }
-    if let Some(warning) = crate::runtime::rootless_setup_warning() {
+    let isolation = match args.isolation {
+        IsolationArg::Auto => crate::runtime::Isolation::Auto,
+        IsolationArg::Namespaces => crate::runtime::Isolation::Root,
+        IsolationArg::Rootless => crate::runtime::Isolation::UserNamespace,
+        IsolationArg::Chroot => crate::runtime::Isolation::Chroot,
+    };
+    // The rootless prerequisites matter only where RUN steps would use a user namespace.
+    let rootless = crate::runtime::choose_isolation(isolation)
+        .is_ok_and(|choice| choice.isolation == crate::runtime::Isolation::UserNamespace);
+    if let Some(warning) = crate::runtime::rootless_setup_warning().filter(|_| rootless) {
         printer.warn(warning);
     }
     let outputs = args.outputs.plan(&args.tags)?;
@@ -340,6 +368,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         Network::Default => crate::runtime::NetworkMode::Default,
     };
     opts.extra_hosts = parse_add_hosts(&args.add_hosts)?;
+    opts.isolation = isolation;
     opts.compression = match args.compression {
         LayerCompression::Gzip => crate::layer::media::Compression::Gzip,
         LayerCompression::Zstd => crate::layer::media::Compression::Zstd,

@@ -2,7 +2,7 @@
 //! as docker's: the credentials are checked against the registry before they are stored.
 
 use crate::cli::Printer;
-use crate::registry::auth::StoredIn;
+use crate::registry::auth::{credentials_for, StoredIn};
 use crate::registry::login::{login, logout, server_registry};
 use crate::registry::RegistryOptions;
 use anyhow::{bail, Context};
@@ -76,6 +76,21 @@ fn capitalised(s: &str) -> String {
 
 pub fn run(args: LoginArgs, p: &mut Printer) -> anyhow::Result<()> {
     let registry = server_registry(args.server.as_deref())?;
+    let opts = registry_options(args.tls_verify, args.cert_dir.clone());
+    // As docker: with neither a user nor a password given, the stored credentials are checked
+    // first, and asked for only when there are none or the registry refuses them.
+    if args.username.is_none() && args.password.is_none() && !args.password_stdin {
+        if let Some(stored) = credentials_for(&registry)? {
+            p.line("Authenticating with existing credentials...")?;
+            match login(&registry, &stored.username, &stored.password, &opts) {
+                Ok(_) => {
+                    p.line("Login Succeeded")?;
+                    return Ok(());
+                }
+                Err(err) => p.warn(format!("Login did not succeed, error: {err}")),
+            }
+        }
+    }
     let password = if args.password_stdin {
         if args.username.is_none() {
             bail!("--password-stdin needs --username (-u)");
@@ -97,7 +112,6 @@ pub fn run(args: LoginArgs, p: &mut Printer) -> anyhow::Result<()> {
         Some(pw) => pw,
         None => prompt("password", true, "--password-stdin")?,
     };
-    let opts = registry_options(args.tls_verify, args.cert_dir);
     match login(&registry, &username, &password, &opts)? {
         StoredIn::File(path) => p.warn(format!(
             "WARNING! Your password will be stored unencrypted in {}.\nConfigure a credential helper to remove this warning. See\nhttps://docs.docker.com/engine/reference/commandline/login/#credentials-store",

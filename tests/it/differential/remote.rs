@@ -150,16 +150,22 @@ fn store_and_context(dockerfile: &str) -> (tempfile::TempDir, std::path::PathBuf
     (dir, store, context)
 }
 
+/// Builds `dockerfile` through `--builder docker://` (taking BuildKit's turn); the outcome and stderr.
+fn build_through_dockerd(dockerfile: &str) -> (std::process::Output, String) {
+    let _turn = super::buildkit_turn();
+    let (_dir, store, context) = store_and_context(dockerfile);
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stderr)
+}
+
 /// dockerd 20.10's BuildKit predates merge ops: `COPY --link` is refused by name and line.
 #[test]
 fn an_instruction_needing_a_newer_buildkit_is_named() {
     if !ready() {
         return;
     }
-    let _turn = super::buildkit_turn();
-    let (_dir, store, context) = store_and_context("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
-    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", &context.to_string_lossy()]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stderr) = build_through_dockerd("FROM busybox\nRUN echo a\nCOPY --link Dockerfile /x\n");
     assert!(!out.status.success());
     assert!(
         stderr.contains("Dockerfile:3: COPY --link Dockerfile /x: needs a newer BuildKit")
@@ -197,4 +203,342 @@ fn secrets_labels_and_no_cache_reach_buildkit() {
     let inspect = crate::fixture::rbuild_ok(&store, &["inspect", "s:1"]);
     assert!(inspect.contains("\"team\": \"x\""), "{inspect}");
     assert!(!inspect.contains("s3cr3t"), "the secret stays out of the image");
+}
+
+/// Runs `rbuild build` with rbuild's BuildKit debug logs on; returns (success, stdout, stderr).
+fn build_logged(store: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = crate::fixture::rbuild_command()
+        .env("RBUILD_ROOT", store)
+        .env("RBUILD_LOG", "rbuild::buildkit=debug")
+        .env_remove("CI")
+        .args(args)
+        .output()
+        .expect("run rbuild");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A warm build (BuildKit has every op cached, so dockerd ends with the image it made last
+/// time) takes the layers the store already has for that image instead of saving it from
+/// dockerd again; the image is still whole (its files are there, its config is the plan's).
+#[test]
+fn a_warm_build_does_not_save_the_image_from_dockerd_again() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    // A nonce makes the first build's image one this store has never loaded.
+    let nonce = format!("warm-{}-{}", std::process::id(), nanos_now());
+    let dockerfile = format!(
+        "FROM busybox\nRUN echo '{nonce}' > /nonce && mkdir /d && touch /d/a /d/b\nCMD [\"cat\", \"/nonce\"]\n"
+    );
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let ctx = context.to_string_lossy();
+    let (ok, _, first) = build_logged(&store, &["build", "--builder", "docker://", "-t", "w:1", &ctx]);
+    assert!(ok && first.contains("saving dockerd's image"), "the first build saves and loads:\n{first}");
+    let (ok, out, second) = build_logged(&store, &["build", "--builder", "docker://", "-t", "w:2", &ctx]);
+    assert!(ok, "{second}");
+    assert!(second.contains("was loaded before") && !second.contains("saving dockerd's image"), "{second}");
+    assert!(out.contains("Using cache"), "{out}");
+    let ran = crate::fixture::rbuild_ok(&store, &["run", "--rm", "w:2"]);
+    assert_eq!(ran.trim(), nonce);
+    let files = crate::fixture::rbuild_ok(&store, &["run", "--rm", "w:2", "ls", "/d"]);
+    assert_eq!(files.split_whitespace().collect::<Vec<_>>(), ["a", "b"]);
+    let layers =
+        |tag: &str| crate::fixture::rbuild_ok(&store, &["inspect", "--format", "{{json .RootFS.Layers}}", tag]);
+    assert_eq!(layers("w:1"), layers("w:2"), "both builds have BuildKit's layers");
+}
+
+/// A failing RUN ends the build with the command's own exit status, as a local build does,
+/// and the error names the step.
+#[test]
+fn a_failing_run_exits_with_its_status_and_names_the_step() {
+    if !ready() {
+        return;
+    }
+    let (out, stderr) = build_through_dockerd("FROM busybox\nRUN echo fine\nRUN exit 7\n");
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(stderr.contains("step 3 (RUN exit 7) failed on BuildKit") && stderr.contains("exit code: 7"), "{stderr}");
+}
+
+/// `docker://?session=control`: the session (context, `.dockerignore`, secrets) goes through the
+/// control API's `Session` stream, as buildkitd takes it, instead of dockerd's `/session`.
+#[test]
+fn the_session_runs_over_the_control_apis_session_stream() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let dockerfile = "FROM busybox\nCOPY . /ctx\nRUN --mount=type=secret,id=tok cp /run/secrets/tok /tok-copy\n";
+    let (dir, store, context) = store_and_context(dockerfile);
+    std::fs::write(context.join("kept.txt"), "kept").expect("write");
+    std::fs::write(context.join("ignored.txt"), "ignored").expect("write");
+    std::fs::write(context.join(".dockerignore"), "ignored.txt\n").expect("write");
+    let secret = dir.path().join("tok");
+    std::fs::write(&secret, "tunnelled").expect("write");
+    let src = format!("id=tok,src={}", secret.display());
+    let ctx = context.to_string_lossy();
+    crate::fixture::rbuild_ok(
+        &store,
+        &["build", "--builder", "docker://?session=control", "--secret", &src, "-t", "tunnel", &ctx],
+    );
+    let listing = crate::fixture::rbuild_ok(&store, &["run", "--rm", "tunnel", "ls", "-A", "/ctx"]);
+    let mut names: Vec<&str> = listing.split_whitespace().collect();
+    names.sort_unstable();
+    assert_eq!(names, [".dockerignore", "Dockerfile", "kept.txt"], "ignored.txt stays out");
+    let copied = crate::fixture::rbuild_ok(&store, &["run", "--rm", "tunnel", "cat", "/tok-copy"]);
+    assert_eq!(copied.trim_end(), "tunnelled");
+}
+
+/// The ID of BuildKit's cache record whose description holds `needle`, from `docker system df`.
+fn build_cache_record(needle: &str) -> Option<String> {
+    let json = docker_ok(&["system", "df", "-v", "--format", "{{json .BuildCache}}"]).ok()?;
+    let records: Vec<serde_json::Value> = serde_json::from_str(json.trim()).ok()?;
+    records
+        .iter()
+        .find(|r| r["Description"].as_str().is_some_and(|d| d.contains(needle)))
+        .and_then(|r| r["ID"].as_str().map(str::to_string))
+}
+
+/// BuildKit's own cache through a registry: `--cache-to type=inline` leaves BuildKit's cache
+/// metadata in the image's config; the image is pushed; with BuildKit's local record of the
+/// RUN removed, `--cache-from type=registry,ref=` that image makes the RUN a cache hit again,
+/// its layer fetched from the registry. A cache type dockerd's BuildKit cannot export is named.
+#[test]
+fn buildkits_inline_cache_travels_through_a_registry() {
+    if !ready() || !crate::registry::ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let registry = crate::registry::Registry::start(false);
+    let nonce = format!("inline-{}-{}", std::process::id(), nanos_now());
+    let dockerfile = format!("FROM busybox\nRUN echo {nonce} > /n\n");
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let ctx = context.to_string_lossy();
+    let image = format!("{}/inline:1", registry.host());
+    let first = crate::fixture::rbuild(
+        &store,
+        &["build", "--builder", "docker://", "--cache-to", "type=inline", "-t", "inl", &ctx],
+    );
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stderr.contains("rbuild's local cache and its exported caches are separate"), "{stderr}");
+    crate::fixture::rbuild_ok(&store, &["push", "inl", &image]);
+    let record = build_cache_record(&format!("echo {nonce}")).expect("BuildKit's record of the RUN");
+    docker_ok(&["builder", "prune", "-f", "--filter", &format!("id={record}")]).expect("prune the record");
+    let cache_from = format!("type=registry,ref={image}");
+    let again = crate::fixture::rbuild_ok(
+        &store,
+        &["build", "--progress", "plain", "--builder", "docker://", "--cache-from", &cache_from, "-t", "inl2", &ctx],
+    );
+    let run_step = again.split("Step 2/2 : RUN").nth(1).unwrap_or_default();
+    assert!(run_step.contains(" ---> Using cache"), "the RUN comes from the registry's cache:\n{again}");
+    assert!(registry.log().contains("GET /v2/inline/blobs/"), "BuildKit read the cache from the registry");
+    let unsupported = crate::fixture::rbuild(
+        &store,
+        &["build", "--builder", "docker://", "--cache-to", &format!("type=registry,ref={}/c:x", registry.host()), &ctx],
+    );
+    let stderr = String::from_utf8_lossy(&unsupported.stderr);
+    assert!(!unsupported.status.success());
+    assert!(stderr.contains("--cache-to type=registry: this builder's BuildKit cannot export"), "{stderr}");
+}
+
+/// Nanoseconds since the epoch, for names no earlier run used.
+fn nanos_now() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default()
+}
+
+/// A unix socket and a TCP port on 127.0.0.1 speaking what buildkitd's do (gRPC over plain
+/// HTTP/2): each connection is upgraded at dockerd's `/grpc` and relayed both ways, so
+/// `--builder unix://` and `tcp://` reach the BuildKit inside dockerd as they would reach a
+/// buildkitd. No buildkitd is packaged for Debian. Returns the TCP address.
+fn buildkitd_like_endpoints(socket: &Path) -> String {
+    let unix = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+    std::thread::spawn(move || {
+        for client in unix.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(back) = client.try_clone() else { return };
+            std::thread::spawn(move || relay_to_dockerd_grpc(client, back));
+        }
+    });
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = tcp.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for client in tcp.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(back) = client.try_clone() else { return };
+            std::thread::spawn(move || relay_to_dockerd_grpc(client, back));
+        }
+    });
+    address
+}
+
+/// Relays one client connection (read from `client`, answered on `back`) to dockerd's `/grpc`.
+fn relay_to_dockerd_grpc(mut client: impl std::io::Read + Send + 'static, mut back: impl std::io::Write) {
+    use std::io::{Read, Write};
+    let Ok(mut upstream) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else { return };
+    let head =
+        "POST /grpc HTTP/1.1\r\nHost: docker\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n";
+    if upstream.write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        match upstream.read(&mut byte) {
+            Ok(1) => response.push(byte[0]),
+            _ => return,
+        }
+    }
+    if !response.starts_with(b"HTTP/1.1 101") {
+        return;
+    }
+    let Ok(mut to_upstream) = upstream.try_clone() else { return };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client, &mut to_upstream);
+        let _ = to_upstream.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut back);
+}
+
+/// `--builder unix://` and `tcp://`: rbuild's buildkitd path (control API over a plain gRPC
+/// connection, the session through its `Session` stream, the `docker` exporter) reaches
+/// BuildKit and gets BuildKit's own answer: dockerd's BuildKit has no `docker` exporter, so it
+/// refuses the solve before running anything (the steps and the image's way back through
+/// `FileSend` need a real buildkitd; the `Session` stream itself is tested with dockerd above).
+/// An unreachable socket and an unreadable TLS file are named.
+#[test]
+fn unix_and_tcp_builders_reach_buildkit() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let (dir, store, context) = store_and_context("FROM busybox\nCOPY Dockerfile /d\n");
+    let ctx = context.to_string_lossy();
+    let socket = dir.path().join("buildkitd.sock");
+    let address = buildkitd_like_endpoints(&socket);
+    let build = |url: &str| {
+        let out = crate::fixture::rbuild(&store, &["build", "--builder", url, &ctx]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for url in [format!("unix://{}", socket.display()), format!("tcp://{address}")] {
+        let (ok, stderr) = build(&url);
+        assert!(!ok && stderr.contains("BuildKit failed to solve the build: exporter \"docker\""), "{url}: {stderr}");
+    }
+    let missing = format!("unix://{}", dir.path().join("none.sock").display());
+    let (ok, stderr) = build(&missing);
+    assert!(!ok && stderr.contains(&format!("cannot reach the builder at {missing}")), "{stderr}");
+    let (ok, stderr) = build(&format!("tcp://{address}?cacert=/nonexistent/ca.pem"));
+    assert!(!ok && stderr.contains("reading the CA certificate (cacert=) /nonexistent/ca.pem"), "{stderr}");
+}
+
+/// A TLS endpoint on 127.0.0.1 (the test CA's server certificate, ALPN h2) in front of
+/// dockerd's `/grpc`, as a buildkitd with `--tlscert/--tlskey` is; returns its address.
+fn buildkitd_like_tls_endpoint(ca: &crate::distribution::TestCa) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(ca.cert()).expect("cert").collect::<Result<_, _>>().expect("cert");
+    let key = PrivateKeyDer::from_pem_file(ca.key()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(tls) = rustls::ServerConnection::new(std::sync::Arc::clone(&config)) else { return };
+            std::thread::spawn(move || relay_tls_to_dockerd_grpc(client, tls));
+        }
+    });
+    address
+}
+
+/// Terminates TLS on `client` and relays the plaintext to dockerd's `/grpc`: one thread per
+/// direction, the TLS state shared under a lock (never held across a blocking read).
+fn relay_tls_to_dockerd_grpc(client: std::net::TcpStream, tls: rustls::ServerConnection) {
+    use std::io::{Read, Write};
+    let (Ok(mut client_in), Ok(client_out)) = (client.try_clone(), client.try_clone()) else { return };
+    let tls = std::sync::Arc::new(std::sync::Mutex::new((tls, client_out)));
+    let (plain_tx, plain_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader_tls = std::sync::Arc::clone(&tls);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = client_in.read(&mut buf) {
+            let Ok(mut guard) = reader_tls.lock() else { return };
+            let (conn, out) = &mut *guard;
+            let mut incoming = &buf[..n];
+            while !incoming.is_empty() {
+                if conn.read_tls(&mut incoming).is_err() || conn.process_new_packets().is_err() {
+                    return;
+                }
+                let mut plain = Vec::new();
+                let _ = conn.reader().read_to_end(&mut plain);
+                while conn.wants_write() && conn.write_tls(out).is_ok() {}
+                if !plain.is_empty() && plain_tx.send(plain).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    struct Plain(std::sync::mpsc::Receiver<Vec<u8>>, std::io::Cursor<Vec<u8>>);
+    impl Read for Plain {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.1.position() as usize >= self.1.get_ref().len() {
+                match self.0.recv() {
+                    Ok(next) => self.1 = std::io::Cursor::new(next),
+                    Err(_) => return Ok(0),
+                }
+            }
+            self.1.read(buf)
+        }
+    }
+    struct Sealed(std::sync::Arc<std::sync::Mutex<(rustls::ServerConnection, std::net::TcpStream)>>);
+    impl Write for Sealed {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let mut guard = self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+            let (conn, out) = &mut *guard;
+            conn.writer().write_all(data)?;
+            while conn.wants_write() {
+                conn.write_tls(out)?;
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    relay_to_dockerd_grpc(Plain(plain_rx, std::io::Cursor::new(Vec::new())), Sealed(tls));
+}
+
+/// `tcp://…?cacert=…&servername=…`: the control API and the session through TLS, the server
+/// checked against the given CA (and refused without it).
+#[test]
+fn a_tcp_builder_speaks_tls_with_the_given_ca() {
+    if !ready() || !crate::fixture::require(crate::fixture::have_tool("openssl"), "openssl") {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let (_dir, store, context) = store_and_context("FROM busybox\nCOPY Dockerfile /d\n");
+    let ca = crate::distribution::TestCa::new();
+    let address = buildkitd_like_tls_endpoint(&ca);
+    let ca_file = ca.dir.path().join("ca.crt");
+    let build = |url: &str| {
+        let out = crate::fixture::rbuild(&store, &["build", "--builder", url, &context.to_string_lossy()]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let trusted = build(&format!("tcp://{address}?cacert={}&servername=127.0.0.1", ca_file.display()));
+    assert!(trusted.contains("BuildKit failed to solve the build: exporter \"docker\""), "{trusted}");
+    let untrusted = build(&format!("tcp://{address}?cacert={}", ca.cert().display()));
+    assert!(untrusted.contains(&format!("cannot reach the builder at tcp://{address}")), "{untrusted}");
 }

@@ -80,6 +80,9 @@ fn login_then_push_to_an_htpasswd_registry_behind_tls() {
     assert!(inspect.status.success(), "skopeo: {}", String::from_utf8_lossy(&inspect.stderr));
     let listed = ok(rb(&root, &envs, &["search", &format!("{host}/busy")]), "search");
     assert_eq!(listed, format!("NAME\n{host}/busybox\n"));
+    // As docker: `login SERVER` alone checks the stored credentials instead of asking.
+    let again = ok(with_stdin(&root, &envs, &["login", &host], ""), "login with stored credentials");
+    assert_eq!(again, "Authenticating with existing credentials...\nLogin Succeeded\n");
 
     let out = ok(rb(&root, &envs, &["logout", &host]), "logout");
     assert_eq!(out, format!("Removing login credentials for {host}\n"));
@@ -89,6 +92,14 @@ fn login_then_push_to_an_htpasswd_registry_behind_tls() {
     let out = rb(&root, &envs, &["search", &format!("{host}/busy")]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains(&format!("rbuild login {host}")), "{}", stderr(&out));
+    // Stored credentials the registry refuses: said, then asked for (no terminal here: an error
+    // naming the flag).
+    let wrong = base64::engine::general_purpose::STANDARD.encode("user:stale");
+    std::fs::write(&config, serde_json::json!({"auths": {host.clone(): {"auth": wrong}}}).to_string()).unwrap();
+    let out = with_stdin(&root, &envs, &["login", &host], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Login did not succeed, error: login to"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("give --username"), "{}", stderr(&out));
 }
 
 /// With `credsStore` set, the password goes to `docker-credential-<name> store` (the file keeps

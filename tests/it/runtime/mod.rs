@@ -4,5 +4,5 @@
 mod policy;
 mod pty;
 mod root;
-mod rootless;
+pub(crate) mod rootless;
 mod teardown;

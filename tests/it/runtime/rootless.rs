@@ -53,7 +53,7 @@ static USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Creates the system user `name` if missing, with (or without) an /etc/subuid and
 /// /etc/subgid range.
-fn ensure_user(name: &str, sub_start: Option<u32>) {
+pub(crate) fn ensure_user(name: &str, sub_start: Option<u32>) {
     let _lock = USERS.lock().unwrap_or_else(|e| e.into_inner());
     if !sh(&format!("id -u {name} >/dev/null 2>&1")) {
         assert!(sh(&format!("useradd --system --no-create-home --shell /usr/sbin/nologin {name}")));

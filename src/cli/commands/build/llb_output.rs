@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use super::{BuildArgs, Network, PlanInput};
-use crate::buildkit::{BuilderUrl, SolveInput};
+use crate::buildkit::{BuilderUrl, CacheSpec, SolveInput};
 use crate::cli::Printer;
 use crate::engine::llb_facts::plan_facts;
 use crate::engine::planning::{no_events, plan_build, PullPolicy, StoreImages};
@@ -69,9 +69,12 @@ fn lower(args: &BuildArgs, store: &crate::store::ImageStore, printer: &mut Print
         facts: &facts,
         context: &input.context,
         dockerfile: (&input.name, &input.text),
-        // rbuild's RUN gets the host network by default where docker build's gets BuildKit's
-        // default one; only an explicit `--network none` is carried over.
-        network: if args.network == Network::None { NetworkMode::None } else { NetworkMode::Default },
+        // As `docker build --network`: BuildKit's default network unless host or none is asked.
+        network: match args.network {
+            Network::None => NetworkMode::None,
+            Network::Host => NetworkMode::Host,
+            Network::Default => NetworkMode::Default,
+        },
         platform: input.platform.clone(),
     };
     let llb = lower_plan(&request)?;
@@ -102,8 +105,8 @@ pub(super) fn write_llb(args: &BuildArgs, dest: &Path, printer: &mut Printer) ->
     Ok(())
 }
 
-/// Writes `bytes` to a temp file beside `dest` and renames it into place.
-/// Lowers the build, solves it on the BuildKit at `url`, loads the image and tags it.
+/// Lowers the build, solves it on the BuildKit at `url`, loads the image, tags it and writes
+/// its outputs.
 pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mut Printer) -> anyhow::Result<()> {
     if args.dry_run {
         bail!("--dry-run plans locally; drop --builder to see the plan");
@@ -116,6 +119,8 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         let secret = crate::engine::secrets::BuildSecret::parse(spec)?;
         secrets.insert(secret.id.clone(), secret.read()?);
     }
+    // The image comes back into the store, so every output a local build has works the same.
+    let outputs = args.outputs.plan(&args.tags)?;
     let started = std::time::Instant::now();
     let store = crate::store::ImageStore::open_default()?.leased("build");
     let Lowered { input, plan, mut llb } = lower(args, &store, printer)?;
@@ -129,7 +134,7 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         }
     }
     printer.flush()?;
-    let (events, render_errors) = super::event_sink(args, false);
+    let (events, render_errors) = super::event_sink(args, outputs.uses_stdout());
     let summary = input.context.summary()?;
     let total_steps = plan.step_count();
     events(&BuildEvent::BuildStarted { context_files: summary.files, context_bytes: summary.bytes, total_steps });
@@ -137,6 +142,14 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         .planned_stages()
         .flat_map(|stage| stage.steps.iter().map(move |s| (s.number, (stage.index, s.original.clone()))))
         .collect();
+    let cache_to = args.cache_to.iter().map(|s| CacheSpec::parse("--cache-to", s)).collect::<Result<Vec<_>, _>>()?;
+    let cache_from =
+        args.cache_from.iter().map(|s| CacheSpec::parse("--cache-from", s)).collect::<Result<Vec<_>, _>>()?;
+    if !cache_to.is_empty() || !cache_from.is_empty() {
+        printer.warn(
+            "--cache-to/--cache-from with --builder use BuildKit's own cache (its format, made and read by BuildKit); rbuild's local cache and its exported caches are separate and not used",
+        );
+    }
     let solve = SolveInput {
         builder: url,
         definition: &llb,
@@ -147,10 +160,25 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         step_text,
         events: events.clone(),
         secrets,
+        cache_to,
+        cache_from,
     };
-    let id = crate::buildkit::solve(solve, &store)?;
+    let id = match crate::buildkit::solve(solve, &store) {
+        Ok(id) => id,
+        Err(e) => {
+            // As a local build ends: the failure on stderr, a failing RUN's status as the exit status.
+            let (step, exit_code) = match &e {
+                crate::buildkit::BuildkitError::StepFailed { step, code, .. } => (Some(*step), *code),
+                _ => (None, None),
+            };
+            events(&BuildEvent::BuildFailed { step, message: e.to_string(), exit_code, last_image_id: None });
+            eprintln!("{e}");
+            return Err(crate::cli::Exit(e.exit_code()).into());
+        }
+    };
     let image = store.resolve(&id)?;
-    for tag in &args.tags {
+    let tags = if outputs.tag_store { args.tags.as_slice() } else { &[] };
+    for tag in tags {
         let reference = crate::store::ImageReference::parse(tag)
             .with_context(|| format!("invalid tag {tag:?}"))?
             .with_default_tag();
@@ -158,21 +186,24 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     }
     events(&BuildEvent::BuildDone {
         image_id: id.clone(),
-        tags: args.tags.clone(),
+        tags: tags.to_vec(),
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
     if let Some(e) = render_errors.lock().ok().and_then(|mut slot| slot.take()) {
         return Err(e.into());
     }
-    if args.quiet {
-        printer.line(&id)?;
-    }
-    if let Some(path) = &args.iidfile {
-        fs_err::write(path, &id)?;
-    }
-    Ok(())
+    let built = crate::cli::commands::build_outputs::Built {
+        store: &store,
+        id: &id,
+        tags: &args.tags,
+        registry: &crate::registry::RegistryOptions::from_env(args.tls_verify),
+        quiet: args.quiet,
+        iidfile: args.iidfile.as_deref(),
+    };
+    crate::cli::commands::build_outputs::finish(&args.outputs, &outputs, &built, printer)
 }
 
+/// Writes `bytes` to a temp file beside `dest` and renames it into place.
 fn write_atomically(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
