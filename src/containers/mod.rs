@@ -228,6 +228,10 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub user: Option<String>,
     pub working_dir: Option<String>,
+    /// `-t`: a pseudo-terminal for the command.
+    pub tty: bool,
+    /// `-i`: the command reads rbuild's stdin (through the terminal with `-t`).
+    pub interactive: bool,
 }
 
 /// How a foreground run ended.
@@ -700,7 +704,8 @@ impl Containers {
         let user = opts.user.clone().unwrap_or_else(|| record.user.clone());
         spec.user = (!user.is_empty()).then_some(user);
         spec.seccomp = record.seccomp.clone();
-        match crate::runtime::exec_in_container(init, &spec) {
+        spec.stdio = if opts.tty { StdioMode::Pty } else { StdioMode::Inherit };
+        match crate::runtime::exec_in_container(init, &spec, opts.interactive) {
             Ok(code) => Ok(code),
             Err(e) => {
                 Err(LifecycleError::Start { id: record.id.clone(), code: start_failure_code(&e), source: Box::new(e) })

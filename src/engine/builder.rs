@@ -232,6 +232,7 @@ impl Builder {
         };
         // Misses are explained against this Dockerfile's earlier builds only.
         let lineage = lineage(opts, &dockerfile, &context_id);
+        let runner = crate::engine::runner::RuntimeRunner::default();
         let imported = self.import_caches(opts, sink);
         let classic = self.classic_sources(opts, sink)?;
         let executor = StageExecutor {
@@ -252,7 +253,7 @@ impl Builder {
             proxy_args: proxy_args(opts),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
-            runner: &crate::engine::runner::RuntimeRunner,
+            runner: &runner,
             isolation,
             kept_rootfs: Default::default(),
             imported: &imported,

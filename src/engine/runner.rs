@@ -3,7 +3,9 @@
 //! real one; the executor's unit tests use a recording runner that keeps the specs it was
 //! given and simulates what the command does, so the engine is tested without root.
 
-use crate::runtime::{Container, ContainerExit, ContainerSpec, RuntimeError};
+use std::sync::Arc;
+
+use crate::runtime::{Container, ContainerExit, ContainerSpec, NetworkPool, RuntimeError};
 
 /// Runs one container to its end.
 pub trait ContainerRunner: Send + Sync {
@@ -12,13 +14,16 @@ pub trait ContainerRunner: Send + Sync {
     fn run(&self, spec: ContainerSpec) -> Result<ContainerExit, RuntimeError>;
 }
 
-/// Runs containers with [`crate::runtime`]: namespaces, the overlay, the process.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RuntimeRunner;
+/// Runs containers with [`crate::runtime`]: namespaces, the overlay, the process. One per
+/// build: it keeps the build's pool of prepared network namespaces (torn down on drop).
+#[derive(Debug, Default)]
+pub struct RuntimeRunner {
+    networks: Arc<NetworkPool>,
+}
 
 impl ContainerRunner for RuntimeRunner {
     fn run(&self, spec: ContainerSpec) -> Result<ContainerExit, RuntimeError> {
-        Container::new(spec).run()
+        Container::new(spec).with_network_pool(Arc::clone(&self.networks)).run()
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -17,7 +18,10 @@ use crate::layer::stack::MergedView;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::init::{setup_process, ChildStdio, ProcessPlan, SetupArgs, SetupReport, DEFAULT_CAPABILITIES};
 use crate::runtime::mounts::{layer_metadata, resolve_in_layers, OverlayKind, PlannedMount, RootfsPlan};
-use crate::runtime::network::{default_route_address, hosts_file, resolv_conf, NetworkStack, StackRequest};
+use crate::runtime::netpool::{NetworkPool, PoolKey, PooledNetwork};
+use crate::runtime::network::{
+    default_route_address, hosts_file, resolv_conf, NamespaceFiles, NetworkStack, StackRequest,
+};
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
@@ -29,6 +33,8 @@ use crate::runtime::userns::IdMap;
 #[derive(Debug)]
 pub struct Container {
     spec: ContainerSpec,
+    /// Prepared network namespaces for a default network without published ports.
+    networks: Option<Arc<NetworkPool>>,
 }
 
 /// How a container ended.
@@ -91,7 +97,14 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 
 impl Container {
     pub fn new(spec: ContainerSpec) -> Self {
-        Container { spec }
+        Container { spec, networks: None }
+    }
+
+    /// Takes the default network from `pool` (a prepared namespace, joined) instead of
+    /// starting pasta for this container while it waits.
+    pub fn with_network_pool(mut self, pool: Arc<NetworkPool>) -> Self {
+        self.networks = Some(pool);
+        self
     }
 
     /// Runs the container to completion and tears it down. SIGINT, SIGTERM or SIGHUP to
@@ -110,6 +123,13 @@ impl Container {
         let (plan, dns_forward) = rootfs_plan(&spec, cdir.path(), user_namespace)?;
         let id_map = user_namespace.then(IdMap::for_current_user);
         let process = process_plan(&spec, id_map.as_ref())?;
+        let pooled = match &self.networks {
+            Some(pool) if spec.network == NetworkMode::Default && spec.ports.is_empty() => {
+                let key = PoolKey { state_dir: spec.state_dir.clone(), user_namespace, dns_forward };
+                Some(pool.take(&key, !spec.privileged)?)
+            }
+            _ => None,
+        };
 
         let signals = SignalPipe::new()?;
         let (report_r, report_w) = pipe()?;
@@ -126,6 +146,7 @@ impl Container {
             go: go_r.as_raw_fd(),
             report: report_w.as_raw_fd(),
             stdio: child_stdio,
+            join: pooled.as_ref().and_then(PooledNetwork::join_fds),
         };
         // SAFETY: the child only runs `setup_process`, which ends in _exit or execve.
         let child = match unsafe { nix::unistd::fork() }.map_err(RuntimeError::os("fork"))? {
@@ -144,30 +165,8 @@ impl Container {
         let pty_master = pty.map(|pair| pair.master);
         cdir.set_setup_pid(child.as_raw())?;
 
-        // The setup process is in its user and network namespaces (or failed) once `ready`
-        // has a byte.
-        let mut byte = [0u8; 1];
-        let ready = nix::unistd::read(&ready_r, &mut byte).unwrap_or(0);
-        let mut network = None;
-        if ready == 1 {
-            if let Some(map) = &id_map {
-                map.apply(child.as_raw()).map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
-            }
-            if spec.network == NetworkMode::Default {
-                let stack = NetworkStack::start(&StackRequest {
-                    id: &spec.id,
-                    setup_pid: child.as_raw(),
-                    user_namespace,
-                    ports: &spec.ports,
-                    dns_forward,
-                    dir: cdir.path(),
-                })?;
-                cdir.set_network_pid(stack.pid())?;
-                network = Some(stack);
-            }
-            let _ = nix::unistd::write(&go_w, b"g");
-        }
-        drop(go_w);
+        let namespaces = SetupNamespaces { child, id_map: id_map.as_ref(), pooled: pooled.is_some(), dns_forward };
+        let network = namespaces.connect(&spec, &mut cdir, &ready_r, go_w)?;
 
         let raw_mode = match pty_master {
             Some(_) => RawMode::enter(std::io::stdin().as_fd()),
@@ -221,6 +220,7 @@ impl Container {
         drop(events);
         drop(setup);
         drop(network);
+        drop(pooled);
         drop(cdir);
         if let Rootfs::Overlay { work, .. } = &spec.rootfs {
             if spec.volatile_upper && overlay == OverlayKind::Kernel {
@@ -228,6 +228,54 @@ impl Container {
             }
         }
         Ok(ContainerExit { code, overlay, user_namespace })
+    }
+}
+
+/// What rbuild does to the setup process's new namespaces before it goes on.
+struct SetupNamespaces<'a> {
+    child: Pid,
+    id_map: Option<&'a IdMap>,
+    /// It joined a pooled namespace: ids mapped and network served already.
+    pooled: bool,
+    dns_forward: Option<&'static str>,
+}
+
+impl SetupNamespaces<'_> {
+    /// Once the setup process is in its user and network namespaces (`ready` has a byte; it
+    /// failed otherwise): maps its ids and starts pasta on its network namespace (default
+    /// network), then tells it to go on (`go`).
+    fn connect(
+        &self,
+        spec: &ContainerSpec,
+        cdir: &mut ContainerDir,
+        ready: &OwnedFd,
+        go: OwnedFd,
+    ) -> Result<Option<NetworkStack>, RuntimeError> {
+        let mut byte = [0u8; 1];
+        if nix::unistd::read(ready, &mut byte).unwrap_or(0) != 1 {
+            return Ok(None);
+        }
+        let mut network = None;
+        if !self.pooled {
+            if let Some(map) = self.id_map {
+                map.apply(self.child.as_raw())
+                    .map_err(|source| RuntimeError::IdMapping { id: spec.id.clone(), source })?;
+            }
+            if spec.network == NetworkMode::Default {
+                let namespaces = NamespaceFiles::of_process(self.child.as_raw(), self.id_map.is_some())?;
+                let stack = NetworkStack::start(&StackRequest {
+                    id: &spec.id,
+                    namespaces: &namespaces,
+                    ports: &spec.ports,
+                    dns_forward: self.dns_forward,
+                    dir: cdir.path(),
+                })?;
+                cdir.set_network_pid(stack.pid())?;
+                network = Some(stack);
+            }
+        }
+        let _ = nix::unistd::write(&go, b"g");
+        Ok(network)
     }
 }
 

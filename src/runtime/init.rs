@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::error::SetupFailure;
 use crate::runtime::mounts::{enter_rootfs, mount_rootfs, OverlayKind, RootfsPlan};
+use crate::runtime::netpool::JoinNamespaces;
 use crate::runtime::seccomp::SeccompProgram;
 
 use crate::runtime::syscall::{LinuxSyscall, Syscall};
@@ -62,6 +63,8 @@ pub(crate) struct SetupArgs<'a> {
     pub go: RawFd,
     pub report: RawFd,
     pub stdio: ChildStdio,
+    /// A prepared network namespace (and its user namespace) to join instead of making them.
+    pub join: Option<JoinNamespaces>,
 }
 
 /// Exit code of the setup process when it failed before the workload started.
@@ -143,6 +146,9 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     }
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     let mut keep = vec![0, 1, 2, report, args.go, args.ready];
+    if let Some(join) = args.join {
+        keep.extend(std::iter::once(join.net).chain(join.user));
+    }
     match args.stdio {
         ChildStdio::Pipes { out, err } => keep.extend([out, err]),
         ChildStdio::Pty { slave } => keep.push(slave),
@@ -161,7 +167,9 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
     if args.plan.new_network {
         early |= CloneFlags::CLONE_NEWNET;
     }
-    if !early.is_empty() {
+    if let Some(join) = args.join {
+        join_namespaces(join, report);
+    } else if !early.is_empty() {
         if let Err(e) = sys.unshare(early) {
             fail(report, os_failure("unshare", &format!("{early:?}"), e.errno));
         }
@@ -199,6 +207,22 @@ pub(crate) fn setup_process(args: &SetupArgs<'_>) -> ! {
                 libc::close(args.go);
             }
             exit_with_child(child)
+        }
+    }
+}
+
+/// Joins a prepared network namespace: its user namespace first (which owns it and where the
+/// ids are mapped already), then the network namespace; closes both fds.
+fn join_namespaces(join: JoinNamespaces, report: RawFd) {
+    for (fd, kind) in
+        join.user.map(|u| (u, CloneFlags::CLONE_NEWUSER)).into_iter().chain([(join.net, CloneFlags::CLONE_NEWNET)])
+    {
+        // SAFETY: setns with an nsfs fd this process holds; close of that fd.
+        unsafe {
+            if libc::setns(fd, kind.bits()) < 0 {
+                fail(report, os_failure("setns", &format!("{kind:?}"), nix::errno::Errno::last()));
+            }
+            libc::close(fd);
         }
     }
 }
@@ -326,6 +350,10 @@ fn wire_stdio(stdio: ChildStdio, report: RawFd) {
             }
             for fd in 0..3 {
                 dup(slave, fd);
+            }
+            if slave > 2 {
+                // SAFETY: the slave is on 0, 1 and 2 now; the workload needs no fourth copy.
+                unsafe { libc::close(slave) };
             }
         }
     }

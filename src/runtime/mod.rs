@@ -18,7 +18,10 @@
 //! Every mount is made inside the container's own mount namespace, so when the last process
 //! of the container dies the kernel drops the mounts; the setup process and init die with
 //! rbuild (`PR_SET_PDEATHSIG`); the network stack (pasta) is killed by rbuild when the
-//! container ends, or by [`cleanup_stale`] after a killed rbuild. `exec` joins a running
+//! container ends, or by [`cleanup_stale`] after a killed rbuild. A build's RUN steps instead
+//! borrow a network namespace that pasta already serves from the build's [`NetworkPool`]
+//! (`netpool`): the setup process joins it with `setns` rather than unsharing one, and it goes
+//! back to the pool when the step ends. `exec` joins a running
 //! container's namespaces (see `exec`). What stays on the host is the per-container state dir
 //! (`<state_dir>/<id>/`: a record, the mount point, the bind-mounted `/etc` files and the
 //! overlay "init layer"), removed by an RAII guard or by [`cleanup_stale`].
@@ -33,6 +36,7 @@ mod exec;
 mod init;
 mod isolation;
 mod mounts;
+mod netpool;
 mod network;
 mod pty;
 mod remove;
@@ -53,6 +57,7 @@ pub use isolation::{
     choose as choose_isolation, choose_without_overlay, overlay_mount_works, IsolationChoice, IsolationUnavailable,
 };
 pub use mounts::{OverlayKind, RootfsPlan};
+pub use netpool::NetworkPool;
 pub use network::{HostEntry, PortMapping, Protocol};
 pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};

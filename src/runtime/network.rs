@@ -201,12 +201,30 @@ pub(crate) struct NetworkStack {
     publishes: bool,
 }
 
+/// A network namespace held open as a file, with the user namespace that owns it when that
+/// is not the host's (rootless).
+#[derive(Debug)]
+pub(crate) struct NamespaceFiles {
+    pub net: File,
+    pub user: Option<File>,
+}
+
+impl NamespaceFiles {
+    /// Opens the network (and, with `user_namespace`, user) namespace of process `pid`.
+    pub fn of_process(pid: i32, user_namespace: bool) -> Result<NamespaceFiles, RuntimeError> {
+        let ns = |kind: &str| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/{kind}"));
+            File::open(&path).map_err(RuntimeError::io("opening namespace", path))
+        };
+        Ok(NamespaceFiles { net: ns("net")?, user: if user_namespace { Some(ns("user")?) } else { None } })
+    }
+}
+
 /// What pasta needs to serve a container.
 pub(crate) struct StackRequest<'a> {
     pub id: &'a str,
-    /// The setup process, whose network (and user) namespace pasta joins.
-    pub setup_pid: i32,
-    pub user_namespace: bool,
+    /// The namespaces pasta serves (network) and joins first (user).
+    pub namespaces: &'a NamespaceFiles,
     pub ports: &'a [PortMapping],
     pub dns_forward: Option<&'a str>,
     /// The container's state dir: pasta's pid file and log go there.
@@ -214,15 +232,10 @@ pub(crate) struct StackRequest<'a> {
 }
 
 impl NetworkStack {
-    /// Starts pasta for the namespaces of `req.setup_pid` and returns once they are configured.
+    /// Starts pasta for `req.namespaces` and returns once the namespace is configured.
     pub fn start(req: &StackRequest<'_>) -> Result<NetworkStack, RuntimeError> {
         let failed = |reason: String| RuntimeError::Network { id: req.id.to_string(), reason };
-        let ns = |kind: &str| {
-            let path = PathBuf::from(format!("/proc/{}/ns/{kind}", req.setup_pid));
-            File::open(&path).map_err(RuntimeError::io("opening namespace", path))
-        };
-        let net = ns("net")?;
-        let user = if req.user_namespace { Some(ns("user")?) } else { None };
+        let (net, user) = (&req.namespaces.net, req.namespaces.user.as_ref());
         let pid_file = req.dir.join("pasta.pid");
         let log_path = req.dir.join("pasta.log");
         let log = File::create(&log_path).map_err(RuntimeError::io("creating", &log_path))?;
@@ -263,7 +276,7 @@ impl NetworkStack {
         };
         if !status.success() {
             let mut reason = format!("pasta exited with {status}: {}", log_text());
-            if reason.contains("tun") && req.user_namespace {
+            if reason.contains("tun") && user.is_some() {
                 reason.push_str(" (rootless networking needs /dev/net/tun open to users, mode 0666)");
             }
             return Err(failed(reason));
@@ -364,14 +377,9 @@ mod tests {
             },
             PortMapping { host_ip: None, host_port: 5353, container_port: 53, protocol: Protocol::Udp },
         ];
-        let req = StackRequest {
-            id: "c",
-            setup_pid: 1,
-            user_namespace: false,
-            ports: &ports,
-            dns_forward: None,
-            dir: Path::new("/x"),
-        };
+        let namespaces = NamespaceFiles { net: File::open("/dev/null").expect("open"), user: None };
+        let req =
+            StackRequest { id: "c", namespaces: &namespaces, ports: &ports, dns_forward: None, dir: Path::new("/x") };
         let args = pasta_args(&req, Path::new("/x/pasta.pid"), false).join(" ");
         assert!(args.contains("-t 127.0.0.1/8080:80 -u 5353:53 -T none -U none"), "{args}");
         assert!(args.contains("--no-map-gw"));

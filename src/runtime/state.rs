@@ -147,7 +147,11 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
             if is_alive(record.rbuild_pid, record.rbuild_start) {
                 continue;
             }
-            let processes = [(record.setup_pid, record.setup_start), (record.network_pid, record.network_start)];
+            let network = match record.network_pid {
+                Some(pid) => (Some(pid), record.network_start),
+                None => unrecorded_pasta(&path),
+            };
+            let processes = [(record.setup_pid, record.setup_start), network];
             for (pid, start) in processes.into_iter().filter_map(|(p, s)| Some((p?, s?))) {
                 if is_alive(pid, start) {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -162,10 +166,30 @@ pub fn cleanup_stale(state_dir: &Path) -> Result<CleanupReport, RuntimeError> {
             }
         }
         report.unmounted.extend(unmount_under(&path));
-        fs_err::remove_dir_all(&path).map_err(RuntimeError::io("removing stale state dir", &path))?;
+        match fs_err::remove_dir_all(&path) {
+            // Its owner, finishing meanwhile (a `.tmp-` dir renamed, a container's guard),
+            // removed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            result => result.map_err(RuntimeError::io("removing stale state dir", &path))?,
+        }
         report.removed.push(name);
     }
     Ok(report)
+}
+
+/// A pasta that wrote its pid file into the state dir `dir` but that rbuild was killed before
+/// recording; its command line names the pid file, so a reused pid is not mistaken for it.
+fn unrecorded_pasta(dir: &Path) -> (Option<i32>, Option<u64>) {
+    let pid_file = dir.join("pasta.pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<i32>().ok()) else {
+        return (None, None);
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let names_it = String::from_utf8_lossy(&cmdline).contains(&*pid_file.to_string_lossy());
+    if !names_it {
+        return (None, None);
+    }
+    (Some(pid), process_start_time(pid))
 }
 
 fn read_record(dir: &Path) -> Option<StateRecord> {
@@ -272,14 +296,10 @@ mod tests {
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
     }
 
-    #[test]
-    fn a_dead_owner_makes_a_state_dir_stale_and_a_live_one_does_not() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let live = ContainerDir::create(tmp.path(), "live").expect("create");
-        let stale = tmp.path().join("stale");
-        fs_err::create_dir_all(stale.join("rootfs")).expect("mkdir");
+    /// A record in `dir` (named after it) whose rbuild is gone and that names no process.
+    fn write_dead_owners_record(dir: &Path) {
         let record = StateRecord {
-            id: "stale".into(),
+            id: dir.file_name().expect("name").to_string_lossy().into_owned(),
             rbuild_pid: i32::MAX,
             rbuild_start: 1,
             setup_pid: None,
@@ -287,7 +307,43 @@ mod tests {
             network_pid: None,
             network_start: None,
         };
-        fs_err::write(stale.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+        fs_err::write(dir.join(RECORD), serde_json::to_vec(&record).expect("json")).expect("write");
+    }
+
+    #[test]
+    fn a_pasta_the_dead_owner_did_not_record_is_killed_through_its_pid_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let stale = tmp.path().join("netns-1-0");
+        fs_err::create_dir_all(&stale).expect("mkdir");
+        let pid_file = stale.join("pasta.pid");
+        // A stand-in for pasta whose command line names the pid file, as pasta's `-P` does.
+        let mut stand_in = std::process::Command::new("bash")
+            .args(["-c", &format!("exec -a 'pasta -P {}' sleep 60", pid_file.display())])
+            .spawn()
+            .expect("spawn");
+        let pid = stand_in.id() as i32;
+        for _ in 0..200 {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("pasta -P") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fs_err::write(&pid_file, format!("{pid}\n")).expect("write");
+        write_dead_owners_record(&stale);
+        let report = cleanup_stale(tmp.path()).expect("cleanup");
+        assert_eq!(report.killed, vec![pid]);
+        assert!(stand_in.wait().expect("wait").code().is_none(), "killed by a signal");
+        assert!(!stale.exists());
+    }
+
+    #[test]
+    fn a_dead_owner_makes_a_state_dir_stale_and_a_live_one_does_not() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let live = ContainerDir::create(tmp.path(), "live").expect("create");
+        let stale = tmp.path().join("stale");
+        fs_err::create_dir_all(stale.join("rootfs")).expect("mkdir");
+        write_dead_owners_record(&stale);
         let report = cleanup_stale(tmp.path()).expect("cleanup");
         assert_eq!(report.removed, vec!["stale".to_string()]);
         assert!(live.path().exists());

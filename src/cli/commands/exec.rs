@@ -1,4 +1,4 @@
-//! `rbuild exec [-i] [-e K=V] [-u USER] [-w DIR] CONTAINER CMD...`: run a command in a
+//! `rbuild exec [-i] [-t] [-e K=V] [-u USER] [-w DIR] CONTAINER CMD...`: run a command in a
 //! running container; exits with its exit code.
 
 use crate::cli::{Exit, Printer};
@@ -9,7 +9,7 @@ pub struct ExecArgs {
     /// Keep STDIN open (the command reads rbuild's stdin)
     #[arg(short, long)]
     pub interactive: bool,
-    /// Allocate a pseudo-TTY (refused: not supported yet)
+    /// Allocate a pseudo-TTY
     #[arg(short, long)]
     pub tty: bool,
     /// Set environment variables
@@ -27,9 +27,6 @@ pub struct ExecArgs {
 }
 
 pub fn run(args: ExecArgs, p: &mut Printer) -> anyhow::Result<()> {
-    if args.tty {
-        anyhow::bail!("exec -t: a pseudo-terminal for exec is not supported yet; run without -t");
-    }
     let containers = super::run::open_containers()?;
     let record = containers.find(&args.container)?;
     let env = args
@@ -40,7 +37,14 @@ pub fn run(args: ExecArgs, p: &mut Printer) -> anyhow::Result<()> {
             None => std::env::var(e).ok().map(|v| format!("{e}={v}")),
         })
         .collect();
-    let opts = ExecOptions { command: args.command, env, user: args.user, working_dir: args.workdir };
+    let opts = ExecOptions {
+        command: args.command,
+        env,
+        user: args.user,
+        working_dir: args.workdir,
+        tty: args.tty,
+        interactive: args.interactive,
+    };
     p.flush()?;
     match containers.exec(&record, &opts) {
         Ok(0) => Ok(()),

@@ -74,3 +74,106 @@ fn add_host_entries_reach_etc_hosts_and_a_bad_one_names_the_flag() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid --add-host \"db.internal\""));
 }
+
+/// pasta processes whose command line names `dir` (their pid file is under the store),
+/// after giving one that is being killed a moment to go (pasta is killed, not waited for).
+fn pastas_under(dir: &std::path::Path) -> Vec<i32> {
+    let mut found = pastas_now(dir);
+    for _ in 0..40 {
+        if found.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        found = pastas_now(dir);
+    }
+    found
+}
+
+fn pastas_now(dir: &std::path::Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let text = String::from_utf8_lossy(&cmdline);
+            text.starts_with("pasta") && text.contains(&needle)
+        })
+        .collect()
+}
+
+/// The pooled namespaces' state dirs in the store's runtime state dir.
+fn pooled_dirs(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(root.join("run"))
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("netns-")).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// RUN steps of one build borrow one network namespace from the build's pool (pasta starts
+/// once, not per step) and give it back: the next step is in the same namespace but finds
+/// nothing of the last one (its listener is gone), the host's loopback stays out of reach,
+/// and after the build no namespace, pasta or state dir is left.
+#[test]
+fn run_steps_reuse_a_pooled_network_namespace_and_leave_nothing_behind() {
+    let Some(fx) = super::fixture() else { return };
+    let port = host_listener();
+    let text = format!(
+        "FROM busybox\n\
+         RUN readlink /proc/self/ns/net > /ns1; (nc -l -p 7000 -e true &); sleep 0.3; \
+             nc -w 2 127.0.0.1 7000 </dev/null && echo listening > /step1\n\
+         RUN readlink /proc/self/ns/net > /ns2; nc -w 2 127.0.0.1 7000 </dev/null && echo leaked > /leak; \
+             nc -w 3 127.0.0.1 {port} </dev/null > /host 2>/dev/null; true\n"
+    );
+    let ctx = fx.context("pooled", &text, &[]);
+    rbuild_ok(&fx.root, &["build", "--no-cache", "-t", "pooled:1", ctx.to_str().expect("utf8")]);
+    let rootfs = fx.rootfs("pooled:1");
+    let read = |name: &str| std::fs::read_to_string(rootfs.join(name)).unwrap_or_default();
+    assert_eq!(read("step1"), "listening\n", "step 1's own listener answered it");
+    assert!(read("ns1").starts_with("net:[") && read("ns1") == read("ns2"), "{} {}", read("ns1"), read("ns2"));
+    assert!(!rootfs.join("leak").exists(), "step 2 reached step 1's listener");
+    assert_eq!(read("host"), "", "a pooled namespace reached the host's 127.0.0.1:{port}");
+    assert_eq!(pooled_dirs(&fx.root), Vec::<String>::new());
+    assert_eq!(pastas_under(&fx.root), Vec::<i32>::new());
+}
+
+/// A build killed with SIGKILL while a RUN step uses a pooled namespace leaves its pasta
+/// running; the next rbuild command's cleanup kills it and removes its state dir.
+#[test]
+fn a_killed_builds_pooled_network_is_removed_by_the_next_cleanup() {
+    let Some(fx) = super::fixture() else { return };
+    let ctx = fx.context("killed", "FROM busybox\nRUN sleep 60\n", &[]);
+    let mut child = crate::fixture::rbuild_command()
+        .env("RBUILD_ROOT", &fx.root)
+        .env_remove("CI")
+        .args(["build", "--no-cache", ctx.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn rbuild");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The pooled namespace's record names its pasta once pasta has configured it.
+    let pasta = loop {
+        let recorded = pooled_dirs(&fx.root).first().and_then(|dir| {
+            let record = std::fs::read(fx.root.join("run").join(dir).join("container.json")).ok()?;
+            let record: serde_json::Value = serde_json::from_slice(&record).ok()?;
+            record["network_pid"].as_i64()
+        });
+        if let Some(pid) = recorded {
+            break pid as i32;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pooled pasta started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The step is running once its container's state dir exists beside the pooled one.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().expect("SIGKILL rbuild");
+    let _ = child.wait();
+    assert_eq!(pastas_under(&fx.root), [pasta], "pasta outlives a killed rbuild until the cleanup");
+    assert_eq!(pooled_dirs(&fx.root).len(), 1);
+    let next = fx.context("next", "FROM busybox\nENV A=1\n", &[]);
+    rbuild_ok(&fx.root, &["build", "-q", next.to_str().expect("utf8")]);
+    assert_eq!(pastas_under(&fx.root), Vec::<i32>::new(), "the cleanup left pasta {pasta}");
+    assert_eq!(pooled_dirs(&fx.root), Vec::<String>::new());
+}

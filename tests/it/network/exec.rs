@@ -35,3 +35,37 @@ fn top_lists_the_containers_processes_and_exec_joins_its_namespaces() {
     let stopped = rbuild(&fx.root, &["exec", "web", "true"]);
     assert!(String::from_utf8_lossy(&stopped.stderr).contains("is not running"));
 }
+
+/// `exec -t`: the command gets a pseudo-terminal of its own (stdin, stdout and controlling
+/// terminal), without it none; `exec -it` from a terminal (`script` gives rbuild one) forwards
+/// what is typed and returns the shell's exit code.
+#[test]
+fn exec_t_gives_the_command_a_terminal_and_it_forwards_stdin() {
+    let Some(fx) = super::fixture() else { return };
+    if !crate::fixture::require(crate::fixture::have_tool("script"), "script (util-linux)") {
+        return;
+    }
+    super::ports::build_static_web(&fx);
+    rbuild_ok(&fx.root, &["run", "-d", "--name", "webt", "static_web:v1"]);
+    let probe = "tty; test -t 0 && echo stdin-tty; test -t 1 && echo stdout-tty; echo done";
+    let with = rbuild_ok(&fx.root, &["exec", "-t", "webt", "sh", "-c", probe]);
+    let lines: Vec<&str> = with.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{with:?}");
+    assert_eq!(&lines[1..], ["stdin-tty", "stdout-tty", "done"], "{with:?}");
+    let without = rbuild(&fx.root, &["exec", "webt", "sh", "-c", probe]);
+    let text = String::from_utf8_lossy(&without.stdout);
+    assert!(text.starts_with("not a tty") && !text.contains("stdin-tty") && text.ends_with("done\n"), "{text}");
+
+    let command = format!("{} exec -it webt sh", crate::fixture::RBUILD);
+    let typed = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("(sleep 1; printf 'echo typed-$((6*7)); tty; exit 3\\n') | script -qec '{command}' /dev/null"))
+        .env("RBUILD_ROOT", &fx.root)
+        .env_remove("CI")
+        .output()
+        .expect("script");
+    let out = String::from_utf8_lossy(&typed.stdout);
+    assert!(out.contains("typed-42") && out.contains("/dev/pts/"), "{out}");
+    assert_eq!(typed.status.code(), Some(3), "{out} {}", String::from_utf8_lossy(&typed.stderr));
+    rbuild_ok(&fx.root, &["stop", "-t", "1", "webt"]);
+}

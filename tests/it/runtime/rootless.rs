@@ -105,6 +105,46 @@ impl Rootless {
         self.tmp.path()
     }
 
+    /// [`Rootless::new`] for tests of the default network: needs pasta, and opens
+    /// /dev/net/tun to users while the guard lives.
+    fn with_network(user: &str, sub_start: Option<u32>) -> Option<(Rootless, crate::fixture::TunForUsers)> {
+        if !crate::fixture::require(crate::fixture::have_tool("pasta"), "pasta (Debian package passt)") {
+            return None;
+        }
+        let r = Rootless::new(user, sub_start)?;
+        Some((r, crate::fixture::TunForUsers::new()))
+    }
+
+    /// Copies the rbuild binary and a busybox tarball into the base dir (owned by the user),
+    /// and writes `ctx/Dockerfile`.
+    fn with_rbuild_and_context(&self, dockerfile: &str) {
+        let base = self.base();
+        std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
+        std::fs::create_dir(base.join("ctx")).expect("mkdir");
+        std::fs::write(base.join("ctx/Dockerfile"), dockerfile).expect("write");
+        let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
+        assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), self.user)));
+    }
+
+    /// Runs `script` with `sh -c` as the user in the base dir (store `store/`), asserts that
+    /// it succeeded; returns its stdout and its stdout followed by its stderr.
+    fn as_user(&self, script: &str) -> (String, String) {
+        let base = self.base();
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", "120", "setpriv", "--reuid", &self.user, "--regid", &self.user, "--clear-groups"])
+            .args(["sh", "-c", script])
+            .env("RBUILD_ROOT", base.join("store"))
+            .env("HOME", base)
+            .env_remove("CI")
+            .current_dir(base)
+            .output()
+            .expect("rbuild");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{script}: {text}");
+        (stdout, text)
+    }
+
     /// Runs `script` in a container as the test user; returns the container's lines and the
     /// outcome line.
     fn run(&self, script: &str, overlay: &str, container_user: Option<&str>) -> (Vec<String>, String) {
@@ -270,13 +310,9 @@ fn rootless_and_root_builds_of_the_example_give_one_image_id() {
 #[test]
 fn rootless_default_network_is_isolated_from_the_hosts_loopback() {
     use std::io::Write as _;
-    if !crate::fixture::require(crate::fixture::have_tool("pasta"), "pasta (Debian package passt)") {
-        return;
-    }
-    let Some(r) = Rootless::new("rbuild-rootless", Some(400_000)) else {
+    let Some((r, _tun)) = Rootless::with_network("rbuild-rootless", Some(400_000)) else {
         return;
     };
-    let _tun = crate::fixture::TunForUsers::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -309,26 +345,11 @@ fn rootless_rmi_and_gc_remove_files_of_subordinate_ids() {
     };
     let _tun = crate::fixture::TunForUsers::new();
     let base = r.base();
-    std::fs::copy(crate::fixture::RBUILD, base.join("rbuild")).expect("copy rbuild");
-    std::fs::create_dir(base.join("ctx")).expect("mkdir");
-    let dockerfile = "FROM busybox\nRUN mkdir -p /a/b /c/d && echo x > /a/b/f && echo y > /c/d/g && \
-                      chown -R 1000:1000 /a && chmod 555 /c/d /c\n";
-    std::fs::write(base.join("ctx/Dockerfile"), dockerfile).expect("write");
-    let tar = format!("tar --numeric-owner -C {0}/lower -cf {0}/busybox.tar .", base.display());
-    assert!(sh(&format!("{tar} && chown -R {1}: {0}", base.display(), r.user)));
-    let as_user = |script: &str| {
-        let out = Command::new("setpriv")
-            .args(["--reuid", &r.user, "--regid", &r.user, "--clear-groups", "sh", "-c", script])
-            .env("RBUILD_ROOT", base.join("store"))
-            .env("HOME", base)
-            .env_remove("CI")
-            .current_dir(base)
-            .output()
-            .expect("rbuild");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{script}: {text}");
-        text
-    };
+    r.with_rbuild_and_context(
+        "FROM busybox\nRUN mkdir -p /a/b /c/d && echo x > /a/b/f && echo y > /c/d/g && \
+         chown -R 1000:1000 /a && chmod 555 /c/d /c\n",
+    );
+    let as_user = |script: &str| r.as_user(script).1;
     as_user("./rbuild import busybox.tar busybox && ./rbuild build -q -t owned ctx");
     let layers = |dir: &str| std::fs::read_dir(base.join("store").join(dir)).expect("read_dir").count();
     assert_eq!(layers("layers"), 2, "the base and the RUN step's layer are unpacked");
@@ -387,4 +408,61 @@ fn rootless_without_subordinate_ids_warns_and_builds() {
             && err.contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 rbuild-nosub"),
         "{err}"
     );
+}
+
+/// An unprivileged user's `exec` joins the container it started: the same mount, PID and
+/// network namespaces (it reads the container's files, sees its httpd, fetches the page from
+/// the container's own `localhost`), with a terminal of the container's own for `-t`. Its
+/// build's RUN steps share one pooled network namespace (a user namespace's, rootless) and
+/// find nothing of the step before.
+#[test]
+fn rootless_exec_joins_the_containers_namespaces_and_run_steps_share_a_pooled_network() {
+    let Some((r, _tun)) = Rootless::with_network("rbuild-exec", Some(900_000)) else {
+        return;
+    };
+    r.with_rbuild_and_context(
+        "FROM busybox\n\
+         RUN readlink /proc/self/ns/net > /ns1; (nc -l -p 7000 -e true &); sleep 0.3; \
+             nc -w 2 127.0.0.1 7000 </dev/null && echo step1-listening\n\
+         RUN nc -w 2 127.0.0.1 7000 </dev/null && echo leaked; \
+             echo \"same-ns=$(test \"$(cat /ns1)\" = \"$(readlink /proc/self/ns/net)\" && echo yes)\"\n",
+    );
+    let as_user = |script: &str| r.as_user(script).0;
+    as_user("./rbuild import busybox.tar busybox >/dev/null");
+    let built = as_user("./rbuild build --no-cache ctx");
+    let printed = |line: &str| built.lines().any(|l| l == line);
+    assert!(printed("step1-listening") && printed("same-ns=yes"), "{built}");
+    assert!(!printed("leaked"), "step 2 reached step 1's listener: {built}");
+    let left: Vec<String> = std::fs::read_dir(r.base().join("store/run"))
+        .map(|dir| dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, Vec::<String>::new(), "the build left state dirs (a pooled namespace?)");
+    // pasta is killed, not waited for: give a dying one a moment.
+    let pasta_running = || {
+        let out = Command::new("pgrep").args(["-f", "-u", &r.user, "^pasta "]).output().expect("pgrep");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for _ in 0..40 {
+        if pasta_running().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(pasta_running(), "", "the build left pasta running");
+
+    as_user(
+        "./rbuild run -d --name web busybox sh -c \
+         'mkdir -p /www && echo rootless-page > /www/index.html && exec httpd -f -p 8080 -h /www' >/dev/null",
+    );
+    as_user("for i in $(seq 100); do ./rbuild exec web wget -qO- http://127.0.0.1:8080/ >/dev/null 2>&1 && exit 0; sleep 0.1; done; exit 1");
+    let seen = as_user(
+        "./rbuild exec web sh -c 'cat /www/index.html; wget -qO- http://127.0.0.1:8080/; \
+         ps -o comm | grep -c httpd; id -u'",
+    );
+    assert_eq!(seen.lines().collect::<Vec<_>>(), ["rootless-page", "rootless-page", "1", "0"], "{seen}");
+    let tty = as_user("./rbuild exec -t web tty </dev/null");
+    assert!(tty.trim_end().starts_with("/dev/pts/"), "{tty:?}");
+    let host = std::net::TcpStream::connect(("127.0.0.1", 8080));
+    assert!(host.is_err(), "the container's unpublished port is reachable from the host");
+    as_user("./rbuild rm -f web >/dev/null");
 }
