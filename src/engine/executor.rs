@@ -370,8 +370,16 @@ impl StageExecutor<'_> {
             }
             (Some(work), Written::Snapshot(tree, mut rootfs)) => {
                 rootfs.record(&tree);
-                let (image, size) =
-                    self.commit_layer(step, state, config, created_by, work, Some(tree), UpperDiff::default(), pending)?;
+                let (image, size) = self.commit_layer(
+                    step,
+                    state,
+                    config,
+                    created_by,
+                    work,
+                    Some(tree),
+                    UpperDiff::default(),
+                    pending,
+                )?;
                 self.keep_rootfs(stage, rootfs, &image);
                 Ok((image, size))
             }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use fs_err as fs;
 
-use crate::engine::copy_step::resolve_chown;
 use crate::engine::commit::UpperDiff;
+use crate::engine::copy_step::resolve_chown;
 use crate::engine::executor::{ImageState, StageExecutor, Written};
 use crate::engine::BuildError;
 use crate::layer::diff::{LayerTree, TreeEntry, TreeEntryKind};

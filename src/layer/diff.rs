@@ -56,9 +56,10 @@ pub struct DiffOptions {
     /// The unprivileged mode's id mapping: an upper dir's files carry host ids, and the layer
     /// records the container ids they map back to. `None`: ids are written as they are.
     pub host_ids: Option<HostIdMap>,
-    /// The lower dirs (top-most first) the upper dir was mounted on. When given, an opaque
-    /// directory that none of them has is written without its `.wh..wh..opq` marker: it hides
-    /// nothing. overlayfs marks a directory opaque when it is renamed into a merged parent
+    /// The lower dirs (top-most first) the upper dir was mounted on. When given, a file that
+    /// is only a copy-up of a lower one (opened for writing, unchanged: see
+    /// `unchanged_copy_up`) is left out, and an opaque directory that none of them has is
+    /// written without its `.wh..wh..opq` marker: it hides nothing. overlayfs marks a directory opaque when it is renamed into a merged parent
     /// (dpkg unpacks every new directory as `<dir>.dpkg-new` and renames it), which is no
     /// change to the image; BuildKit's differ writes no marker there, and the chroot-snapshot
     /// mode, which cannot see renames, writes none either, so the modes agree.
@@ -342,24 +343,68 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
 
 /// Whether the merged view of `lowers` alone has `rel`, honouring whiteouts and opaque dirs.
 fn lower_has(lowers: &[PathBuf], rel: &Path) -> bool {
+    lower_path(lowers, rel).is_some()
+}
+
+/// Where the merged view of `lowers` (top-most first) alone finds `rel`: the path in the
+/// top-most lower that has it, unless a whiteout or an opaque dir hides it.
+fn lower_path(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
     for lower in lowers {
         if lower.join(rel).symlink_metadata().is_ok() {
-            return !is_whiteout_node(&lower.join(rel));
+            return (!is_whiteout_node(&lower.join(rel))).then(|| lower.join(rel));
         }
         // A whiteout or opaque dir on the way hides everything below it in lower layers.
         let mut prefix = PathBuf::new();
         for component in rel.iter() {
             let wh = lower.join(&prefix).join(whiteout_name(component));
             if wh.symlink_metadata().is_ok() || is_whiteout_node(&lower.join(&prefix).join(component)) {
-                return false;
+                return None;
             }
             prefix.push(component);
             if prefix != rel && is_opaque(&lower.join(&prefix), true).unwrap_or(false) {
-                return false;
+                return None;
             }
         }
     }
-    false
+    None
+}
+
+/// Whether the upper dir's regular file `path` (`rel` in the image) is only a copy-up of the
+/// lower file: overlayfs copies a file up when it is opened for writing, changed or not
+/// (useradd's /etc/.pwd.lock, dpkg's lock files). As BuildKit's overlay differ does, such a
+/// file is no change when its type, mode, owner, size, mtime and extended attributes equal
+/// the lower's (and, when both mtimes have no sub-second part, its content too); the
+/// chroot-snapshot mode, which sees no copy-up, agrees.
+fn unchanged_copy_up(lowers: &[PathBuf], rel: &Path, path: &Path, meta: &Metadata) -> Result<bool, LayerError> {
+    let Some(lower) = lower_path(lowers, rel) else { return Ok(false) };
+    let Ok(below) = lower.symlink_metadata() else { return Ok(false) };
+    let same_stat = below.is_file()
+        && below.nlink() == 1
+        && (below.mode(), below.uid(), below.gid(), below.len()) == (meta.mode(), meta.uid(), meta.gid(), meta.len())
+        && (below.mtime(), below.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec());
+    if !same_stat || layer_xattrs(&lower)? != layer_xattrs(path)? {
+        return Ok(false);
+    }
+    if meta.mtime_nsec() != 0 {
+        return Ok(true);
+    }
+    same_content(&lower, path)
+}
+
+/// Whether two files of the same size hold the same bytes, read in chunks.
+fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
+    let open = |p: &Path| File::open(p).map_err(read_err(p));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba).map_err(read_err(a))?;
+        if n == 0 {
+            return Ok(fb.read(&mut bb[..1]).map_err(read_err(b))? == 0);
+        }
+        if fb.read_exact(&mut bb[..n]).is_err() || ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
 }
 
 fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
@@ -548,6 +593,13 @@ impl<W: Write> UpperWalk<W> {
         }
         for (name, path, meta) in regular {
             let tar_path = join(name.as_bytes());
+            if !self.lowers.is_empty()
+                && meta.is_file()
+                && meta.nlink() == 1
+                && unchanged_copy_up(&self.lowers, Path::new(OsStr::from_bytes(&tar_path)), &path, &meta)?
+            {
+                continue;
+            }
             self.entry(&path, tar_path, &meta)?;
         }
         Ok(())

@@ -16,8 +16,9 @@
 //!
 //! Owners: an unprivileged user cannot chown, so the disk cannot hold the layers' owners; the
 //! caller passes what the layers say ([`OwnerTable`]) and who owns new entries ([`Owners`]).
-//! Not detected (documented limits): a file opened for writing but left unchanged (overlay
-//! copies it up; no stat field changes here), extended attributes, and new device nodes,
+//! A file opened for writing but left unchanged is no change here, and none in the namespaces
+//! mode either (its commit leaves such copy-ups out, see `DiffOptions::lowers`).
+//! Not detected (documented limits): extended attributes, and new device nodes,
 //! FIFOs and sockets (the unprivileged modes cannot make the first; the others are rare in
 //! images and left out).
 

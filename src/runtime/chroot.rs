@@ -11,9 +11,9 @@
 //! nothing, so a step there has no `/proc` or `/dev`; it does switch to the step's user for
 //! real (setgroups/setgid/setuid). Both leave the network as the host's (no network
 //! namespace is possible) and have no seccomp filter of their own beyond the one the outer
-//! container has. Ownership: what the step creates belongs on disk to whoever runs rbuild;
-//! the layer gets the step's user (see `layer::snapshot`), so a `chown` inside RUN by an
-//! unprivileged rbuild is lost.
+//! container has. Ownership: under proot the ids are faked (`-0`, `-i`), also for root, so
+//! what the step creates belongs on disk to whoever runs rbuild and the layer gives it the
+//! step's user (see `layer::snapshot`): a `chown` inside RUN is lost.
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Read};

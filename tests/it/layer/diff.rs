@@ -298,3 +298,63 @@ fn unpacked_size_and_host_ids() {
     assert_eq!(owner("l"), format!("{OVERFLOW_ID}/{OVERFLOW_ID}"), "{listing}");
     assert_eq!(owner("d/"), "0/0", "{listing}");
 }
+
+/// With the overlay's lower dirs given (a RUN's commit), what only looks like a change in the
+/// upper dir is left out, as BuildKit's differ and the chroot-snapshot mode leave it out: a
+/// file overlayfs copied up because it was opened for writing (same mode, owner, size, mtime,
+/// xattrs), and the opaque marker of a directory no lower has (dpkg's renamed `.dpkg-new`
+/// dirs). A real change, or an opaque dir that hides lower content, stays.
+#[test]
+fn copy_ups_and_opaque_markers_that_change_nothing_are_left_out_given_the_lowers() {
+    if !crate::fixture::require(crate::fixture::is_root(), "root (trusted.* xattrs)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    for d in ["etc", "var/old"] {
+        std::fs::create_dir_all(lower.join(d)).expect("mkdir");
+        std::fs::create_dir_all(upper.join(d)).expect("mkdir");
+    }
+    std::fs::write(lower.join("etc/.pwd.lock"), "").expect("write");
+    std::fs::write(lower.join("etc/passwd"), "root\n").expect("write");
+    std::fs::write(lower.join("var/old/f"), "x\n").expect("write");
+    // A copy-up (cp -p keeps mode, owner and times) and a real change beside it.
+    let copied = std::process::Command::new("cp")
+        .arg("-p")
+        .arg(lower.join("etc/.pwd.lock"))
+        .arg(upper.join("etc/"))
+        .status()
+        .expect("cp -p");
+    assert!(copied.success());
+    std::fs::write(upper.join("etc/passwd"), "root\napp\n").expect("write");
+    // A new directory marked opaque (renamed into place) and an opaque one hiding lower files.
+    std::fs::create_dir_all(upper.join("usr/share/doc/curl")).expect("mkdir");
+    std::fs::write(upper.join("usr/share/doc/curl/copyright"), "c\n").expect("write");
+    xattr::set(upper.join("usr/share/doc/curl"), "trusted.overlay.opaque", b"y").expect("opaque");
+    xattr::set(upper.join("var/old"), "trusted.overlay.opaque", b"y").expect("opaque");
+    let names = |opts: &DiffOptions| {
+        let out = tmp.path().join(format!("blobs-{}", opts.lowers.len()));
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let layer = commit(&upper, &out, opts);
+        crate::fixture::layer_entries(&layer.path, layer.media_type).into_iter().map(|(n, _)| n).collect::<Vec<_>>()
+    };
+    let plain = names(&DiffOptions::default());
+    assert!(plain.contains(&"etc/.pwd.lock".to_string()) && plain.contains(&"usr/share/doc/curl/.wh..wh..opq".into()));
+    let given = names(&DiffOptions { lowers: vec![lower.clone()], ..DiffOptions::default() });
+    assert_eq!(
+        given,
+        [
+            "etc/",
+            "etc/passwd",
+            "usr/",
+            "usr/share/",
+            "usr/share/doc/",
+            "usr/share/doc/curl/",
+            "usr/share/doc/curl/copyright",
+            "var/",
+            "var/old/",
+            "var/old/.wh..wh..opq"
+        ]
+        .map(String::from)
+    );
+}
