@@ -254,7 +254,8 @@ impl Builder {
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
             runner: &runner,
-            isolation,
+            requested_isolation: opts.isolation,
+            isolation: Mutex::new(isolation),
             kept_rootfs: Default::default(),
             imported: &imported,
             classic: &classic,
@@ -336,41 +337,25 @@ fn announce(sink: &EventSink, summary: &crate::context::ContextSummary, plan: &c
     }
 }
 
-/// The isolation of the build's RUN steps, reported once when the plan has any. An explicit
-/// `--isolation` that cannot work here fails the build now; `auto` with nothing that works
-/// fails at the first RUN that runs (a build without RUN, or all cached, needs none).
+/// The isolation of the build's RUN steps when `--isolation` names one: a mode that cannot
+/// work here fails the build now. `auto` is chosen when the first RUN runs (a build without
+/// RUN, or all cached, probes nothing; one where nothing works fails at that RUN).
 fn isolation_for(
     store: &ImageStore,
     opts: &BuildOptions,
     plan: &crate::plan::BuildPlan,
     sink: &EventSink,
-) -> Result<Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>, BuildError> {
-    use crate::runtime::Isolation;
+) -> Result<Option<Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>>, BuildError> {
     let has_run = plan.planned_stages().any(|s| {
         s.steps.iter().any(|step| matches!(step.instruction, crate::frontend::instructions::Instruction::Run(_)))
     });
-    let mut choice = crate::runtime::choose_isolation(opts.isolation);
-    if has_run && opts.isolation == Isolation::Auto && choice.as_ref().is_ok_and(|c| c.isolation == Isolation::Root) {
-        let scratch = store.work_dir()?;
-        if let Err(reason) = crate::runtime::overlay_mount_works(scratch.path()) {
-            choice = crate::runtime::choose_without_overlay(reason);
-        }
+    if opts.isolation == crate::runtime::Isolation::Auto || !has_run {
+        return Ok(None);
     }
-    match &choice {
-        Err(e) if opts.isolation != Isolation::Auto => return Err(BuildError::Isolation(e.clone())),
-        Ok(c) if has_run => {
-            sink(&BuildEvent::Isolation { mode: c.isolation.name().into(), reason: c.reason.clone(), usual: c.usual });
-            if c.isolation == Isolation::Chroot && opts.network == NetworkMode::None {
-                sink(&BuildEvent::Warning {
-                    message: "--network none cannot be honoured in the chroot-snapshot mode: RUN steps use the \
-                              host's network"
-                        .into(),
-                });
-            }
-        }
-        _ => {}
+    match crate::engine::executor::choose_run_isolation(store, opts.isolation, opts.network, sink)? {
+        Err(e) => Err(BuildError::Isolation(e)),
+        Ok(choice) => Ok(Some(Ok(choice))),
     }
-    Ok(choice)
 }
 
 /// What a build's cache misses are explained against: the earlier builds of the same

@@ -86,9 +86,12 @@ pub struct StageExecutor<'a> {
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
+    /// `--isolation` as asked for.
+    pub requested_isolation: Isolation,
     /// The isolation RUN steps use (see [`crate::runtime::choose_isolation`]), or why none can
-    /// be used here (an error of the first RUN step: a build without RUN needs none).
-    pub isolation: Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>,
+    /// be used here (an error of the first RUN step: a build without RUN needs none). Chosen
+    /// when the first RUN runs (a cached build probes nothing), unless the builder already did.
+    pub isolation: Mutex<Option<Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>>>,
     /// Each running stage's rootfs after its last chroot-snapshot RUN, by stage index.
     pub(crate) kept_rootfs: Mutex<std::collections::HashMap<usize, crate::engine::snapshot_step::KeptRootfs>>,
     /// The `--cache-from` caches, consulted when the store has no record for a key.
@@ -387,11 +390,17 @@ impl StageExecutor<'_> {
         }
     }
 
-    /// The isolation RUN steps use, or the error that none can be used.
-    fn isolation(&self) -> Result<Isolation, BuildError> {
-        match &self.isolation {
-            Ok(choice) => Ok(choice.isolation),
-            Err(e) => Err(BuildError::Isolation(e.clone())),
+    /// The isolation RUN steps use, or the error that none can be used; chosen (and reported)
+    /// on the first call.
+    pub(crate) fn isolation(&self) -> Result<Isolation, BuildError> {
+        let mut chosen = self.isolation.lock().unwrap_or_else(|e| e.into_inner());
+        if chosen.is_none() {
+            *chosen = Some(choose_run_isolation(self.store, self.requested_isolation, self.network, &self.events)?);
+        }
+        match chosen.as_ref() {
+            Some(Ok(choice)) => Ok(choice.isolation),
+            Some(Err(e)) => Err(BuildError::Isolation(e.clone())),
+            None => Err(BuildError::Internal("no isolation chosen".into())),
         }
     }
 
@@ -406,3 +415,31 @@ impl StageExecutor<'_> {
 #[cfg(test)]
 #[path = "executor_tests.rs"]
 mod tests;
+
+/// Chooses the isolation of RUN steps (for `auto`, the strongest that works here, including a
+/// test mount of the kernel overlay on the store's filesystem) and reports it.
+pub(crate) fn choose_run_isolation(
+    store: &ImageStore,
+    requested: Isolation,
+    network: NetworkMode,
+    sink: &EventSink,
+) -> Result<Result<crate::runtime::IsolationChoice, crate::runtime::IsolationUnavailable>, BuildError> {
+    let mut choice = crate::runtime::choose_isolation(requested);
+    if requested == Isolation::Auto && choice.as_ref().is_ok_and(|c| c.isolation == Isolation::Root) {
+        let scratch = store.work_dir()?;
+        if let Err(reason) = crate::runtime::overlay_mount_works(scratch.path()) {
+            choice = crate::runtime::choose_without_overlay(reason);
+        }
+    }
+    if let Ok(c) = &choice {
+        sink(&BuildEvent::Isolation { mode: c.isolation.name().into(), reason: c.reason.clone(), usual: c.usual });
+        if c.isolation == Isolation::Chroot && network == NetworkMode::None {
+            sink(&BuildEvent::Warning {
+                message: "--network none cannot be honoured in the chroot-snapshot mode: RUN steps use the host's \
+                          network"
+                    .into(),
+            });
+        }
+    }
+    Ok(choice)
+}

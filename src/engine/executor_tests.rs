@@ -57,11 +57,12 @@ impl Bench {
             no_cache: false,
             network: NetworkMode::Host,
             extra_hosts: Vec::new(),
-            isolation: Ok(crate::runtime::IsolationChoice {
+            requested_isolation: crate::runtime::Isolation::Root,
+            isolation: std::sync::Mutex::new(Some(Ok(crate::runtime::IsolationChoice {
                 isolation: crate::runtime::Isolation::Root,
                 reason: "the recording runner".into(),
                 usual: true,
-            }),
+            }))),
             kept_rootfs: Default::default(),
             diff: DiffOptions::default(),
             created: "2020-01-01T00:00:00Z".into(),

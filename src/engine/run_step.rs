@@ -116,8 +116,8 @@ impl StageExecutor<'_> {
         spec.user = (!user.is_empty()).then(|| user.clone());
         spec.network = run.network.unwrap_or_default().or(self.network);
         spec.extra_hosts = self.extra_hosts.clone();
-        if let Ok(choice) = &self.isolation {
-            spec.isolation = choice.isolation;
+        if let Ok(isolation) = self.isolation() {
+            spec.isolation = isolation;
         }
         let events = Arc::clone(&self.events);
         let number = step.number;
