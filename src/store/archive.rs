@@ -142,6 +142,10 @@ struct Extracted {
     file: PathBuf,
     digest: Sha256Digest,
     size: u64,
+    /// The store already had a blob with these bytes when the entry was extracted (a base
+    /// layer of an image loaded back from dockerd): the copy was not synced, since installing
+    /// it keeps the blob in place, and a layer's tar needs no second read to check it.
+    known: bool,
 }
 
 /// What `load` loaded: per image, its ID and the tags it got.
@@ -218,7 +222,9 @@ struct LoadPlan<'a> {
 /// An image whose config and layers were verified, ready to enter the store.
 struct VerifiedImage {
     config_raw: Vec<u8>,
-    layers: Vec<(PathBuf, LayerBlob)>,
+    /// Per layer: the extracted file, its blob, and whether the file was left unsynced
+    /// ([`Extracted::known`]).
+    layers: Vec<(PathBuf, LayerBlob, bool)>,
     tags: Vec<ImageReference>,
 }
 
@@ -299,8 +305,11 @@ impl<'a> ExtractedArchive<'a> {
         if size != entry.header().size().unwrap_or(size) {
             return Err(self.bad(format!("truncated archive: {name} is shorter than its header says")));
         }
-        file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
-        Ok(Extracted { file: path, digest, size })
+        let known = store.has_blob(&digest);
+        if !known {
+            file.sync_all().map_err(|e| io::Error::new(e.kind(), format!("fsync {}: {e}", path.display())))?;
+        }
+        Ok(Extracted { file: path, digest, size, known })
     }
 
     /// The file at `name`, following links (at most 16).
@@ -452,10 +461,16 @@ impl<'a> ExtractedArchive<'a> {
                 h[..k].to_vec()
             };
             let compression = Compression::detect(&head);
-            let diff_id = readable_layer_diff_id(&f.file).map_err(|e| match e {
-                LayerReadError::Io(e) => StoreError::Io(e),
-                LayerReadError::Tar(why) => self.bad(format!("layer {}: {why}", f.digest)),
-            })?;
+            // An uncompressed layer the store already holds is its own diff ID, and a tar the
+            // store checked when it took it in.
+            let diff_id = if f.known && compression == Compression::None && f.digest == expected {
+                f.digest.clone()
+            } else {
+                readable_layer_diff_id(&f.file).map_err(|e| match e {
+                    LayerReadError::Io(e) => StoreError::Io(e),
+                    LayerReadError::Tar(why) => self.bad(format!("layer {}: {why}", f.digest)),
+                })?
+            };
             if diff_id != expected {
                 return Err(
                     self.bad(format!("layer {} has diff ID {diff_id}, its image config says {expected}", f.digest))
@@ -468,6 +483,7 @@ impl<'a> ExtractedArchive<'a> {
             layers.push((
                 f.file.clone(),
                 LayerBlob { digest: f.digest.clone(), diff_id, size: f.size, media_type, unpacked_size: None },
+                f.known,
             ));
         }
         Ok(VerifiedImage { config_raw, layers, tags: plan.tags.clone() })
@@ -534,12 +550,17 @@ pub fn load<R: Read>(
     let ready: Vec<VerifiedImage> = plans.iter().map(|p| extracted.verify(p)).collect::<Result<_>>()?;
     let mut out = Vec::new();
     for r in ready {
-        for (file, layer) in &r.layers {
+        for (file, layer, unsynced) in &r.layers {
             if file.exists() {
+                // The blob it duplicates may have been removed meanwhile: then this copy is
+                // the one kept, and synced first.
+                if *unsynced && !store.has_blob(&layer.digest) {
+                    fs::File::open(file)?.sync_all()?;
+                }
                 work.commit_blob_file(store, file, &layer.digest)?;
             }
         }
-        let blobs: Vec<LayerBlob> = r.layers.into_iter().map(|(_, l)| l).collect();
+        let blobs: Vec<LayerBlob> = r.layers.into_iter().map(|(_, l, _)| l).collect();
         let image = store.put_image_raw(&r.config_raw, &blobs, &PutImage { tags: r.tags.clone(), parent: None })?;
         out.push(Loaded { id: image.id, tags: r.tags });
     }
