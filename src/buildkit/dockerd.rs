@@ -1,7 +1,8 @@
 //! Talking to dockerd over its unix socket: the HTTP/1.1 upgrades to h2c that expose the
 //! embedded BuildKit's control API (`/grpc`) and carry the client's session (`/session`), as
-//! buildx's docker driver does, and the two image calls a solve needs around it (`GET
-//! /images/{name}/get`, `DELETE /images/{name}`).
+//! buildx's docker driver does, and the image calls a solve needs around it (`GET
+//! /images/{name}/json` for where overlay2 keeps its layers, `GET /images/{name}/get`,
+//! `DELETE /images/{name}`).
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +85,41 @@ pub async fn save(socket: &Path, name: &str) -> Result<std::os::unix::net::UnixS
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     Ok(stream)
+}
+
+/// The layers of image `name` where dockerd's overlay2 driver keeps them: per layer, bottom
+/// first, its diff ID and its diff directory (an overlay upper dir: whiteouts as 0/0 devices,
+/// opaque dirs as xattrs), from `GraphDriver.Data` of `GET /images/{name}/json`. `None` when
+/// dockerd uses another driver or the directories cannot be read from here (dockerd on
+/// another host or in another mount namespace, rbuild not root).
+pub async fn image_layer_dirs(socket: &Path, name: &str) -> Result<Option<Vec<(String, PathBuf)>>, BuildkitError> {
+    let path = format!("/images/{}/json", percent_encode(name));
+    let (status, mut stream) = request(socket, "GET", &path, "HTTP/1.0", &[]).await?;
+    if status != 200 {
+        return Err(BuildkitError::Protocol(format!("dockerd answered {status} to inspecting {name}")));
+    }
+    let mut body = Vec::new();
+    stream.read_to_end(&mut body).await?;
+    let inspect: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| BuildkitError::Protocol(format!("dockerd's inspection of {name} is not JSON: {e}")))?;
+    let driver = &inspect["GraphDriver"];
+    let Some(upper) = driver["Data"]["UpperDir"].as_str().filter(|_| driver["Name"] == "overlay2") else {
+        return Ok(None);
+    };
+    // LowerDir lists the lower layers top-most first.
+    let mut dirs: Vec<PathBuf> = driver["Data"]["LowerDir"]
+        .as_str()
+        .map(|l| l.split(':').rev().map(PathBuf::from).collect())
+        .unwrap_or_default();
+    dirs.push(PathBuf::from(upper));
+    let diff_ids: Vec<String> = inspect["RootFS"]["Layers"]
+        .as_array()
+        .map(|layers| layers.iter().filter_map(|l| l.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    if diff_ids.len() != dirs.len() || !dirs.iter().all(|d| std::fs::read_dir(d).is_ok()) {
+        return Ok(None);
+    }
+    Ok(Some(diff_ids.into_iter().zip(dirs).collect()))
 }
 
 /// `docker rmi NAME` (the temporary tag a solve exported to).

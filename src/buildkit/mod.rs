@@ -31,7 +31,7 @@ mod progress;
 mod session;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
@@ -45,8 +45,11 @@ pub use builder_url::{BuilderUrl, Endpoint, SessionTransport, TlsFiles};
 use crate::context::ContextEntry;
 use crate::events::BuildEvent;
 use crate::image::{HistoryEntry, ImageConfig};
+use crate::layer::diff::{write_layer, DiffOptions};
+use crate::layer::digest::Sha256Digest;
+use crate::layer::media::Compression;
 use crate::llb::{LlbDefinition, IMAGE_CONFIG_KEY};
-use crate::store::ImageStore;
+use crate::store::{ImageStore, LayerBlob, WorkDir};
 use exports::ExportedImage;
 
 /// The image config field BuildKit writes its inline cache (`--cache-to type=inline`) to.
@@ -84,6 +87,9 @@ pub enum BuildkitError {
     CacheTypeUnsupported { flag: &'static str, action: &'static str, kind: String },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A layer of dockerd's image could not be written from its overlay2 directory.
+    #[error("reading dockerd's image layer: {0}")]
+    Layer(#[from] crate::layer::diff::LayerError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -154,12 +160,13 @@ pub struct SolveInput<'a> {
 /// Solves the definition on the builder and loads the image into `store`; returns its ID.
 pub fn solve(input: SolveInput, store: &ImageStore) -> Result<String, BuildkitError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let exported = match input.builder {
+    // `_pins` keeps the blobs of layers read from dockerd's directories until the image is put.
+    let (exported, _pins) = match input.builder {
         BuilderUrl::Docker { socket, session } => {
             runtime.block_on(solve_on_dockerd(socket, *session, &input, store))?
         }
         BuilderUrl::Buildkitd { endpoint, tls } => {
-            runtime.block_on(solve_on_buildkitd(endpoint, tls.as_ref(), &input, store))?
+            (runtime.block_on(solve_on_buildkitd(endpoint, tls.as_ref(), &input, store))?, None)
         }
     };
     // dockerd's `moby` exporter takes the image config only from a frontend's result, never
@@ -200,7 +207,7 @@ async fn solve_on_dockerd(
     transport: SessionTransport,
     input: &SolveInput<'_>,
     store: &ImageStore,
-) -> Result<ExportedImage, BuildkitError> {
+) -> Result<(ExportedImage, Option<WorkDir>), BuildkitError> {
     let endpoint = format!("{}/grpc", socket.display());
     let channel = control::channel_on(dockerd::upgrade(socket, "/grpc", &[]).await?, &endpoint).await?;
     let session_id = random_id();
@@ -216,7 +223,8 @@ async fn solve_on_dockerd(
     let solved = run_solve(channel, &session_id, input, "moby", &name).await;
     session.abort();
     let exported = DockerdImage { name, id: solved?.exporter_response.get("containerimage.digest").cloned() };
-    let loaded = exported_layers(socket, &exported, store).await;
+    let wants_config = input.cache_to.iter().any(|c| c.kind == "inline");
+    let loaded = exported_layers(socket, &exported, store, wants_config).await;
     let removed = dockerd::remove_image(socket, &exported.name).await;
     let image = loaded?;
     removed?;
@@ -311,16 +319,32 @@ async fn run_solve(
 }
 
 /// The store's blobs for the layers of the image dockerd exported: remembered from an earlier
-/// build that ended with the same image (nothing to fetch), else saved from dockerd and loaded.
+/// build that ended with the same image (nothing to fetch); else, when dockerd's overlay2
+/// directories can be read here, the layers the store lacks written from them (no `docker
+/// save`: it copies every layer, a large base included, and took longer than the build);
+/// else saved from dockerd and loaded. The returned work dir pins new blobs until the image
+/// is put on them.
 async fn exported_layers(
     socket: &Path,
     exported: &DockerdImage,
     store: &ImageStore,
-) -> Result<ExportedImage, BuildkitError> {
+    wants_config: bool,
+) -> Result<(ExportedImage, Option<WorkDir>), BuildkitError> {
     let memory = exports::DockerdExports::new(store);
     if let Some((id, image)) = exported.id.as_deref().and_then(|id| Some((id, memory.recall(id)?))) {
         tracing::debug!("dockerd's image {id} was loaded before: its layers are in the store, no save");
-        return Ok(image);
+        return Ok((image, None));
+    }
+    // The inline cache is in dockerd's image config, which only a save carries.
+    if !wants_config {
+        if let Some(dirs) = dockerd::image_layer_dirs(socket, &exported.name).await? {
+            tracing::debug!("reading dockerd's image {} from its overlay2 layer directories", exported.name);
+            let (image, pins) = layers_from_dirs(store, &dirs)?;
+            if let Some(id) = &exported.id {
+                let _ = memory.remember(id, &image);
+            }
+            return Ok((image, Some(pins)));
+        }
     }
     tracing::debug!("saving dockerd's image {} ({:?}) to load it", exported.name, exported.id);
     let body = dockerd::save(socket, &exported.name).await?;
@@ -330,7 +354,44 @@ async fn exported_layers(
         // Best effort: a map that cannot be written costs the next build a save, nothing else.
         let _ = memory.remember(id, &image);
     }
-    Ok(image)
+    Ok((image, None))
+}
+
+/// The layers in dockerd's diff directories `dirs` (diff ID, directory; bottom first) as store
+/// blobs: a layer the store holds (an uncompressed blob named by its diff ID: an imported or
+/// loaded base) is taken as it is, the others are written from their directory as rbuild
+/// commits its own RUN layers (uncompressed, like a loaded archive's), so their diff IDs are
+/// rbuild's serialisation of the same files.
+fn layers_from_dirs(store: &ImageStore, dirs: &[(String, PathBuf)]) -> Result<(ExportedImage, WorkDir), BuildkitError> {
+    let work = store.work_dir()?;
+    let plain = DiffOptions { compression: Compression::None, ..DiffOptions::default() };
+    let mut layers = Vec::new();
+    for (diff_id, dir) in dirs {
+        let held = diff_id.strip_prefix("sha256:").and_then(|hex| Sha256Digest::from_hex(hex).ok()).filter(|d| {
+            // Pinned before it is looked at, so a concurrent gc keeps it.
+            work.pin("blob", d).is_ok() && store.has_blob(d)
+        });
+        if let Some(digest) = held {
+            let size = std::fs::metadata(store.blob_path(&digest))?.len();
+            let media_type = Compression::None.oci_layer_media_type();
+            layers.push(LayerBlob { diff_id: digest.clone(), digest, size, media_type, unpacked_size: None });
+            continue;
+        }
+        let layer = write_layer(dir, work.path(), &plain)?;
+        let parse = |d: &str| {
+            d.parse::<Sha256Digest>().map_err(|e| BuildkitError::Protocol(format!("layer of {}: {e}", dir.display())))
+        };
+        let digest = parse(&layer.digest)?;
+        work.commit_blob_file(store, &layer.path, &digest)?;
+        layers.push(LayerBlob {
+            digest,
+            diff_id: parse(&layer.diff_id)?,
+            size: layer.compressed_size,
+            media_type: Compression::None.oci_layer_media_type(),
+            unpacked_size: Some(layer.unpacked_size),
+        });
+    }
+    Ok((ExportedImage { layers, inline_cache: None, created: Some(now()) }, work))
 }
 
 /// Loads a docker archive of one image and returns its layers and inline cache; the loaded
