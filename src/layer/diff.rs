@@ -37,6 +37,7 @@ use crate::layer::overlay::{
     PRIVATE_XATTR_PREFIXES,
 };
 pub use crate::layer::overlay::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use crate::layer::stack::MergedView;
 
 /// How [`write_layer`] encodes a layer.
 #[derive(Debug, Clone, Default)]
@@ -234,7 +235,7 @@ fn write_blob(
         whiteout_files: opts.whiteout_files,
         content_bytes: 0,
         host_ids: opts.host_ids.clone(),
-        lowers: opts.lowers.clone(),
+        lowers: (!opts.lowers.is_empty()).then(|| MergedView::from_top_first(opts.lowers.clone())),
     };
     feed(&mut walk)?;
     let (entries, unpacked_size) = (walk.entries, walk.content_bytes);
@@ -306,12 +307,12 @@ pub enum TreeEntryKind {
 /// whiteouts and for what an opaque directory hides. Sorted by path.
 pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>, LayerError> {
     let mut out = Vec::new();
-    changes_in(upper, lowers, Path::new(""), &mut out)?;
+    changes_in(upper, &MergedView::from_top_first(lowers.to_vec()), Path::new(""), &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change>) -> Result<(), LayerError> {
+fn changes_in(upper: &Path, lowers: &MergedView, rel: &Path, out: &mut Vec<Change>) -> Result<(), LayerError> {
     let dir = upper.join(rel);
     for (name, meta) in sorted_children(&dir)? {
         let child_rel = rel.join(&name);
@@ -341,32 +342,19 @@ fn changes_in(upper: &Path, lowers: &[PathBuf], rel: &Path, out: &mut Vec<Change
     Ok(())
 }
 
-/// Whether the merged view of `lowers` alone has `rel`, honouring whiteouts and opaque dirs.
-fn lower_has(lowers: &[PathBuf], rel: &Path) -> bool {
-    lower_path(lowers, rel).is_some()
+/// Where the merged view of the lower dirs shows `rel`, by the one layer-stack resolver
+/// ([`MergedView::lookup_exact`]: whiteouts and opaque dirs honoured, no symlink of a lower
+/// layer followed on the way, so a hostile layer's `etc -> /host/etc` cannot point a lookup
+/// outside the store). A name that is not UTF-8 cannot be looked up: `Err(())`.
+fn lower_entry(lowers: &MergedView, rel: &Path) -> Result<Option<PathBuf>, ()> {
+    let comps: Vec<String> = rel.iter().map(|c| c.to_str().map(str::to_string)).collect::<Option<_>>().ok_or(())?;
+    Ok(lowers.lookup_exact(&comps).map(|e| e.host_path))
 }
 
-/// Where the merged view of `lowers` (top-most first) alone finds `rel`: the path in the
-/// top-most lower that has it, unless a whiteout or an opaque dir hides it.
-fn lower_path(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
-    for lower in lowers {
-        if lower.join(rel).symlink_metadata().is_ok() {
-            return (!is_whiteout_node(&lower.join(rel))).then(|| lower.join(rel));
-        }
-        // A whiteout or opaque dir on the way hides everything below it in lower layers.
-        let mut prefix = PathBuf::new();
-        for component in rel.iter() {
-            let wh = lower.join(&prefix).join(whiteout_name(component));
-            if wh.symlink_metadata().is_ok() || is_whiteout_node(&lower.join(&prefix).join(component)) {
-                return None;
-            }
-            prefix.push(component);
-            if prefix != rel && is_opaque(&lower.join(&prefix), true).unwrap_or(false) {
-                return None;
-            }
-        }
-    }
-    None
+/// Whether the merged view of the lower dirs has `rel` (a name it cannot look up counts as
+/// present: what depends on it is then kept).
+fn lower_has(lowers: &MergedView, rel: &Path) -> bool {
+    lower_entry(lowers, rel).map_or(true, |found| found.is_some())
 }
 
 /// Whether the upper dir's regular file `path` (`rel` in the image) is only a copy-up of the
@@ -375,8 +363,8 @@ fn lower_path(lowers: &[PathBuf], rel: &Path) -> Option<PathBuf> {
 /// file is no change when its type, mode, owner, size, mtime and extended attributes equal
 /// the lower's (and, when both mtimes have no sub-second part, its content too); the
 /// chroot-snapshot mode, which sees no copy-up, agrees.
-fn unchanged_copy_up(lowers: &[PathBuf], rel: &Path, path: &Path, meta: &Metadata) -> Result<bool, LayerError> {
-    let Some(lower) = lower_path(lowers, rel) else { return Ok(false) };
+fn unchanged_copy_up(lowers: &MergedView, rel: &Path, path: &Path, meta: &Metadata) -> Result<bool, LayerError> {
+    let Ok(Some(lower)) = lower_entry(lowers, rel) else { return Ok(false) };
     let Ok(below) = lower.symlink_metadata() else { return Ok(false) };
     let same_stat = below.is_file()
         && below.nlink() == 1
@@ -407,9 +395,9 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
     }
 }
 
-fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
+fn lower_children(lowers: &MergedView, rel: &Path) -> BTreeSet<OsString> {
     let mut names = BTreeSet::new();
-    for lower in lowers {
+    for lower in lowers.layers() {
         if let Ok(children) = sorted_children(&lower.join(rel)) {
             for (name, meta) in children {
                 if whiteout_target(&lower.join(rel).join(&name), &name, &meta, true).is_none()
@@ -421,16 +409,6 @@ fn lower_children(lowers: &[PathBuf], rel: &Path) -> BTreeSet<OsString> {
         }
     }
     names.into_iter().filter(|n| lower_has(lowers, &rel.join(n))).collect()
-}
-
-fn is_whiteout_node(path: &Path) -> bool {
-    match path.symlink_metadata() {
-        Ok(meta) => {
-            let name = path.file_name().unwrap_or_default().to_os_string();
-            whiteout_target(path, &name, &meta, true).is_some()
-        }
-        Err(_) => false,
-    }
 }
 
 /// If the upper-dir entry at `path` is a whiteout, the name it hides. `whiteout_files`: a
@@ -507,8 +485,8 @@ struct UpperWalk<W: Write> {
     content_bytes: u64,
     /// Maps the host ids of an upper dir's files to container ids.
     host_ids: Option<HostIdMap>,
-    /// See [`DiffOptions::lowers`].
-    lowers: Vec<PathBuf>,
+    /// The merged view of [`DiffOptions::lowers`], when given.
+    lowers: Option<MergedView>,
 }
 
 impl<W: Write> UpperWalk<W> {
@@ -567,7 +545,7 @@ impl<W: Write> UpperWalk<W> {
         };
         if !rel.is_empty()
             && is_opaque(dir, self.whiteout_files)?
-            && (self.lowers.is_empty() || lower_has(&self.lowers, Path::new(OsStr::from_bytes(rel))))
+            && self.lowers.as_ref().is_none_or(|lowers| lower_has(lowers, Path::new(OsStr::from_bytes(rel))))
         {
             let meta = dir.symlink_metadata().map_err(read_err(dir))?;
             self.marker(join(OPAQUE_MARKER.as_bytes()), &meta)?;
@@ -593,12 +571,13 @@ impl<W: Write> UpperWalk<W> {
         }
         for (name, path, meta) in regular {
             let tar_path = join(name.as_bytes());
-            if !self.lowers.is_empty()
-                && meta.is_file()
-                && meta.nlink() == 1
-                && unchanged_copy_up(&self.lowers, Path::new(OsStr::from_bytes(&tar_path)), &path, &meta)?
-            {
-                continue;
+            if let Some(lowers) = &self.lowers {
+                if meta.is_file()
+                    && meta.nlink() == 1
+                    && unchanged_copy_up(lowers, Path::new(OsStr::from_bytes(&tar_path)), &path, &meta)?
+                {
+                    continue;
+                }
             }
             self.entry(&path, tar_path, &meta)?;
         }

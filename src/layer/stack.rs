@@ -125,6 +125,11 @@ impl MergedView {
         MergedView { layers: layers_top_first }
     }
 
+    /// The layers, top-most first.
+    pub fn layers(&self) -> &[PathBuf] {
+        &self.layers
+    }
+
     /// The entry at exactly these components, without following a final symlink; parent
     /// components must already be resolved (no symlinks among them), as [`MergedView::resolve`]
     /// returns them. Cheaper than [`MergedView::stat`], which resolves from the root again.

@@ -358,3 +358,33 @@ fn copy_ups_and_opaque_markers_that_change_nothing_are_left_out_given_the_lowers
         .map(String::from)
     );
 }
+
+/// A lower layer's symlink is never followed out of the store when the commit compares a
+/// copy-up with the lower file: with `etc-link -> /etc` in a lower layer and the upper dir
+/// holding `etc-link/passwd` equal to the host's `/etc/passwd` (same mode, owner, size and
+/// times), the file is a change and stays in the layer (a lookup through the link would have
+/// compared it with the host's file and left it out).
+#[test]
+fn a_lower_layers_symlink_does_not_lead_the_copy_up_check_to_host_files() {
+    if !crate::fixture::require(crate::fixture::is_root(), "root (cp -p keeps root's ownership)") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+    std::fs::create_dir_all(&lower).expect("mkdir");
+    std::fs::create_dir_all(upper.join("etc-link")).expect("mkdir");
+    std::os::unix::fs::symlink("/etc", lower.join("etc-link")).expect("symlink");
+    let copied = std::process::Command::new("cp")
+        .arg("-p")
+        .arg("/etc/passwd")
+        .arg(upper.join("etc-link/"))
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    let out = tmp.path().join("blobs");
+    std::fs::create_dir(&out).expect("mkdir");
+    let layer = commit(&upper, &out, &DiffOptions { lowers: vec![lower], ..DiffOptions::default() });
+    let names: Vec<String> =
+        crate::fixture::layer_entries(&layer.path, layer.media_type).into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"etc-link/passwd".to_string()), "{names:?}");
+}
