@@ -27,7 +27,7 @@ use crate::image::{ImageConfig, Platform};
 use crate::layer::diff::{DiffOptions, LayerTree};
 use crate::layer::digest::Sha256Digest;
 use crate::plan::{CacheKey, MissReason, Stage, StageBase, Step};
-use crate::runtime::{Isolation, NetworkMode, OverlayKind};
+use crate::runtime::{Isolation, NetworkMode};
 use crate::store::{ImageBatch, ImageStore, StoreError, StoredImage};
 
 /// Why a base image that lowering could not pull is missing when its stage runs.
@@ -341,15 +341,10 @@ impl StageExecutor<'_> {
                         Written::Snapshot(tree, rootfs)
                     }
                     Instruction::Run(run) => {
-                        let (run_argv, overlay) =
+                        let (run_argv, upper_diff) =
                             self.run_step(stage, step, run, state, &upper, work.path(), done, cancel)?;
                         argv = Some(run_argv);
-                        // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a
-                        // name is refused. The lowers tell which opaque markers hide something.
-                        Written::Upper(UpperDiff {
-                            whiteout_files: overlay == OverlayKind::Fuse,
-                            lowers: self.lower_dirs(state, work.path())?,
-                        })
+                        Written::Upper(upper_diff)
                     }
                     Instruction::Copy(fc) | Instruction::Add(fc) => {
                         let (copied, tree) = self.copy_step(stage, step, fc, state, &upper, work.path(), done)?;
@@ -394,13 +389,15 @@ impl StageExecutor<'_> {
     /// on the first call.
     pub(crate) fn isolation(&self) -> Result<Isolation, BuildError> {
         let mut chosen = self.isolation.lock().unwrap_or_else(|e| e.into_inner());
-        if chosen.is_none() {
-            *chosen = Some(choose_run_isolation(self.store, self.requested_isolation, self.network, &self.events)?);
-        }
-        match chosen.as_ref() {
-            Some(Ok(choice)) => Ok(choice.isolation),
-            Some(Err(e)) => Err(BuildError::Isolation(e.clone())),
-            None => Err(BuildError::Internal("no isolation chosen".into())),
+        let choice = match &mut *chosen {
+            Some(choice) => choice,
+            unset => {
+                unset.insert(choose_run_isolation(self.store, self.requested_isolation, self.network, &self.events)?)
+            }
+        };
+        match choice {
+            Ok(choice) => Ok(choice.isolation),
+            Err(e) => Err(BuildError::Isolation(e.clone())),
         }
     }
 

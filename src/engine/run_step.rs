@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use fs_err as fs;
 
+use crate::engine::commit::UpperDiff;
 use crate::engine::executor::{ImageState, StageExecutor};
 use crate::engine::run_mounts::RunMounts;
 use crate::engine::scheduler::Cancel;
@@ -33,7 +34,7 @@ fn container_id() -> String {
 
 impl StageExecutor<'_> {
     /// The lower dirs of an image, top-most first as the runtime takes them.
-    pub(super) fn lower_dirs(&self, state: &ImageState, work: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    fn lower_dirs(&self, state: &ImageState, work: &Path) -> Result<Vec<PathBuf>, BuildError> {
         let mut lowers = match &state.stored {
             Some(image) => self.store.ensure_unpacked(image)?,
             None => Vec::new(),
@@ -48,7 +49,8 @@ impl StageExecutor<'_> {
         Ok(lowers)
     }
 
-    /// Runs a RUN step on an overlay of the parent's layers; its writes land in `upper`.
+    /// Runs a RUN step on an overlay of the parent's layers; its writes land in `upper`. Returns
+    /// the argv and how to read `upper` at commit (its lower dirs, whether fuse-overlayfs wrote it).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_step(
         &self,
@@ -60,14 +62,16 @@ impl StageExecutor<'_> {
         work: &Path,
         done: &BTreeMap<usize, Arc<ImageState>>,
         cancel: &Cancel,
-    ) -> Result<(Vec<String>, OverlayKind), BuildError> {
+    ) -> Result<(Vec<String>, UpperDiff), BuildError> {
         let overlay_work = work.join("work");
         fs::create_dir_all(&overlay_work)?;
-        let rootfs =
-            Rootfs::Overlay { lower: self.lower_dirs(state, work)?, upper: upper.to_path_buf(), work: overlay_work };
+        let lowers = self.lower_dirs(state, work)?;
+        let rootfs = Rootfs::Overlay { lower: lowers.clone(), upper: upper.to_path_buf(), work: overlay_work };
         let prepared = self.prepare_run(stage, step, run, state, rootfs, work, done)?;
         let (argv, exit) = self.start_run(step, state, run, prepared, cancel)?;
-        Ok((argv, exit.overlay))
+        // fuse-overlayfs may record whiteouts as `.wh.` files; otherwise such a name is refused.
+        // The lowers tell which opaque markers and copy-ups are no change.
+        Ok((argv, UpperDiff { whiteout_files: exit.overlay == OverlayKind::Fuse, lowers }))
     }
 
     /// The container of a RUN step on `rootfs`, with the mounts it holds until it ends.
