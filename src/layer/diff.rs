@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
+use crate::layer::digest::{BackgroundHashingWriter, HashingWriter, Sha256Digest};
 
 pub use crate::layer::media::Compression;
 use pax::{EntryHeader, EntryKind, PaxTarWriter, Xattr};
@@ -211,19 +211,21 @@ pub fn write_layer_tree(tree: &LayerTree, out_dir: &Path, opts: &DiffOptions) ->
     write_blob(out_dir, opts, |walk| walk.tree_dir(&tree.root, &[]))
 }
 
-/// The streaming pipeline both writers share: `feed` writes tar entries; tar bytes are hashed
-/// (diff_id), compressed, hashed again (digest) and written to a new blob file.
+/// The streaming pipeline both writers share: `feed` writes tar entries; the tar is hashed
+/// (diff_id) on a thread of its own, compressed, hashed again (digest) and written to a new
+/// blob file. An uncompressed blob is the tar itself, so its digest is the diff_id and it is
+/// hashed once.
 fn write_blob(
     out_dir: &Path,
     opts: &DiffOptions,
-    feed: impl FnOnce(&mut UpperWalk<HashingWriter<LayerEncoder>>) -> Result<(), LayerError>,
+    feed: impl FnOnce(&mut UpperWalk<BackgroundHashingWriter<LayerEncoder>>) -> Result<(), LayerError>,
 ) -> Result<CommittedLayer, LayerError> {
     let blob = PartialBlob::create(out_dir)?;
-    let file = blob.file.try_clone().map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
-    let sink = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
+    let file = blob.file.try_clone().map_err(write_err)?;
     let encoder =
-        LayerEncoder::new(sink, opts).map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
-    let tar = PaxTarWriter::new(HashingWriter::new(encoder));
+        LayerEncoder::new(BufWriter::with_capacity(1 << 20, EarlyWriteback::new(file)), opts).map_err(write_err)?;
+    let tar = PaxTarWriter::new(BackgroundHashingWriter::new(encoder).map_err(write_err)?);
     let mut walk = UpperWalk {
         tar,
         epoch: opts.source_date_epoch,
@@ -239,19 +241,17 @@ fn write_blob(
     };
     feed(&mut walk)?;
     let (entries, unpacked_size) = (walk.entries, walk.content_bytes);
-    let write_err = |source| LayerError::Write { path: blob.path.clone(), source };
     let tar_hashing = walk.tar.finish().map_err(write_err)?;
-    let (encoder, diff_id, uncompressed_size) = tar_hashing.finish();
-    let sink = encoder.finish(&blob.path)?;
-    let (buffered, digest, compressed_size) = sink.finish();
-    let file =
-        buffered.into_inner().map_err(|e| LayerError::Write { path: blob.path.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(|source| LayerError::Write { path: blob.path.clone(), source })?;
+    let (diff_id, uncompressed_size, encoder) = tar_hashing.finish().map_err(write_err)?;
+    let (buffered, compressed) = encoder.finish(&blob.path)?;
+    let (digest, compressed_size) = compressed.unwrap_or_else(|| (diff_id.clone(), uncompressed_size));
+    let file = buffered.into_inner().map_err(|e| write_err(e.into_error()))?.into_file();
+    file.sync_all().map_err(write_err)?;
     let path = blob.keep();
     Ok(CommittedLayer {
         path,
-        digest: format!("sha256:{digest}"),
-        diff_id: format!("sha256:{diff_id}"),
+        digest: digest.to_string(),
+        diff_id: diff_id.to_string(),
         compressed_size,
         uncompressed_size,
         unpacked_size,
@@ -718,38 +718,11 @@ impl<W: Write> UpperWalk<W> {
     }
 }
 
-/// Forwards writes while hashing and counting them.
-struct HashingWriter<W: Write> {
-    inner: W,
-    hasher: Sha256,
-    count: u64,
-}
+/// The blob file, buffered.
+type BlobFile = BufWriter<EarlyWriteback>;
 
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
-    }
-
-    /// Returns the inner writer, the hex sha256 and the byte count of what went through.
-    fn finish(self) -> (W, String, u64) {
-        (self.inner, hex::encode(self.hasher.finalize()), self.count)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-type BlobSink = HashingWriter<BufWriter<File>>;
+/// Where a compressor's output goes: hashed (the blob's digest) and counted into the file.
+type BlobSink = HashingWriter<BlobFile>;
 
 /// Uncompressed bytes per gzip member. gzip is written as independent members compressed in
 /// parallel with libdeflate (a valid multi-member gzip stream that `gzip -d`, Go's and
@@ -758,17 +731,19 @@ const GZIP_MEMBER_SIZE: usize = 1 << 20;
 
 /// The compressor stage of the pipeline.
 enum LayerEncoder {
-    Plain(BlobSink),
+    /// The tar itself is the blob: nothing to hash again.
+    Plain(BlobFile),
     Gzip(gzp::par::compress::ParCompress<'static, gzp::deflate::Mgzip, BlobSink>),
     Zstd(zstd::stream::write::Encoder<'static, BlobSink>),
 }
 
 impl LayerEncoder {
-    fn new(sink: BlobSink, opts: &DiffOptions) -> io::Result<Self> {
+    fn new(file: BlobFile, opts: &DiffOptions) -> io::Result<Self> {
         let threads =
             if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let sink = HashingWriter::new(file);
         Ok(match opts.compression {
-            Compression::None => LayerEncoder::Plain(sink),
+            Compression::None => LayerEncoder::Plain(sink.finish().2),
             Compression::Gzip => {
                 let level = opts.level.unwrap_or(6).clamp(1, 9) as u32;
                 let builder = gzp::par::compress::ParCompressBuilder::<gzp::deflate::Mgzip>::new()
@@ -788,16 +763,20 @@ impl LayerEncoder {
         })
     }
 
-    fn finish(self, blob: &Path) -> Result<BlobSink, LayerError> {
+    /// Ends the stream; returns the file and, for a compressed blob, its digest and size
+    /// (an uncompressed blob's are the tar's).
+    fn finish(self, blob: &Path) -> Result<(BlobFile, Option<(Sha256Digest, u64)>), LayerError> {
         let compress_err = |message: String| LayerError::Compress { path: blob.to_path_buf(), message };
-        match self {
-            LayerEncoder::Plain(sink) => Ok(sink),
+        let sink = match self {
+            LayerEncoder::Plain(file) => return Ok((file, None)),
             LayerEncoder::Gzip(mut encoder) => {
                 use gzp::ZWriter;
-                encoder.finish().map_err(|e| compress_err(e.to_string()))
+                encoder.finish().map_err(|e| compress_err(e.to_string()))?
             }
-            LayerEncoder::Zstd(encoder) => encoder.finish().map_err(|e| compress_err(e.to_string())),
-        }
+            LayerEncoder::Zstd(encoder) => encoder.finish().map_err(|e| compress_err(e.to_string()))?,
+        };
+        let (digest, size, file) = sink.finish();
+        Ok((file, Some((digest, size))))
     }
 }
 
@@ -816,6 +795,56 @@ impl Write for LayerEncoder {
             LayerEncoder::Gzip(w) => w.flush(),
             LayerEncoder::Zstd(w) => w.flush(),
         }
+    }
+}
+
+/// Bytes written between two writeback starts of [`EarlyWriteback`].
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// The blob file, asking the kernel to start writing each 8 MiB to disk as soon as it is
+/// written (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not wait), so the disk works
+/// while the rest of the layer is made and the closing fsync only waits for the tail instead
+/// of the whole blob. Durability still comes from that fsync alone.
+struct EarlyWriteback {
+    file: File,
+    written: u64,
+    started_to: u64,
+}
+
+impl EarlyWriteback {
+    fn new(file: File) -> Self {
+        EarlyWriteback { file, written: 0, started_to: 0 }
+    }
+
+    fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl Write for EarlyWriteback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started_to >= WRITEBACK_STEP {
+            use std::os::fd::AsRawFd;
+            let (from, len) = (self.started_to, self.written - self.started_to);
+            // SAFETY: the fd is this open file's for the whole call; the call only reads its
+            // arguments. A failure (a filesystem without it) is left to the closing fsync.
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    i64::try_from(from).unwrap_or(i64::MAX),
+                    i64::try_from(len).unwrap_or(i64::MAX),
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.started_to = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 

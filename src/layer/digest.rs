@@ -1,5 +1,6 @@
 //! sha256 digests as OCI names them (`sha256:<64 hex>`): parsing, the short image ID, chain
-//! IDs, and a writer/reader that hashes and counts the bytes passing through it.
+//! IDs, and writers/a reader that hash and count the bytes passing through them (one of the
+//! writers hashes on a thread of its own).
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;
@@ -114,6 +115,94 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Bytes a [`BackgroundHashingWriter`] gathers before it writes them and hands them over.
+const HASHED_CHUNK: usize = 1 << 20;
+
+/// Hashes and counts what is written through it, as [`HashingWriter`] does, but hashes on a
+/// thread of its own: bytes are gathered into 1 MiB chunks; each is written to `inner`, then
+/// handed to the hashing thread, so sha256 runs beside whatever makes and writes the bytes
+/// (a layer's tar: reading files, tar headers, the blob file's writes) instead of after them.
+/// Chunks come back from the thread to be filled again, so memory stays at a few chunks.
+pub struct BackgroundHashingWriter<W: Write> {
+    inner: W,
+    chunk: Vec<u8>,
+    to_hasher: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    returned: std::sync::mpsc::Receiver<Vec<u8>>,
+    hasher: Option<std::thread::JoinHandle<Sha256>>,
+    len: u64,
+}
+
+impl<W: Write> BackgroundHashingWriter<W> {
+    pub fn new(inner: W) -> io::Result<Self> {
+        // Bounded: a hasher behind by a few chunks holds the writer back instead of growing.
+        let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (give_back, returned) = std::sync::mpsc::channel();
+        let hasher = std::thread::Builder::new().name("sha256".into()).spawn(move || {
+            let mut hasher = Sha256::new();
+            for mut chunk in chunks {
+                hasher.update(&chunk);
+                chunk.clear();
+                let _ = give_back.send(chunk);
+            }
+            hasher
+        })?;
+        Ok(Self {
+            inner,
+            chunk: Vec::with_capacity(HASHED_CHUNK),
+            to_hasher: Some(to_hasher),
+            returned,
+            hasher: Some(hasher),
+            len: 0,
+        })
+    }
+
+    /// Writes the gathered chunk to `inner` and hands it to the hashing thread.
+    fn pass_on(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        self.inner.write_all(&self.chunk)?;
+        let next = self.returned.try_recv().unwrap_or_else(|_| Vec::with_capacity(HASHED_CHUNK));
+        let full = std::mem::replace(&mut self.chunk, next);
+        let sent = self.to_hasher.as_ref().is_some_and(|tx| tx.send(full).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(io::Error::other("the sha256 thread ended early"))
+        }
+    }
+
+    /// Writes what is left, waits for the hash, and returns the digest and byte count of
+    /// everything written, and the inner writer (not flushed).
+    pub fn finish(mut self) -> io::Result<(Sha256Digest, u64, W)> {
+        self.pass_on()?;
+        // Dropping the sender ends the thread's loop once it has hashed every chunk.
+        let Self { inner, to_hasher, hasher, len, .. } = self;
+        drop(to_hasher);
+        let Some(Ok(hasher)) = hasher.map(|h| h.join()) else {
+            return Err(io::Error::other("the sha256 thread panicked"));
+        };
+        Ok((Sha256Digest(hex::encode(hasher.finalize())), len, inner))
+    }
+}
+
+impl<W: Write> Write for BackgroundHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(HASHED_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        self.len += n as u64;
+        if self.chunk.len() == HASHED_CHUNK {
+            self.pass_on()?;
+        }
+        Ok(n)
+    }
+    /// Passes the gathered bytes on and flushes `inner`.
+    fn flush(&mut self) -> io::Result<()> {
+        self.pass_on()?;
+        self.inner.flush()
+    }
+}
+
 /// Hashes and counts what is read through it.
 pub struct HashingReader<R> {
     inner: R,
@@ -167,5 +256,26 @@ mod tests {
         let chain = chain_ids(&[a.clone(), b.clone()]);
         assert_eq!(chain[0], a);
         assert_eq!(chain[1], Sha256Digest::of(format!("{a} {b}").as_bytes()));
+    }
+
+    #[test]
+    fn the_background_hasher_passes_every_byte_on_in_order_and_hashes_them_all() {
+        // Writes of many sizes, some across and some exactly on chunk boundaries.
+        let data: Vec<u8> = (0..(3 * HASHED_CHUNK + 777)).map(|i| (i * 31 % 251) as u8).collect();
+        for sizes in [vec![1, 511, 512, HASHED_CHUNK, 3], vec![HASHED_CHUNK], vec![5 * HASHED_CHUNK], vec![100_000]] {
+            let mut w = BackgroundHashingWriter::new(Vec::new()).expect("thread");
+            let (mut at, mut turn) = (0, 0);
+            while at < data.len() {
+                let end = (at + sizes[turn % sizes.len()]).min(data.len());
+                w.write_all(&data[at..end]).expect("write");
+                at = end;
+                turn += 1;
+            }
+            let (digest, len, out) = w.finish().expect("finish");
+            assert_eq!((digest, len), (Sha256Digest::of(&data), data.len() as u64), "{sizes:?}");
+            assert!(out == data, "{sizes:?}: the inner writer got other bytes");
+        }
+        let (digest, len, out) = BackgroundHashingWriter::new(Vec::new()).expect("thread").finish().expect("finish");
+        assert_eq!((digest, len, out), (Sha256Digest::of(b""), 0, Vec::new()));
     }
 }
