@@ -7,7 +7,8 @@
 //!   `moby` exporter into dockerd's image store (it has no docker/oci tarball exporter), so the
 //!   image is exported under a temporary name and, unless the store already has the layers of
 //!   that very image ([`exports`]), saved from dockerd as a docker archive and loaded; the
-//!   temporary name is removed.
+//!   temporary name is removed. The name is claimed in the store first ([`export_names`]), so
+//!   the next build removes it when this one dies before it could.
 //! - `unix://`, `tcp://` ([`BuilderUrl::Buildkitd`]): buildkitd, its session tunnelled through
 //!   the control API's `Session` stream ([`control`]); its `docker` exporter streams the image
 //!   tarball back through the session's `FileSend`, and it is loaded.
@@ -17,7 +18,8 @@
 //! importers ([`CacheSpec`]). Progress comes from BuildKit's status stream, per op digest, and is
 //! reported as rbuild's [`BuildEvent`]s for the plan step each op belongs to (so `Using cache`
 //! shows for ops BuildKit had cached); a failing op names its step, and a failing RUN's exit
-//! status is kept.
+//! status is kept. SIGINT/SIGTERM (the CLI's cancel flag) gives the solve up: its gRPC calls
+//! are dropped, so BuildKit cancels it, and the build ends interrupted (exit status 130).
 //!
 //! `bollard`'s BuildKit support is not used: its solve always runs the Dockerfile frontend
 //! (`definition: None`) with the context uploaded as a tarball, and its session has no
@@ -26,6 +28,7 @@
 mod builder_url;
 mod control;
 mod dockerd;
+mod export_names;
 mod exports;
 mod progress;
 mod session;
@@ -85,6 +88,9 @@ pub enum BuildkitError {
         "{flag} type={kind}: this builder's BuildKit cannot {action} a cache of type {kind} (dockerd's embedded BuildKit exports only type=inline, and imports type=registry and type=local; a buildkitd, --builder unix:// or tcp://, does them all)"
     )]
     CacheTypeUnsupported { flag: &'static str, action: &'static str, kind: String },
+    /// SIGINT or SIGTERM while BuildKit solved: the solve was given up.
+    #[error("build interrupted")]
+    Interrupted,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// A layer of dockerd's image could not be written from its overlay2 directory.
@@ -99,6 +105,7 @@ impl BuildkitError {
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildkitError::StepFailed { code: Some(code), .. } if (1..=255).contains(code) => *code,
+            BuildkitError::Interrupted => 130,
             _ => 1,
         }
     }
@@ -155,6 +162,9 @@ pub struct SolveInput<'a> {
     /// `--cache-to` and `--cache-from`, for BuildKit's own cache.
     pub cache_to: Vec<CacheSpec>,
     pub cache_from: Vec<CacheSpec>,
+    /// Set by the CLI's SIGINT/SIGTERM handler: the solve is given up (BuildKit cancels it
+    /// when its client goes), what it left in dockerd removed, and the build ends interrupted.
+    pub cancel: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Solves the definition on the builder and loads the image into `store`; returns its ID.
@@ -219,16 +229,64 @@ async fn solve_on_dockerd(
         }
     };
     let session = session_stream.serve(services(input, None));
-    let name = format!("rbuild-buildkit-{}", random_id());
-    let solved = run_solve(channel, &session_id, input, "moby", &name).await;
+    remove_abandoned_names(socket, store).await;
+    let claim = export_names::ExportName::claim(store, socket, &random_id())?;
+    let name = claim.name().to_string();
+    let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "moby", &name)).await;
     session.abort();
+    let solved = match solved {
+        Some(solved) => solved,
+        None => {
+            // The exporter may have named the image already; a name it gives after this is
+            // removed by the next build (the claim stays for it when this removal fails).
+            if dockerd::remove_image(socket, &name).await.is_ok() {
+                claim.release();
+            }
+            return Err(BuildkitError::Interrupted);
+        }
+    };
     let exported = DockerdImage { name, id: solved?.exporter_response.get("containerimage.digest").cloned() };
     let wants_config = input.cache_to.iter().any(|c| c.kind == "inline");
     let loaded = exported_layers(socket, &exported, store, wants_config).await;
     let removed = dockerd::remove_image(socket, &exported.name).await;
+    if removed.is_ok() {
+        claim.release();
+    }
     let image = loaded?;
     removed?;
     Ok(image)
+}
+
+/// Removes from dockerd the temporary names of earlier builds of this store that died before
+/// removing them ([`export_names`]). Best effort: a name that cannot be removed now is tried
+/// again by the next build.
+async fn remove_abandoned_names(socket: &Path, store: &ImageStore) {
+    for abandoned in export_names::abandoned(store, socket) {
+        match dockerd::remove_image(socket, &abandoned.name).await {
+            Ok(()) => {
+                tracing::debug!("removed {} from dockerd, left by a build that died", abandoned.name);
+                abandoned.forget();
+            }
+            Err(e) => tracing::debug!("cannot remove {} from dockerd yet: {e}", abandoned.name),
+        }
+    }
+}
+
+/// Runs `work` until it ends (`Some`) or `cancel` is set (`None`, `work` dropped: its gRPC
+/// calls are reset, so BuildKit cancels the solve).
+async fn until_cancelled<T>(
+    cancel: &std::sync::atomic::AtomicBool,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let watch = async {
+        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    match futures_util::future::select(std::pin::pin!(work), std::pin::pin!(watch)).await {
+        futures_util::future::Either::Left((done, _)) => Some(done),
+        futures_util::future::Either::Right(_) => None,
+    }
 }
 
 async fn solve_on_buildkitd(
@@ -244,10 +302,10 @@ async fn solve_on_buildkitd(
     let archive = work.path().join("image.tar");
     let stream = control::session_stream(channel.clone(), &headers).await?;
     let session = Session::Tunnelled(stream).serve(services(input, Some(session::ExportReceiver(archive.clone()))));
-    let name = format!("rbuild-buildkit-{}", random_id());
-    let solved = run_solve(channel, &session_id, input, "docker", &name).await;
+    let name = format!("{}{}", export_names::NAME_PREFIX, random_id());
+    let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "docker", &name)).await;
     session.abort();
-    solved?;
+    solved.ok_or(BuildkitError::Interrupted)??;
     let file = std::fs::File::open(&archive)?;
     load_archive(store, std::io::BufReader::with_capacity(1 << 20, file), "the image buildkitd exported")
 }

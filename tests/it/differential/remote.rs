@@ -260,6 +260,96 @@ fn a_warm_build_does_not_save_the_image_from_dockerd_again() {
     assert!(layers("w:1").starts_with(&format!("[{base_layer}")), "the base layer is the store's: {base}");
 }
 
+/// The temporary names of the store's claims (`buildkit/exporting/`), and whether dockerd has `name`.
+fn claimed_names(store: &Path) -> Vec<String> {
+    let dir = store.join("buildkit/exporting");
+    let names = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    names.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect()
+}
+
+fn dockerd_has(name: &str) -> bool {
+    docker_ok(&["image", "ls", "-q", "--filter", &format!("reference={name}")]).is_ok_and(|ids| !ids.trim().is_empty())
+}
+
+/// Ctrl-C while BuildKit runs a step: rbuild ends with 130 and "build interrupted", BuildKit
+/// stops the step (its process goes), and nothing is left in dockerd or in the store's
+/// claims. `kill -9` cannot clean up: its claim on the temporary name stays, and the next
+/// build against that dockerd removes the name from dockerd (here given to an image, as the
+/// exporter does when the kill comes after the export) and the claim.
+#[test]
+fn an_interrupted_or_killed_build_leaves_no_name_in_dockerd() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let marker = 4000 + nanos_now() % 900;
+    let dockerfile = format!("FROM busybox\nRUN echo {} && sleep {marker}.5\n", nanos_now());
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let running = || {
+        let ps = std::process::Command::new("ps").args(["-eo", "args"]).output().expect("ps");
+        String::from_utf8_lossy(&ps.stdout).lines().any(|l| l.trim() == format!("sleep {marker}.5"))
+    };
+    let start = |args: &[&str]| {
+        crate::fixture::rbuild_command()
+            .env("RBUILD_ROOT", &store)
+            .args(args)
+            .arg(&context)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("rbuild build")
+    };
+    let wait_for_step = |child: &std::process::Child| {
+        for _ in 0..600 {
+            if running() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the RUN step of pid {} never started in dockerd", child.id());
+    };
+
+    let build = start(&["build", "--builder", "docker://", "-t", "int:1"]);
+    wait_for_step(&build);
+    let pid = build.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let out = build.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("build interrupted"), "{stderr}");
+    let stopped = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !running()
+    });
+    assert!(stopped, "BuildKit still runs the step rbuild gave up");
+    assert_eq!(claimed_names(&store), Vec::<String>::new(), "an interrupted build releases its claim");
+
+    let build = start(&["build", "--builder", "docker://", "-t", "int:2"]);
+    wait_for_step(&build);
+    let claimed = claimed_names(&store);
+    assert_eq!(claimed.len(), 1, "the running build claims one name: {claimed:?}");
+    let name = claimed[0].clone();
+    assert!(name.starts_with("rbuild-buildkit-"), "{name}");
+    let mut build = build;
+    build.kill().expect("kill -9");
+    let _ = build.wait();
+    let stopped = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        !running()
+    });
+    assert!(stopped, "BuildKit still runs the step of a killed rbuild");
+    // As the exporter names its image: the name is in dockerd, its build is gone.
+    docker_ok(&["tag", "busybox", &name]).expect("docker tag");
+    assert_eq!(claimed_names(&store), vec![name.clone()], "a killed build's claim stays");
+    // The next build of this store against this dockerd (another Dockerfile: a quick one).
+    let quick = context.with_file_name("quick");
+    std::fs::create_dir_all(&quick).expect("mkdir");
+    std::fs::write(quick.join("Dockerfile"), "FROM busybox\nRUN echo quick > /q\n").expect("write");
+    crate::fixture::rbuild_ok(&store, &["build", "--builder", "docker://", "-t", "int:3", &quick.to_string_lossy()]);
+    assert!(!dockerd_has(&name), "the next build removes the name a killed build left in dockerd");
+    assert_eq!(claimed_names(&store), Vec::<String>::new(), "and the claim");
+}
+
 /// A failing RUN ends the build with the command's own exit status, as a local build does,
 /// and the error names the step.
 #[test]

@@ -150,6 +150,9 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
             "--cache-to/--cache-from with --builder use BuildKit's own cache (its format, made and read by BuildKit); rbuild's local cache and its exported caches are separate and not used",
         );
     }
+    // Ctrl-C gives the solve up and removes what it left in dockerd; a second one exits at once.
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::stop_on_interrupt(&cancel)?;
     let solve = SolveInput {
         builder: url,
         definition: &llb,
@@ -162,6 +165,7 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         secrets,
         cache_to,
         cache_from,
+        cancel,
     };
     let id = match crate::buildkit::solve(solve, &store) {
         Ok(id) => id,
