@@ -31,7 +31,9 @@ pub fn run(args: ImportArgs, p: &mut Printer) -> anyhow::Result<()> {
     let settings = crate::engine::settings::BuildSettings::from_env();
     let created = settings.source_date_epoch()?.map(|_| settings.created());
     let store = ImageStore::open_default()?;
-    let opts = ImportOptions { tag, changes: args.change, message: args.message, source: args.file.clone(), created };
+    // `Imported from -` for a file too, as docker's client sends a file as the request body
+    // (so the image does not depend on where the tarball lay: the same bytes, the same ID).
+    let opts = ImportOptions { tag, changes: args.change, message: args.message, source: "-".to_string(), created };
     let image = if args.file == "-" {
         let bar = crate::cli::progress_bar(None, "Importing");
         let image = import_rootfs(&store, std::io::stdin().lock(), &opts, &bar)?;
