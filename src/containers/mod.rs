@@ -27,8 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::image::ImageConfig;
 use crate::layer::diff::LayerError;
 use crate::runtime::{
-    cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, HostEntry, LineSink, NetworkMode,
-    OutputStream, PortMapping, Protocol, Rootfs, RuntimeError, SeccompPolicy, SetupFailure, StdioMode,
+    cleanup_stale, container_init_pid, process_start_time, Container, ContainerSpec, HostEntry, LineEnd, LineSink,
+    NetworkMode, OutputStream, PortMapping, Protocol, Rootfs, RuntimeError, SeccompPolicy, SetupFailure, StdioMode,
 };
 use crate::store::{ImageStore, StoreError, StoredImage};
 
@@ -747,17 +747,19 @@ impl RunStdio {
 
 fn log_sink(path: &Path, echo: bool) -> Result<LineSink> {
     let mut log = fs_err::OpenOptions::new().append(true).create(true).open(path).map_err(io_err("opening", path))?;
-    Ok(Box::new(move |stream, line| {
-        let _ = log.write_all(line).and_then(|()| log.write_all(b"\n"));
+    Ok(Box::new(move |stream, piece, end| {
+        // The bytes as the container wrote them: a newline only where it wrote one.
+        let newline: &[u8] = if end == LineEnd::Newline { b"\n" } else { b"" };
+        let _ = log.write_all(piece).and_then(|()| log.write_all(newline));
         if echo {
             let _ = match stream {
                 OutputStream::Stdout => {
                     let mut out = std::io::stdout().lock();
-                    out.write_all(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush())
+                    out.write_all(piece).and_then(|()| out.write_all(newline)).and_then(|()| out.flush())
                 }
                 OutputStream::Stderr => {
                     let mut err = std::io::stderr().lock();
-                    err.write_all(line).and_then(|()| err.write_all(b"\n"))
+                    err.write_all(piece).and_then(|()| err.write_all(newline))
                 }
             };
         }

@@ -125,7 +125,7 @@ impl StageExecutor<'_> {
         }
         let events = Arc::clone(&self.events);
         let number = step.number;
-        spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes| {
+        spec.stdio = StdioMode::Lines(Box::new(move |stream, bytes, _| {
             let line = String::from_utf8_lossy(bytes).trim_end_matches(['\n', '\r']).to_string();
             events(&BuildEvent::Output { step: number, stream, line });
         }));

@@ -16,7 +16,7 @@
 //! step's user (see `layer::snapshot`): a `chown` inside RUN is lost.
 
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ use crate::runtime::container::ContainerExit;
 use crate::runtime::error::{RuntimeError, SetupFailure};
 use crate::runtime::isolation::{chroot_executor_here, ChrootExecutor};
 use crate::runtime::mounts::OverlayKind;
-use crate::runtime::spec::{ContainerSpec, MountKind, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
+use crate::runtime::spec::{ContainerSpec, LineSplitter, MountKind, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
 use crate::runtime::user::{resolve_user, ExecUser};
 
 /// Host paths bound into every proot step at the same place.
@@ -295,10 +295,21 @@ fn spawn_and_wait(command: &mut Command, stdio: StdioMode, id: &str) -> Result<s
             .map(|(reader, stream)| {
                 let sink = Arc::clone(&sink);
                 std::thread::spawn(move || {
-                    for line in BufReader::new(reader).split(b'\n').map_while(Result::ok) {
-                        if let Ok(mut sink) = sink.lock() {
-                            sink(stream, &line);
+                    let mut reader = reader;
+                    let mut splitter = LineSplitter::new(stream);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match reader.read(&mut buf) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                            Err(_) => 0,
+                        };
+                        let Ok(mut sink) = sink.lock() else { return };
+                        if n == 0 {
+                            splitter.finish(&mut sink);
+                            return;
                         }
+                        splitter.push(&buf[..n], &mut sink);
                     }
                 })
             })

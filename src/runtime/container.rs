@@ -25,7 +25,9 @@ use crate::runtime::network::{
 use crate::runtime::pty::{copy_window_size, PtyPair, RawMode};
 use crate::runtime::seccomp::SeccompProgram;
 use crate::runtime::signals::SignalPipe;
-use crate::runtime::spec::{ContainerSpec, Isolation, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH};
+use crate::runtime::spec::{
+    ContainerSpec, Isolation, LineSplitter, NetworkMode, OutputStream, Rootfs, StdioMode, DEFAULT_PATH,
+};
 use crate::runtime::state::{children_of, ContainerDir};
 use crate::runtime::userns::IdMap;
 
@@ -158,7 +160,7 @@ impl Container {
         let output = match out_pipes {
             Some((out_r, err_r, out_w, err_w)) => {
                 drop((out_w, err_w));
-                vec![(OutputStream::Stdout, out_r, Vec::new()), (OutputStream::Stderr, err_r, Vec::new())]
+                vec![(out_r, LineSplitter::new(OutputStream::Stdout)), (err_r, LineSplitter::new(OutputStream::Stderr))]
             }
             None => Vec::new(),
         };
@@ -595,17 +597,14 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, RuntimeError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Longest piece of output handed to a [`crate::runtime::LineSink`] without a newline.
-const MAX_LINE: usize = 1 << 20;
-
 /// rbuild's side of a running container: output, setup reports, signals, exit.
 struct EventLoop<'a> {
     signals: &'a SignalPipe,
     pidfd: OwnedFd,
     report: Option<OwnedFd>,
     report_bytes: Vec<u8>,
-    /// Open output pipes with their partial last line.
-    output: Vec<(OutputStream, OwnedFd, Vec<u8>)>,
+    /// Open output pipes, each with its splitter (holding the partial last line).
+    output: Vec<(OwnedFd, LineSplitter)>,
     sink: Option<&'a mut crate::runtime::spec::LineSink>,
     pty_master: Option<OwnedFd>,
     pty_log: Option<fs_err::File>,
@@ -625,31 +624,14 @@ impl EventLoop<'_> {
     /// Reads output stream `i` and hands its complete lines to the sink; `false` once it is
     /// closed (its partial last line handed on).
     fn read_output(&mut self, i: usize, buf: &mut [u8]) -> bool {
-        let (stream, fd, partial) = &mut self.output[i];
+        let (fd, splitter) = &mut self.output[i];
         let n = nix::unistd::read(&*fd, buf).unwrap_or(0);
+        let Some(sink) = self.sink.as_mut() else { return n > 0 };
         if n == 0 {
-            if !partial.is_empty() {
-                if let Some(sink) = self.sink.as_mut() {
-                    sink(*stream, partial);
-                }
-                partial.clear();
-            }
+            splitter.finish(sink);
             return false;
         }
-        partial.extend_from_slice(&buf[..n]);
-        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = partial.drain(..=pos).collect();
-            if let Some(sink) = self.sink.as_mut() {
-                sink(*stream, &line[..line.len() - 1]);
-            }
-        }
-        // Output that never ends a line is handed on in bounded pieces.
-        if partial.len() >= MAX_LINE {
-            if let Some(sink) = self.sink.as_mut() {
-                sink(*stream, partial);
-            }
-            partial.clear();
-        }
+        splitter.push(&buf[..n], sink);
         true
     }
 
@@ -674,7 +656,7 @@ impl EventLoop<'_> {
                 sources.push(Source::Report);
                 fds.push(r.as_fd());
             }
-            for (i, (_, fd, _)) in self.output.iter().enumerate() {
+            for (i, (fd, _)) in self.output.iter().enumerate() {
                 sources.push(Source::Output(i));
                 fds.push(fd.as_fd());
             }

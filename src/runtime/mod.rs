@@ -62,8 +62,8 @@ pub use network::{HostEntry, PortMapping, Protocol};
 pub use remove::remove_tree_in_user_namespace;
 pub use seccomp::{RuleError, SeccompError, SeccompPolicy};
 pub use spec::{
-    ContainerSpec, Isolation, LineSink, Mount, MountKind, NetworkMode, OutputStream, OverlayDriver, Rootfs, StdioMode,
-    DEFAULT_PATH,
+    ContainerSpec, Isolation, LineEnd, LineSink, LineSplitter, Mount, MountKind, NetworkMode, OutputStream,
+    OverlayDriver, Rootfs, StdioMode, DEFAULT_PATH,
 };
 pub use state::{cleanup_stale, container_init_pid, process_start_time, CleanupReport};
 pub use syscall::{LinuxSyscall, Syscall, SyscallError};

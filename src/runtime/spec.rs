@@ -83,8 +83,58 @@ impl MountKind {
     }
 }
 
-/// Receives output lines (without their `\n`) as the container writes them.
-pub type LineSink = Box<dyn FnMut(OutputStream, &[u8]) + Send>;
+/// Receives output lines (without their `\n`) as the container writes them, and how each
+/// ended: a build shows lines, `rbuild run` passes the bytes on exactly as written.
+pub type LineSink = Box<dyn FnMut(OutputStream, &[u8], LineEnd) + Send>;
+
+/// How a piece of output handed to a [`LineSink`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineEnd {
+    /// With a newline (not in the piece).
+    Newline,
+    /// Without one: [`MAX_LINE`] bytes came without a newline, or the stream ended.
+    Open,
+}
+
+/// Longest piece of output handed to a [`LineSink`] without a newline.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Cuts one output stream into the pieces a [`LineSink`] takes: each line, and bounded pieces
+/// of output that does not end a line.
+#[derive(Debug)]
+pub struct LineSplitter {
+    stream: OutputStream,
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn new(stream: OutputStream) -> Self {
+        LineSplitter { stream, partial: Vec::new() }
+    }
+
+    /// Hands the complete lines `bytes` finishes to `sink`, keeping the rest.
+    pub fn push(&mut self, bytes: &[u8], sink: &mut LineSink) {
+        self.partial.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(pos) = self.partial[start..].iter().position(|b| *b == b'\n') {
+            sink(self.stream, &self.partial[start..start + pos], LineEnd::Newline);
+            start += pos + 1;
+        }
+        self.partial.drain(..start);
+        if self.partial.len() >= MAX_LINE {
+            sink(self.stream, &self.partial, LineEnd::Open);
+            self.partial.clear();
+        }
+    }
+
+    /// The stream ended: hands on what is left of its last line.
+    pub fn finish(&mut self, sink: &mut LineSink) {
+        if !self.partial.is_empty() {
+            sink(self.stream, &self.partial, LineEnd::Open);
+            self.partial.clear();
+        }
+    }
+}
 
 /// How the container's stdin, stdout and stderr are connected.
 pub enum StdioMode {
@@ -212,5 +262,42 @@ impl ContainerSpec {
             mounts: Vec::new(),
             seccomp: SeccompPolicy::Default,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(chunks: &[&[u8]]) -> Vec<(Vec<u8>, LineEnd)> {
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = std::sync::Arc::clone(&got);
+        let mut sink: LineSink = Box::new(move |_, bytes, end| {
+            if let Ok(mut v) = into.lock() {
+                v.push((bytes.to_vec(), end));
+            }
+        });
+        let mut splitter = LineSplitter::new(OutputStream::Stdout);
+        for chunk in chunks {
+            splitter.push(chunk, &mut sink);
+        }
+        splitter.finish(&mut sink);
+        let taken = got.lock().map(|v| v.clone()).unwrap_or_default();
+        taken
+    }
+
+    #[test]
+    fn lines_keep_how_they_ended_across_reads() {
+        use LineEnd::{Newline, Open};
+        assert_eq!(
+            pieces(&[b"a\nb", b"c\n\nd"]),
+            vec![(b"a".to_vec(), Newline), (b"bc".to_vec(), Newline), (Vec::new(), Newline), (b"d".to_vec(), Open)]
+        );
+        assert_eq!(pieces(&[b"x\n"]), vec![(b"x".to_vec(), Newline)], "no empty piece after a last newline");
+        let long = vec![b'y'; MAX_LINE + 10];
+        let got = pieces(&[&long, b"\n"]);
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.len(), got[0].1), (MAX_LINE + 10, Open), "a long line is handed on in one piece per read");
+        assert_eq!(got[1], (Vec::new(), Newline));
     }
 }

@@ -77,6 +77,26 @@ fn run_rm_exits_with_the_container_code_and_removes_it() {
     assert!(no_mounts_under(&s.root));
 }
 
+/// Output reaches stdout and the log byte for byte, as `docker run` and `docker logs` give it:
+/// no newline where the command wrote none, and a long line without one (over the 1 MiB a
+/// piece of output is cut at) is not broken up.
+#[test]
+fn run_and_logs_pass_output_on_exactly() {
+    let Some(s) = setup() else { return };
+    let out = rbuild(&s.root, &["run", "--name", "exact", "bb", "printf", "abc"]);
+    assert_eq!(out.stdout, b"abc", "{}", text(&out.stderr));
+    assert_eq!(rbuild_ok(&s.root, &["logs", "exact"]), "abc");
+    let long =
+        rbuild(&s.root, &["run", "--rm", "bb", "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x; echo; printf end"]);
+    let expected = [vec![b'x'; 3_000_000], b"\nend".to_vec()].concat();
+    assert!(
+        long.stdout == expected,
+        "{} bytes, {} newlines",
+        long.stdout.len(),
+        long.stdout.iter().filter(|b| **b == b'\n').count()
+    );
+}
+
 #[test]
 fn run_honours_image_config_and_flags() {
     let Some(s) = setup() else { return };

@@ -57,7 +57,7 @@ impl Fixture {
 fn run_lines(mut spec: ContainerSpec) -> (Result<ContainerExit, RuntimeError>, Vec<String>, Vec<String>) {
     let lines: Arc<Mutex<(Vec<String>, Vec<String>)>> = Arc::default();
     let sink = lines.clone();
-    spec.stdio = StdioMode::Lines(Box::new(move |stream, line| {
+    spec.stdio = StdioMode::Lines(Box::new(move |stream, line, _| {
         let text = String::from_utf8_lossy(line).into_owned();
         let mut l = sink.lock().expect("lock");
         match stream {

@@ -35,7 +35,7 @@ fn rootless_child() {
     if let Some(mode) = std::env::var("RBUILD_CHILD_NETWORK").ok().and_then(|m| NetworkMode::parse(&m)) {
         spec.network = mode;
     }
-    spec.stdio = StdioMode::Lines(Box::new(|_, line| {
+    spec.stdio = StdioMode::Lines(Box::new(|_, line, _| {
         println!("container: {}", String::from_utf8_lossy(line));
     }));
     match Container::new(spec).run() {

@@ -24,7 +24,7 @@ fn container_child() {
         vec!["/bin/sh".into(), "-c".into(), "echo ready; sleep 100".into()],
         PathBuf::from(state),
     );
-    spec.stdio = StdioMode::Lines(Box::new(|_, line| {
+    spec.stdio = StdioMode::Lines(Box::new(|_, line, _| {
         println!("container: {}", String::from_utf8_lossy(line));
     }));
     match Container::new(spec).run() {

@@ -39,7 +39,7 @@ fn setup() -> Option<(tempfile::TempDir, std::path::PathBuf, std::path::PathBuf)
 
 #[test]
 fn import_then_images_tag_history_inspect() {
-    let Some((_t, root, tarball)) = setup() else {
+    let Some((_t, root, _tarball)) = setup() else {
         return;
     };
     let out = rbuild_ok(&root, &["images"]);
