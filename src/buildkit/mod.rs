@@ -13,6 +13,9 @@
 //!   the control API's `Session` stream ([`control`]); its `docker` exporter streams the image
 //!   tarball back through the session's `FileSend`, and it is loaded.
 //!
+//! The session ([`session`]) serves the context, `--secret` values and, when `--ssh` is given,
+//! the agents for ssh mounts.
+//!
 //! Either way the image config is the plan's, made to account for BuildKit's layers
 //! ([`exported_config`]). `--cache-to/--cache-from` go to BuildKit's own cache exporters and
 //! importers ([`CacheSpec`]). Progress comes from BuildKit's status stream, per op digest, and is
@@ -208,8 +211,7 @@ fn services(
             entries: Arc::new(input.context_entries.clone()),
         },
         secrets: session::BuildSecrets(input.secrets.clone()),
-        ssh: (!input.ssh_agents.is_empty())
-            .then(|| session::SshAgents { sockets: input.ssh_agents.clone(), ended }),
+        ssh: (!input.ssh_agents.is_empty()).then(|| session::SshAgents { sockets: input.ssh_agents.clone(), ended }),
         export,
     }
 }

@@ -273,9 +273,9 @@ impl Ssh for SshAgents {
     ) -> Result<Response<Self::ForwardAgentStream>, Status> {
         let id = request.metadata().get(SSH_ID_KEY).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let socket = self.socket(if id.is_empty() { DEFAULT_SSH_ID } else { id })?;
-        let agent = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
-            Status::unavailable(format!("connecting to the ssh agent at {}: {e}", socket.display()))
-        })?;
+        let agent = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|e| Status::unavailable(format!("connecting to the ssh agent at {}: {e}", socket.display())))?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(relay_agent(agent, request.into_inner(), tx, self.ended.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -536,7 +536,9 @@ mod tests {
             let unknown = client.check_agent(sshforward::CheckAgentRequest { id: "deploy".into() }).await;
             let status = unknown.expect_err("unknown id");
             assert_eq!(status.code(), tonic::Code::NotFound);
-            assert!(status.message().contains("ssh agent deploy not found") && status.message().contains("--ssh deploy"));
+            assert!(
+                status.message().contains("ssh agent deploy not found") && status.message().contains("--ssh deploy")
+            );
             let none = tokio_stream::empty::<sshforward::BytesMessage>();
             let status = client.forward_agent(forward_request("deploy", none)).await.expect_err("unknown id");
             assert_eq!(status.code(), tonic::Code::NotFound);
