@@ -460,15 +460,25 @@ mod tests {
         tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
     }
 
+    /// A listening stand-in agent socket in `dir` and a session forwarding `id` to it.
+    async fn agent_and_session(
+        dir: &std::path::Path,
+        id: &str,
+    ) -> (UnixListener, SshClient<tonic::transport::Channel>, watch::Sender<bool>) {
+        let socket = dir.join("agent.sock");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        let (client, session) = ssh_session(BTreeMap::from([(id.to_string(), socket)])).await;
+        (listener, client, session)
+    }
+
     /// The client's end of its stream reaches the agent as the end of its input; the agent's
     /// answer comes back and its close ends the reply stream.
     #[test]
     fn forwarding_copies_both_ways_and_ends_with_the_agent() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
         runtime().block_on(async {
-            // A stand-in agent: reads to the end of its input, answers it reversed, closes.
-            let listener = UnixListener::bind(&socket).expect("bind");
+            let (listener, mut client, _session) = agent_and_session(dir.path(), "deploy").await;
+            // The stand-in agent reads to the end of its input, answers it reversed, closes.
             let agent = tokio::spawn(async move {
                 let (mut conn, _) = listener.accept().await.expect("accept");
                 let mut asked = Vec::new();
@@ -476,7 +486,6 @@ mod tests {
                 asked.reverse();
                 conn.write_all(&asked).await.expect("write");
             });
-            let (mut client, _session) = ssh_session(BTreeMap::from([("deploy".to_string(), socket.clone())])).await;
             let asked = ["hel", "lo"].map(|p| sshforward::BytesMessage { data: p.as_bytes().to_vec() });
             let reply = client.forward_agent(forward_request("deploy", tokio_stream::iter(asked))).await;
             let mut replies = reply.expect("forwarded").into_inner();
@@ -494,10 +503,8 @@ mod tests {
     #[test]
     fn either_side_closing_shuts_the_other() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("agent.sock");
         runtime().block_on(async {
-            let listener = UnixListener::bind(&socket).expect("bind");
-            let (mut client, session) = ssh_session(BTreeMap::from([("default".to_string(), socket.clone())])).await;
+            let (listener, mut client, session) = agent_and_session(dir.path(), "default").await;
             let wait = std::time::Duration::from_secs(5);
             // 1. The agent closes first: the reply stream ends though BuildKit's stays open.
             let (_open, rx) = mpsc::channel::<sshforward::BytesMessage>(1);
