@@ -13,6 +13,9 @@
 //!   the control API's `Session` stream ([`control`]); its `docker` exporter streams the image
 //!   tarball back through the session's `FileSend`, and it is loaded.
 //!
+//! The session ([`session`]) serves the context, `--secret` values and, when `--ssh` is given,
+//! the agents for ssh mounts.
+//!
 //! Either way the image config is the plan's, made to account for BuildKit's layers
 //! ([`exported_config`]). `--cache-to/--cache-from` go to BuildKit's own cache exporters and
 //! importers ([`CacheSpec`]). Progress comes from BuildKit's status stream, per op digest, and is
@@ -159,6 +162,8 @@ pub struct SolveInput<'a> {
     pub events: Arc<dyn Fn(&BuildEvent) + Send + Sync>,
     /// `--secret` values by id, served to BuildKit's secret mounts.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id (each checked to be a socket), forwarded to ssh mounts.
+    pub ssh_agents: BTreeMap<String, PathBuf>,
     /// `--cache-to` and `--cache-from`, for BuildKit's own cache.
     pub cache_to: Vec<CacheSpec>,
     pub cache_from: Vec<CacheSpec>,
@@ -194,14 +199,19 @@ pub fn solve(input: SolveInput, store: &ImageStore) -> Result<String, BuildkitEr
     Ok(image.id.to_string())
 }
 
-/// The session's services for `input`.
-fn services(input: &SolveInput, export: Option<session::ExportReceiver>) -> session::Services {
+/// The session's services for `input`; its ssh forwarding ends when `ended` becomes true.
+fn services(
+    input: &SolveInput,
+    export: Option<session::ExportReceiver>,
+    ended: tokio::sync::watch::Receiver<bool>,
+) -> session::Services {
     session::Services {
         context: session::ContextSync {
             root: input.context_root.to_path_buf(),
             entries: Arc::new(input.context_entries.clone()),
         },
         secrets: session::BuildSecrets(input.secrets.clone()),
+        ssh: (!input.ssh_agents.is_empty()).then(|| session::SshAgents { sockets: input.ssh_agents.clone(), ended }),
         export,
     }
 }
@@ -221,19 +231,22 @@ async fn solve_on_dockerd(
     let endpoint = format!("{}/grpc", socket.display());
     let channel = control::channel_on(dockerd::upgrade(socket, "/grpc", &[]).await?, &endpoint).await?;
     let session_id = random_id();
-    let headers = session::headers(&session_id, &shared_key(input.context_root), false);
+    let offers = session::Offers { export: false, ssh: !input.ssh_agents.is_empty() };
+    let headers = session::headers(&session_id, &shared_key(input.context_root), offers);
     let session_stream = match transport {
         SessionTransport::DockerdUpgrade => Session::Upgraded(dockerd::upgrade(socket, "/session", &headers).await?),
         SessionTransport::ControlStream => {
             Session::Tunnelled(control::session_stream(channel.clone(), &headers).await?)
         }
     };
-    let session = session_stream.serve(services(input, None));
+    let (end_session, ended) = tokio::sync::watch::channel(false);
+    let session = session_stream.serve(services(input, None, ended));
     remove_abandoned_names(socket, store).await;
     let claim = export_names::ExportName::claim(store, socket, &random_id())?;
     let name = claim.name().to_string();
     let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "moby", &name)).await;
     session.abort();
+    let _ = end_session.send(true);
     let solved = match solved {
         Some(solved) => solved,
         None => {
@@ -297,14 +310,18 @@ async fn solve_on_buildkitd(
 ) -> Result<ExportedImage, BuildkitError> {
     let channel = control::connect(endpoint, tls).await?;
     let session_id = random_id();
-    let headers = session::headers(&session_id, &shared_key(input.context_root), true);
+    let offers = session::Offers { export: true, ssh: !input.ssh_agents.is_empty() };
+    let headers = session::headers(&session_id, &shared_key(input.context_root), offers);
     let work = store.work_dir()?;
     let archive = work.path().join("image.tar");
     let stream = control::session_stream(channel.clone(), &headers).await?;
-    let session = Session::Tunnelled(stream).serve(services(input, Some(session::ExportReceiver(archive.clone()))));
+    let (end_session, ended) = tokio::sync::watch::channel(false);
+    let export = Some(session::ExportReceiver(archive.clone()));
+    let session = Session::Tunnelled(stream).serve(services(input, export, ended));
     let name = format!("{}{}", export_names::NAME_PREFIX, random_id());
     let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "docker", &name)).await;
     session.abort();
+    let _ = end_session.send(true);
     solved.ok_or(BuildkitError::Interrupted)??;
     let file = std::fs::File::open(&archive)?;
     load_archive(store, std::io::BufReader::with_capacity(1 << 20, file), "the image buildkitd exported")

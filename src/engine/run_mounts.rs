@@ -34,7 +34,7 @@ use crate::context::EntryKind;
 use crate::engine::config::resolve_workdir;
 use crate::engine::copy::{materialize, plan_from_context, plan_from_image, CopyItem, CopyOptions};
 use crate::engine::executor::{ImageState, StageExecutor};
-use crate::engine::ssh::{AgentProxy, DEFAULT_SSH_ID};
+use crate::engine::ssh::AgentProxy;
 use crate::engine::BuildError;
 use crate::frontend::instructions::{CacheSharing, MountSpec, MountType, RunInstruction};
 use crate::layer::apply::{LayerApply, WhiteoutMode};
@@ -184,7 +184,7 @@ impl StageExecutor<'_> {
                     }
                 }
                 MountType::Ssh => {
-                    let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| DEFAULT_SSH_ID.to_string());
+                    let id = spec.ssh_id();
                     let Some(agent) = self.ssh_agents.iter().find(|a| a.id == id) else {
                         if spec.required.unwrap_or(false) {
                             return Err(BuildError::SshMissing { step: step.number, id });

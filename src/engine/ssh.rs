@@ -15,9 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// The id `--ssh default` and `RUN --mount=type=ssh` without `id=` use.
-pub const DEFAULT_SSH_ID: &str = "default";
-
 /// One `--ssh`: an id and the agent socket it forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshAgent {

@@ -182,7 +182,7 @@ impl Lowering<'_> {
             }
             MountType::Secret => return Ok(secret_mount(spec, target, mount)),
             MountType::Ssh => {
-                let id = spec.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| "default".to_string());
+                let id = spec.ssh_id();
                 let dest = target.unwrap_or_else(|| "/run/buildkit/ssh_agent.0".to_string());
                 mount.mount_type = pb::MountType::Ssh as i32;
                 mount.ssh_opt = Some(pb::SshOpt {

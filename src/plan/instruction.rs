@@ -83,6 +83,9 @@ pub enum CacheSharing {
     Locked,
 }
 
+/// The agent id of `--ssh default` and of an ssh mount without `id=`.
+pub const DEFAULT_SSH_ID: &str = "default";
+
 /// One `RUN --mount=…` after parsing its comma-separated `key=value` fields.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MountSpec {
@@ -102,6 +105,11 @@ pub struct MountSpec {
 }
 
 impl MountSpec {
+    /// The agent an ssh mount forwards: its `id=`, else [`DEFAULT_SSH_ID`].
+    pub fn ssh_id(&self) -> String {
+        self.id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| DEFAULT_SSH_ID.to_string())
+    }
+
     /// Canonical `type=…,key=value` text, fields in a fixed order.
     pub fn canonical(&self) -> String {
         let mut parts = vec![format!("type={}", self.kind.as_str())];

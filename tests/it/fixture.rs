@@ -576,3 +576,57 @@ impl Drop for TunForUsers {
         }
     }
 }
+
+/// A real `ssh-agent` holding one new key, stopped on drop.
+pub struct SshAgentProcess {
+    child: std::process::Child,
+    /// The agent's socket.
+    pub socket: PathBuf,
+    /// Its `ssh-add -l` line for the key.
+    pub fingerprint: String,
+}
+
+impl SshAgentProcess {
+    /// Starts the agent at `<dir>/agent.sock` with a new key `<dir>/id_ed25519` added.
+    pub fn start(dir: &Path) -> SshAgentProcess {
+        let socket = dir.join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        let mut agent = SshAgentProcess { child, socket, fingerprint: String::new() };
+        for _ in 0..100 {
+            if agent.socket.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let key = dir.join("id_ed25519");
+        let keygen = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test-key", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen");
+        assert!(keygen.success());
+        let add = std::process::Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent.socket).output();
+        assert!(add.expect("ssh-add").status.success());
+        agent.fingerprint = listed_keys(&agent.socket);
+        assert!(agent.fingerprint.contains("rbuild-test-key"), "{}", agent.fingerprint);
+        agent
+    }
+}
+
+impl Drop for SshAgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh-add -l` against the agent at `socket`.
+pub fn listed_keys(socket: &Path) -> String {
+    let out = std::process::Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", socket).output().expect("ssh-add");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -281,57 +281,6 @@ fn run_network_none_sees_only_loopback() {
     assert_eq!(host.lines().count(), host_ifaces, "host network: {host}");
 }
 
-/// A real `ssh-agent` holding one new key, stopped on drop.
-struct SshAgentProcess {
-    child: std::process::Child,
-    socket: PathBuf,
-    fingerprint: String,
-}
-
-impl SshAgentProcess {
-    fn start(dir: &Path) -> SshAgentProcess {
-        let socket = dir.join("agent.sock");
-        let child = std::process::Command::new("ssh-agent")
-            .args(["-D", "-a"])
-            .arg(&socket)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("ssh-agent");
-        let mut agent = SshAgentProcess { child, socket, fingerprint: String::new() };
-        for _ in 0..100 {
-            if agent.socket.exists() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let key = dir.join("id_ed25519");
-        let keygen = std::process::Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "rbuild-test-key", "-f"])
-            .arg(&key)
-            .status()
-            .expect("ssh-keygen");
-        assert!(keygen.success());
-        let add = std::process::Command::new("ssh-add").arg(&key).env("SSH_AUTH_SOCK", &agent.socket).output();
-        assert!(add.expect("ssh-add").status.success());
-        agent.fingerprint = listed_keys(&agent.socket);
-        assert!(agent.fingerprint.contains("rbuild-test-key"), "{}", agent.fingerprint);
-        agent
-    }
-}
-
-impl Drop for SshAgentProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `ssh-add -l` against the agent at `socket`.
-fn listed_keys(socket: &Path) -> String {
-    let out = std::process::Command::new("ssh-add").arg("-l").env("SSH_AUTH_SOCK", socket).output().expect("ssh-add");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The forwarding sockets a running build made in its work dirs.
 fn forwarding_sockets(root: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
@@ -356,7 +305,7 @@ fn ssh_mounts_forward_the_agent_and_leave_nothing_behind() {
     ) {
         return;
     }
-    let agent = SshAgentProcess::start(fx.dir.path());
+    let agent = crate::fixture::SshAgentProcess::start(fx.dir.path());
     let ctx = fx.context(
         "ssh",
         "FROM busybox\n\
@@ -381,7 +330,7 @@ fn ssh_mounts_forward_the_agent_and_leave_nothing_behind() {
     let mut listed = String::new();
     for _ in 0..200 {
         if let Some(socket) = forwarding_sockets(&fx.root).first() {
-            listed = listed_keys(socket);
+            listed = crate::fixture::listed_keys(socket);
             if !listed.is_empty() {
                 break;
             }

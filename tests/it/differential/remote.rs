@@ -640,3 +640,82 @@ fn a_tcp_builder_speaks_tls_with_the_given_ca() {
     let untrusted = build(&format!("tcp://{address}?cacert={}", ca.cert().display()));
     assert!(untrusted.contains(&format!("cannot reach the builder at tcp://{address}")), "{untrusted}");
 }
+
+/// Puts the host's `binary` and the shared libraries `ldd` names for it (the dynamic loader
+/// too) under `root` at their own paths, so a busybox image with `root` copied in runs it.
+fn put_with_libraries(root: &Path, binary: &Path) {
+    let ldd = std::process::Command::new("ldd").arg(binary).output().expect("ldd");
+    assert!(ldd.status.success(), "ldd {}", binary.display());
+    let libraries = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')).map(std::path::PathBuf::from))
+        .collect::<Vec<_>>();
+    assert!(libraries.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "the loader: {libraries:?}");
+    for file in libraries.iter().map(std::path::PathBuf::as_path).chain([binary]) {
+        let target = root.join(file.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        // `copy` follows the host's symlinks (libc.so.6 -> the versioned file): the file itself.
+        std::fs::copy(file, &target).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}
+
+/// `--ssh` with `--builder`: `RUN --mount=type=ssh` reaches a real ssh-agent through the
+/// session (dockerd's `/session` and the control API's `Session` stream), so the host's own
+/// `ssh-add -l` run inside the step lists the agent's key; only the listing lands in the image.
+/// A required agent that was not given is named, and a key file is refused as for local builds.
+#[test]
+fn ssh_agents_are_forwarded_over_the_session() {
+    use crate::fixture::{have_tool, require};
+    let tools = ["ssh-agent", "ssh-keygen", "ssh-add", "ldd"].iter().all(|t| have_tool(t));
+    if !ready() || !require(tools, "openssh-client and ldd") {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let dockerfile = "FROM busybox\nCOPY root/ /\n\
+        RUN --mount=type=ssh ssh-add -l > /keys\n\
+        RUN --mount=type=ssh,id=deploy,target=/tmp/agent,required=true \
+            test \"$SSH_AUTH_SOCK\" = /tmp/agent && ssh-add -l > /deploy-keys\n";
+    let (dir, store, context) = store_and_context(dockerfile);
+    put_with_libraries(&context.join("root"), Path::new("/usr/bin/ssh-add"));
+    let agent_dir = dir.path().join("agent");
+    std::fs::create_dir_all(&agent_dir).expect("mkdir");
+    let agent = crate::fixture::SshAgentProcess::start(&agent_dir);
+    let (default, deploy) =
+        (format!("default={}", agent.socket.display()), format!("deploy={}", agent.socket.display()));
+    let ctx = context.to_string_lossy();
+    for (url, tag) in [("docker://", "ssh:1"), ("docker://?session=control", "ssh:2")] {
+        crate::fixture::rbuild_ok(
+            &store,
+            &["build", "--builder", url, "--no-cache", "--ssh", &default, "--ssh", &deploy, "-t", tag, &ctx],
+        );
+        let read = |path: &str| crate::fixture::rbuild_ok(&store, &["run", "--rm", tag, "cat", path]);
+        assert_eq!(read("/keys"), agent.fingerprint, "{url}: the step listed the agent's key");
+        assert_eq!(read("/deploy-keys"), agent.fingerprint, "{url}: through the id deploy");
+        let inspect = crate::fixture::rbuild_ok(&store, &["inspect", tag]);
+        assert!(!inspect.contains(&agent.socket.display().to_string()), "the host's socket stays out: {inspect}");
+    }
+
+    // A required id the build was not given: BuildKit asks the session, which names it.
+    let missing = "FROM busybox\nRUN --mount=type=ssh,id=absent,required=true true\n";
+    std::fs::write(context.join("Dockerfile"), missing).expect("write");
+    for flags in [vec!["--ssh", default.as_str()], vec![]] {
+        let mut args = vec!["build", "--builder", "docker://"];
+        args.extend(&flags);
+        args.push(&ctx);
+        let out = crate::fixture::rbuild(&store, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?}: {stderr}");
+        assert!(stderr.contains("step 2 (RUN --mount=type=ssh,id=absent,required=true true) failed"), "{stderr}");
+        assert!(stderr.contains("\"absent\"") || stderr.contains("ssh agent absent"), "{flags:?}: {stderr}");
+        if !flags.is_empty() {
+            assert!(stderr.contains("pass it with --ssh absent=SOCKET"), "{stderr}");
+        }
+    }
+
+    // A key file is not an agent: refused before anything is solved, as for a local build.
+    let key = format!("default={}", agent_dir.join("id_ed25519").display());
+    let out = crate::fixture::rbuild(&store, &["build", "--builder", "docker://", "--ssh", &key, &ctx]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("is not an agent socket"), "{stderr}");
+    assert!(!stderr.contains("Step 1/"), "nothing was solved: {stderr}");
+}

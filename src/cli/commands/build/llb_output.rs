@@ -111,8 +111,14 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     if args.dry_run {
         bail!("--dry-run plans locally; drop --builder to see the plan");
     }
-    if !args.ssh.is_empty() {
-        bail!("--ssh with --builder: forwarding an ssh agent over the BuildKit session is not supported yet");
+    let mut ssh_agents = std::collections::BTreeMap::new();
+    for spec in &args.ssh {
+        // As for a local build: agent sockets only, checked before anything is solved.
+        let agent = crate::engine::ssh::SshAgent::parse(spec)?;
+        agent.check()?;
+        if ssh_agents.insert(agent.id.clone(), agent.socket).is_some() {
+            bail!("--ssh {spec:?}: the agent id {} is given twice", agent.id);
+        }
     }
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
@@ -163,6 +169,7 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
         step_text,
         events: events.clone(),
         secrets,
+        ssh_agents,
         cache_to,
         cache_from,
         cancel,
