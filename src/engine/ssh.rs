@@ -3,11 +3,12 @@
 //! The RUN step sees a socket (default `/run/buildkit/ssh_agent.<N>`, mode 0600, owned by the
 //! mount's `uid`/`gid`) that forwards every connection to the agent's socket on the host, as
 //! BuildKit does. The step never sees the host socket itself (whose owner and mode are the
-//! host user's), nor any key: only the agent protocol crosses. Nothing of it enters a cache key
-//! or a layer. buildx also takes private key files and loads them into an agent of its own;
+//! host user's), nor any key: only listing the keys and signing with them cross (as buildx's
+//! read-only agent, adding, removing and locking keys are refused). Nothing of it enters a
+//! cache key or a layer. buildx also takes private key files and loads them into an agent of its own;
 //! rbuild takes agent sockets only and says so.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -75,9 +76,9 @@ impl SshAgent {
     }
 }
 
-/// A socket at `path` forwarding each connection to an agent, until dropped. It accepts on a
-/// thread of its own; each connection is copied both ways by two more, which end when either
-/// side closes.
+/// A socket at `path` forwarding each connection to an agent, until dropped, with only the
+/// requests a build may make ([`ALLOWED_REQUESTS`]). It accepts on a thread of its own; each
+/// connection is served by one more, which ends when either side closes.
 pub struct AgentProxy {
     path: PathBuf,
     stop: Arc<AtomicBool>,
@@ -131,19 +132,59 @@ impl Drop for AgentProxy {
     }
 }
 
-/// Copies `a` to `b` and `b` to `a` on two threads; a side's end of input shuts the other's
-/// writing half, so both threads finish when the conversation does.
-fn forward(a: UnixStream, b: UnixStream) {
-    let pipe = |from: UnixStream, to: UnixStream| {
-        move || {
-            let (mut from, mut to) = (from, to);
-            let _ = io::copy(&mut from, &mut to);
-            let _ = to.shutdown(std::net::Shutdown::Write);
+/// The agent requests a build step may make: list the keys (`SSH_AGENTC_REQUEST_IDENTITIES`)
+/// and sign with one (`SSH_AGENTC_SIGN_REQUEST`), as buildx's read-only agent allows. Adding,
+/// removing and locking keys, smartcards and extensions are refused: a Dockerfile from a pull
+/// request must not empty or lock the agent of whoever builds it.
+const ALLOWED_REQUESTS: [u8; 2] = [11, 13];
+
+/// The reply to a refused request (`SSH_AGENT_FAILURE`), framed.
+const FAILURE_REPLY: [u8; 5] = [0, 0, 0, 1, 5];
+
+/// The longest agent message taken (OpenSSH's own limit, `AGENT_MAX_LEN`).
+const MAX_AGENT_MESSAGE: usize = 256 * 1024;
+
+/// One framed agent message (4-byte big-endian length, then the message), length included;
+/// `None` at a clean end of input. A message over [`MAX_AGENT_MESSAGE`] is an error.
+fn read_agent_message(from: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match from.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_AGENT_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("agent message of {n} bytes")));
+    }
+    let mut message = vec![0u8; 4 + n];
+    message[..4].copy_from_slice(&len);
+    from.read_exact(&mut message[4..])?;
+    Ok(Some(message))
+}
+
+/// Serves one client of the proxy on a thread of its own: each request is read whole; an
+/// allowed one goes to the agent and the agent's one reply comes back, any other is answered
+/// with a failure without reaching the agent. One request at a time, as agent clients ask.
+fn forward(client: UnixStream, agent: UnixStream) {
+    let relay = move || -> io::Result<()> {
+        let (mut client, mut agent) = (client, agent);
+        while let Some(request) = read_agent_message(&mut client)? {
+            if request.get(4).is_some_and(|kind| ALLOWED_REQUESTS.contains(kind)) {
+                agent.write_all(&request)?;
+                let reply = read_agent_message(&mut agent)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+                client.write_all(&reply)?;
+            } else {
+                client.write_all(&FAILURE_REPLY)?;
+            }
         }
+        Ok(())
     };
-    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else { return };
-    let _ = std::thread::Builder::new().name("ssh-agent-copy".into()).spawn(pipe(a, b2));
-    let _ = std::thread::Builder::new().name("ssh-agent-copy".into()).spawn(pipe(b, a2));
+    let _ = std::thread::Builder::new().name("ssh-agent-relay".into()).spawn(move || {
+        if let Err(e) = relay() {
+            tracing::debug!("an ssh agent connection ended: {e}");
+        }
+    });
 }
 
 #[cfg(test)]
@@ -172,18 +213,20 @@ mod tests {
     }
 
     #[test]
-    fn the_proxy_forwards_both_ways_with_its_own_mode_and_goes_away() {
+    fn the_proxy_passes_listing_and_signing_only_with_its_own_mode_and_goes_away() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // A stand-in agent that answers each request with its bytes reversed.
+        // A stand-in agent: answers each request `[kind, body..]` with `[kind + 1, body..]`
+        // and reports the kinds it was asked.
         let agent_path = dir.path().join("agent.sock");
         let agent = UnixListener::bind(&agent_path).expect("bind");
+        let (asked_tx, asked) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for conn in agent.incoming().flatten() {
                 let mut conn = conn;
-                let mut buf = [0u8; 5];
-                if conn.read_exact(&mut buf).is_ok() {
-                    buf.reverse();
-                    let _ = conn.write_all(&buf);
+                while let Ok(Some(mut message)) = read_agent_message(&mut conn) {
+                    let _ = asked_tx.send(message[4]);
+                    message[4] += 1;
+                    let _ = conn.write_all(&message);
                 }
             }
         });
@@ -193,13 +236,27 @@ mod tests {
         let proxy = AgentProxy::start(&agent_path, &proxy_path, 0o600, uid, gid).expect("proxy");
         let mode = std::fs::metadata(proxy.path()).expect("stat").permissions().mode() & 0o7777;
         assert_eq!(mode, 0o600);
+        let ask = |client: &mut UnixStream, message: &[u8]| {
+            client.write_all(&(message.len() as u32).to_be_bytes()).expect("write");
+            client.write_all(message).expect("write");
+            read_agent_message(client).expect("read").expect("a reply")[4..].to_vec()
+        };
         for _ in 0..2 {
             let mut client = UnixStream::connect(&proxy_path).expect("connect");
-            client.write_all(b"hello").expect("write");
-            let mut answer = [0u8; 5];
-            client.read_exact(&mut answer).expect("read");
-            assert_eq!(&answer, b"olleh");
+            assert_eq!(ask(&mut client, &[11]), [12], "listing keys reaches the agent");
+            assert_eq!(ask(&mut client, &[13, 1, 2, 3]), [14, 1, 2, 3], "signing reaches the agent");
+            // Remove all, lock, add, an extension: refused here, never seen by the agent.
+            for refused in [[19u8].as_slice(), &[22, 0, 0, 0, 1, b'p'], &[17, 9], &[27], &[]] {
+                assert_eq!(ask(&mut client, refused), [5], "{refused:?} is answered SSH_AGENT_FAILURE");
+            }
+            assert_eq!(ask(&mut client, &[11]), [12]);
         }
+        assert_eq!(asked.try_iter().collect::<Vec<_>>(), [11, 13, 11, 11, 13, 11]);
+        // A message over OpenSSH's limit ends the connection.
+        let mut client = UnixStream::connect(&proxy_path).expect("connect");
+        client.write_all(&(1u32 << 20).to_be_bytes()).expect("write");
+        let mut rest = Vec::new();
+        assert_eq!(client.read_to_end(&mut rest).expect("read"), 0, "closed without a reply");
         drop(proxy);
         assert!(!proxy_path.exists(), "the socket is removed with the proxy");
     }

@@ -332,11 +332,19 @@ fn ssh_mounts_forward_the_agent_and_leave_nothing_behind() {
         if let Some(socket) = forwarding_sockets(&fx.root).first() {
             listed = crate::fixture::listed_keys(socket);
             if !listed.is_empty() {
+                // Listing passes; removing every key (`ssh-add -D`) is refused at the socket.
+                let remove_all = std::process::Command::new("ssh-add")
+                    .arg("-D")
+                    .env("SSH_AUTH_SOCK", socket)
+                    .output()
+                    .expect("ssh-add -D");
+                assert!(!remove_all.status.success(), "ssh-add -D through the step's socket succeeded");
                 break;
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    assert_eq!(crate::fixture::listed_keys(&agent.socket), agent.fingerprint, "the agent keeps its key");
     let out = build.wait_with_output().expect("build");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(listed, agent.fingerprint, "the step's socket reaches the agent");

@@ -674,7 +674,8 @@ fn ssh_agents_are_forwarded_over_the_session() {
     let dockerfile = "FROM busybox\nCOPY root/ /\n\
         RUN --mount=type=ssh ssh-add -l > /keys\n\
         RUN --mount=type=ssh,id=deploy,target=/tmp/agent,required=true \
-            test \"$SSH_AUTH_SOCK\" = /tmp/agent && ssh-add -l > /deploy-keys\n";
+            test \"$SSH_AUTH_SOCK\" = /tmp/agent && ssh-add -l > /deploy-keys\n\
+        RUN --mount=type=ssh ssh-add -D; echo $? > /remove-all\n";
     let (dir, store, context) = store_and_context(dockerfile);
     put_with_libraries(&context.join("root"), Path::new("/usr/bin/ssh-add"));
     let agent_dir = dir.path().join("agent");
@@ -691,6 +692,9 @@ fn ssh_agents_are_forwarded_over_the_session() {
         let read = |path: &str| crate::fixture::rbuild_ok(&store, &["run", "--rm", tag, "cat", path]);
         assert_eq!(read("/keys"), agent.fingerprint, "{url}: the step listed the agent's key");
         assert_eq!(read("/deploy-keys"), agent.fingerprint, "{url}: through the id deploy");
+        // As buildx's read-only agent: a step may not remove the user's keys.
+        assert_eq!(read("/remove-all"), "1\n", "{url}: ssh-add -D is refused");
+        assert_eq!(crate::fixture::listed_keys(&agent.socket), agent.fingerprint, "{url}: the agent keeps its key");
         let inspect = crate::fixture::rbuild_ok(&store, &["inspect", tag]);
         assert!(!inspect.contains(&agent.socket.display().to_string()), "the host's socket stays out: {inspect}");
     }

@@ -111,12 +111,12 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     if args.dry_run {
         bail!("--dry-run plans locally; drop --builder to see the plan");
     }
-    let mut ssh_agents = std::collections::BTreeMap::new();
+    let mut agents = std::collections::BTreeMap::new();
     for spec in &args.ssh {
         // As for a local build: agent sockets only, checked before anything is solved.
         let agent = crate::engine::ssh::SshAgent::parse(spec)?;
         agent.check()?;
-        if ssh_agents.insert(agent.id.clone(), agent.socket).is_some() {
+        if agents.insert(agent.id.clone(), agent.socket).is_some() {
             bail!("--ssh {spec:?}: the agent id {} is given twice", agent.id);
         }
     }
@@ -130,6 +130,19 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     let started = std::time::Instant::now();
     let store = crate::store::ImageStore::open_default()?.leased("build");
     let Lowered { input, plan, mut llb } = lower(args, &store, printer)?;
+    // BuildKit reaches each agent through a proxy of the local build's kind, which passes
+    // listing and signing only (the session would pass anything a step asks).
+    let proxy_dir = store.work_dir()?;
+    let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
+    let mut proxies = Vec::new();
+    let mut ssh_agents = std::collections::BTreeMap::new();
+    for (n, (id, socket)) in agents.iter().enumerate() {
+        let path = proxy_dir.path().join(format!("ssh-{n}"));
+        let proxy = crate::engine::ssh::AgentProxy::start(socket, &path, 0o600, uid, gid)
+            .with_context(|| format!("--ssh {id}: starting its proxy at {}", path.display()))?;
+        ssh_agents.insert(id.clone(), proxy.path().to_path_buf());
+        proxies.push(proxy);
+    }
     for (k, v) in &args.labels.iter().map(|l| l.split_once('=').unwrap_or((l.as_str(), ""))).collect::<Vec<_>>() {
         llb.image_config.config.labels.insert(k.to_string(), v.to_string());
     }
