@@ -11,8 +11,9 @@
 # RUN uses the host network in both tools).
 #
 # cold: BuildKit has none of the build's ops cached (each run gets a fresh ENV nonce after
-# every FROM, which changes every RUN's cache key; the base images stay). warm: the same
-# Dockerfile again, everything cached.
+# every FROM, which changes every RUN's cache key; the base images stay), after one untimed
+# cold run of each tool (so neither pays for what the previous scenario left dockerd doing).
+# warm: the same Dockerfile again, everything cached.
 #
 #   cargo build [--release] && sudo benches/buildkit_remote.sh [path/to/rbuild]
 #
@@ -120,7 +121,7 @@ for scenario in $scenarios; do
     cold_runs=$runs
     [ "$scenario" = apt ] && cold_runs=$apt_runs
     echo "== $scenario: cold ($cold_runs runs)" >&2
-    hyperfine -r "$cold_runs" --export-markdown "$work/$scenario-cold.md" \
+    hyperfine -w 1 -r "$cold_runs" --export-markdown "$work/$scenario-cold.md" \
         -n "rbuild --builder docker:// ($scenario cold)" --prepare "$(renonce "$r")" "$rb" \
         -n "docker build, BuildKit ($scenario cold)" --prepare "$(renonce "$d")" "$db" >&2
     echo "== $scenario: warm ($runs runs)" >&2

@@ -1,6 +1,7 @@
 //! BuildKit's status stream as rbuild's [`BuildEvent`]s: `Step N/M : …` for every plan step in
 //! order, `Using cache` for a step whose ops BuildKit all had cached, the ops' log lines as the
-//! step's output, and the step's last op digest as its result.
+//! step's output, the step's last op digest as its result, and the time its ops ran (from the
+//! first start to the last completion BuildKit reports) as its duration.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub struct Reporter {
     completed: HashMap<String, bool>,
     /// The last op completed per step (shown as the step's result).
     last_op: HashMap<usize, String>,
+    /// When each step's first op started and its last op completed, by BuildKit's clock
+    /// (nanoseconds since the epoch): the step's duration.
+    span: HashMap<usize, (i128, i128)>,
     logs: HashMap<usize, Vec<(OutputStream, String)>>,
     /// Partial log lines per op.
     partial: HashMap<String, String>,
@@ -52,6 +56,7 @@ impl Reporter {
             ops,
             completed: HashMap::new(),
             last_op: HashMap::new(),
+            span: HashMap::new(),
             logs: HashMap::new(),
             partial: HashMap::new(),
             failed: None,
@@ -72,6 +77,13 @@ impl Reporter {
             if vertex.completed.is_some() && vertex.error.is_empty() {
                 self.completed.insert(vertex.digest.clone(), vertex.cached);
                 self.last_op.insert(step, vertex.digest.clone());
+            }
+            let nanos = |t: &bollard_buildkit_proto::google::protobuf::Timestamp| {
+                i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+            };
+            if let (Some(started), Some(completed)) = (&vertex.started, &vertex.completed) {
+                let span = self.span.entry(step).or_insert((i128::MAX, i128::MIN));
+                *span = (span.0.min(nanos(started)), span.1.max(nanos(completed)));
             }
         }
         for log in &status.logs {
@@ -117,7 +129,12 @@ impl Reporter {
                 (self.events)(&BuildEvent::CacheHit { step, image_id: image_id.clone() });
             }
             if !image_id.is_empty() {
-                (self.events)(&BuildEvent::StepDone { step, image_id, layer_size: None, duration_ms: 0, cached });
+                let duration_ms = self
+                    .span
+                    .get(&step)
+                    .and_then(|(start, end)| u64::try_from((end - start) / 1_000_000).ok())
+                    .unwrap_or(0);
+                (self.events)(&BuildEvent::StepDone { step, image_id, layer_size: None, duration_ms, cached });
             }
             self.cursor += 1;
             self.announced = false;

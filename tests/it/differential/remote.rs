@@ -350,6 +350,31 @@ fn an_interrupted_or_killed_build_leaves_no_name_in_dockerd() {
     assert_eq!(claimed_names(&store), Vec::<String>::new(), "and the claim");
 }
 
+/// `--progress=json` through BuildKit: each step's `step_done` carries the time its ops ran
+/// (BuildKit's own start and completion times), and says whether BuildKit had it cached.
+#[test]
+fn json_progress_times_the_steps_buildkit_ran() {
+    if !ready() {
+        return;
+    }
+    let _turn = super::buildkit_turn();
+    let dockerfile = format!("FROM busybox\nRUN echo {} && sleep 1.2\n", nanos_now());
+    let (_dir, store, context) = store_and_context(&dockerfile);
+    let ctx = context.to_string_lossy();
+    let run_step = |out: &str| -> serde_json::Value {
+        out.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "step_done" && e["step"] == 2)
+            .unwrap_or_else(|| panic!("no step_done for the RUN:\n{out}"))
+    };
+    let args = ["build", "--builder", "docker://", "--progress", "json", "-t", "j:1", &ctx];
+    let first = run_step(&crate::fixture::rbuild_ok(&store, &args));
+    let ms = first["duration_ms"].as_u64().unwrap_or(0);
+    assert!(first["cached"] == false && (1200..60_000).contains(&ms), "{first}");
+    let again = run_step(&crate::fixture::rbuild_ok(&store, &args));
+    assert!(again["cached"] == true && again["duration_ms"].as_u64().is_some_and(|ms| ms < 1200), "{again}");
+}
+
 /// A failing RUN ends the build with the command's own exit status, as a local build does,
 /// and the error names the step.
 #[test]
