@@ -70,6 +70,8 @@ impl Reporter {
 
     fn update(&mut self, status: &StatusResponse) {
         for vertex in &status.vertexes {
+            let state = if vertex.completed.is_some() { "completed" } else { "started" };
+            tracing::debug!(cached = vertex.cached, "BuildKit {state} {}", vertex.name);
             let Some(step) = self.steps.get(&vertex.digest).copied() else { continue };
             if !vertex.error.is_empty() && self.failed.is_none() {
                 self.failed = Some(step);
