@@ -63,6 +63,8 @@ pub struct BuildOptions {
     pub secrets: Vec<crate::engine::secrets::BuildSecret>,
     /// `--ssh` agents for `RUN --mount=type=ssh`.
     pub ssh: Vec<crate::engine::ssh::SshAgent>,
+    /// `--allow`: the entitlements the build is granted (see [`crate::plan::entitlements`]).
+    pub allow: Vec<crate::plan::entitlements::Entitlement>,
     /// `--pull`: check the registry for every base image, even one already in the store.
     /// Without it, only a base image missing from the store is pulled (Docker's behaviour).
     pub pull: bool,
@@ -98,6 +100,7 @@ impl BuildOptions {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()).max(2),
             secrets: Vec::new(),
             ssh: Vec::new(),
+            allow: Vec::new(),
             pull: false,
             registry: RegistryOptions::from_env(None),
             settings: BuildSettings::from_env(),
@@ -214,6 +217,7 @@ impl Builder {
             target_platform: platform.clone(),
         };
         let plan = plan_build(&request, Some(&images))?;
+        crate::plan::entitlements::check(&plan, &opts.allow)?;
         for stage in plan.planned_stages() {
             check_stage_platform(stage, &platform)?;
         }
@@ -253,6 +257,7 @@ impl Builder {
             proxy_args: proxy_args(opts),
             secrets: &opts.secrets,
             ssh_agents: &opts.ssh,
+            allowed: &opts.allow,
             runner: &runner,
             requested_isolation: opts.isolation,
             isolation: Mutex::new(isolation),

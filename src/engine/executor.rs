@@ -84,6 +84,8 @@ pub struct StageExecutor<'a> {
     pub secrets: &'a [crate::engine::secrets::BuildSecret],
     /// `--ssh` agents, for `RUN --mount=type=ssh`.
     pub ssh_agents: &'a [crate::engine::ssh::SshAgent],
+    /// `--allow`: entitlements granted (the plan was checked against them).
+    pub allowed: &'a [crate::plan::entitlements::Entitlement],
     /// Runs RUN steps' containers.
     pub runner: &'a dyn ContainerRunner,
     /// `--isolation` as asked for.

@@ -74,6 +74,7 @@ impl Bench {
             proxy_args: BTreeMap::from([("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())]),
             secrets: &[],
             ssh_agents: &[],
+            allowed: &[],
             runner,
             imported: &Default::default(),
             classic: &Default::default(),

@@ -79,6 +79,8 @@ pub enum BuildError {
     SshMissing { step: usize, id: String },
     #[error(transparent)]
     Ssh(#[from] ssh::SshError),
+    #[error(transparent)]
+    NotEntitled(#[from] crate::plan::entitlements::NotEntitled),
     /// `FROM --platform=` names a platform other than the one the build runs on.
     #[error("step {step}: FROM --platform={platform}: rbuild runs steps natively and can only build for {native} here (no emulation)")]
     ForeignPlatform { step: usize, platform: String, native: String },

@@ -119,6 +119,17 @@ impl StageExecutor<'_> {
         let user = &state.config.config.user;
         spec.user = (!user.is_empty()).then(|| user.clone());
         spec.network = run.network.unwrap_or_default().or(self.network);
+        // `--security=insecure`, granted with `--allow security.insecure` (the plan was checked
+        // before the build started; checked again here so no other path runs it privileged).
+        if let Some(needed) = crate::plan::entitlements::needed_by_security(run.security.as_deref()) {
+            if !self.allowed.contains(&needed) {
+                return Err(BuildError::Internal(format!(
+                    "step {} needs --allow {needed}, and the plan was not checked against --allow",
+                    step.number
+                )));
+            }
+            spec.privileged = true;
+        }
         spec.extra_hosts = self.extra_hosts.clone();
         if let Ok(isolation) = self.isolation() {
             spec.isolation = isolation;

@@ -7,6 +7,7 @@
 
 mod cache_key;
 mod container;
+pub mod entitlements;
 pub mod instruction;
 
 pub use cache_key::{explain_miss, CacheKey, CacheKeyInputs, MissReason, SourceInputs};

@@ -81,6 +81,10 @@ pub struct BuildArgs {
     /// $SSH_AUTH_SOCK) or `ID=SOCKET`. Only the agent protocol reaches the step, never a key.
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET]")]
     ssh: Vec<String>,
+    /// Grant an entitlement: `security.insecure` lets `RUN --security=insecure` run with every
+    /// capability and no seccomp filter; `network.host` is granted anyway. May be repeated.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     /// Set a label on the image (`KEY=VALUE`); may be repeated
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -197,6 +201,8 @@ pub fn run(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
         StoreImages::new(store, PullPolicy::Never, crate::registry::RegistryOptions::default(), no_events())
     });
     let plan = plan_build(&request, images.as_ref())?;
+    // What the build would refuse, the dry run refuses too.
+    crate::plan::entitlements::check(&plan, &crate::plan::entitlements::Entitlement::parse_all(&args.allow)?)?;
     for reference in unresolved_bases(&plan) {
         printer.warn(format!(
             "[Warning] {reference} is not in the local store: its cache keys name the reference; a build pulls it and keys its digest"
@@ -356,6 +362,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.no_cache = args.no_cache;
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.allow = crate::plan::entitlements::Entitlement::parse_all(&args.allow)?;
     opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.pull = args.pull;
     use crate::engine::shared_cache::{CacheExportSpec, CacheImportSpec};

@@ -281,6 +281,50 @@ fn run_network_none_sees_only_loopback() {
     assert_eq!(host.lines().count(), host_ifaces, "host network: {host}");
 }
 
+/// `RUN --security=insecure` runs only with `--allow security.insecure` (buildx's flag), never
+/// because a Dockerfile asks: without it the build (and its dry run) is refused before any
+/// step runs, naming the line; with it the step has every capability and no seccomp filter,
+/// while the steps beside it keep Docker's defaults.
+#[test]
+fn insecure_runs_need_allow_and_then_run_privileged() {
+    let Some(fx) = Fixture::new() else { return };
+    let ctx = fx.context(
+        "insecure",
+        "FROM busybox\n\
+         RUN echo ran > /first\n\
+         RUN --security=insecure grep -E '^(CapEff|Seccomp):' /proc/self/status > /insecure\n\
+         RUN grep -E '^(CapEff|Seccomp):' /proc/self/status > /sandbox\n",
+        &[],
+    );
+    let path = ctx.to_str().expect("utf8");
+    for extra in [&[][..], &["--dry-run"][..], &["--allow", "network.host"][..]] {
+        let out = rbuild(&fx.root, &[&["build", "-t", "insecure:1"][..], extra, &[path][..]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("Dockerfile:3: RUN --security=insecure grep")
+                && stderr.contains("needs --allow security.insecure"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("Step 2/4"), "{extra:?}: no step ran");
+    }
+    let unknown = rbuild(&fx.root, &["build", "--allow", "device", path]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("--allow \"device\": unknown entitlement"));
+
+    fx.build_json(&ctx, "insecure:1", &["--allow", "security.insecure"]);
+    let rootfs = fx.rootfs("insecure:1");
+    let status = |name: &str| std::fs::read_to_string(rootfs.join(name)).expect(name);
+    let (insecure, sandbox) = (status("insecure"), status("sandbox"));
+    let field = |text: &str, key: &str| {
+        text.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).unwrap_or_default().to_string()
+    };
+    assert_eq!(field(&insecure, "Seccomp:"), "0", "{insecure}");
+    assert_eq!(field(&sandbox, "Seccomp:"), "2", "{sandbox}");
+    let caps = |text: &str| u64::from_str_radix(&field(text, "CapEff:"), 16).expect("hex");
+    assert!(caps(&insecure).count_ones() > caps(&sandbox).count_ones() + 10, "{insecure} vs {sandbox}");
+    assert_eq!(caps(&sandbox), 0xa80425fb, "Docker's default set: {sandbox}");
+}
+
 /// The forwarding sockets a running build made in its work dirs.
 fn forwarding_sockets(root: &Path) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;

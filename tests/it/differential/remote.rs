@@ -174,6 +174,19 @@ fn an_instruction_needing_a_newer_buildkit_is_named() {
     );
 }
 
+/// The definition would ask BuildKit for `security.insecure`; rbuild asks only with `--allow
+/// security.insecure`, so without it the build is refused before anything is solved.
+#[test]
+fn an_insecure_run_is_not_solved_without_allow() {
+    if !ready() {
+        return;
+    }
+    let (out, stderr) = build_through_dockerd("FROM busybox\nRUN --security=insecure true\n");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Dockerfile:2: RUN --security=insecure true: needs --allow security.insecure"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Step 1/"), "nothing was solved");
+}
+
 /// `--secret` reaches a secret mount through the session (never the image's config or
 /// history); `--no-cache` makes BuildKit run the step again; `--label` lands in the config.
 #[test]

@@ -130,6 +130,8 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     let started = std::time::Instant::now();
     let store = crate::store::ImageStore::open_default()?.leased("build");
     let Lowered { input, plan, mut llb } = lower(args, &store, printer)?;
+    // The definition asks BuildKit for what its ops need; rbuild asks only for what it was given.
+    crate::plan::entitlements::check(&plan, &crate::plan::entitlements::Entitlement::parse_all(&args.allow)?)?;
     // BuildKit reaches each agent through a proxy of the local build's kind, which passes
     // listing and signing only (the session would pass anything a step asks).
     let proxy_dir = store.work_dir()?;
