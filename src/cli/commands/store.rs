@@ -36,6 +36,9 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
     }
     match args.command {
         StoreCommand::Check { repair } => {
+            if repair {
+                stop_leftover_containers(&store, p)?;
+            }
             let report = store.check(repair)?;
             for problem in &report.problems {
                 p.line(format!("error: {problem}"))?;
@@ -58,6 +61,7 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
             }
         }
         StoreCommand::Gc => {
+            stop_leftover_containers(&store, p)?;
             let r = store.gc()?;
             for b in &r.deleted_blobs {
                 p.line(format!("deleted blob: {b}"))?;
@@ -71,6 +75,20 @@ pub fn run(args: StoreArgs, p: &mut Printer) -> anyhow::Result<()> {
             p.line(format!("Total reclaimed space: {}", human_size(r.reclaimed)))?;
         }
         StoreCommand::Reset { .. } => {}
+    }
+    Ok(())
+}
+
+/// Stops what a killed rbuild left running for the store's containers and RUN steps (their
+/// processes, pasta) and removes their runtime state, as every build and container command
+/// does before it starts.
+fn stop_leftover_containers(store: &ImageStore, p: &mut Printer) -> anyhow::Result<()> {
+    let report = crate::runtime::cleanup_stale(&store.root().join("run"))?;
+    for pid in &report.killed {
+        p.line(format!("stopped process {pid}, left running by a killed rbuild"))?;
+    }
+    for id in &report.removed {
+        p.line(format!("removed runtime state: {id}"))?;
     }
     Ok(())
 }

@@ -138,12 +138,9 @@ fn run_steps_reuse_a_pooled_network_namespace_and_leave_nothing_behind() {
     assert_eq!(pastas_under(&fx.root), Vec::<i32>::new());
 }
 
-/// A build killed with SIGKILL while a RUN step uses a pooled namespace leaves its pasta
-/// running; the next rbuild command's cleanup kills it and removes its state dir.
-#[test]
-fn a_killed_builds_pooled_network_is_removed_by_the_next_cleanup() {
-    let Some(fx) = super::fixture() else { return };
-    let ctx = fx.context("killed", "FROM busybox\nRUN sleep 60\n", &[]);
+/// Starts a build whose RUN sleeps, waits until its pooled namespace's pasta is recorded and
+/// the step runs, kills rbuild with SIGKILL and returns that pasta's pid.
+fn kill_a_build_in_its_run_step(fx: &crate::fixture::Fixture, ctx: &std::path::Path) -> i32 {
     let mut child = crate::fixture::rbuild_command()
         .env("RBUILD_ROOT", &fx.root)
         .env_remove("CI")
@@ -170,10 +167,28 @@ fn a_killed_builds_pooled_network_is_removed_by_the_next_cleanup() {
     std::thread::sleep(std::time::Duration::from_millis(500));
     child.kill().expect("SIGKILL rbuild");
     let _ = child.wait();
+    pasta
+}
+
+/// A build killed with SIGKILL while a RUN step uses a pooled namespace leaves its pasta
+/// running; the next build's cleanup kills it and removes its state dir, and so does `store
+/// gc` (so a kill followed by no build leaves nothing running after a gc).
+#[test]
+fn a_killed_builds_pooled_network_is_removed_by_the_next_cleanup() {
+    let Some(fx) = super::fixture() else { return };
+    let ctx = fx.context("killed", "FROM busybox\nRUN sleep 60\n", &[]);
+    let pasta = kill_a_build_in_its_run_step(&fx, &ctx);
     assert_eq!(pastas_under(&fx.root), [pasta], "pasta outlives a killed rbuild until the cleanup");
     assert_eq!(pooled_dirs(&fx.root).len(), 1);
     let next = fx.context("next", "FROM busybox\nENV A=1\n", &[]);
     rbuild_ok(&fx.root, &["build", "-q", next.to_str().expect("utf8")]);
     assert_eq!(pastas_under(&fx.root), Vec::<i32>::new(), "the cleanup left pasta {pasta}");
+    assert_eq!(pooled_dirs(&fx.root), Vec::<String>::new());
+
+    let pasta = kill_a_build_in_its_run_step(&fx, &ctx);
+    assert_eq!(pastas_under(&fx.root), [pasta]);
+    let gc = rbuild_ok(&fx.root, &["store", "gc"]);
+    assert!(gc.contains(&format!("stopped process {pasta}")), "{gc}");
+    assert_eq!(pastas_under(&fx.root), Vec::<i32>::new(), "store gc left pasta {pasta}");
     assert_eq!(pooled_dirs(&fx.root), Vec::<String>::new());
 }
