@@ -117,20 +117,44 @@ pub fn list_xattrs(path: &Path) -> io::Result<Vec<OsString>> {
     Ok(names.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| OsString::from_vec(n.to_vec())).collect())
 }
 
+/// Which of [`OPAQUE_XATTRS`] to read, from an xattr listing into `small`: `None` when none can
+/// be there; all of them when the names overflowed the buffer.
+fn opaque_markers_listed(listed: Result<usize, Errno>, small: &[u8]) -> io::Result<Option<[bool; 3]>> {
+    match listed {
+        Ok(0) | Err(Errno::NOTSUP) => Ok(None),
+        Ok(n) => Ok(Some(OPAQUE_XATTRS.map(|key| small[..n].split(|b| *b == 0).any(|name| name == key.as_bytes())))),
+        Err(Errno::RANGE) => Ok(Some([true; OPAQUE_XATTRS.len()])),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether the directory at `path` is marked opaque by one of [`OPAQUE_XATTRS`] (value `y`).
 /// One `llistxattr` for the usual directory without xattrs.
 pub fn is_opaque_dir(path: &Path) -> io::Result<bool> {
     let mut small = [0u8; 256];
-    // Which markers to read: those listed, or all of them when the names overflow the buffer.
-    let wanted: [bool; OPAQUE_XATTRS.len()] = match rustix::fs::llistxattr(path, &mut small[..]) {
-        Ok(0) | Err(Errno::NOTSUP) => return Ok(false),
-        Ok(n) => OPAQUE_XATTRS.map(|key| small[..n].split(|b| *b == 0).any(|name| name == key.as_bytes())),
-        Err(Errno::RANGE) => [true; OPAQUE_XATTRS.len()],
-        Err(e) => return Err(e.into()),
-    };
+    let listed = rustix::fs::llistxattr(path, &mut small[..]);
+    let Some(wanted) = opaque_markers_listed(listed, &small)? else { return Ok(false) };
     for (key, _) in OPAQUE_XATTRS.into_iter().zip(wanted).filter(|(_, wanted)| *wanted) {
         if get_xattr(path, key)?.is_some_and(|v| v == b"y") {
             return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// [`is_opaque_dir`] of a directory open for reading, through its descriptor (no path walk).
+pub fn is_opaque_dir_fd(dir: impl std::os::fd::AsFd) -> io::Result<bool> {
+    let mut small = [0u8; 256];
+    let listed = rustix::fs::flistxattr(&dir, &mut small[..]);
+    let Some(wanted) = opaque_markers_listed(listed, &small)? else { return Ok(false) };
+    for (key, _) in OPAQUE_XATTRS.into_iter().zip(wanted).filter(|(_, wanted)| *wanted) {
+        // The marker's value is `y`: a longer one (ERANGE here) is not the marker.
+        let mut value = [0u8; 2];
+        match rustix::fs::fgetxattr(&dir, key, &mut value[..]) {
+            Ok(n) if &value[..n] == b"y" => return Ok(true),
+            Ok(_) | Err(Errno::RANGE) => {}
+            Err(e) if absent(e) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(false)

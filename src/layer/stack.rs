@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::layer::overlay::{has_whiteout_xattr, is_opaque_dir, is_whiteout_device};
+use crate::layer::overlay::{has_whiteout_xattr, is_opaque_dir, is_opaque_dir_fd, is_whiteout_device};
 
 /// Where a visible entry lives on the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,26 +35,84 @@ pub enum EntryType {
 #[derive(Debug, Clone)]
 enum LayerState {
     /// The path is in this layer. `opaque_above`: a directory on the way is opaque, so no
-    /// lower layer shows through once this layer lacks a deeper component.
-    Found { host: PathBuf, kind: EntryType, opaque_above: bool },
+    /// lower layer shows through once this layer lacks a deeper component. `dir`: the
+    /// directory held open, so the next component is looked up relative to it (one step,
+    /// where a host path walks every component again: 100 nested WORKDIRs, each a layer,
+    /// made resolving cubic in the kernel's path walk); `None` when it could not be opened.
+    Found { host: PathBuf, kind: EntryType, opaque_above: bool, dir: Option<Arc<OwnedFd>> },
     /// A component is missing from this layer (after an opaque directory, when `opaque_above`).
     Missing { opaque_above: bool },
     /// A whiteout, or a file where a directory is needed, hides the path from here down.
     Blocked,
 }
 
+/// What a lookup of one entry tells.
+struct Probe {
+    kind: EntryType,
+    whiteout: bool,
+}
+
+impl Probe {
+    fn of_metadata(host: &Path, meta: &std::fs::Metadata) -> Probe {
+        Probe { kind: kind_of(meta), whiteout: is_whiteout(host, meta) }
+    }
+
+    /// The entry `name` of the open directory `dir` (`host` is its host path, for the rare
+    /// xattr whiteout of an empty file); `None` when it is missing.
+    fn at(dir: &OwnedFd, name: &str, host: &Path) -> Option<Probe> {
+        let stat = rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let file_type = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        let kind = match file_type {
+            rustix::fs::FileType::Directory => EntryType::Dir,
+            rustix::fs::FileType::RegularFile => EntryType::File,
+            rustix::fs::FileType::Symlink => EntryType::Symlink,
+            _ => EntryType::Other,
+        };
+        let whiteout = match file_type {
+            rustix::fs::FileType::CharacterDevice => stat.st_rdev == 0,
+            rustix::fs::FileType::RegularFile => stat.st_size == 0 && has_whiteout_xattr(host),
+            _ => false,
+        };
+        Some(Probe { kind, whiteout })
+    }
+}
+
+/// Opens a directory for lookups relative to it (`parent` and `name`, or `host` alone).
+fn open_dir(parent: Option<&OwnedFd>, name: &str, host: &Path) -> Option<Arc<OwnedFd>> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match parent {
+        Some(parent) => rustix::fs::openat(parent, name, flags, Mode::empty()),
+        None => rustix::fs::openat(CWD, host, flags, Mode::empty()),
+    };
+    fd.ok().map(Arc::new)
+}
+
 impl LayerState {
+    /// A layer's top directory (not opened: most layers of a lookup are never looked into).
+    fn root(layer: &Path) -> LayerState {
+        LayerState::Found { host: layer.to_path_buf(), kind: EntryType::Dir, opaque_above: false, dir: None }
+    }
+
     /// This layer's state one component deeper. `below_root`: the current path is not the
     /// root (the root's opaque marker never hides anything).
     fn extend(&self, c: &str, below_root: bool) -> LayerState {
         match self {
-            LayerState::Found { host, kind: EntryType::Dir, opaque_above } => {
-                let opaque_above = *opaque_above || (below_root && is_opaque(host));
-                let host = host.join(c);
-                match std::fs::symlink_metadata(&host) {
-                    Err(_) => LayerState::Missing { opaque_above },
-                    Ok(meta) if is_whiteout(&host, &meta) => LayerState::Blocked,
-                    Ok(meta) => LayerState::Found { kind: kind_of(&meta), host, opaque_above },
+            LayerState::Found { host, kind: EntryType::Dir, opaque_above, dir } => {
+                let opaque_above = *opaque_above || (below_root && is_opaque_at(dir.as_deref(), host));
+                let child = host.join(c);
+                let probe = match dir {
+                    Some(fd) => Probe::at(fd, c, &child),
+                    None => std::fs::symlink_metadata(&child).ok().map(|meta| Probe::of_metadata(&child, &meta)),
+                };
+                match probe {
+                    None => LayerState::Missing { opaque_above },
+                    Some(probe) if probe.whiteout => LayerState::Blocked,
+                    Some(probe) => {
+                        let child_dir =
+                            if probe.kind == EntryType::Dir { open_dir(dir.as_deref(), c, &child) } else { None };
+                        LayerState::Found { kind: probe.kind, host: child, opaque_above, dir: child_dir }
+                    }
                 }
             }
             LayerState::Found { .. } | LayerState::Blocked => LayerState::Blocked,
@@ -60,10 +120,42 @@ impl LayerState {
         }
     }
 
-    /// The entry the merged image shows, given every layer's state (top first).
-    fn visible(states: &[LayerState]) -> Option<MergedEntry> {
-        for state in states {
-            match state {
+    /// Lets go of the open directory (lookups below it go by path).
+    fn close_dir(&mut self) {
+        if let LayerState::Found { dir, .. } = self {
+            *dir = None;
+        }
+    }
+}
+
+/// Every layer's state along the path being resolved, filled in lazily in overlayfs's own
+/// lookup order: a layer is looked at, at some depth, only when every layer above it lacks
+/// the path there. When an upper layer holds the path (a WORKDIR's layer holds all of it),
+/// resolving costs one lookup per component instead of one per layer and component (100
+/// nested WORKDIRs, each a layer, made every step's lookups quadratic, the build quartic).
+struct LazyStates {
+    /// Per layer (top first): its states for the path's prefixes of length 0, 1, ...
+    layers: Vec<Vec<LayerState>>,
+}
+
+impl LazyStates {
+    fn new(view: &MergedView) -> LazyStates {
+        LazyStates { layers: view.layers.iter().map(|l| vec![LayerState::root(l)]).collect() }
+    }
+
+    /// The entry the merged image shows at `path` (non-empty components, no symlink among
+    /// the parents), given that the states already computed are for prefixes of `path`.
+    fn visible(&mut self, path: &[String]) -> Option<MergedEntry> {
+        let depth = path.len();
+        for states in &mut self.layers {
+            while states.len() <= depth {
+                let parent = states.len() - 1;
+                let next = states[parent].extend(&path[parent], parent > 0);
+                // Only a layer's deepest state keeps its directory open.
+                states[parent].close_dir();
+                states.push(next);
+            }
+            match &states[depth] {
                 LayerState::Found { host, kind, .. } => {
                     return Some(MergedEntry { host_path: host.clone(), metadata_kind: *kind })
                 }
@@ -72,6 +164,14 @@ impl LayerState {
             }
         }
         None
+    }
+
+    /// The path now has only `depth` components of those the states were computed for (a
+    /// `..`, a symlink replacing its last component, an absolute one restarting at the root).
+    fn truncate(&mut self, depth: usize) {
+        for states in &mut self.layers {
+            states.truncate(depth + 1);
+        }
     }
 }
 
@@ -93,6 +193,14 @@ fn is_whiteout(path: &Path, meta: &std::fs::Metadata) -> bool {
 /// An unreadable marker reads as "not opaque", as overlayfs treats it.
 fn is_opaque(path: &Path) -> bool {
     is_opaque_dir(path).unwrap_or(false)
+}
+
+/// [`is_opaque`] of a directory held open (read through the descriptor), else by its path.
+fn is_opaque_at(dir: Option<&OwnedFd>, path: &Path) -> bool {
+    match dir {
+        Some(fd) => is_opaque_dir_fd(fd).unwrap_or(false),
+        None => is_opaque(path),
+    }
 }
 
 fn kind_of(meta: &std::fs::Metadata) -> EntryType {
@@ -172,25 +280,12 @@ impl MergedView {
         None
     }
 
-    /// Every layer's state at the image root: each layer's own top directory.
-    fn root_states(&self) -> Vec<LayerState> {
-        self.layers
-            .iter()
-            .map(|l| LayerState::Found { host: l.clone(), kind: EntryType::Dir, opaque_above: false })
-            .collect()
-    }
-
     /// The entry at each prefix of `comps` (`comps[..1]`, `comps[..2]`, ...), as
     /// [`MergedView::lookup_exact`] gives it, in one walk: O(layers x depth), not squared.
     /// `None` from the first prefix the image does not show.
     pub fn lookup_prefixes(&self, comps: &[String]) -> Vec<Option<MergedEntry>> {
-        let mut states = self.root_states();
-        let mut out = Vec::with_capacity(comps.len());
-        for (i, c) in comps.iter().enumerate() {
-            states = states.iter().map(|s| s.extend(c, i > 0)).collect();
-            out.push(LayerState::visible(&states));
-        }
-        out
+        let mut states = LazyStates::new(self);
+        (1..=comps.len()).map(|n| states.visible(&comps[..n])).collect()
     }
 
     /// Resolves `path` (absolute inside the image) to its components with every symlink
@@ -202,8 +297,8 @@ impl MergedView {
     /// where [`MergedView::lookup_exact`] of every prefix from the root would cost O(layers x
     /// depth^2) (100 nested WORKDIRs, each a layer, made that cubic).
     pub fn resolve(&self, path: &str, follow_last: bool) -> Option<(Vec<String>, MergedEntry)> {
-        let (resolved, states) = self.walk(path, follow_last, false)?;
-        let entry = if resolved.is_empty() { self.lookup_exact(&resolved)? } else { LayerState::visible(&states)? };
+        let (resolved, entry) = self.walk(path, follow_last, false)?;
+        let entry = if resolved.is_empty() { self.lookup_exact(&resolved)? } else { entry? };
         Some((resolved, entry))
     }
 
@@ -217,29 +312,23 @@ impl MergedView {
     }
 
     /// The walk behind [`MergedView::resolve`] and [`MergedView::resolve_target`]: the
-    /// resolved components and every layer's state at them. `missing_ok`: a component the
-    /// stack does not show is kept (and everything below it is missing too) instead of
-    /// ending the walk with `None`.
-    fn walk(&self, path: &str, follow_last: bool, missing_ok: bool) -> Option<(Vec<String>, Vec<LayerState>)> {
+    /// resolved components and the entry the stack shows at them (`None` at the root, and
+    /// for a missing path). `missing_ok`: a component the stack does not show is kept (and
+    /// everything below it is missing too) instead of ending the walk with `None`.
+    fn walk(&self, path: &str, follow_last: bool, missing_ok: bool) -> Option<(Vec<String>, Option<MergedEntry>)> {
         let mut pending: Vec<String> = components(path);
         pending.reverse();
         let mut resolved: Vec<String> = Vec::new();
-        // states[j]: every layer's state for resolved[..j].
-        let mut states: Vec<Vec<LayerState>> = vec![self.root_states()];
+        let mut states = LazyStates::new(self);
         let mut hops = 0;
         while let Some(c) = pending.pop() {
             if c == ".." {
-                if resolved.pop().is_some() {
-                    states.pop();
-                }
+                resolved.pop();
+                states.truncate(resolved.len());
                 continue;
             }
-            let below_root = !resolved.is_empty();
-            let next: Vec<LayerState> = states.last()?.iter().map(|s| s.extend(&c, below_root)).collect();
             resolved.push(c);
-            let visible = LayerState::visible(&next);
-            states.push(next);
-            let entry = match visible {
+            let entry = match states.visible(&resolved) {
                 Some(entry) => entry,
                 None if missing_ok => continue,
                 None => return None,
@@ -253,17 +342,17 @@ impl MergedView {
                 let target = std::fs::read_link(&entry.host_path).ok()?;
                 let target = target.to_string_lossy().into_owned();
                 resolved.pop();
-                states.pop();
                 if target.starts_with('/') {
                     resolved.clear();
-                    states.truncate(1);
                 }
+                states.truncate(resolved.len());
                 let mut more = components(&target);
                 more.reverse();
                 pending.extend(more);
             }
         }
-        Some((resolved, states.pop()?))
+        let entry = if resolved.is_empty() { None } else { states.visible(&resolved) };
+        Some((resolved, entry))
     }
 
     /// The image path (`/a/b`) of a host path inside one of the view's layers, such as a
