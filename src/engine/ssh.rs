@@ -62,6 +62,22 @@ impl SshAgent {
         Ok(SshAgent { id: id.to_string(), socket })
     }
 
+    /// Every `--ssh`, parsed; an id given twice is refused (as buildx refuses it).
+    pub fn parse_all(specs: &[String]) -> Result<Vec<Self>, SshError> {
+        let mut agents: Vec<SshAgent> = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let agent = SshAgent::parse(spec)?;
+            if agents.iter().any(|a| a.id == agent.id) {
+                return Err(SshError::Invalid {
+                    spec: spec.clone(),
+                    reason: format!("the agent id {} is given twice", agent.id),
+                });
+            }
+            agents.push(agent);
+        }
+        Ok(agents)
+    }
+
     /// Checks the socket is there and is a socket, before the build starts.
     pub fn check(&self) -> Result<(), SshError> {
         let meta = std::fs::metadata(&self.socket).map_err(|source| SshError::Unusable {
@@ -191,6 +207,14 @@ fn forward(client: UnixStream, agent: UnixStream) {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn an_id_given_twice_is_refused() {
+        let specs = ["a=/run/x.sock".to_string(), "b=/run/y.sock".to_string(), "a=/run/z.sock".to_string()];
+        let err = SshAgent::parse_all(&specs).expect_err("twice");
+        assert!(err.to_string().contains("the agent id a is given twice"), "{err}");
+        assert_eq!(SshAgent::parse_all(&specs[..2]).expect("distinct").len(), 2);
+    }
 
     #[test]
     fn parses_buildx_forms() {

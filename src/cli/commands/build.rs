@@ -363,7 +363,7 @@ fn build(args: BuildArgs, printer: &mut Printer) -> anyhow::Result<()> {
     opts.secrets =
         args.secrets.iter().map(|s| crate::engine::secrets::BuildSecret::parse(s)).collect::<Result<Vec<_>, _>>()?;
     opts.allow = crate::plan::entitlements::Entitlement::parse_all(&args.allow)?;
-    opts.ssh = args.ssh.iter().map(|s| crate::engine::ssh::SshAgent::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    opts.ssh = crate::engine::ssh::SshAgent::parse_all(&args.ssh)?;
     opts.pull = args.pull;
     use crate::engine::shared_cache::{CacheExportSpec, CacheImportSpec};
     opts.cache_from = args.cache_from.iter().map(|s| CacheImportSpec::parse(s)).collect::<Result<Vec<_>, _>>()?;

@@ -111,14 +111,10 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     if args.dry_run {
         bail!("--dry-run plans locally; drop --builder to see the plan");
     }
-    let mut agents = std::collections::BTreeMap::new();
-    for spec in &args.ssh {
-        // As for a local build: agent sockets only, checked before anything is solved.
-        let agent = crate::engine::ssh::SshAgent::parse(spec)?;
+    // As for a local build: agent sockets only, checked before anything is solved.
+    let agents = crate::engine::ssh::SshAgent::parse_all(&args.ssh)?;
+    for agent in &agents {
         agent.check()?;
-        if agents.insert(agent.id.clone(), agent.socket).is_some() {
-            bail!("--ssh {spec:?}: the agent id {} is given twice", agent.id);
-        }
     }
     let mut secrets = std::collections::BTreeMap::new();
     for spec in &args.secrets {
@@ -138,11 +134,11 @@ pub(super) fn build_on_buildkit(args: &BuildArgs, url: &BuilderUrl, printer: &mu
     let (uid, gid) = (rustix::process::getuid().as_raw(), rustix::process::getgid().as_raw());
     let mut proxies = Vec::new();
     let mut ssh_agents = std::collections::BTreeMap::new();
-    for (n, (id, socket)) in agents.iter().enumerate() {
+    for (n, agent) in agents.iter().enumerate() {
         let path = proxy_dir.path().join(format!("ssh-{n}"));
-        let proxy = crate::engine::ssh::AgentProxy::start(socket, &path, 0o600, uid, gid)
-            .with_context(|| format!("--ssh {id}: starting its proxy at {}", path.display()))?;
-        ssh_agents.insert(id.clone(), proxy.path().to_path_buf());
+        let proxy = crate::engine::ssh::AgentProxy::start(&agent.socket, &path, 0o600, uid, gid)
+            .with_context(|| format!("--ssh {}: starting its proxy at {}", agent.id, path.display()))?;
+        ssh_agents.insert(agent.id.clone(), proxy.path().to_path_buf());
         proxies.push(proxy);
     }
     for (k, v) in &args.labels.iter().map(|l| l.split_once('=').unwrap_or((l.as_str(), ""))).collect::<Vec<_>>() {
