@@ -239,14 +239,12 @@ async fn solve_on_dockerd(
             Session::Tunnelled(control::session_stream(channel.clone(), &headers).await?)
         }
     };
-    let (end_session, ended) = tokio::sync::watch::channel(false);
-    let session = session_stream.serve(services(input, None, ended));
+    let session = session_stream.serve(input, None);
     remove_abandoned_names(socket, store).await;
     let claim = export_names::ExportName::claim(store, socket, &random_id())?;
     let name = claim.name().to_string();
     let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "moby", &name)).await;
-    session.abort();
-    let _ = end_session.send(true);
+    session.end();
     let solved = match solved {
         Some(solved) => solved,
         None => {
@@ -315,13 +313,10 @@ async fn solve_on_buildkitd(
     let work = store.work_dir()?;
     let archive = work.path().join("image.tar");
     let stream = control::session_stream(channel.clone(), &headers).await?;
-    let (end_session, ended) = tokio::sync::watch::channel(false);
-    let export = Some(session::ExportReceiver(archive.clone()));
-    let session = Session::Tunnelled(stream).serve(services(input, export, ended));
+    let session = Session::Tunnelled(stream).serve(input, Some(session::ExportReceiver(archive.clone())));
     let name = format!("{}{}", export_names::NAME_PREFIX, random_id());
     let solved = until_cancelled(&input.cancel, run_solve(channel, &session_id, input, "docker", &name)).await;
-    session.abort();
-    let _ = end_session.send(true);
+    session.end();
     solved.ok_or(BuildkitError::Interrupted)??;
     let file = std::fs::File::open(&archive)?;
     load_archive(store, std::io::BufReader::with_capacity(1 << 20, file), "the image buildkitd exported")
@@ -333,9 +328,28 @@ enum Session {
     Tunnelled(tokio::io::DuplexStream),
 }
 
+/// A session being served; [`ServedSession::end`] stops it once the solve is over.
+struct ServedSession {
+    task: tokio::task::JoinHandle<()>,
+    /// Tells the ssh relays to close (tonic serves each connection on a task of its own,
+    /// which aborting `task` does not end).
+    ended: tokio::sync::watch::Sender<bool>,
+}
+
+impl ServedSession {
+    fn end(self) {
+        self.task.abort();
+        let _ = self.ended.send(true);
+    }
+}
+
 impl Session {
-    fn serve(self, services: session::Services) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Serves `input`'s session services (and `export`, when the solve streams its result to
+    /// the client) on this connection.
+    fn serve(self, input: &SolveInput, export: Option<session::ExportReceiver>) -> ServedSession {
+        let (ended, end_seen) = tokio::sync::watch::channel(false);
+        let services = services(input, export, end_seen);
+        let task = tokio::spawn(async move {
             let served = match self {
                 Session::Upgraded(stream) => session::serve(stream, services).await,
                 Session::Tunnelled(stream) => session::serve(stream, services).await,
@@ -343,7 +357,8 @@ impl Session {
             if let Err(e) = served {
                 tracing::debug!("the BuildKit session ended: {e}");
             }
-        })
+        });
+        ServedSession { task, ended }
     }
 }
 
