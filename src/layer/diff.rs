@@ -395,20 +395,17 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
     }
 }
 
+/// The names the merged view of the lower dirs lists in the directory `rel`, through the one
+/// layer-stack listing ([`MergedView::read_dir`]: no lower layer's symlink followed on the
+/// way), each checked as [`lower_has`] sees it (an opaque directory above `rel` in a lower
+/// layer hides what is below it). A name that is not UTF-8 cannot be looked up: nothing.
 fn lower_children(lowers: &MergedView, rel: &Path) -> BTreeSet<OsString> {
-    let mut names = BTreeSet::new();
-    for lower in lowers.layers() {
-        if let Ok(children) = sorted_children(&lower.join(rel)) {
-            for (name, meta) in children {
-                if whiteout_target(&lower.join(rel).join(&name), &name, &meta, true).is_none()
-                    && name.as_bytes() != OPAQUE_MARKER.as_bytes()
-                {
-                    names.insert(name);
-                }
-            }
-        }
-    }
-    names.into_iter().filter(|n| lower_has(lowers, &rel.join(n))).collect()
+    let Some(comps) = rel.iter().map(|c| c.to_str().map(str::to_string)).collect::<Option<Vec<_>>>() else {
+        return BTreeSet::new();
+    };
+    // A `.wh.` name in a lower dir is a marker (whiteout file, opaque marker), not an entry.
+    let is_marker = |n: &OsString| n.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes());
+    lowers.read_dir(&comps).into_keys().filter(|n| !is_marker(n) && lower_has(lowers, &rel.join(n))).collect()
 }
 
 /// If the upper-dir entry at `path` is a whiteout, the name it hides. `whiteout_files`: a
