@@ -155,19 +155,13 @@ pub fn choose_without_overlay(reason: String) -> Result<IsolationChoice, Isolati
 
 /// proot on `PATH`, else chroot(2) when this process holds CAP_SYS_CHROOT.
 fn chroot_executor() -> Result<ChrootExecutor, String> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    if let Some(proot) = std::env::split_paths(&path).map(|d| d.join("proot")).find(|p| is_executable(p)) {
+    if let Some(proot) = crate::runtime::userns::find_in_path("proot") {
         return Ok(ChrootExecutor::Proot(proot));
     }
     match has_capability(CAP_SYS_CHROOT) {
         true => Ok(ChrootExecutor::Chroot),
         false => Err("proot is not installed and chroot(2) needs CAP_SYS_CHROOT".to_string()),
     }
-}
-
-fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// capability(7) number of CAP_SYS_CHROOT.

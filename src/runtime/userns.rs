@@ -23,7 +23,7 @@ pub fn rootless_setup_warning() -> Option<String> {
     let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name);
     let who = name.clone().unwrap_or_else(|| uid.to_string());
     let mut missing = Vec::new();
-    if find_in_path("newuidmap").is_none() || find_in_path("newgidmap").is_none() {
+    if find_id_helper("newuidmap").is_none() || find_id_helper("newgidmap").is_none() {
         missing.push("newuidmap/newgidmap (apt-get install uidmap)".to_owned());
     }
     for file in ["/etc/subuid", "/etc/subgid"] {
@@ -67,7 +67,7 @@ impl IdMap {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         let name = nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name);
-        let helpers = (find_in_path("newuidmap"), find_in_path("newgidmap"));
+        let helpers = (find_id_helper("newuidmap"), find_id_helper("newgidmap"));
         let ranges = (
             subordinate_range(Path::new("/etc/subuid"), name.as_deref(), uid),
             subordinate_range(Path::new("/etc/subgid"), name.as_deref(), uid),
@@ -128,12 +128,22 @@ impl IdMap {
     }
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+/// An executable file `program` on the host's `PATH`.
+pub(crate) fn find_in_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| is_executable(p))
+}
+
+/// newuidmap or newgidmap: on `PATH`, else in `/usr/bin` or `/usr/sbin`, where they live even
+/// when `PATH` lacks them.
+fn find_id_helper(program: &str) -> Option<PathBuf> {
+    find_in_path(program)
+        .or_else(|| ["/usr/bin", "/usr/sbin"].iter().map(|d| Path::new(d).join(program)).find(|p| is_executable(p)))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The first `name:start:count` (or `uid:start:count`) line of a subordinate id file.
