@@ -90,8 +90,9 @@ pub async fn save(socket: &Path, name: &str) -> Result<std::os::unix::net::UnixS
 /// The layers of image `name` where dockerd's overlay2 driver keeps them: per layer, bottom
 /// first, its diff ID and its diff directory (an overlay upper dir: whiteouts as 0/0 devices,
 /// opaque dirs as xattrs), from `GraphDriver.Data` of `GET /images/{name}/json`. `None` when
-/// dockerd uses another driver or the directories cannot be read from here (dockerd on
-/// another host or in another mount namespace, rbuild not root).
+/// dockerd uses another driver, the directories cannot be read from here (dockerd on
+/// another host or in another mount namespace, rbuild not root), or the daemon runs as
+/// neither root nor rbuild's user.
 pub async fn image_layer_dirs(socket: &Path, name: &str) -> Result<Option<Vec<(String, PathBuf)>>, BuildkitError> {
     let path = format!("/images/{}/json", percent_encode(name));
     let (status, mut stream) = request(socket, "GET", &path, "HTTP/1.0", &[]).await?;
@@ -119,7 +120,23 @@ pub async fn image_layer_dirs(socket: &Path, name: &str) -> Result<Option<Vec<(S
     if diff_ids.len() != dirs.len() || !dirs.iter().all(|d| std::fs::read_dir(d).is_ok()) {
         return Ok(None);
     }
+    if !serves_as_root_or_us(socket) {
+        return Ok(None);
+    }
     Ok(Some(diff_ids.into_iter().zip(dirs).collect()))
+}
+
+/// Whether the process serving `socket` runs as root or as this process's own user: only
+/// then are the host directories it names read (with rbuild's privileges, which may be
+/// root's). Anyone else listening on a `--builder docker://SOCKET` path could otherwise have
+/// root's rbuild copy any host directory into the image; such a daemon's image is saved
+/// through its API instead.
+fn serves_as_root_or_us(socket: &Path) -> bool {
+    let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let Ok(peer) = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) else {
+        return false;
+    };
+    peer.uid() == 0 || peer.uid() == nix::unistd::geteuid().as_raw()
 }
 
 /// `docker rmi NAME` (the temporary tag a solve exported to).
@@ -142,4 +159,63 @@ fn percent_encode(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket of this process's user is trusted; one served by another (non-root) user is
+    /// not (checked as root, which can become that user; CI runs as root).
+    #[test]
+    fn only_a_daemon_of_root_or_our_user_names_directories_to_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = dir.path().join("ours.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&ours).expect("bind");
+        assert!(serves_as_root_or_us(&ours));
+        assert!(!serves_as_root_or_us(&dir.path().join("missing.sock")));
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs this test as root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let theirs = dir.path().join("theirs.sock");
+        // A child that becomes `nobody` and listens on `theirs`: only async-signal-safe calls
+        // after the fork, the address made before it.
+        // SAFETY: sockaddr_un is plain data; zeroed is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (to, from) in addr.sun_path.iter_mut().zip(theirs.as_os_str().as_encoded_bytes()) {
+            *to = *from as libc::c_char;
+        }
+        // SAFETY: the child only makes raw syscalls on data prepared above, then pauses or exits.
+        let child = match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => unsafe {
+                if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    libc::_exit(1);
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+                if libc::bind(fd, (&raw const addr).cast(), len) != 0 || libc::listen(fd, 4) != 0 {
+                    libc::_exit(2);
+                }
+                loop {
+                    libc::pause();
+                }
+            },
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        for _ in 0..200 {
+            if theirs.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let trusted = serves_as_root_or_us(&theirs);
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(child, None);
+        assert!(theirs.exists(), "the other user's socket was made");
+        assert!(!trusted, "a daemon of another user names no directory rbuild reads");
+    }
 }
